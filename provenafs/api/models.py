@@ -1,0 +1,96 @@
+"""Frozen value records the data store API answers with, as the mount sees them.
+
+Parsing from JSON happens in ``provenafs.api`` only; other layers receive these types. They must
+not carry behaviour beyond small derived properties, and never print a secret in ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "Credentials",
+    "DatasetPage",
+    "DatasetRecord",
+    "Discovery",
+    "S3Location",
+    "VersionCreated",
+    "VersioningInfo",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Temporary S3 credentials scoped to one dataset's prefix (STS session)."""
+
+    access_key_id: str
+    secret_access_key: str = dataclasses.field(repr=False)
+    session_token: str = dataclasses.field(repr=False)
+    expiry: dt.datetime  # timezone-aware, as advertised by the data store
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Location:
+    bucket_name: str
+    path: str  # "datasets/10378-1-1932274/" (trailing slash)
+    s3_uri: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VersioningInfo:
+    previous_version: str | None
+    version: int
+    reason: str | None
+    next_version: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRecord:
+    """One dataset version's registry record.
+
+    From a fetch, ``roles`` and ``locked`` are the caller's item roles and the lock flag and
+    ``document`` is the whole fetch result (``item``, ``roles``, ``locked``, without ``status``).
+    From a list page they are ``None`` and ``document`` holds only ``item``.
+    """
+
+    handle: str
+    display_name: str
+    s3: S3Location
+    release_status: str  # NOT_RELEASED / PENDING / RELEASED
+    versioning: VersioningInfo | None
+    owner_username: str
+    created_timestamp: int
+    updated_timestamp: int
+    roles: frozenset[str] | None
+    locked: bool | None
+    document: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def is_latest(self) -> bool:
+        return self.versioning is None or self.versioning.next_version is None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetPage:
+    """One page of ``POST /registry/items/list``; ``pagination_key`` None means no more pages."""
+
+    items: tuple[DatasetRecord, ...]
+    pagination_key: Mapping[str, Any] | None = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+    """What ``GET /.well-known/provenafs`` names (the local data store); None fields are unknown."""
+
+    s3_endpoint_url: str | None
+    region: str
+    realm_url: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionCreated:
+    new_version_id: str
+    version_job_session_id: str

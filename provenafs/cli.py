@@ -1,0 +1,61 @@
+"""The ``provenafs`` command: dispatches each subcommand to the half that owns it.
+
+It must not hold any logic of its own: ``serve`` goes to the local data store
+(``provenafs.server.cli``), everything else to the mount's commands (``provenafs.commands``).
+Imports are lazy so that the mount never loads server code and vice versa.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_SERVER_COMMANDS = {"serve"}
+_MOUNT_COMMANDS = {"mount", "umount", "login", "status", "commit", "revert", "logout"}
+
+_USAGE = """usage: provenafs COMMAND [ARGS...]
+
+commands:
+  serve     run the local Provena-compatible data store (see: provenafs serve --help)
+  mount     mount a data store:      provenafs mount [SOURCE] MOUNTPOINT [-f] [-o opt,...]
+  umount    unmount (publishing or refusing pending drafts)
+  login     sign in to a data store with the Keycloak device flow
+  logout    forget stored tokens for a data store
+  status    show drafts, publishes, cache use and credential expiry of a mount
+  commit    publish a dataset's draft as a new version
+  revert    restore an earlier metadata history entry of a dataset
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``provenafs`` with *argv* (default: ``sys.argv[1:]``) and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(_USAGE, end="")
+        return 0 if args else 2
+    command = args[0]
+    if command in {"-V", "--version"}:
+        from provenafs import __version__
+
+        print(__version__)
+        return 0
+    if command in _SERVER_COMMANDS:
+        from provenafs.server import cli as server_cli
+
+        return server_cli.main(args[1:])
+    if command in _MOUNT_COMMANDS:
+        from provenafs import commands
+
+        return commands.main(command, args[1:])
+    print(f"provenafs: unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+def mount_helper_main(argv: list[str] | None = None) -> int:
+    """Entry point for ``mount -t fuse.provenafs SOURCE MOUNTPOINT -o OPTS`` (mount.fuse.provenafs).
+
+    ``mount(8)`` calls helpers as ``mount.fuse.provenafs SOURCE MOUNTPOINT [-o OPTS]``.
+    """
+    from provenafs import commands
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return commands.main("mount", args)
