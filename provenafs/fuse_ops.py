@@ -110,7 +110,7 @@ def fuse_handler(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[
             return await method(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the one place every failure becomes an errno
             value = _errno_of(exc)
             _log_failure(handler, exc, value)
             raise pyfuse3.FUSEError(value) from None
@@ -357,7 +357,7 @@ class Operations(pyfuse3.Operations):
         await self._fs.rmdir(parent_inode, _decode_name(name), to_caller(ctx))
 
     @fuse_handler
-    async def rename(
+    async def rename(  # noqa: PLR0917 - pyfuse3 fixes this signature
         self,
         parent_inode_old: int,
         name_old: bytes,
@@ -434,4 +434,3 @@ class KernelNotifier:
             pass
         except OSError as exc:
             log.warning("invalidate_inode(%d) failed: %s", inode, exc)
-

@@ -1,0 +1,321 @@
+"""Run one mount: build the IO layer and the filesystem core, mount them, serve until unmounted.
+
+The daemon owns the process: logging (stderr in the foreground, a per-mountpoint log file when
+started in the background by ``provenafs mount``), signals (SIGTERM/SIGINT/SIGHUP unmount
+cleanly), and one trio nursery that owns every background task, pyfuse3's main loop included.
+It must not make syscalls against the mount it serves (its own trio loop would have to answer
+them), and it must not know filesystem semantics: those are the core's.
+
+Start-up problems (bad token, unreachable source, unusable mountpoint) are found *before*
+mounting and reported as ``StartupError`` with a message fit for the user; a parent waiting on
+the readiness pipe (``READY_FD_ENV``) receives either ``ready`` or ``error: <message>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import signal
+import sys
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pyfuse3
+import trio
+import trio.lowlevel
+
+from provenafs.api import errors as api_errors
+from provenafs.api.client import DataStoreClient
+from provenafs.api.tokens import token_source_for
+from provenafs.blockcache import BlockCache
+from provenafs.credentials import CredentialBroker
+from provenafs.diskcache import DiskCache
+from provenafs.filesystem import Filesystem
+from provenafs.fuse_ops import Operations
+from provenafs.mount_options import MountOptions
+from provenafs.reader import PrefetchBudget
+from provenafs.s3 import S3BlobStore
+
+__all__ = [
+    "FSTYPE",
+    "READY_FD_ENV",
+    "MountEntry",
+    "StartupError",
+    "find_mount",
+    "fuse_mount_options",
+    "log_path_for",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+FSTYPE = "fuse.provenafs"
+READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
+_STOP_GRACE_SECONDS = 5.0  # in-flight requests may finish this long after a stop signal
+_QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore")
+
+
+class StartupError(Exception):
+    """The mount could not start; the message is what the user is shown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MountEntry:
+    """One line of ``/proc/self/mountinfo``."""
+
+    mountpoint: Path
+    fstype: str
+    source: str
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
+    return (
+        field.encode("latin-1")
+        .decode("unicode_escape")
+        .encode("latin-1")
+        .decode("utf-8", "surrogateescape")
+    )
+
+
+def find_mount(
+    mountpoint: Path, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> MountEntry | None:
+    """The mount whose mountpoint is exactly ``mountpoint`` (the last one, if stacked)."""
+    wanted = Path(os.path.abspath(mountpoint))
+    found: MountEntry | None = None
+    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
+        fields = line.split(" ")
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if len(fields) < separator + 3 or len(fields) < 5:
+            continue
+        point = Path(_unescape_mountinfo(fields[4]))
+        if point == wanted:
+            found = MountEntry(
+                point, fields[separator + 1], _unescape_mountinfo(fields[separator + 2])
+            )
+    return found
+
+
+def log_path_for(mountpoint: Path) -> Path:
+    """``~/.cache/provenafs/logs/<hash of the mountpoint>.log``: one log per mountpoint."""
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(mountpoint))).hexdigest()[:16]
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "provenafs" / "logs" / f"{digest}.log"
+
+
+def _escape_option_value(value: str) -> str:
+    """libfuse splits ``-o`` values on commas; keep a URL whole and ASCII."""
+    ascii_value = urllib.parse.quote(value, safe=":/?#[]@!$&'()*+;=%~.-_")
+    return ascii_value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def fuse_mount_options(options: MountOptions) -> set[str]:
+    """The libfuse options for this mount (``fuse.provenafs`` in /proc/mounts, auto_unmount)."""
+    result = {
+        f"fsname={_escape_option_value(options.source)}",
+        "subtype=provenafs",
+        "auto_unmount",
+        "default_permissions",  # the core's permission bits are the truth
+        "noatime",
+    }
+    if options.read_only:
+        result.add("ro")
+    if options.allow_other:
+        result.add("allow_other")
+    return result
+
+
+def _configure_logging(options: MountOptions, *, to_file: bool) -> None:
+    level = logging.DEBUG if options.debug else logging.INFO
+    handler: logging.Handler
+    if to_file:
+        path = log_path_for(options.mountpoint)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.chmod(0o700)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        os.chmod(path, 0o600)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # These log request headers (signatures, session tokens) at debug level: keep them quiet.
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _check_mountpoint(options: MountOptions) -> None:
+    mountpoint = options.mountpoint
+    if not mountpoint.exists():
+        raise StartupError(f"mountpoint {mountpoint} does not exist")
+    if not mountpoint.is_dir():
+        raise StartupError(f"mountpoint {mountpoint} is not a directory")
+    existing = find_mount(mountpoint)
+    if existing is not None:
+        raise StartupError(
+            f"mountpoint {mountpoint} is already mounted ({existing.fstype} from {existing.source})"
+        )
+    if options.extra.get("nonempty") is None and any(mountpoint.iterdir()):
+        raise StartupError(f"mountpoint {mountpoint} is not empty (use -o nonempty to allow it)")
+
+
+class _Readiness:
+    """The pipe a parent ``provenafs mount`` waits on: one line, ``ready`` or ``error: ...``."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    @classmethod
+    def from_environment(cls) -> _Readiness:
+        raw = os.environ.pop(READY_FD_ENV, None)
+        if raw is None or not raw.isdigit():
+            return cls(None)
+        return cls(int(raw))
+
+    @property
+    def has_parent(self) -> bool:
+        return self._fd is not None
+
+    def _send(self, line: str) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.write(fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def ready(self) -> None:
+        self._send("ready")
+
+    def failed(self, message: str) -> None:
+        self._send(f"error: {message}")
+
+
+def _describe_api_failure(options: MountOptions, exc: Exception) -> str:
+    source = options.source
+    if isinstance(exc, api_errors.AuthenticationFailed):
+        return f"{source} refused the token ({exc}); run `provenafs login {source}` or set a token"
+    if isinstance(exc, api_errors.PermissionDenied):
+        return f"{source} denied access ({exc}); the account lacks the registry read role"
+    if isinstance(exc, api_errors.Unavailable):
+        return f"cannot reach the data store at {source}: {exc}"
+    if isinstance(exc, api_errors.NotFound):
+        return f"{source} does not look like a Provena data store: {exc}"
+    return f"cannot start against {source}: {type(exc).__name__}: {exc}"
+
+
+@contextlib.asynccontextmanager
+async def _open_filesystem(options: MountOptions) -> AsyncIterator[Filesystem]:
+    """Discover the data store, check the token works, and build the core over the IO layer."""
+    try:
+        tokens = token_source_for(options)
+    except (ValueError, OSError, api_errors.ApiError) as exc:
+        raise StartupError(f"no usable token for {options.source}: {exc}") from exc
+    client = DataStoreClient(options.source, tokens)
+    try:
+        try:
+            discovery = await client.discover()
+            # One cheap authenticated call: a bad token or source fails here, before mounting.
+            await client.list_page(None, page_size=1)
+        except api_errors.ApiError as exc:
+            raise StartupError(_describe_api_failure(options, exc)) from exc
+        log.info(
+            "data store %s: S3 %s, region %s",
+            options.source,
+            discovery.s3_endpoint_url or "(AWS default)",
+            discovery.region,
+        )
+        store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
+        broker = CredentialBroker(client)
+        disk = None
+        if options.cache_dir is not None:
+            disk = DiskCache(options.cache_dir, options.cache_size)
+        cache = BlockCache(options.memory_cache_size, disk=disk)
+        budget = PrefetchBudget(options.prefetch_budget)
+        fs = Filesystem(
+            client=client,
+            broker=broker,
+            store=store,
+            cache=cache,
+            budget=budget,
+            options=options,
+        )
+        try:
+            yield fs
+        finally:
+            with trio.CancelScope(shield=True):
+                await fs.close()
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
+async def _stop_on_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    """First signal: let libfuse stop reading requests; after a grace period, cancel the rest."""
+    async for signum in signals:
+        log.info("received %s: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        scope.deadline = min(scope.deadline, trio.current_time() + _STOP_GRACE_SECONDS)
+        return
+
+
+async def _run_session(scope: trio.CancelScope) -> None:
+    try:
+        await pyfuse3.main()
+    finally:
+        scope.cancel()
+
+
+async def _serve(options: MountOptions, readiness: _Readiness) -> None:
+    stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    with trio.open_signal_receiver(*stop_signals) as signals:
+        async with _open_filesystem(options) as fs:
+            ops = Operations(fs, negative_timeout=min(options.metadata_ttl, 5.0))
+            try:
+                pyfuse3.init(ops, str(options.mountpoint), fuse_mount_options(options))
+            except RuntimeError as exc:
+                raise StartupError(f"cannot mount at {options.mountpoint}: {exc}") from exc
+            log.info("mounted %s at %s", options.source, options.mountpoint)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await fs.start(nursery)
+                    nursery.start_soon(_stop_on_signals, signals, nursery.cancel_scope)
+                    nursery.start_soon(_run_session, nursery.cancel_scope)
+                    await trio.lowlevel.checkpoint()
+                    readiness.ready()
+            finally:
+                pyfuse3.close(unmount=True)
+                log.info("unmounted %s", options.mountpoint)
+
+
+def run(options: MountOptions) -> int:
+    """Mount and serve in this process until unmounted or signalled; return the exit code."""
+    readiness = _Readiness.from_environment()
+    in_background = readiness.has_parent
+    _configure_logging(options, to_file=in_background)
+    try:
+        _check_mountpoint(options)
+        trio.run(_serve, options, readiness)
+    except StartupError as exc:
+        readiness.failed(str(exc))
+        if in_background:
+            log.error("%s", exc)
+        else:
+            print(f"provenafs: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        log.exception("the mount failed")
+        readiness.failed(f"the mount failed: {type(exc).__name__}: {exc}")
+        return 1
+    return 0
