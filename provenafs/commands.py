@@ -1,0 +1,362 @@
+"""The mount-side commands: ``mount``, ``umount``, ``login``, ``logout``, ``status``, ...
+
+``main(command, args)`` is called by ``provenafs.cli`` (and by ``mount.fuse.provenafs``, the
+helper ``mount(8)`` runs for ``-t fuse.provenafs`` and ``/etc/fstab`` lines). This module parses
+arguments, talks to the user and starts the daemon; it must not hold filesystem logic, never
+print a token, and never make a mount's own daemon serve its syscalls (it runs in a separate
+process from the daemon).
+
+Background mounts start ``python -m provenafs mount ... -f`` as a detached child in its own
+session and wait on a readiness pipe (``daemon.READY_FD_ENV``), so ``provenafs mount`` returns
+only once the mount answers, or fails with the daemon's own message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "strip_fstab_options"]
+
+_FSTYPE = "fuse.provenafs"
+_READY_TIMEOUT_SECONDS = 120.0
+_NOT_YET_EXIT = 2
+_USAGE_EXIT = 2
+
+# Options that only mean something to mount(8) or systemd, never to the filesystem.
+_FSTAB_ONLY_OPTIONS = frozenset(
+    {"defaults", "_netdev", "noauto", "auto", "user", "users", "nouser", "owner", "group", "nofail"}
+)
+_FSTAB_ONLY_PREFIXES = ("x-", "comment=")
+# Flags mount(8) may pass to a helper (sloppy, no-mtab, verbose); they take no value.
+_HELPER_FLAGS = frozenset({"-s", "-n", "-v"})
+# Helper flags with a value: namespace, and the type mount(8) already resolved.
+_HELPER_VALUE_FLAGS = frozenset({"-N", "-t"})
+
+
+def _error(command: str, message: str) -> None:
+    print(f"provenafs {command}: {message}", file=sys.stderr)
+
+
+def strip_fstab_options(args: Sequence[str]) -> list[str]:
+    """``args`` without mount(8)'s own flags and the fstab-only ``-o`` options."""
+    result: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg in _HELPER_FLAGS:
+            continue
+        if arg in _HELPER_VALUE_FLAGS:
+            index += 1
+            continue
+        if arg == "-o" or (arg.startswith("-o") and len(arg) > 2):
+            if arg == "-o":
+                if index >= len(args):
+                    result.append(arg)  # let the parser report the missing value
+                    continue
+                value = args[index]
+                index += 1
+            else:
+                value = arg[2:]
+            kept = [
+                option
+                for option in value.split(",")
+                if option
+                and option not in _FSTAB_ONLY_OPTIONS
+                and not option.startswith(_FSTAB_ONLY_PREFIXES)
+            ]
+            if kept:
+                result += ["-o", ",".join(kept)]
+            continue
+        result.append(arg)
+    return result
+
+
+def _find_mount(mountpoint: Path) -> tuple[str, str] | None:
+    """(fstype, source) of the mount at ``mountpoint``, from /proc/self/mountinfo."""
+    from provenafs.daemon import find_mount
+
+    entry = find_mount(mountpoint)
+    return None if entry is None else (entry.fstype, entry.source)
+
+
+# -- mount ---------------------------------------------------------------------------------------
+
+
+def _mount(args: Sequence[str]) -> int:
+    from provenafs.mount_options import parse_mount_args
+
+    if any(arg in {"-h", "--help"} for arg in args):
+        print(
+            "usage: provenafs mount [SOURCE] MOUNTPOINT [-f] [-d] [-o opt,...]\n"
+            "  -f  stay in the foreground (log to stderr)\n"
+            "  -d  debug logging\n"
+            "  -o  mount options (see the README)"
+        )
+        return 0
+    cleaned = strip_fstab_options(args)
+    try:
+        options = parse_mount_args(cleaned)
+    except (ValueError, SystemExit) as exc:
+        _error("mount", str(exc) or "invalid arguments")
+        return _USAGE_EXIT
+    if options.foreground:
+        from provenafs import daemon
+
+        return daemon.run(options)
+    return _mount_in_background(cleaned, options.mountpoint)
+
+
+def _mount_in_background(args: Sequence[str], mountpoint: Path) -> int:
+    """Start the daemon detached, wait until it reports ready (or why it could not start)."""
+    from provenafs.daemon import READY_FD_ENV, log_path_for
+
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ)
+    env[READY_FD_ENV] = str(write_fd)
+    command = [sys.executable, "-m", "provenafs", "mount", *args, "-f"]
+    try:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(write_fd,),
+            env=env,
+        )
+    finally:
+        os.close(write_fd)
+    try:
+        line = _read_readiness(read_fd, _READY_TIMEOUT_SECONDS)
+    finally:
+        os.close(read_fd)
+    log_hint = f"(daemon log: {log_path_for(mountpoint)})"
+    if line == "ready":
+        found = _find_mount(mountpoint)
+        if found is not None and found[0] == _FSTYPE:
+            return 0
+        _error("mount", f"the daemon reported ready but {mountpoint} is not mounted {log_hint}")
+        return 1
+    if line is not None and line.startswith("error: "):
+        _error("mount", line.removeprefix("error: "))
+        _reap(child)
+        return 1
+    if line is None and child.poll() is None:
+        child.terminate()
+        _reap(child)
+        _error("mount", f"the mount was not ready after {_READY_TIMEOUT_SECONDS:.0f} s {log_hint}")
+        return 1
+    code = _reap(child)
+    _error("mount", f"the daemon exited with status {code} before the mount was ready {log_hint}")
+    return 1
+
+
+def _read_readiness(fd: int, timeout: float) -> str | None:
+    """The daemon's one status line, or None on timeout or a daemon that died silently."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    text = data.decode("utf-8", "replace").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _reap(child: subprocess.Popen[bytes]) -> int | None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return child.wait(timeout=10)
+    return None
+
+
+# -- umount --------------------------------------------------------------------------------------
+
+
+def _umount(args: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="provenafs umount")
+    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
+    parsed = parser.parse_args(args)
+    mountpoint: Path = parsed.mountpoint.absolute()
+    found = _find_mount(mountpoint)
+    if found is None:
+        _error("umount", f"{mountpoint} is not mounted")
+        return 1
+    if found[0] != _FSTYPE:
+        _error("umount", f"{mountpoint} is not a provenafs mount (it is {found[0]})")
+        return 1
+    fusermount = shutil.which("fusermount3")
+    if fusermount is None:
+        _error("umount", "fusermount3 is not installed (apt install fuse3)")
+        return 1
+    command = [fusermount, "-u", *(["-z"] if parsed.lazy else []), str(mountpoint)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        _error("umount", result.stderr.strip() or f"fusermount3 failed ({result.returncode})")
+        return 1
+    return 0
+
+
+# -- login / logout ------------------------------------------------------------------------------
+
+
+def _login(args: Sequence[str]) -> int:
+    import trio
+
+    from provenafs.api import errors as api_errors
+
+    parser = argparse.ArgumentParser(prog="provenafs login")
+    parser.add_argument("source", help="the data store URL")
+    parsed = parser.parse_args(args)
+    try:
+        trio.run(_login_flow, parsed.source)
+    except api_errors.ApiError as exc:
+        _error("login", f"{type(exc).__name__}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _error("login", "cancelled")
+        return 1
+    return 0
+
+
+def _show_device_prompt(verification_uri: str, user_code: str) -> None:
+    print(f"To sign in, open {verification_uri}")
+    print(f"and confirm the code {user_code}. Waiting for approval...", flush=True)
+
+
+async def _login_flow(source: str) -> None:
+    from provenafs.api.auth import device_login
+    from provenafs.api.tokens import save_refresh_token
+
+    refresh_token = await device_login(source, prompt=_show_device_prompt)
+    path = save_refresh_token(source, refresh_token)
+    print(f"Signed in to {source}; the token is stored in {path} (mode 0600).")
+
+
+def _logout(args: Sequence[str]) -> int:
+    from provenafs.api.tokens import forget_refresh_token
+
+    parser = argparse.ArgumentParser(prog="provenafs logout")
+    parser.add_argument("source", help="the data store URL")
+    parsed = parser.parse_args(args)
+    if forget_refresh_token(parsed.source):
+        print(f"Signed out of {parsed.source}.")
+    else:
+        print(f"No stored token for {parsed.source}.")
+    return 0
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def _render(value: Any, indent: int = 0) -> list[str]:
+    """A nested status document as indented ``key: value`` lines."""
+    pad = "  " * indent
+    if isinstance(value, Mapping):
+        lines: list[str] = []
+        for key, item in value.items():
+            if isinstance(item, Mapping | list) and item:
+                lines.append(f"{pad}{key}:")
+                lines += _render(item, indent + 1)
+            else:
+                lines.append(f"{pad}{key}: {_scalar(item)}")
+        return lines
+    if isinstance(value, list):
+        lines = []
+        for item in value:
+            if isinstance(item, Mapping | list) and item:
+                lines.append(f"{pad}-")
+                lines += _render(item, indent + 1)
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+        return lines
+    return [f"{pad}{_scalar(value)}"]
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping | list):
+        return "none"
+    return str(value)
+
+
+def _status(args: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="provenafs status")
+    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the raw status document")
+    parsed = parser.parse_args(args)
+    mountpoint: Path = parsed.mountpoint.absolute()
+    found = _find_mount(mountpoint)
+    if found is None or found[0] != _FSTYPE:
+        _error("status", f"{mountpoint} is not a provenafs mount")
+        return 1
+    status_file = mountpoint / ".provenafs" / "status.json"
+    try:
+        raw = status_file.read_bytes()
+        document = json.loads(raw)
+    except OSError as exc:
+        _error("status", f"cannot read {status_file}: {exc.strerror or exc}")
+        return 1
+    except json.JSONDecodeError as exc:
+        _error("status", f"{status_file} is not valid JSON: {exc}")
+        return 1
+    if parsed.json:
+        sys.stdout.write(raw.decode("utf-8", "replace"))
+        return 0
+    print(f"provenafs mount {mountpoint} ({found[1]})")
+    print("\n".join(_render(document, 1)))
+    return 0
+
+
+# -- not yet -------------------------------------------------------------------------------------
+
+
+def _not_available(command: str) -> Callable[[Sequence[str]], int]:
+    def run(args: Sequence[str]) -> int:
+        _error(command, "not available yet (read-only mount): writes land with a later release")
+        return _NOT_YET_EXIT
+
+    return run
+
+
+_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "mount": _mount,
+    "umount": _umount,
+    "login": _login,
+    "logout": _logout,
+    "status": _status,
+    "commit": _not_available("commit"),
+    "revert": _not_available("revert"),
+}
+
+
+def main(command: str, args: Sequence[str]) -> int:
+    """Run one mount-side command with its arguments; return the exit code."""
+    handler = _COMMANDS.get(command)
+    if handler is None:
+        _error(command, "unknown command")
+        return _USAGE_EXIT
+    try:
+        return handler(list(args))
+    except SystemExit as exc:  # argparse's --help and usage errors
+        return exc.code if isinstance(exc.code, int) else _USAGE_EXIT
