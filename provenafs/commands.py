@@ -26,6 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from provenafs import daemon
+from provenafs.api import errors as api_errors
+from provenafs.api.auth import device_login
+from provenafs.api.client import discover
+from provenafs.api.tokens import LOGIN_CLIENT_ID, config_dir, forget, save_refresh_token
+from provenafs.mount_options import parse_mount_args
+
 __all__ = ["main", "strip_fstab_options"]
 
 _FSTYPE = "fuse.provenafs"
@@ -85,9 +94,7 @@ def strip_fstab_options(args: Sequence[str]) -> list[str]:
 
 def _find_mount(mountpoint: Path) -> tuple[str, str] | None:
     """(fstype, source) of the mount at ``mountpoint``, from /proc/self/mountinfo."""
-    from provenafs.daemon import find_mount
-
-    entry = find_mount(mountpoint)
+    entry = daemon.find_mount(mountpoint)
     return None if entry is None else (entry.fstype, entry.source)
 
 
@@ -95,8 +102,6 @@ def _find_mount(mountpoint: Path) -> tuple[str, str] | None:
 
 
 def _mount(args: Sequence[str]) -> int:
-    from provenafs.mount_options import parse_mount_args
-
     if any(arg in {"-h", "--help"} for arg in args):
         print(
             "usage: provenafs mount [SOURCE] MOUNTPOINT [-f] [-d] [-o opt,...]\n"
@@ -112,19 +117,15 @@ def _mount(args: Sequence[str]) -> int:
         _error("mount", str(exc) or "invalid arguments")
         return _USAGE_EXIT
     if options.foreground:
-        from provenafs import daemon
-
         return daemon.run(options)
     return _mount_in_background(cleaned, options.mountpoint)
 
 
 def _mount_in_background(args: Sequence[str], mountpoint: Path) -> int:
     """Start the daemon detached, wait until it reports ready (or why it could not start)."""
-    from provenafs.daemon import READY_FD_ENV, log_path_for
-
     read_fd, write_fd = os.pipe()
     env = dict(os.environ)
-    env[READY_FD_ENV] = str(write_fd)
+    env[daemon.READY_FD_ENV] = str(write_fd)
     command = [sys.executable, "-m", "provenafs", "mount", *args, "-f"]
     try:
         child = subprocess.Popen(
@@ -142,7 +143,7 @@ def _mount_in_background(args: Sequence[str], mountpoint: Path) -> int:
         line = _read_readiness(read_fd, _READY_TIMEOUT_SECONDS)
     finally:
         os.close(read_fd)
-    log_hint = f"(daemon log: {log_path_for(mountpoint)})"
+    log_hint = f"(daemon log: {daemon.log_path_for(mountpoint)})"
     if line == "ready":
         found = _find_mount(mountpoint)
         if found is not None and found[0] == _FSTYPE:
@@ -220,17 +221,13 @@ def _umount(args: Sequence[str]) -> int:
 
 
 def _login(args: Sequence[str]) -> int:
-    import trio
-
-    from provenafs.api import errors as api_errors
-
     parser = argparse.ArgumentParser(prog="provenafs login")
     parser.add_argument("source", help="the data store URL")
     parsed = parser.parse_args(args)
     try:
-        trio.run(_login_flow, parsed.source)
+        trio.run(_login_flow, parsed.source.rstrip("/"))
     except api_errors.ApiError as exc:
-        _error("login", f"{type(exc).__name__}: {exc}")
+        _error("login", str(exc) or type(exc).__name__)
         return 1
     except KeyboardInterrupt:
         _error("login", "cancelled")
@@ -244,24 +241,24 @@ def _show_device_prompt(verification_uri: str, user_code: str) -> None:
 
 
 async def _login_flow(source: str) -> None:
-    from provenafs.api.auth import device_login
-    from provenafs.api.tokens import save_refresh_token
-
-    refresh_token = await device_login(source, prompt=_show_device_prompt)
-    path = save_refresh_token(source, refresh_token)
-    print(f"Signed in to {source}; the token is stored in {path} (mode 0600).")
+    discovery = await discover(source)
+    if discovery.realm_url is None:
+        raise api_errors.ApiError(f"{source} names no Keycloak realm; use PROVENAFS_TOKEN instead")
+    tokens = await device_login(discovery.realm_url, LOGIN_CLIENT_ID, _show_device_prompt)
+    if not tokens.refresh_token:
+        raise api_errors.AuthenticationFailed("the realm answered no refresh token")
+    save_refresh_token(source, tokens.refresh_token, client_id=LOGIN_CLIENT_ID)
+    print(f"Signed in to {source}; the login is stored in {config_dir()} (mode 0600).")
 
 
 def _logout(args: Sequence[str]) -> int:
-    from provenafs.api.tokens import forget_refresh_token
-
     parser = argparse.ArgumentParser(prog="provenafs logout")
     parser.add_argument("source", help="the data store URL")
     parsed = parser.parse_args(args)
-    if forget_refresh_token(parsed.source):
+    if forget(parsed.source):
         print(f"Signed out of {parsed.source}.")
     else:
-        print(f"No stored token for {parsed.source}.")
+        print(f"No stored login for {parsed.source}.")
     return 0
 
 

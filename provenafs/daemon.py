@@ -29,8 +29,9 @@ import trio
 import trio.lowlevel
 
 from provenafs.api import errors as api_errors
-from provenafs.api.client import DataStoreClient
-from provenafs.api.tokens import token_source_for
+from provenafs.api.auth import RefreshingToken, TokenSource
+from provenafs.api.client import DataStoreClient, discover
+from provenafs.api.tokens import NotLoggedIn, token_source_for
 from provenafs.blockcache import BlockCache
 from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
@@ -204,6 +205,8 @@ class _Readiness:
 
 def _describe_api_failure(options: MountOptions, exc: Exception) -> str:
     source = options.source
+    if isinstance(exc, NotLoggedIn):
+        return str(exc)
     if isinstance(exc, api_errors.AuthenticationFailed):
         return f"{source} refused the token ({exc}); run `provenafs login {source}` or set a token"
     if isinstance(exc, api_errors.PermissionDenied):
@@ -219,13 +222,15 @@ def _describe_api_failure(options: MountOptions, exc: Exception) -> str:
 async def _open_filesystem(options: MountOptions) -> AsyncIterator[Filesystem]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
-        tokens = token_source_for(options)
-    except (ValueError, OSError, api_errors.ApiError) as exc:
-        raise StartupError(f"no usable token for {options.source}: {exc}") from exc
+        discovery = await discover(options.source)
+        tokens = token_source_for(
+            options.source, discovery.realm_url, offline_token_file=options.offline_token_file
+        )
+    except api_errors.ApiError as exc:
+        raise StartupError(_describe_api_failure(options, exc)) from exc
     client = DataStoreClient(options.source, tokens)
     try:
         try:
-            discovery = await client.discover()
             # One cheap authenticated call: a bad token or source fails here, before mounting.
             await client.list_page(None, page_size=1)
         except api_errors.ApiError as exc:
@@ -259,6 +264,12 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[Filesystem]:
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
+            await _close_tokens(tokens)
+
+
+async def _close_tokens(tokens: TokenSource) -> None:
+    if isinstance(tokens, RefreshingToken):
+        await tokens.aclose()
 
 
 async def _stop_on_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

@@ -44,26 +44,6 @@ log = logging.getLogger(__name__)
 NAME_MAX = 255  # bytes in one path component, as on every Linux filesystem
 _BLOCK_UNIT = 512  # st_blocks counts 512-byte units whatever the block size
 _PREFERRED_IO_SIZE = 1 << 20  # st_blksize: reads of 1 MiB match the block cache
-_EXPECTED_ERRNOS = frozenset(
-    {
-        errno.ENOENT,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EROFS,
-        errno.ENODATA,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.ENOTEMPTY,
-        errno.EEXIST,
-        errno.EXDEV,
-        errno.EINVAL,
-        errno.ENAMETOOLONG,
-        errno.ERANGE,
-        errno.ENOSYS,
-        errno.ENOTSUP,
-        errno.ESTALE,
-    }
-)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -84,19 +64,21 @@ def _errno_of(exc: Exception) -> int:
 
 def _log_failure(handler: str, exc: Exception, value: int) -> None:
     """Log one handler failure once: expected errnos quietly, EIO loudly with its cause."""
-    if value in _EXPECTED_ERRNOS:
+    level = errors.log_level_for(value)
+    if level <= logging.DEBUG:
         log.debug("%s: %s (%s: %s)", handler, _errno_name(value), type(exc).__name__, exc)
         return
     cause = exc.__cause__ or exc.__context__
     cause_text = f"; cause {type(cause).__name__}: {cause}" if cause is not None else ""
-    log.error(
+    log.log(
+        level,
         "%s: %s (%s: %s%s)",
         handler,
         _errno_name(value),
         type(exc).__name__,
         exc,
         cause_text,
-        exc_info=(type(exc), exc, exc.__traceback__),
+        exc_info=(type(exc), exc, exc.__traceback__) if value == errno.EIO else None,
     )
 
 
