@@ -1,0 +1,141 @@
+"""``BlockCache``: a byte-bounded LRU of object blocks in memory, over an optional disk cache.
+
+A block is ``block_size`` bytes of one object version (the last block of an object is shorter).
+Keys carry the dataset handle, the S3 key, the ETag and the block index: published data is
+immutable, so a key never goes stale and nothing is ever invalidated. ``get_or_fetch`` is
+single-flight: N readers of one block cause one fetch; a failed fetch reaches every waiter and is
+not cached; a cancelled fetch hands the work to one of the waiters.
+
+It runs on the trio thread only (cachetools is not thread-safe); it never does blocking I/O
+itself (``DiskCache`` moves its file I/O to threads). Values larger than the whole cache are
+returned but not kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import cachetools
+import trio
+
+if TYPE_CHECKING:
+    from provenafs.diskcache import DiskCache
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "BlockCache", "BlockKey"]
+
+DEFAULT_BLOCK_SIZE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockKey:
+    """Block ``index`` (of the cache's block size) of one object version."""
+
+    handle: str
+    key: str
+    etag: str
+    index: int
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class BlockCache:
+    """Memory LRU of blocks (bounded by total bytes), single-flight fetches, optional disk tier."""
+
+    def __init__(
+        self, max_bytes: int, block_size: int = DEFAULT_BLOCK_SIZE, disk: DiskCache | None = None
+    ) -> None:
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        self.block_size = block_size
+        self.max_bytes = max(0, max_bytes)
+        self._lru: cachetools.LRUCache[BlockKey, bytes] = cachetools.LRUCache(
+            maxsize=max(1, self.max_bytes), getsizeof=len
+        )
+        self._disk = disk
+        self._flights: dict[BlockKey, _Flight] = {}
+        self._stats: collections.Counter[str] = collections.Counter()
+
+    def __contains__(self, key: BlockKey) -> bool:
+        """Whether block ``key`` is in memory (not counted as a hit, not refreshed in the LRU)."""
+        return key in self._lru
+
+    def peek(self, key: BlockKey) -> bytes | None:
+        """The block if it is in memory (counted as a hit), else None; never fetches."""
+        data = self._lru.get(key)
+        if data is not None:
+            self._stats["hits"] += 1
+        return data
+
+    def put(self, key: BlockKey, data: bytes) -> None:
+        """Keep ``data`` in memory as block ``key`` (skipped if it cannot fit at all)."""
+        if self.max_bytes <= 0 or len(data) > self.max_bytes:
+            return
+        self._lru[key] = data
+
+    async def get_or_fetch(self, key: BlockKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Block ``key`` from memory, else disk, else ``fetch()`` (one fetch per block at once)."""
+        while True:
+            data = self.peek(key)
+            if data is not None:
+                return data
+            flight = self._flights.get(key)
+            if flight is None:
+                return await self._lead(key, fetch)
+            self._stats["waits"] += 1
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            if flight.data is not None:
+                return flight.data
+            # the leader was cancelled: go round, one waiter leads a new fetch
+
+    async def _lead(self, key: BlockKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        flight = _Flight()
+        self._flights[key] = flight
+        try:
+            data = None
+            if self._disk is not None:
+                data = await self._disk.get(key)
+                if data is not None:
+                    self._stats["disk_hits"] += 1
+            if data is None:
+                self._stats["misses"] += 1
+                self._stats["fetches"] += 1
+                data = await fetch()
+                self._stats["bytes_fetched"] += len(data)
+                if self._disk is not None:
+                    await self._disk.put(key, data)
+            self.put(key, data)
+            flight.data = data
+            return data
+        except Exception as exc:
+            self._stats["failures"] += 1
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    async def store(self, key: BlockKey, data: bytes) -> None:
+        """Keep a block fetched elsewhere (e.g. by a prefetcher) in memory and on disk."""
+        self.put(key, data)
+        if self._disk is not None:
+            await self._disk.put(key, data)
+
+    def statistics(self) -> Mapping[str, int]:
+        """Counts: ``hits``, ``misses``, ``fetches``, ``bytes_fetched``, ``disk_hits``,
+        ``waits``, ``failures``; sizes: ``bytes`` and ``blocks`` held now, ``max_bytes``."""
+        return {
+            **self._stats,
+            "bytes": int(self._lru.currsize),
+            "blocks": len(self._lru),
+            "max_bytes": self.max_bytes,
+        }

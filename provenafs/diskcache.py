@@ -1,0 +1,199 @@
+"""``DiskCache``: an optional persistent store of object blocks that survives remounts.
+
+Layout: ``<directory>/<2 hex>/<62 hex>.blk``, named by a SHA-256 of the ``BlockKey`` (handle, key,
+ETag, index), so names never contain user text and a changed object (new ETag) never hits an old
+block. Each file is ``MAGIC || sha256(data) || data``; a block whose checksum does not match (a
+torn or corrupted file) is deleted and reported as a miss. Writes go to a temporary file and are
+renamed into place, so a reader never sees half a block. The directory is 0700 and files 0600.
+
+Size is bounded by ``max_bytes``: an index (name → size, last use) is built from the directory
+on first use and kept on the trio thread; when a write takes the total past ``max_bytes`` the
+least recently used blocks are deleted down to 90% of it. Last use is also recorded as the
+file's mtime, so the LRU order survives remounts.
+
+Blocking file I/O runs in ``trio.to_thread.run_sync`` with a dedicated limiter; the index is
+touched only on the trio thread. It must not know about S3, datasets or credentials.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from provenafs.blockcache import BlockKey
+
+__all__ = ["DiskCache"]
+
+_MAGIC = b"PFSBLK1\n"
+_DIGEST = 32
+_SUFFIX = ".blk"
+
+
+def _name(key: BlockKey) -> str:
+    identity = "\0".join((key.handle, key.key, key.etag, str(key.index)))
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _read_blocking(path: Path) -> bytes | None:
+    """The block in ``path`` if its checksum holds (touching its mtime), else None."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    header = len(_MAGIC) + _DIGEST
+    data = raw[header:]
+    if raw[: len(_MAGIC)] != _MAGIC or hashlib.sha256(data).digest() != raw[len(_MAGIC) : header]:
+        path.unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return data
+
+
+def _write_blocking(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(_MAGIC)
+            file.write(hashlib.sha256(data).digest())
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _scan_blocking(directory: Path) -> dict[str, tuple[int, float]]:
+    """Every block file under ``directory``: name → (size on disk, mtime); stray temps removed."""
+    index: dict[str, tuple[int, float]] = {}
+    for sub in directory.iterdir():
+        if not sub.is_dir():
+            continue
+        for entry in os.scandir(sub):
+            if entry.name.endswith(".tmp"):
+                Path(entry.path).unlink(missing_ok=True)
+            elif entry.name.endswith(_SUFFIX):
+                stat = entry.stat()
+                index[sub.name + entry.name[: -len(_SUFFIX)]] = (stat.st_size, stat.st_mtime)
+    return index
+
+
+def _unlink_blocking(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+class DiskCache:
+    """Persistent, size-bounded block store; every method is async and safe to call concurrently."""
+
+    def __init__(self, directory: Path, max_bytes: int, *, max_threads: int = 4) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max(0, max_bytes)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._index: collections.OrderedDict[str, int] | None = None  # name → size, LRU first
+        self._loading: trio.Event | None = None
+        self._total = 0
+        self._stats: collections.Counter[str] = collections.Counter()
+
+    def _path(self, name: str) -> Path:
+        return self.directory / name[:2] / (name[2:] + _SUFFIX)
+
+    async def _loaded(self) -> collections.OrderedDict[str, int]:
+        """The index, scanning the directory (in a thread) the first time."""
+        while self._index is None:
+            if self._loading is not None:
+                await self._loading.wait()
+                continue
+            self._loading = trio.Event()
+            try:
+                found = await trio.to_thread.run_sync(
+                    _scan_blocking, self.directory, limiter=self._limiter
+                )
+                index: collections.OrderedDict[str, int] = collections.OrderedDict()
+                for name, (size, _) in sorted(found.items(), key=lambda item: item[1][1]):
+                    index[name] = size
+                self._index = index
+                self._total = sum(index.values())
+            finally:
+                self._loading.set()
+                self._loading = None
+        return self._index
+
+    async def get(self, key: BlockKey) -> bytes | None:
+        """The stored block, or None (never stored, evicted, or failed its checksum)."""
+        index = await self._loaded()
+        name = _name(key)
+        if name not in index:
+            self._stats["misses"] += 1
+            return None
+        index.move_to_end(name)
+        data = await trio.to_thread.run_sync(
+            _read_blocking, self._path(name), limiter=self._limiter
+        )
+        if data is None:
+            self._forget(name)
+            self._stats["corrupt_or_lost"] += 1
+            self._stats["misses"] += 1
+            return None
+        self._stats["hits"] += 1
+        return data
+
+    async def put(self, key: BlockKey, data: bytes) -> None:
+        """Store a block (replacing any copy), then evict the least recently used if over size."""
+        size = len(data) + len(_MAGIC) + _DIGEST
+        if size > self.max_bytes:
+            return
+        index = await self._loaded()
+        name = _name(key)
+        try:
+            await trio.to_thread.run_sync(
+                _write_blocking, self._path(name), data, limiter=self._limiter
+            )
+        except OSError as exc:  # a full or broken disk costs cache hits, never a read
+            self._stats["write_errors"] += 1
+            self._stats[f"errno_{exc.errno}"] += 1
+            return
+        self._forget(name)
+        index[name] = size
+        self._total += size
+        self._stats["writes"] += 1
+        if self._total > self.max_bytes:
+            await self._evict(index)
+
+    async def _evict(self, index: collections.OrderedDict[str, int]) -> None:
+        victims: list[Path] = []
+        target = self.max_bytes * 9 // 10
+        while index and self._total > target:
+            name, size = index.popitem(last=False)
+            self._total -= size
+            victims.append(self._path(name))
+        self._stats["evictions"] += len(victims)
+        await trio.to_thread.run_sync(_unlink_blocking, victims, limiter=self._limiter)
+
+    def _forget(self, name: str) -> None:
+        if self._index is not None:
+            size = self._index.pop(name, None)
+            if size is not None:
+                self._total -= size
+
+    def statistics(self) -> Mapping[str, int]:
+        """Counts: ``hits``, ``misses``, ``writes``, ``evictions``, ``corrupt_or_lost``,
+        ``write_errors``; sizes: ``bytes`` and ``blocks`` stored, ``max_bytes``."""
+        return {
+            **self._stats,
+            "bytes": self._total,
+            "blocks": 0 if self._index is None else len(self._index),
+            "max_bytes": self.max_bytes,
+        }

@@ -1,0 +1,394 @@
+"""``ObjectReader``: the bytes of one open file, from the block cache, S3 and a prefetcher.
+
+One reader per open file handle of a published object (its ETag is fixed at open; every GET
+sends it as If-Match, so a changed object fails with ``StaleObject`` instead of mixing versions).
+
+How reads are served:
+
+- The first read of a fresh reader fetches exactly the bytes asked for, not a whole block, so a
+  program that reads the first 64 KiB of many files fetches only about what it reads (a read that
+  covers whole blocks, such as all of a small file, is still kept in the block cache).
+- Later reads go block by block through ``BlockCache`` (single-flight across readers).
+- A reader that reads sequentially gets a prefetch window of parallel ranged GETs ahead of it,
+  starting at ``initial_window`` and doubling each time it enters a new block, up to
+  ``max_window``. GETs are multi-block parts (up to ``max_part``) split into blocks, so one thread
+  hop moves megabytes. Random readers get no prefetch.
+- Prefetched blocks not yet read are held against ``PrefetchBudget``, one byte counter shared by
+  every open reader: prefetch only starts a part when the budget can hold it, so memory stays
+  within the block cache's size plus the budget whatever the number of open files.
+
+Cancellation: the prefetch tasks of a reader run in a nursery inside a per-reader cancel scope,
+started in the mount's top-level nursery (``nursery``); ``close()`` and a seek far from the window
+cancel it and hand back the budget. Without ``nursery`` the reader never prefetches.
+
+Credentials come from ``CredentialBroker.read``; after ``ExpiredCredentials``/``AccessDenied``
+the reader invalidates them and retries once. Everything runs on the trio thread; the reader
+must not import boto3 and never does blocking I/O itself.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+
+import trio
+
+from provenafs.blobstore import AccessDenied, BlobStore, ExpiredCredentials, StaleObject
+from provenafs.blockcache import BlockCache, BlockKey
+from provenafs.credentials import CredentialBroker
+
+__all__ = ["ObjectReader", "PrefetchBudget"]
+
+MiB = 1 << 20
+
+
+class PrefetchBudget:
+    """A byte counter shared by all open readers: how much prefetched data may be held at once.
+
+    Non-blocking on purpose: a reader that cannot reserve simply prefetches less (its reads fall
+    back to on-demand fetches), so no reader ever waits on another one's budget.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, max_bytes)
+        self._in_use = 0
+        self._peak = 0
+        self._refused = 0
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def try_acquire(self, nbytes: int) -> bool:
+        """Reserve ``nbytes`` if they fit under the budget; False (nothing reserved) if not."""
+        if self._in_use + nbytes > self.max_bytes:
+            self._refused += 1
+            return False
+        self._in_use += nbytes
+        self._peak = max(self._peak, self._in_use)
+        return True
+
+    def release(self, nbytes: int) -> None:
+        """Hand back bytes reserved with ``try_acquire``."""
+        if nbytes > self._in_use:
+            raise RuntimeError("PrefetchBudget released more than was reserved")
+        self._in_use -= nbytes
+
+    def statistics(self) -> Mapping[str, int]:
+        return {
+            "max_bytes": self.max_bytes,
+            "in_use": self._in_use,
+            "peak": self._peak,
+            "refused": self._refused,
+        }
+
+
+class _Slot:
+    """One prefetched block: filled when its part's GET completes, read at most once."""
+
+    def __init__(self, reserved: int) -> None:
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: Exception | None = None
+        self.reserved = reserved
+
+
+class _Background:
+    """One generation of a reader's prefetch tasks: a nursery inside a cancel scope."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.nursery: trio.Nursery | None = None
+
+
+class ObjectReader:
+    """Random-access reads of one object version, with sequential prefetch."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        broker: CredentialBroker,
+        cache: BlockCache,
+        *,
+        handle: str,
+        bucket: str,
+        key: str,
+        size: int,
+        etag: str,
+        budget: PrefetchBudget,
+        nursery: trio.Nursery | None = None,
+        initial_window: int = MiB,
+        max_window: int = 64 * MiB,
+        max_part: int = 8 * MiB,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._cache = cache
+        self._handle = handle
+        self._bucket = bucket
+        self._key = key
+        self._size = max(0, size)
+        self._etag = etag
+        self._budget = budget
+        self._outer = nursery
+        self._block_size = cache.block_size
+        self._block_count = -(-self._size // self._block_size)
+        self._initial_window = max(initial_window, self._block_size)
+        self._max_window = max(max_window, self._initial_window)
+        self._max_part = max(max_part, self._block_size)
+        self._window = self._initial_window
+        self._head: tuple[int, bytes] | None = None
+        self._reads = 0
+        self._last_end: int | None = None
+        self._last_block = -1
+        self._prefetched_to = 0  # blocks below this were considered for prefetch
+        self._slots: dict[int, _Slot] = {}
+        self._background: _Background | None = None
+        self._closed = False
+        self._stats: collections.Counter[str] = collections.Counter()
+
+    def __repr__(self) -> str:
+        return f"ObjectReader({self._handle!r}, {self._key!r}, size={self._size})"
+
+    # -- public ---------------------------------------------------------------------------
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer at the end of the object, none past it)."""
+        if self._closed:
+            raise RuntimeError("read from a closed ObjectReader")
+        end = min(self._size, offset + max(0, size))
+        if offset < 0 or offset >= end:
+            return b""
+        first = self._reads == 0
+        sequential = self._last_end is not None and abs(offset - self._last_end) <= (
+            self._block_size
+        )
+        self._reads += 1
+        self._last_end = end
+        first_block, last_block = offset // self._block_size, (end - 1) // self._block_size
+
+        head = self._head
+        if head is not None and head[0] <= offset and end <= head[0] + len(head[1]):
+            self._stats["head_hits"] += 1
+            return head[1][offset - head[0] : end - head[0]]
+        if first and not self._all_cached(first_block, last_block):
+            return await self._read_exact(offset, end)
+
+        if sequential:
+            if first_block > self._last_block:
+                self._window = min(self._max_window, self._window * 2)
+            await self._schedule_prefetch(last_block + 1, end)
+        elif not self._near_window(first_block):
+            self._drop_prefetch()
+            self._window = self._initial_window
+        self._last_block = max(self._last_block, first_block) if sequential else first_block
+        self._drop_slots_before(first_block - 2)
+
+        blocks = [await self._block(index) for index in range(first_block, last_block + 1)]
+        start = offset - first_block * self._block_size
+        if len(blocks) == 1:
+            return blocks[0][start : start + end - offset]
+        return b"".join(blocks)[start : start + end - offset]
+
+    async def close(self) -> None:
+        """Cancel this reader's prefetch and hand back its budget; reads are refused after."""
+        self._closed = True
+        self._drop_prefetch()
+        self._head = None
+
+    def statistics(self) -> Mapping[str, int]:
+        """Counts: ``gets`` and ``bytes_fetched`` (S3), ``prefetch_parts``, ``prefetch_bytes``,
+        ``slot_hits``, ``head_hits``, ``credential_retries``; now: ``window``, ``slots``."""
+        return {**self._stats, "window": self._window, "slots": len(self._slots)}
+
+    # -- fetching -------------------------------------------------------------------------
+
+    async def _get(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` from S3 with the dataset's read credentials and If-Match."""
+        for attempt in range(2):
+            creds = await self._broker.read(self._handle)
+            try:
+                data = await self._store.get_range(
+                    creds, self._bucket, self._key, start, end, etag=self._etag
+                )
+            except (ExpiredCredentials, AccessDenied):
+                if attempt:
+                    raise
+                self._stats["credential_retries"] += 1
+                self._broker.invalidate(self._handle)
+                continue
+            self._stats["gets"] += 1
+            self._stats["bytes_fetched"] += len(data)
+            return data
+        raise AssertionError("unreachable")
+
+    def _block_key(self, index: int) -> BlockKey:
+        return BlockKey(self._handle, self._key, self._etag, index)
+
+    def _block_range(self, index: int) -> tuple[int, int]:
+        start = index * self._block_size
+        return start, min(self._size, start + self._block_size)
+
+    def _all_cached(self, first_block: int, last_block: int) -> bool:
+        return all(self._block_key(i) in self._cache for i in range(first_block, last_block + 1))
+
+    async def _read_exact(self, offset: int, end: int) -> bytes:
+        """A fresh reader's first read: fetch just these bytes; keep whole blocks they cover."""
+        data = await self._get(offset, end)
+        self._head = (offset, data)
+        first_whole = -(-offset // self._block_size)
+        for index in range(first_whole, self._block_count):
+            block_start, block_end = self._block_range(index)
+            if block_end > end:
+                break
+            await self._cache.store(
+                self._block_key(index), data[block_start - offset : block_end - offset]
+            )
+        return data
+
+    async def _fetch_block(self, index: int) -> bytes:
+        """One whole block from S3, reusing the head bytes the first read fetched, if any."""
+        start, end = self._block_range(index)
+        head = self._head
+        if head is not None and head[0] == start and len(head[1]) < end - start:
+            return head[1] + await self._get(start + len(head[1]), end)
+        return await self._get(start, end)
+
+    async def _block(self, index: int) -> bytes:
+        slot = self._slots.get(index)
+        if slot is not None:
+            await slot.done.wait()
+            if self._slots.get(index) is slot:
+                self._release_slot(index)
+            if slot.data is not None:
+                self._stats["slot_hits"] += 1
+                self._cache.put(self._block_key(index), slot.data)
+                return slot.data
+            if isinstance(slot.error, StaleObject):
+                raise slot.error
+            # prefetch failed or was cancelled: fetch on demand, which retries and reports
+        return await self._cache.get_or_fetch(
+            self._block_key(index), lambda: self._fetch_block(index)
+        )
+
+    # -- prefetch -------------------------------------------------------------------------
+
+    def _near_window(self, block: int) -> bool:
+        """Whether a non-sequential read still falls inside the blocks being prefetched."""
+        return bool(self._slots) and min(self._slots) <= block < self._prefetched_to
+
+    async def _schedule_prefetch(self, from_block: int, end: int) -> None:
+        """Start GETs for the missing blocks between ``from_block`` and ``end + window``."""
+        if self._outer is None or self._closed:
+            return
+        until = min(self._block_count, -(-(end + self._window) // self._block_size))
+        index = max(from_block, self._prefetched_to)
+        if index >= until:
+            return
+        nursery = await self._background_nursery()
+        if nursery is None:
+            return
+        index = max(from_block, self._prefetched_to)  # the await may have let others move on
+        part_blocks = max(1, min(self._max_part, self._window // 4) // self._block_size)
+        while index < until:
+            if index in self._slots or self._block_key(index) in self._cache:
+                index += 1
+                continue
+            first = index
+            while (
+                index < until
+                and index - first < part_blocks
+                and index not in self._slots
+                and self._block_key(index) not in self._cache
+            ):
+                index += 1
+            if not self._start_part(nursery, first, index):
+                self._prefetched_to = first
+                return
+        self._prefetched_to = max(self._prefetched_to, until)
+
+    def _start_part(self, nursery: trio.Nursery, first: int, stop: int) -> bool:
+        """Reserve budget for blocks ``[first, stop)`` and start their GET; False if no room."""
+        nbytes = self._block_range(stop - 1)[1] - first * self._block_size
+        if not self._budget.try_acquire(nbytes):
+            return False
+        slots = []
+        for index in range(first, stop):
+            start, end = self._block_range(index)
+            slot = _Slot(end - start)
+            self._slots[index] = slot
+            slots.append(slot)
+        self._stats["prefetch_parts"] += 1
+        nursery.start_soon(self._fetch_part, first, slots)
+        return True
+
+    async def _background_nursery(self) -> trio.Nursery | None:
+        """The nursery of the current prefetch generation, started in the mount's nursery."""
+        if self._background is not None:
+            return self._background.nursery
+        if self._outer is None:
+            return None
+        background = _Background()
+        try:
+            await self._outer.start(self._run_background, background)
+        except RuntimeError:  # the mount's nursery is closing
+            return None
+        if self._closed:
+            background.scope.cancel()
+            return None
+        self._background = background
+        return background.nursery
+
+    async def _run_background(
+        self, background: _Background, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with background.scope:
+            async with trio.open_nursery() as nursery:
+                background.nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def _fetch_part(self, first: int, slots: list[_Slot]) -> None:
+        """One ranged GET for consecutive blocks; never raises into the mount's nursery."""
+        start = first * self._block_size
+        end = self._block_range(first + len(slots) - 1)[1]
+        try:
+            data = await self._get(start, end)
+        except Exception as exc:  # noqa: BLE001 -- the read that needs the block reports it
+            for slot in slots:
+                if not slot.done.is_set():
+                    slot.error = exc
+                    slot.done.set()
+            return
+        self._stats["prefetch_bytes"] += len(data)
+        for n, slot in enumerate(slots):
+            block = data[n * self._block_size : (n + 1) * self._block_size]
+            if not slot.done.is_set():
+                slot.data = block
+                slot.done.set()
+            await self._cache.store(self._block_key(first + n), block)
+
+    def _release_slot(self, index: int) -> None:
+        slot = self._slots.pop(index)
+        if slot.reserved:
+            self._budget.release(slot.reserved)
+            slot.reserved = 0
+
+    def _drop_slots_before(self, block: int) -> None:
+        for index in [i for i in self._slots if i < block]:
+            slot = self._slots[index]
+            self._release_slot(index)
+            if not slot.done.is_set():
+                slot.done.set()
+
+    def _drop_prefetch(self) -> None:
+        """Cancel every prefetch task of this reader and release its budget."""
+        if self._background is not None:
+            self._background.scope.cancel()
+            self._background = None
+        for index in list(self._slots):
+            slot = self._slots[index]
+            self._release_slot(index)
+            if not slot.done.is_set():
+                slot.done.set()  # waiters find no data and fetch on demand
+        self._prefetched_to = 0
