@@ -1,0 +1,391 @@
+"""What the mount knows about datasets: records, the dataset list and S3 listings, with TTLs.
+
+The catalog sits between the filesystem and the IO layer. It caches
+
+- fetched records by handle (``metadata_ttl``), and unknown handles as negative entries
+  (``negative_ttl``, short), so a shell probing names does not hammer the data store;
+- the full dataset list (``client.list_all`` walks every page, short and empty ones included);
+- one level of each dataset's S3 keys per (handle, directory) (``listing_ttl``), listed with the
+  dataset's read credentials; on ``ExpiredCredentials``/``AccessDenied`` the credentials are
+  invalidated and the listing retried once;
+- whether a dataset's data is readable when the item roles alone do not say so (realm admins
+  get read credentials without item roles).
+
+Every fetch is single-flight: N concurrent callers for the same key cause one call. Published
+versions change only through writes, which invalidate them with ``invalidate(handle)``.
+
+It must not make blocking calls, must not import httpx, boto3 or pyfuse3, and never holds or
+logs a secret beyond passing credentials from the broker to the store. Trio thread only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from typing import Generic, Protocol, TypeVar
+
+import cachetools
+import trio
+
+from provenafs.api import errors as api_errors
+from provenafs.api.models import Credentials, DatasetRecord
+from provenafs.blobstore import AccessDenied, BlobStore, ExpiredCredentials, ObjectInfo
+
+__all__ = [
+    "DATA_READ_ROLES",
+    "Catalog",
+    "DirectoryListing",
+    "ReadCredentialSource",
+    "RecordSource",
+    "SingleFlight",
+    "is_valid_entry_name",
+]
+
+logger = logging.getLogger(__name__)
+
+# Item roles with which the data store issues read credentials (provena-api.md §3.4).
+DATA_READ_ROLES = frozenset({"dataset-data-read", "dataset-data-write", "admin"})
+
+NAME_MAX = 255
+_MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
+
+
+class RecordSource(Protocol):
+    """The part of ``DataStoreClient`` the catalog uses."""
+
+    async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
+
+    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]: ...
+
+
+class ReadCredentialSource(Protocol):
+    """The part of ``CredentialBroker`` the catalog uses."""
+
+    async def read(self, handle: str) -> Credentials: ...
+
+    def invalidate(self, handle: str) -> None: ...
+
+
+def is_valid_entry_name(name: str) -> bool:
+    """Whether *name* can be an entry: not ``""``/``.``/``..``, no ``/`` or NUL, ≤ 255 bytes."""
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        return False
+    return len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectoryListing:
+    """One directory level of a dataset: file names to their objects, and subdirectory names."""
+
+    files: Mapping[str, ObjectInfo]
+    subdirs: frozenset[str]
+
+    @classmethod
+    def from_keys(
+        cls, prefix: str, objects: Sequence[ObjectInfo], prefixes: Sequence[str]
+    ) -> DirectoryListing:
+        """Parse a delimited S3 listing of *prefix* into entry names.
+
+        The zero-byte folder marker (key == prefix) is not an entry; names that cannot be
+        directory entries are skipped; where a file and a folder share a name the folder wins.
+        """
+        subdirs = set()
+        for common in prefixes:
+            name = common[len(prefix) :].removesuffix("/")
+            if common.startswith(prefix) and is_valid_entry_name(name):
+                subdirs.add(name)
+        files: dict[str, ObjectInfo] = {}
+        for info in objects:
+            name = info.key[len(prefix) :]
+            if not info.key.startswith(prefix) or name == "":
+                continue
+            if name.endswith("/"):
+                # A folder marker one level down (listings without delimiter support).
+                name = name.removesuffix("/")
+                if is_valid_entry_name(name):
+                    subdirs.add(name)
+                continue
+            if not is_valid_entry_name(name) or name in subdirs:
+                logger.debug("skipping S3 key that cannot be an entry: %r", info.key)
+                continue
+            files[name] = info
+        return cls(files, frozenset(subdirs))
+
+    def names(self) -> list[tuple[str, bool]]:
+        """Every entry as ``(name, is_directory)``, sorted by name."""
+        entries = [(name, True) for name in self.subdirs]
+        entries += [(name, False) for name in self.files]
+        return sorted(entries)
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@dataclasses.dataclass
+class _Flight(Generic[V]):
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    has_value: bool = False
+    value: V | None = None
+    error: Exception | None = None
+
+
+class SingleFlight(Generic[K, V]):
+    """Runs one fetch per key at a time; concurrent callers for the key share its outcome.
+
+    If the task running the fetch is cancelled, one of the waiters runs it again.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[K, _Flight[V]] = {}
+        self.calls = 0
+        self.joined = 0
+
+    async def run(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                return await self._lead(key, fetch)
+            self.joined += 1
+            await flight.done.wait()
+            if flight.has_value:
+                return flight.value  # type: ignore[return-value]
+            if flight.error is not None:
+                raise flight.error
+
+    async def _lead(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        flight: _Flight[V] = _Flight()
+        self._flights[key] = flight
+        self.calls += 1
+        try:
+            value = await fetch()
+        except Exception as exc:
+            flight.error = exc
+            raise
+        else:
+            flight.value = value
+            flight.has_value = True
+            return value
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+
+class Catalog:
+    """TTL caches of records, the dataset list, S3 listings and read-access probes."""
+
+    def __init__(
+        self,
+        client: RecordSource,
+        broker: ReadCredentialSource,
+        store: BlobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        metadata_ttl: float = 30.0,
+        listing_ttl: float = 300.0,
+        negative_ttl: float = 5.0,
+        max_records: int = 4096,
+        max_listings: int = 256,
+    ) -> None:
+        self._client = client
+        self._broker = broker
+        self._store = store
+        self._clock = clock
+        self._records: cachetools.TTLCache[str, DatasetRecord] = cachetools.TTLCache(
+            max_records, metadata_ttl, timer=clock
+        )
+        self._unknown: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
+            max_records, negative_ttl, timer=clock
+        )
+        self._last_fetched: cachetools.LRUCache[str, DatasetRecord] = cachetools.LRUCache(
+            max_records
+        )
+        self._all: cachetools.TTLCache[str, tuple[DatasetRecord, ...]] = cachetools.TTLCache(
+            1, metadata_ttl, timer=clock
+        )
+        self._last_all: tuple[DatasetRecord, ...] | None = None
+        self._listings: cachetools.TTLCache[tuple[str, str], DirectoryListing] = (
+            cachetools.TTLCache(max_listings, listing_ttl, timer=clock)
+        )
+        self._readable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
+            max_records, metadata_ttl, timer=clock
+        )
+        self._record_flights: SingleFlight[str, DatasetRecord] = SingleFlight()
+        self._all_flights: SingleFlight[str, tuple[DatasetRecord, ...]] = SingleFlight()
+        self._listing_flights: SingleFlight[tuple[str, str], DirectoryListing] = SingleFlight()
+        self._probe_flights: SingleFlight[str, bool] = SingleFlight()
+        self._counts = {
+            "record_hits": 0,
+            "record_fetches": 0,
+            "negative_hits": 0,
+            "list_hits": 0,
+            "list_fetches": 0,
+            "listing_hits": 0,
+            "listing_fetches": 0,
+            "credential_retries": 0,
+            "access_probes": 0,
+        }
+
+    # --- records -------------------------------------------------------------------------
+
+    async def record(self, handle: str) -> DatasetRecord:
+        """The fetched record of *handle* (with the caller's roles); ``NotFound`` if unknown."""
+        cached = self._records.get(handle)
+        if cached is not None:
+            self._counts["record_hits"] += 1
+            return cached
+        if self._unknown.get(handle):
+            self._counts["negative_hits"] += 1
+            raise api_errors.NotFound(f"unknown dataset {handle!r} (cached)")
+        return await self._record_flights.run(handle, lambda: self._fetch_record(handle))
+
+    async def _fetch_record(self, handle: str) -> DatasetRecord:
+        self._counts["record_fetches"] += 1
+        try:
+            record = await self._client.fetch_dataset(handle)
+        except api_errors.NotFound:
+            self._unknown[handle] = True
+            raise
+        self._records[handle] = record
+        self._last_fetched[handle] = record
+        return record
+
+    def cached_record(self, handle: str) -> DatasetRecord | None:
+        """The last fetched record of *handle*, fresh or not, without any I/O."""
+        return self._last_fetched.get(handle)
+
+    def fetched_handles(self) -> list[str]:
+        """Handles fetched at some point (they appear in their prefix dir even if unlisted)."""
+        return list(self._last_fetched.keys())
+
+    # --- the dataset list ----------------------------------------------------------------
+
+    async def datasets(self) -> tuple[DatasetRecord, ...]:
+        """Every dataset the caller may see (list records: ``roles``/``locked`` are None)."""
+        cached = self._all.get("all")
+        if cached is not None:
+            self._counts["list_hits"] += 1
+            return cached
+        return await self._all_flights.run("all", self._fetch_all)
+
+    async def _fetch_all(self) -> tuple[DatasetRecord, ...]:
+        self._counts["list_fetches"] += 1
+        records = tuple(await self._client.list_all())
+        self._all["all"] = records
+        self._last_all = records
+        return records
+
+    def cached_datasets(self) -> tuple[DatasetRecord, ...] | None:
+        """The last full list, fresh or not, without any I/O; None before the first."""
+        return self._last_all
+
+    # --- S3 listings ---------------------------------------------------------------------
+
+    async def listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
+        """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
+        key = (record.handle, directory)
+        cached = self._listings.get(key)
+        if cached is not None:
+            self._counts["listing_hits"] += 1
+            return cached
+        return await self._listing_flights.run(key, lambda: self._fetch_listing(record, directory))
+
+    async def _fetch_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
+        self._counts["listing_fetches"] += 1
+        prefix = record.s3.path if not directory else f"{record.s3.path}{directory}/"
+        for attempt in (1, 2):
+            creds = await self._broker.read(record.handle)
+            try:
+                raw = await self._store.list_prefix(creds, record.s3.bucket_name, prefix)
+                break
+            except (ExpiredCredentials, AccessDenied):
+                if attempt == 2:
+                    raise
+                self._counts["credential_retries"] += 1
+                self._broker.invalidate(record.handle)
+        listing = DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
+        self._listings[(record.handle, directory)] = listing
+        return listing
+
+    # --- read access ---------------------------------------------------------------------
+
+    def roles_allow_data_read(self, record: DatasetRecord) -> bool:
+        return bool(record.roles and record.roles & DATA_READ_ROLES)
+
+    def known_data_readable(self, record: DatasetRecord) -> bool | None:
+        """Whether the dataset's files are readable, if known without I/O."""
+        if self.roles_allow_data_read(record):
+            return True
+        return self._readable.get(record.handle)
+
+    async def data_readable(self, record: DatasetRecord) -> bool:
+        """Whether the caller can read the dataset's files.
+
+        Item roles decide when they grant it; otherwise the data store is asked for read
+        credentials once per ``metadata_ttl`` (a realm admin gets them without item roles).
+        """
+        known = self.known_data_readable(record)
+        if known is not None:
+            return known
+        return await self._probe_flights.run(record.handle, lambda: self._probe(record.handle))
+
+    async def _probe(self, handle: str) -> bool:
+        self._counts["access_probes"] += 1
+        try:
+            await self._broker.read(handle)
+        except (api_errors.PermissionDenied, api_errors.Forbidden):
+            readable = False
+        else:
+            readable = True
+        self._readable[handle] = readable
+        return readable
+
+    # --- versioning ----------------------------------------------------------------------
+
+    async def latest_handle(self, handle: str) -> str:
+        """The last version the caller can see of the chain *handle* belongs to.
+
+        Walks ``versioning_info.next_version``, fetching records as needed; a next version the
+        caller cannot fetch ends the walk at the last visible one.
+        """
+        record = await self.record(handle)
+        seen = {record.handle}
+        while record.versioning is not None and record.versioning.next_version:
+            following = record.versioning.next_version
+            if following in seen or len(seen) > _MAX_CHAIN:
+                logger.warning("versioning chain of %s loops at %s", handle, following)
+                break
+            seen.add(following)
+            try:
+                record = await self.record(following)
+            except (api_errors.NotFound, api_errors.PermissionDenied):
+                break
+        return record.handle
+
+    # --- invalidation and statistics -----------------------------------------------------
+
+    def invalidate(self, handle: str) -> None:
+        """Forget everything cached about *handle* (after a write or metadata edit)."""
+        self._records.pop(handle, None)
+        self._unknown.pop(handle, None)
+        self._readable.pop(handle, None)
+        for key in [key for key in self._listings if key[0] == handle]:
+            self._listings.pop(key, None)
+        self._all.clear()
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            **self._counts,
+            "records_cached": len(self._records),
+            "negative_cached": len(self._unknown),
+            "listings_cached": len(self._listings),
+            "datasets_listed": len(self._last_all or ()),
+            "single_flight_joined": (
+                self._record_flights.joined
+                + self._all_flights.joined
+                + self._listing_flights.joined
+                + self._probe_flights.joined
+            ),
+        }

@@ -1,0 +1,106 @@
+"""The one table that turns every failure of the mount into an errno.
+
+``FsError`` is what the filesystem core raises on purpose; ``to_errno`` maps it, the API layer's
+exceptions (``provenafs.api.errors``) and the object store's (``provenafs.blobstore``) to an
+errno, and anything else to ``EIO``. ``log_level_for`` says how loudly a failure is logged:
+expected outcomes (a missing file, a missing role) at debug, outages at error.
+
+This module must not import pyfuse3 (the handler decorator that raises ``FUSEError`` lives in
+``fuse_ops``) and must not put secrets into messages: it only ever sees exception types.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import logging
+import os
+
+from provenafs import blobstore
+from provenafs.api import errors as api_errors
+
+__all__ = ["ERRNO_BY_EXCEPTION", "FsError", "describe", "log_level_for", "to_errno"]
+
+
+class FsError(Exception):
+    """A deliberate failure of a filesystem operation, carrying the errno the caller sees."""
+
+    def __init__(self, errno: int, message: str = "") -> None:
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        name = errno_codes.errorcode.get(self.errno, str(self.errno))
+        return f"{name}: {self.message}" if self.message else name
+
+    def __repr__(self) -> str:
+        return f"FsError({errno_codes.errorcode.get(self.errno, self.errno)}, {self.message!r})"
+
+
+# Exception class -> errno. Looked up along the exception's MRO, so subclasses inherit the
+# mapping of their nearest listed ancestor; the bases map to EIO.
+ERRNO_BY_EXCEPTION: dict[type[BaseException], int] = {
+    api_errors.NotFound: errno_codes.ENOENT,
+    api_errors.PermissionDenied: errno_codes.EACCES,
+    api_errors.AuthenticationFailed: errno_codes.EACCES,
+    api_errors.Forbidden: errno_codes.EACCES,
+    api_errors.InvalidRequest: errno_codes.EINVAL,
+    api_errors.Unavailable: errno_codes.EIO,
+    api_errors.ApiError: errno_codes.EIO,
+    blobstore.NoSuchKey: errno_codes.ENOENT,
+    blobstore.AccessDenied: errno_codes.EACCES,
+    # The catalog and the reader retry once with fresh credentials before this escapes.
+    blobstore.ExpiredCredentials: errno_codes.EACCES,
+    blobstore.StaleObject: errno_codes.ESTALE,
+    blobstore.BlobUnavailable: errno_codes.EIO,
+    blobstore.BlobError: errno_codes.EIO,
+}
+
+# Outcomes that are part of normal use (a shell probing for files, a user without a role):
+# logged at debug so that `ls` on a big tree does not flood the log.
+_EXPECTED_ERRNOS = frozenset(
+    {
+        errno_codes.ENOENT,
+        errno_codes.EACCES,
+        errno_codes.EPERM,
+        errno_codes.EROFS,
+        errno_codes.ENODATA,
+        errno_codes.ENAMETOOLONG,
+        errno_codes.ENOTDIR,
+        errno_codes.EISDIR,
+        errno_codes.EEXIST,
+        errno_codes.ENOTEMPTY,
+        errno_codes.EXDEV,
+        errno_codes.EINVAL,
+        errno_codes.ERANGE,
+        errno_codes.ENOSYS,
+        errno_codes.ENOTSUP,
+        errno_codes.EBADF,
+        errno_codes.ELOOP,
+    }
+)
+
+
+def to_errno(exc: BaseException) -> int:
+    """The errno a caller sees for *exc*; unknown exceptions are bugs or outages: ``EIO``."""
+    if isinstance(exc, FsError):
+        return exc.errno
+    for cls in type(exc).__mro__:
+        mapped = ERRNO_BY_EXCEPTION.get(cls)
+        if mapped is not None:
+            return mapped
+    return errno_codes.EIO
+
+
+def log_level_for(errno: int) -> int:
+    """The ``logging`` level for a failure with *errno*: debug when expected, error for EIO."""
+    if errno in _EXPECTED_ERRNOS:
+        return logging.DEBUG
+    if errno == errno_codes.EIO:
+        return logging.ERROR
+    return logging.WARNING
+
+
+def describe(errno: int) -> str:
+    """``"ENOENT (No such file or directory)"``: for log lines and status files."""
+    return f"{errno_codes.errorcode.get(errno, str(errno))} ({os.strerror(errno)})"

@@ -1,0 +1,218 @@
+"""The mount's command line, ``[SOURCE] MOUNTPOINT [-f] [-d] [-o key[=value],...]``, as a value.
+
+``parse_mount_args`` accepts what ``provenafs mount``, ``mount -t fuse.provenafs`` and an
+``/etc/fstab`` line pass: our own ``-o`` keys, the standard FUSE and mount(8) keys (kept in
+``extra`` for the daemon to pass on or ignore), and mount(8)'s helper flags ``-n -s -v``.
+Unknown keys are an error with a clear message, never silently dropped.
+
+Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch.
+This module only parses: it must not touch the filesystem, the network or the environment
+beyond the caller's uid/gid defaults, and never reads a token file (it only names it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_SOURCE",
+    "MountOptions",
+    "MountOptionsError",
+    "parse_mount_args",
+    "parse_size",
+]
+
+DEFAULT_SOURCE = "http://127.0.0.1:8750"
+MIB = 1 << 20
+
+# Standard keys that mount(8), fstab and libfuse users pass; accepted and kept in ``extra``.
+_PASSTHROUGH_KEYS = frozenset(
+    {
+        "auto_unmount",
+        "nodev",
+        "nosuid",
+        "noexec",
+        "exec",
+        "dev",
+        "suid",
+        "noatime",
+        "relatime",
+        "atime",
+        "nodiratime",
+        "_netdev",
+        "defaults",
+        "noauto",
+        "auto",
+        "user",
+        "users",
+        "nouser",
+        "nofail",
+        "default_permissions",
+        "fsname",
+        "subtype",
+    }
+)
+_FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug"})
+_VALUE_KEYS = frozenset(
+    {
+        "cache_dir",
+        "cache_size",
+        "memory_cache_size",
+        "prefetch_budget",
+        "metadata_ttl",
+        "listing_ttl",
+        "uid",
+        "gid",
+        "offline_token_file",
+    }
+)
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class MountOptionsError(ValueError):
+    """The mount's arguments are wrong; the message says which and how."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MountOptions:
+    source: str
+    mountpoint: Path
+    foreground: bool
+    debug: bool
+    cache_dir: Path | None
+    cache_size: int  # bytes on disk under cache_dir
+    memory_cache_size: int  # bytes of the in-memory block cache
+    prefetch_budget: int  # bytes of read-ahead across all open files
+    metadata_ttl: float  # seconds records and the dataset list are trusted
+    listing_ttl: float  # seconds S3 listings are trusted
+    allow_other: bool
+    read_only: bool
+    uid: int  # owner of every node (default: the mounting user)
+    gid: int
+    offline_token_file: Path | None
+    extra: Mapping[str, str]  # accepted standard keys (auto_unmount, x-systemd.*, ...)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"4096"`` (binary units)."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise MountOptionsError(f"not a size: {text!r} (use e.g. 4096, 512M, 2G)")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[unit.upper()])
+
+
+def _parse_seconds(key: str, text: str) -> float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise MountOptionsError(f"-o {key}= wants seconds, got {text!r}") from None
+    if value < 0:
+        raise MountOptionsError(f"-o {key}= must not be negative")
+    return value
+
+
+def _parse_id(key: str, text: str) -> int:
+    if not text.isdigit():
+        raise MountOptionsError(f"-o {key}= wants a numeric id, got {text!r}")
+    return int(text)
+
+
+def _split_options(text: str) -> list[tuple[str, str | None]]:
+    pairs: list[tuple[str, str | None]] = []
+    for item in text.split(","):
+        if not item:
+            continue
+        key, equals, value = item.partition("=")
+        pairs.append((key.strip(), value if equals else None))
+    return pairs
+
+
+def parse_mount_args(argv: Sequence[str]) -> MountOptions:
+    """Parse ``[SOURCE] MOUNTPOINT [-f] [-d] [-o a=b,c]`` (flags may come anywhere)."""
+    positional: list[str] = []
+    option_pairs: list[tuple[str, str | None]] = []
+    foreground = False
+    debug = False
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg in ("-f", "--foreground"):
+            foreground = True
+        elif arg in ("-d", "--debug"):
+            debug = True
+            foreground = True
+        elif arg in ("-n", "-s", "-v"):
+            pass  # mount(8) helper flags: no mtab, sloppy, verbose
+        elif arg in ("-o", "-t"):
+            if index >= len(args):
+                raise MountOptionsError(f"{arg} needs a value")
+            if arg == "-o":
+                option_pairs += _split_options(args[index])
+            index += 1
+        elif arg.startswith("-o") and len(arg) > 2:
+            option_pairs += _split_options(arg[2:])
+        elif arg.startswith("-") and arg != "-":
+            raise MountOptionsError(f"unknown flag {arg!r} (known: -f, -d, -o opt[=value],...)")
+        else:
+            positional.append(arg)
+
+    if len(positional) == 1:
+        source, mountpoint = DEFAULT_SOURCE, positional[0]
+    elif len(positional) == 2:
+        source, mountpoint = positional
+    else:
+        raise MountOptionsError(
+            "usage: provenafs mount [SOURCE] MOUNTPOINT [-f] [-d] [-o opt[=value],...]"
+        )
+    if not re.match(r"https?://[^/\s]+", source):
+        raise MountOptionsError(f"SOURCE must be an http(s) URL of a data store, got {source!r}")
+
+    values: dict[str, str] = {}
+    flags: set[str] = set()
+    extra: dict[str, str] = {}
+    for key, value in option_pairs:
+        if key in _FLAG_KEYS:
+            if value is not None:
+                raise MountOptionsError(f"-o {key} takes no value")
+            flags.add(key)
+        elif key in _VALUE_KEYS:
+            if not value:
+                raise MountOptionsError(f"-o {key}= needs a value")
+            values[key] = value
+        elif key in _PASSTHROUGH_KEYS or key.startswith("x-") or key == "comment":
+            extra[key] = value or ""
+        else:
+            known = sorted(_FLAG_KEYS | _VALUE_KEYS)
+            raise MountOptionsError(f"unknown mount option {key!r} (known: {', '.join(known)})")
+    if {"ro", "rw"} <= flags:
+        raise MountOptionsError("-o ro and -o rw contradict each other")
+
+    cache_dir = values.get("cache_dir")
+    token_file = values.get("offline_token_file")
+    return MountOptions(
+        source=source.rstrip("/"),
+        mountpoint=Path(mountpoint).expanduser(),
+        foreground=foreground,
+        debug=debug or "debug" in flags,
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
+        cache_size=parse_size(values.get("cache_size", "1G")),
+        memory_cache_size=parse_size(values.get("memory_cache_size", "64M")),
+        prefetch_budget=parse_size(values.get("prefetch_budget", "64M")),
+        metadata_ttl=_parse_seconds("metadata_ttl", values.get("metadata_ttl", "30")),
+        listing_ttl=_parse_seconds("listing_ttl", values.get("listing_ttl", "300")),
+        allow_other="allow_other" in flags,
+        read_only="ro" in flags,
+        uid=_parse_id("uid", values["uid"]) if "uid" in values else os.getuid(),
+        gid=_parse_id("gid", values["gid"]) if "gid" in values else os.getgid(),
+        offline_token_file=Path(token_file).expanduser() if token_file else None,
+        extra=MappingProxyType(extra),
+    )
