@@ -1,0 +1,406 @@
+"""``S3BlobStore``: the ``BlobStore`` protocol over boto3, the mount's only boto3 importer.
+
+Every call is signed with the temporary credentials the caller passes (one dataset's STS
+session). One boto3 client is kept per credential set (bounded, least recently used dropped),
+with path-style addressing, SigV4, a connection pool as large as the thread limiter, and boto3's
+own retries off: this module retries connection errors, 5xx and SlowDown itself with bounded
+exponential backoff, then raises ``BlobUnavailable``.
+
+Each boto3 call runs in ``trio.to_thread.run_sync`` under one dedicated ``CapacityLimiter``: one
+thread hop per request (a ranged GET of a multi-MiB part, a list page), never per FUSE read.
+botocore errors are translated here, once: NoSuchKey/404 → ``NoSuchKey``; AccessDenied/403 →
+``AccessDenied``; ExpiredToken/InvalidToken/InvalidAccessKeyId/SignatureDoesNotMatch →
+``ExpiredCredentials``; PreconditionFailed/412 → ``StaleObject``. ETags are returned without
+quotes. Secrets never appear in a message, a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import logging
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import trio
+import urllib3.exceptions
+
+from provenafs.api.models import Credentials
+from provenafs.blobstore import (
+    AccessDenied,
+    BlobError,
+    BlobUnavailable,
+    ExpiredCredentials,
+    Listing,
+    NoSuchKey,
+    ObjectInfo,
+    StaleObject,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["MULTIPART_THRESHOLD", "S3BlobStore"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+MULTIPART_THRESHOLD = 16 << 20
+_MAX_BACKOFF = 2.0
+
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
+_DENIED_CODES = {"AccessDenied", "Forbidden", "403", "AllAccessDisabled"}
+_EXPIRED_CODES = {
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+}
+_STALE_CODES = {"PreconditionFailed", "412"}
+_BUSY_CODES = {
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class _Retryable(Exception):
+    """Internal: a failure worth another try; carries what to raise when tries run out."""
+
+    def __init__(self, final: BlobError) -> None:
+        super().__init__(str(final))
+        self.final = final
+
+
+def _translate(exc: botocore.exceptions.ClientError, what: str) -> BlobError | _Retryable:
+    """The one mapping of an S3 error answer to the blob store's exceptions."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    message = f"{what}: {code or status}"
+    if code in _EXPIRED_CODES:
+        return ExpiredCredentials(message)
+    if code in _STALE_CODES or status == 412:
+        return StaleObject(message)
+    if code in _MISSING_CODES or status == 404:
+        return NoSuchKey(message)
+    if code in _DENIED_CODES or status == 403:
+        return AccessDenied(message)
+    if code == "400" and status == 400:
+        # HEAD answers carry no body: with a session token, a bare 400 is an expired token
+        return ExpiredCredentials(message)
+    if code in _BUSY_CODES or status >= 500 or status == 429:
+        return _Retryable(BlobUnavailable(message))
+    return BlobError(message)
+
+
+def _etag(value: Any) -> str:
+    return str(value or "").strip('"')
+
+
+def _timestamp(value: Any) -> float:
+    return value.timestamp() if isinstance(value, dt.datetime) else 0.0
+
+
+class S3BlobStore:
+    """Asynchronous S3 operations signed with per-dataset temporary credentials."""
+
+    def __init__(
+        self,
+        endpoint_url: str | None,
+        region: str,
+        *,
+        max_threads: int = 16,
+        max_clients: int = 32,
+        retries: int = 4,
+        backoff: float = 0.1,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._config = botocore.config.Config(
+            region_name=region,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=max_threads,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            tcp_keepalive=True,
+        )
+        self._session = boto3.session.Session()
+        self._clients: collections.OrderedDict[str, S3Client] = collections.OrderedDict()
+        self._clients_lock = threading.Lock()
+        self._max_clients = max(1, max_clients)
+        self._tries = max(1, retries)
+        self._backoff = backoff
+        self._stats: collections.Counter[str] = collections.Counter()
+
+    def __repr__(self) -> str:
+        return f"S3BlobStore({self.endpoint_url!r}, {self.region!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _client_blocking(self, creds: Credentials) -> S3Client:
+        """The boto3 client for one credential set (created on first use; LRU-bounded)."""
+        identity = hashlib.sha256(
+            "\0".join((creds.access_key_id, creds.secret_access_key, creds.session_token)).encode()
+        ).hexdigest()
+        with self._clients_lock:
+            client = self._clients.get(identity)
+            if client is not None:
+                self._clients.move_to_end(identity)
+                return client
+            client = self._session.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id=creds.access_key_id,
+                aws_secret_access_key=creds.secret_access_key,
+                aws_session_token=creds.session_token or None,
+                config=self._config,
+            )
+            self._clients[identity] = client
+            while len(self._clients) > self._max_clients:
+                _, old = self._clients.popitem(last=False)
+                old.close()
+            return client
+
+    def _attempt_blocking(self, creds: Credentials, op: Callable[[S3Client], _T], what: str) -> _T:
+        """One try of ``op`` in a worker thread, with its failure translated."""
+        try:
+            return op(self._client_blocking(creds))
+        except botocore.exceptions.ClientError as exc:
+            raise _translate(exc, what) from None
+        except _TRANSIENT_ERRORS as exc:
+            raise _Retryable(BlobUnavailable(f"{what}: {type(exc).__name__}")) from None
+
+    async def _run(
+        self,
+        creds: Credentials,
+        op: Callable[[S3Client], _T],
+        what: str,
+        *,
+        read_only: bool = True,
+    ) -> _T:
+        """Run ``op`` in a thread, retrying transient failures with backoff and jitter."""
+        delay = self._backoff
+        for attempt in range(1, self._tries + 1):
+            self._stats["requests"] += 1
+            try:
+                return await trio.to_thread.run_sync(
+                    self._attempt_blocking,
+                    creds,
+                    op,
+                    what,
+                    limiter=self._limiter,
+                    abandon_on_cancel=read_only,
+                )
+            except _Retryable as exc:
+                if attempt == self._tries:
+                    raise exc.final from None
+                log.debug("%s, retrying", exc)
+            self._stats["retries"] += 1
+            await trio.sleep(min(_MAX_BACKOFF, delay) * random.uniform(0.5, 1.0))  # noqa: S311
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def statistics(self) -> dict[str, int]:
+        """Counts: ``requests`` (tries), ``retries``, ``bytes_read``, ``bytes_written``,
+        ``clients`` (boto3 clients held)."""
+        return {**self._stats, "clients": len(self._clients)}
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def list_prefix(
+        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+    ) -> Listing:
+        """Every key (and common prefix) under ``prefix``, following continuation tokens."""
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if delimiter:
+                kwargs["Delimiter"] = delimiter
+            if token:
+                kwargs["ContinuationToken"] = token
+
+            def page(client: S3Client, kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
+                return dict(client.list_objects_v2(**kwargs))
+
+            answer = await self._run(creds, page, f"list s3://{bucket}/{prefix}")
+            for entry in answer.get("Contents", ()):
+                objects.append(
+                    ObjectInfo(
+                        key=str(entry["Key"]),
+                        size=int(entry.get("Size", 0)),
+                        etag=_etag(entry.get("ETag")),
+                        last_modified=_timestamp(entry.get("LastModified")),
+                    )
+                )
+            prefixes.extend(str(p["Prefix"]) for p in answer.get("CommonPrefixes", ()))
+            token = answer.get("NextContinuationToken")
+            if not answer.get("IsTruncated") or not token:
+                return Listing(tuple(objects), tuple(prefixes))
+
+    async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:
+        """Size, ETag and modification time of one object."""
+
+        def head(client: S3Client) -> dict[str, Any]:
+            return dict(client.head_object(Bucket=bucket, Key=key))
+
+        answer = await self._run(creds, head, f"head s3://{bucket}/{key}")
+        return ObjectInfo(
+            key=key,
+            size=int(answer.get("ContentLength", 0)),
+            etag=_etag(answer.get("ETag")),
+            last_modified=_timestamp(answer.get("LastModified")),
+        )
+
+    async def get_range(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        etag: str | None = None,
+    ) -> bytes:
+        """Bytes ``[start, end)`` (fewer at the object's end); ``etag`` makes the GET If-Match."""
+        if end <= start:
+            return b""
+
+        def get(client: S3Client) -> bytes:
+            kwargs: dict[str, Any] = {
+                "Bucket": bucket,
+                "Key": key,
+                "Range": f"bytes={start}-{end - 1}",
+            }
+            if etag is not None:
+                kwargs["IfMatch"] = f'"{etag}"'
+            try:
+                answer = client.get_object(**kwargs)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""
+                raise
+            with answer["Body"] as body:
+                return body.read()
+
+        data = await self._run(creds, get, f"get s3://{bucket}/{key}")
+        self._stats["bytes_read"] += len(data)
+        return data
+
+    # -- writing (used by publishing new versions) ----------------------------------------
+
+    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+        """Write one object in a single PUT; answers its ETag (without quotes)."""
+
+        def put(client: S3Client) -> str:
+            return _etag(client.put_object(Bucket=bucket, Key=key, Body=data).get("ETag"))
+
+        etag = await self._run(creds, put, f"put s3://{bucket}/{key}", read_only=False)
+        self._stats["bytes_written"] += len(data)
+        return etag
+
+    async def upload_file(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        part_size: int = MULTIPART_THRESHOLD,
+    ) -> str:
+        """Upload a local file: one PUT if small, else a multipart upload of ``part_size`` parts.
+
+        Each part is read from disk and sent in one thread hop; a failed upload is aborted.
+        Answers the object's ETag (without quotes).
+        """
+        size = await trio.to_thread.run_sync(lambda: path.stat().st_size, limiter=self._limiter)
+        if size <= part_size:
+            data = await trio.to_thread.run_sync(path.read_bytes, limiter=self._limiter)
+            return await self.put_object(creds, bucket, key, data)
+        what = f"upload s3://{bucket}/{key}"
+
+        def create(client: S3Client) -> str:
+            return str(client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+
+        upload_id = await self._run(creds, create, what, read_only=False)
+        try:
+            parts: list[dict[str, Any]] = []
+            for number, offset in enumerate(range(0, size, part_size), start=1):
+
+                def send(client: S3Client, number: int = number, offset: int = offset) -> str:
+                    with path.open("rb") as file:
+                        file.seek(offset)
+                        chunk = file.read(part_size)
+                    answer = client.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                    )
+                    return str(answer["ETag"])
+
+                part_etag = await self._run(creds, send, what, read_only=False)
+                parts.append({"PartNumber": number, "ETag": part_etag})
+                self._stats["bytes_written"] += min(part_size, size - offset)
+
+            def complete(client: S3Client) -> str:
+                answer = client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                )
+                return _etag(answer.get("ETag"))
+
+            return await self._run(creds, complete, what, read_only=False)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._abort(creds, bucket, key, upload_id)
+            raise
+
+    async def _abort(self, creds: Credentials, bucket: str, key: str, upload_id: str) -> None:
+        def abort(client: S3Client) -> None:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+        try:
+            await self._run(creds, abort, f"abort upload s3://{bucket}/{key}", read_only=False)
+        except BlobError as exc:
+            log.warning("could not abort a failed multipart upload: %s", exc)
+
+    async def delete(self, creds: Credentials, bucket: str, key: str) -> None:
+        """Delete one object (deleting an absent key succeeds, as in S3)."""
+
+        def delete(client: S3Client) -> None:
+            client.delete_object(Bucket=bucket, Key=key)
+
+        await self._run(creds, delete, f"delete s3://{bucket}/{key}", read_only=False)
