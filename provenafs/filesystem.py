@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import importlib
 import json
 import os
 import stat
@@ -33,13 +32,16 @@ import trio
 
 import provenafs
 from provenafs.api.errors import ApiError
-from provenafs.api.models import Credentials, DatasetRecord
+from provenafs.api.models import DatasetRecord
 from provenafs.blobstore import BlobError, BlobStore, ObjectInfo
+from provenafs.blockcache import BlockCache
 from provenafs.catalog import NAME_MAX, Catalog
+from provenafs.credentials import CredentialBroker
 from provenafs.errors import FsError, to_errno
 from provenafs.inodes import InodeTable, NodeId, NodeKind
 from provenafs.mount_options import MountOptions
 from provenafs.namespace import Namespace
+from provenafs.reader import ObjectReader, PrefetchBudget
 from provenafs.sidecars import SidecarRenderer
 
 __all__ = [
@@ -122,23 +124,13 @@ class FileReader(Protocol):
 
 
 class DataStoreApi(Protocol):
-    """The part of ``DataStoreClient`` the filesystem uses."""
+    """The part of ``DataStoreClient`` the filesystem uses (a protocol: no httpx import here)."""
 
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
     async def list_all(self, page_size: int = 100) -> list[DatasetRecord]: ...
 
     async def presigned_url(self, handle: str, file_path: str, expires_in: int = 3600) -> str: ...
-
-    def statistics(self) -> Mapping[str, int]: ...
-
-
-class CredentialSource(Protocol):
-    """The part of ``CredentialBroker`` the filesystem uses."""
-
-    async def read(self, handle: str) -> Credentials: ...
-
-    def invalidate(self, handle: str) -> None: ...
 
     def statistics(self) -> Mapping[str, int]: ...
 
@@ -196,10 +188,10 @@ class Filesystem:
         self,
         *,
         client: DataStoreApi,
-        broker: CredentialSource,
+        broker: CredentialBroker,
         store: BlobStore,
-        cache: object,
-        budget: object,
+        cache: BlockCache,
+        budget: PrefetchBudget,
         options: MountOptions,
         clock: Callable[[], float] = time.time,
         reader_factory: ReaderFactory | None = None,
@@ -447,8 +439,7 @@ class Filesystem:
         """Nothing is buffered for writing yet."""
 
     def _object_reader(self, record: DatasetRecord, info: ObjectInfo) -> FileReader:
-        reader_module: Any = importlib.import_module("provenafs.reader")
-        reader: FileReader = reader_module.ObjectReader(
+        return ObjectReader(
             self._store,
             self._broker,
             self._cache,
@@ -458,8 +449,8 @@ class Filesystem:
             size=info.size,
             etag=info.etag,
             budget=self._budget,
+            nursery=self._nursery,
         )
-        return reader
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -552,15 +543,14 @@ class Filesystem:
             "catalog": self._catalog.statistics(),
             "data_store_calls": dict(self._client.statistics()),
             "credentials": dict(self._broker.statistics()),
+            "block_cache": dict(self._cache.statistics()),
+            "prefetch_budget": dict(self._budget.statistics()),
+            # When each held credential set expires; the credentials themselves never appear.
+            "credential_expiries": {
+                f"{handle} {kind}": expiry.isoformat()
+                for (handle, kind), expiry in self._broker.expiries().items()
+            },
         }
-        cache_statistics = getattr(self._cache, "statistics", None)
-        if callable(cache_statistics):
-            status["block_cache"] = dict(cache_statistics())
-        expiries = getattr(self._broker, "expiries", None)
-        if callable(expiries):
-            status["credential_expiries"] = {
-                str(handle): str(expiry) for handle, expiry in dict(expiries()).items()
-            }
         text = json.dumps(status, sort_keys=True, indent=2, default=str)
         return (text + "\n").encode()
 

@@ -2,7 +2,8 @@
 
 ``parse_mount_args`` accepts what ``provenafs mount``, ``mount -t fuse.provenafs`` and an
 ``/etc/fstab`` line pass: our own ``-o`` keys, the standard FUSE and mount(8) keys (kept in
-``extra`` for the daemon to pass on or ignore), and mount(8)'s helper flags ``-n -s -v``.
+``extra`` for the daemon to pass on or ignore), and mount(8)'s helper flags
+``-n -s -v -t TYPE -N NS``.
 Unknown keys are an error with a clear message, never silently dropped.
 
 Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch.
@@ -52,6 +53,8 @@ _PASSTHROUGH_KEYS = frozenset(
         "users",
         "nouser",
         "nofail",
+        "owner",
+        "group",
         "default_permissions",
         "fsname",
         "subtype",
@@ -152,7 +155,7 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
             foreground = True
         elif arg in ("-n", "-s", "-v"):
             pass  # mount(8) helper flags: no mtab, sloppy, verbose
-        elif arg in ("-o", "-t"):
+        elif arg in ("-o", "-t", "-N"):
             if index >= len(args):
                 raise MountOptionsError(f"{arg} needs a value")
             if arg == "-o":
