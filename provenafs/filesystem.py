@@ -593,7 +593,7 @@ class Filesystem:
     async def setattr(
         self,
         inode: int,
-        ctx: Caller,
+        ctx: Caller | None = None,
         *,
         size: int | None = None,
         mode: int | None = None,
@@ -601,11 +601,19 @@ class Filesystem:
         gid: int | None = None,
         atime_ns: int | None = None,
         mtime_ns: int | None = None,
+        times: bool = False,
+        owner: bool = False,
+        fh: int | None = None,
     ) -> Attributes:
-        """Changing anything is ``EROFS``; a setattr that changes nothing returns the attributes."""
-        if any(value is not None for value in (size, mode, uid, gid, atime_ns, mtime_ns)):
+        """Changing anything is ``EROFS``; a setattr that changes nothing returns the attributes.
+
+        Changes are named either by value (``uid=``, ``atime_ns=``, ...) or as flags
+        (``times=True``, ``owner=True``); both forms are accepted.
+        """
+        values = (size, mode, uid, gid, atime_ns, mtime_ns)
+        if times or owner or any(value is not None for value in values):
             raise FsError(errno.EROFS, "the mount is read-only")
-        return await self.getattr(inode, ctx)
+        return await self.getattr(inode, ctx or Caller(0, 0, 0))
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         raise FsError(errno.EROFS, "the mount is read-only")
