@@ -57,6 +57,22 @@ log = logging.getLogger(__name__)
 FSTYPE = "fuse.provenafs"
 READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
 _STOP_GRACE_SECONDS = 5.0  # in-flight requests may finish this long after a stop signal
+# mount(8)/fstab flags the kernel understands for a FUSE mount; other passthrough keys are
+# mount(8)'s own (noauto, _netdev, x-*) and mean nothing here.
+_KERNEL_FLAGS = frozenset(
+    {
+        "nodev",
+        "nosuid",
+        "noexec",
+        "exec",
+        "dev",
+        "suid",
+        "noatime",
+        "relatime",
+        "atime",
+        "nodiratime",
+    }
+)
 _QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore")
 
 
@@ -124,8 +140,10 @@ def fuse_mount_options(options: MountOptions) -> set[str]:
         "subtype=provenafs",
         "auto_unmount",
         "default_permissions",  # the core's permission bits are the truth
-        "noatime",
     }
+    result.update(key for key in options.extra if key in _KERNEL_FLAGS)
+    if not result & {"atime", "relatime"}:
+        result.add("noatime")
     if options.read_only:
         result.add("ro")
     if options.allow_other:
@@ -166,8 +184,8 @@ def _check_mountpoint(options: MountOptions) -> None:
         raise StartupError(
             f"mountpoint {mountpoint} is already mounted ({existing.fstype} from {existing.source})"
         )
-    if options.extra.get("nonempty") is None and any(mountpoint.iterdir()):
-        raise StartupError(f"mountpoint {mountpoint} is not empty (use -o nonempty to allow it)")
+    if any(mountpoint.iterdir()):
+        raise StartupError(f"mountpoint {mountpoint} is not empty")
 
 
 class _Readiness:

@@ -21,8 +21,8 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -82,7 +82,9 @@ def _log_failure(handler: str, exc: Exception, value: int) -> None:
     )
 
 
-def fuse_handler(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+def fuse_handler(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Turn every exception a handler raises into ``FUSEError(to_errno(exc))``, logged once."""
     handler = method.__name__
 
@@ -255,11 +257,11 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def flush(self, fh: int) -> None:
-        return None
+        await self._fs.flush(fh)
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        return None
+        await self._fs.fsync(fh, datasync)
 
     @fuse_handler
     async def release(self, fh: int) -> None:
@@ -366,18 +368,16 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        new_size = attr.st_size if fields.update_size else None
-        new_mode = attr.st_mode if fields.update_mode else None
-        changes_times = fields.update_atime or fields.update_mtime or fields.update_ctime
-        changes_owner = fields.update_uid or fields.update_gid
         attributes = await self._fs.setattr(
             inode,
-            size=new_size,
-            mode=new_mode,
-            times=changes_times,
-            owner=changes_owner,
+            to_caller(ctx),
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             fh=fh,
-            ctx=to_caller(ctx),
         )
         return to_entry_attributes(attributes)
 

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -227,7 +228,7 @@ def test_writes_are_erofs(alice_mount: Mount, readable: list[SeededDataset]) -> 
     dataset = readable[0]
     directory = alice_mount.path / dataset.handle
     existing = directory / next(iter(dataset.files))
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: open(existing, "r+b").close(),
         lambda: open(directory / "new-file.txt", "wb").close(),
         lambda: os.mkdir(directory / "new-dir"),
