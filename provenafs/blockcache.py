@@ -61,7 +61,11 @@ class BlockCache:
         )
         self._disk = disk
         self._flights: dict[BlockKey, _Flight] = {}
-        self._stats: collections.Counter[str] = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(
+                ("hits", "misses", "fetches", "bytes_fetched", "disk_hits", "waits", "failures"), 0
+            )
+        )
 
     def __contains__(self, key: BlockKey) -> bool:
         """Whether block ``key`` is in memory (not counted as a hit, not refreshed in the LRU)."""

@@ -68,7 +68,11 @@ class CredentialBroker:
         self._clock = clock
         self._held: dict[tuple[str, Kind], _Held] = {}
         self._flights: dict[tuple[str, Kind], _Flight] = {}
-        self._stats: collections.Counter[str] = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(
+                ("read_calls", "write_calls", "hits", "waits", "failures", "invalidations"), 0
+            )
+        )
 
     async def read(self, handle: str) -> Credentials:
         """Read-scoped credentials for ``handle``'s prefix."""

@@ -105,7 +105,11 @@ class DiskCache:
         self._index: collections.OrderedDict[str, int] | None = None  # name → size, LRU first
         self._loading: trio.Event | None = None
         self._total = 0
-        self._stats: collections.Counter[str] = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(
+                ("hits", "misses", "writes", "evictions", "corrupt_or_lost", "write_errors"), 0
+            )
+        )
 
     def _path(self, name: str) -> Path:
         return self.directory / name[:2] / (name[2:] + _SUFFIX)

@@ -145,7 +145,20 @@ class ObjectReader:
         self._slots: dict[int, _Slot] = {}
         self._background: _Background | None = None
         self._closed = False
-        self._stats: collections.Counter[str] = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(
+                (
+                    "gets",
+                    "bytes_fetched",
+                    "prefetch_parts",
+                    "prefetch_bytes",
+                    "slot_hits",
+                    "head_hits",
+                    "credential_retries",
+                ),
+                0,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"ObjectReader({self._handle!r}, {self._key!r}, size={self._size})"

@@ -158,7 +158,9 @@ class S3BlobStore:
         self._max_clients = max(1, max_clients)
         self._tries = max(1, retries)
         self._backoff = backoff
-        self._stats: collections.Counter[str] = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(("requests", "retries", "bytes_read", "bytes_written"), 0)
+        )
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.endpoint_url!r}, {self.region!r})"
