@@ -1,0 +1,245 @@
+"""In-process fakes for driving the filesystem core without a kernel or a server.
+
+``FakeDataStore`` plays ``DataStoreClient``: datasets with item roles, version chains, short and
+empty list pages (the page limit applies before access filtering, as in Provena), and counts of
+every call. Records are parsed with the real ``parse_dataset_record``, so the core sees exactly
+the shapes the client produces. ``build_filesystem`` wires a ``Filesystem`` over it with the
+real ``CredentialBroker``, ``BlockCache``, ``PrefetchBudget`` and ``ObjectReader`` and a
+``MemoryBlobStore``.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import trio
+
+from provenafs.api import errors as api_errors
+from provenafs.api.client import parse_dataset_record
+from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
+from provenafs.blobstore import MemoryBlobStore
+from provenafs.blockcache import BlockCache
+from provenafs.credentials import CredentialBroker
+from provenafs.filesystem import Caller, Filesystem
+from provenafs.mount_options import MountOptions, parse_mount_args
+from provenafs.reader import PrefetchBudget
+
+ALL_ROLES = ("metadata-read", "metadata-write", "admin", "dataset-data-read", "dataset-data-write")
+METADATA_ONLY = ("metadata-read",)
+BUCKET = "provena-bucket"
+SECRET_KEY = "fake-secret-key-must-never-show"
+SESSION_TOKEN = "fake-session-token-must-never-show"
+CALLER = Caller(uid=1000, gid=1000, pid=4242)
+
+T = TypeVar("T")
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async test body under trio."""
+    return trio.run(fn)
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def s3_path(handle: str) -> str:
+    return "datasets/" + handle.replace(".", "-").replace("/", "-") + "/"
+
+
+class FakeDataStore:
+    """Datasets by handle, each with the caller's item roles and lock flag."""
+
+    def __init__(self, *, realm_admin: bool = False) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.roles: dict[str, tuple[str, ...]] = {}
+        self.locked: dict[str, bool] = {}
+        self.realm_admin = realm_admin
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.gate: trio.Event | None = None  # when set, fetch/list/credential calls wait on it
+        self.failure: Exception | None = None  # raised by every call when set
+        self.empty_pages = 0  # leading empty pages (with a pagination key) before real ones
+
+    # --- building ------------------------------------------------------------------------
+
+    def add(
+        self,
+        handle: str,
+        *,
+        name: str | None = None,
+        roles: tuple[str, ...] = ALL_ROLES,
+        locked: bool = False,
+        version: int = 1,
+        previous: str | None = None,
+        next_version: str | None = None,
+        release_status: str = "NOT_RELEASED",
+        created: int = 1_721_629_472,
+        updated: int = 1_721_714_647,
+    ) -> dict[str, Any]:
+        display = name if name is not None else f"Dataset {handle}"
+        item: dict[str, Any] = {
+            "display_name": display,
+            "user_metadata": None,
+            "collection_format": {
+                "dataset_info": {"name": display, "description": "Températures, 2023"},
+            },
+            "s3": {
+                "bucket_name": BUCKET,
+                "path": s3_path(handle),
+                "s3_uri": f"s3://{BUCKET}/{s3_path(handle)}",
+            },
+            "release_history": [],
+            "release_status": release_status,
+            "release_approver": None,
+            "release_timestamp": None,
+            "access_info_uri": None,
+            "history": [],
+            "id": handle,
+            "owner_username": "jsmith",
+            "created_timestamp": created,
+            "updated_timestamp": updated,
+            "item_category": "ENTITY",
+            "item_subtype": "DATASET",
+            "record_type": "COMPLETE_ITEM",
+            "workflow_links": None,
+            "versioning_info": {
+                "previous_version": previous,
+                "version": version,
+                "reason": "new version" if previous else None,
+                "next_version": next_version,
+            },
+        }
+        self.items[handle] = item
+        self.roles[handle] = roles
+        self.locked[handle] = locked
+        return item
+
+    def add_chain(self, handles: list[str], **kwargs: Any) -> None:
+        """Versions 1..n of one dataset, linked both ways."""
+        for index, handle in enumerate(handles):
+            self.add(
+                handle,
+                version=index + 1,
+                previous=handles[index - 1] if index else None,
+                next_version=handles[index + 1] if index + 1 < len(handles) else None,
+                created=1_721_000_000 + index * 1000,
+                **kwargs,
+            )
+
+    # --- DataStoreClient -----------------------------------------------------------------
+
+    async def _enter(self, route: str) -> None:
+        self.calls[route] += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        if self.failure is not None:
+            raise self.failure
+
+    def _visible(self, handle: str) -> bool:
+        roles = set(self.roles[handle])
+        return self.realm_admin or bool(roles & {"metadata-read", "metadata-write", "admin"})
+
+    async def fetch_dataset(self, handle: str) -> DatasetRecord:
+        await self._enter("fetch")
+        if handle not in self.items:
+            raise api_errors.NotFound(f"no dataset {handle}")
+        if not self._visible(handle):
+            raise api_errors.PermissionDenied("You are not authorised to fetch this item.")
+        item = self.items[handle]
+        roles = list(self.roles[handle])
+        locked = self.locked[handle]
+        document = {"item": item, "roles": roles, "locked": locked}
+        return parse_dataset_record(item, roles, locked, document)
+
+    async def list_page(
+        self, pagination_key: Mapping[str, Any] | None, page_size: int = 100
+    ) -> DatasetPage:
+        await self._enter("list")
+        start = int(pagination_key["offset"]) if pagination_key else -self.empty_pages
+        if start < 0:
+            return DatasetPage((), {"offset": start + 1})
+        ordered = sorted(self.items.values(), key=lambda i: -i["updated_timestamp"])
+        page = ordered[start : start + page_size]
+        records = tuple(
+            parse_dataset_record(item, None, None, {"item": item})
+            for item in page
+            if self._visible(item["id"])
+        )
+        more = start + page_size < len(ordered)
+        return DatasetPage(records, {"offset": start + page_size} if more else None)
+
+    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]:
+        records: list[DatasetRecord] = []
+        key: Mapping[str, Any] | None = None
+        while True:
+            page = await self.list_page(key, page_size)
+            records.extend(page.items)
+            if page.pagination_key is None:
+                return records
+            key = page.pagination_key
+
+    async def read_credentials(self, handle: str) -> Credentials:
+        await self._enter("read_credentials")
+        roles = set(self.roles.get(handle, ()))
+        if not (self.realm_admin or roles & {"dataset-data-read", "dataset-data-write", "admin"}):
+            raise api_errors.PermissionDenied(
+                "You do not have sufficient permissions to read from this dataset!"
+            )
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)
+        return Credentials("ASIAFAKE" + handle, SECRET_KEY, SESSION_TOKEN, expiry)
+
+    async def write_credentials(self, handle: str) -> Credentials:
+        await self._enter("write_credentials")
+        raise api_errors.PermissionDenied("writes are not part of this fake")
+
+    async def presigned_url(self, handle: str, file_path: str, expires_in: int = 3600) -> str:
+        await self._enter("presign")
+        if "dataset-data-read" not in self.roles.get(handle, ()):
+            raise api_errors.PermissionDenied("needs dataset-data-read")
+        return (
+            f"https://s3.example/{BUCKET}/{s3_path(handle)}{file_path}?X-Amz-Expires={expires_in}"
+        )
+
+    def statistics(self) -> Mapping[str, int]:
+        return dict(self.calls)
+
+
+def options(*extra: str) -> MountOptions:
+    return parse_mount_args(
+        ["http://127.0.0.1:8750", "/mnt/provena", "-o", "uid=1000,gid=1001", *extra]
+    )
+
+
+def build_filesystem(
+    store: FakeDataStore,
+    blobs: MemoryBlobStore,
+    *,
+    clock: Callable[[], float] | None = None,
+    mount_options: MountOptions | None = None,
+) -> tuple[Filesystem, CredentialBroker]:
+    broker = CredentialBroker(store)
+    fs = Filesystem(
+        client=store,
+        broker=broker,
+        store=blobs,
+        cache=BlockCache(8 << 20, block_size=64 << 10),
+        budget=PrefetchBudget(4 << 20),
+        options=mount_options or options(),
+        clock=clock or time.time,
+    )
+    return fs, broker
