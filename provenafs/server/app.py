@@ -580,6 +580,42 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def _app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.provenafs
+    return state
+
+
+def _authenticated(request: Request) -> Caller:
+    """The caller of a DS route: 401 ``Could not validate credentials`` without a valid token."""
+    token = _bearer_token(request)
+    try:
+        return _app_state(request).authority.verify_access_token(token)
+    except TokenInvalid as exc:
+        raise StarletteHTTPException(
+            401, str(exc) or UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+
+
+def _needs(*roles: str) -> Callable[[Caller], Caller]:
+    """A dependency requiring every realm role in *roles* (401 with the role detail otherwise)."""
+
+    def check(caller: Annotated[Caller, Depends(_authenticated)]) -> Caller:
+        if not set(roles).issubset(caller.roles):
+            raise StarletteHTTPException(401, WRONG_REALM_ROLE)
+        return caller
+
+    return check
+
+
+AnyUser = Annotated[Caller, Depends(_authenticated)]
+Reader = Annotated[Caller, Depends(_needs(REALM_READ))]
+Writer = Annotated[Caller, Depends(_needs(REALM_READ, REALM_WRITE))]
+Admin = Annotated[Caller, Depends(_needs(REALM_READ, REALM_WRITE, REALM_ADMIN))]
+SysAdminWriter = Annotated[Caller, Depends(_needs(SYS_ADMIN_READ, SYS_ADMIN_WRITE))]
+SysAdmin = Annotated[Caller, Depends(_needs(SYS_ADMIN_READ, SYS_ADMIN_WRITE, SYS_ADMIN_ADMIN))]
+RealmAdmin = Annotated[Caller, Depends(_needs(REALM_ADMIN))]
+
+
 def create_app(state: AppState) -> FastAPI:
     """The FastAPI app of the local data store: DS routes at the root, realm, discovery, faults."""
     store = state.datastore
@@ -590,31 +626,7 @@ def create_app(state: AppState) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-
-    def authenticated(request: Request) -> Caller:
-        token = _bearer_token(request)
-        try:
-            return state.authority.verify_access_token(token)
-        except TokenInvalid as exc:
-            raise StarletteHTTPException(
-                401, str(exc) or UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
-            ) from None
-
-    def needs(*roles: str) -> Callable[[Caller], Caller]:
-        def check(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
-            if not set(roles).issubset(caller.roles):
-                raise StarletteHTTPException(401, WRONG_REALM_ROLE)
-            return caller
-
-        return check
-
-    AnyUser = Annotated[Caller, Depends(authenticated)]
-    Reader = Annotated[Caller, Depends(needs(REALM_READ))]
-    Writer = Annotated[Caller, Depends(needs(REALM_READ, REALM_WRITE))]
-    Admin = Annotated[Caller, Depends(needs(REALM_READ, REALM_WRITE, REALM_ADMIN))]
-    SysAdminWriter = Annotated[Caller, Depends(needs(SYS_ADMIN_READ, SYS_ADMIN_WRITE))]
-    SysAdmin = Annotated[Caller, Depends(needs(SYS_ADMIN_READ, SYS_ADMIN_WRITE, SYS_ADMIN_ADMIN))]
-    RealmAdmin = Annotated[Caller, Depends(needs(REALM_ADMIN))]
+    app.state.provenafs = state
 
     @app.exception_handler(DataStoreError)
     async def _refusal(_: Request, exc: DataStoreError) -> JSONResponse:
