@@ -197,3 +197,13 @@ def test_unknown_row_is_a_usage_error_before_anything_starts() -> None:
     )
     assert done.returncode == 2
     assert "unknown rows 42" in done.stderr
+
+
+def test_fetched_bytes_prefer_the_server_counter_then_the_status_file() -> None:
+    value, note = bench.choose_fetched_bytes(metrics=8.0 * bench.MIB, status=2.0 * bench.MIB)
+    assert value == 8.0 * bench.MIB
+    assert "SeaweedFS" in note and "2.0 MiB" in note
+    value, note = bench.choose_fetched_bytes(metrics=None, status=2.0 * bench.MIB)
+    assert value == 2.0 * bench.MIB and "status.json" in note
+    value, note = bench.choose_fetched_bytes(metrics=None, status=None)
+    assert value is None and "metricsPort" in note
