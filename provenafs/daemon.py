@@ -128,9 +128,8 @@ def log_path_for(mountpoint: Path) -> Path:
 
 
 def _escape_option_value(value: str) -> str:
-    """libfuse splits ``-o`` values on commas; keep a URL whole and ASCII."""
-    ascii_value = urllib.parse.quote(value, safe=":/?#[]@!$&'()*+;=%~.-_")
-    return ascii_value.replace("\\", "\\\\").replace(",", "\\,")
+    """libfuse and fusermount3 split ``-o`` on commas and want ASCII: percent-encode the rest."""
+    return urllib.parse.quote(value, safe=":/?#[]@!$&'()*+;=%~.-_")
 
 
 def fuse_mount_options(options: MountOptions) -> set[str]:

@@ -1,0 +1,154 @@
+"""The mount-side commands without a kernel: argument cleaning, refusals, failed starts.
+
+Failed background starts spawn the real daemon (``python -m provenafs mount ... -f``); it stops
+before mounting anything, so no FUSE is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from provenafs import commands, daemon
+from provenafs.mount_options import parse_mount_args
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PROVENAFS_OFFLINE_TOKEN", raising=False)
+    monkeypatch.setenv("PROVENAFS_TOKEN", "not-a-real-token")
+
+
+def test_fstab_only_options_and_helper_flags_are_dropped() -> None:
+    args = [
+        "http://127.0.0.1:8750",
+        "/mnt/p",
+        "-n",
+        "-s",
+        "-N",
+        "ns",
+        "-t",
+        "fuse.provenafs",
+        "-o",
+        "rw,_netdev,noauto,user,x-systemd.automount,defaults,comment=x,cache_size=2G,nofail",
+    ]
+    assert commands.strip_fstab_options(args) == [
+        "http://127.0.0.1:8750",
+        "/mnt/p",
+        "-o",
+        "rw,cache_size=2G",
+    ]
+    assert commands.strip_fstab_options(["/mnt/p", "-o_netdev", "-f"]) == ["/mnt/p", "-f"]
+
+
+def test_cleaned_fstab_arguments_parse() -> None:
+    cleaned = commands.strip_fstab_options(
+        ["http://h:1", "/mnt/p", "-o", "ro,_netdev,x-systemd.requires=network-online.target"]
+    )
+    options = parse_mount_args(cleaned)
+    assert options.read_only is True
+    assert options.source == "http://h:1"
+    assert options.mountpoint == Path("/mnt/p")
+
+
+def test_fuse_mount_options_name_the_source_and_keep_a_url_whole() -> None:
+    options = parse_mount_args(["http://h:1/a,b", "/mnt/p", "-o", "ro,allow_other,nosuid"])
+    fuse_options = daemon.fuse_mount_options(options)
+    assert "fsname=http://h:1/a%2Cb" in fuse_options
+    assert {"subtype=provenafs", "auto_unmount", "default_permissions", "ro", "allow_other"} <= (
+        fuse_options
+    )
+    assert "nosuid" in fuse_options
+    assert all(option.isascii() for option in fuse_options)
+
+
+@pytest.mark.parametrize("command", ["commit", "revert"])
+def test_write_commands_are_not_available_yet(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert commands.main(command, ["/mnt/p", "-m", "why"]) == 2
+    assert "not available yet (read-only mount)" in capsys.readouterr().err
+
+
+def test_bad_mount_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert commands.main("mount", ["ftp://h", "/mnt/p"]) == 2
+    assert "SOURCE must be an http(s) URL" in capsys.readouterr().err
+    assert commands.main("mount", ["http://h:1", "/mnt/p", "-o", "bogus=1"]) == 2
+    assert "unknown mount option 'bogus'" in capsys.readouterr().err
+
+
+def test_umount_and_status_refuse_what_is_not_a_provenafs_mount(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert commands.main("umount", [str(tmp_path)]) == 1
+    assert "is not mounted" in capsys.readouterr().err
+    assert commands.main("umount", ["/proc"]) == 1
+    assert "is not a provenafs mount (it is proc)" in capsys.readouterr().err
+    assert commands.main("status", [str(tmp_path)]) == 1
+    assert "is not a provenafs mount" in capsys.readouterr().err
+
+
+def test_background_mount_reports_a_missing_mountpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing"
+    assert commands.main("mount", ["http://127.0.0.1:1", str(missing)]) == 1
+    assert f"mountpoint {missing} does not exist" in capsys.readouterr().err
+
+
+def test_background_mount_reports_a_non_empty_mountpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "something").write_text("x")
+    assert commands.main("mount", ["http://127.0.0.1:1", str(tmp_path)]) == 1
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_background_mount_reports_an_unreachable_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = f"http://127.0.0.1:{_unused_port()}"
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    assert commands.main("mount", [source, str(mountpoint)]) == 1
+    error = capsys.readouterr().err
+    assert f"cannot reach the data store at {source}" in error
+    assert "not-a-real-token" not in error
+    assert daemon.find_mount(mountpoint) is None
+
+
+def test_mountinfo_parsing_unescapes_paths(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.provenafs http://h:1 rw\n"
+        "37 35 98:0 / /mnt/c rw shared:2 - ext4 /dev/sda1 rw\n"
+    )
+    entry = daemon.find_mount(Path("/mnt/a b"), mountinfo)
+    assert entry == daemon.MountEntry(Path("/mnt/a b"), "fuse.provenafs", "http://h:1")
+    assert daemon.find_mount(Path("/mnt/c"), mountinfo) == daemon.MountEntry(
+        Path("/mnt/c"), "ext4", "/dev/sda1"
+    )
+    assert daemon.find_mount(Path("/mnt"), mountinfo) is None
+
+
+def test_status_renders_nested_documents() -> None:
+    lines = commands._render(json.loads('{"a": 1, "b": {"c": [1, {"d": null}]}, "e": []}'))
+    assert lines == ["a: 1", "b:", "  c:", "    - 1", "    -", "      d: -", "e: none"]
+
+
+def test_log_path_is_per_mountpoint_and_private(tmp_path: Path) -> None:
+    first = daemon.log_path_for(Path("/mnt/one"))
+    assert first != daemon.log_path_for(Path("/mnt/two"))
+    assert first == daemon.log_path_for(Path("/mnt/one"))
+    assert first.parent == tmp_path / "cache" / "provenafs" / "logs"
