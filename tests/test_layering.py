@@ -41,10 +41,10 @@ def imports_of(path: Path) -> list[Import]:
     package = module_name(path)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
-    top_level_nodes = {id(node) for node in tree.body}
-    for node in tree.body:  # imports under module-level if/try count as top level
-        if isinstance(node, ast.If | ast.Try):
-            top_level_nodes.update(id(child) for child in ast.walk(node))
+    top_level_nodes = {id(statement) for statement in tree.body}
+    for statement in tree.body:  # imports under module-level if/try count as top level
+        if isinstance(statement, ast.If | ast.Try):
+            top_level_nodes.update(id(child) for child in ast.walk(statement))
     found: list[Import] = []
     for node in ast.walk(tree):
         top = id(node) in top_level_nodes
@@ -72,32 +72,35 @@ def relative(path: Path) -> str:
     return str(path.relative_to(PACKAGE_ROOT.parent))
 
 
+def _broken(rule: str, name: str, imported: Import) -> bool:
+    """Whether module *name* importing *imported* breaks *rule*."""
+    module = imported.module
+    in_server = is_under(name, "provenafs.server")
+    if rule == "pyfuse3":
+        return is_under(module, "pyfuse3") and name != "provenafs.fuse_ops"
+    if rule == "boto3":
+        uses_boto = is_under(module, "boto3") or is_under(module, "botocore")
+        return uses_boto and not in_server and name != "provenafs.s3"
+    if rule == "httpx":
+        return is_under(module, "httpx") and not in_server and not is_under(name, "provenafs.api")
+    if rule == "server" and in_server:
+        return is_under(module, "provenafs") and not (
+            is_under(module, "provenafs.server") or module == "provenafs"
+        )
+    if rule == "server":
+        lazy_dispatch = name == "provenafs.cli" and not imported.top_level
+        return is_under(module, "provenafs.server") and not lazy_dispatch
+    raise AssertionError(rule)
+
+
 def violations(rule: str) -> list[str]:
-    found = []
+    found = set()
     for path in MODULES:
         name = module_name(path)
-        in_server = is_under(name, "provenafs.server")
-        for imp in imports_of(path):
-            if rule == "pyfuse3" and is_under(imp.module, "pyfuse3"):
-                if name != "provenafs.fuse_ops":
-                    found.append(f"{relative(path)}:{imp.line} imports pyfuse3")
-            elif rule == "boto3" and not in_server:
-                if (is_under(imp.module, "boto3") or is_under(imp.module, "botocore")) and (
-                    name != "provenafs.s3"
-                ):
-                    found.append(f"{relative(path)}:{imp.line} imports {imp.module}")
-            elif rule == "httpx" and not in_server:
-                if is_under(imp.module, "httpx") and not is_under(name, "provenafs.api"):
-                    found.append(f"{relative(path)}:{imp.line} imports httpx")
-            elif rule == "server" and in_server:
-                if is_under(imp.module, "provenafs") and not (
-                    is_under(imp.module, "provenafs.server") or imp.module == "provenafs"
-                ):
-                    found.append(f"{relative(path)}:{imp.line} imports mount module {imp.module}")
-            elif rule == "server" and is_under(imp.module, "provenafs.server"):
-                if name != "provenafs.cli" or imp.top_level:
-                    found.append(f"{relative(path)}:{imp.line} imports {imp.module}")
-    return sorted(set(found))
+        for imported in imports_of(path):
+            if _broken(rule, name, imported):
+                found.add(f"{relative(path)}:{imported.line} imports {imported.module}")
+    return sorted(found)
 
 
 @pytest.mark.parametrize("rule", ["pyfuse3", "boto3", "httpx", "server"])
