@@ -1,0 +1,126 @@
+"""Pins ``docs/SEMANTICS.md``: its errno table equals ``to_errno``, its examples run as stated."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from provenafs.blobstore import MemoryBlobStore
+from provenafs.errors import ERRNO_BY_EXCEPTION, FsError, to_errno
+from provenafs.filesystem import Filesystem
+from provenafs.inodes import ROOT_INODE
+from tests.unit.fakes import (
+    BUCKET,
+    CALLER,
+    METADATA_ONLY,
+    FakeDataStore,
+    build_filesystem,
+    run,
+    s3_path,
+)
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "SEMANTICS.md"
+
+
+def section(title: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Cells of every markdown table row in *text*, header and rule rows left out."""
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-: "):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows.append(cells)
+    return [row for row in rows if not row[0].startswith(("exception", "errno", "operation"))]
+
+
+def unquote(cell: str) -> str:
+    return cell.strip().strip("`")
+
+
+def exception_rows() -> list[tuple[str, str]]:
+    return [
+        (unquote(row[0]), unquote(row[1]))
+        for row in table_rows(section("Errors"))
+        if row[0].startswith("`provenafs.")
+    ]
+
+
+def resolve(dotted: str) -> type[BaseException]:
+    module, _, name = dotted.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    assert isinstance(cls, type) and issubclass(cls, BaseException)
+    return cls
+
+
+@pytest.mark.parametrize(("dotted", "errno_name"), exception_rows())
+def test_errno_table_row_matches_to_errno(dotted: str, errno_name: str) -> None:
+    assert to_errno(resolve(dotted)("example")) == getattr(errno, errno_name)
+
+
+def test_errno_table_covers_the_whole_mapping() -> None:
+    documented = {resolve(dotted) for dotted, _ in exception_rows()}
+    assert documented == set(ERRNO_BY_EXCEPTION)
+
+
+def example_rows() -> list[tuple[str, str, str]]:
+    return [(row[0], unquote(row[1]), unquote(row[2])) for row in table_rows(section("Examples"))]
+
+
+def documented_world() -> tuple[FakeDataStore, MemoryBlobStore]:
+    store = FakeDataStore()
+    store.add("10378.1/1932274")
+    store.add("10378.1/1932275", roles=METADATA_ONLY)
+    blobs = MemoryBlobStore()
+    blobs.put_blocking(BUCKET, s3_path("10378.1/1932274") + "metadata.json", b"{}\n")
+    blobs.put_blocking(BUCKET, s3_path("10378.1/1932275") + "data.csv", b"1\n")
+    return store, blobs
+
+
+async def perform(fs: Filesystem, operation: str, path: str) -> None:
+    names = path.split("/")
+    inode = ROOT_INODE
+    last = len(names) - 1 if operation == "mkdir" else len(names)
+    for name in names[:last]:
+        inode = (await fs.lookup(inode, name, CALLER)).inode
+    if operation == "stat":
+        await fs.getattr(inode, CALLER)
+    elif operation == "ls":
+        await fs.opendir(inode, CALLER)
+    elif operation == "open":
+        await fs.open(inode, os.O_RDONLY, CALLER)
+    elif operation == "open for writing":
+        await fs.open(inode, os.O_WRONLY, CALLER)
+    elif (match := re.fullmatch(r"getxattr (\S+)", operation)) is not None:
+        await fs.getxattr(inode, match.group(1), CALLER)
+    elif operation == "mkdir":
+        await fs.mkdir(inode, names[-1], 0o755, CALLER)
+    else:
+        raise AssertionError(f"SEMANTICS.md names an operation the test cannot run: {operation}")
+
+
+@pytest.mark.parametrize(("operation", "path", "errno_name"), example_rows())
+def test_example(operation: str, path: str, errno_name: str) -> None:
+    async def body() -> None:
+        fs, _ = build_filesystem(*documented_world())
+        with pytest.raises(FsError) as excinfo:
+            await perform(fs, operation, path)
+        assert errno.errorcode[excinfo.value.errno] == errno_name
+
+    run(body)
+
+
+def test_the_tables_are_found() -> None:
+    assert len(exception_rows()) >= 13
+    assert len(example_rows()) >= 10
