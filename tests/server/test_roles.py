@@ -124,6 +124,7 @@ def attempt(
     http: httpx.Client,
     headers: dict[str, str],
     admin: dict[str, str],
+    *,
     action: str,
     handle: str,
     file_path: str,
@@ -180,7 +181,9 @@ def test_role_matrix(store: LocalStore, tokens: dict[str, str], user: str, datas
         ).json()["item"]
         observed = {}
         for action in ACTIONS:
-            observed[action] = attempt(http, headers, admin, action, handle, file_path)
+            observed[action] = attempt(
+                http, headers, admin, action=action, handle=handle, file_path=file_path
+            )
         after = http.get(
             "/registry/items/fetch-dataset", params={"handle_id": handle}, headers=admin
         ).json()["item"]
