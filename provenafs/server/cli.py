@@ -640,9 +640,18 @@ _HANDLERS = {
 }
 
 
+def _subcommand_first(args: list[str]) -> list[str]:
+    """Accept ``--data-dir DIR SUBCOMMAND ...`` as well as ``SUBCOMMAND ... --data-dir DIR``."""
+    if len(args) >= 3 and args[0] == "--data-dir" and args[2] in _SUBCOMMANDS:
+        return [*args[2:], *args[:2]]
+    if len(args) >= 2 and args[0].startswith("--data-dir=") and args[1] in _SUBCOMMANDS:
+        return [*args[1:], args[0]]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``provenafs serve ...``; returns the exit status (2 for bad input)."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = _subcommand_first(list(sys.argv[1:] if argv is None else argv))
     try:
         if args_list and args_list[0] in _SUBCOMMANDS:
             args = _admin_parser().parse_args(args_list)
