@@ -327,11 +327,26 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
                 log.info("unmounted %s", options.mountpoint)
 
 
+def _with_absolute_paths(options: MountOptions) -> MountOptions:
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else Path(os.path.abspath(path))
+
+    return dataclasses.replace(
+        options,
+        mountpoint=Path(os.path.abspath(options.mountpoint)),
+        cache_dir=absolute(options.cache_dir),
+        offline_token_file=absolute(options.offline_token_file),
+    )
+
+
 def run(options: MountOptions) -> int:
     """Mount and serve in this process until unmounted or signalled; return the exit code."""
     readiness = _Readiness.from_environment()
     in_background = readiness.has_parent
+    options = _with_absolute_paths(options)
     _configure_logging(options, to_file=in_background)
+    if in_background:
+        os.chdir("/")  # a daemon must not keep the caller's working directory busy
     try:
         _check_mountpoint(options)
         trio.run(_serve, options, readiness)
