@@ -25,7 +25,6 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from provenafs.server.auth import TokenInvalid
 from provenafs.server.faults import (
     ASGIApp,
     FaultInjector,
@@ -97,6 +96,7 @@ UNAUTHENTICATED = "Could not validate credentials"
 WRONG_REALM_ROLE = (
     "You are not authorised to access this resource as you don't have the correct role."
 )
+_TOKEN_DETAILS = frozenset({UNAUTHENTICATED, "Token had incorrect structure."})
 METADATA_VISIBLE = frozenset({"metadata-read", "metadata-write", "admin"})
 _FORBIDDEN_PATH_PARTS = ("../", "/../", "..", "//", "\\")
 
@@ -118,6 +118,8 @@ class Caller(Protocol):
 
 
 class TokenVerifier(Protocol):
+    """``auth.TokenAuthority``: raises ``auth.TokenInvalid`` (its text is the 401 detail)."""
+
     def verify_access_token(self, token: str) -> Caller: ...
 
 
@@ -590,10 +592,9 @@ def _authenticated(request: Request) -> Caller:
     token = _bearer_token(request)
     try:
         return _app_state(request).authority.verify_access_token(token)
-    except TokenInvalid as exc:
-        raise StarletteHTTPException(
-            401, str(exc) or UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
-        ) from None
+    except Exception as exc:  # noqa: BLE001 (auth.TokenInvalid or a bug: either way, fail closed)
+        detail = str(exc) if str(exc) in _TOKEN_DETAILS else UNAUTHENTICATED
+        raise StarletteHTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"}) from None
 
 
 def _needs(*roles: str) -> Callable[[Caller], Caller]:
