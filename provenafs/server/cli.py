@@ -507,7 +507,7 @@ def _storage(
         if choice.s3_endpoint is not None:
             admin = admin_from_environment(choice.s3_endpoint, choice.bucket)
         else:
-            weed = SeaweedServer(data_dir, host=host, bucket=choice.bucket)
+            weed = SeaweedServer(data_dir / "seaweedfs", host=host, bucket=choice.bucket)
             admin = weed.start()
         objects = ObjectStore(admin)
         objects.ensure_bucket()
