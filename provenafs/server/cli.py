@@ -43,7 +43,12 @@ from provenafs.server.faults import FaultInjector, parse_fault_flag
 from provenafs.server.models import ITEM_ROLES, CollectionFormat
 from provenafs.server.registry import Registry, RegistryError
 from provenafs.server.seed import SeedCaller, seed_store
-from provenafs.server.storage import ObjectStore, SeaweedServer, admin_from_environment
+from provenafs.server.storage import (
+    ObjectStore,
+    SeaweedServer,
+    StorageError,
+    admin_from_environment,
+)
 
 __all__ = ["main"]
 
@@ -116,7 +121,7 @@ def _server_parser() -> argparse.ArgumentParser:
         "--s3-endpoint",
         default=None,
         metavar="URL",
-        help="use this S3 server (admin keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+        help="use this S3 server (admin keys from PROVENAFS_S3_ACCESS_KEY_ID/_SECRET_ACCESS_KEY)",
     )
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
     parser.add_argument(
@@ -505,9 +510,12 @@ def _storage(
     weed = None
     try:
         if choice.s3_endpoint is not None:
-            admin = admin_from_environment(choice.s3_endpoint, choice.bucket)
+            try:
+                admin = admin_from_environment(choice.s3_endpoint, choice.bucket)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         else:
-            weed = SeaweedServer(data_dir / "seaweedfs", host=host, bucket=choice.bucket)
+            weed = SeaweedServer(data_dir, host=host, bucket=choice.bucket)
             admin = weed.start()
         objects = ObjectStore(admin)
         objects.ensure_bucket()
@@ -574,6 +582,9 @@ def _serve(argv: Sequence[str]) -> int:
     except (_Shutdown, KeyboardInterrupt):
         log.info("provenafs serve: stopped")
         return 0
+    except StorageError as exc:
+        print(f"provenafs serve: storage failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         with contextlib.suppress(OSError):
             (data_dir / "server.json").unlink()
