@@ -850,14 +850,20 @@ def test_huge_malformed_and_wrong_typed_bodies(api: Api, seeded: dict[str, Any])
         headers={**api.headers("carol"), "Content-Type": "application/json"},
     )
     assert response.status_code == 413
-    for broken in (b"{not json", b"", b"[1, 2", b"\xff\xfe\x00"):
+    # undecodable bytes are 400 "error parsing the body", as FastAPI (and so Provena) answers
+    for broken, status in (
+        (b"{not json", 422),
+        (b"", 422),
+        (b"[1, 2", 422),
+        (b"\xff\xfe\x00", 400),
+    ):
         response = api.http.post(
             "/register/update-metadata",
             params={"handle_id": before["id"], "reason": "broken"},
             content=broken,
             headers={**api.headers("carol"), "Content-Type": "application/json"},
         )
-        assert response.status_code == 422, broken
+        assert response.status_code == status, broken
     response = api.post(
         "carol",
         "/register/update-metadata",
