@@ -344,8 +344,8 @@ def _cmd_group(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         print(f"group {args.group}: {', '.join(members) or '(no members)'}")
         return 0
-    for group, members in registry.list_groups().items():
-        print(f"{group}\t{','.join(members)}")
+    for group, group_members in registry.list_groups().items():
+        print(f"{group}\t{','.join(group_members)}")
     return 0
 
 
