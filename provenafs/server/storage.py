@@ -245,10 +245,10 @@ class SeaweedServer:
             )
             return admin
 
-    def stop(self) -> None:
-        """SIGTERM weed's process group, wait, then SIGKILL: no orphans."""
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM weed's process group, wait up to *timeout* s, then SIGKILL: no orphans."""
         with self._lock:
-            self._stop_locked()
+            self._stop_locked(timeout)
 
     def __enter__(self) -> S3Admin:
         return self.start()
@@ -258,7 +258,7 @@ class SeaweedServer:
 
     # ------------------------------------------------------------------ internals
 
-    def _stop_locked(self) -> None:
+    def _stop_locked(self, timeout: float = 15.0) -> None:
         process, self._process, self._admin = self._process, None, None
         if process is None:
             return
@@ -266,7 +266,7 @@ class SeaweedServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 log.warning("weed (pid %d) ignored SIGTERM; killing it", process.pid)
         # weed leads its own group: sweep anything it left behind, then reap it.

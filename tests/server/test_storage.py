@@ -1,0 +1,485 @@
+"""SeaweedFS under the local data store: scoped STS credentials are *enforced*, observed for real.
+
+One ``weed mini`` per module (started in a temp dir, stopped by PID); every denial below is an
+answer from that real S3 server, never a check of the policy text alone. Restart and shutdown are
+tested on a second, private server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import httpx
+import pytest
+from boto3.s3.transfer import TransferConfig
+
+from provenafs.server.storage import (
+    DEFAULT_ROLE_ARN,
+    ObjectNotFound,
+    ObjectStore,
+    S3Admin,
+    SeaweedServer,
+    StorageError,
+    StsCredentials,
+    admin_from_environment,
+    session_policy,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+PREFIX_A = "datasets/10378-1-1000001/"
+PREFIX_B = "datasets/10378-1-1000002/"
+SIBLING_OF_A = "datasets/10378-1-10000010/"  # shares A's text as a prefix, is another dataset
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass
+class Running:
+    server: SeaweedServer
+    admin: S3Admin
+    store: ObjectStore
+    cold_start_seconds: float
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    started = time.monotonic()
+    admin = server.start()
+    cold = time.monotonic() - started
+    print(f"\nweed mini cold start (to bucket ready): {cold:.2f} s")
+    pid = server.pid
+    assert pid is not None
+    try:
+        store = ObjectStore(admin)
+        store.put_object(PREFIX_A + "data/a.csv", b"a,b\n1,2\n", content_type="text/csv")
+        store.put_object(PREFIX_A + "metadata.json", b"{}")
+        store.put_object(PREFIX_B + "secret.bin", b"dataset B only")
+        store.put_object(SIBLING_OF_A + "x.txt", b"sibling")
+        yield Running(server, admin, store, cold)
+    finally:
+        server.stop()
+        assert not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def client(admin: S3Admin, key_id: str, secret: str, token: str | None = None) -> S3Client:
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=admin.endpoint_url,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+        region_name=admin.region,
+        config=botocore.config.Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+        ),
+    )
+
+
+def scoped(running: Running, prefix: str, *, write: bool) -> S3Client:
+    creds = running.store.mint_credentials(
+        prefix, write=write, session_name=f"alice,{'write' if write else 'read'}-prog-bucket-access"
+    )
+    return client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+
+
+def error_code(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """The S3 error code ``call(*args, **kwargs)`` fails with ("OK" if it succeeds)."""
+    try:
+        call(*args, **kwargs)
+    except botocore.exceptions.ClientError as exc:
+        return str(exc.response.get("Error", {}).get("Code"))
+    return "OK"
+
+
+def multipart_upload(s3: S3Client, bucket: str, key: str, parts: list[bytes]) -> None:
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    done: list[CompletedPartTypeDef] = []
+    for number, body in enumerate(parts, start=1):
+        etag = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )["ETag"]
+        done.append({"PartNumber": number, "ETag": etag})
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+    )
+
+
+# --------------------------------------------------------------------------- the policy text
+
+
+def test_session_policy_is_provenas() -> None:
+    """provena-api.md §7, statement by statement."""
+    read = session_policy("bkt", "datasets/x-1/", write=False)
+    base = "arn:aws:s3:::bkt/datasets/x-1"
+    objects = [base, base + "/", base + "/*"]
+    assert read["Statement"][0] == {
+        "Effect": "Allow",
+        "Action": ["s3:GetObject*"],
+        "Resource": objects,
+    }
+    listing = read["Statement"][-1]
+    assert listing["Action"] == [
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:ListBucketMultipartUploads",
+        "s3:ListMultipartUploads",
+    ]
+    assert listing["Resource"] == ["arn:aws:s3:::bkt", "arn:aws:s3:::bkt/*"]
+    assert "Condition" not in listing
+    assert len(read["Statement"]) == 2
+    write = session_policy("bkt", "datasets/x-1", write=True)
+    assert len(write["Statement"]) == 3
+    assert write["Statement"][1]["Resource"] == objects
+    assert write["Statement"][1]["Action"] == [
+        "s3:GetObject*",
+        "s3:DeleteObject*",
+        "s3:PutObject",
+        "s3:PutObjectLegalHold",
+        "s3:PutObjectRetention",
+        "s3:PutObjectTagging",
+        "s3:PutObjectVersionTagging",
+        "s3:Abort*",
+    ]
+
+
+def test_admin_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROVENAFS_S3_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("PROVENAFS_S3_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(ValueError, match="PROVENAFS_S3_ACCESS_KEY_ID"):
+        admin_from_environment("http://127.0.0.1:9000/", "bkt")
+    monkeypatch.setenv("PROVENAFS_S3_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("PROVENAFS_S3_SECRET_ACCESS_KEY", "very-secret-value")
+    monkeypatch.delenv("PROVENAFS_S3_ROLE_ARN", raising=False)
+    monkeypatch.delenv("PROVENAFS_S3_REGION", raising=False)
+    admin = admin_from_environment("http://127.0.0.1:9000/", "bkt")
+    assert admin.endpoint_url == "http://127.0.0.1:9000"
+    assert (admin.region, admin.role_arn, admin.bucket) == (
+        "ap-southeast-2",
+        DEFAULT_ROLE_ARN,
+        "bkt",
+    )
+    assert "very-secret-value" not in repr(admin)
+    monkeypatch.setenv("PROVENAFS_S3_ROLE_ARN", "arn:aws:iam::123:role/R")
+    monkeypatch.setenv("PROVENAFS_S3_REGION", "us-east-1")
+    admin = admin_from_environment("http://127.0.0.1:9000", "bkt")
+    assert (admin.region, admin.role_arn) == ("us-east-1", "arn:aws:iam::123:role/R")
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    creds = StsCredentials("ASIAX", "the-secret", "the-session-token", dt.datetime.now(dt.UTC))
+    assert "the-secret" not in repr(creds)
+    assert "the-session-token" not in repr(creds)
+
+
+# --------------------------------------------------------------------------- the running server
+
+
+@pytest.mark.s3
+def test_server_files_and_binding(running: Running) -> None:
+    root = running.server.root
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for name in ("secrets.json", "iam.json"):
+        assert stat.S_IMODE((root / name).stat().st_mode) == 0o600
+    iam = json.loads((root / "iam.json").read_text())
+    assert set(iam) == {"identities", "sts", "policy", "policies", "roles"}
+    assert iam["roles"][0]["roleArn"] == running.admin.role_arn
+    assert len(json.loads((root / "secrets.json").read_text())["sts_signing_key"]) >= 44
+    assert running.admin.endpoint_url.startswith("http://127.0.0.1:")
+    assert running.admin.secret_access_key not in repr(running.admin)
+    assert running.admin.secret_access_key not in running.server.log_path.read_text()
+
+
+@pytest.mark.s3
+def test_admin_operations(running: Running, tmp_path: Path) -> None:
+    store = running.store
+    assert store.prefix_exists(PREFIX_A)
+    assert not store.prefix_exists("datasets/nothing-here/")
+    assert store.object_exists(PREFIX_A + "metadata.json")
+    assert not store.object_exists(PREFIX_A + "nope.json")
+    assert store.get_object(PREFIX_A + "data/a.csv") == b"a,b\n1,2\n"
+    with pytest.raises(ObjectNotFound):
+        store.get_object(PREFIX_A + "nope.json")
+    assert store.list_keys(PREFIX_A) == [PREFIX_A + "data/a.csv", PREFIX_A + "metadata.json"]
+    big = tmp_path / "big.bin"
+    payload = os.urandom(MIB) * 20  # above the 16 MiB multipart threshold
+    big.write_bytes(payload)
+    store.upload_file("datasets/uploads/big.bin", big)
+    assert store.get_object("datasets/uploads/big.bin") == payload
+    head = client(running.admin, running.admin.access_key_id, running.admin.secret_access_key)
+    etag = head.head_object(Bucket=running.admin.bucket, Key="datasets/uploads/big.bin")["ETag"]
+    assert etag.strip('"').endswith("-2")  # two parts: it went up as a multipart upload
+    store.ensure_bucket()  # idempotent
+
+
+@pytest.mark.s3
+def test_read_credentials_are_scoped(running: Running) -> None:
+    s3 = scoped(running, PREFIX_A, write=False)
+    bucket = running.admin.bucket
+    assert s3.get_object(Bucket=bucket, Key=PREFIX_A + "data/a.csv")["Body"].read() == b"a,b\n1,2\n"
+    ranged = s3.get_object(Bucket=bucket, Key=PREFIX_A + "data/a.csv", Range="bytes=2-4")
+    assert ranged["Body"].read() == b"b\n1"
+    assert s3.head_object(Bucket=bucket, Key=PREFIX_A + "metadata.json")["ContentLength"] == 2
+    assert error_code(s3.get_object, Bucket=bucket, Key=PREFIX_A + "absent") == "NoSuchKey"
+    assert error_code(s3.get_object, Bucket=bucket, Key=PREFIX_B + "secret.bin") == ("AccessDenied")
+    assert error_code(s3.get_object, Bucket=bucket, Key=SIBLING_OF_A + "x.txt") == ("AccessDenied")
+    assert error_code(s3.put_object, Bucket=bucket, Key=PREFIX_A + "new.txt", Body=b"x") == (
+        "AccessDenied"
+    )
+    assert error_code(s3.delete_object, Bucket=bucket, Key=PREFIX_A + "metadata.json") == (
+        "AccessDenied"
+    )
+    assert error_code(
+        multipart_upload, s3, bucket, PREFIX_A + "mp.bin", [b"x" * (5 * MIB), b"y"]
+    ) == ("AccessDenied")
+    assert running.store.object_exists(PREFIX_A + "metadata.json")
+    assert not running.store.object_exists(PREFIX_A + "new.txt")
+    assert not running.store.object_exists(PREFIX_A + "mp.bin")
+
+
+@pytest.mark.s3
+def test_listing_the_whole_bucket_is_allowed(running: Running) -> None:
+    """As Provena: any dataset's credentials list every key, but read only their own."""
+    s3 = scoped(running, PREFIX_A, write=False)
+    listed = s3.list_objects_v2(Bucket=running.admin.bucket)
+    keys = {entry["Key"] for entry in listed.get("Contents", []) if "Key" in entry}
+    assert {PREFIX_A + "metadata.json", PREFIX_B + "secret.bin"} <= keys
+    folders = s3.list_objects_v2(Bucket=running.admin.bucket, Prefix=PREFIX_A, Delimiter="/")
+    assert [p.get("Prefix") for p in folders.get("CommonPrefixes", [])] == [PREFIX_A + "data/"]
+
+
+@pytest.mark.s3
+def test_write_credentials_are_scoped(running: Running) -> None:
+    s3 = scoped(running, PREFIX_A, write=True)
+    bucket = running.admin.bucket
+    s3.put_object(Bucket=bucket, Key=PREFIX_A + "w/new.txt", Body=b"written")
+    assert s3.get_object(Bucket=bucket, Key=PREFIX_A + "w/new.txt")["Body"].read() == b"written"
+    assert error_code(s3.get_object, Bucket=bucket, Key=PREFIX_A + "w/absent") == ("NoSuchKey")
+    s3.delete_object(Bucket=bucket, Key=PREFIX_A + "w/new.txt")
+    assert not running.store.object_exists(PREFIX_A + "w/new.txt")
+    part_one, part_two = os.urandom(5 * MIB), b"tail"
+    multipart_upload(s3, bucket, PREFIX_A + "w/mp.bin", [part_one, part_two])
+    assert running.store.get_object(PREFIX_A + "w/mp.bin") == part_one + part_two
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=PREFIX_A + "w/aborted.bin")[
+        "UploadId"
+    ]
+    s3.upload_part(
+        Bucket=bucket, Key=PREFIX_A + "w/aborted.bin", UploadId=upload_id, PartNumber=1, Body=b"z"
+    )
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=PREFIX_A).get("Uploads", [])
+    assert upload_id in {upload.get("UploadId") for upload in uploads}
+    s3.abort_multipart_upload(Bucket=bucket, Key=PREFIX_A + "w/aborted.bin", UploadId=upload_id)
+    assert not running.store.object_exists(PREFIX_A + "w/aborted.bin")
+    # boto3's managed transfer (what the mount and upload tools use) goes multipart too
+    s3.upload_fileobj(
+        __import__("io").BytesIO(b"m" * (6 * MIB)),
+        bucket,
+        PREFIX_A + "w/managed.bin",
+        Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB),
+    )
+    assert running.store.get_object(PREFIX_A + "w/managed.bin") == b"m" * (6 * MIB)
+    # ... and nothing outside the prefix
+    for key in (PREFIX_B + "secret.bin", SIBLING_OF_A + "x.txt"):
+        assert error_code(s3.get_object, Bucket=bucket, Key=key) == "AccessDenied"
+        assert error_code(s3.delete_object, Bucket=bucket, Key=key) == ("AccessDenied")
+        assert error_code(s3.put_object, Bucket=bucket, Key=key, Body=b"x") == ("AccessDenied")
+    assert error_code(
+        multipart_upload, s3, bucket, PREFIX_B + "mp.bin", [b"x" * (5 * MIB), b"y"]
+    ) == ("AccessDenied")
+    assert running.store.get_object(PREFIX_B + "secret.bin") == b"dataset B only"
+    assert running.store.get_object(SIBLING_OF_A + "x.txt") == b"sibling"
+    assert not running.store.object_exists(PREFIX_B + "mp.bin")
+
+
+@pytest.mark.s3
+def test_other_buckets_are_out_of_reach(running: Running) -> None:
+    admin_s3 = client(running.admin, running.admin.access_key_id, running.admin.secret_access_key)
+    admin_s3.create_bucket(Bucket="another-bucket")
+    admin_s3.put_object(Bucket="another-bucket", Key=PREFIX_A + "f.txt", Body=b"elsewhere")
+    s3 = scoped(running, PREFIX_A, write=True)
+    assert error_code(s3.get_object, Bucket="another-bucket", Key=PREFIX_A + "f.txt") == (
+        "AccessDenied"
+    )
+    assert error_code(
+        s3.put_object, Bucket="another-bucket", Key=PREFIX_A + "g.txt", Body=b"x"
+    ) == ("AccessDenied")
+
+
+@pytest.mark.s3
+def test_forged_credentials_are_refused(running: Running) -> None:
+    creds = running.store.mint_credentials(PREFIX_A, write=True, session_name="alice")
+    key = PREFIX_A + "metadata.json"
+    bucket = running.admin.bucket
+    good = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+    assert good.get_object(Bucket=bucket, Key=key)["Body"].read() == b"{}"
+    token = creds.session_token
+    middle = len(token) // 2
+    tampered_token = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
+    forged = [
+        client(running.admin, creds.access_key_id, creds.secret_access_key, tampered_token),
+        client(running.admin, creds.access_key_id, creds.secret_access_key[:-2] + "xx", token),
+        client(running.admin, creds.access_key_id, creds.secret_access_key, None),
+        client(running.admin, "ASIANOSUCHKEY0000000", creds.secret_access_key, token),
+    ]
+    for s3 in forged:
+        assert error_code(s3.get_object, Bucket=bucket, Key=key) != "OK"
+        assert error_code(s3.put_object, Bucket=bucket, Key=PREFIX_A + "forged", Body=b"x") != (
+            "OK"
+        )
+    assert not running.store.object_exists(PREFIX_A + "forged")
+    anonymous = httpx.get(f"{running.admin.endpoint_url}/{bucket}/{key}", timeout=10)
+    assert anonymous.status_code == 403
+
+
+@pytest.mark.s3
+def test_session_length_is_clamped(running: Running) -> None:
+    before = dt.datetime.now(dt.UTC)
+    creds = running.store.mint_credentials(
+        PREFIX_A, write=False, session_name="x", duration_seconds=60
+    )
+    assert creds.expiration.tzinfo is not None
+    assert creds.expiration - before >= dt.timedelta(seconds=890)
+    longer = running.store.mint_credentials(
+        PREFIX_A, write=False, session_name="a name with spaces/and slashes", duration_seconds=7200
+    )
+    assert dt.timedelta(seconds=7100) <= longer.expiration - before <= dt.timedelta(seconds=7300)
+
+
+@pytest.mark.s3
+def test_minting_is_thread_safe(running: Running) -> None:
+    prefixes = [PREFIX_A if n % 2 == 0 else PREFIX_B for n in range(16)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        minted = list(
+            pool.map(
+                lambda p: running.store.mint_credentials(p, write=False, session_name="t"),
+                prefixes,
+            )
+        )
+    assert len({creds.access_key_id for creds in minted}) == 16
+    for prefix, creds in zip(prefixes, minted, strict=True):
+        s3 = client(
+            running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token
+        )
+        own = PREFIX_A + "metadata.json" if prefix == PREFIX_A else PREFIX_B + "secret.bin"
+        other = PREFIX_B + "secret.bin" if prefix == PREFIX_A else PREFIX_A + "metadata.json"
+        assert error_code(s3.head_object, Bucket=running.admin.bucket, Key=own) == "OK"
+        assert error_code(s3.get_object, Bucket=running.admin.bucket, Key=other) == "AccessDenied"
+
+
+@pytest.mark.s3
+def test_presigned_url(running: Running) -> None:
+    key = PREFIX_A + "data/a.csv"
+    creds = running.store.mint_credentials(
+        PREFIX_A, write=False, session_name="Generate-presigned-url-for-dataset-download"
+    )
+    url = running.store.presign_get(key, creds=creds, expires_in=600, filename=key)
+    assert creds.secret_access_key not in url
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"a,b\n1,2\n"
+    assert response.headers["content-disposition"] == f"attachment; filename={key}"
+    tampered = url.replace("data/a.csv", "metadata.json")
+    assert httpx.get(tampered, timeout=10).status_code == 403
+    other = running.store.presign_get(
+        PREFIX_B + "secret.bin", creds=creds, expires_in=600, filename="x"
+    )
+    assert httpx.get(other, timeout=10).status_code == 403
+
+
+@pytest.mark.s3
+def test_storage_errors_name_no_secret(running: Running) -> None:
+    broken = ObjectStore(dataclasses.replace(running.admin, secret_access_key="wrong-secret-xyz"))
+    with pytest.raises(StorageError) as caught:
+        broken.put_object(PREFIX_A + "x", b"x")
+    assert "wrong-secret-xyz" not in str(caught.value)
+    with pytest.raises(StorageError) as caught:
+        broken.mint_credentials(PREFIX_A, write=True, session_name="x")
+    assert "wrong-secret-xyz" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- restart and stop
+
+
+@pytest.mark.s3
+def test_restart_keeps_objects_keys_and_sessions(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path, bucket="restart-bucket")
+    first = server.start()
+    pid = server.pid
+    assert pid is not None
+    try:
+        store = ObjectStore(first)
+        store.put_object(PREFIX_A + "kept.txt", b"survives a restart")
+        creds = store.mint_credentials(PREFIX_A, write=False, session_name="before-restart")
+        server.stop()
+        assert server.admin is None
+        assert not process_alive(pid)
+        assert not group_alive(pid)
+        second = server.start()
+        assert (second.access_key_id, second.secret_access_key) == (
+            first.access_key_id,
+            first.secret_access_key,
+        )
+        assert second.endpoint_url == first.endpoint_url  # ports reused while free
+        second_pid = server.pid
+        assert second_pid is not None
+        assert second_pid != pid
+        assert ObjectStore(second).get_object(PREFIX_A + "kept.txt") == b"survives a restart"
+        # the STS signing key is kept per data dir, so live sessions survive a restart too
+        s3 = client(second, creds.access_key_id, creds.secret_access_key, creds.session_token)
+        body = s3.get_object(Bucket="restart-bucket", Key=PREFIX_A + "kept.txt")["Body"].read()
+        assert body == b"survives a restart"
+    finally:
+        server.stop()
+    assert not process_alive(second_pid)
+    assert not group_alive(second_pid)
+    assert not list(Path("/tmp").glob(f"seaweedfs-s3-{first.endpoint_url.rsplit(':', 1)[1]}.sock"))
+
+
+@pytest.mark.s3
+def test_stop_escalates_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path)
+    server.start()
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a stopped process cannot act on SIGTERM
+    try:
+        started = time.monotonic()
+        server.stop(timeout=1.0)
+    finally:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not process_alive(pid)
+    print(f"\nstop of an unresponsive weed took {time.monotonic() - started:.1f} s")
