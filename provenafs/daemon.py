@@ -31,6 +31,7 @@ import trio.lowlevel
 from provenafs.api import errors as api_errors
 from provenafs.api.auth import RefreshingToken, TokenSource
 from provenafs.api.client import DataStoreClient, discover
+from provenafs.api.models import Discovery
 from provenafs.api.tokens import NotLoggedIn, token_source_for
 from provenafs.blockcache import BlockCache
 from provenafs.credentials import CredentialBroker
@@ -56,7 +57,9 @@ log = logging.getLogger(__name__)
 
 FSTYPE = "fuse.provenafs"
 READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
-_STOP_GRACE_SECONDS = 5.0  # in-flight requests may finish this long after a stop signal
+_STOP_GRACE_SECONDS = 5.0
+_DISCOVERY_TRIES = 4
+_DISCOVERY_FIRST_DELAY = 0.2  # in-flight requests may finish this long after a stop signal
 # mount(8)/fstab flags the kernel understands for a FUSE mount; other passthrough keys are
 # mount(8)'s own (noauto, _netdev, x-*) and mean nothing here.
 _KERNEL_FLAGS = frozenset(
@@ -235,11 +238,24 @@ def _describe_api_failure(options: MountOptions, exc: Exception) -> str:
     return f"cannot start against {source}: {type(exc).__name__}: {exc}"
 
 
+async def _discover_with_retries(source: str) -> Discovery:
+    """``discover`` tries once; a data store that fails briefly must not stop a mount."""
+    delay = _DISCOVERY_FIRST_DELAY
+    for _ in range(_DISCOVERY_TRIES - 1):
+        try:
+            return await discover(source)
+        except api_errors.Unavailable as exc:
+            log.warning("discovery of %s failed (%s); retrying in %.1f s", source, exc, delay)
+        await trio.sleep(delay)
+        delay *= 2
+    return await discover(source)
+
+
 @contextlib.asynccontextmanager
 async def _open_filesystem(options: MountOptions) -> AsyncIterator[Filesystem]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
-        discovery = await discover(options.source)
+        discovery = await _discover_with_retries(options.source)
         tokens = token_source_for(
             options.source, discovery.realm_url, offline_token_file=options.offline_token_file
         )

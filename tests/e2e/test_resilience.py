@@ -146,6 +146,8 @@ def test_reads_stay_correct_while_the_data_store_fails_and_lags(
                 },
             )
         assert checked >= 4
+        status = json.loads((mount.path / ".provenafs" / "status.json").read_bytes())
+        assert status["data_store_calls"].get("retries", 0) >= 2, "no injected fault was met"
     finally:
         set_faults(private_store, None)
         if mount is not None:
