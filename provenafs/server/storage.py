@@ -335,6 +335,7 @@ class SeaweedServer:
             "-admin.ui=false",
             "-webdav=false",
             "-master.telemetry=false",
+            "-volume.preStopSeconds=0",  # one node: nothing to drain before stopping
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={config}",
