@@ -82,7 +82,9 @@ def all_ids(store: LocalStore, token: str) -> list[str]:
 
 def test_cold_start_without_seed(tmp_path: Path) -> None:
     started = time.monotonic()
-    store = start_local_store(tmp_path / "cold", seed=False)
+    store = start_local_store(
+        tmp_path / "cold", "--fault", "path_prefix=/check-access,fail_next=1,status=502", seed=False
+    )
     elapsed = time.monotonic() - started
     try:
         print(f"\ncold start of provenafs serve (no seed) to healthy: {elapsed:.2f} s")
@@ -91,6 +93,19 @@ def test_cold_start_without_seed(tmp_path: Path) -> None:
         assert not (store.data_dir / "seed-manifest.json").exists()
         info = json.loads((store.data_dir / "server.json").read_text())
         assert info["url"] == store.base_url
+        # the --fault flag is live from the start; the realm is never faulted
+        assert httpx.get(store.base_url + "/check-access/check-general-access").status_code == 502
+        assert httpx.get(store.base_url + "/check-access/check-general-access").status_code == 401
+        assert httpx.get(store.base_url + "/auth/realms/provena").status_code == 200
+        # a second server on the same port is refused before it starts anything
+        port = store.base_url.rsplit(":", 1)[1]
+        cmd = [sys.executable, "-m", "provenafs", "serve", "--data-dir", str(tmp_path / "other")]
+        result = subprocess.run(
+            [*cmd, "--port", port], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 2
+        assert "cannot listen" in result.stderr
+        assert not (tmp_path / "other" / "s3").exists()
     finally:
         store.stop()
     assert store.process.returncode == 0
