@@ -5,9 +5,11 @@ sends it as If-Match, so a changed object fails with ``StaleObject`` instead of 
 
 How reads are served:
 
-- The first read of a fresh reader fetches exactly the bytes asked for, not a whole block, so a
-  program that reads the first 64 KiB of many files fetches only about what it reads (a read that
-  covers whole blocks, such as all of a small file, is still kept in the block cache).
+- The first read of a fresh reader fetches exactly the bytes asked for, not a whole block, and
+  reads that continue it fetch doubling amounts until one block has been read: a program that
+  reads the first 64 KiB of many files fetches about what it reads, even with the kernel's
+  readahead (whole blocks covered on the way, such as all of a small file, go to the cache).
+  These held bytes are reserved against the budget too.
 - Later reads go block by block through ``BlockCache`` (single-flight across readers).
 - A reader that reads sequentially gets a prefetch window of parallel ranged GETs ahead of it,
   starting at ``initial_window`` and doubling each time it enters a new block, up to
@@ -40,6 +42,9 @@ from provenafs.credentials import CredentialBroker
 __all__ = ["ObjectReader", "PrefetchBudget"]
 
 MiB = 1 << 20
+# How far a read may start from where the previous one ended and still count as sequential:
+# the kernel's concurrent readahead requests arrive slightly out of order.
+SEQUENTIAL_SLACK = 256 << 10
 
 
 class PrefetchBudget:
@@ -99,6 +104,7 @@ class _Background:
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
         self.nursery: trio.Nursery | None = None
+        self.ready = trio.Event()
 
 
 class ObjectReader:
@@ -137,7 +143,8 @@ class ObjectReader:
         self._max_window = max(max_window, self._initial_window)
         self._max_part = max(max_part, self._block_size)
         self._window = self._initial_window
-        self._head: tuple[int, bytes] | None = None
+        self._head: tuple[int, bytes] | None = None  # bytes the ramp fetched: (offset, data)
+        self._head_reserved = 0
         self._reads = 0
         self._last_end: int | None = None
         self._last_block = -1
@@ -173,9 +180,7 @@ class ObjectReader:
         if offset < 0 or offset >= end:
             return b""
         first = self._reads == 0
-        sequential = self._last_end is not None and abs(offset - self._last_end) <= (
-            self._block_size
-        )
+        sequential = self._last_end is not None and abs(offset - self._last_end) <= SEQUENTIAL_SLACK
         self._reads += 1
         self._last_end = end
         first_block, last_block = offset // self._block_size, (end - 1) // self._block_size
@@ -184,8 +189,14 @@ class ObjectReader:
         if head is not None and head[0] <= offset and end <= head[0] + len(head[1]):
             self._stats["head_hits"] += 1
             return head[1][offset - head[0] : end - head[0]]
-        if first and not self._all_cached(first_block, last_block):
-            return await self._read_exact(offset, end)
+        ramping = (
+            sequential
+            and head is not None
+            and len(head[1]) < self._block_size
+            and head[0] <= offset <= head[0] + len(head[1])
+        )
+        if (first or ramping) and not self._all_cached(first_block, last_block):
+            return await self._read_ramp(offset, end)
 
         if sequential:
             if first_block > self._last_block:
@@ -207,7 +218,7 @@ class ObjectReader:
         """Cancel this reader's prefetch and hand back its budget; reads are refused after."""
         self._closed = True
         self._drop_prefetch()
-        self._head = None
+        self._drop_head()
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``gets`` and ``bytes_fetched`` (S3), ``prefetch_parts``, ``prefetch_bytes``,
@@ -245,26 +256,54 @@ class ObjectReader:
     def _all_cached(self, first_block: int, last_block: int) -> bool:
         return all(self._block_key(i) in self._cache for i in range(first_block, last_block + 1))
 
-    async def _read_exact(self, offset: int, end: int) -> bytes:
-        """A fresh reader's first read: fetch just these bytes; keep whole blocks they cover."""
-        data = await self._get(offset, end)
-        self._head = (offset, data)
-        first_whole = -(-offset // self._block_size)
+    async def _read_ramp(self, offset: int, end: int) -> bytes:
+        """Reads before the reader has streamed one block: fetch just enough, doubling.
+
+        The first read fetches exactly its bytes. A read that continues them fetches on from
+        the end of what is held, at least as much again as is held (so 128 KiB, 128 KiB,
+        256 KiB, 512 KiB...), until a whole block has been read and block mode takes over.
+        Whole blocks covered on the way go to the block cache.
+        """
+        head = self._head
+        if head is None or not head[0] <= offset <= head[0] + len(head[1]):
+            start, data = offset, await self._get(offset, end)
+        else:
+            start, held = head
+            held_end = start + len(held)
+            wanted = min(self._size, max(end, start + 2 * len(held)))
+            data = held + await self._get(held_end, wanted)
+        self._keep_head(start, data)
+        first_whole = -(-start // self._block_size)
         for index in range(first_whole, self._block_count):
             block_start, block_end = self._block_range(index)
-            if block_end > end:
+            if block_end > start + len(data):
                 break
-            await self._cache.store(
-                self._block_key(index), data[block_start - offset : block_end - offset]
-            )
-        return data
+            if self._block_key(index) not in self._cache:
+                await self._cache.store(
+                    self._block_key(index), data[block_start - start : block_end - start]
+                )
+        return data[offset - start : end - start]
+
+    def _keep_head(self, start: int, data: bytes) -> None:
+        """Hold the ramp's bytes for the next reads, if the budget has room for them."""
+        self._drop_head()
+        if self._budget.try_acquire(len(data)):
+            self._head = (start, data)
+            self._head_reserved = len(data)
+
+    def _drop_head(self) -> None:
+        if self._head_reserved:
+            self._budget.release(self._head_reserved)
+        self._head = None
+        self._head_reserved = 0
 
     async def _fetch_block(self, index: int) -> bytes:
-        """One whole block from S3, reusing the head bytes the first read fetched, if any."""
+        """One whole block from S3, reusing the ramp's bytes for its beginning, if held."""
         start, end = self._block_range(index)
         head = self._head
-        if head is not None and head[0] == start and len(head[1]) < end - start:
-            return head[1] + await self._get(start + len(head[1]), end)
+        if head is not None and head[0] <= start < head[0] + len(head[1]) < end:
+            held = head[1][start - head[0] :]
+            return held + await self._get(start + len(held), end)
         return await self._get(start, end)
 
     async def _block(self, index: int) -> bytes:
@@ -336,20 +375,27 @@ class ObjectReader:
         return True
 
     async def _background_nursery(self) -> trio.Nursery | None:
-        """The nursery of the current prefetch generation, started in the mount's nursery."""
-        if self._background is not None:
-            return self._background.nursery
-        if self._outer is None:
+        """The nursery of the current prefetch generation, started in the mount's nursery.
+
+        Only one generation starts at a time: concurrent reads wait for the one being started.
+        """
+        background = self._background
+        if background is None:
+            if self._outer is None or self._closed:
+                return None
+            background = _Background()
+            self._background = background
+            try:
+                await self._outer.start(self._run_background, background)
+            except RuntimeError:  # the mount's nursery is closing
+                if self._background is background:
+                    self._background = None
+            finally:
+                background.ready.set()
+        elif background.nursery is None:
+            await background.ready.wait()
+        if self._background is not background:  # dropped (closed, far seek) meanwhile
             return None
-        background = _Background()
-        try:
-            await self._outer.start(self._run_background, background)
-        except RuntimeError:  # the mount's nursery is closing
-            return None
-        if self._closed:
-            background.scope.cancel()
-            return None
-        self._background = background
         return background.nursery
 
     async def _run_background(

@@ -1,0 +1,428 @@
+"""ObjectReader over MemoryBlobStore: bytes, fetch sizes, prefetch growth, budget, ETags."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from provenafs.api.models import Credentials
+from provenafs.blobstore import AccessDenied, ExpiredCredentials, MemoryBlobStore, StaleObject
+from provenafs.blockcache import BlockCache
+from provenafs.credentials import CredentialBroker
+from provenafs.reader import ObjectReader, PrefetchBudget
+
+KiB = 1 << 10
+MiB = 1 << 20
+BUCKET = "bucket"
+HANDLE = "10378.1/1"
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+class RecordingStore(MemoryBlobStore):
+    """MemoryBlobStore that records each ranged GET and yields like a real network call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[str, int, int]] = []
+        self.fail_with: list[Exception] = []
+
+    async def get_range(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        etag: str | None = None,
+    ) -> bytes:
+        await trio.sleep(0)
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        self.ranges.append((key, start, end))
+        return await super().get_range(creds, bucket, key, start, end, etag=etag)
+
+
+class FakeCredentialClient:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def read_credentials(self, handle: str) -> Credentials:
+        self.calls += 1
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)
+        return Credentials(f"AKIA{self.calls}", "s", "t", expiry)
+
+    async def write_credentials(self, handle: str) -> Credentials:
+        raise AssertionError("readers never ask for write credentials")
+
+
+class Setup:
+    def __init__(
+        self, *, block_size: int = MiB, cache_bytes: int = 64 * MiB, budget: int = 64 * MiB
+    ) -> None:
+        self.store = RecordingStore()
+        self.client = FakeCredentialClient()
+        self.broker = CredentialBroker(self.client)
+        self.cache = BlockCache(cache_bytes, block_size)
+        self.budget = PrefetchBudget(budget)
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.store.put_blocking(BUCKET, key, data).etag
+
+    def reader(self, key: str, nursery: trio.Nursery | None, **kwargs: int) -> ObjectReader:
+        data, info = self.store.objects[(BUCKET, key)]
+        return ObjectReader(
+            self.store,
+            self.broker,
+            self.cache,
+            handle=HANDLE,
+            bucket=BUCKET,
+            key=key,
+            size=info.size,
+            etag=info.etag,
+            budget=self.budget,
+            nursery=nursery,
+            **kwargs,
+        )
+
+    def fetched(self, key: str | None = None) -> int:
+        return sum(end - start for k, start, end in self.store.ranges if key in (None, k))
+
+
+def run(body: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await body(nursery)
+
+    trio.run(main)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(0, 70_000),
+    reads=st.lists(st.tuples(st.integers(0, 80_000), st.integers(0, 20_000)), max_size=25),
+    sequential_first=st.booleans(),
+)
+def test_random_reads_equal_the_source(
+    size: int, reads: list[tuple[int, int]], sequential_first: bool
+) -> None:
+    setup = Setup(block_size=4 * KiB, cache_bytes=16 * KiB, budget=24 * KiB)
+    data = payload(size, seed=size)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, initial_window=4 * KiB, max_window=32 * KiB)
+        if sequential_first:
+            for offset in range(0, size, 3000):
+                assert await reader.read(offset, 3000) == data[offset : offset + 3000]
+        for offset, length in reads:
+            assert await reader.read(offset, length) == data[offset : offset + length]
+        await reader.close()
+        assert setup.budget.in_use == 0
+
+    run(body)
+    assert setup.budget.statistics()["peak"] <= 24 * KiB
+
+
+def test_concurrent_reads_of_one_file_equal_the_source() -> None:
+    setup = Setup(block_size=64 * KiB, cache_bytes=256 * KiB, budget=512 * KiB)
+    data = payload(3 * MiB + 123)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, initial_window=64 * KiB, max_window=1 * MiB)
+        chunks: dict[int, bytes] = {}
+
+        async def read(offset: int) -> None:
+            chunks[offset] = await reader.read(offset, 128 * KiB)
+
+        for base in range(0, len(data), 4 * 128 * KiB):  # kernel-style: a few reads in flight
+            async with trio.open_nursery() as inner:
+                for n in range(4):
+                    inner.start_soon(read, base + n * 128 * KiB)
+        await reader.close()
+        joined = b"".join(chunks[o] for o in sorted(chunks))
+        assert hashlib.sha256(joined).digest() == hashlib.sha256(data).digest()
+
+    run(body)
+    assert setup.budget.in_use == 0
+
+
+def test_sequential_read_grows_the_prefetch_window() -> None:
+    setup = Setup()
+    data = payload(48 * MiB)
+    setup.put("big", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("big", nursery)
+        out = bytearray()
+        for offset in range(0, len(data), 128 * KiB):
+            out += await reader.read(offset, 128 * KiB)
+        stats = reader.statistics()
+        await reader.close()
+        assert bytes(out) == data
+        assert stats["window"] == 64 * MiB
+        assert stats["slot_hits"] > 30
+
+    run(body)
+    sizes = [end - start for _, start, end in setup.store.ranges]
+    assert sizes[0] == 128 * KiB  # the first read fetches just what it asks
+    assert max(sizes) == 8 * MiB  # parts grow to the largest size
+    assert len(sizes) < 30  # 384 FUSE-sized reads, far fewer GETs
+    assert setup.fetched() == len(data)  # nothing fetched twice
+    assert setup.budget.in_use == 0
+
+
+def test_heads_of_many_files_fetch_little() -> None:
+    setup = Setup()
+    files = {f"f{i}": payload(4 * MiB, seed=i) for i in range(100)}
+    for key, data in files.items():
+        setup.put(key, data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        for key, data in files.items():
+            reader = setup.reader(key, nursery)
+            assert await reader.read(0, 64 * KiB) == data[: 64 * KiB]
+            await reader.close()
+
+    run(body)
+    read = 100 * 64 * KiB
+    assert setup.fetched() <= 4 * read
+    assert setup.fetched() == read
+
+
+def test_heads_with_kernel_readahead_fetch_at_most_4x() -> None:
+    setup = Setup()
+    files = {f"f{i}": payload(4 * MiB, seed=i) for i in range(20)}
+    for key, data in files.items():
+        setup.put(key, data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        for key, data in files.items():
+            reader = setup.reader(key, nursery)
+            # the kernel turns a 64 KiB read into one 128 KiB request, then another 128 KiB
+            assert await reader.read(0, 128 * KiB) == data[: 128 * KiB]
+            assert await reader.read(128 * KiB, 128 * KiB) == data[128 * KiB : 256 * KiB]
+            await reader.close()
+
+    run(body)
+    assert setup.fetched() <= 4 * 20 * 64 * KiB
+
+
+def test_random_reader_fetches_only_blocks_it_touches() -> None:
+    setup = Setup()
+    data = payload(64 * MiB)
+    setup.put("k", data)
+    rng = random.Random(7)
+    blocks = rng.sample(range(0, 64, 2), 25)  # never two neighbouring blocks in a row
+    offsets = [b * MiB + rng.randrange(0, MiB - 4 * KiB) for b in blocks]
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery)
+        for offset in offsets:
+            assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
+        assert reader.statistics()["prefetch_parts"] == 0
+        await reader.close()
+
+    run(body)
+    touched = {o // MiB for o in offsets} | {(o + 4 * KiB - 1) // MiB for o in offsets}
+    assert setup.fetched() <= len(touched) * MiB + 4 * KiB
+
+
+def test_budget_holds_with_many_sequential_readers() -> None:
+    budget = 4 * MiB
+    setup = Setup(block_size=256 * KiB, cache_bytes=2 * MiB, budget=budget)
+    files = {f"f{i}": payload(6 * MiB, seed=i) for i in range(12)}
+    for key, data in files.items():
+        setup.put(key, data)
+    peaks: list[int] = []
+
+    async def body(nursery: trio.Nursery) -> None:
+        async def stream(key: str) -> None:
+            reader = setup.reader(key, nursery, max_window=8 * MiB)
+            out = bytearray()
+            for offset in range(0, len(files[key]), 128 * KiB):
+                out += await reader.read(offset, 128 * KiB)
+                peaks.append(setup.budget.in_use)
+            await reader.close()
+            assert bytes(out) == files[key]
+
+        async with trio.open_nursery() as inner:
+            for key in files:
+                inner.start_soon(stream, key)
+
+    run(body)
+    stats = setup.budget.statistics()
+    assert max(peaks) <= budget
+    assert stats["peak"] <= budget
+    assert stats["peak"] > 0  # prefetch did run
+    assert stats["refused"] > 0  # and was held back by the budget
+    assert stats["in_use"] == 0
+
+
+def test_tiny_budget_still_reads_correctly() -> None:
+    setup = Setup(block_size=64 * KiB, cache_bytes=64 * KiB, budget=1)
+    data = payload(2 * MiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery)
+        out = bytearray()
+        for offset in range(0, len(data), 128 * KiB):
+            out += await reader.read(offset, 128 * KiB)
+        await reader.close()
+        assert bytes(out) == data
+
+    run(body)
+    assert setup.budget.statistics()["peak"] == 0
+
+
+def test_changed_object_is_stale_on_every_path() -> None:
+    setup = Setup(block_size=64 * KiB)
+    setup.put("k", payload(MiB))
+
+    async def body(nursery: trio.Nursery) -> None:
+        fresh = setup.reader("k", nursery)
+        streaming = setup.reader("k", nursery)
+        await streaming.read(0, 64 * KiB)
+        await streaming.read(64 * KiB, 64 * KiB)  # prefetch started
+        setup.put("k", payload(MiB, seed=99))  # overwritten: new ETag
+        with pytest.raises(StaleObject):
+            await fresh.read(MiB - 4 * KiB, 4 * KiB)
+        with pytest.raises(StaleObject):
+            for offset in range(128 * KiB, MiB, 64 * KiB):
+                await streaming.read(offset, 64 * KiB)
+        await fresh.close()
+        await streaming.close()
+
+    run(body)
+    assert setup.budget.in_use == 0
+
+
+def test_expired_credentials_are_renewed_once() -> None:
+    setup = Setup()
+    data = payload(MiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery)
+        setup.store.fail_with = [ExpiredCredentials("expired")]
+        assert await reader.read(0, 100) == data[:100]
+        assert setup.client.calls == 2
+        assert reader.statistics()["credential_retries"] == 1
+        setup.store.fail_with = [AccessDenied("no"), AccessDenied("still no")]
+        with pytest.raises(AccessDenied):
+            await reader.read(500 * KiB, 100)
+        assert setup.client.calls == 3
+        await reader.close()
+
+    run(body)
+
+
+def test_credentials_fetched_once_for_many_reads() -> None:
+    setup = Setup(block_size=64 * KiB)
+    data = payload(4 * MiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery)
+        for offset in range(0, len(data), 128 * KiB):
+            await reader.read(offset, 128 * KiB)
+        await reader.close()
+
+    run(body)
+    assert setup.client.calls == 1
+    assert setup.broker.statistics()["read_calls"] == 1
+
+
+def test_whole_small_file_is_cached_for_the_next_reader() -> None:
+    setup = Setup()
+    data = payload(4 * KiB)
+    setup.put("small", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        for _ in range(3):
+            reader = setup.reader("small", nursery)
+            assert await reader.read(0, 128 * KiB) == data
+            await reader.close()
+
+    run(body)
+    assert len(setup.store.ranges) == 1
+
+
+def test_close_cancels_prefetch_and_returns_the_budget() -> None:
+    setup = Setup(block_size=64 * KiB)
+    setup.put("k", payload(16 * MiB))
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery)
+        for offset in range(0, 2 * MiB, 128 * KiB):
+            await reader.read(offset, 128 * KiB)
+        assert reader.statistics()["slots"] > 0
+        await reader.close()
+        assert reader.statistics()["slots"] == 0
+        assert setup.budget.in_use == 0
+        with pytest.raises(RuntimeError):
+            await reader.read(0, 1)
+
+    run(body)  # returns: no background task outlives close()
+
+
+def test_far_seek_resets_the_window() -> None:
+    setup = Setup(block_size=64 * KiB)
+    data = payload(32 * MiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, initial_window=64 * KiB, max_window=4 * MiB)
+        for offset in range(0, 4 * MiB, 128 * KiB):
+            await reader.read(offset, 128 * KiB)
+        assert reader.statistics()["window"] == 4 * MiB
+        assert await reader.read(30 * MiB, 100) == data[30 * MiB : 30 * MiB + 100]
+        assert reader.statistics()["window"] == 64 * KiB
+        assert reader.statistics()["slots"] == 0
+        await reader.close()
+
+    run(body)
+    assert setup.budget.in_use == 0
+
+
+def test_reads_past_the_end_and_without_nursery() -> None:
+    setup = Setup(block_size=64 * KiB)
+    data = payload(100 * KiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", None)
+        assert await reader.read(100 * KiB, 10) == b""
+        assert await reader.read(10**9, 10) == b""
+        assert await reader.read(0, 0) == b""
+        out = bytearray()
+        for offset in range(0, len(data), 16 * KiB):
+            out += await reader.read(offset, 16 * KiB)
+        assert bytes(out) == data
+        assert reader.statistics()["prefetch_parts"] == 0
+        await reader.close()
+
+    run(body)
+
+
+def test_prefetch_budget_accounting() -> None:
+    budget = PrefetchBudget(100)
+    assert budget.try_acquire(60)
+    assert not budget.try_acquire(41)
+    assert budget.try_acquire(40)
+    budget.release(100)
+    with pytest.raises(RuntimeError):
+        budget.release(1)
+    assert budget.statistics() == {"max_bytes": 100, "in_use": 0, "peak": 100, "refused": 1}
