@@ -199,11 +199,14 @@ def test_unknown_row_is_a_usage_error_before_anything_starts() -> None:
     assert "unknown rows 42" in done.stderr
 
 
-def test_fetched_bytes_prefer_the_server_counter_then_the_status_file() -> None:
-    value, note = bench.choose_fetched_bytes(metrics=8.0 * bench.MIB, status=2.0 * bench.MIB)
-    assert value == 8.0 * bench.MIB
+def test_fetched_bytes_prefer_the_server_counter_then_a_plausible_status() -> None:
+    mib = bench.MIB
+    value, note = bench.choose_fetched_bytes(metrics=8.0 * mib, status=2.0 * mib, read=1.0 * mib)
+    assert value == 8.0 * mib
     assert "SeaweedFS" in note and "2.0 MiB" in note
-    value, note = bench.choose_fetched_bytes(metrics=None, status=2.0 * bench.MIB)
-    assert value == 2.0 * bench.MIB and "status.json" in note
-    value, note = bench.choose_fetched_bytes(metrics=None, status=None)
+    value, note = bench.choose_fetched_bytes(metrics=None, status=2.0 * mib, read=1.0 * mib)
+    assert value == 2.0 * mib and "status.json" in note
+    value, note = bench.choose_fetched_bytes(metrics=None, status=0.0, read=1.0 * mib)
+    assert value is None and "less than the 1.00 MiB read" in note
+    value, note = bench.choose_fetched_bytes(metrics=None, status=None, read=1.0 * mib)
     assert value is None and "metricsPort" in note
