@@ -14,6 +14,9 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,20 +96,25 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+BOTO_SESSION = boto3.session.Session()  # one session: client creation is ~5x faster
+BOTO_SESSION_LOCK = threading.Lock()
+
+
 def client(admin: S3Admin, key_id: str, secret: str, token: str | None = None) -> S3Client:
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=admin.endpoint_url,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-        region_name=admin.region,
-        config=botocore.config.Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-        ),
-    )
+    with BOTO_SESSION_LOCK:
+        return BOTO_SESSION.client(
+            "s3",
+            endpoint_url=admin.endpoint_url,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+            region_name=admin.region,
+            config=botocore.config.Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+            ),
+        )
 
 
 def scoped(running: Running, prefix: str, *, write: bool) -> S3Client:
@@ -483,3 +491,75 @@ def test_stop_escalates_when_sigterm_is_ignored(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
     assert not process_alive(pid)
     print(f"\nstop of an unresponsive weed took {time.monotonic() - started:.1f} s")
+
+
+CHILD_SCRIPT = """
+import sys, threading, time
+from pathlib import Path
+from provenafs.server.storage import SeaweedServer
+
+server = SeaweedServer(Path(sys.argv[1]))
+if sys.argv[2] == "worker-thread":
+    thread = threading.Thread(target=server.start)
+    thread.start()
+    thread.join()
+else:
+    server.start()
+print(server.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def start_in_child(data_dir: Path, where: str) -> tuple[subprocess.Popen[str], int]:
+    """A python process that starts weed (from *where*) and prints its PID; stopped by the test."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_SCRIPT, str(data_dir), where],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.strip().isdigit(), f"child did not start weed: {line!r}"
+    return child, int(line)
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not process_alive(pid)
+
+
+@pytest.mark.s3
+def test_weed_dies_with_a_killed_server(tmp_path: Path) -> None:
+    child, weed_pid = start_in_child(tmp_path, "main-thread")
+    try:
+        assert process_alive(weed_pid)
+        child.kill()  # SIGKILL: no cleanup code runs in the server process
+        child.wait(timeout=30)
+        assert wait_gone(weed_pid, 30)
+    finally:
+        if process_alive(weed_pid):
+            os.killpg(weed_pid, signal.SIGKILL)
+
+
+@pytest.mark.s3
+def test_orphan_of_an_earlier_run_is_stopped_on_start(tmp_path: Path) -> None:
+    child, orphan_pid = start_in_child(tmp_path, "worker-thread")
+    try:
+        child.kill()
+        child.wait(timeout=30)
+        assert process_alive(orphan_pid)  # started off the main thread: it outlives its parent
+        server = SeaweedServer(tmp_path)
+        admin = server.start()
+        try:
+            assert wait_gone(orphan_pid, 5)
+            assert server.pid not in (None, orphan_pid)
+            ObjectStore(admin).put_object("after-orphan", b"ok")
+            assert ObjectStore(admin).get_object("after-orphan") == b"ok"
+        finally:
+            server.stop()
+    finally:
+        if process_alive(orphan_pid):
+            os.killpg(orphan_pid, signal.SIGKILL)
