@@ -252,6 +252,31 @@ def test_faults_subcommand(store: LocalStore) -> None:
     assert json.loads(serve_cli(store.data_dir, "faults", "list").stdout) == {"faults": []}
 
 
+def test_device_approve_subcommand(store: LocalStore) -> None:
+    """The device flow end to end, approved with ``provenafs serve device approve``."""
+    realm = f"{store.base_url}/auth/realms/provena/protocol/openid-connect"
+    started = httpx.post(f"{realm}/auth/device", data={"client_id": "client-tools"}, timeout=30)
+    assert started.status_code == 200, started.text
+    grant = started.json()
+    poll = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": grant["device_code"],
+        "client_id": "client-tools",
+    }
+    pending = httpx.post(f"{realm}/token", data=poll, timeout=30)
+    assert pending.json()["error"] == "authorization_pending"
+    result = serve_cli(store.data_dir, "device", "approve", grant["user_code"], "--user", "carol")
+    assert result.returncode == 0, result.stderr
+    tokens = httpx.post(f"{realm}/token", data=poll, timeout=30).json()
+    check = httpx.get(
+        f"{store.base_url}/check-access/check-write-access",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        timeout=30,
+    )
+    assert check.status_code == 200
+    assert check.json()["username"] == "carol"
+
+
 def test_restart_keeps_records_and_tokens(store: LocalStore, seeded_dir: Path) -> None:
     """Stop by PID, start again on the same data dir (seeding again): nothing lost or added."""
     admin = store.token("admin")
