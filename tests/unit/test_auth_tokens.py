@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
 from provenafs.api.auth import (
     DEVICE_GRANT,
@@ -62,7 +63,7 @@ class FakeRealm:
         self.rotate = False
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        await trio.sleep(0)  # let concurrent callers pile up
+        await trio.lowlevel.checkpoint()  # let concurrent callers pile up
         form = dict(urllib.parse.parse_qsl(request.content.decode(), keep_blank_values=True))
         self.forms.append(form)
         if request.url.path.endswith("/auth/device"):
@@ -253,27 +254,28 @@ def test_device_login_polls_until_approved() -> None:
     assert tokens.access_token not in repr(tokens)
 
 
-def test_device_login_expired_or_denied() -> None:
-    for answer in ("expired_token", "access_denied"):
-        clock = FakeClock()
-        realm = FakeRealm(clock)
-        realm.device_answers = ["authorization_pending", answer]
+@pytest.mark.parametrize("answer", ["expired_token", "access_denied"])
+def test_device_login_expired_or_denied(answer: str) -> None:
+    clock = FakeClock()
+    realm = FakeRealm(clock)
+    realm.device_answers = ["authorization_pending", answer]
 
-        async def fast_sleep(seconds: float) -> None:
-            clock.now += seconds
+    async def fast_sleep(seconds: float) -> None:
+        clock.now += seconds
 
-        async def main(realm: FakeRealm = realm, sleep: Any = fast_sleep) -> TokenSet:
-            return await device_login(
-                REALM,
-                "client-tools",
-                lambda uri, code: None,
-                transport=httpx.MockTransport(realm),
-                sleep=sleep,
-                clock=clock,
-            )
+    async def main() -> TokenSet:
+        return await device_login(
+            REALM,
+            "client-tools",
+            lambda uri, code: None,
+            transport=httpx.MockTransport(realm),
+            sleep=fast_sleep,
+            clock=clock,
+        )
 
-        with pytest.raises(AuthenticationFailed):
-            trio.run(main)
+    with pytest.raises(AuthenticationFailed):
+        trio.run(main)
+    assert len(realm.forms) == 3
 
 
 def test_device_login_gives_up_when_the_code_expires() -> None:
@@ -369,7 +371,7 @@ def test_stored_login_persists_a_rotated_refresh_token(tmp_path: Path) -> None:
 
 def test_not_logged_in_is_clear(tmp_path: Path) -> None:
     environ = env(tmp_path)
-    with pytest.raises(NotLoggedIn, match="provenafs login http://ds.test"):
+    with pytest.raises(NotLoggedIn, match=r"provenafs login http://ds\.test"):
         token_source_for("http://ds.test/", REALM, environ=environ)
     missing = tmp_path / "nope.txt"
     with pytest.raises(NotLoggedIn, match="offline token file"):

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 import trio
+import trio.lowlevel
 
 from provenafs.api.errors import Unavailable
 from provenafs.api.models import Credentials
@@ -172,9 +173,9 @@ def test_cancelled_leader_hands_over_to_a_waiter() -> None:
                 got.append((await broker.read("h")).access_key_id)
 
             nursery.start_soon(lead)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             nursery.start_soon(follow)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             leader.cancel()
 
     trio.run(main)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.lowlevel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +47,7 @@ class RecordingStore(MemoryBlobStore):
         *,
         etag: str | None = None,
     ) -> bytes:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.fail_with:
             raise self.fail_with.pop(0)
         self.ranges.append((key, start, end))
@@ -80,7 +81,7 @@ class Setup:
         return self.store.put_blocking(BUCKET, key, data).etag
 
     def reader(self, key: str, nursery: trio.Nursery | None, **kwargs: int) -> ObjectReader:
-        data, info = self.store.objects[(BUCKET, key)]
+        _data, info = self.store.objects[(BUCKET, key)]
         return ObjectReader(
             self.store,
             self.broker,

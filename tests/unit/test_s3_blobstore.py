@@ -1,0 +1,348 @@
+"""S3BlobStore: error translation and retries with botocore's Stubber, then a real SeaweedFS.
+
+The real-server tests start their own ``SeaweedServer`` (the local data store's S3 side) and
+skip when it is not available, except under ``CI=true``, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import io
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+import trio
+from botocore.stub import Stubber
+
+from provenafs.api.models import Credentials
+from provenafs.blobstore import (
+    AccessDenied,
+    BlobError,
+    BlobUnavailable,
+    ExpiredCredentials,
+    NoSuchKey,
+    StaleObject,
+)
+from provenafs.s3 import S3BlobStore
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CREDS = Credentials(
+    "ASIAFAKE", "secret-DO-NOT-SHOW", "token-DO-NOT-SHOW", dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+)
+
+
+def stubbed_store(**kwargs: Any) -> tuple[S3BlobStore, Stubber]:
+    store = S3BlobStore("http://127.0.0.1:1", "ap-southeast-2", backoff=0.0, **kwargs)
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url="http://127.0.0.1:1",
+        region_name="ap-southeast-2",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=botocore.config.Config(s3={"addressing_style": "path"}),
+    )
+    stubber = Stubber(client)
+    stubber.activate()
+    store._client_blocking = lambda creds: client  # type: ignore[method-assign]
+    return store, stubber
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("NoSuchKey", 404, NoSuchKey),
+        ("404", 404, NoSuchKey),
+        ("NoSuchBucket", 404, NoSuchKey),
+        ("AccessDenied", 403, AccessDenied),
+        ("403", 403, AccessDenied),
+        ("ExpiredToken", 400, ExpiredCredentials),
+        ("InvalidToken", 400, ExpiredCredentials),
+        ("InvalidAccessKeyId", 403, ExpiredCredentials),
+        ("SignatureDoesNotMatch", 403, ExpiredCredentials),
+        ("PreconditionFailed", 412, StaleObject),
+        ("InvalidArgument", 400, BlobError),
+    ],
+)
+def test_errors_translate_once(code: str, status: int, expected: type[Exception]) -> None:
+    store, stubber = stubbed_store()
+    stubber.add_client_error("get_object", service_error_code=code, http_status_code=status)
+    with pytest.raises(expected) as info:
+        trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 10))
+    assert type(info.value) is expected
+    assert "DO-NOT-SHOW" not in str(info.value)
+    assert store.statistics()["requests"] == 1  # not retried
+
+
+@pytest.mark.parametrize("code", ["SlowDown", "InternalError", "ServiceUnavailable"])
+def test_busy_server_is_retried_then_unavailable(code: str) -> None:
+    store, stubber = stubbed_store(retries=3)
+    for _ in range(3):
+        stubber.add_client_error("head_object", service_error_code=code, http_status_code=503)
+    with pytest.raises(BlobUnavailable):
+        trio.run(lambda: store.head(CREDS, "b", "k"))
+    assert store.statistics()["requests"] == 3
+    assert store.statistics()["retries"] == 2
+
+
+def test_retry_recovers_and_strips_etag_quotes() -> None:
+    store, stubber = stubbed_store()
+    stubber.add_client_error("head_object", service_error_code="SlowDown", http_status_code=503)
+    stubber.add_response(
+        "head_object",
+        {
+            "ContentLength": 42,
+            "ETag": '"abc123"',
+            "LastModified": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+        },
+        {"Bucket": "b", "Key": "k"},
+    )
+    info = trio.run(lambda: store.head(CREDS, "b", "k"))
+    assert (info.key, info.size, info.etag) == ("k", 42, "abc123")
+    assert info.last_modified == dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp()
+
+
+def test_get_range_sends_range_and_if_match() -> None:
+    store, stubber = stubbed_store()
+    body = botocore.response.StreamingBody(io.BytesIO(b"hello"), 5)
+    stubber.add_response(
+        "get_object",
+        {"Body": body},
+        {"Bucket": "b", "Key": "k", "Range": "bytes=10-14", "IfMatch": '"e1"'},
+    )
+    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 10, 15, etag="e1")) == b"hello"
+    stubber.assert_no_pending_responses()
+    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 5, 5)) == b""
+
+
+def test_range_past_the_end_is_empty() -> None:
+    store, stubber = stubbed_store()
+    stubber.add_client_error("get_object", service_error_code="InvalidRange", http_status_code=416)
+    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 100, 200)) == b""
+
+
+def test_list_follows_continuation_tokens() -> None:
+    store, stubber = stubbed_store()
+    when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    stubber.add_response(
+        "list_objects_v2",
+        {
+            "IsTruncated": True,
+            "NextContinuationToken": "t1",
+            "Contents": [{"Key": "p/a", "Size": 1, "ETag": '"e1"', "LastModified": when}],
+            "CommonPrefixes": [{"Prefix": "p/d/"}],
+        },
+        {"Bucket": "b", "Prefix": "p/", "Delimiter": "/", "MaxKeys": 1000},
+    )
+    stubber.add_response(
+        "list_objects_v2",
+        {
+            "IsTruncated": False,
+            "Contents": [{"Key": "p/b", "Size": 2, "ETag": '"e2"', "LastModified": when}],
+        },
+        {
+            "Bucket": "b",
+            "Prefix": "p/",
+            "Delimiter": "/",
+            "MaxKeys": 1000,
+            "ContinuationToken": "t1",
+        },
+    )
+    listing = trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+    assert [(o.key, o.size, o.etag) for o in listing.objects] == [
+        ("p/a", 1, "e1"),
+        ("p/b", 2, "e2"),
+    ]
+    assert listing.prefixes == ("p/d/",)
+
+
+def test_connection_errors_are_retried() -> None:
+    class FlakyClient:
+        calls = 0
+
+        def head_object(self, **kwargs: Any) -> dict[str, Any]:
+            FlakyClient.calls += 1
+            if FlakyClient.calls < 3:
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://x")
+            return {"ContentLength": 1, "ETag": '"e"'}
+
+    store = S3BlobStore(None, "ap-southeast-2", backoff=0.0, retries=4)
+    store._client_blocking = lambda creds: FlakyClient()  # type: ignore[assignment,method-assign,return-value]
+    assert trio.run(lambda: store.head(CREDS, "b", "k")).etag == "e"
+    assert FlakyClient.calls == 3
+
+    FlakyClient.calls = -10
+    with pytest.raises(BlobUnavailable, match="EndpointConnectionError"):
+        trio.run(lambda: store.head(CREDS, "b", "k"))
+
+
+def test_one_client_per_credential_set_bounded() -> None:
+    store = S3BlobStore("http://127.0.0.1:1", "ap-southeast-2", max_clients=2)
+    first = store._client_blocking(CREDS)
+    assert store._client_blocking(CREDS) is first
+    others = [dataclasses.replace(CREDS, access_key_id=f"ASIA{i}") for i in range(3)]
+    for creds in others:
+        store._client_blocking(creds)
+    assert store.statistics()["clients"] == 2
+    assert "DO-NOT-SHOW" not in repr(store)
+
+
+# -- against a real SeaweedFS -------------------------------------------------------------------
+
+PREFIX = "datasets/10378-1-1/"
+OTHER = "datasets/10378-1-2/"
+
+
+@dataclasses.dataclass
+class RealS3:
+    store: S3BlobStore
+    admin: Any  # provenafs.server.storage.ObjectStore
+    bucket: str
+    read: Credentials
+    write: Credentials
+    other_read: Credentials
+
+
+def _as_credentials(sts: Any) -> Credentials:
+    return Credentials(sts.access_key_id, sts.secret_access_key, sts.session_token, sts.expiration)
+
+
+@pytest.fixture(scope="module")
+def real_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealS3]:
+    try:
+        from provenafs.server.storage import ObjectStore, SeaweedServer, find_weed
+
+        find_weed()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"SeaweedFS tests must run under CI=true: {exc}")
+        pytest.skip(f"needs provenafs.server.storage and weed: {exc}")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    admin = server.start()
+    try:
+        objects = ObjectStore(admin)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda n: objects.put_object(f"{PREFIX}many/{n:05d}.txt", str(n).encode()),
+                    range(1005),
+                )
+            )
+        objects.put_object(PREFIX + "big.bin", random.Random(1).randbytes(3 << 20))
+        objects.put_object(PREFIX + "empty-dir/", b"")
+        objects.put_object(OTHER + "secret.bin", b"other dataset")
+
+        def mint(prefix: str, write: bool) -> Credentials:
+            return _as_credentials(
+                objects.mint_credentials(prefix, write=write, session_name="test")
+            )
+
+        yield RealS3(
+            S3BlobStore(admin.endpoint_url, admin.region),
+            objects,
+            admin.bucket,
+            mint(PREFIX, False),
+            mint(PREFIX, True),
+            mint(OTHER, False),
+        )
+    finally:
+        server.stop()
+
+
+@pytest.mark.s3
+def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
+    async def main() -> None:
+        top = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX)
+        assert {o.key for o in top.objects} == {PREFIX + "big.bin"}
+        assert set(top.prefixes) == {PREFIX + "many/", PREFIX + "empty-dir/"}
+        many = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX + "many/")
+        assert len(many.objects) == 1005
+        assert many.objects[1004].key == f"{PREFIX}many/01004.txt"
+        assert all(o.etag and '"' not in o.etag for o in many.objects)
+        flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
+        assert len(flat.objects) == 1007 and flat.prefixes == ()
+
+    trio.run(main)
+
+
+@pytest.mark.s3
+def test_real_ranged_reads_and_if_match(real_s3: RealS3) -> None:
+    data = random.Random(1).randbytes(3 << 20)
+    key = PREFIX + "big.bin"
+
+    async def main() -> None:
+        s3 = real_s3.store
+        info = await s3.head(real_s3.read, real_s3.bucket, key)
+        assert info.size == len(data)
+        for start, end in [(0, 1), (1000, 1 << 20), (len(data) - 10, len(data) + 100)]:
+            got = await s3.get_range(real_s3.read, real_s3.bucket, key, start, end, etag=info.etag)
+            assert got == data[start:end]
+        assert (
+            await s3.get_range(real_s3.read, real_s3.bucket, key, len(data), len(data) + 5) == b""
+        )
+        with pytest.raises(StaleObject):
+            await s3.get_range(real_s3.read, real_s3.bucket, key, 0, 10, etag="0" * 32)
+        with pytest.raises(NoSuchKey):
+            await s3.head(real_s3.read, real_s3.bucket, PREFIX + "absent")
+        with pytest.raises(NoSuchKey):
+            await s3.get_range(real_s3.read, real_s3.bucket, PREFIX + "absent", 0, 10)
+
+    trio.run(main)
+
+
+@pytest.mark.s3
+def test_real_scope_and_forged_credentials(real_s3: RealS3) -> None:
+    async def main() -> None:
+        s3 = real_s3.store
+        with pytest.raises(AccessDenied):
+            await s3.get_range(real_s3.read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
+        with pytest.raises(AccessDenied):
+            await s3.put_object(real_s3.read, real_s3.bucket, PREFIX + "nope.txt", b"x")
+        forged = dataclasses.replace(real_s3.read, session_token=real_s3.read.session_token + "x")
+        with pytest.raises((ExpiredCredentials, AccessDenied)) as info:
+            await s3.get_range(forged, real_s3.bucket, PREFIX + "big.bin", 0, 5)
+        assert forged.session_token not in str(info.value)
+        wrong_secret = dataclasses.replace(real_s3.read, secret_access_key="wrong")
+        with pytest.raises(ExpiredCredentials):
+            await s3.get_range(wrong_secret, real_s3.bucket, PREFIX + "big.bin", 0, 5)
+        assert (
+            await s3.get_range(real_s3.other_read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
+            == b"other"
+        )
+
+    trio.run(main)
+
+
+@pytest.mark.s3
+def test_real_writes_put_multipart_delete(real_s3: RealS3, tmp_path: Path) -> None:
+    big = random.Random(2).randbytes(11 << 20)
+    path = tmp_path / "big.bin"
+    path.write_bytes(big)
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small file")
+
+    async def main() -> None:
+        s3 = real_s3.store
+        w, bucket = real_s3.write, real_s3.bucket
+        etag = await s3.put_object(w, bucket, PREFIX + "new/a.txt", b"hello")
+        info = await s3.head(w, bucket, PREFIX + "new/a.txt")
+        assert info.etag == etag and info.size == 5
+        await s3.upload_file(w, bucket, PREFIX + "new/big.bin", path, part_size=5 << 20)
+        await s3.upload_file(w, bucket, PREFIX + "new/small.txt", small)
+        assert real_s3.admin.get_object(PREFIX + "new/big.bin") == big
+        assert real_s3.admin.get_object(PREFIX + "new/small.txt") == b"small file"
+        await s3.delete(w, bucket, PREFIX + "new/a.txt")
+        with pytest.raises(NoSuchKey):
+            await s3.head(w, bucket, PREFIX + "new/a.txt")
+        with pytest.raises(AccessDenied):
+            await s3.put_object(w, bucket, OTHER + "intrude.txt", b"x")
+
+    trio.run(main)
