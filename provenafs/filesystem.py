@@ -220,6 +220,7 @@ class Filesystem:
         self._dirs: dict[int, _DirHandle] = {}
         self._files: dict[int, _ReaderHandle | _BytesHandle] = {}
         self._nursery: trio.Nursery | None = None
+        self._status_snapshot: bytes | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -273,7 +274,11 @@ class Filesystem:
         ):
             return self._make(stat.S_IFDIR | _DIR_MODE, 0, self._started_ns, SHORT_TIMEOUT)
         if kind is NodeKind.CONTROL_FILE:
-            size = len(self._status_bytes())
+            # The size of the snapshot the last open served (so stat after a read agrees with
+            # it); reads are direct_io, so a newer, longer snapshot is still read whole.
+            if self._status_snapshot is None:
+                self._status_snapshot = self._status_bytes()
+            size = len(self._status_snapshot)
             return self._make(stat.S_IFREG | _FILE_MODE, size, _seconds_to_ns(self._clock()), 0.0)
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
@@ -412,7 +417,8 @@ class Filesystem:
             return OpenFile(fh, keep_cache=False, direct_io=False)
         if node.kind is NodeKind.CONTROL_FILE:
             fh = self._new_fh()
-            self._files[fh] = _BytesHandle(node, self._status_bytes())
+            self._status_snapshot = self._status_bytes()
+            self._files[fh] = _BytesHandle(node, self._status_snapshot)
             return OpenFile(fh, keep_cache=False, direct_io=True)
         raise FsError(errno.ELOOP, "symlinks are resolved by the kernel")
 

@@ -6,7 +6,8 @@
 ``-n -s -v -t TYPE -N NS``.
 Unknown keys are an error with a clear message, never silently dropped.
 
-Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch.
+Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch. The
+mount is read-only (``ro``) unless ``-o rw`` is given: writes are a later issue.
 This module only parses: it must not touch the filesystem, the network or the environment
 beyond the caller's uid/gid defaults, and never reads a token file (it only names it).
 """
@@ -213,7 +214,9 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         metadata_ttl=_parse_seconds("metadata_ttl", values.get("metadata_ttl", "30")),
         listing_ttl=_parse_seconds("listing_ttl", values.get("listing_ttl", "300")),
         allow_other="allow_other" in flags,
-        read_only="ro" in flags,
+        # Writes are not implemented yet: the mount is read-only unless ``-o rw`` asks otherwise
+        # (and even then the core refuses every change with EROFS until the write issue).
+        read_only="rw" not in flags,
         uid=_parse_id("uid", values["uid"]) if "uid" in values else os.getuid(),
         gid=_parse_id("gid", values["gid"]) if "gid" in values else os.getgid(),
         offline_token_file=Path(token_file).expanduser() if token_file else None,

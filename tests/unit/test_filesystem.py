@@ -524,7 +524,9 @@ def test_status_file_reports_without_secrets() -> None:
         assert list(status["credential_expiries"]) == ["10378.1/1001 read"]
         assert SECRET_KEY.encode() not in status_bytes
         assert SESSION_TOKEN.encode() not in status_bytes
-        opened = await fs.open((await walk(fs, ".provenafs/status.json")).inode, 0, CALLER)
+        status_file = await walk(fs, ".provenafs/status.json")
+        assert status_file.size == len(status_bytes)  # stat after a read agrees with it
+        opened = await fs.open(status_file.inode, 0, CALLER)
         assert opened.direct_io
 
     run(body)
