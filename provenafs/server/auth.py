@@ -203,7 +203,7 @@ class TokenAuthority:
                 hashes.SHA256(),
             )
             claims = json.loads(_b64url_decode(payload_b64))
-        except (ValueError, TypeError, UnicodeError, InvalidSignature):
+        except (ValueError, TypeError, UnicodeError, RecursionError, InvalidSignature):
             raise TokenInvalid(INVALID_CREDENTIALS) from None
         if not isinstance(claims, dict):
             raise TokenInvalid(INVALID_CREDENTIALS)
@@ -320,6 +320,7 @@ class TokenAuthority:
         """Revoke one refresh or offline token (a logout)."""
         claims = self.refresh_token_claims(token)
         with self._db() as db:
+            db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (self._clock(),))
             db.execute(
                 "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
                 (str(claims["jti"]), float(claims["exp"])),

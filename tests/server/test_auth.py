@@ -195,6 +195,14 @@ def test_garbage_is_refused(authority: TokenAuthority, garbage: str) -> None:
         authority.verify_access_token(garbage)
 
 
+def test_deeply_nested_header_is_refused(authority: TokenAuthority) -> None:
+    header = b64url(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(TokenInvalid, match=INVALID_CREDENTIALS):
+        authority.verify_access_token(f"{header}.e30.c2ln")
+    with pytest.raises(TokenInvalid):
+        authority.redeem_refresh_token(f"{header}.e30.c2ln")
+
+
 def test_alg_none_and_hs256_are_refused(authority: TokenAuthority) -> None:
     claims = claims_of(authority.issue_access_token("alice", None, READ_WRITE))
     for alg in ("none", "HS256"):

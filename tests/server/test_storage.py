@@ -438,6 +438,24 @@ def test_storage_errors_name_no_secret(running: Running) -> None:
     assert "wrong-secret-xyz" not in str(caught.value)
 
 
+@pytest.mark.s3
+def test_weed_log_holds_no_secrets(running: Running) -> None:
+    creds = running.store.mint_credentials(PREFIX_A, write=True, session_name="log-check")
+    s3 = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+    s3.put_object(Bucket=running.admin.bucket, Key=PREFIX_A + "log-check", Body=b"x")
+    forged = client(running.admin, creds.access_key_id, "wrong-secret", creds.session_token)
+    assert error_code(forged.get_object, Bucket=running.admin.bucket, Key=PREFIX_A + "x") != "OK"
+    text = running.server.log_path.read_text(errors="replace")
+    signing_key = json.loads((running.server.root / "secrets.json").read_text())["sts_signing_key"]
+    for secret in (
+        creds.secret_access_key,
+        creds.session_token,
+        running.admin.secret_access_key,
+        signing_key,
+    ):
+        assert secret not in text
+
+
 # --------------------------------------------------------------------------- restart and stop
 
 
