@@ -335,8 +335,9 @@ class ObjectReader:
             return
         until = min(self._block_count, -(-(end + self._window) // self._block_size))
         index = max(from_block, self._prefetched_to)
-        if index >= until:
-            return
+        ahead = self._prefetched_to * self._block_size - end
+        if index >= until or ahead > self._window // 2:
+            return  # refill in large steps, so that GETs are whole parts, not single blocks
         nursery = await self._background_nursery()
         if nursery is None:
             return
