@@ -251,6 +251,10 @@ def test_admin_operations(running: Running, tmp_path: Path) -> None:
     etag = head.head_object(Bucket=running.admin.bucket, Key="datasets/uploads/big.bin")["ETag"]
     assert etag.strip('"').endswith("-2")  # two parts: it went up as a multipart upload
     store.ensure_bucket()  # idempotent
+    many = {f"datasets/many/{n:03d}.txt": f"file {n}".encode() for n in range(40)}
+    store.put_many(many)
+    assert store.list_keys("datasets/many/") == sorted(many)
+    assert store.get_object("datasets/many/017.txt") == b"file 17"
 
 
 @pytest.mark.s3
