@@ -346,3 +346,61 @@ def test_real_writes_put_multipart_delete(real_s3: RealS3, tmp_path: Path) -> No
             await s3.put_object(w, bucket, OTHER + "intrude.txt", b"x")
 
     trio.run(main)
+
+
+@pytest.mark.s3
+def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> None:
+    from provenafs.blockcache import BlockCache
+    from provenafs.credentials import CredentialBroker
+    from provenafs.reader import ObjectReader, PrefetchBudget
+
+    data = random.Random(1).randbytes(3 << 20)
+    key = PREFIX + "big.bin"
+
+    class Client:
+        """Hands out forged credentials first, as if they had been revoked, then real ones."""
+
+        calls = 0
+
+        async def read_credentials(self, handle: str) -> Credentials:
+            Client.calls += 1
+            if Client.calls == 1:
+                return dataclasses.replace(real_s3.read, secret_access_key="revoked")
+            return real_s3.read
+
+        async def write_credentials(self, handle: str) -> Credentials:
+            raise AssertionError("not used")
+
+    async def main() -> None:
+        etag = (await real_s3.store.head(real_s3.read, real_s3.bucket, key)).etag
+        cache = BlockCache(1 << 20, block_size=256 << 10)
+        budget = PrefetchBudget(2 << 20)
+        async with trio.open_nursery() as nursery:
+            reader = ObjectReader(
+                real_s3.store,
+                CredentialBroker(Client()),
+                cache,
+                handle="10378.1/1",
+                bucket=real_s3.bucket,
+                key=key,
+                size=len(data),
+                etag=etag,
+                budget=budget,
+                nursery=nursery,
+                max_window=2 << 20,
+            )
+            out = bytearray()
+            for offset in range(0, len(data), 128 << 10):
+                out += await reader.read(offset, 128 << 10)
+            assert bytes(out) == data
+            rng = random.Random(3)
+            for _ in range(50):
+                offset, size = rng.randrange(len(data)), rng.randrange(1, 300_000)
+                assert await reader.read(offset, size) == data[offset : offset + size]
+            assert reader.statistics()["credential_retries"] == 1
+            await reader.close()
+        assert Client.calls == 2
+        assert budget.in_use == 0
+        assert budget.statistics()["peak"] <= 2 << 20
+
+    trio.run(main)
