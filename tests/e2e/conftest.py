@@ -86,11 +86,16 @@ def start_mount(
     user: str = "alice",
     options: str | None = None,
     token_env: Mapping[str, str] | None = None,
+    home: Path | None = None,
 ) -> Mount:
-    """Mount ``store`` at ``mountpoint`` as ``user`` (offline token) in a foreground daemon."""
+    """Mount ``store`` at ``mountpoint`` as ``user`` (offline token) in a foreground daemon.
+
+    ``home`` holds the daemon's config and cache directories (default: one beside the mount).
+    """
     require_fuse()
     mountpoint.mkdir(parents=True, exist_ok=True)
-    home = mountpoint.parent / f"{mountpoint.name}-home"
+    if home is None:
+        home = mountpoint.parent / f"{mountpoint.name}-home"
     home.mkdir(exist_ok=True)
     if token_env is None:
         token_env = {"PROVENAFS_OFFLINE_TOKEN": store.token(user, offline=True)}
