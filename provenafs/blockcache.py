@@ -136,10 +136,15 @@ class BlockCache:
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``hits``, ``misses``, ``fetches``, ``bytes_fetched``, ``disk_hits``,
-        ``waits``, ``failures``; sizes: ``bytes`` and ``blocks`` held now, ``max_bytes``."""
-        return {
+        ``waits``, ``failures``; sizes: ``bytes`` and ``blocks`` held now, ``max_bytes``, and
+        with a disk tier ``disk_bytes`` and ``disk_max_bytes``."""
+        stats = {
             **self._stats,
             "bytes": int(self._lru.currsize),
             "blocks": len(self._lru),
             "max_bytes": self.max_bytes,
         }
+        if self._disk is not None:
+            disk = self._disk.statistics()
+            stats |= {"disk_bytes": disk["bytes"], "disk_max_bytes": disk["max_bytes"]}
+        return stats

@@ -118,6 +118,7 @@ def test_disk_tier_serves_after_memory_is_gone(tmp_path: Path) -> None:
         assert await second.get_or_fetch(key(3), must_not_fetch) == b"d" * 100
         assert second.statistics()["disk_hits"] == 1
         assert second.statistics()["fetches"] == 0
+        assert second.statistics()["disk_bytes"] > 100
 
     trio.run(main)
 

@@ -125,3 +125,22 @@ def test_stray_temp_files_are_cleaned(tmp_path: Path) -> None:
         assert not stray.exists()
 
     trio.run(main)
+
+
+def test_concurrent_writes_of_one_block(tmp_path: Path) -> None:
+    data = b"same block" * 1000
+
+    async def main() -> DiskCache:
+        cache = DiskCache(tmp_path / "c", 1 << 20)
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(cache.put, key(0), data)
+        assert await cache.get(key(0)) == data
+        return cache
+
+    cache = trio.run(main)
+    assert cache.statistics()["write_errors"] == 0
+    assert cache.statistics()["blocks"] == 1
+    assert cache.statistics()["bytes"] == len(data) + 40
+    assert len(block_files(tmp_path / "c")) == 1
+    assert [p for p in (tmp_path / "c").rglob("*.tmp")] == []
