@@ -24,10 +24,10 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pyfuse3
 import trio
 import trio.lowlevel
 
+from provenafs import fuse_ops
 from provenafs.api import errors as api_errors
 from provenafs.api.auth import RefreshingToken, TokenSource
 from provenafs.api.client import DataStoreClient, discover
@@ -37,7 +37,6 @@ from provenafs.blockcache import BlockCache
 from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
 from provenafs.filesystem import Filesystem
-from provenafs.fuse_ops import Operations
 from provenafs.mount_options import MountOptions
 from provenafs.reader import PrefetchBudget
 from provenafs.s3 import S3BlobStore
@@ -58,6 +57,7 @@ log = logging.getLogger(__name__)
 FSTYPE = "fuse.provenafs"
 READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
 _STOP_GRACE_SECONDS = 5.0
+_NEGATIVE_TIMEOUT_SECONDS = 5.0  # how long the kernel may cache "no such name"
 _DISCOVERY_TRIES = 4
 _DISCOVERY_FIRST_DELAY = 0.2  # in-flight requests may finish this long after a stop signal
 # mount(8)/fstab flags the kernel understands for a FUSE mount; other passthrough keys are
@@ -309,14 +309,14 @@ async def _stop_on_signals(signals: AsyncIterator[int], scope: trio.CancelScope)
     """First signal: let libfuse stop reading requests; after a grace period, cancel the rest."""
     async for signum in signals:
         log.info("received %s: unmounting", signal.Signals(signum).name)
-        pyfuse3.terminate()
+        fuse_ops.stop_session()
         scope.deadline = min(scope.deadline, trio.current_time() + _STOP_GRACE_SECONDS)
         return
 
 
 async def _run_session(scope: trio.CancelScope) -> None:
     try:
-        await pyfuse3.main()
+        await fuse_ops.run_session()
     finally:
         scope.cancel()
 
@@ -325,9 +325,13 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     with trio.open_signal_receiver(*stop_signals) as signals:
         async with _open_filesystem(options) as fs:
-            ops = Operations(fs, negative_timeout=min(options.metadata_ttl, 5.0))
             try:
-                pyfuse3.init(ops, str(options.mountpoint), fuse_mount_options(options))
+                fuse_ops.open_session(
+                    fs,
+                    options.mountpoint,
+                    fuse_mount_options(options),
+                    negative_timeout=min(options.metadata_ttl, _NEGATIVE_TIMEOUT_SECONDS),
+                )
             except RuntimeError as exc:
                 raise StartupError(f"cannot mount at {options.mountpoint}: {exc}") from exc
             log.info("mounted %s at %s", options.source, options.mountpoint)
@@ -339,7 +343,7 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
                     await trio.lowlevel.checkpoint()
                     readiness.ready()
             finally:
-                pyfuse3.close(unmount=True)
+                fuse_ops.close_session()
                 log.info("unmounted %s", options.mountpoint)
 
 

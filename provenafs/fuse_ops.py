@@ -21,7 +21,8 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -34,7 +35,11 @@ __all__ = [
     "NAME_MAX",
     "KernelNotifier",
     "Operations",
+    "close_session",
     "fuse_handler",
+    "open_session",
+    "run_session",
+    "stop_session",
     "to_caller",
     "to_entry_attributes",
 ]
@@ -416,3 +421,29 @@ class KernelNotifier:
             pass
         except OSError as exc:
             log.warning("invalidate_inode(%d) failed: %s", inode, exc)
+
+
+# -- the session: the daemon drives pyfuse3 through these, so that it never imports pyfuse3 ------
+
+
+def open_session(
+    fs: Filesystem, mountpoint: Path, options: Iterable[str], *, negative_timeout: float
+) -> None:
+    """Mount ``fs`` at ``mountpoint`` with libfuse ``options``; RuntimeError if that fails."""
+    operations = Operations(fs, negative_timeout=negative_timeout)
+    pyfuse3.init(operations, str(mountpoint), set(options))
+
+
+async def run_session() -> None:
+    """Serve kernel requests until the filesystem is unmounted or ``stop_session`` is called."""
+    await pyfuse3.main()
+
+
+def stop_session() -> None:
+    """Make ``run_session`` return: libfuse stops reading requests (in-flight ones finish)."""
+    pyfuse3.terminate()
+
+
+def close_session() -> None:
+    """Unmount (if still mounted) and free the session; call once after ``open_session``."""
+    pyfuse3.close(unmount=True)
