@@ -33,9 +33,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from pydantic import ValidationError
 
 from provenafs.server.app import AppState, DataStore, ServerSettings, create_app
@@ -44,12 +43,9 @@ from provenafs.server.faults import FaultInjector, parse_fault_flag
 from provenafs.server.models import ITEM_ROLES, CollectionFormat
 from provenafs.server.registry import Registry, RegistryError
 from provenafs.server.seed import SeedCaller, seed_store
-from provenafs.server.storage import (
-    ObjectStore,
-    SeaweedServer,
-    StorageError,
-    admin_from_environment,
-)
+
+if TYPE_CHECKING:
+    from provenafs.server.storage import ObjectStore
 
 __all__ = ["main"]
 
@@ -508,6 +504,13 @@ def _storage(
     data_dir: Path, choice: _StorageChoice, host: str = "127.0.0.1"
 ) -> Iterator[tuple[ObjectStore, ServerSettings]]:
     """Start (or connect to) S3 and yield ``(ObjectStore, ServerSettings)``; stop it after."""
+    # boto3 is imported only where storage is needed: admin subcommands start faster without it
+    from provenafs.server.storage import (  # noqa: PLC0415
+        ObjectStore,
+        SeaweedServer,
+        admin_from_environment,
+    )
+
     weed = None
     try:
         if choice.s3_endpoint is not None:
@@ -595,7 +598,11 @@ def _serve(argv: Sequence[str]) -> int:
     except (_Shutdown, KeyboardInterrupt):
         log.info("provenafs serve: stopped")
         return 0
-    except StorageError as exc:
+    except Exception as exc:
+        from provenafs.server.storage import StorageError  # noqa: PLC0415
+
+        if not isinstance(exc, StorageError):
+            raise
         print(f"provenafs serve: storage failed: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -606,6 +613,8 @@ def _serve(argv: Sequence[str]) -> int:
 def _run_server(
     args: argparse.Namespace, data_dir: Path, faults: FaultInjector, started: float
 ) -> int:
+    import uvicorn  # noqa: PLC0415 (only the server needs it)
+
     registry = Registry.in_data_dir(data_dir)
     choice = _StorageChoice(args.bucket, args.s3_endpoint, args.credential_ttl)
     _write_private_json(

@@ -16,6 +16,8 @@ import boto3
 import httpx
 import pytest
 
+from provenafs.server.auth import TokenAuthority
+from provenafs.server.registry import Registry
 from tests.conftest import LocalStore, start_local_store
 
 pytestmark = pytest.mark.s3
@@ -60,6 +62,18 @@ LIST_KEYS = {
 }
 
 
+def issue_token(store: LocalStore, user: str) -> str:
+    """An access token signed in-process with the store's realm key (what ``serve token`` does)."""
+    registry = Registry.in_data_dir(store.data_dir)
+    account = registry.get_user(user)
+    registry.close()
+    assert account is not None, user
+    authority = TokenAuthority(store.data_dir)
+    return authority.issue_access_token(
+        account.username, account.email, list(account.realm_roles), lifetime=3600
+    )
+
+
 class Api:
     """A tiny client: one token per user (from ``provenafs serve token``), raw httpx responses."""
 
@@ -72,7 +86,7 @@ class Api:
         if user is None:
             return {}
         if user not in self.tokens:
-            self.tokens[user] = self.store.token(user)
+            self.tokens[user] = issue_token(self.store, user)
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     def get(self, user: str | None, path: str, **kwargs: Any) -> httpx.Response:

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from provenafs.server.auth import TokenAuthority
+from provenafs.server.registry import Registry
 from tests.conftest import LocalStore, start_local_store
 
 pytestmark = pytest.mark.s3
@@ -95,6 +97,18 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
 }
 
 
+def issue_token(store: LocalStore, user: str) -> str:
+    """An access token signed in-process with the store's realm key (what ``serve token`` does)."""
+    registry = Registry.in_data_dir(store.data_dir)
+    account = registry.get_user(user)
+    registry.close()
+    assert account is not None, user
+    authority = TokenAuthority(store.data_dir)
+    return authority.issue_access_token(
+        account.username, account.email, list(account.realm_roles), lifetime=3600
+    )
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
     private = start_local_store(tmp_path_factory.mktemp("roles") / "data")
@@ -106,7 +120,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
 
 @pytest.fixture(scope="module")
 def tokens(store: LocalStore) -> dict[str, str]:
-    return {user: store.token(user) for user in ("alice", "bob", "carol", "admin")}
+    return {user: issue_token(store, user) for user in ("alice", "bob", "carol", "admin")}
 
 
 def listed(http: httpx.Client, headers: dict[str, str], handle: str) -> bool:
