@@ -265,36 +265,51 @@ def _logout(args: Sequence[str]) -> int:
 # -- status --------------------------------------------------------------------------------------
 
 
-def _render(value: Any, indent: int = 0) -> list[str]:
-    """A nested status document as indented ``key: value`` lines."""
-    pad = "  " * indent
-    if isinstance(value, Mapping):
-        lines: list[str] = []
-        for key, item in value.items():
-            if isinstance(item, Mapping | list) and item:
-                lines.append(f"{pad}{key}:")
-                lines += _render(item, indent + 1)
-            else:
-                lines.append(f"{pad}{key}: {_scalar(item)}")
-        return lines
-    if isinstance(value, list):
-        lines = []
-        for item in value:
-            if isinstance(item, Mapping | list) and item:
-                lines.append(f"{pad}-")
-                lines += _render(item, indent + 1)
-            else:
-                lines.append(f"{pad}- {_scalar(item)}")
-        return lines
-    return [f"{pad}{_scalar(value)}"]
+def _mib(value: Any) -> str:
+    return f"{value / (1 << 20):.1f} MiB" if isinstance(value, int | float) else "?"
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, Mapping | list):
-        return "none"
-    return str(value)
+def _section(document: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = document.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _summary(document: Mapping[str, Any]) -> list[str]:
+    """The few lines a person wants from ``status.json``; ``--json`` has everything."""
+    cache = _section(document, "block_cache")
+    budget = _section(document, "prefetch_budget")
+    calls = _section(document, "data_store_calls")
+    credentials = _section(document, "credentials")
+    expiries = _section(document, "credential_expiries")
+    mode = "read-only" if document.get("read_only", True) else "read-write"
+    lines = [
+        f"  version {document.get('version', '?')}, {mode}",
+        f"  open files: {document.get('open_files', 0)}, "
+        f"open directories: {document.get('open_directories', 0)}",
+        f"  block cache: {_mib(cache.get('bytes', 0))} of {_mib(cache.get('max_bytes'))}, "
+        f"{cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses, "
+        f"{_mib(cache.get('bytes_fetched', 0))} fetched",
+    ]
+    if "disk_max_bytes" in cache:
+        lines.append(
+            f"  disk cache: {_mib(cache.get('disk_bytes', 0))} of {_mib(cache['disk_max_bytes'])}"
+        )
+    if budget:
+        lines.append(
+            f"  prefetch: {_mib(budget.get('in_use', 0))} in use of {_mib(budget.get('max_bytes'))}"
+        )
+    total_calls = sum(v for k, v in calls.items() if k != "retries" and isinstance(v, int))
+    lines.append(f"  data store calls: {total_calls}, retries: {calls.get('retries', 0)}")
+    lines.append(
+        f"  credentials: {credentials.get('held', 0)} held, "
+        f"{credentials.get('read_calls', 0)} read / {credentials.get('write_calls', 0)} write "
+        f"requests, {credentials.get('failures', 0)} failures"
+    )
+    for name, expiry in sorted(expiries.items()):
+        lines.append(f"    {name}: expires {expiry}")
+    drafts = document.get("drafts")
+    lines.append(f"  drafts: {len(drafts) if isinstance(drafts, list | Mapping) else 'none'}")
+    return lines
 
 
 def _status(args: Sequence[str]) -> int:
@@ -321,7 +336,7 @@ def _status(args: Sequence[str]) -> int:
         sys.stdout.write(raw.decode("utf-8", "replace"))
         return 0
     print(f"provenafs mount {mountpoint} ({found[1]})")
-    print("\n".join(_render(document, 1)))
+    print("\n".join(_summary(document)))
     return 0
 
 

@@ -114,6 +114,7 @@ def test_background_mount_returns_when_ready_then_status_and_umount(
     status = run([*PROVENAFS, "status", str(mountpoint)], env)
     assert status.returncode == 0, status.stderr
     assert str(mountpoint) in status.stdout
+    assert "block cache:" in status.stdout
     raw = run([*PROVENAFS, "status", str(mountpoint), "--json"], env)
     assert raw.returncode == 0, raw.stderr
     assert isinstance(json.loads(raw.stdout), dict)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from provenafs.daemon import find_mount
-from tests.conftest import LocalStore
+from tests.conftest import LocalStore, require_fuse
 from tests.e2e.conftest import isolated_environment, start_mount, stop_mount
 
 pytestmark = pytest.mark.fuse
@@ -27,6 +27,7 @@ PROVENAFS = [sys.executable, "-m", "provenafs"]
 def test_login_mount_with_the_stored_login_then_logout(
     local_store: LocalStore, tmp_path: Path
 ) -> None:
+    require_fuse()
     home = tmp_path / "home"
     env = isolated_environment(home, {})
     login = subprocess.Popen(

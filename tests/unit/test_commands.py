@@ -6,7 +6,6 @@ before mounting anything, so no FUSE is needed.
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
@@ -142,9 +141,26 @@ def test_mountinfo_parsing_unescapes_paths(tmp_path: Path) -> None:
     assert daemon.find_mount(Path("/mnt"), mountinfo) is None
 
 
-def test_status_renders_nested_documents() -> None:
-    lines = commands._render(json.loads('{"a": 1, "b": {"c": [1, {"d": null}]}, "e": []}'))
-    assert lines == ["a: 1", "b:", "  c:", "    - 1", "    -", "      d: -", "e: none"]
+def test_status_summary_names_cache_calls_and_expiries() -> None:
+    document = {
+        "version": "0.1.0",
+        "read_only": True,
+        "open_files": 2,
+        "open_directories": 1,
+        "block_cache": {"bytes": 3 << 20, "max_bytes": 64 << 20, "hits": 5, "misses": 7},
+        "data_store_calls": {"fetch_dataset": 4, "list_page": 2, "retries": 1},
+        "credentials": {"held": 1, "read_calls": 3, "write_calls": 0, "failures": 0},
+        "credential_expiries": {"10378.1/1932274 read": "2026-01-01T00:00:00+00:00"},
+    }
+    assert commands._summary(document) == [
+        "  version 0.1.0, read-only",
+        "  open files: 2, open directories: 1",
+        "  block cache: 3.0 MiB of 64.0 MiB, 5 hits, 7 misses, 0.0 MiB fetched",
+        "  data store calls: 6, retries: 1",
+        "  credentials: 1 held, 3 read / 0 write requests, 0 failures",
+        "    10378.1/1932274 read: expires 2026-01-01T00:00:00+00:00",
+        "  drafts: none",
+    ]
 
 
 def test_log_path_is_per_mountpoint_and_private(tmp_path: Path) -> None:
