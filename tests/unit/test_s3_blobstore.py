@@ -338,6 +338,13 @@ def test_real_writes_put_multipart_delete(real_s3: RealS3, tmp_path: Path) -> No
         await s3.upload_file(w, bucket, PREFIX + "new/big.bin", path, part_size=5 << 20)
         await s3.upload_file(w, bucket, PREFIX + "new/small.txt", small)
         assert real_s3.admin.get_object(PREFIX + "new/big.bin") == big
+        multipart = await s3.head(w, bucket, PREFIX + "new/big.bin")
+        assert multipart.size == len(big)
+        # a multipart ETag ("<md5>-<parts>") works as If-Match too
+        tail = await s3.get_range(
+            w, bucket, PREFIX + "new/big.bin", len(big) - 100, len(big), etag=multipart.etag
+        )
+        assert tail == big[-100:]
         assert real_s3.admin.get_object(PREFIX + "new/small.txt") == b"small file"
         await s3.delete(w, bucket, PREFIX + "new/a.txt")
         with pytest.raises(NoSuchKey):
