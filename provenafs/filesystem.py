@@ -61,7 +61,8 @@ __all__ = [
 # under us, so the kernel asks again soon.
 LONG_TIMEOUT = 300.0
 SHORT_TIMEOUT = 1.0
-READDIR_BATCH = 64  # entries per readdir answer: bounds lookup counts of unsent entries
+READDIR_BATCH = 20  # entries per answer: about what fits a 4 KiB readdirplus buffer, so few
+# returned entries go unsent (each returned entry counts as a kernel lookup)
 
 _DIR_MODE = 0o555
 _NO_DATA_DIR_MODE = 0o111

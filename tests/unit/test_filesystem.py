@@ -194,7 +194,9 @@ def test_readdir_entries_count_as_lookups() -> None:
         assert (await fs.getattr(notes.attributes.inode, CALLER)).size == 11
         looked_up = await fs.lookup((await walk(fs, "10378.1/1001")).inode, "notes.txt", CALLER)
         assert looked_up.inode == notes.attributes.inode
-        await fs.forget(notes.attributes.inode, 2)
+        await fs.forget(notes.attributes.inode, 1)  # the lookup's reference
+        assert (await fs.getattr(notes.attributes.inode, CALLER)).size == 11  # readdir's remains
+        await fs.forget(notes.attributes.inode, 1)
         with pytest.raises(FsError) as excinfo:
             await fs.getattr(notes.attributes.inode, CALLER)
         assert errno_of(excinfo) == errno.ENOENT
