@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -123,6 +125,13 @@ def test_background_mount_returns_when_ready_then_status_and_umount(
     assert result.returncode == 0, result.stderr
     assert find_mount(mountpoint) is None
     assert wait_for_exit(pid), "the daemon kept running after umount"
+
+    digest = hashlib.sha256(os.fsencode(str(mountpoint))).hexdigest()[:16]
+    log_file = tmp_path / "cache" / "provenafs" / "logs" / f"{digest}.log"
+    assert stat.S_IMODE(log_file.parent.stat().st_mode) == 0o700
+    log_text = log_file.read_text()
+    assert f"mounted {local_store.base_url} at {mountpoint}" in log_text
+    assert f"unmounted {mountpoint}" in log_text
 
 
 def test_background_mount_fails_clearly(
