@@ -266,7 +266,9 @@ class ObjectReader:
         """
         head = self._head
         if head is None or not head[0] <= offset <= head[0] + len(head[1]):
-            start, data = offset, await self._get(offset, end)
+            # a rest of the object no larger than this read comes along in the same GET
+            stop = self._size if self._size - end <= end - offset else end
+            start, data = offset, await self._get(offset, stop)
         else:
             start, held = head
             held_end = start + len(held)

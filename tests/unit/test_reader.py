@@ -427,3 +427,18 @@ def test_prefetch_budget_accounting() -> None:
     with pytest.raises(RuntimeError):
         budget.release(1)
     assert budget.statistics() == {"max_bytes": 100, "in_use": 0, "peak": 100, "refused": 1}
+
+
+def test_a_short_rest_comes_along_with_the_first_read() -> None:
+    setup = Setup()
+    data = payload(200 * KiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery)
+        assert await reader.read(0, 128 * KiB) == data[: 128 * KiB]
+        assert await reader.read(128 * KiB, 128 * KiB) == data[128 * KiB :]
+        await reader.close()
+
+    run(body)
+    assert setup.store.ranges == [("k", 0, 200 * KiB)]
