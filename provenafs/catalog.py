@@ -12,7 +12,9 @@ The catalog sits between the filesystem and the IO layer. It caches
   get read credentials without item roles).
 
 Every fetch is single-flight: N concurrent callers for the same key cause one call. Published
-versions change only through writes, which invalidate them with ``invalidate(handle)``.
+versions change only through writes, which invalidate them with ``invalidate(handle)``. When the
+data store or S3 is unreachable (``Unavailable``/``BlobUnavailable`` after the IO layer's
+retries), the last value seen is served past its TTL rather than failing (SPEC §4).
 
 It must not make blocking calls, must not import httpx, boto3 or pyfuse3, and never holds or
 logs a secret beyond passing credentials from the broker to the store. Trio thread only.
@@ -31,7 +33,13 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.blobstore import AccessDenied, BlobStore, ExpiredCredentials, ObjectInfo
+from provenafs.blobstore import (
+    AccessDenied,
+    BlobStore,
+    BlobUnavailable,
+    ExpiredCredentials,
+    ObjectInfo,
+)
 
 __all__ = [
     "DATA_READ_ROLES",
@@ -209,6 +217,9 @@ class Catalog:
         self._listings: cachetools.TTLCache[tuple[str, str], DirectoryListing] = (
             cachetools.TTLCache(max_listings, listing_ttl, timer=clock)
         )
+        self._last_listings: cachetools.LRUCache[tuple[str, str], DirectoryListing] = (
+            cachetools.LRUCache(max_listings)
+        )
         self._readable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             max_records, metadata_ttl, timer=clock
         )
@@ -226,6 +237,7 @@ class Catalog:
             "listing_fetches": 0,
             "credential_retries": 0,
             "access_probes": 0,
+            "stale_served": 0,
         }
 
     # --- records -------------------------------------------------------------------------
@@ -248,6 +260,12 @@ class Catalog:
         except api_errors.NotFound:
             self._unknown[handle] = True
             raise
+        except api_errors.Unavailable:
+            stale = self._last_fetched.get(handle)
+            if stale is None:
+                raise
+            self._served_stale("record", handle)
+            return stale
         self._records[handle] = record
         self._last_fetched[handle] = record
         return record
@@ -272,7 +290,13 @@ class Catalog:
 
     async def _fetch_all(self) -> tuple[DatasetRecord, ...]:
         self._counts["list_fetches"] += 1
-        records = tuple(await self._client.list_all())
+        try:
+            records = tuple(await self._client.list_all())
+        except api_errors.Unavailable:
+            if self._last_all is None:
+                raise
+            self._served_stale("dataset list", "")
+            return self._last_all
         self._all["all"] = records
         self._last_all = records
         return records
@@ -294,6 +318,20 @@ class Catalog:
 
     async def _fetch_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         self._counts["listing_fetches"] += 1
+        key = (record.handle, directory)
+        try:
+            listing = await self._list(record, directory)
+        except (api_errors.Unavailable, BlobUnavailable):
+            stale = self._last_listings.get(key)
+            if stale is None:
+                raise
+            self._served_stale("listing", f"{record.handle}/{directory}")
+            return stale
+        self._listings[key] = listing
+        self._last_listings[key] = listing
+        return listing
+
+    async def _list(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         prefix = record.s3.path if not directory else f"{record.s3.path}{directory}/"
         for attempt in (1, 2):
             creds = await self._broker.read(record.handle)
@@ -305,9 +343,11 @@ class Catalog:
                     raise
                 self._counts["credential_retries"] += 1
                 self._broker.invalidate(record.handle)
-        listing = DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
-        self._listings[(record.handle, directory)] = listing
-        return listing
+        return DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
+
+    def _served_stale(self, what: str, name: str) -> None:
+        self._counts["stale_served"] += 1
+        logger.warning("data store or S3 unreachable: serving the cached %s %s", what, name)
 
     # --- read access ---------------------------------------------------------------------
 
@@ -371,8 +411,10 @@ class Catalog:
         self._records.pop(handle, None)
         self._unknown.pop(handle, None)
         self._readable.pop(handle, None)
-        for key in [key for key in self._listings if key[0] == handle]:
+        for key in {key for key in (*self._listings, *self._last_listings) if key[0] == handle}:
             self._listings.pop(key, None)
+            self._last_listings.pop(key, None)
+        self._last_fetched.pop(handle, None)
         self._all.clear()
 
     def statistics(self) -> dict[str, int]:

@@ -8,8 +8,14 @@ import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.api.models import Credentials
-from provenafs.blobstore import ExpiredCredentials, Listing, MemoryBlobStore, ObjectInfo
+from provenafs.api.models import Credentials, DatasetRecord
+from provenafs.blobstore import (
+    BlobUnavailable,
+    ExpiredCredentials,
+    Listing,
+    MemoryBlobStore,
+    ObjectInfo,
+)
 from provenafs.catalog import Catalog, DirectoryListing, SingleFlight
 from provenafs.credentials import CredentialBroker
 from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
@@ -269,3 +275,64 @@ def test_single_flight_reruns_after_the_leader_is_cancelled() -> None:
         assert flight.calls == 2
 
     run(body)
+
+
+def test_outages_serve_the_last_values_past_their_ttl() -> None:
+    async def body() -> None:
+        store = FakeDataStore()
+        store.add(REEF)
+        blobs = MemoryBlobStore()
+        blobs.put_blocking(BUCKET, s3_path(REEF) + "a.csv", b"1")
+        catalog, clock, broker = make(store, blobs)
+        record = await catalog.record(REEF)
+        assert len(await catalog.datasets()) == 1
+        assert list((await catalog.listing(record, "")).files) == ["a.csv"]
+        clock.advance(3600)
+        broker.invalidate(REEF)  # so that the listing needs the data store for credentials
+        store.failure = api_errors.Unavailable("data store down")
+        assert await catalog.record(REEF) is record
+        assert len(await catalog.datasets()) == 1
+        assert list((await catalog.listing(record, "")).files) == ["a.csv"]
+        assert catalog.statistics()["stale_served"] == 3
+        with pytest.raises(api_errors.Unavailable):
+            await catalog.record("10378.1/never-seen")
+        store.failure = api_errors.NotFound("gone")
+        with pytest.raises(api_errors.NotFound):  # only outages are papered over
+            await catalog.record(REEF)
+
+    run(body)
+
+
+def test_s3_outage_serves_the_last_listing() -> None:
+    async def body() -> None:
+        store = FakeDataStore()
+        store.add(REEF)
+        blobs = MemoryBlobStore()
+        blobs.put_blocking(BUCKET, s3_path(REEF) + "a.csv", b"1")
+        catalog, clock, _ = make(store, blobs)
+        record = await catalog.record(REEF)
+        with pytest.raises(BlobUnavailable):
+            await _failing_listing(catalog, blobs, record)
+        await catalog.listing(record, "")
+        clock.advance(301)
+        listing = await _failing_listing(catalog, blobs, record)
+        assert list(listing.files) == ["a.csv"]
+
+    run(body)
+
+
+async def _failing_listing(
+    catalog: Catalog, blobs: MemoryBlobStore, record: DatasetRecord
+) -> DirectoryListing:
+    original = blobs.list_prefix
+
+    async def down(
+        creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+    ) -> Listing:
+        raise BlobUnavailable("S3 down")
+
+    blobs.list_prefix = down  # type: ignore[method-assign]
+    try:
+        return await catalog.listing(record, "")
+    finally:
+        blobs.list_prefix = original  # type: ignore[method-assign]
