@@ -229,12 +229,35 @@ class ObjectReader:
 
     async def _get(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` from S3 with the dataset's read credentials and If-Match."""
+        return b"".join(await self._get_blocks(start, end, None))
+
+    async def _get_blocks(self, start: int, end: int, block_size: int | None) -> list[bytes]:
+        """Bytes ``[start, end)`` as pieces of ``block_size`` (one piece if None).
+
+        A store with ``get_blocks`` (``S3BlobStore``) cuts the response body into blocks as it
+        reads it, so a multi-MiB part is never held twice; others are sliced here. Credentials
+        that S3 refuses are renewed once.
+        """
+        get_blocks = getattr(self._store, "get_blocks", None) if block_size else None
         for attempt in range(2):
             creds = await self._broker.read(self._handle)
             try:
-                data = await self._store.get_range(
-                    creds, self._bucket, self._key, start, end, etag=self._etag
-                )
+                if get_blocks is not None:
+                    blocks: list[bytes] = await get_blocks(
+                        creds,
+                        self._bucket,
+                        self._key,
+                        start,
+                        end,
+                        block_size=block_size,
+                        etag=self._etag,
+                    )
+                else:
+                    data = await self._store.get_range(
+                        creds, self._bucket, self._key, start, end, etag=self._etag
+                    )
+                    step = block_size or max(1, len(data))
+                    blocks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
             except (ExpiredCredentials, AccessDenied):
                 if attempt:
                     raise
@@ -242,8 +265,8 @@ class ObjectReader:
                 self._broker.invalidate(self._handle)
                 continue
             self._stats["gets"] += 1
-            self._stats["bytes_fetched"] += len(data)
-            return data
+            self._stats["bytes_fetched"] += sum(len(b) for b in blocks)
+            return blocks
         raise AssertionError("unreachable")
 
     def _block_key(self, index: int) -> BlockKey:
@@ -415,16 +438,16 @@ class ObjectReader:
         start = first * self._block_size
         end = self._block_range(first + len(slots) - 1)[1]
         try:
-            data = await self._get(start, end)
+            blocks = await self._get_blocks(start, end, self._block_size)
         except Exception as exc:  # noqa: BLE001 -- the read that needs the block reports it
             for slot in slots:
                 if not slot.done.is_set():
                     slot.error = exc
                     slot.done.set()
             return
-        self._stats["prefetch_bytes"] += len(data)
+        self._stats["prefetch_bytes"] += sum(len(b) for b in blocks)
         for n, slot in enumerate(slots):
-            block = data[n * self._block_size : (n + 1) * self._block_size]
+            block = blocks[n] if n < len(blocks) else b""
             if not slot.done.is_set():
                 slot.data = block
                 slot.done.set()

@@ -123,6 +123,19 @@ def test_get_range_sends_range_and_if_match() -> None:
     assert trio.run(lambda: store.get_range(CREDS, "b", "k", 5, 5)) == b""
 
 
+def test_get_blocks_cuts_the_body_while_reading() -> None:
+    store, stubber = stubbed_store()
+    body = botocore.response.StreamingBody(io.BytesIO(b"0123456789"), 10)
+    stubber.add_response(
+        "get_object",
+        {"Body": body},
+        {"Bucket": "b", "Key": "k", "Range": "bytes=0-9", "IfMatch": '"e1"'},
+    )
+    blocks = trio.run(lambda: store.get_blocks(CREDS, "b", "k", 0, 10, block_size=4, etag="e1"))
+    assert blocks == [b"0123", b"4567", b"89"]
+    assert store.statistics()["bytes_read"] == 10
+
+
 def test_range_past_the_end_is_empty() -> None:
     store, stubber = stubbed_store()
     stubber.add_client_error("get_object", service_error_code="InvalidRange", http_status_code=416)
