@@ -104,6 +104,7 @@ class BlockCache:
     async def _lead(self, key: BlockKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
         flight = _Flight()
         self._flights[key] = flight
+        fetched = False
         try:
             data = None
             if self._disk is not None:
@@ -114,12 +115,10 @@ class BlockCache:
                 self._stats["misses"] += 1
                 self._stats["fetches"] += 1
                 data = await fetch()
+                fetched = True
                 self._stats["bytes_fetched"] += len(data)
-                if self._disk is not None:
-                    await self._disk.put(key, data)
             self.put(key, data)
             flight.data = data
-            return data
         except Exception as exc:
             self._stats["failures"] += 1
             flight.error = exc
@@ -127,6 +126,9 @@ class BlockCache:
         finally:
             del self._flights[key]
             flight.done.set()
+        if fetched and self._disk is not None:
+            await self._disk.put(key, data)  # after the waiters have their block
+        return data
 
     async def store(self, key: BlockKey, data: bytes) -> None:
         """Keep a block fetched elsewhere (e.g. by a prefetcher) in memory and on disk."""
