@@ -240,7 +240,9 @@ class DataStore:
             locked=self.registry.is_locked(handle),
         )
 
-    def list(self, caller: Caller, request: NoFilterSubtypeListRequest) -> DatasetListResponse:
+    def list_datasets(
+        self, caller: Caller, request: NoFilterSubtypeListRequest
+    ) -> DatasetListResponse:
         try:
             page = self.registry.list_datasets(
                 sort=request.sort_by,
@@ -665,7 +667,7 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.post("/registry/items/list", response_model=DatasetListResponse)
     def list_datasets(request: NoFilterSubtypeListRequest, caller: Reader) -> DatasetListResponse:
-        return store.list(caller, request)
+        return store.list_datasets(caller, request)
 
     @app.post("/registry/items/generate-presigned-url", response_model=PresignedURLResponse)
     def generate_presigned_url(
