@@ -34,16 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command = args[0]
     if command in {"-V", "--version"}:
-        from provenafs import __version__
+        from provenafs import __version__  # noqa: PLC0415
 
         print(__version__)
         return 0
     if command in _SERVER_COMMANDS:
-        from provenafs.server import cli as server_cli
+        from provenafs.server import cli as server_cli  # noqa: PLC0415
 
         return server_cli.main(args[1:])
     if command in _MOUNT_COMMANDS:
-        from provenafs import commands
+        from provenafs import commands  # noqa: PLC0415
 
         return commands.main(command, args[1:])
     print(f"provenafs: unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
@@ -55,7 +55,7 @@ def mount_helper_main(argv: list[str] | None = None) -> int:
 
     ``mount(8)`` calls helpers as ``mount.fuse.provenafs SOURCE MOUNTPOINT [-o OPTS]``.
     """
-    from provenafs import commands
+    from provenafs import commands  # noqa: PLC0415
 
     args = list(sys.argv[1:] if argv is None else argv)
     return commands.main("mount", args)
