@@ -202,7 +202,14 @@ class RefreshingToken:
         generation = self._generation
         async with self._lock:
             if self._current is None or (not self._fresh() and self._generation == generation):
-                await self._exchange()
+                try:
+                    await self._exchange()
+                except Unavailable:
+                    # the realm is down: a token that has not quite expired still serves
+                    current = self._current
+                    if current is None or current.expires_at <= self._clock():
+                        raise
+                    return current.access_token
             assert self._current is not None
             return self._current.access_token
 

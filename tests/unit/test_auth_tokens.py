@@ -24,7 +24,7 @@ from provenafs.api.auth import (
     device_login,
     jwt_expiry,
 )
-from provenafs.api.errors import AuthenticationFailed
+from provenafs.api.errors import AuthenticationFailed, Unavailable
 from provenafs.api.tokens import (
     NotLoggedIn,
     config_dir,
@@ -179,6 +179,33 @@ def test_short_lived_tokens_are_not_refreshed_on_every_call() -> None:
 
     trio.run(main)
     assert realm.issued == 2
+
+
+def test_realm_outage_keeps_a_token_that_has_not_expired() -> None:
+    clock = FakeClock()
+    realm = FakeRealm(clock)
+    down = False
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if down:
+            raise httpx.ConnectError("realm down")
+        return await realm(request)
+
+    async def main() -> None:
+        nonlocal down
+        source = RefreshingToken(
+            REALM, OFFLINE, "c", transport=httpx.MockTransport(handler), clock=clock
+        )
+        token = await source.access_token()
+        down = True
+        clock.now += 290  # 10 s left: due for refresh, the realm is down, the token still works
+        assert await source.access_token() == token
+        clock.now += 20  # expired: now the outage shows
+        with pytest.raises(Unavailable):
+            await source.access_token()
+        await source.aclose()
+
+    trio.run(main)
 
 
 def test_refused_refresh_raises_without_the_token() -> None:
