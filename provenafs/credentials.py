@@ -5,8 +5,10 @@ broker calls the data store only when it holds none, or when what it holds is ne
 ``expiry``: less than max(1 s, 20% of the lifetime seen at issue), capped at 5 minutes, remains.
 So 8-hour credentials are renewed 5 minutes early and a ``--credential-ttl`` of a few seconds
 still works. Fetches are single-flight: N concurrent readers of a dataset cause one API call, and
-a failure reaches every waiter without being cached. ``invalidate`` drops a dataset's credentials
-after S3 said ExpiredCredentials/AccessDenied, so the next call mints new ones.
+a failure reaches every waiter without being cached. If the data store is unreachable while
+the credentials held have not yet expired, they keep being used (renewal is retried every few
+seconds), so cached and in-flight reads survive an outage. ``invalidate`` drops a dataset's
+credentials after S3 said ExpiredCredentials/AccessDenied, so the next call mints new ones.
 
 It runs on the trio thread only (its tables are not locked) and never logs a secret.
 """
@@ -22,6 +24,7 @@ from typing import Literal, Protocol
 
 import trio
 
+from provenafs.api.errors import Unavailable
 from provenafs.api.models import Credentials
 
 __all__ = ["CredentialBroker", "CredentialSource", "refresh_margin"]
@@ -30,6 +33,7 @@ Kind = Literal["read", "write"]
 _MAX_MARGIN = 300.0
 _MIN_MARGIN = 1.0
 _MARGIN_FRACTION = 0.2
+OUTAGE_RETRY_SECONDS = 5.0
 
 
 class CredentialSource(Protocol):
@@ -94,7 +98,7 @@ class CredentialBroker:
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``read_calls``/``write_calls`` (API calls), ``hits``, ``waits``, ``failures``,
-        ``invalidations``, and ``held`` (credential sets cached now)."""
+        ``invalidations``, ``kept_during_outage``, and ``held`` (credential sets cached now)."""
         return {**self._stats, "held": len(self._held)}
 
     async def _get(
@@ -130,6 +134,20 @@ class CredentialBroker:
             self._held[key] = _Held(credentials, expires - refresh_margin(expires - issued))
             flight.result = credentials
             return credentials
+        except Unavailable as exc:
+            self._stats["failures"] += 1
+            held = self._held.get(key)
+            now = self._clock()
+            if held is None or held.credentials.expiry.timestamp() <= now:
+                flight.error = exc
+                raise
+            # the data store is down but what we hold is still valid: keep serving with it,
+            # and try again a little later rather than on every call
+            expires = held.credentials.expiry.timestamp()
+            self._held[key] = _Held(held.credentials, min(expires, now + OUTAGE_RETRY_SECONDS))
+            self._stats["kept_during_outage"] += 1
+            flight.result = held.credentials
+            return held.credentials
         except Exception as exc:
             self._stats["failures"] += 1
             flight.error = exc

@@ -180,3 +180,28 @@ def test_cancelled_leader_hands_over_to_a_waiter() -> None:
 
     trio.run(main)
     assert got == ["read-h-2"]
+
+
+def test_outage_keeps_valid_credentials_and_retries_later() -> None:
+    clock = FakeClock()
+    client = CountingClient(clock, lifetime=100)
+    broker = CredentialBroker(client, clock=clock)
+
+    async def main() -> None:
+        first = await broker.read("h")
+        clock.now += 85  # inside the 20 s refresh margin
+        client.fail_next = 1
+        assert await broker.read("h") == first  # renewal failed: still valid, still used
+        assert await broker.read("h") == first  # and no new call before the retry delay
+        assert client.calls["read"] == 2
+        clock.now += 6
+        second = await broker.read("h")
+        assert second != first
+        assert client.calls["read"] == 3
+        clock.now += 101
+        client.fail_next = 1
+        with pytest.raises(Unavailable):  # expired: the outage shows
+            await broker.read("h")
+
+    trio.run(main)
+    assert broker.statistics()["kept_during_outage"] == 1
