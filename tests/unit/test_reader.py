@@ -442,3 +442,37 @@ def test_a_short_rest_comes_along_with_the_first_read() -> None:
 
     run(body)
     assert setup.store.ranges == [("k", 0, 200 * KiB)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(1, 60_000),
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 64_000), st.integers(1, 9_000)), min_size=1, max_size=4),
+        max_size=12,
+    ),
+)
+def test_concurrent_random_reads_equal_the_source(
+    size: int, batches: list[list[tuple[int, int]]]
+) -> None:
+    setup = Setup(block_size=4 * KiB, cache_bytes=12 * KiB, budget=16 * KiB)
+    data = payload(size, seed=size + 1)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, initial_window=4 * KiB, max_window=16 * KiB)
+
+        async def check(offset: int, length: int) -> None:
+            assert await reader.read(offset, length) == data[offset : offset + length]
+
+        for batch in batches:
+            async with trio.open_nursery() as inner:
+                for offset, length in batch:
+                    inner.start_soon(check, offset, length)
+            for offset in range(0, min(size, 3 * 4 * KiB), 2 * KiB):  # and a sequential run
+                await check(offset, 2 * KiB)
+        await reader.close()
+
+    run(body)
+    assert setup.budget.in_use == 0
+    assert setup.budget.statistics()["peak"] <= 16 * KiB
