@@ -5,9 +5,10 @@
 - ``StaticToken``: a bearer used as is (``PROVENAFS_TOKEN``); nothing to refresh.
 - ``RefreshingToken``: exchanges a refresh (or offline) token at the Keycloak realm's token
   endpoint (``grant_type=refresh_token``, form-encoded) and refreshes when fewer than 30 s of the
-  access token's life remain, reading ``exp`` from the JWT payload without verifying it (the data
-  store verifies). Refreshes are single-flight: N concurrent requests cause one exchange. While
-  the realm is unreachable, a token that has not yet expired keeps being used.
+  access token's life remain (half its life for shorter tokens), reading ``exp`` from the JWT
+  payload without verifying it (the data store verifies). Refreshes are single-flight: N
+  concurrent requests cause one exchange. While the realm is unreachable, a token that has not
+  yet expired keeps being used.
 - ``device_login``: the Keycloak device flow (``provenafs login``), answering a ``TokenSet``.
 
 This module must never log, print or put a token in an exception message or a ``repr``. It runs
