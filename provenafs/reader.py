@@ -51,7 +51,9 @@ class PrefetchBudget:
     """A byte counter shared by all open readers: how much prefetched data may be held at once.
 
     Non-blocking on purpose: a reader that cannot reserve simply prefetches less (its reads fall
-    back to on-demand fetches), so no reader ever waits on another one's budget.
+    back to on-demand fetches), so no reader ever waits on another one's budget. Readers name
+    themselves as ``holder``: while several hold reservations, each may grow only to its fair
+    share (the budget divided among them), so one streaming reader cannot starve the others.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -59,25 +61,38 @@ class PrefetchBudget:
         self._in_use = 0
         self._peak = 0
         self._refused = 0
+        self._held: dict[int, int] = {}  # id(holder) -> bytes reserved
 
     @property
     def in_use(self) -> int:
         return self._in_use
 
-    def try_acquire(self, nbytes: int) -> bool:
-        """Reserve ``nbytes`` if they fit under the budget; False (nothing reserved) if not."""
-        if self._in_use + nbytes > self.max_bytes:
+    def try_acquire(self, nbytes: int, *, holder: object = None) -> bool:
+        """Reserve ``nbytes`` if they fit under the budget (and the holder's fair share)."""
+        held = self._held.get(id(holder), 0) if holder is not None else 0
+        holders = len(self._held) + (holder is not None and held == 0)
+        fair_share = self.max_bytes // max(1, holders)
+        over_share = holder is not None and held > 0 and held + nbytes > fair_share
+        if self._in_use + nbytes > self.max_bytes or over_share:
             self._refused += 1
             return False
         self._in_use += nbytes
         self._peak = max(self._peak, self._in_use)
+        if holder is not None and nbytes:
+            self._held[id(holder)] = held + nbytes
         return True
 
-    def release(self, nbytes: int) -> None:
-        """Hand back bytes reserved with ``try_acquire``."""
+    def release(self, nbytes: int, *, holder: object = None) -> None:
+        """Hand back bytes reserved with ``try_acquire`` (by the same holder)."""
         if nbytes > self._in_use:
             raise RuntimeError("PrefetchBudget released more than was reserved")
         self._in_use -= nbytes
+        if holder is not None:
+            left = self._held.get(id(holder), 0) - nbytes
+            if left > 0:
+                self._held[id(holder)] = left
+            else:
+                self._held.pop(id(holder), None)
 
     def statistics(self) -> Mapping[str, int]:
         return {
@@ -85,6 +100,7 @@ class PrefetchBudget:
             "in_use": self._in_use,
             "peak": self._peak,
             "refused": self._refused,
+            "holders": len(self._held),
         }
 
 
@@ -312,13 +328,13 @@ class ObjectReader:
     def _keep_head(self, start: int, data: bytes) -> None:
         """Hold the ramp's bytes for the next reads, if the budget has room for them."""
         self._drop_head()
-        if self._budget.try_acquire(len(data)):
+        if self._budget.try_acquire(len(data), holder=self):
             self._head = (start, data)
             self._head_reserved = len(data)
 
     def _drop_head(self) -> None:
         if self._head_reserved:
-            self._budget.release(self._head_reserved)
+            self._budget.release(self._head_reserved, holder=self)
         self._head = None
         self._head_reserved = 0
 
@@ -388,7 +404,7 @@ class ObjectReader:
     def _start_part(self, nursery: trio.Nursery, first: int, stop: int) -> bool:
         """Reserve budget for blocks ``[first, stop)`` and start their GET; False if no room."""
         nbytes = self._block_range(stop - 1)[1] - first * self._block_size
-        if not self._budget.try_acquire(nbytes):
+        if not self._budget.try_acquire(nbytes, holder=self):
             return False
         slots = []
         for index in range(first, stop):
@@ -456,7 +472,7 @@ class ObjectReader:
     def _release_slot(self, index: int) -> None:
         slot = self._slots.pop(index)
         if slot.reserved:
-            self._budget.release(slot.reserved)
+            self._budget.release(slot.reserved, holder=self)
             slot.reserved = 0
 
     def _drop_slots_before(self, block: int) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,7 @@ class RecordingStore(MemoryBlobStore):
         super().__init__()
         self.ranges: list[tuple[str, int, int]] = []
         self.fail_with: list[Exception] = []
+        self.latency = 0.0  # seconds per GET (virtual time under MockClock)
 
     async def get_range(
         self,
@@ -47,7 +49,10 @@ class RecordingStore(MemoryBlobStore):
         *,
         etag: str | None = None,
     ) -> bytes:
-        await trio.lowlevel.checkpoint()
+        if self.latency:
+            await trio.sleep(self.latency)
+        else:
+            await trio.lowlevel.checkpoint()
         if self.fail_with:
             raise self.fail_with.pop(0)
         self.ranges.append((key, start, end))
@@ -100,12 +105,12 @@ class Setup:
         return sum(end - start for k, start, end in self.store.ranges if key in (None, k))
 
 
-def run(body: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+def run(body: Callable[[trio.Nursery], Awaitable[None]], *, virtual_time: bool = False) -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await body(nursery)
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0) if virtual_time else None)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -426,7 +431,29 @@ def test_prefetch_budget_accounting() -> None:
     budget.release(100)
     with pytest.raises(RuntimeError):
         budget.release(1)
-    assert budget.statistics() == {"max_bytes": 100, "in_use": 0, "peak": 100, "refused": 1}
+    assert budget.statistics() == {
+        "max_bytes": 100,
+        "in_use": 0,
+        "peak": 100,
+        "refused": 1,
+        "holders": 0,
+    }
+
+
+def test_prefetch_budget_fair_shares() -> None:
+    budget = PrefetchBudget(100)
+    first, second = object(), object()
+    assert budget.try_acquire(80, holder=first)  # alone: may take most of it
+    assert budget.try_acquire(20, holder=second)  # a newcomer always gets a first part
+    assert not budget.try_acquire(10, holder=first)  # over its half now
+    budget.release(50, holder=first)
+    assert budget.try_acquire(20, holder=second)  # 40 <= 50: within its share
+    assert not budget.try_acquire(20, holder=second)  # 60 > 50
+    assert budget.try_acquire(10, holder=first)  # 40 <= 50
+    budget.release(40, holder=first)
+    budget.release(40, holder=second)
+    assert budget.statistics()["holders"] == 0
+    assert budget.in_use == 0
 
 
 def test_a_short_rest_comes_along_with_the_first_read() -> None:
@@ -476,3 +503,38 @@ def test_concurrent_random_reads_equal_the_source(
     run(body)
     assert setup.budget.in_use == 0
     assert setup.budget.statistics()["peak"] <= 16 * KiB
+
+
+def test_two_streaming_readers_share_the_budget() -> None:
+    setup = Setup(block_size=256 * KiB, cache_bytes=MiB, budget=8 * MiB)
+    files = {name: payload(24 * MiB, seed=n) for n, name in enumerate(("a", "b"))}
+    for key, data in files.items():
+        setup.put(key, data)
+    setup.store.latency = 0.05  # slow GETs: prefetch holds its reservations for a while
+    stats: dict[str, dict[str, int]] = {}
+
+    async def body(nursery: trio.Nursery) -> None:
+        a_is_streaming = trio.Event()
+
+        async def stream(key: str) -> None:
+            if key == "b":
+                await a_is_streaming.wait()  # "a" holds the whole budget when "b" starts
+            reader = setup.reader(key, nursery, max_window=8 * MiB, max_part=MiB)
+            out = bytearray()
+            for offset in range(0, len(files[key]), 128 * KiB):
+                out += await reader.read(offset, 128 * KiB)
+                if offset == 8 * MiB:
+                    a_is_streaming.set()
+            stats[key] = dict(reader.statistics())
+            await reader.close()
+            assert bytes(out) == files[key]
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(stream, "a")
+            inner.start_soon(stream, "b")
+
+    run(body, virtual_time=True)
+    # neither reader is starved: most of each file arrives through its own prefetch
+    for key in files:
+        assert stats[key]["prefetch_bytes"] >= 20 * MiB, stats
+    assert setup.budget.in_use == 0
