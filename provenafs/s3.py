@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import hashlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -390,6 +391,68 @@ class S3BlobStore:
         if size <= part_size:
             data = await trio.to_thread.run_sync(path.read_bytes, limiter=self._limiter)
             return await self.put_object(creds, bucket, key, data)
+
+        def read_part(offset: int) -> Callable[[], bytes]:
+            def read() -> bytes:
+                with path.open("rb") as file:
+                    file.seek(offset)
+                    return file.read(part_size)
+
+            return read
+
+        async def parts() -> AsyncIterator[Callable[[], bytes]]:
+            for offset in range(0, size, part_size):
+                yield read_part(offset)
+
+        return await self._multipart(creds, bucket, key, parts())
+
+    async def upload_stream(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        part_size: int = MULTIPART_THRESHOLD,
+    ) -> str:
+        """Upload the concatenation of ``chunks``: one PUT if it fits in a part, else multipart.
+
+        At most one part (plus one chunk) is held in memory. Answers the ETag (without quotes).
+        """
+        iterator = aiter(chunks)
+        buffer = bytearray()
+        ended = False
+        while len(buffer) <= part_size:
+            try:
+                buffer += await anext(iterator)
+            except StopAsyncIteration:
+                ended = True
+                break
+        if ended:
+            return await self.put_object(creds, bucket, key, bytes(buffer))
+
+        async def parts() -> AsyncIterator[Callable[[], bytes]]:
+            nonlocal buffer
+            finished = False
+            while buffer:
+                while not finished and len(buffer) < part_size:
+                    try:
+                        buffer += await anext(iterator)
+                    except StopAsyncIteration:
+                        finished = True
+                part, buffer = bytes(buffer[:part_size]), buffer[part_size:]
+                yield functools.partial(bytes, part)
+
+        return await self._multipart(creds, bucket, key, parts())
+
+    async def _multipart(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        bodies: AsyncIterator[Callable[[], bytes]],
+    ) -> str:
+        """One multipart upload; each body is produced and sent in one thread hop."""
         what = f"upload s3://{bucket}/{key}"
 
         def create(client: S3Client) -> str:
@@ -398,24 +461,22 @@ class S3BlobStore:
         upload_id = await self._run(creds, create, what, read_only=False)
         try:
             parts: list[dict[str, Any]] = []
-            for number, offset in enumerate(range(0, size, part_size), start=1):
+            number = 0
+            async for body in bodies:
+                number += 1
 
-                def send(client: S3Client, number: int = number, offset: int = offset) -> str:
-                    with path.open("rb") as file:
-                        file.seek(offset)
-                        chunk = file.read(part_size)
+                def send(
+                    client: S3Client, number: int = number, body: Callable[[], bytes] = body
+                ) -> tuple[str, int]:
+                    chunk = body()
                     answer = client.upload_part(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
                     )
-                    return str(answer["ETag"])
+                    return str(answer["ETag"]), len(chunk)
 
-                part_etag = await self._run(creds, send, what, read_only=False)
+                part_etag, sent = await self._run(creds, send, what, read_only=False)
                 parts.append({"PartNumber": number, "ETag": part_etag})
-                self._stats["bytes_written"] += min(part_size, size - offset)
+                self._stats["bytes_written"] += sent
 
             def complete(client: S3Client) -> str:
                 answer = client.complete_multipart_upload(

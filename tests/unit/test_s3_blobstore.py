@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 import trio
+import trio.lowlevel
 from botocore.stub import Stubber
 
 from provenafs.api.models import Credentials
@@ -424,3 +425,45 @@ def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> 
         assert budget.statistics()["peak"] <= 2 << 20
 
     trio.run(main)
+
+
+@pytest.mark.s3
+def test_real_upload_stream(real_s3: RealS3) -> None:
+    rng = random.Random(5)
+    big = rng.randbytes(12 << 20)
+    cuts = sorted(rng.sample(range(1, len(big)), 40))
+    pieces = [big[a:b] for a, b in zip([0, *cuts], [*cuts, len(big)], strict=True)]
+
+    async def stream(chunks: list[bytes]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            await trio.lowlevel.checkpoint()
+            yield chunk
+
+    async def main() -> None:
+        s3, w, bucket = real_s3.store, real_s3.write, real_s3.bucket
+        before = s3.statistics()["requests"]
+        await s3.upload_stream(
+            w, bucket, PREFIX + "stream/big.bin", stream(pieces), part_size=5 << 20
+        )
+        assert s3.statistics()["requests"] - before == 5  # create, 3 parts, complete
+        await s3.upload_stream(w, bucket, PREFIX + "stream/small.txt", stream([b"a", b"b"]))
+        await s3.upload_stream(w, bucket, PREFIX + "stream/empty", stream([]))
+
+        class Broken(Exception):
+            pass
+
+        async def failing() -> AsyncIterator[bytes]:
+            yield big[: 6 << 20]
+            raise Broken
+
+        with pytest.raises(Broken):
+            await s3.upload_stream(
+                w, bucket, PREFIX + "stream/broken", failing(), part_size=5 << 20
+            )
+        with pytest.raises(NoSuchKey):
+            await s3.head(w, bucket, PREFIX + "stream/broken")
+
+    trio.run(main)
+    assert real_s3.admin.get_object(PREFIX + "stream/big.bin") == big
+    assert real_s3.admin.get_object(PREFIX + "stream/small.txt") == b"ab"
+    assert real_s3.admin.get_object(PREFIX + "stream/empty") == b""
