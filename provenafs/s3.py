@@ -17,13 +17,14 @@ quotes. Secrets never appear in a message, a log line or a ``repr``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import logging
 import random
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -501,6 +502,97 @@ class S3BlobStore:
             await self._run(creds, abort, f"abort upload s3://{bucket}/{key}", read_only=False)
         except BlobError as exc:
             log.warning("could not abort a failed multipart upload: %s", exc)
+
+    async def create_multipart(self, creds: Credentials, bucket: str, key: str) -> str:
+        """Start a multipart upload; answers its upload id."""
+
+        def create(client: S3Client) -> str:
+            return str(client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+
+        return await self._run(creds, create, f"upload s3://{bucket}/{key}", read_only=False)
+
+    async def upload_part(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        *,
+        number: int,
+        data: bytes,
+    ) -> str:
+        """Send part ``number`` (1-based) of an upload in one thread hop; answers its ETag."""
+
+        def send(client: S3Client) -> str:
+            answer = client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+            return _etag(answer.get("ETag"))
+
+        etag = await self._run(
+            creds, send, f"upload part {number} s3://{bucket}/{key}", read_only=False
+        )
+        self._stats["bytes_written"] += len(data)
+        return etag
+
+    async def complete_multipart(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+    ) -> str:
+        """Join the parts ``(number, etag)`` into the object; answers its ETag."""
+        listed = [{"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in parts]
+
+        def complete(client: S3Client) -> str:
+            answer = client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},  # type: ignore[typeddict-item]
+            )
+            return _etag(answer.get("ETag"))
+
+        return await self._run(creds, complete, f"complete s3://{bucket}/{key}", read_only=False)
+
+    async def abort_multipart(
+        self, creds: Credentials, bucket: str, key: str, upload_id: str
+    ) -> None:
+        """Drop an unfinished upload and its parts (an unknown upload id is not an error)."""
+
+        def abort(client: S3Client) -> None:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+        with contextlib.suppress(NoSuchKey):
+            await self._run(creds, abort, f"abort upload s3://{bucket}/{key}", read_only=False)
+
+    async def list_multipart_uploads(
+        self, creds: Credentials, bucket: str, prefix: str
+    ) -> list[tuple[str, str]]:
+        """Unfinished uploads under ``prefix`` as ``(key, upload_id)``, every page joined."""
+        found: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **markers}
+
+            def page(client: S3Client, kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
+                return dict(client.list_multipart_uploads(**kwargs))
+
+            answer = await self._run(creds, page, f"list uploads s3://{bucket}/{prefix}")
+            found += [
+                (str(upload["Key"]), str(upload["UploadId"]))
+                for upload in answer.get("Uploads", ())
+            ]
+            key_marker = answer.get("NextKeyMarker")
+            upload_marker = answer.get("NextUploadIdMarker")
+            if not answer.get("IsTruncated") or not (key_marker or upload_marker):
+                return found
+            markers = {
+                "KeyMarker": str(key_marker or ""),
+                "UploadIdMarker": str(upload_marker or ""),
+            }
 
     async def delete(self, creds: Credentials, bucket: str, key: str) -> None:
         """Delete one object (deleting an absent key succeeds, as in S3)."""
