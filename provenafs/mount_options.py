@@ -73,6 +73,7 @@ _VALUE_KEYS = frozenset(
         "uid",
         "gid",
         "offline_token_file",
+        "metadata_reason",
     }
 )
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -101,6 +102,8 @@ class MountOptions:
     gid: int
     offline_token_file: Path | None
     extra: Mapping[str, str]  # accepted standard keys (auto_unmount, x-systemd.*, ...)
+    # The reason sent with sidecar metadata edits that set none (no commas: -o splits on them).
+    metadata_reason: str | None = None
 
 
 def parse_size(text: str) -> int:
@@ -221,4 +224,5 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         gid=_parse_id("gid", values["gid"]) if "gid" in values else os.getgid(),
         offline_token_file=Path(token_file).expanduser() if token_file else None,
         extra=MappingProxyType(extra),
+        metadata_reason=values.get("metadata_reason", "").strip() or None,
     )
