@@ -18,6 +18,7 @@ reference (pyfuse3 answers readdir with readdirplus). An adapter that cannot sen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -42,6 +43,14 @@ from provenafs.inodes import InodeTable, NodeId, NodeKind
 from provenafs.mount_options import MountOptions
 from provenafs.namespace import Namespace
 from provenafs.reader import ObjectReader, PrefetchBudget
+from provenafs.sidecar_edit import (
+    REASON_XATTR,
+    MetadataApi,
+    SidecarBuffer,
+    SidecarEditor,
+    can_edit_metadata,
+    parse_reason,
+)
 from provenafs.sidecars import SidecarRenderer
 
 __all__ = [
@@ -222,6 +231,17 @@ class Filesystem:
         self._files: dict[int, _ReaderHandle | _BytesHandle] = {}
         self._nursery: trio.Nursery | None = None
         self._status_snapshot: bytes | None = None
+        # Metadata edits through sidecars (sidecar_edit): one editor, and the write buffer of
+        # every sidecar open for writing by its fh (a client without update-metadata: none).
+        self._sidecar_editor: SidecarEditor | None = None
+        if isinstance(client, MetadataApi):
+            self._sidecar_editor = SidecarEditor(
+                client,
+                self._catalog,
+                default_reason=options.metadata_reason,
+                on_changed=self._metadata_changed,
+            )
+        self._sidecar_writes: dict[int, SidecarBuffer] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -295,8 +315,12 @@ class Filesystem:
             mode = stat.S_IFDIR | (_DIR_MODE if readable else _NO_DATA_DIR_MODE)
             return self._make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
         if kind is NodeKind.SIDECAR:
-            size = len(self._sidecars.render(record))
-            return self._make(stat.S_IFREG | _FILE_MODE, size, mtime, SHORT_TIMEOUT)
+            # An editable sidecar's attributes are never cached by the kernel: an edit through
+            # this mount changes its size at once.
+            size = self._sidecar_size(record)
+            timeout = 0.0 if self._sidecar_writable(record) else SHORT_TIMEOUT
+            mode = stat.S_IFREG | self._sidecar_mode(record)
+            return self._make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
         if kind is NodeKind.LATEST_LINK:
             target = await self._namespace.link_target(node)
             return self._make(stat.S_IFLNK | _LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
@@ -321,8 +345,9 @@ class Filesystem:
             mode = _NO_DATA_DIR_MODE if readable is False else _DIR_MODE
             return self._make(stat.S_IFDIR | mode, 0, mtime, 0.0)
         if node.kind is NodeKind.SIDECAR:
-            size = len(self._sidecars.render(record)) if record else 0
-            return self._make(stat.S_IFREG | _FILE_MODE, size, mtime, 0.0)
+            size = self._sidecar_size(record) if record else 0
+            mode = self._sidecar_mode(record) if record else _FILE_MODE
+            return self._make(stat.S_IFREG | mode, size, mtime, 0.0)
         return self._make(stat.S_IFLNK | _LINK_MODE, 0, mtime, 0.0)
 
     def _make(
@@ -398,6 +423,8 @@ class Filesystem:
     @_translate_errors
     async def open(self, inode: int, flags: int, ctx: Caller) -> OpenFile:
         node = self._inodes.node(inode)
+        if node.kind is NodeKind.SIDECAR and flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
+            return await self._open_sidecar_for_writing(node, flags)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise FsError(errno.EROFS, "the mount is read-only")
         if node.kind.is_directory:
@@ -425,6 +452,9 @@ class Filesystem:
 
     @_translate_errors
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        sidecar = self._sidecar_writes.get(fh)
+        if sidecar is not None:
+            return sidecar.read(max(offset, 0), max(size, 0))
         handle = self._files.get(fh)
         if handle is None:
             raise FsError(errno.EBADF, "unknown file handle")
@@ -435,15 +465,25 @@ class Filesystem:
         return await handle.reader.read(offset, size)
 
     async def release(self, fh: int) -> None:
+        sidecar = self._sidecar_writes.pop(fh, None)
+        if sidecar is not None:
+            await self._release_sidecar(sidecar)
+            return
         handle = self._files.pop(fh, None)
         if isinstance(handle, _ReaderHandle):
             await handle.reader.close()
 
     async def flush(self, fh: int) -> None:
-        """Nothing is buffered for writing yet."""
+        """A written sidecar is committed here, so that ``close()`` returns the outcome."""
+        sidecar = self._sidecar_writes.get(fh)
+        if sidecar is not None:
+            await self._commit_sidecar(sidecar)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        """Nothing is buffered for writing yet."""
+        """A written sidecar is committed here too (editors fsync before they close)."""
+        sidecar = self._sidecar_writes.get(fh)
+        if sidecar is not None:
+            await self._commit_sidecar(sidecar)
 
     def _object_reader(self, record: DatasetRecord, info: ObjectInfo) -> FileReader:
         return ObjectReader(
@@ -463,6 +503,115 @@ class Filesystem:
         fh = self._next_fh
         self._next_fh += 1
         return fh
+
+    # --- sidecar edits (provenafs.sidecar_edit) ------------------------------------------
+
+    @property
+    def sidecar_editor(self) -> SidecarEditor | None:
+        """Metadata edits and reverts; ``None`` when the client cannot update metadata."""
+        return self._sidecar_editor
+
+    def _sidecar_writable(self, record: DatasetRecord) -> bool:
+        return (
+            self._sidecar_editor is not None
+            and not self._options.read_only
+            and can_edit_metadata(record)
+        )
+
+    def _sidecar_mode(self, record: DatasetRecord) -> int:
+        """``rw-r--r--`` where an edit can succeed, else ``r--r--r--``."""
+        return _FILE_MODE | (stat.S_IWUSR if self._sidecar_writable(record) else 0)
+
+    def _sidecar_size(self, record: DatasetRecord) -> int:
+        """The record's sidecar size, or that of the newest unsaved edit of it."""
+        for buffer in reversed(self._sidecar_writes.values()):
+            if buffer.handle == record.handle and buffer.dirty:
+                return len(buffer)
+        return len(self._sidecars.render(record))
+
+    async def _require_sidecar_writable(self, handle: str) -> SidecarEditor:
+        if self._options.read_only:
+            raise FsError(errno.EROFS, "the mount is read-only (mount with -o rw to edit)")
+        record = await self._catalog.record(handle)
+        if self._sidecar_editor is None or not self._sidecar_writable(record):
+            why = "locked" if record.locked else "needs item role metadata-write or admin"
+            raise FsError(errno.EACCES, f"the metadata of {handle} cannot be edited ({why})")
+        return self._sidecar_editor
+
+    async def _open_sidecar_for_writing(self, node: NodeId, flags: int) -> OpenFile:
+        await self._require_sidecar_writable(node.handle)
+        truncate = bool(flags & os.O_TRUNC)
+        initial = (
+            b"" if truncate else self._sidecars.render(await self._catalog.record(node.handle))
+        )
+        fh = self._new_fh()
+        self._sidecar_writes[fh] = SidecarBuffer(node.handle, initial, dirty=truncate)
+        return OpenFile(fh, keep_cache=False, direct_io=True)
+
+    async def _commit_sidecar(self, buffer: SidecarBuffer) -> None:
+        """Commit a dirty buffer once; later flushes repeat a failure without another call."""
+        if not buffer.dirty:
+            if buffer.failure is not None:
+                raise FsError(buffer.failure.errno, buffer.failure.message)
+            return
+        buffer.dirty = False
+        editor = self._sidecar_editor
+        if editor is None:
+            buffer.failure = FsError(errno.EACCES, "metadata edits are not available")
+            raise buffer.failure
+        try:
+            await editor.commit(buffer.handle, buffer.contents(), None)
+        except FsError as exc:
+            buffer.failure = exc
+            raise
+
+    async def _release_sidecar(self, buffer: SidecarBuffer) -> None:
+        """A buffer never flushed (no close seen) is committed now; failures only reach the log."""
+        if not buffer.dirty:
+            return
+        with contextlib.suppress(FsError):  # logged once by the editor
+            await self._commit_sidecar(buffer)
+
+    @_translate_errors
+    async def _truncate_sidecar(self, inode: int, size: int, fh: int | None) -> Attributes:
+        """``ftruncate``/``truncate`` of a sidecar: resize its open write buffer(s)."""
+        node = self._inodes.node(inode)
+        await self._require_sidecar_writable(node.handle)
+        buffer = self._sidecar_writes.get(fh) if fh is not None else None
+        buffers = (
+            [buffer]
+            if buffer is not None
+            else [b for b in self._sidecar_writes.values() if b.handle == node.handle]
+        )
+        if not buffers:
+            # A truncate with no writer open is a whole new (cut) document: commit it now.
+            record = await self._catalog.record(node.handle)
+            data = self._sidecars.render(record)
+            cut = SidecarBuffer(node.handle, data)
+            cut.truncate(size)
+            await self._commit_sidecar(cut)
+        for each in buffers:
+            each.truncate(size)
+        return await self.getattr(inode, Caller(0, 0, 0))
+
+    @_translate_errors
+    async def _set_sidecar_reason(self, node: NodeId, name: str, value: bytes | None) -> None:
+        """Set (or with ``None`` remove) the reason of the next edit of a sidecar."""
+        if name != REASON_XATTR:
+            raise FsError(errno.ENOTSUP, f"sidecars accept only the {REASON_XATTR} attribute")
+        editor = await self._require_sidecar_writable(node.handle)
+        if value is None and editor.reason_for(node.handle) is None:
+            raise FsError(errno.ENODATA, f"no attribute {name!r}")
+        editor.set_reason(node.handle, None if value is None else parse_reason(value))
+
+    async def _metadata_changed(self, handle: str) -> None:
+        """After an edit or a revert: the catalog has forgotten *handle* (the editor did that).
+
+        Editable sidecars' attributes are never cached by the kernel, an open sidecar keeps its
+        snapshot, so nothing else is stale; dataset dirs refresh their mtime within
+        ``SHORT_TIMEOUT``.
+        """
+        self._status_snapshot = None
 
     # --- links, xattrs, access, statfs ---------------------------------------------------
 
@@ -512,15 +661,21 @@ class Filesystem:
                 "user.s3.etag": info.etag,
                 "user.s3.key": info.key,
             }
-        if kind in (NodeKind.DATASET_SUBDIR, NodeKind.SIDECAR, NodeKind.LATEST_LINK):
+        if kind is NodeKind.SIDECAR:
+            reason = self._sidecar_editor and self._sidecar_editor.reason_for(node.handle)
+            return {
+                "user.provena.handle": node.handle,
+                **({REASON_XATTR: reason} if reason else {}),
+            }
+        if kind in (NodeKind.DATASET_SUBDIR, NodeKind.LATEST_LINK):
             return {"user.provena.handle": node.handle}
         return {}
 
     @_translate_errors
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
         attributes = await self.getattr(inode, ctx)
-        if mode & os.W_OK:
-            raise FsError(errno.EROFS, "the mount is read-only")
+        if mode & os.W_OK and not attributes.mode & stat.S_IWUSR:
+            raise FsError(errno.EROFS if self._options.read_only else errno.EACCES, "not writable")
         if mode & os.R_OK and not attributes.mode & stat.S_IROTH:
             raise FsError(errno.EACCES, "not readable")
         if mode & os.X_OK and not attributes.mode & stat.S_IXOTH:
@@ -617,16 +772,27 @@ class Filesystem:
         Changes are named either by value (``uid=``, ``atime_ns=``, ...) or as flags
         (``times=True``, ``owner=True``); both forms are accepted.
         """
+        if size is not None and self._inodes.node(inode).kind is NodeKind.SIDECAR:
+            return await self._truncate_sidecar(inode, size, fh)
         values = (size, mode, uid, gid, atime_ns, mtime_ns)
         if times or owner or any(value is not None for value in values):
             raise FsError(errno.EROFS, "the mount is read-only")
         return await self.getattr(inode, ctx or Caller(0, 0, 0))
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
+        sidecar = self._sidecar_writes.get(fh)
+        if sidecar is not None:
+            return sidecar.write(offset, data)
         raise FsError(errno.EROFS, "the mount is read-only")
 
     async def setxattr(self, inode: int, name: str, value: bytes, ctx: Caller) -> None:
+        node = self._inodes.node(inode)
+        if node.kind is NodeKind.SIDECAR:
+            return await self._set_sidecar_reason(node, name, value)
         raise FsError(errno.EROFS, "the mount is read-only")
 
     async def removexattr(self, inode: int, name: str, ctx: Caller) -> None:
+        node = self._inodes.node(inode)
+        if node.kind is NodeKind.SIDECAR:
+            return await self._set_sidecar_reason(node, name, None)
         raise FsError(errno.EROFS, "the mount is read-only")
