@@ -7,7 +7,11 @@
 Unknown keys are an error with a clear message, never silently dropped.
 
 Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch. The
-mount is read-only (``ro``) unless ``-o rw`` is given: writes are a later issue.
+mount is read-write (drafts become new versions, SPEC §3); ``-o ro`` makes it read-only.
+Write-side keys: ``writes=draft|in-place``, ``state_dir=`` (where drafts live; default
+``$XDG_STATE_HOME/provenafs``), ``publish_delay=`` (seconds of quiet before a draft publishes
+itself; 0 = never), ``on_unmount=publish|refuse``, ``reason=`` (the reason of published
+versions) and ``metadata_reason=`` (of metadata edits).
 This module only parses: it must not touch the filesystem, the network or the environment
 beyond the caller's uid/gid defaults, and never reads a token file (it only names it).
 """
@@ -62,6 +66,8 @@ _PASSTHROUGH_KEYS = frozenset(
     }
 )
 _FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug"})
+WRITE_MODES = ("draft", "in-place")
+ON_UNMOUNT = ("publish", "refuse")
 _VALUE_KEYS = frozenset(
     {
         "cache_dir",
@@ -74,6 +80,11 @@ _VALUE_KEYS = frozenset(
         "gid",
         "offline_token_file",
         "metadata_reason",
+        "writes",
+        "state_dir",
+        "publish_delay",
+        "on_unmount",
+        "reason",
     }
 )
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -104,6 +115,12 @@ class MountOptions:
     extra: Mapping[str, str]  # accepted standard keys (auto_unmount, x-systemd.*, ...)
     # The reason sent with sidecar metadata edits that set none (no commas: -o splits on them).
     metadata_reason: str | None = None
+    # The write side of drafts (issue 4); defaults keep older constructors working.
+    write_mode: str = "draft"  # "draft": changes become a new version; "in-place": SPEC §3
+    state_dir: Path | None = None  # drafts live in <state_dir>/drafts/<hash of source>
+    publish_delay: float = 300.0  # seconds without writers or changes before a draft publishes
+    on_unmount: str = "publish"  # "publish" pending drafts at unmount, or "refuse" to unmount
+    reason: str | None = None  # reason of published versions (else a generated summary)
 
 
 def parse_size(text: str) -> int:
@@ -203,6 +220,17 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
     if {"ro", "rw"} <= flags:
         raise MountOptionsError("-o ro and -o rw contradict each other")
 
+    write_mode = values.get("writes", "draft")
+    if write_mode not in WRITE_MODES:
+        raise MountOptionsError(
+            f"-o writes= is one of {', '.join(WRITE_MODES)}, got {write_mode!r}"
+        )
+    on_unmount = values.get("on_unmount", "publish")
+    if on_unmount not in ON_UNMOUNT:
+        raise MountOptionsError(
+            f"-o on_unmount= is one of {', '.join(ON_UNMOUNT)}, got {on_unmount!r}"
+        )
+    state_dir = values.get("state_dir")
     cache_dir = values.get("cache_dir")
     token_file = values.get("offline_token_file")
     return MountOptions(
@@ -217,12 +245,15 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         metadata_ttl=_parse_seconds("metadata_ttl", values.get("metadata_ttl", "30")),
         listing_ttl=_parse_seconds("listing_ttl", values.get("listing_ttl", "300")),
         allow_other="allow_other" in flags,
-        # Writes are not implemented yet: the mount is read-only unless ``-o rw`` asks otherwise
-        # (and even then the core refuses every change with EROFS until the write issue).
-        read_only="rw" not in flags,
+        read_only="ro" in flags,
         uid=_parse_id("uid", values["uid"]) if "uid" in values else os.getuid(),
         gid=_parse_id("gid", values["gid"]) if "gid" in values else os.getgid(),
         offline_token_file=Path(token_file).expanduser() if token_file else None,
         extra=MappingProxyType(extra),
         metadata_reason=values.get("metadata_reason", "").strip() or None,
+        write_mode=write_mode,
+        state_dir=Path(state_dir).expanduser() if state_dir else None,
+        publish_delay=_parse_seconds("publish_delay", values.get("publish_delay", "300")),
+        on_unmount=on_unmount,
+        reason=values.get("reason", "").strip() or None,
     )

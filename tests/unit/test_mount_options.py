@@ -26,8 +26,26 @@ def test_defaults_with_only_a_mountpoint() -> None:
     assert options.prefetch_budget == 64 << 20
     assert (options.uid, options.gid) == (os.getuid(), os.getgid())
     assert not options.allow_other
-    assert options.read_only  # until writes land
+    assert not options.read_only  # writes become drafts unless -o ro
     assert dict(options.extra) == {}
+    assert options.write_mode == "draft" and options.on_unmount == "publish"
+    assert options.state_dir is None and options.reason is None
+    assert options.publish_delay == 300.0
+
+
+def test_write_side_keys() -> None:
+    options = parse_mount_args(
+        [
+            "/mnt/p",
+            "-o",
+            "writes=in-place,state_dir=~/state,publish_delay=0,on_unmount=refuse,reason=nightly",
+        ]
+    )
+    assert options.write_mode == "in-place"
+    assert options.state_dir == Path("~/state").expanduser()
+    assert options.publish_delay == 0.0
+    assert options.on_unmount == "refuse"
+    assert options.reason == "nightly"
 
 
 def test_every_key() -> None:
@@ -107,6 +125,8 @@ def test_debug_flag_implies_foreground() -> None:
         ([], "usage"),
         (["a", "b", "c"], "usage"),
         (["ftp://host", "/mnt/p"], "http(s) URL"),
+        (["/mnt/p", "-o", "writes=sometimes"], "-o writes= is one of draft, in-place"),
+        (["/mnt/p", "-o", "on_unmount=maybe"], "-o on_unmount= is one of publish, refuse"),
     ],
 )
 def test_errors_are_clear(argv: list[str], message: str) -> None:
