@@ -5,6 +5,11 @@ inside that dataset or its name). While the kernel holds a reference (lookup cou
 the same ``NodeId`` keeps the same number; once the kernel forgets it the number is retired for
 good, so a number is never reused for another node. Inode 1 is the root and is never forgotten.
 
+Renames keep numbers: ``rename`` moves a node (and, for a directory, every node below it) to its
+new path with its number and lookup count, and ``detach`` moves a node that is unlinked, or
+replaced by a rename, to a private name (``ORPHAN_MARK`` + number) where open files still find
+it, so a new node at the old path gets a new number.
+
 This module does no I/O and knows nothing about datasets beyond the strings in ``NodeId``.
 It is touched only from the trio thread.
 """
@@ -17,9 +22,10 @@ import errno
 
 from provenafs.errors import FsError
 
-__all__ = ["ROOT_INODE", "InodeTable", "NodeId", "NodeKind"]
+__all__ = ["ORPHAN_MARK", "ROOT_INODE", "InodeTable", "NodeId", "NodeKind"]
 
 ROOT_INODE = 1
+ORPHAN_MARK = "\x00orphan/"  # path prefix of detached nodes: no real path contains NUL
 
 
 class NodeKind(enum.Enum):
@@ -54,6 +60,9 @@ _DIRECTORY_KINDS = frozenset(
         NodeKind.CONTROL_DIR,
     }
 )
+
+
+_DATASET_CONTENT_KINDS = (NodeKind.DATASET_FILE, NodeKind.DATASET_SUBDIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +133,63 @@ class InodeTable:
         node = self._node_by_inode.pop(inode)
         del self._inode_by_node[node]
         self._retired += 1
+
+    def find(self, node: NodeId) -> int | None:
+        """The inode number of *node* if it has one (nothing is assigned)."""
+        return self._inode_by_node.get(node)
+
+    def detach(self, node: NodeId) -> NodeId | None:
+        """Move *node* to a private orphan name, keeping its number; the new name, if known."""
+        inode = self._inode_by_node.pop(node, None)
+        if inode is None:
+            return None
+        orphan = dataclasses.replace(node, path=f"{ORPHAN_MARK}{inode}")
+        self._inode_by_node[orphan] = inode
+        self._node_by_inode[inode] = orphan
+        return orphan
+
+    def rename(self, handle: str, old_path: str, new_path: str) -> list[NodeId]:
+        """Move the dataset nodes at and below *old_path* to *new_path*, keeping their numbers.
+
+        Nodes already at the new paths are detached first (a rename over them). Returns the
+        detached nodes' orphan names.
+        """
+
+        def moved(path: str) -> str | None:
+            if path == old_path:
+                return new_path
+            if path.startswith(old_path + "/"):
+                return new_path + path[len(old_path) :]
+            return None
+
+        sources = [
+            (node, inode, target)
+            for node, inode in self._inode_by_node.items()
+            if node.handle == handle
+            and node.kind in _DATASET_CONTENT_KINDS
+            and (target := moved(node.path)) is not None
+        ]
+        orphans: list[NodeId] = []
+        for node, _, target in sources:
+            for kind in _DATASET_CONTENT_KINDS:
+                occupant = NodeId(kind, handle, target)
+                if occupant != node and occupant not in {s[0] for s in sources}:
+                    orphan = self.detach(occupant)
+                    if orphan is not None:
+                        orphans.append(orphan)
+        for node, _, _ in sources:
+            del self._inode_by_node[node]
+        for node, inode, target in sources:
+            renamed = dataclasses.replace(node, path=target)
+            self._inode_by_node[renamed] = inode
+            self._node_by_inode[inode] = renamed
+        return orphans
+
+    def nodes_of(self, handle: str) -> list[tuple[NodeId, int]]:
+        """Every numbered node of the dataset *handle* (for cache invalidation)."""
+        return [
+            (node, inode) for node, inode in self._inode_by_node.items() if node.handle == handle
+        ]
 
     def lookup_count(self, inode: int) -> int:
         return self._lookups.get(inode, 0)

@@ -15,6 +15,9 @@ Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed h
 ``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
 no lookup except in ``by-name`` needs the full dataset list.
 
+Inside a dataset with a draft (``provenafs.drafts``), the draft's overlay decides first: its
+entries add, replace and hide names; where it has nothing to say the base listing answers.
+
 This module decides names and kinds only: attributes, permissions and handles live in
 ``filesystem``, caching in ``catalog``. No pyfuse3, no blocking calls; trio thread only.
 """
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
 from provenafs.catalog import NAME_MAX, Catalog
+from provenafs.drafts import DirectoryEntry, Draft, Whiteout, join
 from provenafs.errors import FsError
 from provenafs.inodes import NodeId, NodeKind
 
@@ -105,8 +109,11 @@ def by_name_entries(records: Iterable[DatasetRecord]) -> dict[str, str]:
 class Namespace:
     """Resolves names under nodes and lists nodes' children, fetching through the catalog."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self, catalog: Catalog, drafts: Callable[[str], Draft | None] | None = None
+    ) -> None:
         self._catalog = catalog
+        self._drafts = drafts or (lambda handle: None)
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -162,8 +169,15 @@ class Namespace:
         record = await self._catalog.record(parent.handle)
         if not await self._catalog.data_readable(record):
             raise FsError(errno.EACCES, f"no data-read access to {parent.handle}")
+        path = join(parent.path, name)
+        draft = self._drafts(parent.handle)
+        entry = draft.resolve(path) if draft is not None else None
+        if entry is not None:
+            if isinstance(entry, Whiteout):
+                raise FsError(errno.ENOENT, f"{path!r} was removed in the draft of {parent.handle}")
+            kind = NodeKind.DATASET_SUBDIR if isinstance(entry, DirectoryEntry) else None
+            return NodeId(kind or NodeKind.DATASET_FILE, parent.handle, path)
         listing = await self._catalog.listing(record, parent.path)
-        path = f"{parent.path}/{name}" if parent.path else name
         if name in listing.subdirs:
             return NodeId(NodeKind.DATASET_SUBDIR, parent.handle, path)
         if name in listing.files:
@@ -192,10 +206,9 @@ class Namespace:
             record = await self._catalog.record(parent.handle)
             if not await self._catalog.data_readable(record):
                 raise FsError(errno.EACCES, f"no data-read access to {parent.handle}")
-            listing = await self._catalog.listing(record, parent.path)
             entries = []
-            for name, is_dir in listing.names():
-                path = f"{parent.path}/{name}" if parent.path else name
+            for name, is_dir in sorted((await self._dataset_names(record, parent)).items()):
+                path = join(parent.path, name)
                 child_kind = NodeKind.DATASET_SUBDIR if is_dir else NodeKind.DATASET_FILE
                 entries.append((name, NodeId(child_kind, parent.handle, path)))
         elif kind is NodeKind.BY_NAME_DIR:
@@ -206,6 +219,20 @@ class Namespace:
         else:
             raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
         return sorted(entries, key=lambda entry: entry[0])
+
+    async def _dataset_names(self, record: DatasetRecord, parent: NodeId) -> dict[str, bool]:
+        """Names in a dataset directory (to whether each is a directory), draft over base."""
+        draft = self._drafts(parent.handle)
+        names: dict[str, bool] = {}
+        if draft is None or draft.resolve(parent.path) is None:
+            names.update((await self._catalog.listing(record, parent.path)).names())
+        if draft is not None:
+            for name, entry in draft.children(parent.path).items():
+                if isinstance(entry, Whiteout):
+                    names.pop(name, None)
+                else:
+                    names[name] = isinstance(entry, DirectoryEntry)
+        return names
 
     def _known_splits(self, listed: Iterable[DatasetRecord]) -> set[tuple[str, str]]:
         """(prefix, suffix) of every listed handle and every handle fetched directly."""
