@@ -1,0 +1,906 @@
+"""Publishing a draft as a new dataset version (SPEC §3), resumably, and deciding when to.
+
+``Publisher.publish(handle, reason, progress)`` turns the draft of ``handle`` into the next
+version of that dataset and answers the new handle:
+
+1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``;
+2. unless the draft already names one, ``POST /register/version`` and **record the new id in the
+   draft's journal before anything is copied**, so a crash or an error resumes into the same new
+   version and never mints a second one;
+3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
+   unchanged files streamed from the old version part by part (ranged GETs with the old
+   version's read credentials, multipart upload with the new version's write credentials, one
+   part in memory per stream), staged files uploaded from local disk, a zero-byte ``dir/`` key
+   for each empty directory, removed files left out; each file is ``mark_published`` as it lands,
+   so a resumed publish skips it;
+4. list the new prefix and verify every planned key: present, with the planned size, and with
+   the ETag its bytes imply where S3's ETag is a checksum (the MD5 of a single PUT, or the MD5 of
+   the parts' MD5s of a multipart upload). Leftovers of an earlier attempt that the plan no longer
+   holds are deleted; the server's ``metadata.json`` is never written, copied or deleted;
+5. ``publish_done(old, new)`` on the filesystem, then ``draft.discard()``.
+
+A failure leaves the draft (and any recorded new version id) in place for a retry. With
+``in_place=True`` (``-o writes=in-place``) step 2 is skipped and step 3 writes the changes
+straight into the draft's own dataset with its write credentials (put changed and new files,
+delete removed ones); the data store refuses write credentials for a locked, pending or released
+dataset, and that refusal is the error.
+
+``PublishService`` is the mount's one owner of publishing: it serialises publishes per dataset,
+keeps the progress of those in flight and the recent failures (with their cause) for
+``provenafs status``, resumes at start the drafts a crash left with a recorded new version, and
+publishes a draft on its own once it has had no open writer and no change for the quiet delay.
+
+Rules: trio thread only; blocking work (reading staged files, hashing parts) runs in worker
+threads per multi-MiB part. Never logs a credential. Memory: at most ``max_parallel`` parts.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+import trio
+
+from provenafs.api import errors as api_errors
+from provenafs.api.models import Credentials, DatasetRecord, VersionCreated
+from provenafs.blobstore import (
+    AccessDenied,
+    BlobError,
+    ExpiredCredentials,
+    Listing,
+    ObjectInfo,
+    StaleObject,
+    WritableBlobStore,
+    multipart_etag,
+)
+from provenafs.drafts import METADATA_FILE, DraftPlan, DraftSummary
+
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "NothingToPublish",
+    "PublishError",
+    "PublishFailure",
+    "PublishProgress",
+    "PublishService",
+    "Publisher",
+    "generated_reason",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PART_SIZE = 16 << 20
+_HASH_INLINE_BYTES = 1 << 20  # smaller bodies are hashed on the trio thread
+_RECENT_FAILURES = 20
+_T = TypeVar("_T")
+
+Phase = Literal["listing", "versioning", "copying", "verifying", "finishing", "done"]
+
+
+# --- what the publisher needs from its neighbours --------------------------------------------
+
+
+class PublishDraft(Protocol):
+    """The part of ``drafts.Draft`` publishing uses."""
+
+    handle: str
+    bucket: str
+    base_prefix: str
+
+    async def plan(self, base: Listing) -> DraftPlan: ...
+
+    def summary(self) -> DraftSummary: ...
+
+    def record_new_version(self, new_handle: str) -> None: ...
+
+    @property
+    def new_version_id(self) -> str | None: ...
+
+    def mark_published(self, path: str) -> None: ...
+
+    def is_published(self, path: str) -> bool: ...
+
+    def is_quiet(self) -> bool: ...
+
+    async def sync(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class PublishDraftStore(Protocol):
+    def drafts(self) -> Sequence[PublishDraft]: ...
+
+    def get(self, handle: str) -> PublishDraft | None: ...
+
+
+class PublishHooks(Protocol):
+    """What the filesystem does around a publish (``Filesystem`` provides these)."""
+
+    def begin_publish(self, handle: str) -> None:
+        """The draft is being published: changes to it wait (or fail) until ``end_publish``."""
+        ...
+
+    def end_publish(self, handle: str) -> None: ...
+
+    async def publish_done(self, old_handle: str, new_handle: str) -> None:
+        """Drop the draft view, invalidate catalog entries and kernel caches."""
+        ...
+
+
+class VersioningClient(Protocol):
+    """The part of ``DataStoreClient`` publishing uses."""
+
+    async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
+
+    async def create_version(self, handle: str, reason: str) -> VersionCreated: ...
+
+
+class CredentialSource(Protocol):
+    """The part of ``CredentialBroker`` publishing uses."""
+
+    async def read(self, handle: str) -> Credentials: ...
+
+    async def write(self, handle: str) -> Credentials: ...
+
+    def invalidate(self, handle: str) -> None: ...
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishProgress:
+    """Where one publish is; ``bytes_done`` and ``files_done`` never go down."""
+
+    handle: str
+    new_handle: str | None
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    phase: Phase
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishFailure:
+    handle: str
+    new_handle: str | None
+    cause: str
+    at: float  # Unix seconds
+
+
+class PublishError(Exception):
+    """Publishing failed; the draft (and any recorded new version id) is kept for a retry."""
+
+
+class NothingToPublish(PublishError):
+    """The dataset has no draft, or its draft changes nothing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Transfer:
+    """One file to write into the target prefix."""
+
+    path: str
+    key: str
+    size: int
+    read: Callable[[int, int], Awaitable[bytes]]  # (offset, length) -> exactly those bytes
+    known_etag: str | None  # an MD5 ETag the bytes must have (the base's single-part ETag)
+
+
+def generated_reason(plan: DraftPlan, base_paths: set[str], *, names: int = 3) -> str:
+    """``provenafs: 3 added, 1 changed, 2 removed (a.csv, b/c.txt, d.nc, …)``."""
+    added = [f.path for f in plan.staged if f.path not in base_paths]
+    added += [f.path for f in plan.carried if f.path not in base_paths]
+    changed = [f.path for f in plan.staged if f.path in base_paths]
+    removed = list(plan.removed)
+    counts = f"{len(added)} added, {len(changed)} changed, {len(removed)} removed"
+    touched = sorted({*added, *changed, *removed})
+    if not touched:
+        return f"provenafs: {counts}"
+    shown = ", ".join(touched[:names]) + (", …" if len(touched) > names else "")
+    return f"provenafs: {counts} ({shown})"
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """Nurseries raise groups; callers of the publisher see the first real failure."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+        preferred = [e for e in real if isinstance(e, PublishError)] or real
+        if not preferred:
+            raise
+        raise preferred[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _is_md5(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()  # noqa: S324 (S3's ETag is an MD5)
+
+
+async def _hash(data: bytes) -> bytes:
+    if len(data) <= _HASH_INLINE_BYTES:
+        return _digest(data)
+    return await trio.to_thread.run_sync(_digest, data)
+
+
+def _read_file_part_blocking(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(offset)
+        return file.read(length)
+
+
+class _Progress:
+    """Counts for one publish, reported to its listener after every step."""
+
+    def __init__(self, handle: str, listener: Callable[[PublishProgress], None] | None) -> None:
+        self.handle = handle
+        self.new_handle: str | None = None
+        self.files_done = self.files_total = self.bytes_done = self.bytes_total = 0
+        self.phase: Phase = "listing"
+        self._listener = listener
+
+    def snapshot(self) -> PublishProgress:
+        return PublishProgress(
+            self.handle,
+            self.new_handle,
+            self.files_done,
+            self.files_total,
+            self.bytes_done,
+            self.bytes_total,
+            self.phase,
+        )
+
+    def report(self, *, phase: Phase | None = None, files: int = 0, nbytes: int = 0) -> None:
+        if phase is not None:
+            self.phase = phase
+        self.files_done += files
+        self.bytes_done += nbytes
+        if self._listener is not None:
+            self._listener(self.snapshot())
+
+
+# --- the publisher ----------------------------------------------------------------------------
+
+
+class Publisher:
+    """Publishes drafts as new versions (or in place); see the module docstring."""
+
+    def __init__(
+        self,
+        client: VersioningClient,
+        broker: CredentialSource,
+        store: WritableBlobStore,
+        draft_store: PublishDraftStore,
+        hooks: PublishHooks,
+        *,
+        max_parallel: int = 4,
+        part_size: int = DEFAULT_PART_SIZE,
+        default_reason: str | None = None,
+        in_place: bool = False,
+    ) -> None:
+        self._client = client
+        self._broker = broker
+        self._store = store
+        self._drafts = draft_store
+        self._hooks = hooks
+        self._part_size = part_size  # S3 wants at least 5 MiB; tests use less
+        self._parts = trio.CapacityLimiter(max(1, max_parallel))  # parts in memory
+        self._files = trio.CapacityLimiter(max(1, max_parallel))  # files in flight
+        self._default_reason = default_reason
+        self.in_place = in_place
+        # create_version calls whose answer was lost: the version may exist (see _create_version)
+        self._uncertain: dict[str, str] = {}
+        self.versions_created = 0
+
+    @property
+    def draft_store(self) -> PublishDraftStore:
+        return self._drafts
+
+    async def publish(
+        self,
+        handle: str,
+        reason: str | None = None,
+        progress: Callable[[PublishProgress], None] | None = None,
+    ) -> str:
+        """Publish the draft of ``handle``; answers the new handle (``handle`` itself in place).
+
+        Raises ``NothingToPublish`` (no draft, or a draft that changes nothing: it is
+        discarded) and ``PublishError`` with a cause fit for the user.
+        """
+        draft = self._drafts.get(handle)
+        if draft is None:
+            raise NothingToPublish(f"{handle} has no draft")
+        tracker = _Progress(handle, progress)
+        self._hooks.begin_publish(handle)
+        try:
+            if self.in_place:
+                return await self._publish_in_place(draft, tracker)
+            return await self._publish_new_version(draft, reason, tracker)
+        except (PublishError, trio.Cancelled):
+            raise
+        except api_errors.ApiError as exc:
+            raise PublishError(f"the data store refused: {exc}") from exc
+        except BlobError as exc:
+            raise PublishError(f"S3 failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._hooks.end_publish(handle)
+
+    # -- new version -----------------------------------------------------------------------
+
+    async def _publish_new_version(
+        self, draft: PublishDraft, reason: str | None, tracker: _Progress
+    ) -> str:
+        handle = draft.handle
+        base = await self._list(handle, "read", draft.bucket, draft.base_prefix)
+        plan = await draft.plan(base)
+        base_paths = {
+            info.key[len(draft.base_prefix) :]
+            for info in base.objects
+            if info.key.startswith(draft.base_prefix)
+        }
+        new_handle = draft.new_version_id
+        if new_handle is None:
+            if _changes_nothing(plan, draft.base_prefix, base_paths):
+                draft.discard()
+                raise NothingToPublish(f"the draft of {handle} changes nothing")
+            text = reason or self._default_reason or generated_reason(plan, base_paths)
+            tracker.report(phase="versioning")
+            new_handle = await self._create_version(handle, text)
+            draft.record_new_version(new_handle)
+            log.info("publishing %s as new version %s (%s)", handle, new_handle, text)
+        else:
+            log.info("resuming the publish of %s into %s", handle, new_handle)
+        tracker.new_handle = new_handle
+        record = await self._client.fetch_dataset(new_handle)
+        bucket, prefix = record.s3.bucket_name, record.s3.path
+        await self._write_credentials(new_handle)
+        transfers = [
+            _Transfer(
+                f.path,
+                prefix + f.path,
+                f.size,
+                self._base_reader(handle, draft.bucket, f.base_key, f.etag),
+                f.etag if _is_md5(f.etag) else None,
+            )
+            for f in plan.carried
+            if f.path != METADATA_FILE
+        ]
+        transfers += [
+            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            for f in plan.staged
+            if f.path != METADATA_FILE
+        ]
+        await self._fill(
+            draft=draft,
+            tracker=tracker,
+            target=new_handle,
+            bucket=bucket,
+            prefix=prefix,
+            transfers=transfers,
+            empty_dirs=plan.empty_dirs,
+        )
+        await self._finish(draft, tracker, new_handle)
+        return new_handle
+
+    async def _create_version(self, handle: str, reason: str) -> str:
+        """``POST /register/version``, once; adopts a version whose answer was lost.
+
+        The version call is never re-sent automatically (it is not idempotent). If its answer
+        was lost (``Unavailable``), the version may exist: the next attempt finds the base no
+        longer latest and adopts its successor if that was minted with the same reason.
+        """
+        pending = self._uncertain.get(handle)
+        if pending is not None:
+            adopted = await self._adopt_lost_version(handle, pending)
+            if adopted is not None:
+                return adopted
+        try:
+            created = await self._client.create_version(handle, reason)
+        except api_errors.Unavailable:
+            self._uncertain[handle] = reason
+            raise
+        except api_errors.PermissionDenied as exc:
+            raise PublishError(
+                f"the data store refused to version {handle} ({exc}); publishing a draft needs "
+                "item role admin on the dataset"
+            ) from exc
+        except api_errors.InvalidRequest as exc:
+            raise PublishError(f"the data store refused to version {handle}: {exc}") from exc
+        self._uncertain.pop(handle, None)
+        self.versions_created += 1
+        return created.new_version_id
+
+    async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
+        record = await self._client.fetch_dataset(handle)
+        successor = None if record.versioning is None else record.versioning.next_version
+        if successor is None:
+            return None
+        candidate = await self._client.fetch_dataset(successor)
+        if candidate.versioning is not None and candidate.versioning.reason == reason:
+            self._uncertain.pop(handle, None)
+            log.warning("adopting %s: the answer minting it was lost", successor)
+            return successor
+        return None
+
+    # -- in place --------------------------------------------------------------------------
+
+    async def _publish_in_place(self, draft: PublishDraft, tracker: _Progress) -> str:
+        handle = draft.handle
+        tracker.new_handle = handle
+        await self._write_credentials(handle)
+        base = await self._list(handle, "write", draft.bucket, draft.base_prefix)
+        plan = await draft.plan(base)
+        prefix = draft.base_prefix
+        transfers = [
+            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            for f in plan.staged
+            if f.path != METADATA_FILE
+        ]
+        # Carried files under a new name (renames) are copied; those at their own key are there.
+        transfers += [
+            _Transfer(
+                f.path,
+                prefix + f.path,
+                f.size,
+                self._base_reader(handle, draft.bucket, f.base_key, f.etag),
+                f.etag if _is_md5(f.etag) else None,
+            )
+            for f in plan.carried
+            if f.path != METADATA_FILE and f.base_key != prefix + f.path
+        ]
+        await self._fill(
+            draft=draft,
+            tracker=tracker,
+            target=handle,
+            bucket=draft.bucket,
+            prefix=prefix,
+            transfers=transfers,
+            empty_dirs=plan.empty_dirs,
+        )
+        for path in plan.removed:
+            if path != METADATA_FILE:
+                await self._delete(handle, draft.bucket, prefix + path)
+        await self._finish(draft, tracker, handle)
+        return handle
+
+    # -- the common steps ------------------------------------------------------------------
+
+    async def _fill(
+        self,
+        *,
+        draft: PublishDraft,
+        tracker: _Progress,
+        target: str,
+        bucket: str,
+        prefix: str,
+        transfers: list[_Transfer],
+        empty_dirs: Sequence[str],
+    ) -> None:
+        """Write every transfer and directory marker not already in place; then verify."""
+        landed = {
+            info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
+        }
+        await self._abort_leftover_uploads(target, bucket, prefix)
+        todo = [
+            t
+            for t in transfers
+            if not (draft.is_published(t.path) and t.key in landed and landed[t.key].size == t.size)
+        ]
+        tracker.files_total = len(transfers)
+        tracker.bytes_total = sum(t.size for t in transfers)
+        done = [t for t in transfers if t not in todo]
+        tracker.report(phase="copying", files=len(done), nbytes=sum(t.size for t in done))
+        expected: dict[str, str] = {}
+
+        async def transfer_one(transfer: _Transfer) -> None:
+            async with self._files:
+                etag = await self._transfer(target, bucket, transfer, tracker)
+            expected[transfer.key] = etag
+            draft.mark_published(transfer.path)
+            await draft.sync()
+            tracker.report(files=1)
+
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for transfer in todo:
+                    nursery.start_soon(transfer_one, transfer)
+        dir_keys = [prefix + d.strip("/") + "/" for d in empty_dirs if d.strip("/")]
+        for key in dir_keys:
+            if key not in landed:
+                await self._put(target, bucket, key, b"")
+        tracker.report(phase="verifying")
+        await self._verify(
+            target=target,
+            bucket=bucket,
+            prefix=prefix,
+            transfers=transfers,
+            dir_keys=dir_keys,
+            expected=expected,
+        )
+
+    async def _finish(self, draft: PublishDraft, tracker: _Progress, new_handle: str) -> None:
+        tracker.report(phase="finishing")
+        await self._hooks.publish_done(draft.handle, new_handle)
+        draft.discard()
+        tracker.report(phase="done")
+
+    async def _verify(
+        self,
+        *,
+        target: str,
+        bucket: str,
+        prefix: str,
+        transfers: Sequence[_Transfer],
+        dir_keys: Sequence[str],
+        expected: Mapping[str, str],
+    ) -> None:
+        """Every planned key landed with its size (and checksum); nothing else is there."""
+        landed = {
+            info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
+        }
+        wanted = {t.key: t for t in transfers}
+        if not self.in_place:
+            planned = set(wanted) | set(dir_keys) | {prefix + METADATA_FILE}
+            for key in sorted(set(landed) - planned):
+                log.info(
+                    "deleting %s: an earlier attempt left it, the draft no longer holds it", key
+                )
+                await self._delete(target, bucket, key)
+        problems: list[str] = []
+        for key, transfer in sorted(wanted.items()):
+            info = landed.get(key)
+            if info is None:
+                problems.append(f"{transfer.path} is missing")
+                continue
+            if info.size != transfer.size:
+                problems.append(f"{transfer.path} has {info.size} bytes, not {transfer.size}")
+                continue
+            problem = _checksum_problem(transfer, info, expected.get(key))
+            if problem:
+                problems.append(problem)
+        problems += [f"directory {key} is missing" for key in dir_keys if key not in landed]
+        if problems:
+            shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+            raise PublishError(f"verification of {target} failed: {shown}")
+
+    async def _transfer(
+        self, target: str, bucket: str, transfer: _Transfer, tracker: _Progress
+    ) -> str:
+        """Write one file; answers the ETag its bytes imply (checked against S3's answers)."""
+        if transfer.size <= self._part_size:
+            async with self._parts:
+                data = await transfer.read(0, transfer.size)
+                _check_length(transfer, 0, transfer.size, data)
+                digest = await _hash(data)
+                if transfer.known_etag is not None and digest.hex() != transfer.known_etag:
+                    raise PublishError(
+                        f"{transfer.path}: the bytes read do not match the base ETag"
+                    )
+                etag = await self._put(target, bucket, transfer.key, data)
+            if _is_md5(etag) and etag != digest.hex():
+                raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
+            tracker.report(nbytes=transfer.size)
+            return digest.hex()
+        upload_id = await self._with_credentials(
+            target, "write", lambda c: self._store.create_multipart(c, bucket, transfer.key)
+        )
+        try:
+            count = math.ceil(transfer.size / self._part_size)
+            digests: list[bytes] = [b""] * count
+            etags: list[str] = [""] * count
+
+            async def send_part(index: int) -> None:
+                offset = index * self._part_size
+                length = min(self._part_size, transfer.size - offset)
+                async with self._parts:
+                    data = await transfer.read(offset, length)
+                    _check_length(transfer, offset, length, data)
+                    digests[index] = await _hash(data)
+                    etags[index] = await self._with_credentials(
+                        target,
+                        "write",
+                        lambda c: self._store.upload_part(
+                            c, bucket, transfer.key, upload_id, number=index + 1, data=data
+                        ),
+                    )
+                if _is_md5(etags[index]) and etags[index] != digests[index].hex():
+                    raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
+                tracker.report(nbytes=length)
+
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+                    for index in range(count):
+                        nursery.start_soon(send_part, index)
+            parts = [(index + 1, etag) for index, etag in enumerate(etags)]
+            await self._with_credentials(
+                target,
+                "write",
+                lambda c: self._store.complete_multipart(c, bucket, transfer.key, upload_id, parts),
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._abort(target, bucket, transfer.key, upload_id)
+            raise
+        return multipart_etag(digests)
+
+    # -- reading sources -------------------------------------------------------------------
+
+    def _base_reader(
+        self, handle: str, bucket: str, key: str, etag: str
+    ) -> Callable[[int, int], Awaitable[bytes]]:
+        """Ranged GETs of a base object with the base version's read credentials (If-Match)."""
+
+        async def read(offset: int, length: int) -> bytes:
+            try:
+                return await self._with_credentials(
+                    handle,
+                    "read",
+                    lambda c: self._store.get_range(
+                        c, bucket, key, offset, offset + length, etag=etag or None
+                    ),
+                )
+            except StaleObject:
+                raise PublishError(
+                    f"{key} changed in the base version {handle} during the publish"
+                ) from None
+
+        return read
+
+    @staticmethod
+    def _local_reader(path: Path) -> Callable[[int, int], Awaitable[bytes]]:
+        async def read(offset: int, length: int) -> bytes:
+            return await trio.to_thread.run_sync(_read_file_part_blocking, path, offset, length)
+
+        return read
+
+    # -- credentials and S3 plumbing -------------------------------------------------------
+
+    async def _write_credentials(self, handle: str) -> None:
+        """Fail early, with the data store's reason, when writing is refused."""
+        try:
+            await self._broker.write(handle)
+        except api_errors.Forbidden as exc:
+            raise PublishError(
+                f"the data store refused write access to {handle} (pending review or "
+                f"released): {exc}"
+            ) from exc
+        except (api_errors.PermissionDenied, api_errors.AuthenticationFailed) as exc:
+            raise PublishError(f"the data store refused write access to {handle}: {exc}") from exc
+
+    async def _with_credentials(
+        self,
+        handle: str,
+        kind: Literal["read", "write"],
+        op: Callable[[Credentials], Awaitable[_T]],
+    ) -> _T:
+        """Run ``op`` with ``handle``'s credentials; once more with new ones if S3 refused them."""
+        getter = self._broker.read if kind == "read" else self._broker.write
+        try:
+            return await op(await getter(handle))
+        except (ExpiredCredentials, AccessDenied) as exc:
+            log.info("S3 refused the %s credentials of %s (%s); renewing", kind, handle, exc)
+            self._broker.invalidate(handle)
+            return await op(await getter(handle))
+
+    async def _put(self, handle: str, bucket: str, key: str, data: bytes) -> str:
+        async def put(creds: Credentials) -> str:
+            return await self._store.put_object(creds, bucket, key, data)
+
+        return await self._with_credentials(handle, "write", put)
+
+    async def _delete(self, handle: str, bucket: str, key: str) -> None:
+        async def delete(creds: Credentials) -> None:
+            await self._store.delete(creds, bucket, key)
+
+        await self._with_credentials(handle, "write", delete)
+
+    async def _list(
+        self, handle: str, kind: Literal["read", "write"], bucket: str, prefix: str
+    ) -> Listing:
+        return await self._with_credentials(
+            handle, kind, lambda c: self._store.list_prefix(c, bucket, prefix, delimiter=None)
+        )
+
+    async def _abort_leftover_uploads(self, handle: str, bucket: str, prefix: str) -> None:
+        """Unfinished uploads a crashed attempt left under the target prefix (best effort)."""
+        try:
+            uploads = await self._with_credentials(
+                handle, "write", lambda c: self._store.list_multipart_uploads(c, bucket, prefix)
+            )
+        except BlobError as exc:
+            log.info("could not list unfinished uploads under %s: %s", prefix, exc)
+            return
+        for key, upload_id in uploads:
+            await self._abort(handle, bucket, key, upload_id)
+
+    async def _abort(self, handle: str, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            await self._with_credentials(
+                handle,
+                "write",
+                lambda c: self._store.abort_multipart(c, bucket, key, upload_id),
+            )
+        except (BlobError, api_errors.ApiError) as exc:
+            log.warning("could not abort an unfinished upload of %s: %s", key, exc)
+
+
+def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) -> bool:
+    """The plan's tree is the base's tree, every file carried from its own key."""
+    if plan.staged or plan.removed:
+        return False
+    if any(f.base_key != base_prefix + f.path for f in plan.carried):
+        return False
+    final = {f.path for f in plan.carried} | {d.strip("/") + "/" for d in plan.empty_dirs}
+    return final == base_paths - {METADATA_FILE}
+
+
+def _check_length(transfer: _Transfer, offset: int, length: int, data: bytes) -> None:
+    if len(data) != length:
+        raise PublishError(
+            f"{transfer.path}: read {len(data)} bytes at offset {offset}, expected {length} "
+            "(the source is shorter than planned)"
+        )
+
+
+def _checksum_problem(transfer: _Transfer, info: ObjectInfo, expected: str | None) -> str | None:
+    """Why the landed object's ETag contradicts its bytes, or None."""
+    landed = info.etag.lower()
+    if expected is not None:
+        comparable = ("-" in landed) == ("-" in expected) and ("-" in landed or _is_md5(landed))
+        if comparable and landed != expected:
+            return f"{transfer.path} has ETag {info.etag}, not {expected}"
+        return None
+    if transfer.known_etag is not None and _is_md5(landed) and landed != transfer.known_etag:
+        return f"{transfer.path} has ETag {info.etag}, not the base's {transfer.known_etag}"
+    return None
+
+
+# --- the mount's publishing service -------------------------------------------------------------
+
+
+class PublishService:
+    """Serialises publishes per dataset, tracks them for status, and publishes quiet drafts."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        publish_delay: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.publisher = publisher
+        self.publish_delay = publish_delay
+        self._clock = clock
+        self._poll = poll_interval
+        self._locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
+        self._in_progress: dict[str, PublishProgress] = {}
+        self._failures: collections.deque[PublishFailure] = collections.deque(
+            maxlen=_RECENT_FAILURES
+        )
+        self._published: dict[str, str] = {}  # old handle -> new handle, this session
+        self._retry_after: dict[str, float] = {}
+
+    async def commit(
+        self,
+        handle: str,
+        reason: str | None = None,
+        progress: Callable[[PublishProgress], None] | None = None,
+    ) -> str:
+        """Publish ``handle``'s draft now (after any publish of it in flight); the new handle.
+
+        A dataset published moments ago by another caller answers that new handle.
+        """
+        async with self._locks[handle]:
+            if self.publisher.draft_store.get(handle) is None and handle in self._published:
+                return self._published[handle]
+
+            def listen(snapshot: PublishProgress) -> None:
+                self._in_progress[handle] = snapshot
+                if progress is not None:
+                    progress(snapshot)
+
+            try:
+                new_handle = await self.publisher.publish(handle, reason, listen)
+            except NothingToPublish:
+                raise
+            except PublishError as exc:
+                self._record_failure(handle, str(exc))
+                raise
+            except Exception as exc:
+                self._record_failure(handle, f"{type(exc).__name__}: {exc}")
+                raise PublishError(
+                    f"publishing {handle} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            finally:
+                self._in_progress.pop(handle, None)
+            self._published[handle] = new_handle
+            self._retry_after.pop(handle, None)
+            log.info("published %s as %s", handle, new_handle)
+            return new_handle
+
+    def _record_failure(self, handle: str, cause: str) -> None:
+        draft = self.publisher.draft_store.get(handle)
+        new_handle = None if draft is None else draft.new_version_id
+        self._failures.append(PublishFailure(handle, new_handle, cause, self._clock()))
+        self._retry_after[handle] = self._clock() + max(self.publish_delay, 30.0)
+        log.error("publishing %s failed: %s", handle, cause)
+
+    # -- background ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume interrupted publishes, then publish drafts that stay quiet (until cancelled)."""
+        for draft in list(self.publisher.draft_store.drafts()):
+            if draft.new_version_id is not None:
+                await self._publish_quietly(draft.handle, "resuming an interrupted publish")
+        if self.publish_delay <= 0:
+            return
+        while True:
+            await trio.sleep(min(self._poll, self.publish_delay))
+            for handle in self.due():
+                await self._publish_quietly(handle, "quiet for the publish delay")
+
+    def due(self) -> list[str]:
+        """Drafts quiet (no open writer, no change) for the publish delay, not backing off."""
+        now = self._clock()
+        found = []
+        for draft in self.publisher.draft_store.drafts():
+            if not draft.is_quiet() or draft.handle in self._in_progress:
+                continue
+            if draft.summary().last_change + self.publish_delay > now:
+                continue
+            if self._retry_after.get(draft.handle, 0.0) > now:
+                continue
+            found.append(draft.handle)
+        return found
+
+    async def _publish_quietly(self, handle: str, why: str) -> None:
+        log.info("publishing %s: %s", handle, why)
+        try:
+            await self.commit(handle)
+        except NothingToPublish as exc:
+            log.info("%s", exc)
+        except PublishError:
+            pass  # recorded (and logged) by commit; retried after a back-off
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Drafts, publishes in flight with their progress, recent failures (JSON-ready)."""
+        drafts = []
+        for draft in self.publisher.draft_store.drafts():
+            summary = draft.summary()
+            drafts.append(dataclasses.asdict(summary))
+        return {
+            "drafts": drafts,
+            "publishing": [dataclasses.asdict(p) for p in self._in_progress.values()],
+            "failures": [dataclasses.asdict(f) for f in self._failures],
+            "published": dict(self._published),
+            "publish_delay": self.publish_delay,
+            "in_place": self.publisher.in_place,
+        }
+
+    def pending(self) -> list[str]:
+        return [draft.handle for draft in self.publisher.draft_store.drafts()]

@@ -1,0 +1,602 @@
+"""Publisher and PublishService over MemoryBlobStore and a fake data store.
+
+Drafts are ``FakeDraft``s whose plan is fixed by the test and whose "journal" (new version id,
+published paths) lives in the object, so a second publish after a failure sees what a replay of
+the real journal would. Sizes are small and the part size is 64 KiB, so multipart paths run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from provenafs.api import errors as api_errors
+from provenafs.api.models import Credentials, VersionCreated
+from provenafs.blobstore import BlobUnavailable, Listing, MemoryBlobStore
+from provenafs.credentials import CredentialBroker
+from provenafs.drafts import CarriedFile, DraftPlan, DraftSummary, StagedFile
+from provenafs.publish import (
+    NothingToPublish,
+    Publisher,
+    PublishError,
+    PublishProgress,
+    PublishService,
+    generated_reason,
+)
+from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
+
+PART = 64 << 10
+OLD = "10378.1/100"
+OLD_PREFIX = s3_path(OLD)
+SERVER_METADATA = b'{\n  "dataset_info": {"name": "written by the data store"}\n}'
+
+
+class VersioningStore(FakeDataStore):
+    """The fake data store plus write credentials and versioning (which seeds metadata.json)."""
+
+    def __init__(self, blobs: MemoryBlobStore) -> None:
+        super().__init__()
+        self.blobs = blobs
+        self.versions_created: list[tuple[str, str]] = []
+        self.refuse_write: Exception | None = None
+        self.lose_version_answer = False
+
+    async def write_credentials(self, handle: str) -> Credentials:
+        await self._enter("write_credentials")
+        if self.refuse_write is not None:
+            raise self.refuse_write
+        return await super().read_credentials(handle)
+
+    async def create_version(self, handle: str, reason: str) -> VersionCreated:
+        await self._enter("version")
+        number = int(handle.rsplit("/", 1)[1]) + 1 + len(self.versions_created)
+        new = f"10378.1/{number}"
+        self.versions_created.append((new, reason))
+        self.add(new, version=2, previous=handle)
+        self.items[new]["versioning_info"]["reason"] = reason
+        self.items[handle]["versioning_info"]["next_version"] = new
+        self.blobs.put_blocking(BUCKET, s3_path(new) + "metadata.json", SERVER_METADATA)
+        if self.lose_version_answer:
+            self.lose_version_answer = False
+            raise api_errors.Unavailable("version: data store unreachable (ReadTimeout)")
+        return VersionCreated(new, "job-1")
+
+
+class FakeDraft:
+    """A draft with a fixed plan; its journal state is kept in the object."""
+
+    def __init__(self, store: FakeDraftStore, handle: str, plan: DraftPlan) -> None:
+        self._store = store
+        self.handle = handle
+        self.bucket = BUCKET
+        self.base_prefix = s3_path(handle)
+        self.fixed_plan = plan
+        self._new_version: str | None = None
+        self.published: list[str] = []
+        self.quiet = True
+        self.last_change = 0.0
+        self.syncs = 0
+        self.discarded = False
+
+    async def plan(self, base: Listing) -> DraftPlan:
+        await trio.lowlevel.checkpoint()
+        return self.fixed_plan
+
+    def summary(self) -> DraftSummary:
+        return DraftSummary(
+            handle=self.handle,
+            added=1,
+            changed=0,
+            removed=0,
+            staged_bytes=sum(f.size for f in self.fixed_plan.staged),
+            open_writers=0 if self.quiet else 1,
+            last_change=self.last_change,
+            new_version_id=self._new_version,
+            published_paths=len(self.published),
+        )
+
+    def record_new_version(self, new_handle: str) -> None:
+        assert self._new_version is None, "a second version was recorded"
+        self._new_version = new_handle
+
+    @property
+    def new_version_id(self) -> str | None:
+        return self._new_version
+
+    def mark_published(self, path: str) -> None:
+        self.published.append(path)
+
+    def is_published(self, path: str) -> bool:
+        return path in self.published
+
+    def is_quiet(self) -> bool:
+        return self.quiet
+
+    async def sync(self) -> None:
+        self.syncs += 1
+        await trio.lowlevel.checkpoint()
+
+    def discard(self) -> None:
+        self.discarded = True
+        self._store.items.pop(self.handle, None)
+
+
+class FakeDraftStore:
+    def __init__(self) -> None:
+        self.items: dict[str, FakeDraft] = {}
+
+    def drafts(self) -> Sequence[FakeDraft]:
+        return list(self.items.values())
+
+    def get(self, handle: str) -> FakeDraft | None:
+        return self.items.get(handle)
+
+    def add(self, handle: str, plan: DraftPlan) -> FakeDraft:
+        draft = FakeDraft(self, handle, plan)
+        self.items[handle] = draft
+        return draft
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def begin_publish(self, handle: str) -> None:
+        self.events.append(("begin", handle))
+
+    def end_publish(self, handle: str) -> None:
+        self.events.append(("end", handle))
+
+    async def publish_done(self, old_handle: str, new_handle: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.events.append(("done", old_handle, new_handle))
+
+
+def content(name: str, size: int) -> bytes:
+    seed = hashlib.sha256(name.encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+class World:
+    """A base version in S3, a draft over it, and a publisher wired to fakes."""
+
+    def __init__(self, tmp_path: Path, blobs: MemoryBlobStore | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.blobs = blobs or MemoryBlobStore()
+        self.datastore = VersioningStore(self.blobs)
+        self.datastore.add(OLD)
+        self.base: dict[str, bytes] = {
+            "metadata.json": b'{"old": true}',
+            "keep.csv": content("keep", 1000),
+            "big.bin": content("big", 5 * PART + 123),  # multipart: 6 parts
+            "change.txt": b"old text\n",
+            "gone.txt": b"removed in the draft\n",
+            "moved-from.dat": content("moved", 300),
+            "raw/empty/": b"",
+        }
+        for rel, data in self.base.items():
+            self.blobs.put_blocking(BUCKET, OLD_PREFIX + rel, data)
+        self.drafts = FakeDraftStore()
+        self.hooks = Hooks()
+        self.broker = CredentialBroker(self.datastore)
+
+    def info(self, rel: str) -> Any:
+        return self.blobs.objects[(BUCKET, OLD_PREFIX + rel)][1]
+
+    def staged(self, rel: str, data: bytes) -> StagedFile:
+        local = self.tmp_path / ("blob-" + hashlib.sha256(rel.encode()).hexdigest()[:12])
+        local.write_bytes(data)
+        return StagedFile(rel, local, len(data), 0)
+
+    def carried(self, rel: str, base_rel: str | None = None) -> CarriedFile:
+        info = self.info(base_rel or rel)
+        return CarriedFile(rel, info.key, info.size, info.etag, 0)
+
+    def standard_plan(self) -> tuple[DraftPlan, dict[str, bytes]]:
+        """keep/big carried, change.txt changed, new files added, gone removed, a rename."""
+        new_big = content("new-big", 3 * PART + 7)
+        plan = DraftPlan(
+            staged=(
+                self.staged("change.txt", b"new text\n"),
+                self.staged("added/new.txt", b"brand new\n"),
+                self.staged("added/new-big.bin", new_big),
+            ),
+            carried=(
+                self.carried("keep.csv"),
+                self.carried("big.bin"),
+                self.carried("moved-to.dat", "moved-from.dat"),
+            ),
+            empty_dirs=("raw/empty", "fresh"),
+            removed=("gone.txt", "moved-from.dat"),
+        )
+        expected = {
+            "keep.csv": self.base["keep.csv"],
+            "big.bin": self.base["big.bin"],
+            "moved-to.dat": self.base["moved-from.dat"],
+            "change.txt": b"new text\n",
+            "added/new.txt": b"brand new\n",
+            "added/new-big.bin": new_big,
+            "raw/empty/": b"",
+            "fresh/": b"",
+            "metadata.json": SERVER_METADATA,
+        }
+        return plan, expected
+
+    def publisher(self, **kwargs: Any) -> Publisher:
+        return Publisher(
+            self.datastore,
+            self.broker,
+            self.blobs,
+            self.drafts,
+            self.hooks,
+            part_size=PART,
+            **kwargs,
+        )
+
+    def prefix_contents(self, prefix: str) -> dict[str, bytes]:
+        return {
+            key[len(prefix) :]: data
+            for (bucket, key), (data, _) in self.blobs.objects.items()
+            if bucket == BUCKET and key.startswith(prefix)
+        }
+
+
+def test_publish_writes_exactly_the_planned_tree(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    base_before = world.prefix_contents(OLD_PREFIX)
+
+    async def main() -> str:
+        return await world.publisher().publish(OLD, "my reason")
+
+    new = run(main)
+    assert world.datastore.versions_created == [(new, "my reason")]
+    assert world.prefix_contents(s3_path(new)) == expected
+    assert world.prefix_contents(OLD_PREFIX) == base_before  # the old version is untouched
+    assert draft.discarded
+    assert world.drafts.get(OLD) is None
+    assert world.hooks.events == [("begin", OLD), ("done", OLD, new), ("end", OLD)]
+    assert set(draft.published) == {f.path for f in plan.staged} | {f.path for f in plan.carried}
+    # big.bin and new-big.bin went up in parts, with S3-style multipart ETags
+    assert world.blobs.objects[(BUCKET, s3_path(new) + "big.bin")][1].etag.endswith("-6")
+    assert world.blobs.calls["upload_part"] == 6 + 4
+    assert not world.blobs.uploads  # nothing left unfinished
+
+
+def test_metadata_json_is_never_written(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    # a plan that (wrongly) names metadata.json both ways must still leave the server's copy
+    plan = DraftPlan(
+        staged=(*plan.staged, world.staged("metadata.json", b"{}")),
+        carried=(*plan.carried, world.carried("metadata.json")),
+        empty_dirs=plan.empty_dirs,
+        removed=plan.removed,
+    )
+    world.drafts.add(OLD, plan)
+    written: list[str] = []
+    original = world.blobs.put_object
+
+    async def spy(creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+        written.append(key)
+        return await original(creds, bucket, key, data)
+
+    world.blobs.put_object = spy  # type: ignore[method-assign]
+
+    async def main() -> str:
+        return await world.publisher().publish(OLD, "r")
+
+    new = run(main)
+    assert world.prefix_contents(s3_path(new))["metadata.json"] == SERVER_METADATA
+    assert not [key for key in written if key.endswith("metadata.json")]
+
+
+class FailingStore(MemoryBlobStore):
+    """Fails every write after ``budget`` successful ones (as S3 after its retries)."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def _spend(self) -> None:
+        if self.budget <= 0:
+            raise BlobUnavailable("put: 503")
+        self.budget -= 1
+
+    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+        self._spend()
+        return await super().put_object(creds, bucket, key, data)
+
+    async def upload_part(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        *,
+        number: int,
+        data: bytes,
+    ) -> str:
+        self._spend()
+        return await super().upload_part(creds, bucket, key, upload_id, number=number, data=data)
+
+
+def test_a_failed_publish_resumes_into_the_same_version(tmp_path: Path) -> None:
+    blobs = FailingStore(budget=8)
+    world = World(tmp_path, blobs)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+
+    async def first() -> None:
+        with pytest.raises(PublishError, match="S3 failed"):
+            await world.publisher(max_parallel=1).publish(OLD, "r")
+
+    run(first)
+    assert len(world.datastore.versions_created) == 1
+    new = world.datastore.versions_created[0][0]
+    assert draft.new_version_id == new  # recorded before any copy
+    assert not draft.discarded
+    assert world.drafts.get(OLD) is draft
+    assert world.hooks.events[-1] == ("end", OLD)  # end_publish even on failure
+    assert not blobs.uploads  # the failed multipart upload was aborted
+    done_first = list(draft.published)
+    assert 0 < len(done_first) < 6
+
+    blobs.budget = 10_000
+    puts_before = blobs.calls["put"] + blobs.calls["upload_part"]
+
+    async def second() -> str:
+        return await world.publisher().publish(OLD, "another reason")
+
+    assert run(second) == new
+    assert len(world.datastore.versions_created) == 1  # never a second version
+    assert world.datastore.calls["version"] == 1
+    assert world.prefix_contents(s3_path(new)) == expected
+    # exactly what had not landed the first time was sent: every file's PUTs or parts, and
+    # the two directory markers
+    sizes = {f.path: f.size for f in plan.staged} | {f.path: f.size for f in plan.carried}
+    requests = {path: max(1, -(-size // PART)) for path, size in sizes.items()}
+    resent = sum(n for path, n in requests.items() if path not in done_first) + 2
+    assert blobs.calls["put"] + blobs.calls["upload_part"] - puts_before == resent
+    assert draft.discarded
+
+
+class DroppingStore(MemoryBlobStore):
+    """Answers success for PUTs of ``victim`` but stores a short (or no) object."""
+
+    def __init__(self, victim: str, keep: int | None) -> None:
+        super().__init__()
+        self.victim = victim
+        self.keep = keep
+
+    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+        if key.endswith(self.victim):
+            etag = hashlib.md5(data).hexdigest()  # noqa: S324 (the answer claims success)
+            if self.keep is not None:
+                self.put_blocking(bucket, key, data[: self.keep])
+            return etag
+        return await super().put_object(creds, bucket, key, data)
+
+
+@pytest.mark.parametrize(
+    ("keep", "message"), [(None, "added/new.txt is missing"), (3, "has 3 bytes, not 10")]
+)
+def test_verify_catches_a_missing_or_short_object(
+    tmp_path: Path, keep: int | None, message: str
+) -> None:
+    world = World(tmp_path, DroppingStore("added/new.txt", keep))
+    plan, _ = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+
+    async def main() -> None:
+        with pytest.raises(PublishError, match=message):
+            await world.publisher().publish(OLD, "r")
+
+    run(main)
+    assert not draft.discarded
+    assert ("done", OLD, draft.new_version_id) not in world.hooks.events
+
+
+def test_verify_catches_bytes_that_differ_from_the_base_etag(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    # the base object changed under the draft but kept its listing: the If-Match GET fails
+    key = OLD_PREFIX + "keep.csv"
+    data, info = world.blobs.objects[(BUCKET, key)]
+    world.blobs.objects[(BUCKET, key)] = (data[:-1] + b"X", info)
+    world.drafts.add(OLD, plan)
+
+    async def main() -> None:
+        with pytest.raises(PublishError, match=r"keep\.csv: the bytes read do not match"):
+            await world.publisher().publish(OLD, "r")
+
+    run(main)
+
+
+def test_progress_is_monotone_and_ends_at_the_totals(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    world.drafts.add(OLD, plan)
+    seen: list[PublishProgress] = []
+
+    async def main() -> str:
+        return await world.publisher(max_parallel=3).publish(OLD, "r", seen.append)
+
+    new = run(main)
+    assert len(seen) > 10
+    for before, after in itertools.pairwise(seen):
+        assert after.bytes_done >= before.bytes_done
+        assert after.files_done >= before.files_done
+    total = sum(f.size for f in plan.staged) + sum(f.size for f in plan.carried)
+    assert seen[-1].bytes_done == seen[-1].bytes_total == total
+    assert seen[-1].files_done == seen[-1].files_total == 6
+    assert seen[-1].phase == "done"
+    assert seen[-1].new_handle == new
+    phases: list[str] = [p.phase for p in seen]
+    order = ["versioning", "copying", "verifying", "finishing", "done"]
+    assert [phases.index(p) for p in order] == sorted(phases.index(p) for p in order)
+
+
+def test_a_draft_that_changes_nothing_is_discarded_without_a_version(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    rels = ["keep.csv", "big.bin", "change.txt", "gone.txt", "moved-from.dat"]
+    plan = DraftPlan((), tuple(world.carried(r) for r in rels), ("raw/empty",), ())
+    draft = world.drafts.add(OLD, plan)
+
+    async def main() -> None:
+        with pytest.raises(NothingToPublish):
+            await world.publisher().publish(OLD, "r")
+        with pytest.raises(NothingToPublish):
+            await world.publisher().publish(OLD, "r")  # no draft at all now
+
+    run(main)
+    assert draft.discarded
+    assert world.datastore.calls["version"] == 0
+
+
+def test_refused_write_credentials_give_the_data_stores_reason(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    world.datastore.refuse_write = api_errors.PermissionDenied(
+        "This dataset is locked - you cannot modify the files of a locked dataset."
+    )
+
+    async def main() -> None:
+        with pytest.raises(PublishError, match=r"refused write access.*locked dataset"):
+            await world.publisher().publish(OLD, "r")
+
+    run(main)
+    assert draft.new_version_id is not None
+    assert not draft.discarded
+
+
+def test_a_lost_version_answer_is_adopted_not_minted_twice(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    world.datastore.lose_version_answer = True
+    publisher = world.publisher()
+
+    async def main() -> str:
+        with pytest.raises(PublishError, match="unreachable"):
+            await publisher.publish(OLD, "r")
+        assert draft.new_version_id is None
+        return await publisher.publish(OLD, "r")
+
+    new = run(main)
+    assert world.datastore.calls["version"] == 1
+    assert [v for v, _ in world.datastore.versions_created] == [new]
+    assert world.prefix_contents(s3_path(new)) == expected
+
+
+def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    world.drafts.add(OLD, plan)
+
+    async def main() -> str:
+        return await world.publisher(in_place=True).publish(OLD, "r")
+
+    assert run(main) == OLD
+    assert world.datastore.calls["version"] == 0
+    expected["metadata.json"] = world.base["metadata.json"]
+    assert world.prefix_contents(OLD_PREFIX) == expected
+    assert world.hooks.events[-2:] == [("done", OLD, OLD), ("end", OLD)]
+
+
+def test_in_place_refused_for_a_released_dataset(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    before = world.prefix_contents(OLD_PREFIX)
+    world.datastore.refuse_write = api_errors.Forbidden(
+        f"Dataset {OLD} is pending review or is released."
+    )
+
+    async def main() -> None:
+        with pytest.raises(PublishError, match="pending review or is released"):
+            await world.publisher(in_place=True).publish(OLD, "r")
+
+    run(main)
+    assert world.prefix_contents(OLD_PREFIX) == before
+    assert not draft.discarded
+
+
+def test_generated_reason_counts_and_names() -> None:
+    plan = DraftPlan(
+        staged=(
+            StagedFile("a.csv", Path("/x"), 1, 0),
+            StagedFile("b/c.txt", Path("/y"), 1, 0),
+            StagedFile("d.nc", Path("/z"), 1, 0),
+        ),
+        carried=(),
+        empty_dirs=(),
+        removed=("e.txt", "f.txt"),
+    )
+    reason = generated_reason(plan, {"a.csv", "e.txt", "f.txt"})
+    assert reason == "provenafs: 2 added, 1 changed, 2 removed (a.csv, b/c.txt, d.nc, …)"
+
+
+def test_service_publishes_quiet_drafts_after_the_delay(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    clock = FakeClock(1000.0)
+    draft.last_change = 1000.0
+    service = PublishService(world.publisher(), publish_delay=60, clock=clock)
+    assert service.due() == []
+    clock.advance(61)
+    draft.quiet = False
+    assert service.due() == []  # an open writer holds it back
+    draft.quiet = True
+    assert service.due() == [OLD]
+
+
+def test_service_resumes_recorded_versions_and_answers_repeated_commits(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+
+    async def main() -> str:
+        # an interrupted publish: the version exists and is recorded, nothing copied yet
+        created = await world.datastore.create_version(OLD, "before the crash")
+        draft.record_new_version(created.new_version_id)
+        service = PublishService(world.publisher(), publish_delay=0)
+        await service.run()  # resumes, then returns: the delay is 0 (auto-publish off)
+        assert world.drafts.get(OLD) is None
+        again = await service.commit(OLD)
+        assert again == created.new_version_id
+        assert service.status()["published"] == {OLD: again}
+        return again
+
+    new = run(main)
+    assert world.datastore.calls["version"] == 1
+    assert world.prefix_contents(s3_path(new)) == expected
+
+
+def test_service_records_failures_with_their_cause(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    world.drafts.add(OLD, plan)
+    world.datastore.refuse_write = api_errors.Forbidden("Dataset is pending review")
+    service = PublishService(world.publisher(), publish_delay=0)
+
+    async def main() -> None:
+        with pytest.raises(PublishError):
+            await service.commit(OLD, "r")
+
+    run(main)
+    status = service.status()
+    assert [f["handle"] for f in status["failures"]] == [OLD]
+    assert "pending review" in status["failures"][0]["cause"]
+    assert status["publishing"] == []
+    assert [d["handle"] for d in status["drafts"]] == [OLD]
+    assert "fake-secret" not in repr(status)
