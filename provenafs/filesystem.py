@@ -530,8 +530,8 @@ class Filesystem:
         return len(self._sidecars.render(record))
 
     async def _require_sidecar_writable(self, handle: str) -> SidecarEditor:
-        if self._options.read_only:
-            raise FsError(errno.EROFS, "the mount is read-only (mount with -o rw to edit)")
+        if self._options.read_only or self._sidecar_editor is None:
+            raise FsError(errno.EROFS, "metadata edits need a read-write mount")
         record = await self._catalog.record(handle)
         if self._sidecar_editor is None or not self._sidecar_writable(record):
             why = "locked" if record.locked else "needs item role metadata-write or admin"
