@@ -1,0 +1,730 @@
+"""Metadata edits through sidecars: ``SidecarEditor`` against a fake client, then the filesystem.
+
+The fake data store applies update-metadata and revert-metadata the way provena-api.md §3.6 and
+§3.7 say (history entry prepended, display name synced, empty strings refused with 400), and
+counts every call, so each test can say exactly which calls a write caused.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from provenafs.api import errors as api_errors
+from provenafs.api.client import parse_dataset_record
+from provenafs.api.models import DatasetRecord
+from provenafs.blobstore import MemoryBlobStore
+from provenafs.errors import FsError
+from provenafs.filesystem import Attributes, Filesystem
+from provenafs.inodes import ROOT_INODE
+from provenafs.sidecar_edit import (
+    REASON_XATTR,
+    SIDECAR_MAX_BYTES,
+    SidecarBuffer,
+    SidecarEditor,
+    parse_reason,
+)
+from provenafs.sidecars import sidecar_bytes
+from tests.unit.fakes import CALLER, FakeDataStore, build_filesystem, options, run
+
+HANDLE = "10378.1/1001"
+LOCKED = "10378.1/1002"
+READER = "10378.1/1003"
+DATA_WRITER = "10378.1/1004"
+READ_ROLES = ("metadata-read", "dataset-data-read")
+
+
+def collection_format(name: str = "Reef logger temperatures 2023") -> dict[str, Any]:
+    return {
+        "associations": {
+            "organisation_id": "10378.1/1925605",
+            "data_custodian_id": None,
+            "point_of_contact": None,
+        },
+        "approvals": {
+            "ethics_registration": {"relevant": False, "obtained": False},
+            "ethics_access": {"relevant": False, "obtained": False},
+            "indigenous_knowledge": {"relevant": False, "obtained": False},
+            "export_controls": {"relevant": False, "obtained": False},
+        },
+        "dataset_info": {
+            "name": name,
+            "description": "Hourly temperatures",
+            "access_info": {"reposited": True, "uri": None, "description": None},
+            "publisher_id": "10378.1/1925605",
+            "license": "https://creativecommons.org/licenses/by/4.0/",
+            "keywords": ["reef"],
+            "user_metadata": None,
+        },
+    }
+
+
+class MetadataStore(FakeDataStore):
+    """``FakeDataStore`` plus update-metadata and revert-metadata, applied as the server does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[tuple[str, str, dict[str, Any]]] = []
+        self.reverts: list[tuple[str, int, str]] = []
+        self.update_failure: Exception | None = None
+
+    def add_dataset(self, handle: str, **kwargs: Any) -> dict[str, Any]:
+        item = self.add(handle, name="Reef logger temperatures 2023", **kwargs)
+        item["collection_format"] = collection_format()
+        item["history"] = [
+            {
+                "id": 0,
+                "timestamp": 1_721_629_472,
+                "reason": "Initial record creation",
+                "username": "jsmith",
+                "item": {"collection_format": copy.deepcopy(item["collection_format"])},
+            }
+        ]
+        return item
+
+    def _apply(self, handle: str, cf: Mapping[str, Any], reason: str) -> None:
+        item = self.items[handle]
+        item["collection_format"] = copy.deepcopy(dict(cf))
+        item["display_name"] = cf["dataset_info"]["name"]
+        item["updated_timestamp"] += 10
+        entry = {
+            "id": max(e["id"] for e in item["history"]) + 1,
+            "timestamp": item["updated_timestamp"],
+            "reason": reason,
+            "username": "jsmith",
+            "item": {"collection_format": copy.deepcopy(dict(cf))},
+        }
+        item["history"].insert(0, entry)
+
+    def _check_writable(self, handle: str) -> None:
+        if self.locked[handle]:
+            raise api_errors.PermissionDenied("update_metadata: This dataset is locked")
+        if not set(self.roles[handle]) & {"metadata-write", "admin"}:
+            raise api_errors.PermissionDenied("update_metadata: not authorised")
+
+    async def update_metadata(
+        self, handle: str, reason: str, collection_format: Mapping[str, Any]
+    ) -> None:
+        await self._enter("update_metadata")
+        self.updates.append((handle, reason, copy.deepcopy(dict(collection_format))))
+        if self.update_failure is not None:
+            raise self.update_failure
+        self._check_writable(handle)
+        if not collection_format["dataset_info"].get("name"):
+            raise api_errors.InvalidRequest("update_metadata: dataset_info.name: too short")
+        self._apply(handle, collection_format, reason)
+
+    async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None:
+        await self._enter("revert_metadata")
+        self.reverts.append((handle, history_id, reason))
+        self._check_writable(handle)
+        entry = next((e for e in self.items[handle]["history"] if e["id"] == history_id), None)
+        if entry is None:
+            raise api_errors.InvalidRequest(f"revert_metadata: no history entry {history_id}")
+        text = f"Reverting dataset to history id {history_id}. Reason: {reason}."
+        self._apply(handle, entry["item"]["collection_format"], text)
+
+
+class FakeCatalog:
+    """What the editor needs from ``Catalog``: records from the store, and invalidations."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self.invalidated: list[str] = []
+
+    async def record(self, handle: str) -> DatasetRecord:
+        return await self.store.fetch_dataset(handle)
+
+    def invalidate(self, handle: str) -> None:
+        self.invalidated.append(handle)
+
+
+def make_store() -> MetadataStore:
+    store = MetadataStore()
+    store.add_dataset(HANDLE)
+    store.add_dataset(LOCKED, locked=True)
+    store.add_dataset(READER, roles=READ_ROLES)
+    store.add_dataset(DATA_WRITER, roles=(*READ_ROLES, "dataset-data-write"))
+    return store
+
+
+def make_editor(
+    store: MetadataStore, default_reason: str | None = None
+) -> tuple[SidecarEditor, FakeCatalog, list[str]]:
+    catalog = FakeCatalog(store)
+    changed: list[str] = []
+
+    async def on_changed(handle: str) -> None:
+        changed.append(handle)
+
+    editor = SidecarEditor(store, catalog, default_reason=default_reason, on_changed=on_changed)
+    return editor, catalog, changed
+
+
+def current_document(store: MetadataStore, handle: str = HANDLE) -> dict[str, Any]:
+    item = store.items[handle]
+    document = {"item": item, "roles": list(store.roles[handle]), "locked": store.locked[handle]}
+    result: dict[str, Any] = json.loads(
+        sidecar_bytes(parse_dataset_record(item, document["roles"], False, document))
+    )
+    return result
+
+
+def encode(document: Any) -> bytes:
+    return json.dumps(document, indent=2).encode()
+
+
+def errno_of(exc_info: pytest.ExceptionInfo[FsError]) -> int:
+    return exc_info.value.errno
+
+
+# --- accepted shapes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["document", "item", "collection_format"])
+def test_each_accepted_shape_sends_one_full_update(shape: str) -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, catalog, changed = make_editor(store)
+        document = current_document(store)
+        document["item"]["collection_format"]["dataset_info"]["description"] = "New words"
+        written = {
+            "document": document,
+            "item": document["item"],
+            "collection_format": document["item"]["collection_format"],
+        }[shape]
+        await editor.commit(HANDLE, encode(written), None)
+        assert len(store.updates) == 1
+        handle, reason, sent = store.updates[0]
+        assert handle == HANDLE
+        assert reason == "provenafs: edited dataset_info.description"
+        assert sent == document["item"]["collection_format"]
+        assert store.items[HANDLE]["history"][0]["reason"] == reason
+        assert catalog.invalidated == [HANDLE]
+        assert changed == [HANDLE]
+
+    run(body)
+
+
+def test_the_bytes_as_read_written_back_make_no_call() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, catalog, _ = make_editor(store)
+        record = await store.fetch_dataset(HANDLE)
+        await editor.commit(HANDLE, sidecar_bytes(record), None)
+        assert store.calls["update_metadata"] == 0
+        assert catalog.invalidated == []
+
+    run(body)
+
+
+def test_a_collection_format_without_its_null_fields_is_the_same_one() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        cf = collection_format()
+        del cf["associations"]["data_custodian_id"]
+        cf["dataset_info"]["access_info"] = {"reposited": True}
+        await editor.commit(HANDLE, encode(cf), None)
+        assert store.calls["update_metadata"] == 0
+
+    run(body)
+
+
+def test_generated_reason_names_every_changed_field() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        cf = collection_format()
+        cf["dataset_info"]["description"] = "Other"
+        cf["dataset_info"]["keywords"] = ["reef", "heat"]
+        await editor.commit(HANDLE, encode(cf), None)
+        assert store.updates[0][1] == (
+            "provenafs: edited dataset_info.description, dataset_info.keywords"
+        )
+
+    run(body)
+
+
+def test_a_renamed_dataset_may_carry_the_display_name_its_new_name_implies() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        document = current_document(store)
+        document["item"]["collection_format"]["dataset_info"]["name"] = "Renamed"
+        document["item"]["display_name"] = "Renamed"
+        await editor.commit(HANDLE, encode(document), None)
+        assert store.items[HANDLE]["display_name"] == "Renamed"
+
+    run(body)
+
+
+# --- refusals: nothing is sent -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"item": ', errno.EINVAL),
+        (b"[1, 2]", errno.EINVAL),
+        (b'"text"', errno.EINVAL),
+        (b"", errno.EINVAL),
+        (b'{"foo": 1}', errno.EINVAL),
+        (b"{}", errno.EINVAL),
+        (b'{"item": [], "roles": []}', errno.EINVAL),
+        (b'{"item": {"collection_format": "x"}}', errno.EINVAL),
+        (b'{"dataset_info": {"name": NaN}}', errno.EINVAL),
+        (b'{"dataset_info": {}, "dataset_info": {}}', errno.EINVAL),
+        (b'{"dataset_info": {"name": "\xff\xfe"}}', errno.EINVAL),
+        (b"\x00\x01\x02binary garbage\x9c", errno.EINVAL),
+        (b"[" * 100_000 + b"]" * 100_000, errno.EINVAL),
+        (b" " * (SIDECAR_MAX_BYTES + 1), errno.EFBIG),
+    ],
+)
+def test_unusable_content_is_refused_without_a_call(data: bytes, expected: int) -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, catalog, _ = make_editor(store)
+        before = copy.deepcopy(store.items[HANDLE])
+        with pytest.raises(FsError) as caught:
+            await editor.commit(HANDLE, data, None)
+        assert errno_of(caught) == expected
+        assert store.calls["update_metadata"] == 0
+        assert store.items[HANDLE] == before
+        assert catalog.invalidated == []
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["item"]["history"].clear(),
+        lambda d: d["item"].update(s3={"bucket_name": "b", "path": "p/", "s3_uri": "s3://b/p/"}),
+        lambda d: d.update(locked=True),
+        lambda d: d.update(roles=["admin"]),
+        lambda d: d["item"].update(display_name="Not the name"),
+        lambda d: d.update(extra=1),
+    ],
+)
+def test_edits_of_read_only_fields_are_einval_even_with_a_real_change(edit: Any) -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        for change_description in (False, True):
+            document = current_document(store)
+            edit(document)
+            if change_description:
+                document["item"]["collection_format"]["dataset_info"]["description"] = "x"
+            with pytest.raises(FsError) as caught:
+                await editor.commit(HANDLE, encode(document), None)
+            assert errno_of(caught) == errno.EINVAL
+        assert store.calls["update_metadata"] == 0
+
+    run(body)
+
+
+@pytest.mark.parametrize("handle", [LOCKED, READER, DATA_WRITER])
+def test_locked_or_without_metadata_write_is_eacces_without_a_call(handle: str) -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        cf = collection_format()
+        cf["dataset_info"]["description"] = "New words"
+        with pytest.raises(FsError) as caught:
+            await editor.commit(handle, encode(cf), None)
+        assert errno_of(caught) == errno.EACCES
+        assert store.calls["update_metadata"] == 0
+
+    run(body)
+
+
+def test_a_locked_dataset_written_back_unchanged_is_not_an_error() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        await editor.commit(LOCKED, encode(collection_format()), None)
+        assert store.calls["update_metadata"] == 0
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (api_errors.InvalidRequest("update_metadata: Metadata validation failed"), errno.EINVAL),
+        (api_errors.PermissionDenied("update_metadata: This dataset is locked"), errno.EACCES),
+        (api_errors.AuthenticationFailed("Could not validate credentials"), errno.EACCES),
+        (api_errors.Unavailable("update_metadata: unreachable"), errno.EIO),
+    ],
+)
+def test_data_store_failures_map_to_errnos(failure: Exception, expected: int) -> None:
+    async def body() -> None:
+        store = make_store()
+        store.update_failure = failure
+        editor, _, changed = make_editor(store)
+        before = copy.deepcopy(store.items[HANDLE])
+        cf = collection_format()
+        cf["dataset_info"]["description"] = "New words"
+        with pytest.raises(FsError) as caught:
+            await editor.commit(HANDLE, encode(cf), None)
+        assert errno_of(caught) == expected
+        assert store.calls["update_metadata"] == 1
+        assert store.items[HANDLE] == before
+        assert changed == []
+
+    run(body)
+
+
+def test_a_record_the_data_store_rejects_is_einval_and_changes_nothing() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        before = copy.deepcopy(store.items[HANDLE])
+        cf = collection_format(name="")
+        with pytest.raises(FsError) as caught:
+            await editor.commit(HANDLE, encode(cf), None)
+        assert errno_of(caught) == errno.EINVAL
+        assert store.items[HANDLE] == before
+
+    run(body)
+
+
+# --- reasons -------------------------------------------------------------------------------
+
+
+def changed_format(description: str) -> bytes:
+    cf = collection_format()
+    cf["dataset_info"]["description"] = description
+    return encode(cf)
+
+
+def test_reason_precedence_argument_then_xattr_then_mount_option_then_generated() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store, default_reason="from the mount option")
+        editor.set_reason(HANDLE, "from the xattr")
+        await editor.commit(HANDLE, changed_format("one"), "from the argument")
+        await editor.commit(HANDLE, changed_format("two"), None)
+        await editor.commit(HANDLE, changed_format("three"), None)  # xattr used up by "two"
+        plain, _, _ = make_editor(store)
+        await plain.commit(HANDLE, changed_format("four"), None)
+        assert [reason for _, reason, _ in store.updates] == [
+            "from the argument",
+            "from the mount option",
+            "from the mount option",
+            "provenafs: edited dataset_info.description",
+        ]
+
+    run(body)
+
+
+def test_the_xattr_reason_survives_a_failed_commit_and_is_cleared_by_a_successful_one() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        editor.set_reason(HANDLE, "why")
+        store.update_failure = api_errors.Unavailable("down")
+        with pytest.raises(FsError):
+            await editor.commit(HANDLE, changed_format("one"), None)
+        assert editor.reason_for(HANDLE) == "why"
+        store.update_failure = None
+        await editor.commit(HANDLE, changed_format("one"), None)
+        assert store.updates[-1][1] == "why"
+        assert editor.reason_for(HANDLE) is None
+
+    run(body)
+
+
+def test_parse_reason() -> None:
+    assert parse_reason(b"  Fix typo\n") == "Fix typo"
+    assert parse_reason(b"") is None
+    for bad in (b"\xff", b"a\x00b", b"x" * 5000):
+        with pytest.raises(FsError) as caught:
+            parse_reason(bad)
+        assert errno_of(caught) == errno.EINVAL
+
+
+# --- revert --------------------------------------------------------------------------------
+
+
+def test_revert_restores_an_entry_and_answers_the_new_entry_id() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, catalog, changed = make_editor(store)
+        await editor.commit(HANDLE, changed_format("edited"), None)
+        new_id = await editor.revert(HANDLE, 0, "undo")
+        assert store.reverts == [(HANDLE, 0, "undo")]
+        assert new_id == 2
+        item = store.items[HANDLE]
+        assert item["history"][0]["reason"] == "Reverting dataset to history id 0. Reason: undo."
+        assert item["collection_format"]["dataset_info"]["description"] == "Hourly temperatures"
+        assert changed == [HANDLE, HANDLE]
+        assert catalog.invalidated.count(HANDLE) == 2
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("handle", "history_id", "reason", "expected"),
+    [
+        (HANDLE, 7, "undo", errno.EINVAL),
+        (HANDLE, -1, "undo", errno.EINVAL),
+        (HANDLE, 0, "  ", errno.EINVAL),
+        (LOCKED, 0, "undo", errno.EACCES),
+        (READER, 0, "undo", errno.EACCES),
+    ],
+)
+def test_revert_refusals_make_no_call(
+    handle: str, history_id: int, reason: str, expected: int
+) -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        with pytest.raises(FsError) as caught:
+            await editor.revert(handle, history_id, reason)
+        assert errno_of(caught) == expected
+        assert store.calls["revert_metadata"] == 0
+
+    run(body)
+
+
+# --- the write buffer ----------------------------------------------------------------------
+
+
+def test_sidecar_buffer_writes_at_any_offset_and_truncates() -> None:
+    assert not SidecarBuffer(HANDLE, b"abcdef").dirty
+    assert SidecarBuffer(HANDLE, b"", dirty=True).dirty
+    buffer = SidecarBuffer(HANDLE, b"abcdef")
+    assert buffer.write(2, b"XY") == 2
+    assert buffer.contents() == b"abXYef"
+    buffer.write(8, b"!")
+    assert buffer.contents() == b"abXYef\x00\x00!"
+    buffer.truncate(3)
+    assert buffer.contents() == b"abX"
+    assert buffer.dirty
+    with pytest.raises(FsError) as caught:
+        buffer.write(SIDECAR_MAX_BYTES, b"x")
+    assert errno_of(caught) == errno.EFBIG
+
+
+# --- the filesystem: sidecars opened for writing ------------------------------------------
+
+WRITE_TRUNC = os.O_WRONLY | os.O_TRUNC
+
+
+def build(store: MetadataStore, *extra: str) -> Filesystem:
+    mount_options = options("-o", ",".join(("rw", *extra)))
+    fs, _ = build_filesystem(store, MemoryBlobStore(), mount_options=mount_options)
+    return fs
+
+
+async def sidecar(fs: Filesystem, handle: str = HANDLE) -> Attributes:
+    prefix, suffix = handle.split("/")
+    parent = await fs.lookup(ROOT_INODE, prefix, CALLER)
+    return await fs.lookup(parent.inode, f"{suffix}.json", CALLER)
+
+
+async def read_sidecar(fs: Filesystem, handle: str = HANDLE) -> dict[str, Any]:
+    opened = await fs.open((await sidecar(fs, handle)).inode, os.O_RDONLY, CALLER)
+    data = await fs.read(opened.fh, 0, 1 << 24)
+    await fs.release(opened.fh)
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+async def write_sidecar(fs: Filesystem, data: bytes, handle: str = HANDLE) -> int:
+    """open(O_WRONLY|O_TRUNC), write, then flush (close); the fh, released."""
+    opened = await fs.open((await sidecar(fs, handle)).inode, WRITE_TRUNC, CALLER)
+    try:
+        assert await fs.write(opened.fh, 0, data) == len(data)
+        await fs.flush(opened.fh)
+    finally:
+        await fs.release(opened.fh)
+    return opened.fh
+
+
+def test_sidecar_write_bits_tell_the_truth() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        assert stat.S_IMODE((await sidecar(fs, HANDLE)).mode) == 0o644
+        for handle in (LOCKED, READER, DATA_WRITER):
+            assert stat.S_IMODE((await sidecar(fs, handle)).mode) == 0o444
+        read_only, _ = build_filesystem(store, MemoryBlobStore(), mount_options=options("-o", "ro"))
+        assert stat.S_IMODE((await sidecar(read_only, HANDLE)).mode) == 0o444
+        plain, _ = build_filesystem(FakeDataStore(), MemoryBlobStore(), mount_options=options())
+        assert plain.sidecar_editor is None
+
+    run(body)
+
+
+def test_writing_the_sidecar_commits_once_at_flush_and_the_next_read_shows_it() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        document = await read_sidecar(fs)
+        document["item"]["collection_format"]["dataset_info"]["description"] = "Edited"
+        data = encode(document)
+        opened = await fs.open((await sidecar(fs)).inode, WRITE_TRUNC, CALLER)
+        assert opened.direct_io
+        await fs.write(opened.fh, 0, data[:10])
+        await fs.write(opened.fh, 10, data[10:])
+        assert (await sidecar(fs)).size == len(data)  # the unsaved edit, while it is open
+        assert store.calls["update_metadata"] == 0
+        await fs.flush(opened.fh)
+        await fs.flush(opened.fh)  # a dup'ed descriptor's close: nothing new to commit
+        await fs.release(opened.fh)
+        assert store.calls["update_metadata"] == 1
+        after = await read_sidecar(fs)
+        assert after["item"]["collection_format"]["dataset_info"]["description"] == "Edited"
+        assert after["item"]["history"][0]["reason"] == (
+            "provenafs: edited dataset_info.description"
+        )
+        assert (await sidecar(fs)).size == len(sidecar_bytes(await store.fetch_dataset(HANDLE)))
+
+    run(body)
+
+
+def test_read_write_open_starts_from_the_current_bytes_and_edits_in_place() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        record = await store.fetch_dataset(HANDLE)
+        current = sidecar_bytes(record)
+        opened = await fs.open((await sidecar(fs)).inode, os.O_RDWR, CALLER)
+        assert await fs.read(opened.fh, 0, len(current) + 10) == current
+        at = current.index(b"Hourly temperatures")
+        await fs.write(opened.fh, at, b"Weekly")
+        await fs.flush(opened.fh)
+        await fs.release(opened.fh)
+        assert store.updates[0][2]["dataset_info"]["description"] == "Weekly temperatures"
+
+    run(body)
+
+
+def test_ftruncate_then_write_replaces_the_document() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        inode = (await sidecar(fs)).inode
+        opened = await fs.open(inode, os.O_WRONLY, CALLER)
+        attributes = await fs.setattr(inode, CALLER, size=0, fh=opened.fh)
+        assert attributes.size == 0
+        await fs.write(opened.fh, 0, changed_format("Truncated first"))
+        await fs.flush(opened.fh)
+        await fs.release(opened.fh)
+        assert store.updates[0][2]["dataset_info"]["description"] == "Truncated first"
+
+    run(body)
+
+
+def test_a_failed_commit_fails_every_flush_of_that_file_with_one_call() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        before = copy.deepcopy(store.items[HANDLE])
+        opened = await fs.open((await sidecar(fs)).inode, WRITE_TRUNC, CALLER)
+        await fs.write(opened.fh, 0, encode(collection_format(name="")))
+        for _ in range(2):
+            with pytest.raises(FsError) as caught:
+                await fs.flush(opened.fh)
+            assert errno_of(caught) == errno.EINVAL
+        await fs.release(opened.fh)
+        assert store.calls["update_metadata"] == 1
+        assert store.items[HANDLE] == before
+        assert (await read_sidecar(fs))["item"] == before
+
+    run(body)
+
+
+def test_invalid_json_fails_at_flush_and_a_truncating_open_alone_is_refused_too() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        with pytest.raises(FsError) as caught:
+            await write_sidecar(fs, b"{not json")
+        assert errno_of(caught) == errno.EINVAL
+        with pytest.raises(FsError) as caught:
+            await write_sidecar(fs, b"")  # `: > x.json`: an empty document
+        assert errno_of(caught) == errno.EINVAL
+        assert store.calls["update_metadata"] == 0
+
+    run(body)
+
+
+@pytest.mark.parametrize(("handle", "expected"), [(LOCKED, errno.EACCES), (READER, errno.EACCES)])
+def test_opening_a_sidecar_that_cannot_be_edited_for_writing_is_refused(
+    handle: str, expected: int
+) -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        for flags in (os.O_WRONLY, os.O_RDWR, WRITE_TRUNC):
+            with pytest.raises(FsError) as caught:
+                await fs.open((await sidecar(fs, handle)).inode, flags, CALLER)
+            assert errno_of(caught) == expected
+        read_only, _ = build_filesystem(store, MemoryBlobStore(), mount_options=options("-o", "ro"))
+        with pytest.raises(FsError) as caught:
+            await read_only.open((await sidecar(read_only)).inode, os.O_WRONLY, CALLER)
+        assert errno_of(caught) == errno.EROFS
+
+    run(body)
+
+
+def test_reason_xattr_is_used_by_the_next_commit_then_forgotten() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store, "metadata_reason=mount default")
+        inode = (await sidecar(fs)).inode
+        await fs.setxattr(inode, REASON_XATTR, b"Fix the description", CALLER)
+        assert await fs.getxattr(inode, REASON_XATTR, CALLER) == b"Fix the description"
+        assert REASON_XATTR in await fs.listxattr(inode, CALLER)
+        await write_sidecar(fs, changed_format("one"))
+        await write_sidecar(fs, changed_format("two"))
+        assert [reason for _, reason, _ in store.updates] == [
+            "Fix the description",
+            "mount default",
+        ]
+        with pytest.raises(FsError) as caught:
+            await fs.getxattr(inode, REASON_XATTR, CALLER)
+        assert errno_of(caught) == errno.ENODATA
+        await fs.setxattr(inode, REASON_XATTR, b"dropped", CALLER)
+        await fs.removexattr(inode, REASON_XATTR, CALLER)
+        await write_sidecar(fs, changed_format("three"))
+        assert store.updates[-1][1] == "mount default"
+        with pytest.raises(FsError) as caught:
+            await fs.setxattr(inode, "user.other", b"x", CALLER)
+        assert errno_of(caught) == errno.ENOTSUP
+        locked_inode = (await sidecar(fs, LOCKED)).inode
+        with pytest.raises(FsError) as caught:
+            await fs.setxattr(locked_inode, REASON_XATTR, b"x", CALLER)
+        assert errno_of(caught) == errno.EACCES
+
+    run(body)
+
+
+def test_revert_through_the_filesystem_editor_shows_at_once() -> None:
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        await write_sidecar(fs, changed_format("edited"))
+        assert (await read_sidecar(fs))["item"]["history"][0]["id"] == 1
+        editor = fs.sidecar_editor
+        assert editor is not None
+        assert await editor.revert(HANDLE, 0, "undo") == 2
+        document = await read_sidecar(fs)
+        assert document["item"]["history"][0]["reason"] == (
+            "Reverting dataset to history id 0. Reason: undo."
+        )
+        description = document["item"]["collection_format"]["dataset_info"]["description"]
+        assert description == "Hourly temperatures"
+
+    run(body)
