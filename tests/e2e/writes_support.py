@@ -50,8 +50,8 @@ __all__ = [
 PROVENAFS = [sys.executable, "-m", "provenafs"]
 # ``rw``: the mount is read-only unless asked (docs/SEMANTICS.md). The tests publish only by
 # ``provenafs commit``; a quiet-delay publish in the middle of a test would move the latest
-# version under it, so the delay must be far beyond any test's length.
-WRITE_OPTIONS = "rw"
+# version under it, so it is off (``publish_delay=0``: never).
+WRITE_OPTIONS = "rw,publish_delay=0"
 API_TIMEOUT = 60.0
 
 
