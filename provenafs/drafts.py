@@ -217,13 +217,16 @@ class DraftSummary:
     published_paths: int
 
 
-def default_root(source: str, state_home: Path | None = None) -> Path:
-    """``$XDG_STATE_HOME/provenafs/drafts/<hash of the source URL>``: private per data store."""
-    if state_home is None:
+def default_root(source: str, state_dir: Path | None = None) -> Path:
+    """``<state_dir>/drafts/<hash of the source URL>``: private per data store.
+
+    ``state_dir`` defaults to ``$XDG_STATE_HOME/provenafs`` (``~/.local/state/provenafs``).
+    """
+    if state_dir is None:
         env = os.environ.get("XDG_STATE_HOME")
-        state_home = Path(env) if env else Path.home() / ".local" / "state"
+        state_dir = (Path(env) if env else Path.home() / ".local" / "state") / "provenafs"
     digest = hashlib.sha256(source.rstrip("/").encode()).hexdigest()[:16]
-    return state_home / "provenafs" / "drafts" / digest
+    return state_dir / "drafts" / digest
 
 
 def _draft_dirname(handle: str) -> str:

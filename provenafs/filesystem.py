@@ -3,8 +3,20 @@
 ``Filesystem`` answers lookup, getattr, readdir, open/read, readlink, xattrs, access and statfs
 for the tree of SPEC §1 (``namespace``), from the caches of ``catalog``; file contents come from
 one ``ObjectReader`` per open file, sidecars from a snapshot of their bytes taken at open.
-Permission bits tell the truth about the caller's item roles; every mutating operation exists
-and raises ``EROFS`` until writes land.
+Permission bits tell the truth about the caller's item roles and about whether a write can
+succeed.
+
+Writes (SPEC §3): in the latest version of a dataset whose caller holds item ``admin``, every
+change goes into the dataset's ``Draft`` (``provenafs.drafts``): the first change opens it, the
+namespace shows it over the base version at once, files opened for writing get local bytes
+(copy-on-write: a base file's bytes are fetched in parts unless it is truncated), and
+flush/fsync/release make them durable. Refusals: ``-o ro`` or a version that is not the latest
+``EROFS``; no item ``admin`` ``EACCES``; the top-level ``metadata.json`` ``EACCES``; renames
+out of a dataset ``EXDEV``; the levels above datasets ``EROFS``. While a dataset's publish runs
+(``begin_publish``..``end_publish``) its changes fail fast with ``EBUSY`` rather than hang the
+kernel for the length of an upload. ``publish_done`` drops the draft view and queues kernel
+cache invalidations, which a background task sends (never from inside a request: the kernel
+may hold the very locks the notification needs).
 
 Rules: names are ``str``, inodes ``int`` (1 = root); the only exception that leaves a public
 method is ``FsError`` (API and object-store exceptions are translated through ``to_errno``
@@ -23,6 +35,7 @@ import dataclasses
 import errno
 import functools
 import json
+import logging
 import os
 import stat
 import time
@@ -34,14 +47,35 @@ import trio
 import provenafs
 from provenafs.api.errors import ApiError
 from provenafs.api.models import DatasetRecord
-from provenafs.blobstore import BlobError, BlobStore, ObjectInfo
+from provenafs.blobstore import (
+    AccessDenied,
+    BlobError,
+    BlobStore,
+    ExpiredCredentials,
+    Listing,
+    ObjectInfo,
+)
 from provenafs.blockcache import BlockCache
 from provenafs.catalog import NAME_MAX, Catalog
 from provenafs.credentials import CredentialBroker
+from provenafs.drafts import (
+    METADATA_FILE,
+    WHITEOUT,
+    CarriedEntry,
+    DirectoryEntry,
+    Draft,
+    DraftStore,
+    Entry,
+    StagedBlob,
+    StagedEntry,
+    Whiteout,
+    default_root,
+    join,
+)
 from provenafs.errors import FsError, to_errno
-from provenafs.inodes import InodeTable, NodeId, NodeKind
+from provenafs.inodes import ORPHAN_MARK, InodeTable, NodeId, NodeKind
 from provenafs.mount_options import MountOptions
-from provenafs.namespace import Namespace
+from provenafs.namespace import BY_NAME, LATEST_SUFFIX, SIDECAR_SUFFIX, Namespace, check_name
 from provenafs.reader import ObjectReader, PrefetchBudget
 from provenafs.sidecar_edit import (
     REASON_XATTR,
@@ -53,7 +87,10 @@ from provenafs.sidecar_edit import (
 )
 from provenafs.sidecars import SidecarRenderer
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "COPY_PART_SIZE",
     "LONG_TIMEOUT",
     "SHORT_TIMEOUT",
     "Attributes",
@@ -62,6 +99,7 @@ __all__ = [
     "FileReader",
     "Filesystem",
     "FsStats",
+    "KernelCacheNotifier",
     "OpenFile",
 ]
 
@@ -77,6 +115,13 @@ _DIR_MODE = 0o555
 _NO_DATA_DIR_MODE = 0o111
 _FILE_MODE = 0o444
 _LINK_MODE = 0o777
+_DIR_MODE_WRITABLE = 0o755
+_FILE_MODE_WRITABLE = 0o644
+COPY_PART_SIZE = 8 << 20  # copy-on-write fetches a base file into the draft in parts this big
+RENAME_NOREPLACE = 1  # linux/fs.h
+_DATASET_DIR_KINDS = (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR)
+_DATASET_KINDS = (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR, NodeKind.DATASET_FILE)
+_INVALIDATION_QUEUE = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +192,15 @@ class DataStoreApi(Protocol):
 
 ReaderFactory = Callable[[DatasetRecord, ObjectInfo], FileReader]
 
+
+class KernelCacheNotifier(Protocol):
+    """Drops kernel cache entries (``fuse_ops.KernelNotifier`` is the real one)."""
+
+    async def invalidate_entry(self, parent_inode: int, name: str) -> None: ...
+
+    async def invalidate_inode(self, inode: int, *, attr_only: bool = False) -> None: ...
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -160,6 +214,8 @@ def _translate_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
             return await method(*args, **kwargs)
         except (ApiError, BlobError) as exc:
             raise FsError(to_errno(exc), f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:  # the draft's local disk (ENOSPC, EIO, ...)
+            raise FsError(exc.errno or errno.EIO, f"local draft storage: {exc}") from exc
 
     return wrapper
 
@@ -179,6 +235,38 @@ class _ReaderHandle:
 class _BytesHandle:
     node: NodeId
     data: bytes
+
+
+@dataclasses.dataclass
+class _BlobHandle:
+    """An open staged file of a draft (any file opened for writing, or read once staged)."""
+
+    node: NodeId
+    blob: StagedBlob
+    writable: bool
+    append: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _FileView:
+    """Where a dataset file's bytes are: a base object (``info``) or local (``staged``/``blob``)."""
+
+    info: ObjectInfo | None
+    staged: StagedEntry | None
+    draft: Draft | None
+    blob: StagedBlob | None = None  # an unlinked file still open
+
+    def size_and_mtime(self) -> tuple[int, int]:
+        if self.blob is not None:
+            return self.blob.size, self.blob.mtime_ns
+        if self.staged is not None and self.draft is not None:
+            return self.draft.staged_size(self.staged), self.draft.staged_mtime(self.staged)
+        assert self.info is not None
+        return self.info.size, _seconds_to_ns(self.info.last_modified)
+
+
+def _is_writing(flags: int) -> bool:
+    return flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & (os.O_TRUNC | os.O_APPEND))
 
 
 def _seconds_to_ns(seconds: float) -> int:
@@ -205,6 +293,7 @@ class Filesystem:
         options: MountOptions,
         clock: Callable[[], float] = time.time,
         reader_factory: ReaderFactory | None = None,
+        drafts: DraftStore | None = None,
     ) -> None:
         self._client = client
         self._broker = broker
@@ -222,13 +311,20 @@ class Filesystem:
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
         )
-        self._namespace = Namespace(self._catalog)
+        self._draft_store = drafts
+        self._namespace = Namespace(self._catalog, self._draft_of)
         self._inodes = InodeTable()
         self._sidecars = SidecarRenderer()
         self._started_ns = _seconds_to_ns(clock())
         self._next_fh = 1
         self._dirs: dict[int, _DirHandle] = {}
-        self._files: dict[int, _ReaderHandle | _BytesHandle] = {}
+        self._files: dict[int, _ReaderHandle | _BytesHandle | _BlobHandle] = {}
+        self._orphans: dict[NodeId, StagedBlob | ObjectInfo] = {}
+        self._path_locks: dict[tuple[str, str], trio.Lock] = {}
+        self._publishing: set[str] = set()
+        self._notifier: KernelCacheNotifier | None = None
+        self._invalidations: list[tuple[int, str | None]] = []
+        self._invalidations_ready: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._status_snapshot: bytes | None = None
         # Metadata edits through sidecars (sidecar_edit): one editor, and the write buffer of
@@ -249,17 +345,39 @@ class Filesystem:
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def draft_store(self) -> DraftStore:
+        """Every draft of this mount (made on first use under ``-o state_dir``)."""
+        if self._draft_store is None:
+            root = default_root(self._options.source, self._options.state_dir)
+            self._draft_store = DraftStore(root, clock=self._clock)
+        return self._draft_store
+
+    def _draft_of(self, handle: str) -> Draft | None:
+        return self.draft_store.get(handle)
+
+    def set_kernel_notifier(self, notifier: KernelCacheNotifier) -> None:
+        """Where kernel cache invalidations go (set before ``start``)."""
+        self._notifier = notifier
+
     async def start(self, nursery: trio.Nursery) -> None:
         """Remember the mount's nursery: background work of open files runs under it."""
         self._nursery = nursery
+        if self._notifier is not None:
+            self._invalidations_ready = trio.Event()
+            nursery.start_soon(self._send_invalidations, self._notifier)
 
     async def close(self) -> None:
-        """Close every open file's reader and drop every handle."""
+        """Close every open file's reader, make staged files durable, and drop every handle."""
         files, self._files = self._files, {}
         self._dirs.clear()
         for handle in files.values():
             if isinstance(handle, _ReaderHandle):
                 await handle.reader.close()
+            elif isinstance(handle, _BlobHandle):
+                await self._release_blob_handle(handle)
+        if self._draft_store is not None:
+            self._draft_store.close()
 
     # --- names and attributes ------------------------------------------------------------
 
@@ -273,7 +391,13 @@ class Filesystem:
         return dataclasses.replace(attributes, inode=self._inodes.remember(node))
 
     async def forget(self, inode: int, nlookup: int) -> None:
+        try:
+            node = self._inodes.node(inode)
+        except FsError:
+            return
         self._inodes.forget(inode, nlookup)
+        if node in self._orphans and self._inodes.find(node) is None:
+            del self._orphans[node]
 
     @_translate_errors
     async def getattr(self, inode: int, ctx: Caller) -> Attributes:
@@ -312,7 +436,8 @@ class Filesystem:
         mtime = _seconds_to_ns(record.updated_timestamp)
         if kind is NodeKind.DATASET_DIR:
             readable = await self._catalog.data_readable(record)
-            mode = stat.S_IFDIR | (_DIR_MODE if readable else _NO_DATA_DIR_MODE)
+            dir_mode, _ = self._content_modes(record)
+            mode = stat.S_IFDIR | (dir_mode if readable else _NO_DATA_DIR_MODE)
             return self._make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
         if kind is NodeKind.SIDECAR:
             # An editable sidecar's attributes are never cached by the kernel: an edit through
@@ -324,17 +449,43 @@ class Filesystem:
         if kind is NodeKind.LATEST_LINK:
             target = await self._namespace.link_target(node)
             return self._make(stat.S_IFLNK | _LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
+        dir_mode, file_mode = self._content_modes(record)
+        timeout = self._content_timeout(record)
         if kind is NodeKind.DATASET_SUBDIR:
             await self._require_data_read(record)
-            parent, name = _parent_path(node.path)
-            if name not in (await self._catalog.listing(record, parent)).subdirs:
+            draft = self._draft_of(node.handle)
+            entry = draft.resolve(node.path) if draft is not None else None
+            if isinstance(entry, DirectoryEntry):
+                mtime = entry.mtime_ns
+            elif entry is not None or node.path.startswith(ORPHAN_MARK):
                 raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
-            return self._make(stat.S_IFDIR | _DIR_MODE, 0, mtime, LONG_TIMEOUT)
+            else:
+                parent, name = _parent_path(node.path)
+                if name not in (await self._catalog.listing(record, parent)).subdirs:
+                    raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
+            return self._make(stat.S_IFDIR | dir_mode, 0, mtime, timeout)
         if kind is NodeKind.DATASET_FILE:
-            info = await self._object_info(record, node)
-            mtime = _seconds_to_ns(info.last_modified)
-            return self._make(stat.S_IFREG | _FILE_MODE, info.size, mtime, LONG_TIMEOUT)
+            view = await self._file_view(record, node)
+            size, mtime = view.size_and_mtime()
+            if node.path == METADATA_FILE:
+                file_mode = _FILE_MODE
+            attributes = self._make(stat.S_IFREG | file_mode, size, mtime, timeout)
+            if view.blob is not None and view.blob.path is None:
+                attributes = dataclasses.replace(attributes, nlink=0)  # unlinked, still open
+            return attributes
         raise AssertionError(f"unhandled node kind {kind}")
+
+    def _content_modes(self, record: DatasetRecord) -> tuple[int, int]:
+        """Permission bits of a dataset's directories and files: write bits where writes work."""
+        if self._write_refusal(record, "") is None:
+            return _DIR_MODE_WRITABLE, _FILE_MODE_WRITABLE
+        return _DIR_MODE, _FILE_MODE
+
+    def _content_timeout(self, record: DatasetRecord) -> float:
+        """Kernel cache lifetime inside a dataset: long only where nothing can change it."""
+        if self._write_refusal(record, "") is None or self._draft_of(record.handle) is not None:
+            return SHORT_TIMEOUT
+        return LONG_TIMEOUT
 
     def _estimated_attributes(self, node: NodeId) -> Attributes:
         """Attributes of a prefix dir's entry from what is cached, valid for no time at all."""
@@ -342,7 +493,8 @@ class Filesystem:
         mtime = _seconds_to_ns(record.updated_timestamp) if record else self._started_ns
         if node.kind is NodeKind.DATASET_DIR:
             readable = self._catalog.known_data_readable(record) if record else None
-            mode = _NO_DATA_DIR_MODE if readable is False else _DIR_MODE
+            dir_mode = self._content_modes(record)[0] if record else _DIR_MODE
+            mode = _NO_DATA_DIR_MODE if readable is False else dir_mode
             return self._make(stat.S_IFDIR | mode, 0, mtime, 0.0)
         if node.kind is NodeKind.SIDECAR:
             size = self._sidecar_size(record) if record else 0
@@ -377,13 +529,30 @@ class Filesystem:
         if not await self._catalog.data_readable(record):
             raise FsError(errno.EACCES, f"no data-read access to {record.handle}")
 
-    async def _object_info(self, record: DatasetRecord, node: NodeId) -> ObjectInfo:
+    async def _file_view(self, record: DatasetRecord, node: NodeId) -> _FileView:
+        """Where the bytes of the dataset file *node* are: the draft decides, then the base."""
         await self._require_data_read(record)
-        parent, name = _parent_path(node.path)
-        info = (await self._catalog.listing(record, parent)).files.get(name)
-        if info is None:
+        if node.path.startswith(ORPHAN_MARK):
+            orphan = self._orphans.get(node)
+            if isinstance(orphan, StagedBlob):
+                return _FileView(None, None, orphan.draft, orphan)
+            if orphan is None:
+                raise FsError(errno.ENOENT, "the file was removed")
+            return _FileView(orphan, None, None)
+        draft = self._draft_of(node.handle)
+        entry = draft.resolve(node.path) if draft is not None else None
+        if isinstance(entry, StagedEntry):
+            return _FileView(None, entry, draft)
+        if isinstance(entry, CarriedEntry):
+            info = ObjectInfo(entry.base_key, entry.size, entry.etag, entry.mtime_ns / 1e9)
+            return _FileView(info, None, draft)
+        if entry is not None:
             raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
-        return info
+        parent, name = _parent_path(node.path)
+        base_info = (await self._catalog.listing(record, parent)).files.get(name)
+        if base_info is None:
+            raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
+        return _FileView(base_info, None, draft)
 
     # --- directories ---------------------------------------------------------------------
 
@@ -425,14 +594,20 @@ class Filesystem:
         node = self._inodes.node(inode)
         if node.kind is NodeKind.SIDECAR and flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
             return await self._open_sidecar_for_writing(node, flags)
-        if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_APPEND | os.O_CREAT):
-            raise FsError(errno.EROFS, "the mount is read-only")
         if node.kind.is_directory:
             raise FsError(errno.EISDIR, "is a directory")
+        if node.kind is NodeKind.DATASET_FILE and _is_writing(flags):
+            return await self._open_for_writing(node, flags)
+        if _is_writing(flags):
+            raise await self._refusal_for(node)
         if node.kind is NodeKind.DATASET_FILE:
             record = await self._catalog.record(node.handle)
-            info = await self._object_info(record, node)
-            reader = self._reader_factory(record, info)
+            view = await self._file_view(record, node)
+            if view.info is None:
+                assert view.draft is not None
+                blob = view.blob or view.draft.blob_for(node.path, view.staged)  # type: ignore[arg-type]
+                return self._open_blob(node, blob, flags)
+            reader = self._reader_factory(record, view.info)
             fh = self._new_fh()
             self._files[fh] = _ReaderHandle(node, reader)
             # Objects are keyed by ETag and their mtime comes from the listing: the kernel
@@ -462,6 +637,8 @@ class Filesystem:
             raise FsError(errno.EINVAL, "negative offset or size")
         if isinstance(handle, _BytesHandle):
             return handle.data[offset : offset + size]
+        if isinstance(handle, _BlobHandle):
+            return await handle.blob.read(offset, size)
         return await handle.reader.read(offset, size)
 
     async def release(self, fh: int) -> None:
@@ -472,18 +649,31 @@ class Filesystem:
         handle = self._files.pop(fh, None)
         if isinstance(handle, _ReaderHandle):
             await handle.reader.close()
+        elif isinstance(handle, _BlobHandle):
+            await self._release_blob_handle(handle)
 
+    @_translate_errors
     async def flush(self, fh: int) -> None:
-        """A written sidecar is committed here, so that ``close()`` returns the outcome."""
+        """A written sidecar is committed here, so that ``close()`` returns the outcome.
+
+        A staged file's bytes and size are made durable here (``close()`` acknowledges them).
+        """
         sidecar = self._sidecar_writes.get(fh)
         if sidecar is not None:
             await self._commit_sidecar(sidecar)
+        handle = self._files.get(fh)
+        if isinstance(handle, _BlobHandle) and handle.writable:
+            await handle.blob.draft.record_blob(handle.blob)
 
+    @_translate_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         """A written sidecar is committed here too (editors fsync before they close)."""
         sidecar = self._sidecar_writes.get(fh)
         if sidecar is not None:
             await self._commit_sidecar(sidecar)
+        handle = self._files.get(fh)
+        if isinstance(handle, _BlobHandle) and handle.writable:
+            await handle.blob.draft.record_blob(handle.blob)
 
     def _object_reader(self, record: DatasetRecord, info: ObjectInfo) -> FileReader:
         return ObjectReader(
@@ -627,8 +817,11 @@ class Filesystem:
         node = self._inodes.node(inode)
         if node.kind is NodeKind.DATASET_FILE and name == "user.provena.presigned_url":
             record = await self._catalog.record(node.handle)
-            await self._object_info(record, node)
-            url = await self._client.presigned_url(node.handle, node.path)
+            view = await self._file_view(record, node)
+            if view.info is None or not view.info.key.startswith(record.s3.path):
+                raise FsError(errno.ENODATA, "a file of the draft has no object to presign yet")
+            key_path = view.info.key[len(record.s3.path) :]
+            url = await self._client.presigned_url(node.handle, key_path)
             return url.encode()
         value = (await self._xattrs(node)).get(name)
         if value is None:
@@ -655,7 +848,9 @@ class Filesystem:
             }
         if kind is NodeKind.DATASET_FILE:
             record = await self._catalog.record(node.handle)
-            info = await self._object_info(record, node)
+            info = (await self._file_view(record, node)).info
+            if info is None:  # staged in the draft: no object yet
+                return {"user.provena.handle": record.handle}
             return {
                 "user.provena.handle": record.handle,
                 "user.s3.etag": info.etag,
@@ -675,19 +870,27 @@ class Filesystem:
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
         attributes = await self.getattr(inode, ctx)
         if mode & os.W_OK and not attributes.mode & stat.S_IWUSR:
-            raise FsError(errno.EROFS if self._options.read_only else errno.EACCES, "not writable")
+            raise await self._refusal_for(self._inodes.node(inode))
         if mode & os.R_OK and not attributes.mode & stat.S_IROTH:
             raise FsError(errno.EACCES, "not readable")
         if mode & os.X_OK and not attributes.mode & stat.S_IXOTH:
             raise FsError(errno.EACCES, "not searchable or executable")
 
     async def statfs(self) -> FsStats:
+        """Space is that of the disk holding the drafts (what writes can use)."""
+        probe = self.draft_store.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            disk = os.statvfs(probe)
+        except OSError:
+            return FsStats(4096, 0, 0, len(self._inodes), 0, NAME_MAX)
         return FsStats(
-            block_size=4096,
-            blocks=0,
-            blocks_free=0,
+            block_size=disk.f_frsize,
+            blocks=disk.f_blocks,
+            blocks_free=disk.f_bavail,
             files=len(self._inodes),
-            files_free=0,
+            files_free=disk.f_favail,
             name_max=NAME_MAX,
         )
 
@@ -698,7 +901,10 @@ class Filesystem:
             "version": provenafs.__version__,
             "source": self._options.source,
             "mountpoint": str(self._options.mountpoint),
-            "read_only": True,
+            "read_only": self._options.read_only,
+            "write_mode": self._options.write_mode,
+            "drafts": [dataclasses.asdict(draft.summary()) for draft in self.draft_store.drafts()],
+            "publishing": sorted(self._publishing),
             "open_files": len(self._files),
             "open_directories": len(self._dirs),
             "inodes": self._inodes.statistics(),
@@ -716,31 +922,363 @@ class Filesystem:
         text = json.dumps(status, sort_keys=True, indent=2, default=str)
         return (text + "\n").encode()
 
-    # --- mutations: refused until the write issue lands ----------------------------------
+    # --- writes: refusals and drafts -----------------------------------------------------
 
+    def _write_refusal(self, record: DatasetRecord, path: str) -> FsError | None:
+        """Why a change at *path* of *record*'s dataset cannot happen; None when it can."""
+        if self._options.read_only:
+            return FsError(errno.EROFS, "the mount is read-only (-o ro)")
+        roles = record.roles or frozenset()
+        if self._options.write_mode == "in-place":
+            if not roles & {"admin", "dataset-data-write"}:
+                return FsError(errno.EACCES, f"{record.handle}: needs dataset-data-write")
+            if record.locked or record.release_status != "NOT_RELEASED":
+                state = "locked" if record.locked else record.release_status
+                return FsError(errno.EACCES, f"{record.handle} is {state}: no in-place writes")
+        else:
+            if not record.is_latest:
+                return FsError(
+                    errno.EROFS, f"{record.handle} is not the latest version (see its @latest)"
+                )
+            if "admin" not in roles:
+                return FsError(errno.EACCES, f"versioning {record.handle} needs item role admin")
+        if path == METADATA_FILE:
+            return FsError(errno.EACCES, "metadata.json is the data store's (edit the sidecar)")
+        return None
+
+    async def _refusal_for(self, node: NodeId) -> FsError:
+        """The error a change of *node* gets when its attributes show no write bit."""
+        if self._options.read_only:
+            return FsError(errno.EROFS, "the mount is read-only (-o ro)")
+        if node.kind in _DATASET_KINDS:
+            record = await self._catalog.record(node.handle)
+            refusal = self._write_refusal(record, node.path)
+            return refusal or FsError(errno.EACCES, "not writable")
+        if node.kind is NodeKind.SIDECAR:
+            return FsError(errno.EACCES, "this sidecar cannot be edited")
+        if not node.kind.is_directory and not node.kind.is_symlink:
+            return FsError(errno.EACCES, "not writable")
+        return FsError(errno.EROFS, "only dataset directories can be changed")
+
+    async def _dataset_parent(self, parent: int) -> tuple[NodeId, DatasetRecord]:
+        """The dataset directory *parent* a change happens in, with its record."""
+        node = self._inodes.node(parent)
+        if node.kind not in _DATASET_DIR_KINDS:
+            if not node.kind.is_directory:
+                raise FsError(errno.ENOTDIR, "not a directory")
+            raise await self._refusal_for(node)
+        return node, await self._catalog.record(node.handle)
+
+    async def _check_change(self, record: DatasetRecord, *paths: str) -> None:
+        """Refuse a change at *paths* that cannot happen (nothing is created on disk)."""
+        for path in paths:
+            refusal = self._write_refusal(record, path)
+            if refusal is not None:
+                raise refusal
+        await self._require_data_read(record)
+        if record.handle in self._publishing:
+            raise FsError(errno.EBUSY, f"{record.handle} is being published; try again after")
+
+    async def _open_draft(self, record: DatasetRecord) -> Draft:
+        draft = self.draft_store.get(record.handle)
+        if draft is None:
+            draft = await self.draft_store.open(
+                record.handle, bucket=record.s3.bucket_name, base_prefix=record.s3.path
+            )
+        return draft
+
+    async def _existing_child(self, parent: NodeId, name: str) -> NodeId | None:
+        try:
+            return await self._namespace.child(parent, name)
+        except FsError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
+    async def _base_has(self, record: DatasetRecord, path: str) -> bool:
+        """Whether the base version shows *path* where the draft does not hide it."""
+        draft = self._draft_of(record.handle)
+        parent, name = _parent_path(path)
+        if draft is not None and draft.resolve(parent) is not None:
+            return False
+        listing = await self._catalog.listing(record, parent)
+        return name in listing.files or name in listing.subdirs
+
+    def _detach(self, node: NodeId, keep: StagedBlob | ObjectInfo | None) -> None:
+        """Give *node*'s number a private name; open files of it still find *keep*."""
+        orphan = self._inodes.detach(node)
+        if orphan is not None and keep is not None:
+            self._orphans[orphan] = keep
+
+    async def _staged_blob(
+        self, record: DatasetRecord, node: NodeId, draft: Draft, *, keep_bytes: bool
+    ) -> StagedBlob:
+        """The local bytes of the file *node*, fetched from S3 first if it has none yet.
+
+        Copy-on-write: a base file gets a blob holding its bytes (unless ``keep_bytes`` is
+        false: it is being truncated), fsynced before the draft records it, so a crash never
+        turns an unchanged file into a short one.
+        """
+        key = (node.handle, node.path)
+        lock = self._path_locks.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                view = await self._file_view(record, node)
+                if view.blob is not None:
+                    return view.blob
+                if view.staged is not None:
+                    return draft.blob_for(node.path, view.staged)
+                assert view.info is not None
+                replaced_base = view.info.key == record.s3.path + node.path
+                blob = await draft.new_blob(node.path, replaced_base=replaced_base)
+                try:
+                    if keep_bytes and view.info.size:
+                        await self._copy_into(record, view.info, blob)
+                        await blob.sync_data()
+                    if keep_bytes:
+                        blob.mtime_ns = _seconds_to_ns(view.info.last_modified)
+                    draft.put(node.path, blob.entry())
+                    blob.dirty = not keep_bytes
+                except BaseException:
+                    draft.forget_unreferenced_blob(blob.id)
+                    raise
+                return blob
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._path_locks.pop(key, None)
+
+    async def _copy_into(self, record: DatasetRecord, info: ObjectInfo, blob: StagedBlob) -> None:
+        reader = self._reader_factory(record, info)
+        try:
+            offset = 0
+            while offset < info.size:
+                data = await reader.read(offset, min(COPY_PART_SIZE, info.size - offset))
+                if not data:
+                    raise FsError(errno.EIO, f"{info.key} ended early at byte {offset}")
+                await blob.write(offset, data)
+                offset += len(data)
+        finally:
+            await reader.close()
+
+    def _open_blob(self, node: NodeId, blob: StagedBlob, flags: int) -> OpenFile:
+        writable = _is_writing(flags)
+        blob.open_count += 1
+        if writable:
+            blob.draft.open_writers += 1
+        fh = self._new_fh()
+        self._files[fh] = _BlobHandle(node, blob, writable, bool(flags & os.O_APPEND))
+        return OpenFile(fh, keep_cache=False, direct_io=False)
+
+    async def _open_for_writing(self, node: NodeId, flags: int) -> OpenFile:
+        record = await self._catalog.record(node.handle)
+        await self._check_change(record, node.path)
+        await self._file_view(record, node)  # ENOENT before a draft is made
+        draft = await self._open_draft(record)
+        truncate = bool(flags & os.O_TRUNC)
+        blob = await self._staged_blob(record, node, draft, keep_bytes=not truncate)
+        if truncate and blob.size:
+            await blob.truncate(0)
+        return self._open_blob(node, blob, flags)
+
+    async def _release_blob_handle(self, handle: _BlobHandle) -> None:
+        blob = handle.blob
+        draft = blob.draft
+        try:
+            if handle.writable and not draft.discarded:
+                await draft.record_blob(blob)
+        except (FsError, OSError) as exc:
+            log.warning("%s: closing %r: %s", draft.handle, handle.node.path, exc)
+        finally:
+            if handle.writable:
+                draft.open_writers -= 1
+            if draft.discarded:
+                blob.open_count -= 1
+                if blob.open_count <= 0:
+                    blob.close_fd()
+            else:
+                draft.release_blob(blob)
+
+    # --- publishing hooks (provenafs.publish) --------------------------------------------
+
+    def begin_publish(self, handle: str) -> None:
+        """The draft of *handle* is being published: changes get ``EBUSY`` until ``end_publish``."""
+        self._publishing.add(handle)
+
+    def end_publish(self, handle: str) -> None:
+        self._publishing.discard(handle)
+
+    async def publish_done(self, old_handle: str, new_handle: str) -> None:
+        """After a verified publish: drop the draft view, forget cached records and listings of
+        both versions, and tell the kernel to drop what it cached of them."""
+        draft = self.draft_store.get(old_handle)
+        if draft is not None:
+            await trio.to_thread.run_sync(draft.discard)
+        self._publishing.discard(old_handle)
+        for handle in {old_handle, new_handle}:
+            self._catalog.invalidate(handle)
+        self._status_snapshot = None
+        self._queue_invalidations(old_handle, new_handle)
+
+    def _queue_invalidations(self, *handles: str) -> None:
+        """Kernel entries and attributes of the datasets *handles*, their names and links."""
+        for handle in handles:
+            for node, inode in self._inodes.nodes_of(handle):
+                self._invalidate(inode, None)
+                parent_inode, name = self._parent_inode_and_name(node)
+                if parent_inode is not None:
+                    self._invalidate(parent_inode, name)
+        for node, inode in self._inodes.nodes_of_kinds(
+            (NodeKind.LATEST_LINK, NodeKind.BY_NAME_LINK, NodeKind.BY_NAME_DIR)
+        ):
+            self._invalidate(inode, None)
+            parent_inode, name = self._parent_inode_and_name(node)
+            if parent_inode is not None:
+                self._invalidate(parent_inode, name)
+
+    def _parent_inode_and_name(self, node: NodeId) -> tuple[int | None, str]:
+        prefix, _, suffix = node.handle.partition("/")
+        if node.kind in _DATASET_KINDS and node.path and not node.path.startswith(ORPHAN_MARK):
+            parent_path, name = _parent_path(node.path)
+            kind = NodeKind.DATASET_SUBDIR if parent_path else NodeKind.DATASET_DIR
+            return self._inodes.find(NodeId(kind, node.handle, parent_path)), name
+        prefix_inode = self._inodes.find(NodeId(NodeKind.PREFIX_DIR, prefix))
+        if node.kind is NodeKind.DATASET_DIR:
+            return prefix_inode, suffix
+        if node.kind is NodeKind.SIDECAR:
+            return prefix_inode, suffix + SIDECAR_SUFFIX
+        if node.kind is NodeKind.LATEST_LINK:
+            return prefix_inode, suffix + LATEST_SUFFIX
+        if node.kind is NodeKind.BY_NAME_LINK:
+            return self._inodes.find(NodeId(NodeKind.BY_NAME_DIR)), node.path
+        if node.kind is NodeKind.BY_NAME_DIR:
+            return 1, BY_NAME
+        return None, ""
+
+    def _invalidate(self, inode: int, name: str | None) -> None:
+        if self._invalidations_ready is None:
+            return  # no notifier (tests, or before start): kernel timeouts are short anyway
+        if len(self._invalidations) < _INVALIDATION_QUEUE:
+            self._invalidations.append((inode, name))
+        self._invalidations_ready.set()
+
+    async def _send_invalidations(self, notifier: KernelCacheNotifier) -> None:
+        """Send queued invalidations from outside any request (until cancelled)."""
+        while True:
+            assert self._invalidations_ready is not None
+            await self._invalidations_ready.wait()
+            self._invalidations_ready = trio.Event()
+            batch, self._invalidations = self._invalidations, []
+            for inode, name in dict.fromkeys(batch):
+                try:
+                    if name is None:
+                        await notifier.invalidate_inode(inode)
+                    else:
+                        await notifier.invalidate_entry(inode, name)
+                except Exception:  # noqa: BLE001 - a failed notification must not end the mount
+                    log.warning("kernel cache invalidation of %d %r failed", inode, name)
+
+    # --- mutations -----------------------------------------------------------------------
+
+    @_translate_errors
     async def create(
         self, parent: int, name: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes]:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        parent_node, record = await self._dataset_parent(parent)
+        check_name(name)
+        path = join(parent_node.path, name)
+        await self._check_change(record, path)
+        await self._attributes(parent_node)  # the directory is still there
+        existing = await self._existing_child(parent_node, name)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST, f"{path!r} exists")
+            if existing.kind is not NodeKind.DATASET_FILE:
+                raise FsError(errno.EISDIR, f"{path!r} is a directory")
+            inode = self._inodes.remember(existing)
+            opened = await self.open(inode, flags, ctx)
+            return opened, await self.getattr(inode, ctx)
+        draft = await self._open_draft(record)
+        replaced = isinstance(draft.entries.get(path), Whiteout)
+        blob = await draft.new_blob(path, replaced_base=replaced)
+        draft.put(path, blob.entry())
+        node = NodeId(NodeKind.DATASET_FILE, record.handle, path)
+        inode = self._inodes.remember(node)
+        opened = self._open_blob(node, blob, flags)
+        return opened, dataclasses.replace(await self._attributes(node), inode=inode)
 
+    @_translate_errors
     async def mkdir(self, parent: int, name: str, mode: int, ctx: Caller) -> Attributes:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        parent_node, record = await self._dataset_parent(parent)
+        check_name(name)
+        path = join(parent_node.path, name)
+        await self._check_change(record, path)
+        await self._attributes(parent_node)
+        if await self._existing_child(parent_node, name) is not None:
+            raise FsError(errno.EEXIST, f"{path!r} exists")
+        draft = await self._open_draft(record)
+        draft.put(path, DirectoryEntry(time.time_ns()))
+        await draft.sync()
+        node = NodeId(NodeKind.DATASET_SUBDIR, record.handle, path)
+        inode = self._inodes.remember(node)
+        return dataclasses.replace(await self._attributes(node), inode=inode)
 
+    async def _refuse_special(self, parent: int, name: str) -> FsError:
+        parent_node, record = await self._dataset_parent(parent)
+        await self._check_change(record, join(parent_node.path, name))
+        return FsError(errno.EPERM, "datasets hold regular files and directories only")
+
+    @_translate_errors
     async def mknod(self, parent: int, name: str, mode: int, rdev: int, ctx: Caller) -> Attributes:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        raise await self._refuse_special(parent, name)
 
+    @_translate_errors
     async def symlink(self, parent: int, name: str, target: str, ctx: Caller) -> Attributes:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        raise await self._refuse_special(parent, name)
 
+    @_translate_errors
     async def link(self, inode: int, new_parent: int, new_name: str, ctx: Caller) -> Attributes:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        raise await self._refuse_special(new_parent, new_name)
 
+    @_translate_errors
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        parent_node, record = await self._dataset_parent(parent)
+        node = await self._namespace.child(parent_node, name)
+        if node.kind is not NodeKind.DATASET_FILE:
+            raise FsError(errno.EISDIR, f"{node.path!r} is a directory")
+        await self._check_change(record, node.path)
+        view = await self._file_view(record, node)
+        in_base = await self._base_has(record, node.path)
+        draft = await self._open_draft(record)
+        await self._remove_path(draft, node.path, in_base=in_base)
+        keep: StagedBlob | ObjectInfo | None = view.info
+        if view.staged is not None:
+            keep = draft.live_blob(view.staged.blob)
+        self._detach(node, keep)
+        if view.staged is not None:
+            draft.forget_unreferenced_blob(view.staged.blob)
 
+    async def _remove_path(self, draft: Draft, path: str, *, in_base: bool) -> None:
+        if in_base:
+            draft.put(path, WHITEOUT)
+        else:
+            draft.remove(path)
+        await draft.sync()
+
+    @_translate_errors
     async def rmdir(self, parent: int, name: str, ctx: Caller) -> None:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        parent_node, record = await self._dataset_parent(parent)
+        node = await self._namespace.child(parent_node, name)
+        if node.kind is not NodeKind.DATASET_SUBDIR:
+            raise FsError(errno.ENOTDIR, f"{node.path!r} is not a directory")
+        await self._check_change(record, node.path)
+        if await self._namespace.children(node):
+            raise FsError(errno.ENOTEMPTY, f"{node.path!r} is not empty")
+        in_base = await self._base_has(record, node.path)
+        draft = await self._open_draft(record)
+        await self._remove_path(draft, node.path, in_base=in_base)
+        self._detach(node, None)
 
+    @_translate_errors
     async def rename(  # noqa: PLR0917 (mirrors the FUSE operation)
         self,
         old_parent: int,
@@ -750,7 +1288,122 @@ class Filesystem:
         flags: int,
         ctx: Caller,
     ) -> None:
-        raise FsError(errno.EROFS, "the mount is read-only")
+        old_dir = self._inodes.node(old_parent)
+        new_dir = self._inodes.node(new_parent)
+        inside = (old_dir.kind in _DATASET_DIR_KINDS, new_dir.kind in _DATASET_DIR_KINDS)
+        if inside != (True, True):
+            if any(inside):
+                raise FsError(errno.EXDEV, "renames cannot leave or enter a dataset")
+            raise await self._refusal_for(old_dir)
+        if old_dir.handle != new_dir.handle:
+            raise FsError(errno.EXDEV, "renames across datasets are copies")
+        if flags & ~RENAME_NOREPLACE:
+            raise FsError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
+        check_name(new_name)
+        record = await self._catalog.record(old_dir.handle)
+        source = await self._namespace.child(old_dir, old_name)
+        new_path = join(new_dir.path, new_name)
+        await self._check_change(record, source.path, new_path)
+        await self._attributes(new_dir)
+        if source.path == new_path:
+            return
+        is_dir = source.kind is NodeKind.DATASET_SUBDIR
+        if is_dir and new_path.startswith(source.path + "/"):
+            raise FsError(errno.EINVAL, "a directory cannot move into itself")
+        target = await self._existing_child(new_dir, new_name)
+        target_view: _FileView | None = None
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise FsError(errno.EEXIST, f"{new_path!r} exists")
+            if is_dir and target.kind is not NodeKind.DATASET_SUBDIR:
+                raise FsError(errno.ENOTDIR, f"{new_path!r} is not a directory")
+            if not is_dir and target.kind is NodeKind.DATASET_SUBDIR:
+                raise FsError(errno.EISDIR, f"{new_path!r} is a directory")
+            if is_dir and await self._namespace.children(target):
+                raise FsError(errno.ENOTEMPTY, f"{new_path!r} is not empty")
+            if not is_dir:
+                target_view = await self._file_view(record, target)
+        if is_dir:
+            operations = await self._directory_move(record, source.path, new_path)
+        else:
+            view = await self._file_view(record, source)
+            operations = [("set", new_path, self._entry_of(view, source.path))]
+        if await self._base_has(record, source.path):
+            operations.append(("set", source.path, WHITEOUT))
+        else:
+            operations.append(("del", source.path, None))
+        draft = await self._open_draft(record)
+        draft.apply(operations)
+        await draft.sync()
+        if target_view is not None and target_view.staged is not None:
+            draft.forget_unreferenced_blob(target_view.staged.blob)
+        draft.rebind(source.path, new_path)
+        for orphan in self._inodes.rename(record.handle, source.path, new_path):
+            if target_view is not None and target_view.staged is not None:
+                blob = draft.live_blob(target_view.staged.blob)
+                if blob is not None:
+                    self._orphans[orphan] = blob
+            elif target_view is not None and target_view.info is not None:
+                self._orphans[orphan] = target_view.info
+
+    def _entry_of(self, view: _FileView, path: str) -> Entry:
+        """The draft entry that puts the file seen through *view* at another path."""
+        if view.staged is not None and view.draft is not None:
+            return view.draft.entries[path]
+        assert view.info is not None
+        mtime = _seconds_to_ns(view.info.last_modified)
+        return CarriedEntry(view.info.key, view.info.size, view.info.etag, mtime)
+
+    async def _directory_move(
+        self, record: DatasetRecord, old: str, new: str
+    ) -> list[tuple[str, str, Entry | None]]:
+        """Operations that rebuild the directory *old* at *new* (base files carried, no copy)."""
+        now = time.time_ns()
+        operations: list[tuple[str, str, Entry | None]] = [("set", new, DirectoryEntry(now))]
+        draft = self._draft_of(record.handle)
+        resolve = draft.resolve if draft is not None else (lambda path: None)
+        if resolve(old) is None:
+            prefix = record.s3.path
+            dirs: set[str] = set()
+            for info in (await self._base_tree(record, old)).objects:
+                rel = info.key[len(prefix) :]
+                if rel.endswith("/"):
+                    directory = rel.rstrip("/")
+                    if directory != old and resolve(directory) is None:
+                        dirs.add(directory)
+                    continue
+                if resolve(rel) is not None:
+                    continue  # replaced or hidden by the draft: its entry moves below
+                ancestor = _parent_path(rel)[0]
+                while ancestor != old and ancestor:
+                    if resolve(ancestor) is None:
+                        dirs.add(ancestor)
+                    ancestor = _parent_path(ancestor)[0]
+                mtime = _seconds_to_ns(info.last_modified)
+                carried = CarriedEntry(info.key, info.size, info.etag, mtime)
+                operations.append(("set", new + rel[len(old) :], carried))
+            for directory in sorted(dirs):
+                operations.append(("set", new + directory[len(old) :], DirectoryEntry(now)))
+        if draft is not None:
+            for path, entry in draft.entries_under(old):
+                if not isinstance(entry, Whiteout):
+                    operations.append(("set", new + path[len(old) :], entry))
+        return operations
+
+    async def _base_tree(self, record: DatasetRecord, directory: str) -> Listing:
+        """Every base key below *directory* (no delimiter), with the dataset's read credentials."""
+        prefix = f"{record.s3.path}{directory}/"
+        for attempt in (1, 2):
+            creds = await self._broker.read(record.handle)
+            try:
+                return await self._store.list_prefix(
+                    creds, record.s3.bucket_name, prefix, delimiter=None
+                )
+            except (ExpiredCredentials, AccessDenied):
+                if attempt == 2:
+                    raise
+                self._broker.invalidate(record.handle)
+        raise AssertionError("unreachable")
 
     async def setattr(
         self,
@@ -767,32 +1420,100 @@ class Filesystem:
         owner: bool = False,
         fh: int | None = None,
     ) -> Attributes:
-        """Changing anything is ``EROFS``; a setattr that changes nothing returns the attributes.
+        """Size and mtime changes of dataset files go into the draft; the rest is accepted.
 
         Changes are named either by value (``uid=``, ``atime_ns=``, ...) or as flags
-        (``times=True``, ``owner=True``); both forms are accepted.
+        (``times=True``, ``owner=True``); both forms are accepted. Modes and owners are not
+        kept (S3 has neither); an atime alone changes nothing. Where no write can succeed,
+        any change gets the refusal's errno.
         """
         if size is not None and self._inodes.node(inode).kind is NodeKind.SIDECAR:
             return await self._truncate_sidecar(inode, size, fh)
+        caller = ctx or Caller(0, 0, 0)
         values = (size, mode, uid, gid, atime_ns, mtime_ns)
-        if times or owner or any(value is not None for value in values):
-            raise FsError(errno.EROFS, "the mount is read-only")
-        return await self.getattr(inode, ctx or Caller(0, 0, 0))
+        if not (times or owner or any(value is not None for value in values)):
+            return await self.getattr(inode, caller)
+        if times and mtime_ns is None:
+            mtime_ns = time.time_ns()
+        await self._change_attributes(inode, size=size, mtime_ns=mtime_ns, fh=fh)
+        return await self.getattr(inode, caller)
 
+    @_translate_errors
+    async def _change_attributes(
+        self, inode: int, *, size: int | None, mtime_ns: int | None, fh: int | None
+    ) -> None:
+        node = self._inodes.node(inode)
+        if node.kind not in _DATASET_KINDS:
+            raise await self._refusal_for(node)
+        record = await self._catalog.record(node.handle)
+        await self._check_change(record, node.path)
+        if node.kind is not NodeKind.DATASET_FILE:
+            if size is not None:
+                raise FsError(errno.EISDIR, "is a directory")
+            return  # directory times and modes are not kept
+        if size is not None and size < 0:
+            raise FsError(errno.EINVAL, "negative size")
+        if size is None and mtime_ns is None:
+            return
+        view = await self._file_view(record, node)
+        draft = await self._open_draft(record)
+        handle = self._files.get(fh) if fh is not None else None
+        blob = handle.blob if isinstance(handle, _BlobHandle) else view.blob
+        if size is None and blob is None and view.info is not None:
+            # Only the mtime of a file whose bytes are in S3: no copy, just a new entry.
+            assert mtime_ns is not None
+            info = view.info
+            draft.put(node.path, CarriedEntry(info.key, info.size, info.etag, mtime_ns))
+            await draft.sync()
+            return
+        if blob is None:
+            blob = await self._staged_blob(record, node, draft, keep_bytes=size != 0)
+        blob.open_count += 1
+        try:
+            if size is not None and size != blob.size:
+                await blob.truncate(size)
+            if mtime_ns is not None:
+                blob.touch(mtime_ns)
+            await blob.draft.record_blob(blob)
+        finally:
+            blob.draft.release_blob(blob)
+
+    @_translate_errors
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         sidecar = self._sidecar_writes.get(fh)
         if sidecar is not None:
             return sidecar.write(offset, data)
-        raise FsError(errno.EROFS, "the mount is read-only")
+        handle = self._files.get(fh)
+        if not isinstance(handle, _BlobHandle) or not handle.writable:
+            raise FsError(errno.EBADF, "not open for writing")
+        draft = handle.blob.draft
+        if draft.discarded:
+            raise FsError(errno.EROFS, "the draft was published; reopen the file")
+        if draft.handle in self._publishing:
+            raise FsError(errno.EBUSY, f"{draft.handle} is being published; try again after")
+        if offset < 0:
+            raise FsError(errno.EINVAL, "negative offset")
+        if handle.append:
+            offset = handle.blob.size
+        return await handle.blob.write(offset, data)
 
     async def setxattr(self, inode: int, name: str, value: bytes, ctx: Caller) -> None:
         node = self._inodes.node(inode)
         if node.kind is NodeKind.SIDECAR:
             return await self._set_sidecar_reason(node, name, value)
-        raise FsError(errno.EROFS, "the mount is read-only")
+        raise await self._xattr_refusal(node)
 
     async def removexattr(self, inode: int, name: str, ctx: Caller) -> None:
         node = self._inodes.node(inode)
         if node.kind is NodeKind.SIDECAR:
             return await self._set_sidecar_reason(node, name, None)
-        raise FsError(errno.EROFS, "the mount is read-only")
+        raise await self._xattr_refusal(node)
+
+    @_translate_errors
+    async def _xattr_refusal(self, node: NodeId) -> FsError:
+        """Extended attributes are not stored: ``ENOTSUP`` where writes work, else the refusal."""
+        if node.kind in _DATASET_KINDS:
+            record = await self._catalog.record(node.handle)
+            refusal = self._write_refusal(record, node.path)
+            return refusal or FsError(errno.ENOTSUP, "datasets keep no extended attributes")
+        return await self._refusal_for(node)

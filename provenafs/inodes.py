@@ -191,6 +191,10 @@ class InodeTable:
             (node, inode) for node, inode in self._inode_by_node.items() if node.handle == handle
         ]
 
+    def nodes_of_kinds(self, kinds: tuple[NodeKind, ...]) -> list[tuple[NodeId, int]]:
+        """Every numbered node of one of *kinds*."""
+        return [(node, inode) for node, inode in self._inode_by_node.items() if node.kind in kinds]
+
     def lookup_count(self, inode: int) -> int:
         return self._lookups.get(inode, 0)
 
