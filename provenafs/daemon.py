@@ -21,12 +21,14 @@ import os
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.lowlevel
 
+import provenafs
 from provenafs import fuse_ops
 from provenafs.api import errors as api_errors
 from provenafs.api.auth import RefreshingToken, TokenSource
@@ -34,10 +36,12 @@ from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.models import Discovery
 from provenafs.api.tokens import NotLoggedIn, token_source_for
 from provenafs.blockcache import BlockCache
+from provenafs.control import ControlServer, socket_path_for
 from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
 from provenafs.filesystem import Filesystem
 from provenafs.mount_options import MountOptions
+from provenafs.publish import Publisher, PublishService
 from provenafs.reader import PrefetchBudget
 from provenafs.s3 import S3BlobStore
 
@@ -251,8 +255,69 @@ async def _discover_with_retries(source: str) -> Discovery:
     return await discover(source)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Mounted:
+    """What one mount runs: the filesystem core, its publishing service and control socket."""
+
+    fs: Filesystem
+    publishing: PublishService
+    control: ControlServer
+
+
+def _publishing_for(
+    options: MountOptions,
+    fs: Filesystem,
+    client: DataStoreClient,
+    broker: CredentialBroker,
+    store: S3BlobStore,
+) -> PublishService:
+    publisher = Publisher(
+        client,
+        broker,
+        store,
+        fs.draft_store,
+        fs,
+        default_reason=options.reason,
+        in_place=options.write_mode == "in-place",
+    )
+    return PublishService(publisher, publish_delay=options.publish_delay)
+
+
+def _control_status(
+    client: DataStoreClient, broker: CredentialBroker, cache: BlockCache, budget: PrefetchBudget
+) -> Callable[[], dict[str, Any]]:
+    """The mount's counters for ``provenafs status`` (credential expiries, never credentials)."""
+
+    def status() -> dict[str, Any]:
+        return {
+            "version": provenafs.__version__,
+            "pid": os.getpid(),
+            "block_cache": dict(cache.statistics()),
+            "prefetch_budget": dict(budget.statistics()),
+            "data_store_calls": dict(client.statistics()),
+            "credentials": dict(broker.statistics()),
+            "credential_expiries": {
+                f"{handle} {kind}": expiry.isoformat()
+                for (handle, kind), expiry in broker.expiries().items()
+            },
+        }
+
+    return status
+
+
+async def _serve_control(
+    control: ControlServer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The control socket; a mount whose socket cannot be made still serves files."""
+    try:
+        await control.serve(task_status=task_status)
+    except OSError as exc:
+        log.error("no control socket at %s: %s", control.socket_path, exc)
+        task_status.started()
+
+
 @contextlib.asynccontextmanager
-async def _open_filesystem(options: MountOptions) -> AsyncIterator[Filesystem]:
+async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
         discovery = await _discover_with_retries(options.source)
@@ -289,8 +354,16 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[Filesystem]:
             budget=budget,
             options=options,
         )
+        publishing = _publishing_for(options, fs, client, broker, store)
+        editor = fs.sidecar_editor
+        control = ControlServer(
+            socket_path_for(options.mountpoint),
+            publishing=publishing,
+            status=_control_status(client, broker, cache, budget),
+            reverter=None if editor is None else editor.revert,
+        )
         try:
-            yield fs
+            yield _Mounted(fs, publishing, control)
         finally:
             with trio.CancelScope(shield=True):
                 await fs.close()
@@ -324,7 +397,8 @@ async def _run_session(scope: trio.CancelScope) -> None:
 async def _serve(options: MountOptions, readiness: _Readiness) -> None:
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     with trio.open_signal_receiver(*stop_signals) as signals:
-        async with _open_filesystem(options) as fs:
+        async with _open_filesystem(options) as mounted:
+            fs = mounted.fs
             try:
                 fuse_ops.open_session(
                     fs,
@@ -338,6 +412,8 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
             try:
                 async with trio.open_nursery() as nursery:
                     await fs.start(nursery)
+                    await nursery.start(_serve_control, mounted.control)
+                    nursery.start_soon(mounted.publishing.run)
                     nursery.start_soon(_stop_on_signals, signals, nursery.cancel_scope)
                     nursery.start_soon(_run_session, nursery.cancel_scope)
                     await trio.lowlevel.checkpoint()

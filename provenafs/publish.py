@@ -543,7 +543,8 @@ class Publisher:
     async def _finish(self, draft: PublishDraft, tracker: _Progress, new_handle: str) -> None:
         tracker.report(phase="finishing")
         await self._hooks.publish_done(draft.handle, new_handle)
-        draft.discard()
+        if self._drafts.get(draft.handle) is draft:  # publish_done may have discarded it
+            draft.discard()
         tracker.report(phase="done")
 
     async def _verify(
