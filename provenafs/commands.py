@@ -340,6 +340,83 @@ def _status(args: Sequence[str]) -> int:
     return 0
 
 
+# -- revert (metadata history) ------------------------------------------------------------------
+
+
+def _mount_containing(path: Path) -> Path | None:
+    """The provenafs mountpoint that *path* lies in (the path itself or a parent)."""
+    for candidate in (path, *path.parents):
+        found = _find_mount(candidate)
+        if found is not None:
+            return candidate if found[0] == _FSTYPE else None
+    return None
+
+
+def _newest_history_id(sidecar: Path) -> int | None:
+    """The id of the newest history entry in a sidecar, read through the mount."""
+    try:
+        history = json.loads(sidecar.read_bytes())["item"]["history"]
+        return max(int(entry["id"]) for entry in history)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _revert(args: Sequence[str]) -> int:
+    """``provenafs revert PATH --to HISTORY_ID -m REASON``: through the mount's daemon, so that
+    its caches show the reverted record at once; prints the new history entry's id last."""
+    # Imported here: only this command needs the control client.
+    from provenafs import control  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="provenafs revert",
+        description="Restore the metadata of an earlier history entry (files are not restored).",
+    )
+    parser.add_argument("path", type=Path, help="the dataset's directory or its <handle>.json")
+    parser.add_argument("--to", dest="history_id", type=int, required=True, metavar="HISTORY_ID")
+    parser.add_argument("-m", "--message", dest="reason", required=True, metavar="REASON")
+    parsed = parser.parse_args(args)
+    if not parsed.reason.strip():
+        _error("revert", "the reason (-m) must not be empty")
+        return _USAGE_EXIT
+    # realpath follows @latest and by-name/ links to the version they name.
+    path = Path(os.path.realpath(parsed.path))
+    mountpoint = _mount_containing(path)
+    if mountpoint is None:
+        _error("revert", f"{parsed.path} is not inside a provenafs mount")
+        return 1
+    relative = path.relative_to(mountpoint).as_posix()
+    try:
+        handle = control.handle_from_path(relative)
+    except ValueError as exc:
+        _error("revert", f"{parsed.path}: {exc}")
+        return 1
+    message = {
+        "op": "revert",
+        "handle": handle,
+        "history_id": parsed.history_id,
+        "reason": parsed.reason,
+    }
+    try:
+        for answer in control.request(mountpoint, message, timeout=120.0):
+            event = answer.get("event")
+            if event == "error":
+                _error("revert", str(answer.get("error") or "the daemon refused the revert"))
+                return 1
+            if event == "done":
+                new_id = answer.get("history_id")
+                if not isinstance(new_id, int):
+                    prefix, suffix = handle.split("/", 1)
+                    new_id = _newest_history_id(mountpoint / prefix / f"{suffix}.json")
+                print(f"Reverted the metadata of {handle} to history entry {parsed.history_id}.")
+                print(new_id if new_id is not None else "?")
+                return 0
+    except control.ControlError as exc:
+        _error("revert", str(exc))
+        return 1
+    _error("revert", "the daemon ended the conversation without an answer")
+    return 1
+
+
 # -- not yet -------------------------------------------------------------------------------------
 
 
@@ -358,7 +435,7 @@ _COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "logout": _logout,
     "status": _status,
     "commit": _not_available("commit"),
-    "revert": _not_available("revert"),
+    "revert": _revert,
 }
 
 
