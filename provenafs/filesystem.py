@@ -795,13 +795,20 @@ class Filesystem:
         editor.set_reason(node.handle, None if value is None else parse_reason(value))
 
     async def _metadata_changed(self, handle: str) -> None:
-        """After an edit or a revert: the catalog has forgotten *handle* (the editor did that).
+        """After an edit or a revert (the editor has made the catalog forget *handle*).
 
-        Editable sidecars' attributes are never cached by the kernel, an open sidecar keeps its
-        snapshot, so nothing else is stale; dataset dirs refresh their mtime within
-        ``SHORT_TIMEOUT``.
+        The kernel drops what it cached of the sidecar and the dataset dir (size, mtime) and of
+        ``by-name/`` (the display name may have changed); the dataset's files are untouched.
         """
         self._status_snapshot = None
+        for kind in (NodeKind.SIDECAR, NodeKind.DATASET_DIR):
+            inode = self._inodes.find(NodeId(kind, handle))
+            if inode is not None:
+                self._invalidate(inode, None)
+        for node, _inode in self._inodes.nodes_of_kinds((NodeKind.BY_NAME_LINK,)):
+            parent_inode, name = self._parent_inode_and_name(node)
+            if parent_inode is not None:
+                self._invalidate(parent_inode, name)
 
     # --- links, xattrs, access, statfs ---------------------------------------------------
 
