@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from provenafs import daemon
+from provenafs import control, daemon
 from provenafs.api import errors as api_errors
 from provenafs.api.auth import device_login
 from provenafs.api.client import discover
@@ -193,9 +193,31 @@ def _reap(child: subprocess.Popen[bytes]) -> int | None:
 
 
 def _umount(args: Sequence[str]) -> int:
+    """``provenafs umount MOUNTPOINT [--publish|--refuse] [-z]``.
+
+    Pending drafts are published first (``--publish``) or make the command refuse with the list
+    of them (``--refuse``); without either flag the mount's ``-o on_unmount=`` decides. A
+    daemon that does not answer on its control socket is unmounted anyway: its drafts stay on
+    disk and the next mount picks them up.
+    """
     parser = argparse.ArgumentParser(prog="provenafs umount")
     parser.add_argument("mountpoint", type=Path)
     parser.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--publish",
+        dest="on_unmount",
+        action="store_const",
+        const="publish",
+        help="publish pending drafts, then unmount",
+    )
+    choice.add_argument(
+        "--refuse",
+        dest="on_unmount",
+        action="store_const",
+        const="refuse",
+        help="refuse to unmount while drafts are pending",
+    )
     parsed = parser.parse_args(args)
     mountpoint: Path = parsed.mountpoint.absolute()
     found = _find_mount(mountpoint)
@@ -204,6 +226,8 @@ def _umount(args: Sequence[str]) -> int:
         return 1
     if found[0] != _FSTYPE:
         _error("umount", f"{mountpoint} is not a provenafs mount (it is {found[0]})")
+        return 1
+    if not _settle_drafts_before_unmount(mountpoint, parsed.on_unmount):
         return 1
     fusermount = shutil.which("fusermount3")
     if fusermount is None:
@@ -214,6 +238,158 @@ def _umount(args: Sequence[str]) -> int:
     if result.returncode != 0:
         _error("umount", result.stderr.strip() or f"fusermount3 failed ({result.returncode})")
         return 1
+    return 0
+
+
+def _draft_line(draft: Mapping[str, Any]) -> str:
+    line = (
+        f"{draft.get('handle', '?')}: {draft.get('added', 0)} added, "
+        f"{draft.get('changed', 0)} changed, {draft.get('removed', 0)} removed, "
+        f"{_mib(draft.get('staged_bytes', 0))} staged"
+    )
+    if draft.get("new_version_id"):
+        line += f", publishing into {draft['new_version_id']}"
+    if draft.get("open_writers"):
+        line += f", {draft['open_writers']} open for writing"
+    return line
+
+
+def _settle_drafts_before_unmount(mountpoint: Path, choice: str | None) -> bool:
+    """Publish or refuse pending drafts as asked (or as the mount's option says)."""
+    try:
+        status = _control_status(mountpoint)
+    except control.ControlError as exc:
+        print(
+            f"provenafs umount: warning: {exc}; unmounting anyway (drafts stay on disk and are "
+            "picked up by the next mount)",
+            file=sys.stderr,
+        )
+        return True
+    drafts = [d for d in status.get("drafts", []) if isinstance(d, Mapping)]
+    if not drafts:
+        return True
+    on_unmount = choice or str(status.get("on_unmount") or "refuse")
+    if on_unmount != "publish":
+        _error("umount", f"{mountpoint} has {len(drafts)} unpublished draft(s):")
+        for draft in drafts:
+            print(f"  {_draft_line(draft)}", file=sys.stderr)
+        print(
+            "Publish them with `provenafs commit PATH` (or `provenafs umount --publish "
+            f"{mountpoint}`); nothing was unmounted.",
+            file=sys.stderr,
+        )
+        return False
+    for draft in drafts:
+        handle = str(draft.get("handle"))
+        outcome = _commit_through(mountpoint, handle, None, "umount")
+        if outcome is None:
+            _error("umount", f"not unmounting {mountpoint}: publishing {handle} failed")
+            return False
+        print(f"published {handle} as {outcome}", file=sys.stderr)
+    return True
+
+
+# -- commit --------------------------------------------------------------------------------------
+
+
+class _ProgressPrinter:
+    """Publish progress on stderr: one rewritten line on a terminal, else a line a second."""
+
+    def __init__(self, command: str) -> None:
+        self._command = command
+        self._tty = sys.stderr.isatty()
+        self._last_phase = ""
+        self._last_time = 0.0
+        self._pending = ""
+
+    def show(self, progress: Mapping[str, Any]) -> None:
+        target = progress.get("new_handle") or "a new version"
+        text = (
+            f"publishing {progress.get('handle')} as {target}: {progress.get('phase')}, "
+            f"{progress.get('files_done', 0)}/{progress.get('files_total', 0)} files, "
+            f"{_mib(progress.get('bytes_done', 0))} of {_mib(progress.get('bytes_total', 0))}"
+        )
+        now = time.monotonic()
+        phase = str(progress.get("phase"))
+        if self._tty:
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+        elif phase != self._last_phase or now - self._last_time >= 1.0:
+            print(text, file=sys.stderr, flush=True)
+            self._last_time = now
+            self._pending = ""
+        else:
+            self._pending = text
+        self._last_phase = phase
+
+    def finish(self) -> None:
+        if self._tty and self._last_phase:
+            sys.stderr.write("\n")
+        elif self._pending:
+            print(self._pending, file=sys.stderr)
+        sys.stderr.flush()
+
+
+def _commit_through(mountpoint: Path, handle: str, reason: str | None, command: str) -> str | None:
+    """Ask the daemon to publish ``handle``; the new handle (the same one when there was
+    nothing to publish), or None after reporting the failure."""
+    printer = _ProgressPrinter(command)
+    message: dict[str, Any] = {"op": "commit", "handle": handle}
+    if reason:
+        message["reason"] = reason
+    try:
+        for answer in control.request(mountpoint, message, timeout=None):
+            event = answer.get("event")
+            if event == "progress":
+                printer.show(answer)
+                continue
+            printer.finish()
+            if event == "done":
+                return str(answer.get("handle"))
+            if event == "nothing":
+                print(f"provenafs {command}: nothing to publish in {handle}", file=sys.stderr)
+                return handle
+            _error(command, str(answer.get("error") or "the daemon refused"))
+            return None
+    except control.ControlError as exc:
+        printer.finish()
+        _error(command, str(exc))
+        return None
+    printer.finish()
+    _error(command, "the daemon ended the conversation without an answer")
+    return None
+
+
+def _commit(args: Sequence[str]) -> int:
+    """``provenafs commit PATH [-m REASON]``: publish the draft of the dataset holding PATH.
+
+    Progress (files and bytes) goes to stderr, the new handle is the last line of stdout. A
+    dataset with no draft, or a draft that changes nothing, has nothing to publish: that is
+    said on stderr, the dataset's own handle is printed, and the exit code is 0. A failure
+    exits 1 with its cause; the draft is kept and a later commit resumes it.
+    """
+    parser = argparse.ArgumentParser(
+        prog="provenafs commit",
+        description="Publish a dataset's pending changes as its next version.",
+    )
+    parser.add_argument("path", type=Path, help="a path inside a dataset version's directory")
+    parser.add_argument("-m", "--message", dest="reason", metavar="REASON", default=None)
+    parsed = parser.parse_args(args)
+    # realpath follows @latest and by-name/ links to the version they name.
+    path = Path(os.path.realpath(parsed.path))
+    mountpoint = _mount_containing(path)
+    if mountpoint is None:
+        _error("commit", f"{parsed.path} is not inside a provenafs mount")
+        return 1
+    try:
+        handle = control.handle_from_path(path.relative_to(mountpoint).as_posix())
+    except ValueError as exc:
+        _error("commit", f"{parsed.path}: {exc}")
+        return 1
+    new_handle = _commit_through(mountpoint, handle, parsed.reason, "commit")
+    if new_handle is None:
+        return 1
+    print(new_handle, flush=True)
     return 0
 
 
@@ -307,9 +483,45 @@ def _summary(document: Mapping[str, Any]) -> list[str]:
     )
     for name, expiry in sorted(expiries.items()):
         lines.append(f"    {name}: expires {expiry}")
-    drafts = document.get("drafts")
-    lines.append(f"  drafts: {len(drafts) if isinstance(drafts, list | Mapping) else 'none'}")
+    return lines + _publishing_summary(document)
+
+
+def _publishing_summary(document: Mapping[str, Any]) -> list[str]:
+    """Drafts, publishes in progress and recent failures (from the control socket)."""
+    drafts = [d for d in document.get("drafts") or [] if isinstance(d, Mapping)]
+    lines = [f"  drafts: {len(drafts) if drafts else 'none'}"]
+    lines += [f"    {_draft_line(draft)}" for draft in drafts]
+    for progress in document.get("publishing") or []:
+        if isinstance(progress, Mapping):
+            lines.append(
+                f"  publishing {progress.get('handle')} as {progress.get('new_handle') or '?'}: "
+                f"{progress.get('phase')}, {progress.get('files_done', 0)}/"
+                f"{progress.get('files_total', 0)} files, {_mib(progress.get('bytes_done', 0))}"
+                f" of {_mib(progress.get('bytes_total', 0))}"
+            )
+    for failure in document.get("failures") or []:
+        if isinstance(failure, Mapping):
+            when = failure.get("at")
+            stamp = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+                if isinstance(when, int | float)
+                else "?"
+            )
+            lines.append(
+                f"  failed to publish {failure.get('handle')} at {stamp}: {failure.get('cause')}"
+            )
     return lines
+
+
+def _control_status(mountpoint: Path) -> dict[str, Any]:
+    """The daemon's status document through its control socket."""
+    for answer in control.request(mountpoint, {"op": "status"}, timeout=30.0):
+        if answer.get("event") == "done" and isinstance(answer.get("status"), dict):
+            status: dict[str, Any] = answer["status"]
+            return status
+        if answer.get("event") == "error":
+            raise control.ControlError(str(answer.get("error")))
+    raise control.ControlError("the daemon answered no status")
 
 
 def _status(args: Sequence[str]) -> int:
@@ -322,18 +534,30 @@ def _status(args: Sequence[str]) -> int:
     if found is None or found[0] != _FSTYPE:
         _error("status", f"{mountpoint} is not a provenafs mount")
         return 1
-    status_file = mountpoint / ".provenafs" / "status.json"
+    # The daemon's control socket answers drafts, publishes and failures; status.json (read
+    # through the mount) has the rest, and is all there is when the socket does not answer.
+    live: dict[str, Any] | None = None
     try:
-        raw = status_file.read_bytes()
-        document = json.loads(raw)
+        live = _control_status(mountpoint)
+    except control.ControlError:
+        live = None
+    status_file = mountpoint / ".provenafs" / "status.json"
+    document: dict[str, Any] = {}
+    try:
+        loaded = json.loads(status_file.read_bytes())
+        document = loaded if isinstance(loaded, dict) else {}
     except OSError as exc:
-        _error("status", f"cannot read {status_file}: {exc.strerror or exc}")
-        return 1
+        if live is None:
+            _error("status", f"cannot read {status_file}: {exc.strerror or exc}")
+            return 1
     except json.JSONDecodeError as exc:
-        _error("status", f"{status_file} is not valid JSON: {exc}")
-        return 1
+        if live is None:
+            _error("status", f"{status_file} is not valid JSON: {exc}")
+            return 1
+    if live is not None:
+        document.update(live)
     if parsed.json:
-        sys.stdout.write(raw.decode("utf-8", "replace"))
+        print(json.dumps(document, indent=2, sort_keys=True, default=str))
         return 0
     print(f"provenafs mount {mountpoint} ({found[1]})")
     print("\n".join(_summary(document)))
@@ -434,7 +658,7 @@ _COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "login": _login,
     "logout": _logout,
     "status": _status,
-    "commit": _not_available("commit"),
+    "commit": _commit,
     "revert": _revert,
 }
 

@@ -284,7 +284,11 @@ def _publishing_for(
 
 
 def _control_status(
-    client: DataStoreClient, broker: CredentialBroker, cache: BlockCache, budget: PrefetchBudget
+    options: MountOptions,
+    client: DataStoreClient,
+    broker: CredentialBroker,
+    cache: BlockCache,
+    budget: PrefetchBudget,
 ) -> Callable[[], dict[str, Any]]:
     """The mount's counters for ``provenafs status`` (credential expiries, never credentials)."""
 
@@ -292,6 +296,10 @@ def _control_status(
         return {
             "version": provenafs.__version__,
             "pid": os.getpid(),
+            "source": options.source,
+            "mountpoint": str(options.mountpoint),
+            "read_only": options.read_only,
+            "on_unmount": options.on_unmount,
             "block_cache": dict(cache.statistics()),
             "prefetch_budget": dict(budget.statistics()),
             "data_store_calls": dict(client.statistics()),
@@ -359,7 +367,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         control = ControlServer(
             socket_path_for(options.mountpoint),
             publishing=publishing,
-            status=_control_status(client, broker, cache, budget),
+            status=_control_status(options, client, broker, cache, budget),
             reverter=None if editor is None else editor.revert,
         )
         try:
