@@ -71,6 +71,10 @@ class BlockCache:
         """Whether block ``key`` is in memory (not counted as a hit, not refreshed in the LRU)."""
         return key in self._lru
 
+    def has(self, key: BlockKey) -> bool:
+        """Whether block ``key`` is held in memory or (as far as its index knows) on disk."""
+        return key in self._lru or (self._disk is not None and key in self._disk)
+
     def peek(self, key: BlockKey) -> bytes | None:
         """The block if it is in memory (counted as a hit), else None; never fetches."""
         data = self._lru.get(key)

@@ -7,12 +7,13 @@ torn or corrupted file) is deleted and reported as a miss. Writes go to a tempor
 renamed into place, so a reader never sees half a block. The directory is 0700 and files 0600.
 
 Size is bounded by ``max_bytes``: an index (name → size, last use) is built from the directory
-on first use and kept on the trio thread; when a write takes the total past ``max_bytes`` the
-least recently used blocks are deleted down to 90% of it. Last use is also recorded as the
-file's mtime, so the LRU order survives remounts.
+when the cache is opened (or on first use) and kept on the trio thread; when a write takes the
+total past ``max_bytes`` the least recently used blocks are deleted down to 90% of it. Last use
+is also recorded as the file's mtime, so the LRU order survives remounts.
 
-Blocking file I/O runs in ``trio.to_thread.run_sync`` with a dedicated limiter; the index is
-touched only on the trio thread. It must not know about S3, datasets or credentials.
+Blocking file I/O runs in ``trio.to_thread.run_sync`` with a dedicated limiter (except the one
+directory scan when the cache is opened at start-up); the index is touched only on the trio
+thread. It must not know about S3, datasets or credentials.
 """
 
 from __future__ import annotations
@@ -97,7 +98,11 @@ def _unlink_blocking(paths: list[Path]) -> None:
 class DiskCache:
     """Persistent, size-bounded block store; every method is async and safe to call concurrently."""
 
-    def __init__(self, directory: Path, max_bytes: int, *, max_threads: int = 4) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int, *, max_threads: int = 4, load: bool = True
+    ) -> None:
+        """Open (creating) the cache directory; with ``load``, index it now (blocking, once, at
+        start-up), else on first use in a thread."""
         self.directory = Path(directory)
         self.max_bytes = max(0, max_bytes)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -106,11 +111,20 @@ class DiskCache:
         self._index: collections.OrderedDict[str, int] | None = None  # name → size, LRU first
         self._loading: trio.Event | None = None
         self._total = 0
+        if load:
+            self._set_index(_scan_blocking(self.directory))
         self._stats: collections.Counter[str] = collections.Counter(
             dict.fromkeys(
                 ("hits", "misses", "writes", "evictions", "corrupt_or_lost", "write_errors"), 0
             )
         )
+
+    def _set_index(self, found: dict[str, tuple[int, float]]) -> None:
+        index: collections.OrderedDict[str, int] = collections.OrderedDict()
+        for name, (size, _) in sorted(found.items(), key=lambda item: item[1][1]):
+            index[name] = size
+        self._index = index
+        self._total = sum(index.values())
 
     def _path(self, name: str) -> Path:
         return self.directory / name[:2] / (name[2:] + _SUFFIX)
@@ -126,15 +140,15 @@ class DiskCache:
                 found = await trio.to_thread.run_sync(
                     _scan_blocking, self.directory, limiter=self._limiter
                 )
-                index: collections.OrderedDict[str, int] = collections.OrderedDict()
-                for name, (size, _) in sorted(found.items(), key=lambda item: item[1][1]):
-                    index[name] = size
-                self._index = index
-                self._total = sum(index.values())
+                self._set_index(found)
             finally:
                 self._loading.set()
                 self._loading = None
         return self._index
+
+    def __contains__(self, key: BlockKey) -> bool:
+        """Whether the index lists ``key`` (no I/O; False until the index is loaded)."""
+        return self._index is not None and _name(key) in self._index
 
     async def get(self, key: BlockKey) -> bytes | None:
         """The stored block, or None (never stored, evicted, or failed its checksum)."""

@@ -293,7 +293,7 @@ class ObjectReader:
         return start, min(self._size, start + self._block_size)
 
     def _all_cached(self, first_block: int, last_block: int) -> bool:
-        return all(self._block_key(i) in self._cache for i in range(first_block, last_block + 1))
+        return all(self._cache.has(self._block_key(i)) for i in range(first_block, last_block + 1))
 
     async def _read_ramp(self, offset: int, end: int) -> bytes:
         """Reads before the reader has streamed one block: fetch just enough, doubling.
@@ -319,7 +319,7 @@ class ObjectReader:
             block_start, block_end = self._block_range(index)
             if block_end > start + len(data):
                 break
-            if self._block_key(index) not in self._cache:
+            if not self._cache.has(self._block_key(index)):
                 await self._cache.store(
                     self._block_key(index), data[block_start - start : block_end - start]
                 )
@@ -385,21 +385,21 @@ class ObjectReader:
         index = max(from_block, self._prefetched_to)  # the await may have let others move on
         part_blocks = max(1, min(self._max_part, self._window // 4) // self._block_size)
         while index < until:
-            if index in self._slots or self._block_key(index) in self._cache:
-                index += 1
+            if not self._needs_fetch(index):
+                index += 1  # held in memory or on disk: read on demand, no GET
                 continue
             first = index
-            while (
-                index < until
-                and index - first < part_blocks
-                and index not in self._slots
-                and self._block_key(index) not in self._cache
-            ):
+            index += 1
+            while index < until and index - first < part_blocks and self._needs_fetch(index):
                 index += 1
             if not self._start_part(nursery, first, index):
                 self._prefetched_to = first
                 return
         self._prefetched_to = max(self._prefetched_to, until)
+
+    def _needs_fetch(self, index: int) -> bool:
+        """Whether block ``index`` is neither being prefetched nor held in memory or on disk."""
+        return index not in self._slots and not self._cache.has(self._block_key(index))
 
     def _start_part(self, nursery: trio.Nursery, first: int, stop: int) -> bool:
         """Reserve budget for blocks ``[first, stop)`` and start their GET; False if no room."""

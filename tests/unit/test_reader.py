@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import random
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -18,6 +19,7 @@ from provenafs.api.models import Credentials
 from provenafs.blobstore import AccessDenied, ExpiredCredentials, MemoryBlobStore, StaleObject
 from provenafs.blockcache import BlockCache
 from provenafs.credentials import CredentialBroker
+from provenafs.diskcache import DiskCache
 from provenafs.reader import ObjectReader, PrefetchBudget
 
 KiB = 1 << 10
@@ -538,3 +540,27 @@ def test_two_streaming_readers_share_the_budget() -> None:
     for key in files:
         assert stats[key]["prefetch_bytes"] >= 20 * MiB, stats
     assert setup.budget.in_use == 0
+
+
+def test_disk_cache_serves_a_remounted_reader_without_gets(tmp_path: Path) -> None:
+    setup = Setup(block_size=256 * KiB, cache_bytes=MiB, budget=4 * MiB)
+    data = payload(6 * MiB + 5)
+    setup.put("k", data)
+
+    async def stream(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, max_window=2 * MiB)
+        out = bytearray()
+        for offset in range(0, len(data), 128 * KiB):
+            out += await reader.read(offset, 128 * KiB)
+        await reader.close()
+        assert bytes(out) == data
+
+    setup.cache = BlockCache(MiB, 256 * KiB, disk=DiskCache(tmp_path / "cache", 64 * MiB))
+    run(stream)
+    first_mount = setup.fetched()
+    assert first_mount == len(data)
+    # "remount": fresh memory cache, the disk cache reopened from its directory
+    setup.cache = BlockCache(MiB, 256 * KiB, disk=DiskCache(tmp_path / "cache", 64 * MiB))
+    run(stream)
+    assert setup.fetched() == first_mount  # not one byte more from S3
+    assert setup.cache.statistics()["disk_hits"] == -(-len(data) // (256 * KiB))
