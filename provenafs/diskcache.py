@@ -2,8 +2,9 @@
 
 Layout: ``<directory>/<2 hex>/<62 hex>.blk``, named by a SHA-256 of the ``BlockKey`` (handle, key,
 ETag, index), so names never contain user text and a changed object (new ETag) never hits an old
-block. Each file is ``MAGIC || sha256(data) || data``; a block whose checksum does not match (a
-torn or corrupted file) is deleted and reported as a miss. Writes go to a temporary file and are
+block. Each file is ``MAGIC || sha256(data) || data``; a block of the wrong length (a torn file)
+or whose checksum does not match (checked on its first read in each process; later reads check
+the length) is deleted and reported as a miss. Writes go to a temporary file and are
 renamed into place, so a reader never sees half a block. The directory is 0700 and files 0600.
 
 Size is bounded by ``max_bytes``: an index (name → size, last use) is built from the directory
@@ -44,15 +45,20 @@ def _name(key: BlockKey) -> str:
     return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _read_blocking(path: Path) -> bytes | None:
-    """The block in ``path`` if its checksum holds (touching its mtime), else None."""
+def _read_blocking(path: Path, size: int, verify: bool) -> bytes | None:
+    """The block in ``path`` if it is whole (and, with ``verify``, its checksum holds), else None.
+
+    Touches the file's mtime (its last use, for LRU order across remounts).
+    """
+    header = len(_MAGIC) + _DIGEST
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            head = file.read(header)
+            data = file.read()
     except OSError:
         return None
-    header = len(_MAGIC) + _DIGEST
-    data = raw[header:]
-    if raw[: len(_MAGIC)] != _MAGIC or hashlib.sha256(data).digest() != raw[len(_MAGIC) : header]:
+    whole = len(head) + len(data) == size and head[: len(_MAGIC)] == _MAGIC
+    if not whole or (verify and hashlib.sha256(data).digest() != head[len(_MAGIC) :]):
         path.unlink(missing_ok=True)
         return None
     with contextlib.suppress(OSError):
@@ -111,6 +117,7 @@ class DiskCache:
         self._index: collections.OrderedDict[str, int] | None = None  # name → size, LRU first
         self._loading: trio.Event | None = None
         self._total = 0
+        self._verified: set[str] = set()  # checksummed (or written) by this process
         if load:
             self._set_index(_scan_blocking(self.directory))
         self._stats: collections.Counter[str] = collections.Counter(
@@ -158,14 +165,17 @@ class DiskCache:
             self._stats["misses"] += 1
             return None
         index.move_to_end(name)
+        verify = name not in self._verified
         data = await trio.to_thread.run_sync(
-            _read_blocking, self._path(name), limiter=self._limiter
+            _read_blocking, self._path(name), index[name], verify, limiter=self._limiter
         )
         if data is None:
             self._forget(name)
             self._stats["corrupt_or_lost"] += 1
             self._stats["misses"] += 1
             return None
+        if name in index:
+            self._verified.add(name)
         self._stats["hits"] += 1
         return data
 
@@ -186,6 +196,7 @@ class DiskCache:
             return
         self._forget(name)
         index[name] = size
+        self._verified.add(name)
         self._total += size
         self._stats["writes"] += 1
         if self._total > self.max_bytes:
@@ -202,6 +213,7 @@ class DiskCache:
         await trio.to_thread.run_sync(_unlink_blocking, victims, limiter=self._limiter)
 
     def _forget(self, name: str) -> None:
+        self._verified.discard(name)
         if self._index is not None:
             size = self._index.pop(name, None)
             if size is not None:

@@ -144,3 +144,17 @@ def test_concurrent_writes_of_one_block(tmp_path: Path) -> None:
     assert cache.statistics()["bytes"] == len(data) + 40
     assert len(block_files(tmp_path / "c")) == 1
     assert [p for p in (tmp_path / "c").rglob("*.tmp")] == []
+
+
+def test_a_block_torn_after_it_was_verified_is_still_a_miss(tmp_path: Path) -> None:
+    async def main() -> None:
+        cache = DiskCache(tmp_path / "c", 1 << 20)
+        await cache.put(key(0), b"Z" * 5000)
+        assert await cache.get(key(0)) == b"Z" * 5000
+        (path,) = block_files(tmp_path / "c")
+        path.write_bytes(path.read_bytes()[:3000])
+        assert await cache.get(key(0)) is None
+        assert cache.statistics()["corrupt_or_lost"] == 1
+        assert not path.exists()
+
+    trio.run(main)
