@@ -715,7 +715,7 @@ class Filesystem:
     def _sidecar_size(self, record: DatasetRecord) -> int:
         """The record's sidecar size, or that of the newest unsaved edit of it."""
         for buffer in reversed(self._sidecar_writes.values()):
-            if buffer.handle == record.handle and buffer.dirty:
+            if buffer.handle == record.handle and buffer.unsaved:
                 return len(buffer)
         return len(self._sidecars.render(record))
 
@@ -735,7 +735,7 @@ class Filesystem:
             b"" if truncate else self._sidecars.render(await self._catalog.record(node.handle))
         )
         fh = self._new_fh()
-        self._sidecar_writes[fh] = SidecarBuffer(node.handle, initial, dirty=truncate)
+        self._sidecar_writes[fh] = SidecarBuffer(node.handle, initial, replaced=truncate)
         return OpenFile(fh, keep_cache=False, direct_io=True)
 
     async def _commit_sidecar(self, buffer: SidecarBuffer) -> None:
@@ -744,13 +744,13 @@ class Filesystem:
             if buffer.failure is not None:
                 raise FsError(buffer.failure.errno, buffer.failure.message)
             return
-        buffer.dirty = False
+        data = buffer.take_for_commit()
         editor = self._sidecar_editor
         if editor is None:
             buffer.failure = FsError(errno.EACCES, "metadata edits are not available")
             raise buffer.failure
         try:
-            await editor.commit(buffer.handle, buffer.contents(), None)
+            await editor.commit(buffer.handle, data, None)
         except FsError as exc:
             buffer.failure = exc
             raise

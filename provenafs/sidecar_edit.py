@@ -19,6 +19,9 @@ implies, since the data store derives them from it). Outcomes:
 
 - the same ``collection_format`` and no read-only field changed: success, no call (rewriting
   the bytes that were read is harmless);
+- opened with ``O_TRUNC`` and closed with nothing written: no edit, no error (a shell closes a
+  duplicate of a redirected descriptor before the command writes); an explicit truncate
+  (``ftruncate``, ``truncate -s``) is an edit and commits what it leaves;
 - a read-only field changed (``history``, ``s3``, ``roles``, ``locked``, ...): ``EINVAL``, with
   or without a change to ``collection_format``, and nothing is sent. ``EINVAL``, not ``EACCES``:
   the content is what is wrong, not the caller's rights. A changed ``history`` or
@@ -129,17 +132,21 @@ def parse_reason(value: bytes) -> str | None:
 class SidecarBuffer:
     """The bytes of one sidecar opened for writing, and whether they await a commit.
 
-    After a commit attempt the buffer is clean; a failed attempt's error is kept and raised again
-    by ``committed_error`` so that every later ``flush`` of the same file reports it without a
-    second call to the data store.
+    ``dirty``: written or truncated since the last commit attempt (a file opened with
+    ``O_TRUNC`` and closed without a write is not an edit: shells close a redirected descriptor
+    once before the command writes). ``unsaved``: its bytes, not the record's, are what the
+    file holds for now (its size is the file's size). A commit attempt (``take_for_commit``)
+    clears both; the filesystem keeps a failed attempt's error in ``failure`` so every later
+    ``flush`` of the same file reports it without a second call to the data store.
     """
 
-    def __init__(self, handle: str, initial: bytes, *, dirty: bool = False) -> None:
+    def __init__(self, handle: str, initial: bytes, *, replaced: bool = False) -> None:
         if len(initial) > SIDECAR_MAX_BYTES:
             raise FsError(errno.EFBIG, f"sidecars are at most {SIDECAR_MAX_BYTES} bytes")
         self.handle = handle
         self._data = bytearray(initial)
-        self.dirty = dirty
+        self.dirty = False
+        self.unsaved = replaced
         self.failure: FsError | None = None
 
     def __len__(self) -> int:
@@ -175,8 +182,15 @@ class SidecarBuffer:
             self._data.extend(bytes(size - len(self._data)))
         self._mark_dirty()
 
+    def take_for_commit(self) -> bytes:
+        """The bytes to commit; the buffer counts as clean from now on."""
+        self.dirty = False
+        self.unsaved = False
+        return bytes(self._data)
+
     def _mark_dirty(self) -> None:
         self.dirty = True
+        self.unsaved = True
         self.failure = None
 
 

@@ -499,9 +499,15 @@ def test_revert_refusals_make_no_call(
 # --- the write buffer ----------------------------------------------------------------------
 
 
+def flags(buffer: SidecarBuffer) -> tuple[bool, bool]:
+    """(dirty, unsaved)"""
+    return buffer.dirty, buffer.unsaved
+
+
 def test_sidecar_buffer_writes_at_any_offset_and_truncates() -> None:
-    assert not SidecarBuffer(HANDLE, b"abcdef").dirty
-    assert SidecarBuffer(HANDLE, b"", dirty=True).dirty
+    assert not SidecarBuffer(HANDLE, b"abcdef").unsaved
+    replaced = SidecarBuffer(HANDLE, b"", replaced=True)
+    assert flags(replaced) == (False, True)
     buffer = SidecarBuffer(HANDLE, b"abcdef")
     assert buffer.write(2, b"XY") == 2
     assert buffer.contents() == b"abXYef"
@@ -509,7 +515,9 @@ def test_sidecar_buffer_writes_at_any_offset_and_truncates() -> None:
     assert buffer.contents() == b"abXYef\x00\x00!"
     buffer.truncate(3)
     assert buffer.contents() == b"abX"
-    assert buffer.dirty
+    assert flags(buffer) == (True, True)
+    assert buffer.take_for_commit() == b"abX"
+    assert flags(buffer) == (False, False)
     with pytest.raises(FsError) as caught:
         buffer.write(SIDECAR_MAX_BYTES, b"x")
     assert errno_of(caught) == errno.EFBIG
@@ -645,17 +653,45 @@ def test_a_failed_commit_fails_every_flush_of_that_file_with_one_call() -> None:
     run(body)
 
 
-def test_invalid_json_fails_at_flush_and_a_truncating_open_alone_is_refused_too() -> None:
+def test_invalid_json_fails_at_flush() -> None:
     async def body() -> None:
         store = make_store()
         fs = build(store)
         with pytest.raises(FsError) as caught:
             await write_sidecar(fs, b"{not json")
         assert errno_of(caught) == errno.EINVAL
-        with pytest.raises(FsError) as caught:
-            await write_sidecar(fs, b"")  # `: > x.json`: an empty document
-        assert errno_of(caught) == errno.EINVAL
         assert store.calls["update_metadata"] == 0
+
+    run(body)
+
+
+def test_a_truncating_open_is_an_edit_only_once_written() -> None:
+    """``echo ... > x.json``: the shell closes a duplicate of the descriptor before writing."""
+
+    async def body() -> None:
+        store = make_store()
+        fs = build(store)
+        inode = (await sidecar(fs)).inode
+        opened = await fs.open(inode, WRITE_TRUNC, CALLER)
+        assert (await fs.getattr(inode, CALLER)).size == 0
+        await fs.flush(opened.fh)  # the shell's first close: nothing written, nothing sent
+        await fs.write(opened.fh, 0, changed_format("via a shell"))
+        await fs.flush(opened.fh)
+        await fs.release(opened.fh)
+        assert [cf["dataset_info"]["description"] for _, _, cf in store.updates] == ["via a shell"]
+        empty = await fs.open(inode, WRITE_TRUNC, CALLER)  # `: > x.json`
+        await fs.flush(empty.fh)
+        await fs.release(empty.fh)
+        assert store.calls["update_metadata"] == 1
+        assert (await fs.getattr(inode, CALLER)).size == len(
+            sidecar_bytes(await store.fetch_dataset(HANDLE))
+        )
+        cut = await fs.open(inode, os.O_WRONLY, CALLER)  # `truncate -s 0 x.json`
+        await fs.setattr(inode, CALLER, size=0, fh=cut.fh)
+        with pytest.raises(FsError) as caught:
+            await fs.flush(cut.fh)
+        assert errno_of(caught) == errno.EINVAL
+        await fs.release(cut.fh)
 
     run(body)
 
