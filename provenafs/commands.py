@@ -347,8 +347,9 @@ def _commit_through(mountpoint: Path, handle: str, reason: str | None, command: 
             if event == "done":
                 return str(answer.get("handle"))
             if event == "nothing":
-                print(f"provenafs {command}: nothing to publish in {handle}", file=sys.stderr)
-                return handle
+                why = answer.get("message") or f"{handle} has no pending changes"
+                print(f"provenafs {command}: nothing to publish ({why})", file=sys.stderr)
+                return str(answer.get("handle") or handle)
             _error(command, str(answer.get("error") or "the daemon refused"))
             return None
     except control.ControlError as exc:
@@ -366,7 +367,9 @@ def _commit(args: Sequence[str]) -> int:
     Progress (files and bytes) goes to stderr, the new handle is the last line of stdout. A
     dataset with no draft, or a draft that changes nothing, has nothing to publish: that is
     said on stderr, the dataset's own handle is printed, and the exit code is 0. A failure
-    exits 1 with its cause; the draft is kept and a later commit resumes it.
+    exits 1 with its cause; the draft is kept and a later commit resumes it. A draft published
+    moments ago (by the quiet delay, a resume after a crash, or another commit) also leaves
+    nothing to publish; then the handle printed is the version it became.
     """
     parser = argparse.ArgumentParser(
         prog="provenafs commit",

@@ -10,7 +10,8 @@ with an ``event``, the last one ``done``, ``nothing`` or ``error``:
 
 - ``{"op": "commit", "handle" | "path": str, "reason": str?}`` → ``progress`` lines (the fields
   of ``PublishProgress``, at most ten a second), then ``{"event": "done", "handle": NEW}``,
-  ``{"event": "nothing", "handle": OLD, "message"}`` or ``{"event": "error", "error"}``;
+  ``{"event": "nothing", "handle": CURRENT, "message"}`` (CURRENT: the dataset's own handle,
+  or the version its draft became moments ago) or ``{"event": "error", "error"}``;
   ``path`` is relative to the mountpoint (``10378.1/1932274/raw/a.csv``);
 - ``{"op": "status"}`` → ``{"event": "done", "status": {...}}`` (drafts, publishes in flight,
   recent failures, and whatever the daemon adds: cache use, credential expiries; never a secret);
@@ -327,7 +328,7 @@ class ControlServer:
             except NothingToPublish as exc:
                 outcome: dict[str, Any] = {
                     "event": "nothing",
-                    "handle": handle,
+                    "handle": exc.current_handle or handle,
                     "message": str(exc),
                 }
             except PublishError as exc:

@@ -181,7 +181,15 @@ class PublishError(Exception):
 
 
 class NothingToPublish(PublishError):
-    """The dataset has no draft, or its draft changes nothing."""
+    """The dataset has no draft, or its draft changes nothing.
+
+    ``current_handle`` is the version that holds the dataset's latest published state when it
+    is known to differ from the handle asked about (its draft was published moments ago).
+    """
+
+    def __init__(self, message: str, current_handle: str | None = None) -> None:
+        super().__init__(message)
+        self.current_handle = current_handle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -812,11 +820,15 @@ class PublishService:
     ) -> str:
         """Publish ``handle``'s draft now (after any publish of it in flight); the new handle.
 
-        A dataset published moments ago by another caller answers that new handle.
+        A dataset whose draft was published moments ago (by another caller, or by a resume or
+        the quiet delay) raises ``NothingToPublish`` naming that new handle.
         """
         async with self._locks[handle]:
             if self.publisher.draft_store.get(handle) is None and handle in self._published:
-                return self._published[handle]
+                published = self._published[handle]
+                raise NothingToPublish(
+                    f"the draft of {handle} was already published as {published}", published
+                )
 
             def listen(snapshot: PublishProgress) -> None:
                 self._in_progress[handle] = snapshot

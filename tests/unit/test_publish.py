@@ -572,7 +572,9 @@ def test_service_resumes_recorded_versions_and_answers_repeated_commits(tmp_path
         service = PublishService(world.publisher(), publish_delay=0)
         await service.run()  # resumes, then returns: the delay is 0 (auto-publish off)
         assert world.drafts.get(OLD) is None
-        again = await service.commit(OLD)
+        with pytest.raises(NothingToPublish) as nothing:
+            await service.commit(OLD)
+        again = nothing.value.current_handle
         assert again == created.new_version_id
         assert service.status()["published"] == {OLD: again}
         return again
