@@ -255,6 +255,7 @@ class SidecarEditor:
                 " if the record changed since it was read, read the sidecar again)",
             )
             self._reject(handle, refusal)
+            self._catalog.invalidate(handle)  # so that reading the sidecar again shows today's
             raise refusal
         current_format = _without_nulls(current.document["item"].get("collection_format"))
         new_format = _without_nulls(edit.collection_format)

@@ -279,6 +279,7 @@ def test_a_renamed_dataset_may_carry_the_display_name_its_new_name_implies() -> 
         (b'{"foo": 1}', errno.EINVAL),
         (b"{}", errno.EINVAL),
         (b'{"item": [], "roles": []}', errno.EINVAL),
+        (b'{"item": {"collection_format": {}}, "extra": 1}', errno.EINVAL),
         (b'{"item": {"collection_format": "x"}}', errno.EINVAL),
         (b'{"dataset_info": {"name": NaN}}', errno.EINVAL),
         (b'{"dataset_info": {}, "dataset_info": {}}', errno.EINVAL),
@@ -311,13 +312,12 @@ def test_unusable_content_is_refused_without_a_call(data: bytes, expected: int) 
         lambda d: d.update(locked=True),
         lambda d: d.update(roles=["admin"]),
         lambda d: d["item"].update(display_name="Not the name"),
-        lambda d: d.update(extra=1),
     ],
 )
 def test_edits_of_read_only_fields_are_einval_even_with_a_real_change(edit: Any) -> None:
     async def body() -> None:
         store = make_store()
-        editor, _, _ = make_editor(store)
+        editor, catalog, _ = make_editor(store)
         for change_description in (False, True):
             document = current_document(store)
             edit(document)
@@ -327,6 +327,25 @@ def test_edits_of_read_only_fields_are_einval_even_with_a_real_change(edit: Any)
                 await editor.commit(HANDLE, encode(document), None)
             assert errno_of(caught) == errno.EINVAL
         assert store.calls["update_metadata"] == 0
+        assert catalog.invalidated == [HANDLE, HANDLE]  # a stale read must not stick
+
+    run(body)
+
+
+def test_an_edit_of_a_stale_copy_is_refused_instead_of_undoing_a_newer_change() -> None:
+    async def body() -> None:
+        store = make_store()
+        editor, _, _ = make_editor(store)
+        stale = current_document(store)
+        await editor.commit(HANDLE, changed_format("someone else's edit"), None)
+        stale["item"]["collection_format"]["dataset_info"]["keywords"] = ["mine"]
+        with pytest.raises(FsError) as caught:
+            await editor.commit(HANDLE, encode(stale), None)
+        assert errno_of(caught) == errno.EINVAL
+        assert "history" in caught.value.message
+        assert store.calls["update_metadata"] == 1
+        description = store.items[HANDLE]["collection_format"]["dataset_info"]["description"]
+        assert description == "someone else's edit"
 
     run(body)
 
