@@ -243,3 +243,33 @@ def test_revert_restores_an_earlier_history_entry(
     assert unknown.returncode != 0
     assert "999" in unknown.stderr
     assert fetched_item(view, handle) == before
+
+
+def test_shell_tools_redirection_edits_once_and_truncate_reports_einval(
+    store: LocalStore, view: StoreView, alice: Mount, tmp_path: Path
+) -> None:
+    handle = handle_of(store, "reef-temperatures")
+    path = sidecar(alice, handle)
+    document = read_document(path)
+    newest_before = document["item"]["history"][0]["id"]
+    document["item"]["collection_format"]["dataset_info"]["description"] = "Written by a shell"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(document, indent=2))
+
+    # The shell opens with O_TRUNC, closes a duplicate, then cat writes: exactly one edit.
+    subprocess.run(["sh", "-c", f'cat "{edited}" > "{path}"'], check=True, timeout=60)
+    item = fetched_item(view, handle)
+    assert item["collection_format"]["dataset_info"]["description"] == "Written by a shell"
+    assert [entry["id"] for entry in item["history"][:2]] == [newest_before + 1, newest_before]
+
+    truncated = subprocess.run(
+        ["truncate", "-s", "0", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert truncated.returncode != 0
+    assert "Invalid argument" in truncated.stderr
+    assert fetched_item(view, handle) == item
+    assert read_document(path)["item"] == item
