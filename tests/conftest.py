@@ -40,14 +40,21 @@ class LocalStore:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    _tokens: dict[tuple[str, bool], str] = dataclasses.field(default_factory=dict, repr=False)
 
     def token(self, user: str, *, offline: bool = False) -> str:
+        """A token for a local user (access tokens from ``serve token`` live an hour: cached)."""
+        cached = self._tokens.get((user, offline))
+        if cached is not None:
+            return cached
         cmd = [sys.executable, "-m", "provenafs", "serve", "token", user]
         cmd += ["--data-dir", str(self.data_dir)]
         if offline:
             cmd.append("--offline")
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
-        return out.stdout.strip().splitlines()[-1]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        token = out.stdout.strip().splitlines()[-1]
+        self._tokens[(user, offline)] = token
+        return token
 
     def serve_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``provenafs serve ARGS... --data-dir DIR`` (admin commands) and return the result."""
