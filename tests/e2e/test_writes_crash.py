@@ -171,6 +171,17 @@ def s3_sha256(api: StoreApi, key: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def s3_tree_sizes(api: StoreApi, prefix: str) -> dict[str, int]:
+    """Sizes of the objects under ``prefix``, by relative key."""
+    return {
+        entry["Key"][len(prefix) :]: int(entry["Size"])
+        for page in api.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=api.bucket, Prefix=prefix
+        )
+        for entry in page.get("Contents", [])
+    }
+
+
 def wait_for_new_version(api: StoreApi, handle: str, commit: subprocess.Popen[str]) -> str | None:
     """Poll the registry until ``handle`` has a next version (step 1 of a publish is done)."""
     deadline = time.monotonic() + 300
@@ -211,7 +222,10 @@ def test_kill_9_in_the_middle_of_a_publish_resumes_into_the_same_version(
                 commit.kill()
                 commit.wait(timeout=30)
         assert new_handle is not None, f"no new version was registered: {out} {err}"
-        print(f"killed during the publish of {new_handle} (finished first: {finished_before_kill})")
+        new_prefix = api.record(new_handle)["item"]["s3"]["path"]
+        landed = sorted(s3_tree_sizes(api, new_prefix).items())
+        print(f"killed during the publish of {new_handle}; finished first: {finished_before_kill}")
+        print(f"objects of the new version at the kill: {landed}")
 
     remounted = start_writable_mount(store, tmp_path / "mnt", home=home)
     with stopped_at_exit(remounted):
@@ -219,19 +233,12 @@ def test_kill_9_in_the_middle_of_a_publish_resumes_into_the_same_version(
         again = remounted.commit(root, "a big change")
         if again.returncode == 0:
             assert again.stdout.strip().splitlines()[-1].strip() == new_handle
-        new_prefix = api.record(new_handle)["item"]["s3"]["path"]
         # If the remounted daemon resumed (and finished) by itself, the commit had nothing left
         # to do; either way the same new version must now be complete.
         sizes: dict[str, int] = {}
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            sizes = {
-                entry["Key"][len(new_prefix) :]: entry["Size"]
-                for page in api.s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=api.bucket, Prefix=new_prefix
-                )
-                for entry in page.get("Contents", [])
-            }
+            sizes = s3_tree_sizes(api, new_prefix)
             complete = sizes.get("big.bin") == BIG_NEW_BYTES
             if complete and "big.bin" not in os.listdir(root):  # and the draft is cleared
                 break

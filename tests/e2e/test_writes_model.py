@@ -59,6 +59,7 @@ class DraftModel(RuleBasedStateMachine):
 
     mount: ClassVar[WritableMount]
     api: ClassVar[StoreApi]
+    total_publishes: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -239,6 +240,7 @@ class DraftModel(RuleBasedStateMachine):
         self.handle = new_handle
         self.published = expected
         self.publishes += 1
+        DraftModel.total_publishes += 1
 
     # -- the invariant --------------------------------------------------------------------
 
@@ -272,6 +274,7 @@ def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def test_random_changes_match_a_plain_model(store: LocalStore, mount: WritableMount) -> None:
     DraftModel.mount = mount
     DraftModel.api = StoreApi(store)
+    DraftModel.total_publishes = 0
     run_state_machine_as_test(
         DraftModel,
         settings=settings(
@@ -283,3 +286,5 @@ def test_random_changes_match_a_plain_model(store: LocalStore, mount: WritableMo
             suppress_health_check=list(HealthCheck),
         ),
     )
+    print(f"{DraftModel.total_publishes} publishes compared with S3")
+    assert DraftModel.total_publishes >= 1, "no run published: S3 was never compared"
