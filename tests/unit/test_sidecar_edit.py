@@ -13,10 +13,12 @@ import json
 import os
 import stat
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from provenafs import commands
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import DatasetRecord
@@ -783,3 +785,17 @@ def test_revert_through_the_filesystem_editor_shows_at_once() -> None:
         assert description == "Hourly temperatures"
 
     run(body)
+
+
+# --- the revert command (its daemon round trip is in tests/e2e/test_metadata_edits.py) -----
+
+
+def test_revert_command_refuses_paths_outside_a_mount_and_empty_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert commands.main("revert", [str(tmp_path), "--to", "0", "-m", "why"]) == 1
+    assert "is not inside a provenafs mount" in capsys.readouterr().err
+    assert commands.main("revert", [str(tmp_path), "--to", "0", "-m", "  "]) == 2
+    assert "must not be empty" in capsys.readouterr().err
+    assert commands.main("revert", [str(tmp_path), "--to", "x", "-m", "why"]) == 2
+    assert commands.main("revert", [str(tmp_path), "-m", "why"]) == 2
