@@ -266,3 +266,39 @@ def test_status_lists_drafts_with_counts(
     text = json.dumps(document)
     assert "secret" not in text.lower()
     assert "session_token" not in text
+
+
+def test_in_place_writes_go_into_the_same_dataset_and_pending_refuses(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    base = {"keep.txt": b"kept\n", "change.txt": b"old\n", "gone.txt": b"removed\n"}
+    target = api.mint(files=base)
+    pending = api.mint(files={"a.txt": b"a\n"})
+    mount = start_writable_mount(
+        store, tmp_path / "mnt", options="rw,publish_delay=0,writes=in-place"
+    )
+    try:
+        directory = mount.dataset_dir(target.handle)
+        (directory / "new.txt").write_bytes(b"written in place\n")
+        (directory / "change.txt").write_bytes(b"new\n")
+        (directory / "gone.txt").unlink()
+        result = mount.commit(directory, "in place")
+        assert result.returncode == 0, result.stderr + mount.mount.log_text()[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == target.handle
+        assert api.versions_after(target.handle) == []
+        landed = s3_tree(api, target.s3_prefix)
+        assert {k: v for k, v in landed.items() if k != "metadata.json"} == {
+            "keep.txt": b"kept\n",
+            "change.txt": b"new\n",
+            "new.txt": b"written in place\n",
+        }
+
+        (mount.dataset_dir(pending.handle) / "b.txt").write_bytes(b"b\n")
+        api.serve_ok("release", "request", pending.handle)
+        refused = mount.commit(mount.dataset_dir(pending.handle), "in place, pending")
+        assert refused.returncode == 1
+        assert "pending review or is released" in refused.stderr
+        assert "pending review or is released" in mount.mount.log_text()
+        assert set(s3_tree(api, pending.s3_prefix)) == {"a.txt", "metadata.json"}
+    finally:
+        stop_mount(mount.mount)
