@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from provenafs import control
 from tests.conftest import LocalStore, require_fuse, start_local_store
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
@@ -164,16 +165,21 @@ def test_commit_outside_a_dataset_fails_with_a_reason(mounted: WritableMount) ->
 
 
 def wait_for_bytes_in_flight(mount: WritableMount, handle: str, timeout: float = 120) -> str:
-    """Poll the daemon until a publish of ``handle`` has sent some but not all bytes."""
+    """Poll the daemon until a publish of ``handle`` has sent some but not all bytes.
+
+    Through the control socket's client (what ``provenafs status`` uses) in this process: a
+    CLI process per poll would start too slowly to catch a fast publish in the middle.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for progress in status_json(mount).get("publishing", []):
+        answers = list(control.request(mount.path, {"op": "status"}))
+        for progress in answers[-1]["status"].get("publishing", []):
             if (
                 progress["handle"] == handle
                 and 0 < progress["bytes_done"] < progress["bytes_total"]
             ):
                 return str(progress["new_handle"])
-        time.sleep(0.02)
+        time.sleep(0.005)
     raise AssertionError("the publish never showed bytes in flight")
 
 
