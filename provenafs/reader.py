@@ -467,7 +467,8 @@ class ObjectReader:
             if not slot.done.is_set():
                 slot.data = block
                 slot.done.set()
-            await self._cache.store(self._block_key(first + n), block)
+            with trio.CancelScope(shield=True):  # a block fetched is kept, even on close
+                await self._cache.store(self._block_key(first + n), block)
 
     def _release_slot(self, index: int) -> None:
         slot = self._slots.pop(index)

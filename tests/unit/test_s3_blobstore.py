@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import hashlib
 import io
 import os
 import random
@@ -467,3 +468,32 @@ def test_real_upload_stream(real_s3: RealS3) -> None:
     assert real_s3.admin.get_object(PREFIX + "stream/big.bin") == big
     assert real_s3.admin.get_object(PREFIX + "stream/small.txt") == b"ab"
     assert real_s3.admin.get_object(PREFIX + "stream/empty") == b""
+
+
+@pytest.mark.s3
+def test_real_multipart_primitives(real_s3: RealS3) -> None:
+    from provenafs.blobstore import multipart_etag
+
+    parts = [random.Random(n).randbytes(5 << 20) for n in range(2)] + [b"tail"]
+    key = PREFIX + "primitives/joined.bin"
+
+    async def main() -> None:
+        s3, w, bucket = real_s3.store, real_s3.write, real_s3.bucket
+        upload = await s3.create_multipart(w, bucket, key)
+        leftover = await s3.create_multipart(w, bucket, PREFIX + "primitives/left.bin")
+        etags = [
+            (n, await s3.upload_part(w, bucket, key, upload, number=n, data=part))
+            for n, part in enumerate(parts, start=1)
+        ]
+        pending = await s3.list_multipart_uploads(w, bucket, PREFIX + "primitives/")
+        assert {(key, upload), (PREFIX + "primitives/left.bin", leftover)} <= set(pending)
+        etag = await s3.complete_multipart(w, bucket, key, upload, etags)
+        assert etag == (await s3.head(w, bucket, key)).etag
+        assert etag.endswith("-3")
+        assert etag == multipart_etag([hashlib.md5(p).digest() for p in parts])  # noqa: S324
+        await s3.abort_multipart(w, bucket, PREFIX + "primitives/left.bin", leftover)
+        await s3.abort_multipart(w, bucket, PREFIX + "primitives/left.bin", leftover)  # again: ok
+        assert await s3.list_multipart_uploads(w, bucket, PREFIX + "primitives/") == []
+
+    trio.run(main)
+    assert real_s3.admin.get_object(key) == b"".join(parts)
