@@ -180,6 +180,11 @@ class DraftModel(RuleBasedStateMachine):
         target = self.draw_parent_and_name(data)
         if target == source:
             return
+        if source.startswith(target + "/"):  # Linux's rename: a target that is an ancestor
+            expect_errno(
+                errno.ENOTEMPTY, lambda: os.rename(self.root / source, self.root / target), target
+            )
+            return
         if target in self.dirs:
             expect_errno(
                 errno.EISDIR, lambda: os.rename(self.root / source, self.root / target), target
