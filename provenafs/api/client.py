@@ -309,12 +309,16 @@ class DataStoreClient:
         """Every dataset the caller may see, following ``pagination_key`` until it is null."""
         records: list[DatasetRecord] = []
         key: Mapping[str, Any] | None = None
+        seen: list[Mapping[str, Any]] = []
         while True:
             page = await self.list_page(key, page_size)
             records.extend(page.items)
             if page.pagination_key is None:
                 return records
+            if page.pagination_key in seen:
+                raise Unavailable("list_page: the data store repeated a pagination key")
             key = page.pagination_key
+            seen.append(key)
 
     async def read_credentials(self, handle: str) -> Credentials:
         """Fresh read-scoped STS credentials for one dataset's prefix (no caching here)."""

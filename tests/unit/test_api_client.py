@@ -276,6 +276,14 @@ def test_list_all_follows_keys_through_short_and_empty_pages() -> None:
     assert len(bodies) == 4
 
 
+def test_list_all_stops_on_a_repeated_key() -> None:
+    fake = FakeStore()
+    fake.pages = [([item("10378.1/1")], {"page": 1}), ([item("10378.1/2")], {"page": 1})]
+    with pytest.raises(errors.Unavailable, match="repeated"):
+        run_with_client(fake, lambda c: c.list_all())
+    assert len(fake.requests) == 2
+
+
 def test_list_page_skips_an_unreadable_item() -> None:
     fake = FakeStore()
     broken = item("10378.1/9")
