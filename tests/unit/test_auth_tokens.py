@@ -422,15 +422,18 @@ def test_device_login_and_offline_token_against_the_local_realm(local_store: Loc
 
     offline = local_store.token("alice", offline=True)
     approvals: list[subprocess.CompletedProcess[str]] = []
+    threads: list[threading.Thread] = []
 
     def approve(uri: str, code: str) -> None:
         assert code in uri
         # approve in the background, like a user in a browser
-        threading.Thread(
+        thread = threading.Thread(
             target=lambda: approvals.append(
                 local_store.serve_cli("device", "approve", code, "--user", "alice")
             )
-        ).start()
+        )
+        threads.append(thread)
+        thread.start()
 
     async def main() -> TokenSet:
         found = await discover(local_store.base_url)
@@ -449,6 +452,8 @@ def test_device_login_and_offline_token_against_the_local_realm(local_store: Loc
         return tokens
 
     tokens = trio.run(main)
-    assert approvals and approvals[0].returncode == 0
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(approvals) == 1 and approvals[0].returncode == 0
     assert tokens.refresh_token
     assert jwt_expiry(tokens.access_token) == tokens.expires_at
