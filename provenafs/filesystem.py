@@ -255,8 +255,11 @@ class _FileView:
     staged: StagedEntry | None
     draft: Draft | None
     blob: StagedBlob | None = None  # an unlinked file still open
+    mtime_ns: int | None = None  # a carried file's own mtime (exact, unlike ``info``'s float)
 
     def size_and_mtime(self) -> tuple[int, int]:
+        if self.info is not None and self.mtime_ns is not None:
+            return self.info.size, self.mtime_ns
         if self.blob is not None:
             return self.blob.size, self.blob.mtime_ns
         if self.staged is not None and self.draft is not None:
@@ -545,7 +548,7 @@ class Filesystem:
             return _FileView(None, entry, draft)
         if isinstance(entry, CarriedEntry):
             info = ObjectInfo(entry.base_key, entry.size, entry.etag, entry.mtime_ns / 1e9)
-            return _FileView(info, None, draft)
+            return _FileView(info, None, draft, mtime_ns=entry.mtime_ns)
         if entry is not None:
             raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
         parent, name = _parent_path(node.path)
