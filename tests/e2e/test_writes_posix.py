@@ -13,15 +13,20 @@ import json
 import os
 import random
 import shutil
+import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import IN_CI, LocalStore, require_fuse, start_local_store
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
+    WRITE_OPTIONS,
     Dataset,
     StoreApi,
     WritableMount,
@@ -485,3 +490,133 @@ def test_the_sidecar_of_a_locked_dataset_refuses_edits(mount: WritableMount, api
     assert after["item"]["history"] == record["item"]["history"]
     assert after["item"]["collection_format"] == record["item"]["collection_format"]
     assert sidecar.read_bytes() == before
+
+
+# -- what the mount tells about writes: mode bits, status, failures, umount, quiet delay -------
+
+
+def test_write_bits_appear_only_where_a_write_can_succeed(
+    mount: WritableMount, api: StoreApi, root: Path, dataset: Dataset
+) -> None:
+    # SPEC §1: "write bits appear only where a write can succeed".
+    def writable(path: Path) -> bool:
+        return bool(os.stat(path).st_mode & stat.S_IWUSR)
+
+    assert writable(root)
+    assert writable(root / "data")
+    assert writable(root / "data" / "one.csv")
+    assert not writable(root / "metadata.json")
+    assert writable(mount.sidecar(dataset.handle))
+    assert not writable(mount.dataset_dir(api.seed_handle("versioned-v1")))  # not the latest
+    assert not writable(mount.dataset_dir(api.seed_handle("many-files")))  # bob's: no admin
+    assert not writable(mount.sidecar(api.seed_handle("many-files")))  # no metadata-write
+    assert not writable(mount.sidecar(api.seed_handle("locked")))  # locked: no metadata edit
+
+
+def draft_of(mount: WritableMount, handle: str) -> dict[str, Any] | None:
+    result = mount.run("status", str(mount.path), "--json")
+    assert result.returncode == 0, result.stderr
+    for draft in json.loads(result.stdout)["drafts"]:
+        if draft["handle"] == handle:
+            found: dict[str, Any] = draft
+            return found
+    return None
+
+
+def test_status_lists_a_draft_with_what_changed(
+    mount: WritableMount, dataset: Dataset, root: Path
+) -> None:
+    # Issue 4 item 7: status "lists drafts (files added, changed, removed, bytes)".
+    assert draft_of(mount, dataset.handle) is None
+    write_file(root / "added.bin", bytes(5000))
+    write_file(root / "README.md", b"changed\n")
+    os.unlink(root / "data" / "one.csv")
+    draft = draft_of(mount, dataset.handle)
+    assert draft is not None
+    assert (draft["added"], draft["changed"], draft["removed"]) == (1, 1, 1)
+    assert draft["staged_bytes"] == 5000 + len(b"changed\n")
+    text = mount.run("status", str(mount.path))
+    assert text.returncode == 0, text.stderr
+    assert dataset.handle in text.stdout
+
+
+def test_a_failed_publish_exits_non_zero_with_the_reason_and_mints_nothing(
+    mount: WritableMount, api: StoreApi, dataset: Dataset, root: Path
+) -> None:
+    write_file(root / "added.txt", b"added\n")
+    # Someone versions the dataset behind the mount's back: the draft's base is no longer the
+    # latest, so POST /register/version is refused (provena-api §3.8: 400 "not the latest").
+    response = httpx.post(
+        f"{api.store.base_url}/register/version",
+        json={"id": dataset.handle, "reason": "versioned elsewhere"},
+        headers=api.headers("alice"),
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    elsewhere = response.json()["new_version_id"]
+    result = mount.commit(root, "should fail")
+    assert result.returncode != 0, result.stdout
+    assert "latest" in result.stderr.lower(), result.stderr
+    assert api.versions_after(dataset.handle) == [elsewhere]
+    assert api.next_version(elsewhere) is None
+    # The acknowledged change is not thrown away.
+    assert (root / "added.txt").read_bytes() == b"added\n"
+
+
+def test_umount_refuses_with_pending_drafts_then_publishes_them(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    dataset = api.mint("alice", {"a.txt": b"a"})
+    own = start_writable_mount(
+        store, tmp_path / "mnt", options=f"{WRITE_OPTIONS},on_unmount=refuse"
+    )
+    try:
+        write_file(own.dataset_dir(dataset.handle) / "b.txt", b"b")
+        refused = own.run("umount", str(own.path))
+        assert refused.returncode != 0
+        assert refused.stderr.strip(), "a refusal must say why"
+        assert own.mount.is_mounted()
+        assert api.next_version(dataset.handle) is None
+        assert (own.dataset_dir(dataset.handle) / "b.txt").read_bytes() == b"b"
+
+        published = own.run("umount", "--publish", str(own.path))
+        assert published.returncode == 0, published.stderr
+        assert not own.mount.is_mounted()
+        [new_handle] = api.versions_after(dataset.handle)
+        objects = s3_tree(api, api.record(new_handle)["item"]["s3"]["path"])
+        assert {k: v for k, v in objects.items() if k != "metadata.json"} == {
+            "a.txt": b"a",
+            "b.txt": b"b",
+        }
+    finally:
+        stop_mount(own.mount)
+
+
+def test_a_quiet_draft_publishes_itself_only_after_its_last_writer_closes(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    # SPEC §3: published "after the dataset has been quiet (no open writers, no change) for a
+    # configurable delay".
+    dataset = api.mint("alice", {"a.txt": b"a"})
+    own = start_writable_mount(store, tmp_path / "mnt", options="rw,publish_delay=1")
+    try:
+        path = own.dataset_dir(dataset.handle) / "slow.txt"
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, b"first half, ")
+            time.sleep(4)  # four delays with a writer open
+            assert api.next_version(dataset.handle) is None, "published under an open writer"
+            os.write(fd, b"second half")
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 120
+        while api.next_version(dataset.handle) is None and time.monotonic() < deadline:
+            time.sleep(0.25)
+        [new_handle] = api.versions_after(dataset.handle)
+        new_prefix = api.record(new_handle)["item"]["s3"]["path"]
+        while "slow.txt" not in s3_tree(api, new_prefix) and time.monotonic() < deadline:
+            time.sleep(0.25)  # the version exists; its files are still being written
+        assert s3_tree(api, new_prefix).get("slow.txt") == b"first half, second half"
+        assert api.versions_after(dataset.handle) == [new_handle]
+    finally:
+        stop_mount(own.mount)
