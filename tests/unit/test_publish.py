@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, VersionCreated
@@ -146,6 +147,7 @@ class FakeDraftStore:
 class Hooks:
     def __init__(self) -> None:
         self.events: list[tuple[str, ...]] = []
+        self.done: trio.Event | None = None  # set after a publish_done
 
     def begin_publish(self, handle: str) -> None:
         self.events.append(("begin", handle))
@@ -156,6 +158,8 @@ class Hooks:
     async def publish_done(self, old_handle: str, new_handle: str) -> None:
         await trio.lowlevel.checkpoint()
         self.events.append(("done", old_handle, new_handle))
+        if self.done is not None:
+            self.done.set()
 
 
 def content(name: str, size: int) -> bytes:
@@ -602,3 +606,36 @@ def test_service_records_failures_with_their_cause(tmp_path: Path) -> None:
     assert status["publishing"] == []
     assert [d["handle"] for d in status["drafts"]] == [OLD]
     assert "fake-secret" not in repr(status)
+
+
+def test_service_run_publishes_a_draft_once_it_has_been_quiet_for_the_delay(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    published_at: list[float] = []
+
+    async def main() -> None:
+        draft.last_change = trio.current_time()
+        draft.quiet = False  # an open writer: never published while it stays open
+        service = PublishService(
+            world.publisher(), publish_delay=60, clock=trio.current_time, poll_interval=5
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.run)
+            await trio.sleep(300)
+            assert world.drafts.get(OLD) is draft
+            draft.quiet = True
+            draft.last_change = trio.current_time()
+            world.hooks.done = trio.Event()
+            with trio.fail_after(120):
+                await world.hooks.done.wait()
+            published_at.append(trio.current_time() - draft.last_change)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert 60 <= published_at[0] <= 70
+    [(new, reason)] = world.datastore.versions_created
+    assert reason.startswith("provenafs: 3 added, 1 changed, 2 removed")
+    assert world.prefix_contents(s3_path(new)) == expected
