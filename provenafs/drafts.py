@@ -236,7 +236,14 @@ def _draft_dirname(handle: str) -> str:
 
 
 def _mkdir_private(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Make *path* (0700), and every missing parent 0700 too (they are ours alone)."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import stat
+from pathlib import Path
 
 import pytest
 import trio
@@ -29,6 +30,7 @@ from tests.unit.fakes import (
     FakeClock,
     FakeDataStore,
     build_filesystem,
+    options,
     run,
     s3_path,
 )
@@ -89,6 +91,12 @@ async def read_all(fs: Filesystem, path: str, chunk: int = 4096) -> bytes:
 
 def errno_of(excinfo: pytest.ExceptionInfo[FsError]) -> int:
     return excinfo.value.errno
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drafts of these tests go to a temporary state dir, never the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 
 # --- the tree ------------------------------------------------------------------------------
@@ -247,16 +255,20 @@ def test_permission_bits_follow_item_roles() -> None:
     async def body() -> None:
         fs, _ = build_filesystem(*world())
         readable = await walk(fs, "10378.1/1001")
-        assert stat.S_IMODE(readable.mode) == 0o555
+        assert stat.S_IMODE(readable.mode) == 0o755  # latest version, item admin: writable
         closed = await walk(fs, "10378.1/1002")
         assert stat.S_IMODE(closed.mode) == 0o111
         sidecar = await walk(fs, "10378.1/1002.json")
         assert stat.S_IMODE(sidecar.mode) == 0o444
         assert json.loads(await read_all(fs, "10378.1/1002.json"))["roles"] == ["metadata-read"]
         notes = await walk(fs, "10378.1/1001/notes.txt")
-        assert stat.S_IMODE(notes.mode) == 0o444
-        for attributes in (readable, closed, sidecar, notes):
-            assert not attributes.mode & 0o222  # no write bits anywhere
+        assert stat.S_IMODE(notes.mode) == 0o644
+        metadata = await walk(fs, "10378.1/1001/metadata.json")
+        assert stat.S_IMODE(metadata.mode) == 0o444  # the data store's copy
+        old = await walk(fs, f"{CHAIN[0]}/data.bin")
+        assert stat.S_IMODE(old.mode) == 0o444  # not the latest version
+        for attributes in (closed, sidecar, metadata, old):
+            assert not attributes.mode & 0o222  # no write bits where no write can succeed
 
     run(body)
 
@@ -534,7 +546,7 @@ def test_status_file_reports_without_secrets() -> None:
     run(body)
 
 
-# --- read-only -----------------------------------------------------------------------------
+# --- read-only: -o ro and versions that are not the latest ---------------------------------
 
 
 @pytest.mark.parametrize(
@@ -543,21 +555,35 @@ def test_status_file_reports_without_secrets() -> None:
 )
 def test_write_opens_are_erofs(flags: int) -> None:
     async def body() -> None:
-        fs, _ = build_filesystem(*world())
+        fs, _ = build_filesystem(*world(), mount_options=options("-o", "ro"))
         for path in ("10378.1/1001/notes.txt", "10378.1/1001.json"):
             attributes = await walk(fs, path)
             with pytest.raises(FsError) as excinfo:
                 await fs.open(attributes.inode, flags, CALLER)
             assert errno_of(excinfo) == errno.EROFS
+        writable, _ = build_filesystem(*world())
+        old = await walk(writable, f"{CHAIN[0]}/data.bin")
+        with pytest.raises(FsError) as excinfo:
+            await writable.open(old.inode, flags, CALLER)
+        assert errno_of(excinfo) == errno.EROFS
 
     run(body)
 
 
-def test_every_mutation_is_erofs() -> None:
+@pytest.mark.parametrize("how", ["-o ro", "not the latest version"])
+def test_every_mutation_is_erofs(how: str) -> None:
     async def body() -> None:
-        fs, _ = build_filesystem(*world())
-        dataset = await walk(fs, "10378.1/1001")
-        notes = await walk(fs, "10378.1/1001/notes.txt")
+        store, blobs = world()
+        if how == "-o ro":
+            fs, _ = build_filesystem(store, blobs, mount_options=options("-o", "ro"))
+            handle = REEF
+        else:
+            fs, _ = build_filesystem(store, blobs)
+            handle = CHAIN[0]
+            blobs.put_blocking(BUCKET, s3_path(handle) + "notes.txt", b"n\n")
+            blobs.put_blocking(BUCKET, s3_path(handle) + "raw/x.csv", b"x\n")
+        dataset = await walk(fs, handle)
+        notes = await walk(fs, f"{handle}/notes.txt")
         attempts = [
             fs.create(dataset.inode, "new.csv", 0o644, os.O_WRONLY, CALLER),
             fs.mkdir(dataset.inode, "d", 0o755, CALLER),
@@ -569,7 +595,6 @@ def test_every_mutation_is_erofs() -> None:
             fs.rename(dataset.inode, "notes.txt", dataset.inode, "n2", 0, CALLER),
             fs.setattr(notes.inode, CALLER, size=0),
             fs.setattr(notes.inode, times=True, ctx=CALLER),
-            fs.write(1, 0, b"x"),
             fs.setxattr(notes.inode, "user.x", b"1", CALLER),
             fs.removexattr(notes.inode, "user.s3.key", CALLER),
             fs.access(notes.inode, os.W_OK, CALLER),
@@ -580,6 +605,10 @@ def test_every_mutation_is_erofs() -> None:
             assert errno_of(excinfo) == errno.EROFS
         unchanged = await fs.setattr(notes.inode, CALLER)
         assert unchanged.size == notes.size
+        with pytest.raises(FsError) as excinfo:
+            await fs.write(1, 0, b"x")  # no such open file
+        assert errno_of(excinfo) == errno.EBADF
+        assert fs.draft_store.drafts() == []
 
     run(body)
 
@@ -609,8 +638,10 @@ def test_statfs_and_timeouts() -> None:
         assert stats.name_max == 255
         root = await fs.getattr(ROOT_INODE, CALLER)
         assert root.attr_timeout <= 5
-        inside = await walk(fs, "10378.1/1001/raw/loggers-2023.csv")
+        inside = await walk(fs, f"{CHAIN[0]}/data.bin")  # no write can change it
         assert inside.attr_timeout >= 60 and inside.entry_timeout >= 60
+        writable = await walk(fs, "10378.1/1001/raw/loggers-2023.csv")
+        assert writable.attr_timeout <= 1 and writable.entry_timeout <= 1
         link = await walk(fs, "10378.1/1001@latest")
         assert link.entry_timeout <= 5
 
