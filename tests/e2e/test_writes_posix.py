@@ -394,6 +394,11 @@ def test_commit_publishes_a_new_version_and_leaves_the_old_one_unchanged(
         BASE_FILES
     )
 
+    # The old version is no longer the latest: it refuses writes now (SPEC §3), and says where
+    # its next version is.
+    expect_errno(errno.EROFS, lambda: write_file(root / "late.txt", b"late"), "old version")
+    assert os.getxattr(root, "user.provena.next_version") == new_handle.encode()
+
     # @latest and by-name follow the new version.
     prefix, new_suffix = new_handle.split("/", 1)
     assert prefix == dataset.prefix
@@ -620,3 +625,87 @@ def test_a_quiet_draft_publishes_itself_only_after_its_last_writer_closes(
         assert api.versions_after(dataset.handle) == [new_handle]
     finally:
         stop_mount(own.mount)
+
+
+# -- harder cases -------------------------------------------------------------------------------
+
+
+def test_names_over_255_bytes_are_refused(root: Path) -> None:
+    # SPEC §6: "names over 255 bytes ... get a clear error and change nothing".
+    long_name = "é" * 128  # 256 bytes in UTF-8
+    expect_errno(
+        errno.ENAMETOOLONG,
+        lambda: os.open(root / long_name, os.O_CREAT | os.O_WRONLY, 0o644),
+        "create",
+    )
+    expect_errno(errno.ENAMETOOLONG, lambda: os.mkdir(root / long_name), "mkdir")
+    expect_errno(
+        errno.ENAMETOOLONG, lambda: os.rename(root / "README.md", root / long_name), "rename"
+    )
+    write_file(root / ("é" * 127 + "x"), b"255 bytes is fine")  # 255 bytes
+    assert (root / ("é" * 127 + "x")).read_bytes() == b"255 bytes is fine"
+    assert (root / "README.md").read_bytes() == BASE_FILES["README.md"]
+
+
+def test_a_reader_opened_before_a_write_sees_the_write(root: Path) -> None:
+    path = root / "data" / "one.csv"
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(reader, 100, 0) == BASE_FILES["data/one.csv"]
+        writer = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(writer, b"Z,Z", 0)
+        finally:
+            os.close(writer)
+        assert os.pread(reader, 100, 0) == b"Z,Z" + BASE_FILES["data/one.csv"][3:]
+    finally:
+        os.close(reader)
+
+
+def test_a_file_renamed_over_stays_readable_through_an_open_descriptor(root: Path) -> None:
+    target = root / "keep" / "untouched.txt"
+    reader = os.open(target, os.O_RDONLY)
+    try:
+        write_file(root / "replacement", b"the new content")
+        os.rename(root / "replacement", target)
+        assert target.read_bytes() == b"the new content"
+        assert os.pread(reader, 1000, 0) == BASE_FILES["keep/untouched.txt"]
+    finally:
+        os.close(reader)
+
+
+def test_two_descriptors_write_different_parts_of_one_file(root: Path) -> None:
+    path = root / "shared.bin"
+    first = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    second = os.open(path, os.O_RDWR)
+    try:
+        for index in range(64):
+            os.pwrite(first if index % 2 else second, bytes([index]) * 4096, index * 4096)
+        os.fsync(first)
+        expected = b"".join(bytes([index]) * 4096 for index in range(64))
+        assert os.pread(second, len(expected) + 10, 0) == expected
+    finally:
+        os.close(first)
+        os.close(second)
+    assert path.read_bytes() == expected
+
+
+def test_a_large_file_and_a_huge_sparse_truncate(root: Path) -> None:
+    path = root / "large.bin"
+    data = random.Random(9).randbytes(24 << 20)
+    with path.open("wb") as stream:
+        for start in range(0, len(data), 1 << 20):
+            stream.write(data[start : start + (1 << 20)])
+    assert os.stat(path).st_size == len(data)
+    assert path.read_bytes() == data
+    huge = 4 << 30  # grows to 4 GiB of zeros without writing them
+    os.truncate(path, huge)
+    assert os.stat(path).st_size == huge
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 16, huge - 16) == bytes(16)
+        assert os.pread(fd, 16, len(data) - 8) == data[-8:] + bytes(8)
+    finally:
+        os.close(fd)
+    os.truncate(path, 1000)
+    assert path.read_bytes() == data[:1000]
