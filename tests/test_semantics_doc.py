@@ -78,12 +78,20 @@ def example_rows() -> list[tuple[str, str, str]]:
     return [(row[0], unquote(row[1]), unquote(row[2])) for row in table_rows(section("Examples"))]
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A draft an example might open goes to a temporary state dir."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 def documented_world() -> tuple[FakeDataStore, MemoryBlobStore]:
     store = FakeDataStore()
-    store.add("10378.1/1932274")
+    store.add_chain(["10378.1/1932273", "10378.1/1932274"])
     store.add("10378.1/1932275", roles=METADATA_ONLY)
     blobs = MemoryBlobStore()
     blobs.put_blocking(BUCKET, s3_path("10378.1/1932274") + "metadata.json", b"{}\n")
+    blobs.put_blocking(BUCKET, s3_path("10378.1/1932274") + "raw/a.csv", b"a\n")
+    blobs.put_blocking(BUCKET, s3_path("10378.1/1932273") + "data.csv", b"1\n")
     blobs.put_blocking(BUCKET, s3_path("10378.1/1932275") + "data.csv", b"1\n")
     return store, blobs
 
@@ -91,7 +99,7 @@ def documented_world() -> tuple[FakeDataStore, MemoryBlobStore]:
 async def perform(fs: Filesystem, operation: str, path: str) -> None:
     names = path.split("/")
     inode = ROOT_INODE
-    last = len(names) - 1 if operation == "mkdir" else len(names)
+    last = len(names) - 1 if operation in ("mkdir", "unlink") else len(names)
     for name in names[:last]:
         inode = (await fs.lookup(inode, name, CALLER)).inode
     if operation == "stat":
@@ -106,6 +114,8 @@ async def perform(fs: Filesystem, operation: str, path: str) -> None:
         await fs.getxattr(inode, match.group(1), CALLER)
     elif operation == "mkdir":
         await fs.mkdir(inode, names[-1], 0o755, CALLER)
+    elif operation == "unlink":
+        await fs.unlink(inode, names[-1], CALLER)
     else:
         raise AssertionError(f"SEMANTICS.md names an operation the test cannot run: {operation}")
 
