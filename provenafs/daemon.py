@@ -39,6 +39,7 @@ from provenafs.blockcache import BlockCache
 from provenafs.control import ControlServer, socket_path_for
 from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
+from provenafs.drafts import DraftStore, default_root
 from provenafs.filesystem import Filesystem
 from provenafs.mount_options import MountOptions
 from provenafs.publish import Publisher, PublishService
@@ -145,7 +146,8 @@ def fuse_mount_options(options: MountOptions) -> set[str]:
         f"fsname={_escape_option_value(options.source)}",
         "subtype=provenafs",
         "auto_unmount",
-        "default_permissions",  # the core's permission bits are the truth
+        # No "default_permissions": the core decides every permission itself, so that a
+        # version that is not the latest answers EROFS (not EACCES) and root gets no bypass.
     }
     result.update(key for key in options.extra if key in _KERNEL_FLAGS)
     if not result & {"atime", "relatime"}:
@@ -354,6 +356,9 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             disk = DiskCache(options.cache_dir, options.cache_size)
         cache = BlockCache(options.memory_cache_size, disk=disk)
         budget = PrefetchBudget(options.prefetch_budget)
+        # Drafts a crash left behind are replayed here, before the mount shows anything.
+        drafts_root = default_root(options.source, options.state_dir)
+        drafts = await trio.to_thread.run_sync(DraftStore, drafts_root)
         fs = Filesystem(
             client=client,
             broker=broker,
@@ -361,7 +366,9 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             cache=cache,
             budget=budget,
             options=options,
+            drafts=drafts,
         )
+        fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
         editor = fs.sidecar_editor
         control = ControlServer(
@@ -439,6 +446,7 @@ def _with_absolute_paths(options: MountOptions) -> MountOptions:
         options,
         mountpoint=Path(os.path.abspath(options.mountpoint)),
         cache_dir=absolute(options.cache_dir),
+        state_dir=absolute(options.state_dir),
         offline_token_file=absolute(options.offline_token_file),
     )
 
