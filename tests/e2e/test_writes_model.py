@@ -48,6 +48,7 @@ from tests.e2e.writes_support import (
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 NAMES = ("a", "b.txt", "ünï", "d d", "x.bin")  # never "metadata.json": that one is the server's
+BASE_FILES = {"a": b"base file a\n", "d d/x.bin": bytes(range(256)) * 20}
 MAX_DEPTH = 3
 MAX_PUBLISHES = 2
 RUNS = 20
@@ -63,11 +64,13 @@ class DraftModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.dataset: Dataset = self.api.mint("alice")
+        # Files of the base version (put straight into S3) take part from the first step, so
+        # changes to files carried from S3 are modelled as well as new ones.
+        self.dataset: Dataset = self.api.mint("alice", BASE_FILES)
         self.handle = self.dataset.handle
-        self.files: dict[str, bytes] = {}
-        self.dirs: set[str] = set()
-        self.published: Tree = Tree({}, frozenset())  # what the current base version holds
+        self.files: dict[str, bytes] = dict(BASE_FILES)
+        self.dirs: set[str] = {"d d"}
+        self.published: Tree = self.model_tree()  # what the current base version holds
         self.publishes = 0
 
     # -- helpers --------------------------------------------------------------------------

@@ -709,3 +709,18 @@ def test_a_large_file_and_a_huge_sparse_truncate(root: Path) -> None:
         os.close(fd)
     os.truncate(path, 1000)
     assert path.read_bytes() == data[:1000]
+
+
+def test_a_folder_emptied_by_unlinks_is_published_as_an_empty_folder(
+    mount: WritableMount, api: StoreApi, dataset: Dataset, root: Path
+) -> None:
+    # POSIX: unlinking a folder's last file leaves the folder; SPEC §1: an empty folder is a
+    # zero-byte ``dir/`` key. So the new version still has ``keep/``, now empty.
+    os.unlink(root / "keep" / "untouched.txt")
+    assert os.listdir(root / "keep") == []
+    new_handle = mount.commit_ok(root, "empty a folder")
+    new_root = mount.dataset_dir(new_handle)
+    assert os.listdir(new_root / "keep") == []
+    in_s3 = s3_as_tree(s3_tree(api, api.record(new_handle)["item"]["s3"]["path"]))
+    assert "keep" in in_s3.dirs
+    assert "keep/untouched.txt" not in in_s3.files
