@@ -71,14 +71,6 @@ def test_fuse_mount_options_name_the_source_and_keep_a_url_whole() -> None:
     assert all(option.isascii() for option in fuse_options)
 
 
-@pytest.mark.parametrize("command", ["commit", "revert"])
-def test_write_commands_are_not_available_yet(
-    command: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert commands.main(command, ["/mnt/p", "-m", "why"]) == 2
-    assert "not available yet (read-only mount)" in capsys.readouterr().err
-
-
 def test_bad_mount_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert commands.main("mount", ["ftp://h", "/mnt/p"]) == 2
     assert "SOURCE must be an http(s) URL" in capsys.readouterr().err
