@@ -523,6 +523,23 @@ class Draft:
     def live_blob(self, blob_id: str) -> StagedBlob | None:
         return self._live.get(blob_id)
 
+    async def read_staged(self, entry: StagedEntry, offset: int, size: int) -> bytes:
+        """Bytes of a staged file, through its live state if open, else from its local file."""
+        live = self._live.get(entry.blob)
+        if live is not None:
+            return await live.read(offset, size)
+        size = max(0, min(size, entry.size - offset))
+        if size == 0:
+            return b""
+
+        def read() -> bytes:
+            with open(self.blob_dir / entry.blob, "rb") as file:
+                file.seek(offset)
+                return file.read(size)
+
+        data = await trio.to_thread.run_sync(read)
+        return data + bytes(size - len(data))
+
     def staged_size(self, entry: StagedEntry) -> int:
         live = self._live.get(entry.blob)
         return live.size if live is not None else entry.size

@@ -76,7 +76,7 @@ from provenafs.errors import FsError, to_errno
 from provenafs.inodes import ORPHAN_MARK, InodeTable, NodeId, NodeKind
 from provenafs.mount_options import MountOptions
 from provenafs.namespace import BY_NAME, LATEST_SUFFIX, SIDECAR_SUFFIX, Namespace, check_name
-from provenafs.reader import ObjectReader, PrefetchBudget
+from provenafs.reader import ObjectReader, PrefetchBudget, SmallFilePrefetcher
 from provenafs.sidecar_edit import (
     REASON_XATTR,
     MetadataApi,
@@ -229,6 +229,7 @@ class _DirHandle:
 class _ReaderHandle:
     node: NodeId
     reader: FileReader
+    inode: int = 0  # to find the file again after renames: its bytes may become staged
 
 
 @dataclasses.dataclass
@@ -284,6 +285,8 @@ def _parent_path(path: str) -> tuple[str, str]:
 
 class Filesystem:
     """The mount's filesystem core (see the module docstring for its rules)."""
+
+    _small_files: SmallFilePrefetcher | None = None  # made on the first open, in the nursery
 
     def __init__(
         self,
@@ -612,7 +615,9 @@ class Filesystem:
                 return self._open_blob(node, blob, flags)
             reader = self._reader_factory(record, view.info)
             fh = self._new_fh()
-            self._files[fh] = _ReaderHandle(node, reader)
+            self._files[fh] = _ReaderHandle(node, reader, inode)
+            if view.draft is None:
+                await self._prefetch_small_neighbours(record, node.path)
             # Objects are keyed by ETag and their mtime comes from the listing: the kernel
             # drops cached pages itself when a changed object shows a new mtime.
             return OpenFile(fh, keep_cache=True, direct_io=False)
@@ -642,7 +647,23 @@ class Filesystem:
             return handle.data[offset : offset + size]
         if isinstance(handle, _BlobHandle):
             return await handle.blob.read(offset, size)
+        staged = self._staged_since_open(handle)
+        if staged is not None:
+            # Written through another handle after this one opened: same file, new bytes.
+            draft, entry = staged
+            return await draft.read_staged(entry, offset, size)
         return await handle.reader.read(offset, size)
+
+    def _staged_since_open(self, handle: _ReaderHandle) -> tuple[Draft, StagedEntry] | None:
+        draft = self._draft_of(handle.node.handle)
+        if draft is None:
+            return None
+        try:
+            node = self._inodes.node(handle.inode)
+        except FsError:
+            return None
+        entry = draft.resolve(node.path)
+        return (draft, entry) if isinstance(entry, StagedEntry) else None
 
     async def release(self, fh: int) -> None:
         sidecar = self._sidecar_writes.pop(fh, None)
@@ -690,6 +711,20 @@ class Filesystem:
             etag=info.etag,
             budget=self._budget,
             nursery=self._nursery,
+        )
+
+    async def _prefetch_small_neighbours(self, record: DatasetRecord, path: str) -> None:
+        """After an open, fetch the small files listed after it in the background (bounded)."""
+        if self._nursery is None:
+            return
+        if self._small_files is None:
+            self._small_files = SmallFilePrefetcher(
+                self._store, self._broker, self._cache, self._budget, nursery=self._nursery
+            )
+        parent, name = _parent_path(path)
+        listing = await self._catalog.listing(record, parent)
+        self._small_files.after_open(
+            record.handle, record.s3.bucket_name, parent, listing.files, name
         )
 
     def _new_fh(self) -> int:
