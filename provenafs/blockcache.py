@@ -75,6 +75,10 @@ class BlockCache:
         """Whether block ``key`` is held in memory or (as far as its index knows) on disk."""
         return key in self._lru or (self._disk is not None and key in self._disk)
 
+    def fetching(self, key: BlockKey) -> bool:
+        """Whether block ``key`` is being fetched now (``get_or_fetch`` would wait for it)."""
+        return key in self._flights
+
     def peek(self, key: BlockKey) -> bytes | None:
         """The block if it is in memory (counted as a hit), else None; never fetches."""
         data = self._lru.get(key)
