@@ -783,7 +783,12 @@ class Draft:
             mtime = int(info.last_modified * 1_000_000_000)
             carried.append(CarriedFile(rel, info.key, info.size, info.etag, mtime))
             final_paths.add(rel)
-        dirs = {m for m in markers if m and self.resolve(m) is None}
+        # Base folders that are still there (marked, or implied by keys below them): one
+        # emptied by unlinks stays, as POSIX says, and needs a marker now.
+        base_dirs = set(markers)
+        for rel in base_files:
+            base_dirs.update(_ancestors(rel))
+        dirs = {d for d in base_dirs if d and self.resolve(d) is None}
         for path, entry in sorted(self._entries.items()):
             if isinstance(entry, StagedEntry):
                 live_size = self.staged_size(entry)

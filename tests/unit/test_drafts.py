@@ -245,6 +245,7 @@ def test_plan_lists_staged_carried_dirs_and_removed(tmp_path: Path) -> None:
             info("deleted.txt"),
             info("old/moved.bin", 9),
             info("empty/", 0),
+            info("emptied/last.txt"),
         ),
         (),
     )
@@ -257,6 +258,7 @@ def test_plan_lists_staged_carried_dirs_and_removed(tmp_path: Path) -> None:
         draft.put("changed.txt", blob.entry())
         await draft.record_blob(blob)
         draft.put("deleted.txt", WHITEOUT)
+        draft.put("emptied/last.txt", WHITEOUT)  # the folder stays, empty
         draft.apply(
             [
                 ("set", "new", DirectoryEntry(1)),
@@ -272,10 +274,10 @@ def test_plan_lists_staged_carried_dirs_and_removed(tmp_path: Path) -> None:
             ("keep.txt", PREFIX + "keep.txt"),
             ("new/moved.bin", PREFIX + "old/moved.bin"),
         ]
-        assert plan.empty_dirs == ("empty", "made")
-        assert plan.removed == ("deleted.txt", "old/moved.bin")
+        assert plan.empty_dirs == ("emptied", "empty", "made")
+        assert plan.removed == ("deleted.txt", "emptied/last.txt", "old/moved.bin")
         summary = draft.summary()
-        assert (summary.changed, summary.added, summary.removed) == (1, 1, 2)
+        assert (summary.changed, summary.added, summary.removed) == (1, 1, 3)
         assert summary.staged_bytes == 9 and summary.open_writers == 0
 
     run(body)
