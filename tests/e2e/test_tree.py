@@ -119,6 +119,9 @@ def test_files_subdirs_empty_folders_and_zero_byte_files(
 ) -> None:
     kinds_seen = {"subdir": 0, "empty_folder": 0, "zero_byte": 0, "non_ascii": 0}
     for dataset in readable:
+        writable = (
+            "admin" in dataset.roles and latest_of(store_view, dataset.handle) == dataset.handle
+        )
         for obj in list_s3(store_view, dataset.prefix):
             relpath = obj["Key"][len(dataset.prefix) :]
             if not relpath:
@@ -133,7 +136,9 @@ def test_files_subdirs_empty_folders_and_zero_byte_files(
             assert stat.S_ISREG(st.st_mode), path
             assert st.st_size == obj["Size"], path
             assert abs(st.st_mtime - obj["LastModified"].timestamp()) < 1.0, path
-            assert not st.st_mode & 0o222, path  # read-only in this issue
+            # Write bits exactly where a write can succeed (SPEC §3; metadata.json never).
+            expected_write = writable and relpath != "metadata.json"
+            assert bool(st.st_mode & 0o200) == expected_write, path
             assert os.getxattr(path, "user.provena.handle") == dataset.handle.encode()
             assert os.getxattr(path, "user.s3.key") == obj["Key"].encode()
             assert os.getxattr(path, "user.s3.etag") == obj["ETag"].strip('"').encode()
@@ -224,8 +229,13 @@ def test_unknown_handles_are_enoent(alice_mount: Mount, readable: list[SeededDat
         os.stat(alice_mount.path / readable[0].handle / "no-such-file.csv")
 
 
-def test_writes_are_erofs(alice_mount: Mount, readable: list[SeededDataset]) -> None:
-    dataset = readable[0]
+def test_writes_to_an_older_version_are_erofs(
+    alice_mount: Mount, readable: list[SeededDataset], store_view: StoreView
+) -> None:
+    # The mount is read-write; a version that is not the latest of its chain is not (SPEC §3).
+    older = [d for d in readable if latest_of(store_view, d.handle) != d.handle and d.files]
+    assert older, "the seed has no readable older version"
+    dataset = older[0]
     directory = alice_mount.path / dataset.handle
     existing = directory / next(iter(dataset.files))
     attempts: list[Callable[[], object]] = [
