@@ -1164,7 +1164,7 @@ class Filesystem:
         both versions, and tell the kernel to drop what it cached of them."""
         draft = self.draft_store.get(old_handle)
         if draft is not None:
-            await trio.to_thread.run_sync(draft.discard)
+            draft.discard()  # idempotent: the publisher discards it again afterwards
         self._publishing.discard(old_handle)
         for handle in {old_handle, new_handle}:
             self._catalog.invalidate(handle)
