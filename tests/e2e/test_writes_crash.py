@@ -195,6 +195,7 @@ def wait_for_new_version(api: StoreApi, handle: str, commit: subprocess.Popen[st
     return None
 
 
+@pytest.mark.timeout(600)
 def test_kill_9_in_the_middle_of_a_publish_resumes_into_the_same_version(
     store: LocalStore, api: StoreApi, tmp_path: Path
 ) -> None:
@@ -236,7 +237,7 @@ def test_kill_9_in_the_middle_of_a_publish_resumes_into_the_same_version(
         # If the remounted daemon resumed (and finished) by itself, the commit had nothing left
         # to do; either way the same new version must now be complete.
         sizes: dict[str, int] = {}
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + (300 if again.returncode == 0 else 120)
         while time.monotonic() < deadline:
             sizes = s3_tree_sizes(api, new_prefix)
             complete = sizes.get("big.bin") == BIG_NEW_BYTES
@@ -244,7 +245,8 @@ def test_kill_9_in_the_middle_of_a_publish_resumes_into_the_same_version(
                 break
             time.sleep(0.5)
         assert again.returncode == 0 or sizes.get("big.bin") == BIG_NEW_BYTES, (
-            f"the second commit failed ({again.returncode}): {again.stderr}"
+            f"the commit after the remount failed ({again.returncode}) and nothing finished "
+            f"the publish into {new_handle}: {again.stderr.strip()}"
         )
 
         # Exactly one new version after the base, by the chain and by the list.
