@@ -50,6 +50,7 @@ class Case:
     files_ok: bool
     metadata_ok: bool
     why: str  # the lines of the spec the expectations follow
+    group_roles: tuple[str, ...] | None = None  # item roles of the group "reef-team" (alice's)
 
 
 CASES = [
@@ -139,6 +140,20 @@ CASES = [
         # provena-api §6 table: PENDING/RELEASED → version "allowed", update metadata "allowed".
         why="api §6 pending: version allowed, metadata allowed",
     ),
+    Case(
+        "group reef-team with every role but admin",
+        "carol",
+        (),
+        False,
+        None,
+        files_ok=False,
+        metadata_ok=True,
+        # provena-api §8.3: "Anyone else gets the union of `general` and the roles of any groups
+        # they belong to"; without `admin` no version (SPEC §3 → EACCES); `metadata-write`
+        # allows update-metadata (§6).
+        why="api §8.3 group roles count; SPEC §3 no admin → EACCES; api §6 metadata-write",
+        group_roles=("metadata-read", "metadata-write", "dataset-data-read", "dataset-data-write"),
+    ),
 ]
 
 
@@ -172,8 +187,11 @@ def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def set_up(api: StoreApi, case: Case) -> Dataset:
     dataset = api.mint(case.owner, {"data.csv": b"a,b\n1,2\n"})
-    if case.general is not None:
-        api.serve_ok("access", dataset.handle, "--general", ",".join(case.general))
+    if case.general is not None or case.group_roles is not None:
+        access = ["access", dataset.handle, "--general", ",".join(case.general or ())]
+        if case.group_roles is not None:
+            access += ["--group", "reef-team=" + ",".join(case.group_roles)]
+        api.serve_ok(*access)
     if case.release is not None:
         api.serve_ok("release", "request", dataset.handle, "--approver", "admin")
         if case.release == "released":
@@ -187,7 +205,8 @@ def set_up(api: StoreApi, case: Case) -> Dataset:
     if case.owner == "alice":
         assert "admin" in record["roles"]
     else:
-        assert sorted(record["roles"]) == sorted(case.general or ())
+        expected_roles = {*(case.general or ()), *(case.group_roles or ())}
+        assert sorted(record["roles"]) == sorted(expected_roles)
     return dataset
 
 
@@ -264,4 +283,77 @@ def test_metadata_edits(mount: WritableMount, api: StoreApi, case: Case) -> None
     )
     assert shown["item"]["history"][0]["id"] == history[0]["id"]
     # Metadata edits publish no version (provena-api §3.6 is an update in place).
+    assert api.next_version(dataset.handle) is None
+
+
+# -- -o writes=in-place: straight into the dataset with write credentials, no new version ------
+
+
+@dataclasses.dataclass(frozen=True)
+class InPlaceCase:
+    label: str
+    base: Case  # how the dataset is set up
+    ok: bool
+    log_reason: str | None  # what the daemon's log must name when refused
+
+
+IN_PLACE_CASES = [
+    # Issue 4 item 5: "`-o writes=in-place` lets a user with `dataset-data-write` on a
+    # NOT_RELEASED, unlocked dataset write straight into it at close with write credentials".
+    InPlaceCase("owner (admin)", CASES[0], ok=True, log_reason=None),
+    InPlaceCase("general dataset-data-write", CASES[1], ok=True, log_reason=None),
+    # provena-api §3.4: write credentials need `dataset-data-write` or `admin` (401 otherwise).
+    InPlaceCase("general metadata-write", CASES[2], ok=False, log_reason=None),
+    # provena-api §3.4: "401 if the dataset is **locked**".
+    InPlaceCase("locked, owner", CASES[4], ok=False, log_reason=None),
+    # Issue 4 item 5: "released or pending datasets refuse in-place writes with the data
+    # store's reason in the log" (provena-api §3.4: 403 "... is pending review or is released").
+    InPlaceCase("released, owner", CASES[5], ok=False, log_reason="released"),
+    InPlaceCase("pending review, owner", CASES[6], ok=False, log_reason="pending"),
+]
+
+
+@pytest.fixture(scope="module")
+def in_place_mount(
+    store: LocalStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WritableMount]:
+    writable = start_writable_mount(
+        store,
+        tmp_path_factory.mktemp("in-place-mount") / "mnt",
+        options=f"{WRITE_OPTIONS},writes=in-place",
+    )
+    try:
+        yield writable
+    finally:
+        stop_mount(writable.mount)
+
+
+def write_and_close(path: Path, data: bytes) -> None:
+    with path.open("wb") as stream:
+        stream.write(data)
+
+
+@pytest.mark.parametrize("case", IN_PLACE_CASES, ids=[c.label for c in IN_PLACE_CASES])
+def test_in_place_writes(in_place_mount: WritableMount, api: StoreApi, case: InPlaceCase) -> None:
+    dataset = set_up(api, case.base)
+    root = in_place_mount.dataset_dir(dataset.handle)
+    if not case.ok:
+        expect_errno(errno.EACCES, lambda: write_and_close(root / "new.csv", b"new\n"), case.label)
+        objects = s3_tree(api, dataset.s3_prefix)
+        assert {k: v for k, v in objects.items() if k != "metadata.json"} == {
+            "data.csv": b"a,b\n1,2\n"
+        }
+        if case.log_reason is not None:
+            assert case.log_reason in in_place_mount.mount.log_text().lower()
+        assert api.next_version(dataset.handle) is None
+        return
+    write_and_close(root / "new.csv", b"new\n")
+    write_and_close(root / "data.csv", b"rewritten\n")
+    assert (root / "new.csv").read_bytes() == b"new\n"
+    # The bytes are in the dataset's own prefix once close() returned; no version was made.
+    objects = s3_tree(api, dataset.s3_prefix)
+    assert {k: v for k, v in objects.items() if k != "metadata.json"} == {
+        "data.csv": b"rewritten\n",
+        "new.csv": b"new\n",
+    }
     assert api.next_version(dataset.handle) is None
