@@ -289,6 +289,9 @@ def test_metadata_edits(mount: WritableMount, api: StoreApi, case: Case) -> None
 # -- -o writes=in-place: straight into the dataset with write credentials, no new version ------
 
 
+CASE = {case.label: case for case in CASES}
+
+
 @dataclasses.dataclass(frozen=True)
 class InPlaceCase:
     label: str
@@ -300,16 +303,25 @@ class InPlaceCase:
 IN_PLACE_CASES = [
     # Issue 4 item 5: "`-o writes=in-place` lets a user with `dataset-data-write` on a
     # NOT_RELEASED, unlocked dataset write straight into it at close with write credentials".
-    InPlaceCase("owner (admin)", CASES[0], ok=True, log_reason=None),
-    InPlaceCase("general dataset-data-write", CASES[1], ok=True, log_reason=None),
+    InPlaceCase("owner (admin)", CASE["owner (admin)"], ok=True, log_reason=None),
+    InPlaceCase(
+        "general dataset-data-write",
+        CASE["general dataset-data-write, no admin"],
+        ok=True,
+        log_reason=None,
+    ),
     # provena-api §3.4: write credentials need `dataset-data-write` or `admin` (401 otherwise).
-    InPlaceCase("general metadata-write", CASES[2], ok=False, log_reason=None),
+    InPlaceCase(
+        "general metadata-write", CASE["general metadata-write"], ok=False, log_reason=None
+    ),
     # provena-api §3.4: "401 if the dataset is **locked**".
-    InPlaceCase("locked, owner", CASES[4], ok=False, log_reason=None),
+    InPlaceCase("locked, owner", CASE["locked, owner"], ok=False, log_reason=None),
     # Issue 4 item 5: "released or pending datasets refuse in-place writes with the data
     # store's reason in the log" (provena-api §3.4: 403 "... is pending review or is released").
-    InPlaceCase("released, owner", CASES[5], ok=False, log_reason="released"),
-    InPlaceCase("pending review, owner", CASES[6], ok=False, log_reason="pending"),
+    InPlaceCase("released, owner", CASE["released, owner"], ok=False, log_reason="released"),
+    InPlaceCase(
+        "pending review, owner", CASE["pending review, owner"], ok=False, log_reason="pending"
+    ),
 ]
 
 
