@@ -51,8 +51,8 @@ NAMES = ("a", "b.txt", "ünï", "d d", "x.bin")  # never "metadata.json": that o
 BASE_FILES = {"a": b"base file a\n", "d d/x.bin": bytes(range(256)) * 20}
 MAX_DEPTH = 3
 MAX_PUBLISHES = 2
-RUNS = 20
-STEPS = 18
+RUNS = 25
+STEPS = 20
 
 
 class DraftModel(RuleBasedStateMachine):
