@@ -281,8 +281,8 @@ class Step:
 
     description: str
     touched: frozenset[str]
-    run: Callable[[Path], None]  # the syscalls, against the dataset's directory
-    apply: Callable[[dict[str, bytes], set[str]], None]  # the same change on the model
+    run: Callable[[Path], None] = dataclasses.field(repr=False)  # syscalls in the dataset dir
+    apply: Callable[[dict[str, bytes], set[str]], None] = dataclasses.field(repr=False)
 
 
 def random_step(rng: random.Random, files: dict[str, bytes], dirs: set[str], n: int) -> Step:
