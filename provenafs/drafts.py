@@ -507,18 +507,23 @@ class Draft:
 
     def children(self, directory: str) -> dict[str, Entry]:
         """The entries directly under *directory* (whiteouts included), by name."""
-        names = self._children.get(directory, ())
-        return {name: self._entries[join(directory, name)] for name in names}
+        found = {}
+        for name in self._children.get(directory, ()):
+            entry = self._entries.get(join(directory, name))
+            if entry is not None:
+                found[name] = entry
+        return found
 
     def entries_under(self, directory: str) -> Iterator[tuple[str, Entry]]:
         """Every entry strictly below *directory*, parents before children."""
         stack = [directory]
         while stack:
             current = stack.pop()
-            for name in sorted(self._children.get(current, ())):
+            for name in sorted(self._children.get(current, ()), reverse=True):
                 path = join(current, name)
-                yield path, self._entries[path]
                 stack.append(path)
+            if current != directory and current in self._entries:
+                yield current, self._entries[current]
 
     def live_blob(self, blob_id: str) -> StagedBlob | None:
         return self._live.get(blob_id)
@@ -592,12 +597,22 @@ class Draft:
         elif op != "head":
             raise ValueError(f"unknown journal record {op!r}")
 
+    # ``_children`` is a trie of every path that has an entry at or below it (a directory
+    # the draft never recorded, e.g. a base folder holding a new file, is a node too), so
+    # subtree operations never scan the whole draft.
+
     def _set_entry(self, path: str, entry: Entry) -> None:
         if not isinstance(entry, DirectoryEntry):
             self._delete_below(path)
-        if path not in self._entries:
-            self._children.setdefault(parent_of(path), set()).add(path.rpartition("/")[2])
         self._entries[path] = entry
+        node = path
+        while node:
+            parent, _, name = node.rpartition("/")
+            names = self._children.setdefault(parent, set())
+            if name in names:
+                break
+            names.add(name)
+            node = parent
 
     def _delete_below(self, path: str) -> None:
         for child in list(self._children.get(path, ())):
@@ -605,13 +620,17 @@ class Draft:
 
     def _delete_subtree(self, path: str) -> None:
         self._delete_below(path)
-        self._children.pop(path, None)
-        if self._entries.pop(path, None) is not None:
-            siblings = self._children.get(parent_of(path))
+        self._entries.pop(path, None)
+        node = path
+        while node and node not in self._entries and not self._children.get(node):
+            self._children.pop(node, None)
+            parent, _, name = node.rpartition("/")
+            siblings = self._children.get(parent)
             if siblings is not None:
-                siblings.discard(path.rpartition("/")[2])
+                siblings.discard(name)
                 if not siblings:
-                    del self._children[parent_of(path)]
+                    del self._children[parent]
+            node = parent
 
     # --- staged files --------------------------------------------------------------------
 

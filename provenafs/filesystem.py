@@ -1424,13 +1424,13 @@ class Filesystem:
                     if directory != old and resolve(directory) is None:
                         dirs.add(directory)
                     continue
-                if resolve(rel) is not None:
-                    continue  # replaced or hidden by the draft: its entry moves below
                 ancestor = _parent_path(rel)[0]
                 while ancestor != old and ancestor:
                     if resolve(ancestor) is None:
-                        dirs.add(ancestor)
+                        dirs.add(ancestor)  # a folder stays even when its files went
                     ancestor = _parent_path(ancestor)[0]
+                if resolve(rel) is not None:
+                    continue  # replaced or hidden by the draft: its entry moves below
                 mtime = _seconds_to_ns(info.last_modified)
                 carried = CarriedEntry(info.key, info.size, info.etag, mtime)
                 operations.append(("set", new + rel[len(old) :], carried))

@@ -14,7 +14,6 @@ The core lives in one trio run for the whole machine, in a thread; rules call in
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import shutil
 import stat
@@ -41,7 +40,6 @@ DATASET = "10378.1/1001"
 BASE = {"a.txt": b"alpha\n", "d/b.txt": b"beta" * 300, "d/e/c.bin": bytes(range(200))}
 BASE_DIRS = {"d", "d/e"}
 NAMES = ("a.txt", "d", "e", "f.bin")
-PATHS = sorted("/".join(parts) for n in (1, 2, 3) for parts in itertools.product(NAMES, repeat=n))
 T = TypeVar("T")
 
 
@@ -129,18 +127,31 @@ class DraftModel(RuleBasedStateMachine):
     def exists(self, path: str) -> bool:
         return path in self.files or path in self.dirs
 
+    def existing(self, choice: int) -> str:
+        """One existing file or directory, picked by *choice*."""
+        paths = sorted([*self.files, *self.dirs])
+        return paths[choice % len(paths)] if paths else "a.txt"
+
+    def new_place(self, choice: int, name: str) -> str:
+        """*name* inside an existing directory (or the dataset's top), picked by *choice*."""
+        parents = ["", *sorted(self.dirs)]
+        parent = parents[choice % len(parents)]
+        return f"{parent}/{name}" if parent else name
+
     def below(self, path: str) -> list[str]:
         return [p for p in [*self.files, *self.dirs] if p.startswith(path + "/")]
 
     # --- rules ---------------------------------------------------------------------------
 
     @rule(
-        path=st.sampled_from(PATHS),
+        where=st.integers(0, 1000),
+        name=st.sampled_from(NAMES),
         data=st.binary(max_size=300),
         offset=st.integers(0, 1200),
         truncate=st.booleans(),
     )
-    def write(self, path: str, data: bytes, offset: int, truncate: bool) -> None:
+    def write(self, where: int, name: str, data: bytes, offset: int, truncate: bool) -> None:
+        path = self.new_place(where, name)
         if not self.is_dir(parent_of(path)) or self.is_dir(path):
             return
 
@@ -169,8 +180,10 @@ class DraftModel(RuleBasedStateMachine):
         old = self.files[path]
         self.files[path] = old[:size] + bytes(max(0, size - len(old)))
 
-    @rule(path=st.sampled_from(PATHS))
-    def unlink(self, path: str) -> None:
+    @rule(choice=st.integers(0, 1000))
+    def unlink(self, choice: int) -> None:
+        path = self.existing(choice)
+
         async def apply() -> None:
             await self.fs.unlink(
                 await self._inode(parent_of(path)), path.rpartition("/")[2], CALLER
@@ -184,8 +197,10 @@ class DraftModel(RuleBasedStateMachine):
         assert self.errno_of(apply) == expected
         self.files.pop(path, None)
 
-    @rule(path=st.sampled_from(PATHS))
-    def mkdir(self, path: str) -> None:
+    @rule(where=st.integers(0, 1000), name=st.sampled_from(NAMES))
+    def mkdir(self, where: int, name: str) -> None:
+        path = self.new_place(where, name)
+
         async def apply() -> None:
             await self.fs.mkdir(
                 await self._inode(parent_of(path)), path.rpartition("/")[2], 0o755, CALLER
@@ -198,8 +213,10 @@ class DraftModel(RuleBasedStateMachine):
         if not existed:
             self.dirs.add(path)
 
-    @rule(path=st.sampled_from(PATHS))
-    def rmdir(self, path: str) -> None:
+    @rule(choice=st.integers(0, 1000))
+    def rmdir(self, choice: int) -> None:
+        path = self.existing(choice)
+
         async def apply() -> None:
             await self.fs.rmdir(await self._inode(parent_of(path)), path.rpartition("/")[2], CALLER)
 
@@ -209,9 +226,10 @@ class DraftModel(RuleBasedStateMachine):
         if not self.below(path):
             self.dirs.discard(path)
 
-    @rule(source=st.sampled_from(PATHS), destination=st.sampled_from(PATHS))
-    def rename(self, source: str, destination: str) -> None:
-        target = destination
+    @rule(choice=st.integers(0, 1000), where=st.integers(0, 1000), name=st.sampled_from(NAMES))
+    def rename(self, choice: int, where: int, name: str) -> None:
+        source = self.existing(choice)
+        target = self.new_place(where, name)
         if not self.exists(source) or not self.is_dir(parent_of(target)):
             return
         source_is_dir = source in self.dirs
@@ -288,8 +306,8 @@ class DraftModel(RuleBasedStateMachine):
 
 TestDraftModel = DraftModel.TestCase
 TestDraftModel.settings = settings(
-    max_examples=60,
-    stateful_step_count=30,
+    max_examples=100,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
