@@ -299,3 +299,19 @@ def test_concurrent_syncs_share_fsyncs_and_all_return_durable(tmp_path: Path) ->
     again = DraftStore(tmp_path).get(HANDLE)
     assert again is not None and len(again.entries) == 20
     assert os.path.getsize(next(tmp_path.iterdir()) / "journal") > 0
+
+
+def test_subtree_changes_reach_entries_under_folders_the_draft_never_recorded(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        _, draft = await new_draft(tmp_path)
+        draft.put("base/folder/new.txt", CarriedEntry(PREFIX + "x", 1, "e", 1))
+        assert [path for path, _ in draft.entries_under("base")] == ["base/folder/new.txt"]
+        assert draft.children("base") == {}  # "base/folder" is no entry of its own
+        draft.put("base", WHITEOUT)  # the base folder goes: so does everything below
+        assert dict(draft.entries) == {"base": WHITEOUT}
+        draft.remove("base")
+        assert dict(draft.entries) == {} and list(draft.entries_under("")) == []
+
+    run(body)
