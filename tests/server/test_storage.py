@@ -482,7 +482,8 @@ def test_restart_keeps_objects_keys_and_sessions(tmp_path: Path) -> None:
             first.access_key_id,
             first.secret_access_key,
         )
-        assert second.endpoint_url == first.endpoint_url  # ports reused while free
+        # ports are reused while still free; another process may take one meanwhile, so the
+        # endpoint is not asserted equal
         second_pid = server.pid
         assert second_pid is not None
         assert second_pid != pid
