@@ -413,3 +413,34 @@ def test_every_acknowledged_change_of_a_mixed_workload_survives_kill_9(
         record = api.record(new_handle)["item"]
         published = s3_as_tree(s3_tree(api, record["s3"]["path"])).without("metadata.json")
         assert published.files == shown.files
+
+
+def test_fsync_without_close_survives_kill_9(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    # Issue 4 item 2: "a successful `close()`/`fsync()` means the bytes are in the draft journal
+    # on disk": here the descriptor is still open when the daemon dies.
+    dataset = api.mint("alice", {"base.bin": bytes(range(256)) * 64})
+    home = tmp_path / "home"
+    mount = start_writable_mount(store, tmp_path / "mnt", home=home)
+    with stopped_at_exit(mount):
+        root = mount.dataset_dir(dataset.handle)
+        new_fd = os.open(root / "new.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+        base_fd = os.open(root / "base.bin", os.O_WRONLY)
+        try:
+            os.write(new_fd, b"synced before the crash")
+            os.fsync(new_fd)
+            os.pwrite(base_fd, b"CHANGED", 100)
+            os.fdatasync(base_fd)
+            kill_daemon(mount)
+        finally:
+            for fd in (new_fd, base_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+    remounted = start_writable_mount(store, tmp_path / "mnt", home=home)
+    with stopped_at_exit(remounted):
+        root = remounted.dataset_dir(dataset.handle)
+        assert (root / "new.bin").read_bytes() == b"synced before the crash"
+        expected = bytearray(bytes(range(256)) * 64)
+        expected[100:107] = b"CHANGED"
+        assert (root / "base.bin").read_bytes() == bytes(expected)
