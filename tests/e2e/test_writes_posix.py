@@ -17,6 +17,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -724,3 +725,64 @@ def test_a_folder_emptied_by_unlinks_is_published_as_an_empty_folder(
     in_s3 = s3_as_tree(s3_tree(api, api.record(new_handle)["item"]["s3"]["path"]))
     assert "keep" in in_s3.dirs
     assert "keep/untouched.txt" not in in_s3.files
+
+
+def test_many_writers_at_once_then_publish(
+    mount: WritableMount, api: StoreApi, dataset: Dataset, root: Path
+) -> None:
+    # Eight threads create, rewrite and rename files in their own folders at the same time.
+    def worker(index: int) -> dict[str, bytes]:
+        rng = random.Random(index)
+        folder = root / f"worker-{index}"
+        os.mkdir(folder)
+        made: dict[str, bytes] = {}
+        for n in range(20):
+            data = rng.randbytes(rng.randint(0, 40_000))
+            write_file(folder / f"tmp-{n}", data)
+            os.rename(folder / f"tmp-{n}", folder / f"file-{n}")
+            made[f"worker-{index}/file-{n}"] = data
+            if n % 5 == 4:
+                os.unlink(folder / f"file-{n - 1}")
+                del made[f"worker-{index}/file-{n - 1}"]
+        return made
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(worker, range(8)))
+    expected = {**BASE_FILES, **{k: v for made in results for k, v in made.items()}}
+    assert read_tree(root).without("metadata.json").files == expected
+    new_handle = mount.commit_ok(root, "eight writers")
+    published = s3_as_tree(s3_tree(api, api.record(new_handle)["item"]["s3"]["path"]))
+    assert published.without("metadata.json").files == expected
+
+
+def test_a_read_only_mount_refuses_every_change(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    dataset = api.mint("alice", {"a.txt": b"a"})
+    own = start_writable_mount(store, tmp_path / "mnt", options="ro")
+    try:
+        directory = own.dataset_dir(dataset.handle)
+        assert_every_change_fails(directory, "a.txt", errno.EROFS)
+        assert not os.stat(directory).st_mode & stat.S_IWUSR
+    finally:
+        stop_mount(own.mount)
+
+
+def test_umount_publishes_pending_drafts_by_default(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    # Issue 4 item 3: published "at unmount (`provenafs umount` publishes pending drafts or
+    # refuses ..., per an option)"; the default option publishes.
+    dataset = api.mint("alice", {"a.txt": b"a"})
+    own = start_writable_mount(store, tmp_path / "mnt", options="rw,publish_delay=0")
+    try:
+        write_file(own.dataset_dir(dataset.handle) / "c.txt", b"c")
+        result = own.run("umount", str(own.path))
+        assert result.returncode == 0, result.stderr
+        assert not own.mount.is_mounted()
+        [new_handle] = api.versions_after(dataset.handle)
+        objects = s3_tree(api, api.record(new_handle)["item"]["s3"]["path"])
+        assert objects.get("c.txt") == b"c"
+        assert objects.get("a.txt") == b"a"
+    finally:
+        stop_mount(own.mount)
