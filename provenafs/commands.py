@@ -402,9 +402,12 @@ def _commit(args: Sequence[str]) -> int:
 def _login(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="provenafs login")
     parser.add_argument("source", help="the data store URL")
+    parser.add_argument(
+        "--realm", metavar="URL", help="the Keycloak realm URL (a real Provena has no discovery)"
+    )
     parsed = parser.parse_args(args)
     try:
-        trio.run(_login_flow, parsed.source.rstrip("/"))
+        trio.run(_login_flow, parsed.source.rstrip("/"), parsed.realm)
     except api_errors.ApiError as exc:
         _error("login", str(exc) or type(exc).__name__)
         return 1
@@ -419,11 +422,13 @@ def _show_device_prompt(verification_uri: str, user_code: str) -> None:
     print(f"and confirm the code {user_code}. Waiting for approval...", flush=True)
 
 
-async def _login_flow(source: str) -> None:
-    discovery = await discover(source)
-    if discovery.realm_url is None:
-        raise api_errors.ApiError(f"{source} names no Keycloak realm; use PROVENAFS_TOKEN instead")
-    tokens = await device_login(discovery.realm_url, LOGIN_CLIENT_ID, _show_device_prompt)
+async def _login_flow(source: str, realm_url: str | None = None) -> None:
+    realm_url = realm_url or (await discover(source)).realm_url
+    if realm_url is None:
+        raise api_errors.ApiError(
+            f"{source} names no Keycloak realm; give it with --realm URL, or use PROVENAFS_TOKEN"
+        )
+    tokens = await device_login(realm_url, LOGIN_CLIENT_ID, _show_device_prompt)
     if not tokens.refresh_token:
         raise api_errors.AuthenticationFailed("the realm answered no refresh token")
     save_refresh_token(source, tokens.refresh_token, client_id=LOGIN_CLIENT_ID)

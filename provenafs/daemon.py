@@ -331,6 +331,12 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
         discovery = await _discover_with_retries(options.source)
+        discovery = dataclasses.replace(
+            discovery,
+            realm_url=options.realm_url or discovery.realm_url,
+            s3_endpoint_url=options.s3_endpoint or discovery.s3_endpoint_url,
+            region=options.region or discovery.region,
+        )
         tokens = token_source_for(
             options.source, discovery.realm_url, offline_token_file=options.offline_token_file
         )

@@ -85,6 +85,9 @@ _VALUE_KEYS = frozenset(
         "publish_delay",
         "on_unmount",
         "reason",
+        "realm_url",
+        "s3_endpoint",
+        "region",
     }
 )
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -121,6 +124,12 @@ class MountOptions:
     publish_delay: float = 300.0  # seconds without writers or changes before a draft publishes
     on_unmount: str = "publish"  # "publish" pending drafts at unmount, or "refuse" to unmount
     reason: str | None = None  # reason of published versions (else a generated summary)
+    # Overrides of what discovery names (a real Provena deployment has no discovery document).
+    realm_url: str | None = (
+        None  # Keycloak realm, e.g. https://auth.example.org/auth/realms/provena
+    )
+    s3_endpoint: str | None = None  # None: AWS S3
+    region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
 
 
 def parse_size(text: str) -> int:
@@ -256,4 +265,7 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         publish_delay=_parse_seconds("publish_delay", values.get("publish_delay", "300")),
         on_unmount=on_unmount,
         reason=values.get("reason", "").strip() or None,
+        realm_url=values.get("realm_url", "").strip() or None,
+        s3_endpoint=values.get("s3_endpoint", "").strip() or None,
+        region=values.get("region", "").strip() or None,
     )

@@ -150,3 +150,20 @@ def test_errors_are_clear(argv: list[str], message: str) -> None:
 )
 def test_sizes(text: str, expected: int) -> None:
     assert parse_size(text) == expected
+
+
+def test_discovery_overrides_for_a_real_deployment() -> None:
+    options = parse_mount_args(
+        [
+            "https://data-api.example.org",
+            "/mnt/p",
+            "-o",
+            "realm_url=https://auth.example.org/auth/realms/provena,region=us-east-1,"
+            "s3_endpoint=https://s3.example.org",
+        ]
+    )
+    assert options.realm_url == "https://auth.example.org/auth/realms/provena"
+    assert options.s3_endpoint == "https://s3.example.org"
+    assert options.region == "us-east-1"
+    plain = parse_mount_args(["/mnt/p"])
+    assert (plain.realm_url, plain.s3_endpoint, plain.region) == (None, None, None)
