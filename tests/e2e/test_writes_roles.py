@@ -356,7 +356,8 @@ def test_in_place_writes(in_place_mount: WritableMount, api: StoreApi, case: InP
             "data.csv": b"a,b\n1,2\n"
         }
         if case.log_reason is not None:
-            assert case.log_reason in in_place_mount.mount.log_text().lower()
+            log = in_place_mount.mount.log_text()
+            assert case.log_reason in log.lower(), f"no {case.log_reason!r} in: {log[-2000:]}"
         assert api.next_version(dataset.handle) is None
         return
     write_and_close(root / "new.csv", b"new\n")

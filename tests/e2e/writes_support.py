@@ -107,6 +107,9 @@ class StoreApi:
             region_name=admin.get("region", "ap-southeast-2"),
         )
 
+    def __repr__(self) -> str:  # never the tokens
+        return f"StoreApi({self.store.base_url})"
+
     def token(self, user: str) -> str:
         if user not in self._tokens:
             self._tokens[user] = self.store.token(user)
@@ -264,7 +267,7 @@ class WritableMount:
     """A ``-o rw`` mount, its daemon, and the environment its CLI commands need."""
 
     mount: Mount
-    env: dict[str, str]
+    env: dict[str, str] = dataclasses.field(repr=False)  # holds the offline token: never shown
     home: Path
     options: str
 
