@@ -296,29 +296,10 @@ class S3BlobStore:
         etag: str | None = None,
     ) -> bytes:
         """Bytes ``[start, end)`` (fewer at the object's end); ``etag`` makes the GET If-Match."""
-        if end <= start:
-            return b""
-
-        def get(client: S3Client) -> bytes:
-            kwargs: dict[str, Any] = {
-                "Bucket": bucket,
-                "Key": key,
-                "Range": f"bytes={start}-{end - 1}",
-            }
-            if etag is not None:
-                kwargs["IfMatch"] = f'"{etag}"'
-            try:
-                answer = client.get_object(**kwargs)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return b""
-                raise
-            with answer["Body"] as body:
-                return body.read()
-
-        data = await self._run(creds, get, f"get s3://{bucket}/{key}")
-        self._stats["bytes_read"] += len(data)
-        return data
+        blocks = await self.get_blocks(
+            creds, bucket, key, start, end, block_size=max(end - start, 1), etag=etag
+        )
+        return b"".join(blocks)
 
     async def get_blocks(
         self,
