@@ -44,9 +44,12 @@ RANDOM_READS = 300
 @pytest.fixture(scope="module")
 def largest_file(readable: list[SeededDataset]) -> tuple[SeededDataset, str]:
     size, dataset, relpath = max(
-        (info["size"], dataset, relpath)
-        for dataset in readable
-        for relpath, info in dataset.files.items()
+        (
+            (info["size"], dataset, relpath)
+            for dataset in readable
+            for relpath, info in dataset.files.items()
+        ),
+        key=lambda candidate: candidate[0],
     )
     assert size >= 32 * BUDGET, "the seed has no file much larger than the budget"
     return dataset, relpath
