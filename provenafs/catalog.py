@@ -8,10 +8,10 @@ The catalog sits between the filesystem and the IO layer. It caches
 - S3 listings (``listing_ttl``), listed with the dataset's read credentials; on
   ``ExpiredCredentials``/``AccessDenied`` the credentials are invalidated and the listing retried
   once. The first listing of a dataset version asks for all of its keys at once (no delimiter)
-  when the store can stop after ``snapshot_max_keys`` (a ``TreeLister``); a dataset that small
-  is then answered, every folder of it, from that one snapshot. A bigger one (or a store that
-  cannot stop early) is listed one level per (handle, directory) with delimiter ``/``, so a huge
-  dataset never costs a full listing up front;
+  when the store can stop paging after ``snapshot_max_keys`` (a ``TreeLister``; 0 turns this
+  off): every folder of a dataset that small is then answered from that one snapshot. A bigger
+  one is listed one level per (handle, directory) with delimiter ``/``, so a huge dataset never
+  costs a full listing up front;
 - whether a dataset's data is readable when the item roles alone do not say so (realm admins
   get read credentials without item roles).
 
@@ -267,7 +267,9 @@ class Catalog:
         self._client = client
         self._broker = broker
         self._store = store
-        self._tree_lister = store if isinstance(store, TreeLister) else None
+        self._tree_lister: TreeLister | None = None
+        if snapshot_max_keys > 0 and isinstance(store, TreeLister):
+            self._tree_lister = store
         self._clock = clock
         self._records: cachetools.TTLCache[str, DatasetRecord] = cachetools.TTLCache(
             max_records, metadata_ttl, timer=clock
