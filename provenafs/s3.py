@@ -284,6 +284,26 @@ class S3BlobStore:
         self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
     ) -> Listing:
         """Every key (and common prefix) under ``prefix``, following continuation tokens."""
+        listing = await self._list(creds, bucket, prefix, delimiter=delimiter, max_keys=None)
+        assert listing is not None
+        return listing
+
+    async def list_tree(
+        self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
+    ) -> Listing | None:
+        """Every key under ``prefix`` (no delimiter), or None as soon as a page shows there are
+        more than ``max_keys``: a huge tree costs a few pages, never a full listing."""
+        return await self._list(creds, bucket, prefix, delimiter=None, max_keys=max_keys)
+
+    async def _list(
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None,
+        max_keys: int | None,
+    ) -> Listing | None:
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         token: str | None = None
@@ -309,7 +329,12 @@ class S3BlobStore:
                 )
             prefixes.extend(str(p["Prefix"]) for p in answer.get("CommonPrefixes", ()))
             token = answer.get("NextContinuationToken")
-            if not answer.get("IsTruncated") or not token:
+            truncated = bool(answer.get("IsTruncated")) and bool(token)
+            if max_keys is not None and (
+                len(objects) > max_keys or (truncated and len(objects) >= max_keys)
+            ):
+                return None
+            if not truncated:
                 return Listing(tuple(objects), tuple(prefixes))
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:

@@ -390,6 +390,17 @@ def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
         assert all(o.etag and '"' not in o.etag for o in many.objects)
         flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
         assert len(flat.objects) == 1007 and flat.prefixes == ()
+        tree = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=2000)
+        assert tree is not None and tree.objects == flat.objects and tree.prefixes == ()
+        for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, say None
+            assert (
+                await real_s3.store.list_tree(
+                    real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few
+                )
+                is None
+            ), too_few
+        exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
+        assert exact is not None and len(exact.objects) == 1007
 
     trio.run(main)
 
