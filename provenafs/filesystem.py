@@ -191,7 +191,7 @@ class DataStoreApi(Protocol):
     def statistics(self) -> Mapping[str, int]: ...
 
 
-ReaderFactory = Callable[[DatasetRecord, ObjectInfo], FileReader]
+ReaderFactory = Callable[[DatasetRecord, ObjectInfo, int | None], FileReader]
 
 
 class KernelCacheNotifier(Protocol):
@@ -200,6 +200,9 @@ class KernelCacheNotifier(Protocol):
     async def invalidate_entry(self, parent_inode: int, name: str) -> None: ...
 
     async def invalidate_inode(self, inode: int, *, attr_only: bool = False) -> None: ...
+
+    async def store(self, inode: int, offset: int, data: bytes) -> None:
+        """Put ``data`` into the kernel's page cache of ``inode`` at ``offset``."""
 
 
 P = ParamSpec("P")
@@ -635,7 +638,7 @@ class Filesystem:
                 assert view.draft is not None
                 blob = view.blob or view.draft.blob_for(node.path, view.staged)  # type: ignore[arg-type]
                 return self._open_blob(node, blob, flags)
-            reader = self._reader_factory(record, view.info)
+            reader = self._reader_factory(record, view.info, inode)
             fh = self._new_fh()
             self._files[fh] = _ReaderHandle(node, reader, inode)
             if view.draft is None:
@@ -721,7 +724,18 @@ class Filesystem:
         if isinstance(handle, _BlobHandle) and handle.writable:
             await handle.blob.draft.record_blob(handle.blob)
 
-    def _object_reader(self, record: DatasetRecord, info: ObjectInfo) -> FileReader:
+    def _object_reader(
+        self, record: DatasetRecord, info: ObjectInfo, inode: int | None
+    ) -> FileReader:
+        """A reader of one published object; with ``inode`` (an open file of this mount) it
+        may fill the kernel's page cache for random readers."""
+        notifier = self._notifier
+        page_cache = None
+        if inode is not None and notifier is not None:
+
+            async def page_cache(offset: int, data: bytes) -> None:
+                await notifier.store(inode, offset, data)
+
         return ObjectReader(
             self._store,
             self._broker,
@@ -734,6 +748,7 @@ class Filesystem:
             budget=self._budget,
             nursery=self._nursery,
             heads=self._siblings,
+            page_cache=page_cache,
         )
 
     async def _prefetch_siblings(self, record: DatasetRecord, path: str) -> None:
@@ -1110,7 +1125,7 @@ class Filesystem:
                 self._path_locks.pop(key, None)
 
     async def _copy_into(self, record: DatasetRecord, info: ObjectInfo, blob: StagedBlob) -> None:
-        reader = self._reader_factory(record, info)
+        reader = self._reader_factory(record, info, None)
         try:
             offset = 0
             while offset < info.size:

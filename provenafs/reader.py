@@ -26,6 +26,14 @@ cancel it and hand back the budget. Without ``nursery`` the reader never prefetc
 A reader given ``heads`` (the mount's ``SiblingPrefetcher``) first asks it for the object's
 prefetched first bytes, and starts its ramp from them.
 
+Random access (``RANDOM_FILL_AFTER`` reads that are not sequential) on an object of at most
+``fill_max_bytes``, with a ``page_cache`` callback (the mount pushes bytes into the kernel's page
+cache with FUSE_NOTIFY_STORE), starts one background fill: the whole object in parallel ranged
+GETs of ``FILL_PART`` bytes, each handed to ``page_cache`` and then dropped. Once the kernel
+holds the pages, the program's reads never reach the mount; meanwhile they are served as usual.
+Each part in flight is reserved against the budget (the fill waits for room), the fill never
+goes through the block cache, and ``close()`` cancels it.
+
 Credentials come from ``CredentialBroker.read``; after ``ExpiredCredentials``/``AccessDenied``
 the reader invalidates them and retries once. Everything runs on the trio thread; the reader
 must not import boto3 and never does blocking I/O itself.
@@ -34,6 +42,7 @@ must not import boto3 and never does blocking I/O itself.
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -48,12 +57,23 @@ from provenafs.blobstore import (
 from provenafs.blockcache import BlockCache, BlockKey
 from provenafs.credentials import CredentialBroker
 
-__all__ = ["HeadSource", "ObjectReader", "PrefetchBudget"]
+__all__ = ["HeadSource", "ObjectReader", "PageCachePush", "PrefetchBudget"]
+
+log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 # How far a read may start from where the previous one ended and still count as sequential:
 # the kernel's concurrent readahead requests arrive slightly out of order.
 SEQUENTIAL_SLACK = 256 << 10
+RANDOM_FILL_AFTER = 16  # non-sequential reads before a whole-object page-cache fill starts
+FILL_PART = 4 * MiB
+FILL_PARALLEL = 4
+
+
+class PageCachePush(Protocol):
+    """Hands bytes of the open file at an offset to the kernel's page cache."""
+
+    async def __call__(self, offset: int, data: bytes) -> None: ...
 
 
 class HeadSource(Protocol):
@@ -155,6 +175,8 @@ class ObjectReader:
         budget: PrefetchBudget,
         nursery: trio.Nursery | None = None,
         heads: HeadSource | None = None,
+        page_cache: PageCachePush | None = None,
+        fill_max_bytes: int = 1 << 30,
         initial_window: int = MiB,
         max_window: int = 64 * MiB,
         max_part: int = 8 * MiB,
@@ -170,6 +192,10 @@ class ObjectReader:
         self._budget = budget
         self._outer = nursery
         self._heads = heads
+        self._page_cache = page_cache
+        self._fill_max_bytes = fill_max_bytes
+        self._random_reads = 0
+        self._fill_scope: trio.CancelScope | None = None
         self._block_size = cache.block_size
         self._block_count = -(-self._size // self._block_size)
         self._initial_window = max(initial_window, self._block_size)
@@ -195,6 +221,8 @@ class ObjectReader:
                     "slot_hits",
                     "head_hits",
                     "prefetched_heads",
+                    "filled_bytes",
+                    "fill_failures",
                     "credential_retries",
                 ),
                 0,
@@ -241,6 +269,9 @@ class ObjectReader:
         elif not self._near_window(first_block):
             self._drop_prefetch()
             self._window = self._initial_window
+            self._random_reads += 1
+            if self._random_reads == RANDOM_FILL_AFTER:
+                self._start_page_cache_fill()
         self._last_block = max(self._last_block, first_block) if sequential else first_block
         self._drop_slots_before(first_block - 2)
 
@@ -255,6 +286,8 @@ class ObjectReader:
         self._closed = True
         self._drop_prefetch()
         self._drop_head()
+        if self._fill_scope is not None:
+            self._fill_scope.cancel()
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``gets`` and ``bytes_fetched`` (S3), ``prefetch_parts``, ``prefetch_bytes``,
@@ -395,6 +428,50 @@ class ObjectReader:
         return await self._cache.get_or_fetch(
             self._block_key(index), lambda: self._fetch_block(index)
         )
+
+    # -- page-cache fill -------------------------------------------------------------------
+
+    def _start_page_cache_fill(self) -> None:
+        part = min(FILL_PART, self._budget.max_bytes // FILL_PARALLEL)
+        if (
+            self._page_cache is None
+            or self._outer is None
+            or self._fill_scope is not None
+            or self._size > self._fill_max_bytes
+            or part < self._block_size
+        ):
+            return
+        self._fill_scope = trio.CancelScope()
+        self._outer.start_soon(self._fill_page_cache, self._fill_scope, self._page_cache, part)
+
+    async def _fill_page_cache(
+        self, scope: trio.CancelScope, push: PageCachePush, part: int
+    ) -> None:
+        """Push the whole object to the kernel, ``FILL_PARALLEL`` parts at a time; a failure
+        ends the fill quietly (reads go on as before)."""
+        starts = iter(range(0, self._size, part))
+
+        async def worker() -> None:
+            for start in starts:
+                end = min(self._size, start + part)
+                # the budget has no wake-up event: poll it (a fill is background work)
+                while not self._budget.try_acquire(end - start, holder=self):  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                try:
+                    data = await self._get(start, end)
+                    await push(start, data)
+                    self._stats["filled_bytes"] += len(data)
+                finally:
+                    self._budget.release(end - start, holder=self)
+
+        with scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(FILL_PARALLEL):
+                        nursery.start_soon(worker)
+            except* Exception as group:  # noqa: BLE001 -- an optimisation: never into the mount
+                self._stats["fill_failures"] += 1
+                log.debug("%r: page-cache fill stopped: %r", self, group.exceptions[0])
 
     # -- prefetch -------------------------------------------------------------------------
 
