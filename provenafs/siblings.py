@@ -13,9 +13,15 @@ How far ahead adapts: ``min_lookahead`` files at first, doubling up to ``max_loo
 the folder's files are opened in the order predicted, back to ``min_lookahead`` when an open
 breaks the order. A program that opens one file among thousands costs a few small GETs.
 
-Bounds: at most ``max_parallel`` GETs at a time, nearest file first; every queued and held byte
-is reserved against the shared ``PrefetchBudget`` (what does not fit is not prefetched: its read
-fetches on demand), and held heads never exceed ``max_held_bytes`` (the oldest are dropped).
+Bounds: at most ``max_parallel`` GETs at a time, nearest file first (a queue served by at most
+``max_parallel`` workers, not one task per file: trio starts a batch of tasks in either order);
+every queued and held byte is reserved against the shared ``PrefetchBudget`` (what does not fit
+is not prefetched: its read fetches on demand), and held heads never exceed ``max_held_bytes``
+(the oldest finished ones are dropped; while heads on their way fill it, no more are queued).
+
+A reader whose file's prefetch has started waits for it (``take_head``) instead of fetching the
+same bytes again; one whose prefetch is still queued fetches itself, and the queued prefetch,
+when its turn comes, finds the bytes taken or cached and does nothing.
 
 It must not block the trio thread, import boto3, or raise into the mount's nursery: a failed
 prefetch is dropped, and the read that needs those bytes fetches them itself and reports.
@@ -25,7 +31,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
@@ -53,9 +60,11 @@ class _Folder:
 
 
 class _Head:
-    """The first bytes of one object, being fetched or held until its reader takes them."""
+    """One prefetch: a small file fetched whole into the cache, or the first bytes of a large
+    one held until its reader takes them. Queued, then ``started``, then ``done``."""
 
     def __init__(self, reserved: int) -> None:
+        self.started = False
         self.done = trio.Event()
         self.data: bytes | None = None
         self.reserved = reserved
@@ -92,10 +101,12 @@ class SiblingPrefetcher:
         self._head_bytes = head_bytes
         self._min_lookahead = max(0, min_lookahead)
         self._max_lookahead = max(self._min_lookahead, max_lookahead)
-        self._limiter = trio.CapacityLimiter(max(1, max_parallel))
+        self._max_parallel = max(1, max_parallel)
+        self._queue: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._workers = 0
         self._max_held_bytes = max_held_bytes
         self._held_bytes = 0
-        self._wholes: set[BlockKey] = set()  # small files being fetched
+        self._wholes: dict[BlockKey, _Head] = {}  # small files queued or being fetched
         self._heads: collections.OrderedDict[_ObjectId, _Head] = collections.OrderedDict()
         self._folders: collections.OrderedDict[tuple[str, str], _Folder] = collections.OrderedDict()
         self._stats: collections.Counter[str] = collections.Counter(
@@ -128,8 +139,9 @@ class SiblingPrefetcher:
             return
         if folder.last_opened < index <= folder.scheduled_to:
             folder.lookahead = min(self._max_lookahead, max(1, folder.lookahead) * 2)
-        else:
+        else:  # a new run: what an earlier run considered may have been taken or evicted
             folder.lookahead = self._min_lookahead
+            folder.scheduled_to = index
         folder.last_opened = index
         start = max(index + 1, folder.scheduled_to + 1)
         stop = min(len(folder.names), index + 1 + folder.lookahead)
@@ -142,9 +154,21 @@ class SiblingPrefetcher:
 
     async def take_head(self, handle: str, key: str, etag: str) -> bytes | None:
         """The held first bytes of this object version (waiting if they are on their way);
-        None if none were prefetched or the prefetch failed. Each head is taken once."""
+        None if none were prefetched or the prefetch failed. Each head is taken once.
+
+        For a small file being fetched whole, waits until it is in the block cache (or its
+        fetch failed) and answers None: the reader then finds it there instead of fetching it
+        a second time."""
+        whole = self._wholes.get(BlockKey(handle, key, etag, 0))
+        if whole is not None:
+            if whole.started:
+                await whole.done.wait()
+            return None
         head = self._heads.pop((handle, key, etag), None)
         if head is None:
+            return None
+        if not head.started:  # still queued: the reader fetches, and the queued fetch skips
+            self._unreserve(head)
             return None
         try:
             await head.done.wait()
@@ -156,7 +180,8 @@ class SiblingPrefetcher:
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``whole_files`` and ``heads`` fetched, ``heads_taken`` by readers,
-        ``heads_dropped`` unread, ``bytes_fetched``, ``no_budget`` refusals, ``failures``;
+        ``heads_dropped`` unread, ``bytes_fetched``, ``no_budget`` refusals (of the budget or
+        of ``max_held_bytes``), ``failures``;
         now: ``in_flight`` fetches and ``held_bytes``."""
         in_flight = len(self._wholes) + sum(not h.done.is_set() for h in self._heads.values())
         return {**self._stats, "in_flight": in_flight, "held_bytes": self._held_bytes}
@@ -188,22 +213,40 @@ class SiblingPrefetcher:
             if not self._budget.try_acquire(info.size, holder=self):
                 self._stats["no_budget"] += 1
                 return False
-            self._wholes.add(block)
-            self._nursery.start_soon(self._fetch_whole, bucket, info, block)
+            whole = _Head(info.size)
+            self._wholes[block] = whole
+            self._enqueue(functools.partial(self._fetch_whole, bucket, info, block, whole))
             return True
         object_id = (handle, info.key, info.etag)
         if object_id in self._heads or self._cache.has(BlockKey(*object_id, 0)):
             return True
         nbytes = min(info.size, self._head_bytes)
         self._drop_oldest_heads(self._max_held_bytes - nbytes)
-        if not self._budget.try_acquire(nbytes, holder=self):
+        if self._held_bytes + nbytes > self._max_held_bytes or not self._budget.try_acquire(
+            nbytes, holder=self
+        ):
             self._stats["no_budget"] += 1
             return False
         head = _Head(nbytes)
         self._heads[object_id] = head
         self._held_bytes += nbytes
-        self._nursery.start_soon(self._fetch_head, handle, bucket, info, head)
+        self._enqueue(functools.partial(self._fetch_head, handle, bucket, info, head))
         return True
+
+    def _enqueue(self, fetch: Callable[[], Awaitable[None]]) -> None:
+        """Queue a fetch behind the nearer ones; start a worker if fewer than the maximum run."""
+        self._queue.append(fetch)
+        if self._workers < self._max_parallel:
+            self._nursery.start_soon(self._work)
+            self._workers += 1
+
+    async def _work(self) -> None:
+        """Run queued fetches, nearest first, until the queue is empty."""
+        try:
+            while self._queue:
+                await self._queue.popleft()()
+        finally:
+            self._workers -= 1
 
     def _drop_oldest_heads(self, keep_at_most: int) -> None:
         """Drop held, finished heads (oldest first) until at most ``keep_at_most`` bytes are
@@ -239,37 +282,40 @@ class SiblingPrefetcher:
             budget=self._budget,
         )
 
-    async def _fetch_whole(self, bucket: str, info: ObjectInfo, block: BlockKey) -> None:
+    async def _fetch_whole(
+        self, bucket: str, info: ObjectInfo, block: BlockKey, whole: _Head
+    ) -> None:
         """Fetch a small file into the block cache (the reader's first read stores it)."""
+        whole.started = True
         try:
-            async with self._limiter:
-                if self._cache.has(block) or self._cache.fetching(block):
-                    return  # a read got there first
-                reader = self._reader(block.handle, bucket, info)
-                try:
-                    data = await reader.read(0, info.size)
-                finally:
-                    await reader.close()
+            if self._cache.has(block) or self._cache.fetching(block):
+                return  # a read got there first
+            reader = self._reader(block.handle, bucket, info)
+            try:
+                data = await reader.read(0, info.size)
+            finally:
+                await reader.close()
             self._stats["whole_files"] += 1
             self._stats["bytes_fetched"] += len(data)
         except Exception:  # noqa: BLE001 -- the read that needs the file fetches and reports
             self._stats["failures"] += 1
         finally:
-            self._wholes.discard(block)
-            self._budget.release(info.size, holder=self)
+            del self._wholes[block]
+            whole.done.set()
+            self._budget.release(whole.reserved, holder=self)
 
     async def _fetch_head(self, handle: str, bucket: str, info: ObjectInfo, head: _Head) -> None:
         """Fetch the first bytes of a large file and hold them for its reader."""
+        head.started = True
         try:
-            async with self._limiter:
-                if head.reserved:  # not dropped or taken-and-abandoned meanwhile
-                    reader = self._reader(handle, bucket, info)
-                    try:
-                        head.data = await reader.read(0, head.reserved)
-                    finally:
-                        await reader.close()
-                    self._stats["heads"] += 1
-                    self._stats["bytes_fetched"] += len(head.data)
+            if head.reserved:  # not taken by a reader while it was queued
+                reader = self._reader(handle, bucket, info)
+                try:
+                    head.data = await reader.read(0, head.reserved)
+                finally:
+                    await reader.close()
+                self._stats["heads"] += 1
+                self._stats["bytes_fetched"] += len(head.data)
         except Exception:  # noqa: BLE001 -- the read that needs the bytes fetches and reports
             self._stats["failures"] += 1
             self._forget(head)
