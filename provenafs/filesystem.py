@@ -990,6 +990,8 @@ class Filesystem:
             "credentials": dict(self._broker.statistics()),
             "block_cache": dict(self._cache.statistics()),
             "prefetch_budget": dict(self._budget.statistics()),
+            "sibling_prefetch": dict(self._siblings.statistics()) if self._siblings else {},
+            "s3": dict(getattr(self._store, "statistics", dict)()),
             # When each held credential set expires; the credentials themselves never appear.
             "credential_expiries": {
                 f"{handle} {kind}": expiry.isoformat()
