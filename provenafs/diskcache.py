@@ -131,6 +131,7 @@ class DiskCache:
         self._total = 0
         self._verified: set[str] = set()  # checksummed (or written) by this process
         self._pending: dict[str, bytes] = {}  # queued for the writer: name → block
+        self._writing: dict[str, bytes] = {}  # the batch being written now, until indexed
         self._pending_bytes = 0
         self._max_pending_bytes = max_pending_bytes
         self._queued = trio.Event()
@@ -183,12 +184,14 @@ class DiskCache:
         """Whether the index lists ``key`` or it is queued (no I/O; False until the index is
         loaded)."""
         name = _name(key)
-        return name in self._pending or (self._index is not None and name in self._index)
+        if name in self._pending or name in self._writing:
+            return True
+        return self._index is not None and name in self._index
 
     async def get(self, key: BlockKey) -> bytes | None:
         """The stored block, or None (never stored, evicted, or failed its checksum)."""
         name = _name(key)
-        queued = self._pending.get(name)
+        queued = self._pending.get(name) or self._writing.get(name)
         if queued is not None:
             self._stats["hits"] += 1
             return queued
@@ -234,9 +237,11 @@ class DiskCache:
                 await self._queued.wait()
                 self._queued = trio.Event()
                 batch, self._pending = self._pending, {}
+                self._writing = batch
                 try:
                     await self._write(batch)
                 finally:
+                    self._writing = {}
                     self._pending_bytes -= sum(len(data) for data in batch.values())
         finally:
             self._writer_running = False
@@ -285,7 +290,8 @@ class DiskCache:
             self._total -= size
             victims.append(self._path(name))
         self._stats["evictions"] += len(victims)
-        await trio.to_thread.run_sync(_unlink_blocking, victims, limiter=self._limiter)
+        with trio.CancelScope(shield=True):  # unindexed files must not outlive a cancellation
+            await trio.to_thread.run_sync(_unlink_blocking, victims, limiter=self._limiter)
 
     def _forget(self, name: str) -> None:
         self._verified.discard(name)

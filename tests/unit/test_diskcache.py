@@ -305,11 +305,6 @@ def test_cancelling_the_writer_mid_batch_leaves_index_and_disk_equal(
     trio.run(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diskcache bug: _evict drops victims from the index, then its unlink thread is "
-    "skipped when the writer is cancelled, so evicted files stay on disk unindexed",
-)
 def test_cancelling_the_writer_while_it_evicts_leaves_index_and_disk_equal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,11 +329,6 @@ def test_cancelling_the_writer_while_it_evicts_leaves_index_and_disk_equal(
     trio.run(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diskcache bug: a batch the writer has taken is neither pending nor indexed until "
-    "it is written, so get() misses blocks that were put moments ago",
-)
 def test_get_serves_a_block_the_writer_is_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
