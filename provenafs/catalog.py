@@ -302,6 +302,8 @@ class Catalog:
         self._unsnapshotted: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             max_records, listing_ttl, timer=clock
         )
+        # Listings that were under way when invalidate() ran are answered but not kept.
+        self._invalidations = 0
         self._readable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             max_records, metadata_ttl, timer=clock
         )
@@ -396,9 +398,10 @@ class Catalog:
         """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
         handle = record.handle
         snapshot = self._snapshots.get(handle)
-        cached = (
-            snapshot.listing(directory) if snapshot else self._listings.get((handle, directory))
-        )
+        if snapshot is not None:
+            cached: DirectoryListing | None = snapshot.listing(directory)
+        else:
+            cached = self._listings.get((handle, directory))
         if cached is not None:
             self._counts["listing_hits"] += 1
             return cached
@@ -425,6 +428,7 @@ class Catalog:
         """All of the dataset's keys as one snapshot; None (remembered) when it is too big."""
         self._counts["snapshot_fetches"] += 1
         handle, bucket, root = record.handle, record.s3.bucket_name, record.s3.path
+        invalidations = self._invalidations
         try:
             keys = await self._with_read_credentials(
                 handle,
@@ -443,13 +447,15 @@ class Catalog:
             self._unsnapshotted[handle] = True
             return None
         snapshot = DatasetSnapshot.from_keys(root, keys.objects)
-        self._snapshots[handle] = snapshot
-        self._last_snapshots[handle] = snapshot
+        if invalidations == self._invalidations:  # else it may predate a write: do not keep it
+            self._snapshots[handle] = snapshot
+            self._last_snapshots[handle] = snapshot
         return snapshot
 
     async def _fetch_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         self._counts["listing_fetches"] += 1
         key = (record.handle, directory)
+        invalidations = self._invalidations
         try:
             listing = await self._list(record, directory)
         except (api_errors.Unavailable, BlobUnavailable):
@@ -457,8 +463,9 @@ class Catalog:
             if stale is None:
                 raise
             return stale
-        self._listings[key] = listing
-        self._last_listings[key] = listing
+        if invalidations == self._invalidations:  # else it may predate a write: do not keep it
+            self._listings[key] = listing
+            self._last_listings[key] = listing
         return listing
 
     def _stale_listing(self, handle: str, directory: str) -> DirectoryListing | None:
@@ -555,6 +562,7 @@ class Catalog:
 
     def invalidate(self, handle: str) -> None:
         """Forget everything cached about *handle* (after a write or metadata edit)."""
+        self._invalidations += 1
         self._records.pop(handle, None)
         self._unknown.pop(handle, None)
         self._readable.pop(handle, None)

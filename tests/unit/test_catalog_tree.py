@@ -216,6 +216,26 @@ def test_invalidate_and_the_listing_ttl_refetch_only_that_version() -> None:
     run(body)
 
 
+def test_a_listing_under_way_when_invalidated_is_answered_but_not_kept() -> None:
+    async def body() -> None:
+        tree = TreeListingStore()
+        put(tree, REEF, "d00/a.csv")
+        catalog, _, _, _ = make(tree)
+        record = await catalog.record(REEF)
+        tree.gate = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(catalog.listing, record, "d00")
+            await trio.testing.wait_all_tasks_blocked()
+            catalog.invalidate(REEF)  # a write landed while the listing was under way
+            tree.gate.set()
+        tree.gate = None
+        put(tree, REEF, "d00/new.csv")
+        assert list((await catalog.listing(record, "d00")).files) == ["a.csv", "new.csv"]
+        assert tree.tree_calls == 2
+
+    run(body)
+
+
 def test_concurrent_listings_of_different_folders_share_one_tree_listing() -> None:
     async def body() -> None:
         tree = TreeListingStore()
