@@ -243,7 +243,9 @@ def test_budget_options_go_to_provenafs_mounts_only(tmp_path: Path) -> None:
         bench.PROVENAFS, dataset, tmp_path / "mnt", tmp_path / "cache", bench.BUDGET_OPTIONS
     )
     options = argv[argv.index("-o") + 1].split(",")
-    assert options == [f"cache_dir={tmp_path / 'cache'}", *bench.BUDGET_OPTIONS]
+    assert options == list(bench.BUDGET_OPTIONS)
+    default, _, _ = factory._command(bench.PROVENAFS, dataset, tmp_path / "mnt", tmp_path / "c", ())
+    assert "-o" not in default  # default settings: no disk cache, nothing else
     with pytest.raises(ValueError, match="provenafs mounts only"):
         factory._command(
             bench.S3FS, dataset, tmp_path / "mnt", tmp_path / "cache", bench.BUDGET_OPTIONS
