@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -26,9 +27,10 @@ import random
 import re
 import threading
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from xml.etree import ElementTree
 
 import boto3
 import botocore.config
@@ -48,7 +50,7 @@ from provenafs.blobstore import (
     ObjectInfo,
     StaleObject,
 )
-from provenafs.sigv4 import s3_path, sign_s3_request
+from provenafs.sigv4 import s3_path, s3_query, sign_s3_request
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -134,6 +136,51 @@ def _etag(value: Any) -> str:
 
 def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _ListPage:
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    next_token: str | None  # None: the last page
+
+
+def _parse_list_page(body: bytes) -> _ListPage:
+    """One ListObjectsV2 answer (``encoding-type=url``: keys and prefixes come URL-encoded, as
+    botocore asks for them too, so that any key survives XML)."""
+    try:
+        # S3's own answer; ElementTree resolves no external entities and expat bounds expansion
+        root = ElementTree.fromstring(body)  # noqa: S314
+    except ElementTree.ParseError:
+        raise _Retryable(BlobUnavailable("list: an answer that is not XML")) from None
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+
+    def text(node: ElementTree.Element, name: str) -> str:
+        return node.findtext(ns + name) or ""
+
+    objects = [
+        ObjectInfo(
+            key=urllib.parse.unquote_plus(text(entry, "Key")),
+            size=int(text(entry, "Size") or 0),
+            etag=_etag(text(entry, "ETag")),
+            last_modified=_iso_timestamp(text(entry, "LastModified")),
+        )
+        for entry in root.iterfind(ns + "Contents")
+    ]
+    prefixes = [
+        urllib.parse.unquote_plus(text(entry, "Prefix"))
+        for entry in root.iterfind(ns + "CommonPrefixes")
+    ]
+    truncated = text(root, "IsTruncated").lower() == "true"
+    token = text(root, "NextContinuationToken")
+    return _ListPage(objects, prefixes, token if truncated and token else None)
+
+
+def _iso_timestamp(value: str) -> float:
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return 0.0
 
 
 class S3BlobStore:
@@ -308,33 +355,26 @@ class S3BlobStore:
         prefixes: list[str] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+            query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
             if delimiter:
-                kwargs["Delimiter"] = delimiter
+                query["delimiter"] = delimiter
             if token:
-                kwargs["ContinuationToken"] = token
-
-            def page(client: S3Client, kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
-                return dict(client.list_objects_v2(**kwargs))
-
-            answer = await self._run(creds, page, f"list s3://{bucket}/{prefix}")
-            for entry in answer.get("Contents", ()):
-                objects.append(
-                    ObjectInfo(
-                        key=str(entry["Key"]),
-                        size=int(entry.get("Size", 0)),
-                        etag=_etag(entry.get("ETag")),
-                        last_modified=_timestamp(entry.get("LastModified")),
-                    )
-                )
-            prefixes.extend(str(p["Prefix"]) for p in answer.get("CommonPrefixes", ()))
-            token = answer.get("NextContinuationToken")
-            truncated = bool(answer.get("IsTruncated")) and bool(token)
+                query["continuation-token"] = token
+            page = await self._signed_get(
+                creds,
+                "/" + urllib.parse.quote(bucket, safe=""),
+                query=query,
+                what=f"list s3://{bucket}/{prefix}",
+                read=lambda response: _parse_list_page(response.read()),
+            )
+            objects += page.objects
+            prefixes += page.prefixes
+            token = page.next_token
             if max_keys is not None and (
-                len(objects) > max_keys or (truncated and len(objects) >= max_keys)
+                len(objects) > max_keys or (token is not None and len(objects) >= max_keys)
             ):
                 return None
-            if not truncated:
+            if token is None:
                 return Listing(tuple(objects), tuple(prefixes))
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:
@@ -389,56 +429,89 @@ class S3BlobStore:
         if etag is not None:
             headers["if-match"] = f'"{etag}"'
         what = f"get s3://{bucket}/{key}"
-        blocks = await self._retrying(
-            functools.partial(
-                self._signed_get_blocking, creds, s3_path(bucket, key), headers, block_size, what
-            ),
-            read_only=True,
+        ok_get = (200, 206, 416)
+
+        def read_blocks(response: urllib3.BaseHTTPResponse) -> list[bytes]:
+            if response.status == 416:
+                return []  # a range starting at or past the end: nothing there
+            blocks = []
+            while block := response.read(block_size):
+                blocks.append(block)
+            return blocks
+
+        blocks = await self._signed_get(
+            creds, s3_path(bucket, key), headers=headers, what=what, read=read_blocks, ok=ok_get
         )
         self._stats["bytes_read"] += sum(len(b) for b in blocks)
         return blocks
+
+    async def _signed_get(
+        self,
+        creds: Credentials,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        what: str,
+        read: Callable[[urllib3.BaseHTTPResponse], _T],
+        ok: tuple[int, ...] = (200,),
+    ) -> _T:
+        """A GET signed here and sent on the shared pool (no botocore: about a third of its
+        CPU per request), in a thread, retried like every call; ``read`` takes the answer
+        when its status is ``ok``, anything else is translated."""
+        return await self._retrying(
+            functools.partial(
+                self._signed_get_blocking,
+                creds,
+                path,
+                query=s3_query(query or {}),
+                headers=headers or {},
+                what=what,
+                read=read,
+                ok=ok,
+            ),
+            read_only=True,
+        )
 
     def _signed_get_blocking(
         self,
         creds: Credentials,
         path: str,
-        headers: dict[str, str],
-        block_size: int,
+        *,
+        query: str,
+        headers: Mapping[str, str],
         what: str,
-    ) -> list[bytes]:
-        """One GET signed here and sent on the shared pool (no botocore: about a third of its
-        CPU per request), its body cut into ``block_size`` pieces as it is read."""
+        read: Callable[[urllib3.BaseHTTPResponse], _T],
+        ok: tuple[int, ...],
+    ) -> _T:
         signed = sign_s3_request(
             method="GET",
             host=self._host,
             path=path,
+            query=query,
             headers=headers,
             access_key_id=creds.access_key_id,
             secret_access_key=creds.secret_access_key,
             session_token=creds.session_token,
             region=self.region,
         )
+        url = self._base_url + path + (f"?{query}" if query else "")
         try:
             response = self._pool.request(
                 "GET",
-                self._base_url + path,
+                url,
                 headers=signed,
                 preload_content=False,
                 decode_content=False,
                 redirect=False,
             )
             try:
-                if response.status == 416:
-                    return []  # a range starting at or past the end: nothing there
-                if response.status not in (200, 206):
+                if response.status not in ok:
                     body = response.read(64 << 10)
                     code = _ERROR_CODE.search(body)
                     name = code.group(1).decode(errors="replace") if code else ""
                     raise _translate_answer(name, response.status, what)
-                blocks = []
-                while block := response.read(block_size):
-                    blocks.append(block)
-                return blocks
+                return read(response)
             finally:
                 response.release_conn()
         except _TRANSIENT_ERRORS as exc:

@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -250,39 +251,63 @@ def test_warm_up_holds_no_client_and_asks_nothing(canned: CannedS3) -> None:
     trio.run(S3BlobStore("not a url", "x").warm_up)  # a failed warm-up is silent
 
 
-def test_list_follows_continuation_tokens() -> None:
-    store, stubber = stubbed_store()
-    when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    stubber.add_response(
-        "list_objects_v2",
-        {
-            "IsTruncated": True,
-            "NextContinuationToken": "t1",
-            "Contents": [{"Key": "p/a", "Size": 1, "ETag": '"e1"', "LastModified": when}],
-            "CommonPrefixes": [{"Prefix": "p/d/"}],
-        },
-        {"Bucket": "b", "Prefix": "p/", "Delimiter": "/", "MaxKeys": 1000},
+def list_page(
+    contents: list[tuple[str, int, str]], prefixes: list[str], token: str | None
+) -> CannedAnswer:
+    """A ListObjectsV2 answer with url-encoded keys, as S3 gives it for encoding-type=url."""
+    ns = "http://s3.amazonaws.com/doc/2006-03-01/"
+    entries = "".join(
+        f"<Contents><Key>{urllib.parse.quote(key)}</Key><Size>{size}</Size>"
+        f"<ETag>&quot;{etag}&quot;</ETag><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+        "</Contents>"
+        for key, size, etag in contents
     )
-    stubber.add_response(
-        "list_objects_v2",
-        {
-            "IsTruncated": False,
-            "Contents": [{"Key": "p/b", "Size": 2, "ETag": '"e2"', "LastModified": when}],
-        },
-        {
-            "Bucket": "b",
-            "Prefix": "p/",
-            "Delimiter": "/",
-            "MaxKeys": 1000,
-            "ContinuationToken": "t1",
-        },
+    common = "".join(
+        f"<CommonPrefixes><Prefix>{urllib.parse.quote(p)}</Prefix></CommonPrefixes>"
+        for p in prefixes
     )
+    more = f"<IsTruncated>true</IsTruncated><NextContinuationToken>{token}</NextContinuationToken>"
+    tail = more if token else "<IsTruncated>false</IsTruncated>"
+    body = f'<?xml version="1.0"?><ListBucketResult xmlns="{ns}">{entries}{common}{tail}'
+    return CannedAnswer(200, (body + "</ListBucketResult>").encode())
+
+
+def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers += [
+        list_page([("p/a b+c.csv", 1, "e1")], ["p/d é/"], "t/1+="),
+        list_page([("p/b", 2, "e2")], [], None),
+    ]
     listing = trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
     assert [(o.key, o.size, o.etag) for o in listing.objects] == [
-        ("p/a", 1, "e1"),
+        ("p/a b+c.csv", 1, "e1"),
         ("p/b", 2, "e2"),
     ]
-    assert listing.prefixes == ("p/d/",)
+    assert listing.objects[0].last_modified == dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()
+    assert listing.prefixes == ("p/d é/",)
+    first, second = (
+        urllib.parse.parse_qs(urllib.parse.urlsplit(path).query) for path, _ in canned.requests
+    )
+    assert first["prefix"] == ["p/"] and first["delimiter"] == ["/"]
+    assert first["encoding-type"] == ["url"] and "continuation-token" not in first
+    assert second["continuation-token"] == ["t/1+="]
+
+
+def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(list_page([(f"p/{i}", 1, "e") for i in range(3)], [], "more"))
+    assert trio.run(lambda: store.list_tree(CREDS, "b", "p/", max_keys=3)) is None
+    assert len(canned.requests) == 1
+
+
+def test_list_errors_translate(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=2)
+    canned.answers += [canned.error("AccessDenied", 403)]
+    with pytest.raises(AccessDenied):
+        trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+    canned.answers += [CannedAnswer(200, b"<not xml"), CannedAnswer(200, b"<also not")]
+    with pytest.raises(BlobUnavailable):
+        trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
 
 
 def test_connection_errors_are_retried() -> None:
@@ -401,6 +426,31 @@ def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
             ), too_few
         exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
         assert exact is not None and len(exact.objects) == 1007
+
+    trio.run(main)
+
+
+ODD_NAMES = ["a b.csv", "two  spaces .txt", "ünïcødé 日本.txt", "a+b=c~d.bin", "odd !'()*@$&,;%.x"]
+
+
+@pytest.mark.s3
+def test_real_listing_and_reading_of_odd_key_names(real_s3: RealS3) -> None:
+    folder = PREFIX + "odd/"
+
+    async def main() -> None:
+        for name in ODD_NAMES:
+            await real_s3.store.put_object(
+                real_s3.write, real_s3.bucket, folder + name, name.encode()
+            )
+        await real_s3.store.put_object(real_s3.write, real_s3.bucket, folder + "sub dir/x", b"")
+        listing = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, folder)
+        assert sorted(o.key for o in listing.objects) == sorted(folder + n for n in ODD_NAMES)
+        assert listing.prefixes == (folder + "sub dir/",)
+        for info in listing.objects:
+            data = await real_s3.store.get_range(
+                real_s3.read, real_s3.bucket, info.key, 0, info.size, etag=info.etag
+            )
+            assert data == info.key.removeprefix(folder).encode()
 
     trio.run(main)
 

@@ -18,7 +18,7 @@ import botocore.credentials
 import botocore.utils
 import pytest
 
-from provenafs.sigv4 import EMPTY_SHA256, s3_path, sign_s3_request
+from provenafs.sigv4 import EMPTY_SHA256, s3_path, s3_query, sign_s3_request
 
 ACCESS_KEY = "ASIAEXAMPLEACCESSKEY"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -179,3 +179,54 @@ def test_the_secret_never_appears_in_the_headers() -> None:
     assert [name for name, value in signed.items() if SESSION_TOKEN in value] == [
         "x-amz-security-token"
     ]
+
+
+@pytest.mark.parametrize("prefix", [k.rsplit("/", 1)[0] + "/" for k in KEYS])
+def test_listing_query_equals_a_boto3_list_objects_v2(
+    monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    moment = MOMENTS[0]
+    pin_botocore_clock(monkeypatch, moment)
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:8333",
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        aws_session_token=SESSION_TOKEN,
+        config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}),
+    )
+
+    def catch(request: botocore.awsrequest.AWSPreparedRequest, **_: Any) -> None:
+        raise _Caught(request)
+
+    client.meta.events.register("before-send.s3.ListObjectsV2", catch)
+    token = "1/abc+def=="  # continuation tokens hold characters that must be encoded
+    with pytest.raises(_Caught) as caught:
+        client.list_objects_v2(
+            Bucket=BUCKET, Prefix=prefix, Delimiter="/", MaxKeys=1000, ContinuationToken=token
+        )
+    sent = caught.value.request
+    query = s3_query(
+        {
+            "list-type": "2",
+            "prefix": prefix,
+            "delimiter": "/",
+            "max-keys": "1000",
+            "continuation-token": token,
+            "encoding-type": "url",
+        }
+    )
+    signed = sign_s3_request(
+        method="GET",
+        host="127.0.0.1:8333",
+        path=f"/{BUCKET}",
+        query=query,
+        headers={},
+        access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET_KEY,
+        session_token=SESSION_TOKEN,
+        region=REGION,
+        now=moment,
+    )
+    assert text(sent.headers["Authorization"]) == signed["authorization"]
