@@ -344,24 +344,19 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     except api_errors.ApiError as exc:
         raise StartupError(_describe_api_failure(options, exc)) from exc
     client = DataStoreClient(options.source, tokens)
-    store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
     try:
-        refused: api_errors.ApiError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.warm_up)  # meanwhile, so that the first read needs no wait
-            try:
-                # One cheap authenticated call: a bad token or source fails here, before mounting.
-                await client.list_page(None, page_size=1)
-            except api_errors.ApiError as exc:
-                refused = exc
-        if refused is not None:
-            raise StartupError(_describe_api_failure(options, refused)) from refused
+        try:
+            # One cheap authenticated call: a bad token or source fails here, before mounting.
+            await client.list_page(None, page_size=1)
+        except api_errors.ApiError as exc:
+            raise StartupError(_describe_api_failure(options, exc)) from exc
         log.info(
             "data store %s: S3 %s, region %s",
             options.source,
             discovery.s3_endpoint_url or "(AWS default)",
             discovery.region,
         )
+        store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         broker = CredentialBroker(client)
         disk = None
         if options.cache_dir is not None:

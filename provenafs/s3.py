@@ -298,28 +298,6 @@ class S3BlobStore:
             delay *= 2
         raise AssertionError("unreachable")
 
-    async def warm_up(self) -> None:
-        """Load boto3's S3 model once, off the trio thread, before any dataset needs a client.
-
-        The first client of a process costs about 150 ms (the model and endpoint rules are
-        parsed); later ones cost a few. A throwaway client with dummy keys pays that at mount
-        time instead of on the first user's read. It makes no request.
-        """
-
-        def create_and_close() -> None:
-            self._session.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                aws_access_key_id="warm-up",
-                aws_secret_access_key="warm-up",  # noqa: S106 -- not a secret: a dummy key
-                config=self._config,
-            ).close()
-
-        try:
-            await trio.to_thread.run_sync(create_and_close)
-        except Exception as exc:  # noqa: BLE001 -- only an optimisation: the real call reports
-            log.debug("S3 client warm-up failed: %s", type(exc).__name__)
-
     def statistics(self) -> dict[str, int]:
         """Counts: ``requests`` (tries), ``retries``, ``bytes_read``, ``bytes_written``,
         ``clients`` (boto3 clients held)."""

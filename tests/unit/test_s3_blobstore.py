@@ -242,15 +242,6 @@ def socket_nobody_listens() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_warm_up_holds_no_client_and_asks_nothing(canned: CannedS3) -> None:
-    store = S3BlobStore(canned.url, "ap-southeast-2")
-    trio.run(store.warm_up)
-    assert store.statistics()["clients"] == 0
-    assert store.statistics()["requests"] == 0
-    assert canned.requests == []
-    trio.run(S3BlobStore("not a url", "x").warm_up)  # a failed warm-up is silent
-
-
 def list_page(
     contents: list[tuple[str, int, str]], prefixes: list[str], token: str | None
 ) -> CannedAnswer:
