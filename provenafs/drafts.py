@@ -202,6 +202,10 @@ class DraftPlan:
     carried: tuple[CarriedFile, ...]
     empty_dirs: tuple[str, ...]
     removed: tuple[str, ...]
+    # The draft's entries the plan was made from: what an in-place push hands to ``settle``.
+    entries: Mapping[str, Entry] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -475,6 +479,7 @@ class Draft:
         self._live: dict[str, StagedBlob] = {}
         self._new_version: str | None = None
         self._published: set[str] = set()
+        self._pushed: dict[str, Entry] = {}  # pushed in place, kept while the file is open
         self._journal: _Journal | None = None
         self.open_writers = 0
         self.last_change = clock()
@@ -588,8 +593,12 @@ class Draft:
                 self._apply_record(inner)
         elif op == "set":
             self._set_entry(str(record["p"]), _entry_from_json(record["e"]))
+            self._published.discard(str(record["p"]))
         elif op == "del":
             self._delete_subtree(str(record["p"]))
+            self._forget_published_at_and_below(str(record["p"]))
+        elif op == "drop":
+            self._drop_entry(str(record["p"]))
         elif op == "version":
             self._new_version = str(record["id"])
         elif op == "published":
@@ -614,13 +623,15 @@ class Draft:
             names.add(name)
             node = parent
 
-    def _delete_below(self, path: str) -> None:
-        for child in list(self._children.get(path, ())):
-            self._delete_subtree(join(path, child))
+    def _forget_published_at_and_below(self, path: str) -> None:
+        """A changed path must be written again: a publish mark must not make it skip."""
+        if self._published:
+            self._published = {p for p in self._published if p != path and not _is_under(p, path)}
 
-    def _delete_subtree(self, path: str) -> None:
-        self._delete_below(path)
+    def _drop_entry(self, path: str) -> None:
+        """Drop the entry at *path* only (entries below it stay): the base decides there again."""
         self._entries.pop(path, None)
+        self._published.discard(path)
         node = path
         while node and node not in self._entries and not self._children.get(node):
             self._children.pop(node, None)
@@ -631,6 +642,14 @@ class Draft:
                 if not siblings:
                     del self._children[parent]
             node = parent
+
+    def _delete_below(self, path: str) -> None:
+        for child in list(self._children.get(path, ())):
+            self._delete_subtree(join(path, child))
+
+    def _delete_subtree(self, path: str) -> None:
+        self._delete_below(path)
+        self._drop_entry(path)
 
     # --- staged files --------------------------------------------------------------------
 
@@ -752,6 +771,40 @@ class Draft:
         shutil.rmtree(self.directory, ignore_errors=True)
         self._store._forget(self)
 
+    def settle(self, pushed: Mapping[str, Entry] | None = None) -> bool:
+        """Forget changes an in-place push wrote into the dataset; True when nothing is left.
+
+        *pushed* are the entries the push was planned from. Each still equal to its entry here
+        is dropped (the dataset's own listing shows it now), except a staged file that is open
+        or written since: it is kept, and a later ``settle()`` (after its last close) drops it
+        if it is still unchanged. A directory entry goes once nothing of the draft is below it.
+        """
+        self._check_open()
+        self._pushed.update(pushed or {})
+        drops: list[dict[str, Any]] = []
+        for path in sorted(self._pushed, key=lambda p: p.count("/"), reverse=True):
+            entry = self._pushed[path]
+            if self._entries.get(path) != entry:
+                del self._pushed[path]  # changed since the push: it waits for the next one
+                continue
+            if isinstance(entry, StagedEntry):
+                live = self._live.get(entry.blob)
+                if live is not None and (live.open_count > 0 or live.dirty):
+                    continue
+            if isinstance(entry, DirectoryEntry) and self._children.get(path):
+                continue
+            del self._pushed[path]
+            record = {"op": "drop", "p": path}
+            self._apply_record(record)
+            drops.append(record)
+            if isinstance(entry, StagedEntry):
+                self.forget_unreferenced_blob(entry.blob)
+        if drops:
+            self._journal_or_fail().append(
+                drops[0] if len(drops) == 1 else {"op": "batch", "ops": drops}
+            )
+        return not self._entries and not self._live
+
     def summary(self) -> DraftSummary:
         added = changed = removed = staged_bytes = 0
         for path, entry in self._entries.items():
@@ -825,7 +878,9 @@ class Draft:
         empty_dirs = sorted(d for d in dirs if d not in has_files or d in markers)
         removed = sorted(rel for rel in base_files if rel not in final_paths and rel != "")
         removed = [rel for rel in removed if rel != METADATA_FILE]
-        return DraftPlan(tuple(staged), tuple(carried), tuple(empty_dirs), tuple(removed))
+        return DraftPlan(
+            tuple(staged), tuple(carried), tuple(empty_dirs), tuple(removed), dict(self._entries)
+        )
 
     # --- opening and replaying -----------------------------------------------------------
 

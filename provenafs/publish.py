@@ -61,7 +61,7 @@ from provenafs.blobstore import (
     WritableBlobStore,
     multipart_etag,
 )
-from provenafs.drafts import METADATA_FILE, DraftPlan, DraftSummary
+from provenafs.drafts import METADATA_FILE, DraftPlan, DraftSummary, Entry
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -111,6 +111,8 @@ class PublishDraft(Protocol):
 
     async def sync(self) -> None: ...
 
+    def settle(self, pushed: Mapping[str, Entry] | None = None) -> bool: ...
+
     def discard(self) -> None: ...
 
 
@@ -123,7 +125,7 @@ class PublishDraftStore(Protocol):
 class PublishHooks(Protocol):
     """What the filesystem does around a publish (``Filesystem`` provides these)."""
 
-    def begin_publish(self, handle: str) -> None:
+    async def begin_publish(self, handle: str) -> None:
         """The draft is being published: changes to it wait (or fail) until ``end_publish``."""
         ...
 
@@ -341,7 +343,7 @@ class Publisher:
         if draft is None:
             raise NothingToPublish(f"{handle} has no draft")
         tracker = _Progress(handle, progress)
-        self._hooks.begin_publish(handle)
+        await self._hooks.begin_publish(handle)
         try:
             if self.in_place:
                 return await self._publish_in_place(draft, tracker)
@@ -406,7 +408,7 @@ class Publisher:
             target=new_handle,
             bucket=bucket,
             prefix=prefix,
-            transfers=transfers,
+            phases=[transfers],
             empty_dirs=plan.empty_dirs,
         )
         await self._finish(draft, tracker, new_handle)
@@ -455,19 +457,15 @@ class Publisher:
     # -- in place --------------------------------------------------------------------------
 
     async def _publish_in_place(self, draft: PublishDraft, tracker: _Progress) -> str:
+        """Write the draft's changes into its own dataset, then forget what landed (settle)."""
         handle = draft.handle
         tracker.new_handle = handle
         await self._write_credentials(handle)
-        base = await self._list(handle, "write", draft.bucket, draft.base_prefix)
-        plan = await draft.plan(base)
         prefix = draft.base_prefix
-        transfers = [
-            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
-            for f in plan.staged
-            if f.path != METADATA_FILE
-        ]
-        # Carried files under a new name (renames) are copied; those at their own key are there.
-        transfers += [
+        base = await self._list(handle, "write", draft.bucket, prefix)
+        plan = await draft.plan(base)
+        # Renamed files are copied from keys this push may overwrite or delete: copies go first.
+        copies = [
             _Transfer(
                 f.path,
                 prefix + f.path,
@@ -478,20 +476,34 @@ class Publisher:
             for f in plan.carried
             if f.path != METADATA_FILE and f.base_key != prefix + f.path
         ]
+        uploads = [
+            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            for f in plan.staged
+            if f.path != METADATA_FILE
+        ]
         await self._fill(
             draft=draft,
             tracker=tracker,
             target=handle,
             bucket=draft.bucket,
             prefix=prefix,
-            transfers=transfers,
+            phases=[copies, uploads],
             empty_dirs=plan.empty_dirs,
+            landed=base,
         )
-        for path in plan.removed:
-            if path != METADATA_FILE:
-                await self._delete(handle, draft.bucket, prefix + path)
-        await self._finish(draft, tracker, handle)
+        await self._delete_all(handle, draft.bucket, _in_place_deletions(plan, prefix, base))
+        await self._finish(draft, tracker, handle, pushed=plan.entries)
         return handle
+
+    async def _delete_all(self, handle: str, bucket: str, keys: Sequence[str]) -> None:
+        async def delete_one(key: str) -> None:
+            async with self._files:
+                await self._delete(handle, bucket, key)
+
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(delete_one, key)
 
     # -- the common steps ------------------------------------------------------------------
 
@@ -503,22 +515,28 @@ class Publisher:
         target: str,
         bucket: str,
         prefix: str,
-        transfers: list[_Transfer],
+        phases: Sequence[Sequence[_Transfer]],
         empty_dirs: Sequence[str],
+        landed: Listing | None = None,
     ) -> None:
-        """Write every transfer and directory marker not already in place; then verify."""
-        landed = {
-            info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
-        }
+        """Write every transfer and directory marker not already in place; then verify.
+
+        Each phase's transfers run in parallel, and a phase starts once the one before it is
+        done. *landed* is a listing of the target prefix taken just before, if there is one.
+        """
+        if landed is None:
+            landed = await self._list(target, "write", bucket, prefix)
+        landed_keys = {info.key: info for info in landed.objects}
         await self._abort_leftover_uploads(target, bucket, prefix)
-        todo = [
-            t
-            for t in transfers
-            if not (draft.is_published(t.path) and t.key in landed and landed[t.key].size == t.size)
-        ]
+        transfers = [t for phase in phases for t in phase]
+
+        def already_landed(t: _Transfer) -> bool:
+            info = landed_keys.get(t.key)
+            return draft.is_published(t.path) and info is not None and info.size == t.size
+
+        done = [t for t in transfers if already_landed(t)]
         tracker.files_total = len(transfers)
         tracker.bytes_total = sum(t.size for t in transfers)
-        done = [t for t in transfers if t not in todo]
         tracker.report(phase="copying", files=len(done), nbytes=sum(t.size for t in done))
         expected: dict[str, str] = {}
 
@@ -530,13 +548,15 @@ class Publisher:
             await draft.sync()
             tracker.report(files=1)
 
-        with _one_error():
-            async with trio.open_nursery() as nursery:
-                for transfer in todo:
-                    nursery.start_soon(transfer_one, transfer)
+        for phase in phases:
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+                    for transfer in phase:
+                        if not already_landed(transfer):
+                            nursery.start_soon(transfer_one, transfer)
         dir_keys = [prefix + d.strip("/") + "/" for d in empty_dirs if d.strip("/")]
         for key in dir_keys:
-            if key not in landed:
+            if key not in landed_keys:
                 await self._put(target, bucket, key, b"")
         tracker.report(phase="verifying")
         await self._verify(
@@ -548,11 +568,24 @@ class Publisher:
             expected=expected,
         )
 
-    async def _finish(self, draft: PublishDraft, tracker: _Progress, new_handle: str) -> None:
+    async def _finish(
+        self,
+        draft: PublishDraft,
+        tracker: _Progress,
+        new_handle: str,
+        *,
+        pushed: Mapping[str, Entry] | None = None,
+    ) -> None:
+        """Clear the draft: all of it, or (in place) the ``pushed`` entries that did not change
+        meanwhile; a draft with nothing left is discarded."""
         tracker.report(phase="finishing")
+        nothing_left = True
+        if pushed is not None:
+            nothing_left = draft.settle(pushed)
+            await draft.sync()
         await self._hooks.publish_done(draft.handle, new_handle)
-        if self._drafts.get(draft.handle) is draft:  # publish_done may have discarded it
-            draft.discard()
+        if nothing_left and self._drafts.get(draft.handle) is draft:
+            draft.discard()  # publish_done may have discarded it already
         tracker.report(phase="done")
 
     async def _verify(
@@ -765,6 +798,22 @@ def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) ->
     return final == base_paths - {METADATA_FILE}
 
 
+def _in_place_deletions(plan: DraftPlan, prefix: str, base: Listing) -> list[str]:
+    """Keys an in-place push deletes: removed files, and markers of directories that went."""
+    final_dirs = set(plan.empty_dirs)
+    for path in [f.path for f in plan.staged] + [f.path for f in plan.carried]:
+        parent = path.rpartition("/")[0]
+        while parent:
+            final_dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    keys = [prefix + path for path in plan.removed if path != METADATA_FILE]
+    for info in base.objects:
+        rel = info.key[len(prefix) :]
+        if info.key.startswith(prefix) and rel.endswith("/") and rel.strip("/") not in final_dirs:
+            keys.append(info.key)
+    return keys
+
+
 def _check_length(transfer: _Transfer, offset: int, length: int, data: bytes) -> None:
     if len(data) != length:
         raise PublishError(
@@ -851,7 +900,10 @@ class PublishService:
                 self._in_progress.pop(handle, None)
             self._published[handle] = new_handle
             self._retry_after.pop(handle, None)
-            log.info("published %s as %s", handle, new_handle)
+            if new_handle == handle:
+                log.debug("pushed the changes of %s into it (in place)", handle)
+            else:
+                log.info("published %s as %s", handle, new_handle)
             return new_handle
 
     def _record_failure(self, handle: str, cause: str) -> None:
@@ -866,7 +918,7 @@ class PublishService:
     async def run(self) -> None:
         """Resume interrupted publishes, then publish drafts that stay quiet (until cancelled)."""
         for draft in list(self.publisher.draft_store.drafts()):
-            if draft.new_version_id is not None:
+            if draft.new_version_id is not None or self.publisher.in_place:
                 await self._publish_quietly(draft.handle, "resuming an interrupted publish")
         if self.publish_delay <= 0:
             return

@@ -83,6 +83,7 @@ class FakeDraft:
         self.quiet = True
         self.last_change = 0.0
         self.syncs = 0
+        self.settled = 0
         self.discarded = False
 
     async def plan(self, base: Listing) -> DraftPlan:
@@ -123,6 +124,10 @@ class FakeDraft:
         self.syncs += 1
         await trio.lowlevel.checkpoint()
 
+    def settle(self, pushed: object = None) -> bool:
+        self.settled += 1
+        return True
+
     def discard(self) -> None:
         self.discarded = True
         self._store.items.pop(self.handle, None)
@@ -149,7 +154,8 @@ class Hooks:
         self.events: list[tuple[str, ...]] = []
         self.done: trio.Event | None = None  # set after a publish_done
 
-    def begin_publish(self, handle: str) -> None:
+    async def begin_publish(self, handle: str) -> None:
+        await trio.lowlevel.checkpoint()
         self.events.append(("begin", handle))
 
     def end_publish(self, handle: str) -> None:
