@@ -522,6 +522,48 @@ def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
     assert world.hooks.events[-2:] == [("done", OLD, OLD), ("end", OLD)]
 
 
+class LateReads(MemoryBlobStore):
+    """A GET answers after any PUT racing it (or after 0.3 s when none comes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put_done = trio.Event()
+
+    async def put_object(self, *args: Any, **kwargs: Any) -> str:
+        etag = await super().put_object(*args, **kwargs)
+        self.put_done.set()
+        return etag
+
+    async def get_range(self, *args: Any, **kwargs: Any) -> bytes:
+        with trio.move_on_after(0.3):
+            await self.put_done.wait()
+        return await super().get_range(*args, **kwargs)
+
+
+def test_in_place_copies_a_renamed_file_before_its_old_key_is_overwritten(tmp_path: Path) -> None:
+    """``mv change.txt kept.txt; echo new > change.txt`` pushed at once: the copy reads the
+    old bytes first (its ranged GETs carry the base ETag), and the old folder's marker goes."""
+    world = World(tmp_path, LateReads())
+    staged_first = world.staged("change.txt", b"new text\n")
+    plan = DraftPlan(
+        staged=(staged_first,),
+        carried=(world.carried("kept.txt", "change.txt"),),
+        empty_dirs=(),
+        removed=(),
+    )
+    draft = world.drafts.add(OLD, plan)
+
+    async def main() -> str:
+        return await world.publisher(in_place=True).publish(OLD, "r")
+
+    assert run(main) == OLD
+    landed = world.prefix_contents(OLD_PREFIX)
+    assert landed["kept.txt"] == world.base["change.txt"]
+    assert landed["change.txt"] == b"new text\n"
+    assert "raw/empty/" not in landed  # no longer in the tree: its marker is deleted
+    assert draft.settled == 1 and draft.discarded
+
+
 def test_in_place_refused_for_a_released_dataset(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
