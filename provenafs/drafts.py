@@ -23,6 +23,11 @@ before the record naming its size is, so an acknowledged ``close()``/``fsync()``
 ``kill -9``; bytes written after the last acknowledgement may or may not be there, as POSIX
 allows.
 
+In place (``-o writes=in-place``), a push writes the draft into the dataset itself and then
+``settle``s it: entries it wrote that did not change meanwhile are dropped one by one (a
+``drop`` record), files still open are dropped after their last close. A change of a path
+clears its publish mark, so a resumed publish never skips a path changed since it landed.
+
 Layout: ``<root>/<sanitized handle>-<hash>/journal`` and ``.../blobs/<id>``; directories 0700,
 files 0600. ``root`` is the private per-source state directory (``default_root``).
 

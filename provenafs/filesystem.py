@@ -18,6 +18,15 @@ kernel for the length of an upload. ``publish_done`` drops the draft view and qu
 cache invalidations, which a background task sends (never from inside a request: the kernel
 may hold the very locks the notification needs).
 
+In place (``-o writes=in-place``, docs/SEMANTICS.md): the data store decides refusals (its
+write-credentials call; its reason logged once), and every change still goes into the draft
+first, then is pushed into the dataset itself through the ``InPlacePublisher`` before the
+operation returns: at the flush of a written file (so ``close()`` reports a failure) and after
+unlink, rename, mkdir, rmdir and attribute changes. A failure is ``EACCES``/``EIO`` with the
+draft kept. Every operation that changes a draft holds the dataset's ``ChangeGate`` shared, a
+push holds it alone (``begin_publish``), so pushes see a still snapshot and changes wait
+rather than fail; a push is never started while the calling task holds the gate.
+
 Rules: names are ``str``, inodes ``int`` (1 = root); the only exception that leaves a public
 method is ``FsError`` (API and object-store exceptions are translated through ``to_errno``
 here, once); anything else is a bug the adapter turns into EIO. No pyfuse3, no blocking calls;

@@ -20,14 +20,20 @@ version of that dataset and answers the new handle:
 5. ``publish_done(old, new)`` on the filesystem, then ``draft.discard()``.
 
 A failure leaves the draft (and any recorded new version id) in place for a retry. With
-``in_place=True`` (``-o writes=in-place``) step 2 is skipped and step 3 writes the changes
-straight into the draft's own dataset with its write credentials (put changed and new files,
-delete removed ones); the data store refuses write credentials for a locked, pending or released
-dataset, and that refusal is the error.
+``in_place=True`` (``-o writes=in-place``) step 2 is skipped and the changes go straight into
+the draft's own dataset with its write credentials: renamed files are copied first (they read
+keys the rest may overwrite or delete), then changed and new files are uploaded, then removed
+files and the markers of removed folders are deleted. The data store refuses write credentials
+for a locked, pending or released dataset, and that refusal is the error. Step 5 then
+``settle``s the draft: the entries pushed that did not change meanwhile are forgotten (the
+dataset's own listing shows them now), and a draft with nothing left is discarded. The
+filesystem pushes this way at every close and namespace change (``begin_publish`` holds its
+change gate so that no change lands in the middle of a push).
 
 ``PublishService`` is the mount's one owner of publishing: it serialises publishes per dataset,
 keeps the progress of those in flight and the recent failures (with their cause) for
-``provenafs status``, resumes at start the drafts a crash left with a recorded new version, and
+``provenafs status``, resumes at start the drafts a crash left with a recorded new version (in
+place: every draft), and
 publishes a draft on its own once it has had no open writer and no change for the quiet delay.
 
 Rules: trio thread only; blocking work (reading staged files, hashing parts) runs in worker
