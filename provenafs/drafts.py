@@ -483,6 +483,8 @@ class Draft:
         self._children: dict[str, set[str]] = {}
         self._live: dict[str, StagedBlob] = {}
         self._new_version: str | None = None
+        self._version_request: str | None = None  # reason of a version call whose answer
+        # was never recorded (sent, and lost or interrupted)
         self._published: set[str] = set()
         self._pushed: dict[str, Entry] = {}  # pushed in place, kept while the file is open
         self._journal: _Journal | None = None
@@ -606,6 +608,10 @@ class Draft:
             self._drop_entry(str(record["p"]))
         elif op == "version":
             self._new_version = str(record["id"])
+            self._version_request = None
+        elif op == "version_request":
+            reason = record["reason"]
+            self._version_request = None if reason is None else str(reason)
         elif op == "published":
             self._published.add(str(record["p"]))
         elif op != "head":
@@ -751,6 +757,21 @@ class Draft:
     @property
     def new_version_id(self) -> str | None:
         return self._new_version
+
+    def record_version_request(self, reason: str | None) -> None:
+        """Durably remember, before ``POST /register/version`` is sent, that a version with
+        this reason is asked for (None: the call surely made none). After a crash, the next
+        publish looks for a successor with that reason before it asks again."""
+        journal = self._journal_or_fail()
+        record = {"op": "version_request", "reason": reason}
+        journal.append(record)
+        self._apply_record(record)
+        journal.sync_blocking()
+
+    @property
+    def version_request(self) -> str | None:
+        """The reason of a version call sent whose answer was never recorded."""
+        return self._version_request
 
     def mark_published(self, path: str) -> None:
         """Remember that *path* landed in the new version (made durable with the next sync)."""
@@ -905,6 +926,8 @@ class Draft:
             records.append({"op": "set", "p": path, "e": _entry_to_json(entry)})
         if self._new_version is not None:
             records.append({"op": "version", "id": self._new_version})
+        if self._version_request is not None:
+            records.append({"op": "version_request", "reason": self._version_request})
         records.extend({"op": "published", "p": path} for path in sorted(self._published))
         return records
 

@@ -6,7 +6,9 @@ version of that dataset and answers the new handle:
 1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``;
 2. unless the draft already names one, ``POST /register/version`` and **record the new id in the
    draft's journal before anything is copied**, so a crash or an error resumes into the same new
-   version and never mints a second one;
+   version and never mints a second one. The request itself (with its reason) is journaled
+   before it is sent: a publish that finds a request without an answer (lost in transit, or a
+   crash while it was in flight) adopts the base's successor if it has that reason;
 3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
    unchanged files streamed from the old version part by part (ranged GETs with the old
    version's read credentials, multipart upload with the new version's write credentials, one
@@ -108,6 +110,11 @@ class PublishDraft(Protocol):
 
     @property
     def new_version_id(self) -> str | None: ...
+
+    def record_version_request(self, reason: str | None) -> None: ...
+
+    @property
+    def version_request(self) -> str | None: ...
 
     def mark_published(self, path: str) -> None: ...
 
@@ -326,8 +333,6 @@ class Publisher:
         self._files = trio.CapacityLimiter(max(1, max_parallel))  # files in flight
         self._default_reason = default_reason
         self.in_place = in_place
-        # create_version calls whose answer was lost: the version may exist (see _create_version)
-        self._uncertain: dict[str, str] = {}
         self.versions_created = 0
 
     @property
@@ -377,13 +382,17 @@ class Publisher:
             if info.key.startswith(draft.base_prefix)
         }
         new_handle = draft.new_version_id
+        if new_handle is None and draft.version_request is not None:
+            new_handle = await self._adopt_lost_version(handle, draft.version_request)
+            if new_handle is not None:
+                draft.record_new_version(new_handle)
         if new_handle is None:
             if _changes_nothing(plan, draft.base_prefix, base_paths):
                 draft.discard()
                 raise NothingToPublish(f"the draft of {handle} changes nothing")
             text = reason or self._default_reason or generated_reason(plan, base_paths)
             tracker.report(phase="versioning")
-            new_handle = await self._create_version(handle, text)
+            new_handle = await self._create_version(draft, text)
             draft.record_new_version(new_handle)
             log.info("publishing %s as new version %s (%s)", handle, new_handle, text)
         else:
@@ -420,42 +429,40 @@ class Publisher:
         await self._finish(draft, tracker, new_handle)
         return new_handle
 
-    async def _create_version(self, handle: str, reason: str) -> str:
-        """``POST /register/version``, once; adopts a version whose answer was lost.
+    async def _create_version(self, draft: PublishDraft, reason: str) -> str:
+        """``POST /register/version``, once, journaled in the draft before it is sent.
 
-        The version call is never re-sent automatically (it is not idempotent). If its answer
-        was lost (``Unavailable``), the version may exist: the next attempt finds the base no
-        longer latest and adopts its successor if that was minted with the same reason.
+        The version call is never re-sent automatically (it is not idempotent). Until its
+        answer is recorded, the draft's journal holds the request: if the answer is lost
+        (``Unavailable``), or the daemon dies while the call is in flight, the next attempt
+        (after a restart too) finds the base no longer latest and adopts its successor if
+        that was minted with the same reason (``_adopt_lost_version``).
         """
-        pending = self._uncertain.get(handle)
-        if pending is not None:
-            adopted = await self._adopt_lost_version(handle, pending)
-            if adopted is not None:
-                return adopted
+        handle = draft.handle
+        draft.record_version_request(reason)
         try:
             created = await self._client.create_version(handle, reason)
-        except api_errors.Unavailable:
-            self._uncertain[handle] = reason
-            raise
         except api_errors.PermissionDenied as exc:
+            draft.record_version_request(None)  # refused: surely no version was made
             raise PublishError(
                 f"the data store refused to version {handle} ({exc}); publishing a draft needs "
                 "item role admin on the dataset"
             ) from exc
         except api_errors.InvalidRequest as exc:
+            draft.record_version_request(None)
             raise PublishError(f"the data store refused to version {handle}: {exc}") from exc
-        self._uncertain.pop(handle, None)
         self.versions_created += 1
         return created.new_version_id
 
     async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
+        """The successor of *handle* if it was minted with *reason* (by a call whose answer
+        never reached the journal); None when there is none (the call made nothing)."""
         record = await self._client.fetch_dataset(handle)
         successor = None if record.versioning is None else record.versioning.next_version
         if successor is None:
             return None
         candidate = await self._client.fetch_dataset(successor)
         if candidate.versioning is not None and candidate.versioning.reason == reason:
-            self._uncertain.pop(handle, None)
             log.warning("adopting %s: the answer minting it was lost", successor)
             return successor
         return None
@@ -924,7 +931,8 @@ class PublishService:
     async def run(self) -> None:
         """Resume interrupted publishes, then publish drafts that stay quiet (until cancelled)."""
         for draft in list(self.publisher.draft_store.drafts()):
-            if draft.new_version_id is not None or self.publisher.in_place:
+            interrupted = draft.new_version_id is not None or draft.version_request is not None
+            if interrupted or self.publisher.in_place:
                 await self._publish_quietly(draft.handle, "resuming an interrupted publish")
         if self.publish_delay <= 0:
             return

@@ -394,3 +394,27 @@ def test_a_change_clears_the_publish_mark_of_its_path(tmp_path: Path) -> None:
     again = DraftStore(tmp_path).get(HANDLE)
     assert again is not None
     assert again.is_published("a.csv")  # marked after the change: the replay keeps it
+
+
+def test_a_version_request_is_durable_until_its_answer_is_recorded(tmp_path: Path) -> None:
+    """Journaled before ``POST /register/version`` is sent, so a crash while it is in flight
+    leaves the next daemon a reason to look for (and adopt) the version it may have made."""
+
+    async def body() -> None:
+        _, draft = await new_draft(tmp_path)
+        for n in range(600):  # enough records that the replay compacts the journal
+            draft.put("flip", DirectoryEntry(n))
+        draft.record_version_request("nightly run")  # no sync call: durable on return
+
+    run(body)
+    reopened = DraftStore(tmp_path).get(HANDLE)  # replays and compacts
+    assert reopened is not None
+    assert (reopened.version_request, reopened.new_version_id) == ("nightly run", None)
+    again = DraftStore(tmp_path).get(HANDLE)  # the compacted journal kept it
+    assert again is not None and again.version_request == "nightly run"
+    again.record_new_version("10378.1/1932300")
+    assert again.version_request is None
+    again.record_version_request(None)
+    last = DraftStore(tmp_path).get(HANDLE)
+    assert last is not None
+    assert (last.version_request, last.new_version_id) == (None, "10378.1/1932300")
