@@ -873,6 +873,9 @@ class PublishService:
         )
         self._published: dict[str, str] = {}  # old handle -> new handle, this session
         self._retry_after: dict[str, float] = {}
+        # In place, a draft outlives a successful push while a pushed file is still open: the
+        # time of its last change then, so the quiet-delay publisher does not push it again.
+        self._pushed_change: dict[str, float] = {}
 
     async def commit(
         self,
@@ -897,6 +900,9 @@ class PublishService:
                 if progress is not None:
                     progress(snapshot)
 
+            draft = self.publisher.draft_store.get(handle)
+            last_change = None if draft is None else draft.summary().last_change
+
             try:
                 new_handle = await self.publisher.publish(handle, reason, listen)
             except NothingToPublish:
@@ -913,6 +919,8 @@ class PublishService:
                 self._in_progress.pop(handle, None)
             self._published[handle] = new_handle
             self._retry_after.pop(handle, None)
+            if last_change is not None:
+                self._pushed_change[handle] = last_change
             if new_handle == handle:
                 log.debug("pushed the changes of %s into it (in place)", handle)
             else:
@@ -952,6 +960,8 @@ class PublishService:
                 continue
             if self._retry_after.get(draft.handle, 0.0) > now:
                 continue
+            if self._pushed_change.get(draft.handle) == draft.summary().last_change:
+                continue  # pushed in place, nothing changed since (a pushed file is open)
             found.append(draft.handle)
         return found
 

@@ -412,8 +412,10 @@ def test_a_version_request_is_durable_until_its_answer_is_recorded(tmp_path: Pat
     assert (reopened.version_request, reopened.new_version_id) == ("nightly run", None)
     again = DraftStore(tmp_path).get(HANDLE)  # the compacted journal kept it
     assert again is not None and again.version_request == "nightly run"
-    again.record_new_version("10378.1/1932300")
-    assert again.version_request is None
+    again.record_new_version("10378.1/1932300")  # the answer: the request is settled
+    answered = DraftStore(tmp_path).get(HANDLE)
+    assert answered is not None
+    assert (answered.version_request, answered.new_version_id) == (None, "10378.1/1932300")
     again.record_version_request(None)
     last = DraftStore(tmp_path).get(HANDLE)
     assert last is not None

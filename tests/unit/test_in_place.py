@@ -271,3 +271,25 @@ def test_two_handles_on_one_file_each_close_lands_its_bytes(tmp_path: Path) -> N
         assert await read_all(fs, f"{DATASET}/notes.txt") == b"HELLO REEF\n"
 
     run(body)
+
+
+def test_a_pushed_file_still_open_is_not_pushed_again_by_the_quiet_delay(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs, _, blobs = in_place_world(tmp_path)
+        service = fs._in_place_publisher
+        assert isinstance(service, PublishService)
+        service.publish_delay = 10.0
+        parent, _ = await split(fs, f"{DATASET}/new.csv")
+        writer, _ = await fs.create(parent, "new.csv", 0o644, CREATE, CALLER)
+        await fs.write(writer.fh, 0, b"new\n")
+        reader = await fs.open((await walk(fs, f"{DATASET}/new.csv")).inode, os.O_RDONLY, CALLER)
+        await fs.flush(writer.fh)
+        await fs.release(writer.fh)
+        assert landed(blobs)["new.csv"] == b"new\n"
+        assert fs.draft_store.get(DATASET) is not None  # kept while the reader holds it
+        service._clock = lambda: 4_000_000_000.0  # long past the quiet delay
+        assert service.due() == []  # nothing changed since it was pushed
+        await fs.release(reader.fh)
+        assert fs.draft_store.get(DATASET) is None
+
+    run(body)
