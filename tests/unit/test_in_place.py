@@ -293,3 +293,21 @@ def test_a_pushed_file_still_open_is_not_pushed_again_by_the_quiet_delay(tmp_pat
         assert fs.draft_store.get(DATASET) is None
 
     run(body)
+
+
+def test_a_directory_rename_moves_every_object_under_it(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs, _, blobs = in_place_world(tmp_path)
+        root = (await walk(fs, DATASET)).inode
+        await fs.rename(root, "raw", root, "renamed", 0, CALLER)
+        assert landed(blobs) == {
+            "notes.txt": b"hello reef\n",
+            "renamed/loggers.csv": CSV,
+            "renamed/sub/deep.txt": b"deep\n",
+            "renamed/empty/": b"",
+        }
+        assert fs.draft_store.get(DATASET) is None
+        assert await read_all(fs, f"{DATASET}/renamed/sub/deep.txt") == b"deep\n"
+        await fails(errno.ENOENT, walk(fs, f"{DATASET}/raw"))
+
+    run(body)
