@@ -1113,11 +1113,16 @@ class Filesystem:
     async def _settle_in_place(self, draft: Draft) -> None:
         """In place, after a close: forget pushed changes of files no longer open, and drop a
         draft with nothing left (the dataset's own listing shows it all)."""
-        if not self._in_place or draft.discarded:
+        if not self._in_place:
             return
         async with self._gate.push(draft.handle):
-            if not draft.discarded and draft.settle():
-                draft.discard()
+            if draft.discarded:  # a push settled it meanwhile
+                return
+            try:
+                if draft.settle():
+                    draft.discard()
+            except (FsError, OSError) as exc:  # kept: the next push settles it again
+                log.warning("%s: could not settle the draft after a close: %s", draft.handle, exc)
 
     async def _open_draft(self, record: DatasetRecord) -> Draft:
         draft = self.draft_store.get(record.handle)
@@ -1258,15 +1263,22 @@ class Filesystem:
 
     async def publish_done(self, old_handle: str, new_handle: str) -> None:
         """After a verified publish: drop the draft view, forget cached records and listings of
-        both versions, and tell the kernel to drop what it cached of them."""
+        both versions, and tell the kernel to drop what it cached of them.
+
+        In place (*new_handle* is *old_handle*) the publisher settles the draft itself, and the
+        kernel keeps its entries: the dataset now holds what the draft showed (only mtimes
+        become S3's, within the 1 s attribute timeout), and a push happens at every close.
+        """
+        in_place = new_handle == old_handle
         draft = self.draft_store.get(old_handle)
-        if draft is not None and new_handle != old_handle:
+        if draft is not None and not in_place:
             draft.discard()  # idempotent: the publisher discards it again afterwards
         self._publishing.discard(old_handle)
         for handle in {old_handle, new_handle}:
             self._catalog.invalidate(handle)
         self._status_snapshot = None
-        self._queue_invalidations(old_handle, new_handle)
+        if not in_place:
+            self._queue_invalidations(old_handle, new_handle)
 
     def _queue_invalidations(self, *handles: str) -> None:
         """Kernel entries and attributes of the datasets *handles*, their names and links."""
