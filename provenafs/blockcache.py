@@ -61,6 +61,7 @@ class BlockCache:
         )
         self._disk = disk
         self._flights: dict[BlockKey, _Flight] = {}
+        self._peak_bytes = 0  # the most bytes ever held in memory at once
         self._stats: collections.Counter[str] = collections.Counter(
             dict.fromkeys(
                 ("hits", "misses", "fetches", "bytes_fetched", "disk_hits", "waits", "failures"), 0
@@ -91,6 +92,7 @@ class BlockCache:
         if self.max_bytes <= 0 or len(data) > self.max_bytes:
             return
         self._lru[key] = data
+        self._peak_bytes = max(self._peak_bytes, int(self._lru.currsize))
 
     async def get_or_fetch(self, key: BlockKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
         """Block ``key`` from memory, else disk, else ``fetch()`` (one fetch per block at once)."""
@@ -146,11 +148,13 @@ class BlockCache:
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``hits``, ``misses``, ``fetches``, ``bytes_fetched``, ``disk_hits``,
-        ``waits``, ``failures``; sizes: ``bytes`` and ``blocks`` held now, ``max_bytes``, and
-        with a disk tier ``disk_bytes`` and ``disk_max_bytes``."""
+        ``waits``, ``failures``; sizes: ``bytes`` and ``blocks`` held now, ``peak_bytes`` (the
+        most ever held at once), ``max_bytes``, and with a disk tier ``disk_bytes`` and
+        ``disk_max_bytes``."""
         stats = {
             **self._stats,
             "bytes": int(self._lru.currsize),
+            "peak_bytes": self._peak_bytes,
             "blocks": len(self._lru),
             "max_bytes": self.max_bytes,
         }

@@ -5,9 +5,13 @@ The catalog sits between the filesystem and the IO layer. It caches
 - fetched records by handle (``metadata_ttl``), and unknown handles as negative entries
   (``negative_ttl``, short), so a shell probing names does not hammer the data store;
 - the full dataset list (``client.list_all`` walks every page, short and empty ones included);
-- one level of each dataset's S3 keys per (handle, directory) (``listing_ttl``), listed with the
-  dataset's read credentials; on ``ExpiredCredentials``/``AccessDenied`` the credentials are
-  invalidated and the listing retried once;
+- S3 listings (``listing_ttl``), listed with the dataset's read credentials; on
+  ``ExpiredCredentials``/``AccessDenied`` the credentials are invalidated and the listing retried
+  once. The first listing of a dataset version asks for all of its keys at once (no delimiter)
+  when the store can stop paging after ``snapshot_max_keys`` (a ``TreeLister``; 0 turns this
+  off): every folder of a dataset that small is then answered from that one snapshot. A bigger
+  one is listed one level per (handle, directory) with delimiter ``/``, so a huge dataset never
+  costs a full listing up front;
 - whether a dataset's data is readable when the item roles alone do not say so (realm admins
   get read credentials without item roles).
 
@@ -26,7 +30,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import cachetools
 import trio
@@ -38,16 +42,19 @@ from provenafs.blobstore import (
     BlobStore,
     BlobUnavailable,
     ExpiredCredentials,
+    Listing,
     ObjectInfo,
 )
 
 __all__ = [
     "DATA_READ_ROLES",
     "Catalog",
+    "DatasetSnapshot",
     "DirectoryListing",
     "ReadCredentialSource",
     "RecordSource",
     "SingleFlight",
+    "TreeLister",
     "is_valid_entry_name",
 ]
 
@@ -66,6 +73,19 @@ class RecordSource(Protocol):
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
     async def list_all(self, page_size: int = 100) -> list[DatasetRecord]: ...
+
+
+@runtime_checkable
+class TreeLister(Protocol):
+    """A blob store that can list every key under a prefix but stop paging early.
+
+    ``list_tree`` answers like ``list_prefix(..., delimiter=None)`` (no common prefixes), or
+    None once more than ``max_keys`` keys are known to exist, without listing the rest.
+    """
+
+    async def list_tree(
+        self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
+    ) -> Listing | None: ...
 
 
 class ReadCredentialSource(Protocol):
@@ -126,6 +146,51 @@ class DirectoryListing:
         entries = [(name, True) for name in self.subdirs]
         entries += [(name, False) for name in self.files]
         return sorted(entries)
+
+
+_EMPTY_LISTING = DirectoryListing({}, frozenset())
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSnapshot:
+    """Every directory level of one dataset version, from one flat listing of its keys."""
+
+    root: str  # the dataset's S3 prefix, ending in ``/``
+    levels: Mapping[str, DirectoryListing]  # by full S3 prefix, as a delimited listing
+
+    @classmethod
+    def from_keys(cls, root: str, objects: Sequence[ObjectInfo]) -> DatasetSnapshot:
+        """Split a flat listing under *root* into what a delimited listing of each level says.
+
+        Every prefix ending in ``/`` that a key passes through gets a level: the keys right
+        under it as objects, the next ``/``-ended segments as common prefixes. So a ``dir/``
+        marker key makes ``dir`` a folder of its parent and an (empty) level of its own.
+        """
+        level_objects: dict[str, list[ObjectInfo]] = {root: []}
+        level_prefixes: dict[str, dict[str, None]] = {root: {}}
+        for info in objects:
+            if not info.key.startswith(root):
+                continue
+            prefix = root
+            for segment in info.key[len(root) :].split("/")[:-1]:
+                level_prefixes.setdefault(prefix, {})[f"{prefix}{segment}/"] = None
+                prefix = f"{prefix}{segment}/"
+            level_objects.setdefault(prefix, []).append(info)
+        levels = {
+            prefix: DirectoryListing.from_keys(
+                prefix, level_objects.get(prefix, ()), list(level_prefixes.get(prefix, ()))
+            )
+            for prefix in level_objects.keys() | level_prefixes.keys()
+        }
+        return cls(root, levels)
+
+    def listing(self, directory: str) -> DirectoryListing:
+        """The level of *directory* ("" for the root); empty where no key lies under it."""
+        return self.levels.get(_prefix_of(self.root, directory), _EMPTY_LISTING)
+
+
+def _prefix_of(root: str, directory: str) -> str:
+    return f"{root}{directory}/" if directory else root
 
 
 K = TypeVar("K", bound=Hashable)
@@ -196,10 +261,15 @@ class Catalog:
         negative_ttl: float = 5.0,
         max_records: int = 4096,
         max_listings: int = 256,
+        max_snapshots: int = 16,
+        snapshot_max_keys: int = 3000,
     ) -> None:
         self._client = client
         self._broker = broker
         self._store = store
+        self._tree_lister: TreeLister | None = None
+        if snapshot_max_keys > 0 and isinstance(store, TreeLister):
+            self._tree_lister = store
         self._clock = clock
         self._records: cachetools.TTLCache[str, DatasetRecord] = cachetools.TTLCache(
             max_records, metadata_ttl, timer=clock
@@ -220,12 +290,27 @@ class Catalog:
         self._last_listings: cachetools.LRUCache[tuple[str, str], DirectoryListing] = (
             cachetools.LRUCache(max_listings)
         )
+        # Snapshots by handle; a handle too big for one is remembered for listing_ttl, and
+        # meanwhile its folders are listed one level at a time.
+        self._snapshot_max_keys = snapshot_max_keys
+        self._snapshots: cachetools.TTLCache[str, DatasetSnapshot] = cachetools.TTLCache(
+            max_snapshots, listing_ttl, timer=clock
+        )
+        self._last_snapshots: cachetools.LRUCache[str, DatasetSnapshot] = cachetools.LRUCache(
+            max_snapshots
+        )
+        self._unsnapshotted: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
+            max_records, listing_ttl, timer=clock
+        )
+        # Listings that were under way when invalidate() ran are answered but not kept.
+        self._invalidations = 0
         self._readable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             max_records, metadata_ttl, timer=clock
         )
         self._record_flights: SingleFlight[str, DatasetRecord] = SingleFlight()
         self._all_flights: SingleFlight[str, tuple[DatasetRecord, ...]] = SingleFlight()
         self._listing_flights: SingleFlight[tuple[str, str], DirectoryListing] = SingleFlight()
+        self._snapshot_flights: SingleFlight[str, DatasetSnapshot | None] = SingleFlight()
         self._probe_flights: SingleFlight[str, bool] = SingleFlight()
         self._counts = {
             "record_hits": 0,
@@ -235,6 +320,8 @@ class Catalog:
             "list_fetches": 0,
             "listing_hits": 0,
             "listing_fetches": 0,
+            "snapshot_fetches": 0,
+            "snapshots_too_big": 0,
             "credential_retries": 0,
             "access_probes": 0,
             "stale_served": 0,
@@ -309,41 +396,108 @@ class Catalog:
 
     async def listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
-        key = (record.handle, directory)
-        cached = self._listings.get(key)
+        handle = record.handle
+        snapshot = self._snapshots.get(handle)
+        if snapshot is not None:
+            cached: DirectoryListing | None = snapshot.listing(directory)
+        else:
+            cached = self._listings.get((handle, directory))
         if cached is not None:
             self._counts["listing_hits"] += 1
             return cached
-        return await self._listing_flights.run(key, lambda: self._fetch_listing(record, directory))
+        if self._tree_lister is not None and not self._unsnapshotted.get(handle):
+            lister = self._tree_lister
+            try:
+                snapshot = await self._snapshot_flights.run(
+                    handle, lambda: self._fetch_snapshot(record, lister)
+                )
+            except (api_errors.Unavailable, BlobUnavailable):
+                stale = self._stale_listing(handle, directory)
+                if stale is None:
+                    raise
+                return stale
+            if snapshot is not None:
+                return snapshot.listing(directory)
+        return await self._listing_flights.run(
+            (handle, directory), lambda: self._fetch_listing(record, directory)
+        )
+
+    async def _fetch_snapshot(
+        self, record: DatasetRecord, lister: TreeLister
+    ) -> DatasetSnapshot | None:
+        """All of the dataset's keys as one snapshot; None (remembered) when it is too big."""
+        self._counts["snapshot_fetches"] += 1
+        handle, bucket, root = record.handle, record.s3.bucket_name, record.s3.path
+        invalidations = self._invalidations
+        try:
+            keys = await self._with_read_credentials(
+                handle,
+                lambda creds: lister.list_tree(
+                    creds, bucket, root, max_keys=self._snapshot_max_keys
+                ),
+            )
+        except (api_errors.Unavailable, BlobUnavailable):
+            stale = self._last_snapshots.get(handle)
+            if stale is None:
+                raise
+            self._served_stale("listing", handle)
+            return stale
+        if keys is None:
+            self._counts["snapshots_too_big"] += 1
+            self._unsnapshotted[handle] = True
+            return None
+        snapshot = DatasetSnapshot.from_keys(root, keys.objects)
+        if invalidations == self._invalidations:  # else it may predate a write: do not keep it
+            self._snapshots[handle] = snapshot
+            self._last_snapshots[handle] = snapshot
+        return snapshot
 
     async def _fetch_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         self._counts["listing_fetches"] += 1
         key = (record.handle, directory)
+        invalidations = self._invalidations
         try:
             listing = await self._list(record, directory)
         except (api_errors.Unavailable, BlobUnavailable):
-            stale = self._last_listings.get(key)
+            stale = self._stale_listing(record.handle, directory)
             if stale is None:
                 raise
-            self._served_stale("listing", f"{record.handle}/{directory}")
             return stale
-        self._listings[key] = listing
-        self._last_listings[key] = listing
+        if invalidations == self._invalidations:  # else it may predate a write: do not keep it
+            self._listings[key] = listing
+            self._last_listings[key] = listing
         return listing
 
+    def _stale_listing(self, handle: str, directory: str) -> DirectoryListing | None:
+        """The last listing of one level seen, if any, counted and logged as served stale."""
+        stale = self._last_listings.get((handle, directory))
+        if stale is not None:
+            self._served_stale("listing", f"{handle}/{directory}")
+        return stale
+
     async def _list(self, record: DatasetRecord, directory: str) -> DirectoryListing:
-        prefix = record.s3.path if not directory else f"{record.s3.path}{directory}/"
+        prefix = _prefix_of(record.s3.path, directory)
+        raw = await self._with_read_credentials(
+            record.handle,
+            lambda creds: self._store.list_prefix(creds, record.s3.bucket_name, prefix),
+        )
+        return DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
+
+    async def _with_read_credentials(
+        self, handle: str, call: Callable[[Credentials], Awaitable[V]]
+    ) -> V:
+        """``call`` with the dataset's read credentials, retried once with fresh ones if S3
+        refuses them (they may have expired, or been revoked, since they were cached)."""
         for attempt in (1, 2):
-            creds = await self._broker.read(record.handle)
+            creds = await self._broker.read(handle)
             try:
-                raw = await self._store.list_prefix(creds, record.s3.bucket_name, prefix)
-                break
+                return await call(creds)
             except (ExpiredCredentials, AccessDenied):
                 if attempt == 2:
                     raise
                 self._counts["credential_retries"] += 1
-                self._broker.invalidate(record.handle)
-        return DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
+                self._broker.invalidate(handle)
+        raise AssertionError("unreachable")
 
     def _served_stale(self, what: str, name: str) -> None:
         self._counts["stale_served"] += 1
@@ -408,12 +562,16 @@ class Catalog:
 
     def invalidate(self, handle: str) -> None:
         """Forget everything cached about *handle* (after a write or metadata edit)."""
+        self._invalidations += 1
         self._records.pop(handle, None)
         self._unknown.pop(handle, None)
         self._readable.pop(handle, None)
         for key in {key for key in (*self._listings, *self._last_listings) if key[0] == handle}:
             self._listings.pop(key, None)
             self._last_listings.pop(key, None)
+        self._snapshots.pop(handle, None)
+        self._last_snapshots.pop(handle, None)
+        self._unsnapshotted.pop(handle, None)
         self._last_fetched.pop(handle, None)
         self._all.clear()
 
@@ -423,11 +581,13 @@ class Catalog:
             "records_cached": len(self._records),
             "negative_cached": len(self._unknown),
             "listings_cached": len(self._listings),
+            "snapshots_cached": len(self._snapshots),
             "datasets_listed": len(self._last_all or ()),
             "single_flight_joined": (
                 self._record_flights.joined
                 + self._all_flights.joined
                 + self._listing_flights.joined
+                + self._snapshot_flights.joined
                 + self._probe_flights.joined
             ),
         }

@@ -264,6 +264,7 @@ class _Mounted:
     fs: Filesystem
     publishing: PublishService
     control: ControlServer
+    disk: DiskCache | None  # its writer runs in the mount's nursery
 
 
 def _publishing_for(
@@ -345,19 +346,24 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     except api_errors.ApiError as exc:
         raise StartupError(_describe_api_failure(options, exc)) from exc
     client = DataStoreClient(options.source, tokens)
+    store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
     try:
-        try:
-            # One cheap authenticated call: a bad token or source fails here, before mounting.
-            await client.list_page(None, page_size=1)
-        except api_errors.ApiError as exc:
-            raise StartupError(_describe_api_failure(options, exc)) from exc
+        refused: api_errors.ApiError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.warm_up)  # meanwhile, so that the first read needs no wait
+            try:
+                # One cheap authenticated call: a bad token or source fails here, before mounting.
+                await client.list_page(None, page_size=1)
+            except api_errors.ApiError as exc:
+                refused = exc
+        if refused is not None:
+            raise StartupError(_describe_api_failure(options, refused)) from refused
         log.info(
             "data store %s: S3 %s, region %s",
             options.source,
             discovery.s3_endpoint_url or "(AWS default)",
             discovery.region,
         )
-        store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         broker = CredentialBroker(client)
         disk = None
         if options.cache_dir is not None:
@@ -386,7 +392,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             reverter=None if editor is None else editor.revert,
         )
         try:
-            yield _Mounted(fs, publishing, control)
+            yield _Mounted(fs, publishing, control, disk)
         finally:
             with trio.CancelScope(shield=True):
                 await fs.close()
@@ -437,6 +443,8 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
                     await fs.start(nursery)
                     await nursery.start(_serve_control, mounted.control)
                     nursery.start_soon(mounted.publishing.run)
+                    if mounted.disk is not None:
+                        nursery.start_soon(mounted.disk.run_writer)
                     nursery.start_soon(_stop_on_signals, signals, nursery.cancel_scope)
                     nursery.start_soon(_run_session, nursery.cancel_scope)
                     await trio.lowlevel.checkpoint()

@@ -12,6 +12,12 @@ when the cache is opened (or on first use) and kept on the trio thread; when a w
 total past ``max_bytes`` the least recently used blocks are deleted down to 90% of it. Last use
 is also recorded as the file's mtime, so the LRU order survives remounts.
 
+Writes are behind the reads once ``run_writer`` runs (the mount starts it in its nursery):
+``put`` only queues the block (``get`` serves queued blocks) and returns at once, and the
+writer stores what is queued in batches, one thread hop per batch, so a read never waits on
+the disk. At most ``max_pending_bytes`` wait; past that, new blocks are not cached on disk
+(counted as ``writes_dropped``). Without a writer, ``put`` writes before it returns.
+
 Blocking file I/O runs in ``trio.to_thread.run_sync`` with a dedicated limiter (except the one
 directory scan when the cache is opened at start-up); the index is touched only on the trio
 thread. It must not know about S3, datasets or credentials.
@@ -105,7 +111,13 @@ class DiskCache:
     """Persistent, size-bounded block store; every method is async and safe to call concurrently."""
 
     def __init__(
-        self, directory: Path, max_bytes: int, *, max_threads: int = 4, load: bool = True
+        self,
+        directory: Path,
+        max_bytes: int,
+        *,
+        max_threads: int = 4,
+        load: bool = True,
+        max_pending_bytes: int = 32 << 20,
     ) -> None:
         """Open (creating) the cache directory; with ``load``, index it now (blocking, once, at
         start-up), else on first use in a thread."""
@@ -118,11 +130,26 @@ class DiskCache:
         self._loading: trio.Event | None = None
         self._total = 0
         self._verified: set[str] = set()  # checksummed (or written) by this process
+        self._pending: dict[str, bytes] = {}  # queued for the writer: name → block
+        self._writing: dict[str, bytes] = {}  # the batch being written now, until indexed
+        self._pending_bytes = 0
+        self._max_pending_bytes = max_pending_bytes
+        self._queued = trio.Event()
+        self._writer_running = False
         if load:
             self._set_index(_scan_blocking(self.directory))
         self._stats: collections.Counter[str] = collections.Counter(
             dict.fromkeys(
-                ("hits", "misses", "writes", "evictions", "corrupt_or_lost", "write_errors"), 0
+                (
+                    "hits",
+                    "misses",
+                    "writes",
+                    "writes_dropped",
+                    "evictions",
+                    "corrupt_or_lost",
+                    "write_errors",
+                ),
+                0,
             )
         )
 
@@ -154,13 +181,21 @@ class DiskCache:
         return self._index
 
     def __contains__(self, key: BlockKey) -> bool:
-        """Whether the index lists ``key`` (no I/O; False until the index is loaded)."""
-        return self._index is not None and _name(key) in self._index
+        """Whether the index lists ``key`` or it is queued (no I/O; False until the index is
+        loaded)."""
+        name = _name(key)
+        if name in self._pending or name in self._writing:
+            return True
+        return self._index is not None and name in self._index
 
     async def get(self, key: BlockKey) -> bytes | None:
         """The stored block, or None (never stored, evicted, or failed its checksum)."""
-        index = await self._loaded()
         name = _name(key)
+        queued = self._pending.get(name) or self._writing.get(name)
+        if queued is not None:
+            self._stats["hits"] += 1
+            return queued
+        index = await self._loaded()
         if name not in index:
             self._stats["misses"] += 1
             return None
@@ -180,27 +215,72 @@ class DiskCache:
         return data
 
     async def put(self, key: BlockKey, data: bytes) -> None:
-        """Store a block (replacing any copy), then evict the least recently used if over size."""
-        size = len(data) + len(_MAGIC) + _DIGEST
-        if size > self.max_bytes:
+        """Store a block (replacing any copy): queued for the writer if one runs, else now."""
+        if len(data) + len(_MAGIC) + _DIGEST > self.max_bytes:
             return
-        index = await self._loaded()
         name = _name(key)
+        if not self._writer_running:
+            await self._write({name: data})
+        elif name not in self._pending:
+            if self._pending_bytes + len(data) > self._max_pending_bytes:
+                self._stats["writes_dropped"] += 1
+                return
+            self._pending[name] = data
+            self._pending_bytes += len(data)
+            self._queued.set()
+
+    async def run_writer(self) -> None:
+        """Write queued blocks in batches until cancelled (then what is queued is dropped)."""
+        self._writer_running = True
         try:
-            await trio.to_thread.run_sync(
-                _write_blocking, self._path(name), data, limiter=self._limiter
-            )
-        except OSError as exc:  # a full or broken disk costs cache hits, never a read
+            while True:
+                await self._queued.wait()
+                self._queued = trio.Event()
+                batch, self._pending = self._pending, {}
+                self._writing = batch
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing = {}
+                    self._pending_bytes -= sum(len(data) for data in batch.values())
+        finally:
+            self._writer_running = False
+            self._pending.clear()
+            self._pending_bytes = 0
+
+    async def _write(self, blocks: Mapping[str, bytes]) -> None:
+        """Write blocks in one thread hop; index them; evict the least recently used if over
+        size. A full or broken disk costs cache hits, never a read."""
+        index = await self._loaded()
+        written, errors = await trio.to_thread.run_sync(
+            self._write_many_blocking, blocks, limiter=self._limiter
+        )
+        for error in errors:
             self._stats["write_errors"] += 1
-            self._stats[f"errno_{exc.errno}"] += 1
-            return
-        self._forget(name)
-        index[name] = size
-        self._verified.add(name)
-        self._total += size
-        self._stats["writes"] += 1
+            self._stats[f"errno_{error}"] += 1
+        for name, data in blocks.items():
+            if name not in written:
+                continue
+            size = len(data) + len(_MAGIC) + _DIGEST
+            self._forget(name)
+            index[name] = size
+            self._verified.add(name)
+            self._total += size
+            self._stats["writes"] += 1
         if self._total > self.max_bytes:
             await self._evict(index)
+
+    def _write_many_blocking(self, blocks: Mapping[str, bytes]) -> tuple[set[str], list[int]]:
+        """Write each block: the names written, and the errno of each failed write."""
+        written, errors = set(), []
+        for name, data in blocks.items():
+            try:
+                _write_blocking(self._path(name), data)
+            except OSError as exc:
+                errors.append(exc.errno or 0)
+            else:
+                written.add(name)
+        return written, errors
 
     async def _evict(self, index: collections.OrderedDict[str, int]) -> None:
         victims: list[Path] = []
@@ -210,7 +290,8 @@ class DiskCache:
             self._total -= size
             victims.append(self._path(name))
         self._stats["evictions"] += len(victims)
-        await trio.to_thread.run_sync(_unlink_blocking, victims, limiter=self._limiter)
+        with trio.CancelScope(shield=True):  # unindexed files must not outlive a cancellation
+            await trio.to_thread.run_sync(_unlink_blocking, victims, limiter=self._limiter)
 
     def _forget(self, name: str) -> None:
         self._verified.discard(name)
@@ -226,5 +307,6 @@ class DiskCache:
             **self._stats,
             "bytes": self._total,
             "blocks": 0 if self._index is None else len(self._index),
+            "pending_bytes": self._pending_bytes,
             "max_bytes": self.max_bytes,
         }

@@ -87,7 +87,8 @@ from provenafs.inodes import ORPHAN_MARK, InodeTable, NodeId, NodeKind
 from provenafs.mount_options import MountOptions
 from provenafs.namespace import BY_NAME, LATEST_SUFFIX, SIDECAR_SUFFIX, Namespace, check_name
 from provenafs.publish import NothingToPublish, PublishError
-from provenafs.reader import ObjectReader, PrefetchBudget, SmallFilePrefetcher
+from provenafs.reader import ObjectReader, PrefetchBudget
+from provenafs.siblings import SiblingPrefetcher
 from provenafs.sidecar_edit import (
     REASON_XATTR,
     MetadataApi,
@@ -202,7 +203,7 @@ class DataStoreApi(Protocol):
     def statistics(self) -> Mapping[str, int]: ...
 
 
-ReaderFactory = Callable[[DatasetRecord, ObjectInfo], FileReader]
+ReaderFactory = Callable[[DatasetRecord, ObjectInfo, int | None], FileReader]
 
 
 class KernelCacheNotifier(Protocol):
@@ -211,6 +212,9 @@ class KernelCacheNotifier(Protocol):
     async def invalidate_entry(self, parent_inode: int, name: str) -> None: ...
 
     async def invalidate_inode(self, inode: int, *, attr_only: bool = False) -> None: ...
+
+    async def store(self, inode: int, offset: int, data: bytes) -> None:
+        """Put ``data`` into the kernel's page cache of ``inode`` at ``offset``."""
 
 
 P = ParamSpec("P")
@@ -301,13 +305,10 @@ def _parent_path(path: str) -> tuple[str, str]:
     return parent, name
 
 
-SMALL_FILE_PREFETCH = False
-
-
 class Filesystem:
     """The mount's filesystem core (see the module docstring for its rules)."""
 
-    _small_files: SmallFilePrefetcher | None = None  # made on the first open, in the nursery
+    _siblings: SiblingPrefetcher | None = None  # made in start(), in the mount's nursery
 
     def __init__(
         self,
@@ -400,6 +401,9 @@ class Filesystem:
     async def start(self, nursery: trio.Nursery) -> None:
         """Remember the mount's nursery: background work of open files runs under it."""
         self._nursery = nursery
+        self._siblings = SiblingPrefetcher(
+            self._store, self._broker, self._cache, self._budget, nursery=nursery
+        )
         if self._notifier is not None:
             self._invalidations_ready = trio.Event()
             nursery.start_soon(self._send_invalidations, self._notifier)
@@ -424,8 +428,26 @@ class Filesystem:
         if not parent_node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "lookup in a non-directory")
         node = await self._namespace.child(parent_node, name)
+        if node.kind is NodeKind.DATASET_DIR and self._nursery is not None:
+            self._nursery.start_soon(self._warm_dataset, node.handle)
         attributes = await self._attributes(node)
         return dataclasses.replace(attributes, inode=self._inodes.remember(node))
+
+    async def _warm_dataset(self, handle: str) -> None:
+        """A dataset's directory was looked up: what comes next (``ls``, ``open``) needs its
+        read credentials and top listing, so fetch them now, beside its record, not after it.
+
+        Speculative and quiet: a dataset the caller may not read simply fails here, and the
+        operation that needs the answer asks again and reports.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._broker.read, handle)
+                record = await self._catalog.record(handle)
+                if await self._catalog.data_readable(record):
+                    await self._catalog.listing(record, "")
+        except* Exception as group:  # noqa: BLE001 -- never into the mount's nursery: a guess
+            log.debug("warming %s: %s", handle, [type(e).__name__ for e in group.exceptions])
 
     async def forget(self, inode: int, nlookup: int) -> None:
         try:
@@ -644,11 +666,11 @@ class Filesystem:
                 assert view.draft is not None
                 blob = view.blob or view.draft.blob_for(node.path, view.staged)  # type: ignore[arg-type]
                 return self._open_blob(node, blob, flags)
-            reader = self._reader_factory(record, view.info)
+            reader = self._reader_factory(record, view.info, inode)
             fh = self._new_fh()
             self._files[fh] = _ReaderHandle(node, reader, inode)
             if view.draft is None:
-                await self._prefetch_small_neighbours(record, node.path)
+                await self._prefetch_siblings(record, node.path)
             # Objects are keyed by ETag and their mtime comes from the listing: the kernel
             # drops cached pages itself when a changed object shows a new mtime.
             return OpenFile(fh, keep_cache=True, direct_io=False)
@@ -742,7 +764,18 @@ class Filesystem:
         async with self._gate.change(draft.handle):
             await draft.record_blob(handle.blob)
 
-    def _object_reader(self, record: DatasetRecord, info: ObjectInfo) -> FileReader:
+    def _object_reader(
+        self, record: DatasetRecord, info: ObjectInfo, inode: int | None
+    ) -> FileReader:
+        """A reader of one published object; with ``inode`` (an open file of this mount) it
+        may fill the kernel's page cache for random readers."""
+        notifier = self._notifier
+        page_cache = None
+        if inode is not None and notifier is not None:
+
+            async def page_cache(offset: int, data: bytes) -> None:
+                await notifier.store(inode, offset, data)
+
         return ObjectReader(
             self._store,
             self._broker,
@@ -754,25 +787,17 @@ class Filesystem:
             etag=info.etag,
             budget=self._budget,
             nursery=self._nursery,
+            heads=self._siblings,
+            page_cache=page_cache,
         )
 
-    async def _prefetch_small_neighbours(self, record: DatasetRecord, path: str) -> None:
-        """After an open, fetch the small files listed after it in the background (bounded).
-
-        Off (``SMALL_FILE_PREFETCH``) until it has unit tests and a quiet-machine measurement:
-        one run under load saw a stalled reader that was not explained.
-        """
-        if self._nursery is None or not SMALL_FILE_PREFETCH:
+    async def _prefetch_siblings(self, record: DatasetRecord, path: str) -> None:
+        """After an open, prefetch what the files listed after it will need (bounded)."""
+        if self._siblings is None:
             return
-        if self._small_files is None:
-            self._small_files = SmallFilePrefetcher(
-                self._store, self._broker, self._cache, self._budget, nursery=self._nursery
-            )
         parent, name = _parent_path(path)
         listing = await self._catalog.listing(record, parent)
-        self._small_files.after_open(
-            record.handle, record.s3.bucket_name, parent, listing.files, name
-        )
+        self._siblings.after_open(record.handle, record.s3.bucket_name, parent, listing.files, name)
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -1005,6 +1030,8 @@ class Filesystem:
             "credentials": dict(self._broker.statistics()),
             "block_cache": dict(self._cache.statistics()),
             "prefetch_budget": dict(self._budget.statistics()),
+            "sibling_prefetch": dict(self._siblings.statistics()) if self._siblings else {},
+            "s3": dict(getattr(self._store, "statistics", dict)()),
             # When each held credential set expires; the credentials themselves never appear.
             "credential_expiries": {
                 f"{handle} {kind}": expiry.isoformat()
@@ -1193,7 +1220,7 @@ class Filesystem:
                 self._path_locks.pop(key, None)
 
     async def _copy_into(self, record: DatasetRecord, info: ObjectInfo, blob: StagedBlob) -> None:
-        reader = self._reader_factory(record, info)
+        reader = self._reader_factory(record, info, None)
         try:
             offset = 0
             while offset < info.size:

@@ -276,6 +276,10 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not name.startswith(b"user."):
+            # The core serves only user.* names (docs/SEMANTICS.md), and ``ls -l`` asks every
+            # file for security.selinux and the POSIX ACLs: answer those without the core.
+            raise pyfuse3.FUSEError(errno.ENODATA)
         return await self._fs.getxattr(inode, os.fsdecode(name), to_caller(ctx))
 
     @fuse_handler
@@ -392,7 +396,8 @@ class Operations(pyfuse3.Operations):
 
 
 class KernelNotifier:
-    """Tells the kernel to drop cached entries and attributes the core knows have changed.
+    """Tells the kernel to drop cached entries and attributes the core knows have changed, and
+    stores file bytes in its page cache (``store``: errors, e.g. ENOSYS, reach the caller).
 
     The libfuse calls can block until a related request finishes, so they run in a worker
     thread; a missing entry (ENOENT) is not an error: the kernel had nothing to forget.
@@ -403,6 +408,9 @@ class KernelNotifier:
 
     async def invalidate_inode(self, inode: int, *, attr_only: bool = False) -> None:
         await trio.to_thread.run_sync(self._invalidate_inode_blocking, inode, attr_only)
+
+    async def store(self, inode: int, offset: int, data: bytes) -> None:
+        await trio.to_thread.run_sync(pyfuse3.notify_store, inode, offset, data)
 
     @staticmethod
     def _invalidate_entry_blocking(parent_inode: int, name: str) -> None:

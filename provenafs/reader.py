@@ -23,10 +23,16 @@ Cancellation: the prefetch tasks of a reader run in a nursery inside a per-reade
 started in the mount's top-level nursery (``nursery``); ``close()`` and a seek far from the window
 cancel it and hand back the budget. Without ``nursery`` the reader never prefetches.
 
-``SmallFilePrefetcher`` is the mount's one prefetcher of whole small files: after a file is
-opened, the small files listed after it in its directory are fetched in the background (a few
-GETs at a time, each reserved against the budget while in flight) into the block cache, so that
-``cat dir/*`` costs one round trip per file only for the first one.
+A reader given ``heads`` (the mount's ``SiblingPrefetcher``) first asks it for the object's
+prefetched first bytes, and starts its ramp from them.
+
+Random access (``RANDOM_FILL_AFTER`` reads that are not sequential) on an object of at most
+``fill_max_bytes``, with a ``page_cache`` callback (the mount pushes bytes into the kernel's page
+cache with FUSE_NOTIFY_STORE), starts one background fill: the whole object in parallel ranged
+GETs of ``FILL_PART`` bytes, each handed to ``page_cache`` and then dropped. Once the kernel
+holds the pages, the program's reads never reach the mount; meanwhile they are served as usual.
+Each part in flight is reserved against the budget (the fill waits for room), the fill never
+goes through the block cache, and ``close()`` cancels it.
 
 Credentials come from ``CredentialBroker.read``; after ``ExpiredCredentials``/``AccessDenied``
 the reader invalidates them and retries once. Everything runs on the trio thread; the reader
@@ -36,8 +42,9 @@ must not import boto3 and never does blocking I/O itself.
 from __future__ import annotations
 
 import collections
-import dataclasses
+import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 import trio
 
@@ -45,18 +52,34 @@ from provenafs.blobstore import (
     AccessDenied,
     BlobStore,
     ExpiredCredentials,
-    ObjectInfo,
     StaleObject,
 )
 from provenafs.blockcache import BlockCache, BlockKey
 from provenafs.credentials import CredentialBroker
 
-__all__ = ["ObjectReader", "PrefetchBudget", "SmallFilePrefetcher"]
+__all__ = ["HeadSource", "ObjectReader", "PageCachePush", "PrefetchBudget"]
+
+log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 # How far a read may start from where the previous one ended and still count as sequential:
 # the kernel's concurrent readahead requests arrive slightly out of order.
 SEQUENTIAL_SLACK = 256 << 10
+RANDOM_FILL_AFTER = 16  # non-sequential reads before a whole-object page-cache fill starts
+FILL_PART = 4 * MiB
+FILL_PARALLEL = 4
+
+
+class PageCachePush(Protocol):
+    """Hands bytes of the open file at an offset to the kernel's page cache."""
+
+    async def __call__(self, offset: int, data: bytes) -> None: ...
+
+
+class HeadSource(Protocol):
+    """Where prefetched first bytes of objects wait for their readers (``SiblingPrefetcher``)."""
+
+    async def take_head(self, handle: str, key: str, etag: str) -> bytes | None: ...
 
 
 class PrefetchBudget:
@@ -151,6 +174,9 @@ class ObjectReader:
         etag: str,
         budget: PrefetchBudget,
         nursery: trio.Nursery | None = None,
+        heads: HeadSource | None = None,
+        page_cache: PageCachePush | None = None,
+        fill_max_bytes: int = 1 << 30,
         initial_window: int = MiB,
         max_window: int = 64 * MiB,
         max_part: int = 8 * MiB,
@@ -165,6 +191,11 @@ class ObjectReader:
         self._etag = etag
         self._budget = budget
         self._outer = nursery
+        self._heads = heads
+        self._page_cache = page_cache
+        self._fill_max_bytes = fill_max_bytes
+        self._random_reads = 0
+        self._fill_scope: trio.CancelScope | None = None
         self._block_size = cache.block_size
         self._block_count = -(-self._size // self._block_size)
         self._initial_window = max(initial_window, self._block_size)
@@ -189,6 +220,9 @@ class ObjectReader:
                     "prefetch_bytes",
                     "slot_hits",
                     "head_hits",
+                    "prefetched_heads",
+                    "filled_bytes",
+                    "fill_failures",
                     "credential_retries",
                 ),
                 0,
@@ -213,6 +247,8 @@ class ObjectReader:
         self._last_end = end
         first_block, last_block = offset // self._block_size, (end - 1) // self._block_size
 
+        if first and self._heads is not None:
+            await self._take_prefetched_head()
         head = self._head
         if head is not None and head[0] <= offset and end <= head[0] + len(head[1]):
             self._stats["head_hits"] += 1
@@ -233,6 +269,9 @@ class ObjectReader:
         elif not self._near_window(first_block):
             self._drop_prefetch()
             self._window = self._initial_window
+            self._random_reads += 1
+            if self._random_reads == RANDOM_FILL_AFTER:
+                self._start_page_cache_fill()
         self._last_block = max(self._last_block, first_block) if sequential else first_block
         self._drop_slots_before(first_block - 2)
 
@@ -247,6 +286,8 @@ class ObjectReader:
         self._closed = True
         self._drop_prefetch()
         self._drop_head()
+        if self._fill_scope is not None:
+            self._fill_scope.cancel()
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``gets`` and ``bytes_fetched`` (S3), ``prefetch_parts``, ``prefetch_bytes``,
@@ -341,6 +382,14 @@ class ObjectReader:
                 )
         return data[offset - start : end - start]
 
+    async def _take_prefetched_head(self) -> None:
+        """Start from the first bytes a sibling prefetch fetched for this object, if any."""
+        assert self._heads is not None
+        data = await self._heads.take_head(self._handle, self._key, self._etag)
+        if data:
+            self._stats["prefetched_heads"] += 1
+            self._keep_head(0, data)
+
     def _keep_head(self, start: int, data: bytes) -> None:
         """Hold the ramp's bytes for the next reads, if the budget has room for them."""
         self._drop_head()
@@ -379,6 +428,50 @@ class ObjectReader:
         return await self._cache.get_or_fetch(
             self._block_key(index), lambda: self._fetch_block(index)
         )
+
+    # -- page-cache fill -------------------------------------------------------------------
+
+    def _start_page_cache_fill(self) -> None:
+        part = min(FILL_PART, self._budget.max_bytes // FILL_PARALLEL)
+        if (
+            self._page_cache is None
+            or self._outer is None
+            or self._fill_scope is not None
+            or self._size > self._fill_max_bytes
+            or part < self._block_size
+        ):
+            return
+        self._fill_scope = trio.CancelScope()
+        self._outer.start_soon(self._fill_page_cache, self._fill_scope, self._page_cache, part)
+
+    async def _fill_page_cache(
+        self, scope: trio.CancelScope, push: PageCachePush, part: int
+    ) -> None:
+        """Push the whole object to the kernel, ``FILL_PARALLEL`` parts at a time; a failure
+        ends the fill quietly (reads go on as before)."""
+        starts = iter(range(0, self._size, part))
+
+        async def worker() -> None:
+            for start in starts:
+                end = min(self._size, start + part)
+                # the budget has no wake-up event: poll it (a fill is background work)
+                while not self._budget.try_acquire(end - start, holder=self):  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                try:
+                    data = await self._get(start, end)
+                    await push(start, data)
+                    self._stats["filled_bytes"] += len(data)
+                finally:
+                    self._budget.release(end - start, holder=self)
+
+        with scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(FILL_PARALLEL):
+                        nursery.start_soon(worker)
+            except* Exception as group:  # noqa: BLE001 -- an optimisation: never into the mount
+                self._stats["fill_failures"] += 1
+                log.debug("%r: page-cache fill stopped: %r", self, group.exceptions[0])
 
     # -- prefetch -------------------------------------------------------------------------
 
@@ -510,131 +603,3 @@ class ObjectReader:
             if not slot.done.is_set():
                 slot.done.set()  # waiters find no data and fetch on demand
         self._prefetched_to = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Listed:
-    """One directory's files in name order, kept while the catalog serves the same listing."""
-
-    files: Mapping[str, ObjectInfo]
-    names: tuple[str, ...]
-    position: Mapping[str, int]
-
-
-class SmallFilePrefetcher:
-    """Fetches whole small files into the block cache ahead of their reads, within bounds.
-
-    ``after_open`` is told the files of the directory a file was opened in; of the ``lookahead``
-    files listed after it, those no larger than ``max_file_size`` and neither cached nor being
-    fetched are fetched whole, at most ``max_parallel`` GETs at a time, nearest first. A queued
-    file's size is reserved against the budget until its GET ends and at most
-    ``max_queued_bytes`` are queued at once: what does not fit is simply not prefetched (its read
-    fetches it on demand). A failed prefetch is dropped; the read that needs the file reports.
-    Tasks run in ``nursery`` (the mount's); the prefetcher itself is touched on the trio thread.
-    """
-
-    def __init__(
-        self,
-        store: BlobStore,
-        broker: CredentialBroker,
-        cache: BlockCache,
-        budget: PrefetchBudget,
-        *,
-        nursery: trio.Nursery,
-        max_file_size: int = 256 << 10,
-        lookahead: int = 64,
-        max_parallel: int = 8,
-        max_queued_bytes: int = 16 * MiB,
-    ) -> None:
-        self._store = store
-        self._broker = broker
-        self._cache = cache
-        self._budget = budget
-        self._nursery = nursery
-        # a prefetched file must fit in one block and must not crowd the memory cache
-        self._max_file_size = min(max_file_size, cache.block_size, cache.max_bytes // 8)
-        self._lookahead = max(0, lookahead)
-        self._limiter = trio.CapacityLimiter(max(1, max_parallel))
-        self._max_queued_bytes = max_queued_bytes
-        self._queued: set[BlockKey] = set()
-        self._queued_bytes = 0
-        self._listed: collections.OrderedDict[tuple[str, str], _Listed] = collections.OrderedDict()
-        self._stats: collections.Counter[str] = collections.Counter(
-            dict.fromkeys(("queued", "fetched", "bytes_fetched", "skipped", "failures"), 0)
-        )
-
-    def after_open(
-        self,
-        handle: str,
-        bucket: str,
-        directory: str,
-        files: Mapping[str, ObjectInfo],
-        name: str,
-    ) -> None:
-        """File ``name`` of ``files`` (one directory of dataset ``handle``) was just opened."""
-        if self._max_file_size <= 0 or self._lookahead == 0:
-            return
-        listed = self._listing(handle, directory, files)
-        start = listed.position.get(name)
-        if start is None:
-            return
-        for following in listed.names[start + 1 : start + 1 + self._lookahead]:
-            info = listed.files[following]
-            if not 0 < info.size <= self._max_file_size:
-                continue
-            key = BlockKey(handle, info.key, info.etag, 0)
-            if key in self._queued or self._cache.has(key) or self._cache.fetching(key):
-                continue
-            if self._queued_bytes + info.size > self._max_queued_bytes:
-                break
-            if not self._budget.try_acquire(info.size, holder=self):
-                self._stats["skipped"] += 1
-                break
-            self._queued.add(key)
-            self._queued_bytes += info.size
-            self._stats["queued"] += 1
-            self._nursery.start_soon(self._fetch, bucket, info, key)
-
-    def statistics(self) -> Mapping[str, int]:
-        """Counts: files ``queued``, ``fetched`` (and their ``bytes_fetched``), ``skipped`` for
-        want of budget, ``failures``; now: ``in_flight`` files."""
-        return {**self._stats, "in_flight": len(self._queued)}
-
-    def _listing(self, handle: str, directory: str, files: Mapping[str, ObjectInfo]) -> _Listed:
-        """The name order of ``files``, computed once per listing the catalog hands out."""
-        key = (handle, directory)
-        listed = self._listed.get(key)
-        if listed is None or listed.files is not files:
-            names = tuple(sorted(files))
-            listed = _Listed(files, names, {n: i for i, n in enumerate(names)})
-            self._listed[key] = listed
-            while len(self._listed) > 64:
-                self._listed.popitem(last=False)
-        self._listed.move_to_end(key)
-        return listed
-
-    async def _fetch(self, bucket: str, info: ObjectInfo, key: BlockKey) -> None:
-        try:
-            async with self._limiter:
-                if self._cache.has(key) or self._cache.fetching(key):
-                    return  # a read got there first
-                reader = ObjectReader(
-                    self._store,
-                    self._broker,
-                    self._cache,
-                    handle=key.handle,
-                    bucket=bucket,
-                    key=info.key,
-                    size=info.size,
-                    etag=info.etag,
-                    budget=self._budget,
-                )
-                data = await self._cache.get_or_fetch(key, lambda: reader._get(0, info.size))
-                self._stats["fetched"] += 1
-                self._stats["bytes_fetched"] += len(data)
-        except Exception:  # noqa: BLE001 -- the read that needs the file fetches and reports
-            self._stats["failures"] += 1
-        finally:
-            self._queued.discard(key)
-            self._queued_bytes -= info.size
-            self._budget.release(info.size, holder=self)

@@ -23,7 +23,9 @@ import functools
 import hashlib
 import logging
 import random
+import re
 import threading
+import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +34,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import trio
+import urllib3
 import urllib3.exceptions
 
 from provenafs.api.models import Credentials
@@ -45,6 +48,7 @@ from provenafs.blobstore import (
     ObjectInfo,
     StaleObject,
 )
+from provenafs.sigv4 import s3_path, sign_s3_request
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 MULTIPART_THRESHOLD = 16 << 20
 _MAX_BACKOFF = 2.0
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 _DENIED_CODES = {"AccessDenied", "Forbidden", "403", "AllAccessDisabled"}
@@ -97,10 +102,15 @@ class _Retryable(Exception):
 
 
 def _translate(exc: botocore.exceptions.ClientError, what: str) -> BlobError | _Retryable:
-    """The one mapping of an S3 error answer to the blob store's exceptions."""
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
+    """A botocore error answer as the blob store's exception (see ``_translate_answer``)."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return _translate_answer(code, status, what)
+
+
+def _translate_answer(code: str, status: int, what: str) -> BlobError | _Retryable:
+    """The one mapping of an S3 error answer (its XML ``Code`` and HTTP status) to the blob
+    store's exceptions."""
     message = f"{what}: {code or status}"
     if code in _EXPIRED_CODES:
         return ExpiredCredentials(message)
@@ -153,6 +163,13 @@ class S3BlobStore:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             tcp_keepalive=True,
+        )
+        self._base_url = (endpoint_url or f"https://s3.{region}.amazonaws.com").rstrip("/")
+        self._host = urllib.parse.urlsplit(self._base_url).netloc
+        self._pool = urllib3.PoolManager(
+            maxsize=max_threads,
+            retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
         )
         self._session = boto3.session.Session()
         self._clients: collections.OrderedDict[str, S3Client] = collections.OrderedDict()
@@ -210,18 +227,20 @@ class S3BlobStore:
         *,
         read_only: bool = True,
     ) -> _T:
-        """Run ``op`` in a thread, retrying transient failures with backoff and jitter."""
+        """Run ``op`` with a client for ``creds`` in a thread, retrying transient failures."""
+        return await self._retrying(
+            functools.partial(self._attempt_blocking, creds, op, what), read_only=read_only
+        )
+
+    async def _retrying(self, attempt_blocking: Callable[[], _T], *, read_only: bool) -> _T:
+        """Run one blocking try in a thread, again with backoff and jitter while it raises
+        ``_Retryable``; then raise its final error."""
         delay = self._backoff
         for attempt in range(1, self._tries + 1):
             self._stats["requests"] += 1
             try:
                 return await trio.to_thread.run_sync(
-                    self._attempt_blocking,
-                    creds,
-                    op,
-                    what,
-                    limiter=self._limiter,
-                    abandon_on_cancel=read_only,
+                    attempt_blocking, limiter=self._limiter, abandon_on_cancel=read_only
                 )
             except _Retryable as exc:
                 if attempt == self._tries:
@@ -231,6 +250,28 @@ class S3BlobStore:
             await trio.sleep(min(_MAX_BACKOFF, delay) * random.uniform(0.5, 1.0))  # noqa: S311
             delay *= 2
         raise AssertionError("unreachable")
+
+    async def warm_up(self) -> None:
+        """Load boto3's S3 model once, off the trio thread, before any dataset needs a client.
+
+        The first client of a process costs about 150 ms (the model and endpoint rules are
+        parsed); later ones cost a few. A throwaway client with dummy keys pays that at mount
+        time instead of on the first user's read. It makes no request.
+        """
+
+        def create_and_close() -> None:
+            self._session.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id="warm-up",
+                aws_secret_access_key="warm-up",  # noqa: S106 -- not a secret: a dummy key
+                config=self._config,
+            ).close()
+
+        try:
+            await trio.to_thread.run_sync(create_and_close)
+        except Exception as exc:  # noqa: BLE001 -- only an optimisation: the real call reports
+            log.debug("S3 client warm-up failed: %s", type(exc).__name__)
 
     def statistics(self) -> dict[str, int]:
         """Counts: ``requests`` (tries), ``retries``, ``bytes_read``, ``bytes_written``,
@@ -243,6 +284,26 @@ class S3BlobStore:
         self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
     ) -> Listing:
         """Every key (and common prefix) under ``prefix``, following continuation tokens."""
+        listing = await self._list(creds, bucket, prefix, delimiter=delimiter, max_keys=None)
+        assert listing is not None
+        return listing
+
+    async def list_tree(
+        self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
+    ) -> Listing | None:
+        """Every key under ``prefix`` (no delimiter), or None as soon as a page shows there are
+        more than ``max_keys``: a huge tree costs a few pages, never a full listing."""
+        return await self._list(creds, bucket, prefix, delimiter=None, max_keys=max_keys)
+
+    async def _list(
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None,
+        max_keys: int | None,
+    ) -> Listing | None:
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         token: str | None = None
@@ -268,7 +329,12 @@ class S3BlobStore:
                 )
             prefixes.extend(str(p["Prefix"]) for p in answer.get("CommonPrefixes", ()))
             token = answer.get("NextContinuationToken")
-            if not answer.get("IsTruncated") or not token:
+            truncated = bool(answer.get("IsTruncated")) and bool(token)
+            if max_keys is not None and (
+                len(objects) > max_keys or (truncated and len(objects) >= max_keys)
+            ):
+                return None
+            if not truncated:
                 return Listing(tuple(objects), tuple(prefixes))
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:
@@ -319,29 +385,64 @@ class S3BlobStore:
         if end <= start:
             return []
 
-        def get(client: S3Client) -> list[bytes]:
-            kwargs: dict[str, Any] = {
-                "Bucket": bucket,
-                "Key": key,
-                "Range": f"bytes={start}-{end - 1}",
-            }
-            if etag is not None:
-                kwargs["IfMatch"] = f'"{etag}"'
-            try:
-                answer = client.get_object(**kwargs)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return []
-                raise
-            blocks = []
-            with answer["Body"] as body:
-                while block := body.read(block_size):
-                    blocks.append(block)
-            return blocks
-
-        blocks = await self._run(creds, get, f"get s3://{bucket}/{key}")
+        headers = {"range": f"bytes={start}-{end - 1}"}
+        if etag is not None:
+            headers["if-match"] = f'"{etag}"'
+        what = f"get s3://{bucket}/{key}"
+        blocks = await self._retrying(
+            functools.partial(
+                self._signed_get_blocking, creds, s3_path(bucket, key), headers, block_size, what
+            ),
+            read_only=True,
+        )
         self._stats["bytes_read"] += sum(len(b) for b in blocks)
         return blocks
+
+    def _signed_get_blocking(
+        self,
+        creds: Credentials,
+        path: str,
+        headers: dict[str, str],
+        block_size: int,
+        what: str,
+    ) -> list[bytes]:
+        """One GET signed here and sent on the shared pool (no botocore: about a third of its
+        CPU per request), its body cut into ``block_size`` pieces as it is read."""
+        signed = sign_s3_request(
+            method="GET",
+            host=self._host,
+            path=path,
+            headers=headers,
+            access_key_id=creds.access_key_id,
+            secret_access_key=creds.secret_access_key,
+            session_token=creds.session_token,
+            region=self.region,
+        )
+        try:
+            response = self._pool.request(
+                "GET",
+                self._base_url + path,
+                headers=signed,
+                preload_content=False,
+                decode_content=False,
+                redirect=False,
+            )
+            try:
+                if response.status == 416:
+                    return []  # a range starting at or past the end: nothing there
+                if response.status not in (200, 206):
+                    body = response.read(64 << 10)
+                    code = _ERROR_CODE.search(body)
+                    name = code.group(1).decode(errors="replace") if code else ""
+                    raise _translate_answer(name, response.status, what)
+                blocks = []
+                while block := response.read(block_size):
+                    blocks.append(block)
+                return blocks
+            finally:
+                response.release_conn()
+        except _TRANSIENT_ERRORS as exc:
+            raise _Retryable(BlobUnavailable(f"{what}: {type(exc).__name__}")) from None
 
     # -- writing (used by publishing new versions) ----------------------------------------
 

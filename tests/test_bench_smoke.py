@@ -92,6 +92,7 @@ def test_every_row_title_formats_for_full_and_quick_sizes() -> None:
     assert full["1-dd"].startswith("512 MiB ")
     assert "1000 x 4 KiB" in full["6-cat"]
     assert "first 64 KiB of 100 x 4 MiB" in full["7-head"]
+    assert "-o memory_cache_size=32M,prefetch_budget=32M" in full["11-budget"]
 
 
 def test_table_shows_medians_ratios_targets_and_why_a_column_is_missing() -> None:
@@ -142,9 +143,9 @@ def test_json_holds_runs_medians_ratios_and_reasons() -> None:
 
 def test_parse_only_accepts_row_groups_and_refuses_unknown_ones() -> None:
     assert bench.parse_only(None) == frozenset()
-    assert bench.parse_only("1, 7,10") == frozenset({"1", "7", "10"})
-    with pytest.raises(ValueError, match="unknown rows 11"):
-        bench.parse_only("1,11")
+    assert bench.parse_only("1, 7,10,11") == frozenset({"1", "7", "10", "11"})
+    with pytest.raises(ValueError, match="unknown rows 12"):
+        bench.parse_only("1,12")
 
 
 def test_fetched_bytes_from_status_takes_the_largest_fetch_counter() -> None:
@@ -210,3 +211,51 @@ def test_fetched_bytes_prefer_the_server_counter_then_a_plausible_status() -> No
     assert value is None and "less than the 1.00 MiB read" in note
     value, note = bench.choose_fetched_bytes(metrics=None, status=None, read=1.0 * mib)
     assert value is None and "metricsPort" in note
+
+
+def test_budget_row_compares_peak_rss_with_budget_plus_idle_rss() -> None:
+    mib = bench.MIB
+    budget = bench.BUDGET_MEMORY_CACHE + bench.BUDGET_PREFETCH
+    assert budget == 64 * mib
+    assert bench.budget_ratio(140 * mib, 60 * mib, budget) == pytest.approx(140 / 124)
+    rows = [bench.ROWS_BY_ID[row_id] for row_id in ("11-budget", "11-ratio")]
+    assert all(row.columns == (bench.PROVENAFS,) for row in rows)
+    for peak, verdict in ((134.0, "≤1.1 ok"), (140.0, "≤1.1 MISS")):
+        results = bench.new_results(rows, bench.COLUMNS, bench.Sizes.full(), {})
+        results.cell("11-budget", "provenafs").values.append(peak)
+        ratio = bench.budget_ratio(peak * mib, 60 * mib, budget)
+        results.cell("11-ratio", "provenafs").values.append(ratio)
+        table = bench.render_table(results)
+        ratio_line = next(line for line in table.splitlines() if "idle mount" in line)
+        assert verdict in ratio_line
+        document = bench.results_to_json(results)
+        target = document["rows"][1]["targets"][0]
+        assert target == {"target": "≤1.1", "met": verdict.endswith("ok")}
+
+
+def test_budget_options_go_to_provenafs_mounts_only(tmp_path: Path) -> None:
+    factory = object.__new__(bench.MountFactory)
+    factory._server = types.SimpleNamespace(base_url="http://127.0.0.1:1")
+    factory._admin = types.SimpleNamespace(bucket="bkt")
+    factory._provenafs_token = "token"
+    dataset = types.SimpleNamespace(prefix="datasets/x/", handle="10378.1/1")
+    argv, _, _ = factory._command(
+        bench.PROVENAFS, dataset, tmp_path / "mnt", tmp_path / "cache", bench.BUDGET_OPTIONS
+    )
+    options = argv[argv.index("-o") + 1].split(",")
+    assert options == list(bench.BUDGET_OPTIONS)
+    default, _, _ = factory._command(bench.PROVENAFS, dataset, tmp_path / "mnt", tmp_path / "c", ())
+    assert "-o" not in default  # default settings: no disk cache, nothing else
+    with pytest.raises(ValueError, match="provenafs mounts only"):
+        factory._command(
+            bench.S3FS, dataset, tmp_path / "mnt", tmp_path / "cache", bench.BUDGET_OPTIONS
+        )
+
+
+def test_readers_run_together_and_a_failing_one_is_reported(tmp_path: Path) -> None:
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    for path in files:
+        path.write_bytes(b"x" * 100_000)
+    assert bench.timed_together(files) >= 0.0
+    with pytest.raises(bench.WorkloadError, match="dd exited 1"):
+        bench.timed_together([files[0], tmp_path / "missing.bin"])

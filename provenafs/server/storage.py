@@ -85,7 +85,13 @@ _PORT_NAMES = (
     "filer_grpc",
     "admin",
     "admin_grpc",
+    "metrics",
 )
+# The object start() writes, reads back and deletes to prove the volume server is registered. It
+# is bigger than any inline threshold so that it really lands in a volume, and sits at the bucket
+# root so that deleting it leaves no folder behind.
+_READINESS_KEY = ".provenafs-readiness-probe"
+_READINESS_BODY_BYTES = 64 * 1024
 
 
 # --------------------------------------------------------------------------- value records
@@ -202,8 +208,9 @@ class SeaweedServer:
     Files in ``DATA_DIR/s3`` (directory 0700): ``secrets.json`` (0600: admin keys and the STS
     signing key, made once and kept so restarts keep the same admin keys and the same bucket),
     ``ports.json`` (the ports last used, reused when still free so the S3 endpoint URL survives a
-    restart), ``iam.json`` (0600: the identities/STS/policies/roles file weed reads),
-    ``weed.log`` (weed's output) and ``store/`` (weed's data).
+    restart; one of them is weed's Prometheus ``/metrics`` port, see ``metrics_url``),
+    ``iam.json`` (0600: the identities/STS/policies/roles file weed reads), ``weed.log`` (weed's
+    output) and ``store/`` (weed's data).
     """
 
     def __init__(
@@ -234,8 +241,21 @@ class SeaweedServer:
         """The admin view of the running server, or None when stopped."""
         return self._admin
 
+    @property
+    def metrics_url(self) -> str | None:
+        """weed's Prometheus endpoint (on 127.0.0.1) while it runs, e.g. for S3 byte counters."""
+        if self._admin is None:
+            return None
+        return f"http://{self.host}:{self._ports['metrics']}/metrics"
+
     def start(self, timeout: float = 90.0) -> S3Admin:
-        """Write the IAM/STS config, start weed, wait until S3 answers, create the bucket."""
+        """Start weed and return once an object can really be written and read back.
+
+        Writes the IAM/STS config, starts weed, waits until S3 answers, creates the bucket, then
+        writes, reads back and deletes a probe object: weed answers S3 before its volume server has
+        registered with its master, and until then a GetObject can meet ``InternalError``. Raises
+        ``StorageError`` (weed stopped again) when that has not happened within *timeout* s.
+        """
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 assert self._admin is not None
@@ -261,9 +281,9 @@ class SeaweedServer:
             (self.root / "weed.pid").write_text(f"{self._process.pid}\n", encoding="utf-8")
             try:
                 self._wait_until_ready(admin, started + timeout)
-                ObjectStore(admin).ensure_bucket(
-                    timeout=max(1.0, started + timeout - time.monotonic())
-                )
+                store = ObjectStore(admin)
+                store.ensure_bucket(timeout=max(1.0, started + timeout - time.monotonic()))
+                self._wait_until_readable(store, started + timeout)
             except BaseException:
                 self._stop_locked()
                 raise
@@ -362,7 +382,8 @@ class SeaweedServer:
 
     def _choose_ports(self) -> dict[str, int]:
         path = self.root / "ports.json"
-        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+        # a ports.json of an older version may lack a name (KeyError): choose afresh then
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
             previous = json.loads(path.read_text(encoding="utf-8"))
             ports = {name: int(previous[name]) for name in _PORT_NAMES}
             if all(_port_is_free(self.host, port) for port in ports.values()):
@@ -394,6 +415,8 @@ class SeaweedServer:
             f"-filer.port.grpc={ports['filer_grpc']}",
             f"-admin.port={ports['admin']}",
             f"-admin.port.grpc={ports['admin_grpc']}",
+            f"-metricsIp={self.host}",
+            f"-metricsPort={ports['metrics']}",
             "-admin.ui=false",
             "-webdav=false",
             "-master.telemetry=false",
@@ -439,6 +462,31 @@ class SeaweedServer:
                         f"SeaweedFS S3 did not answer in time (see {self.log_path})"
                     ) from None
                 time.sleep(0.05)
+
+    def _wait_until_readable(self, store: ObjectStore, deadline: float) -> None:
+        """Write, read back and delete a probe object, retrying until *deadline*."""
+        assert self._process is not None
+        body = secrets.token_bytes(_READINESS_BODY_BYTES)
+        while True:
+            if self._process.poll() is not None:
+                raise StorageError(
+                    f"weed exited with status {self._process.returncode} during start-up "
+                    f"(see {self.log_path})"
+                )
+            try:
+                store.put_object(_READINESS_KEY, body)
+                if store.get_object(_READINESS_KEY) != body:
+                    raise StorageError("GetObject returned other bytes than were written")
+                store.delete_object(_READINESS_KEY)
+                return
+            except StorageError as exc:
+                log.debug("SeaweedFS not ready for objects yet: %s", exc)
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"SeaweedFS could not write and read an object in time ({exc}; "
+                        f"see {self.log_path})"
+                    ) from None
+                time.sleep(0.1)
 
 
 def _iam_config(keys: dict[str, str]) -> dict[str, Any]:

@@ -232,6 +232,40 @@ def test_server_files_and_binding(running: Running) -> None:
 
 
 @pytest.mark.s3
+def test_start_leaves_no_probe_object_behind(running: Running) -> None:
+    listed = running.store.list_keys("")
+    assert listed
+    assert not [key for key in listed if "readiness" in key]
+
+
+@pytest.mark.s3
+def test_metrics_count_the_bytes_sent_for_the_bucket(running: Running) -> None:
+    """weed's Prometheus endpoint on 127.0.0.1 counts every byte S3 sends (scripts/bench row 7)."""
+    url = running.server.metrics_url
+    assert url is not None
+    assert url.startswith("http://127.0.0.1:")
+    before = sent_bytes(url, running.admin.bucket)
+    running.store.put_object("metrics/probe.bin", b"m" * 100_000)
+    s3 = client(running.admin, running.admin.access_key_id, running.admin.secret_access_key)
+    ranged = s3.get_object(
+        Bucket=running.admin.bucket, Key="metrics/probe.bin", Range="bytes=0-999"
+    )
+    assert ranged["Body"].read() == b"m" * 1000
+    assert running.store.get_object("metrics/probe.bin") == b"m" * 100_000
+    assert sent_bytes(url, running.admin.bucket) - before == 101_000
+    running.store.delete_object("metrics/probe.bin")
+
+
+def sent_bytes(metrics_url: str, bucket: str) -> float:
+    """SeaweedFS_s3_bucket_traffic_sent_bytes_total for *bucket* (0 before the first GET)."""
+    name = "SeaweedFS_s3_bucket_traffic_sent_bytes_total"
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith(f'{name}{{bucket="{bucket}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.s3
 def test_admin_operations(running: Running, tmp_path: Path) -> None:
     store = running.store
     assert store.prefix_exists(PREFIX_A)
@@ -487,9 +521,8 @@ def test_restart_keeps_objects_keys_and_sessions(tmp_path: Path) -> None:
         second_pid = server.pid
         assert second_pid is not None
         assert second_pid != pid
-        # weed answers S3 before its volume server has re-registered; a read may meet
-        # InternalError for a moment (a readiness gap of start(), noted on issue 2)
-        assert get_when_ready(ObjectStore(second), PREFIX_A + "kept.txt") == b"survives a restart"
+        # start() returns only once an object can be written and read: no retry needed here
+        assert ObjectStore(second).get_object(PREFIX_A + "kept.txt") == b"survives a restart"
         # the STS signing key is kept per data dir, so live sessions survive a restart too
         s3 = client(second, creds.access_key_id, creds.secret_access_key, creds.session_token)
         body = s3.get_object(Bucket="restart-bucket", Key=PREFIX_A + "kept.txt")["Body"].read()
@@ -501,15 +534,36 @@ def test_restart_keeps_objects_keys_and_sessions(tmp_path: Path) -> None:
     assert not list(Path("/tmp").glob(f"seaweedfs-s3-{first.endpoint_url.rsplit(':', 1)[1]}.sock"))
 
 
-def get_when_ready(store: ObjectStore, key: str, timeout: float = 30.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return store.get_object(key)
-        except StorageError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+@pytest.mark.s3
+def test_start_gives_up_with_a_clear_error_when_objects_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never_readable(self: ObjectStore, key: str) -> bytes:
+        raise StorageError("GetObject failed: InternalError")
+
+    monkeypatch.setattr(ObjectStore, "get_object", never_readable)
+    server = SeaweedServer(tmp_path)
+    with pytest.raises(StorageError, match="could not write and read an object") as caught:
+        server.start(timeout=3.0)
+    assert "InternalError" in str(caught.value)
+    assert server.pid is None  # weed was stopped again
+    assert server.admin is None
+    assert server.metrics_url is None
+
+
+@pytest.mark.s3
+def test_ports_of_an_older_version_without_metrics_are_chosen_afresh(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path)
+    server.root.mkdir(parents=True)
+    services = ("s3", "master", "volume", "filer", "admin")
+    old_ports = {name: 1 for service in services for name in (service, f"{service}_grpc")}
+    (server.root / "ports.json").write_text(json.dumps(old_ports))
+    admin = server.start()
+    try:
+        assert ObjectStore(admin).list_keys("") == []
+        assert "metrics" in json.loads((server.root / "ports.json").read_text())
+    finally:
+        server.stop()
 
 
 @pytest.mark.s3

@@ -136,3 +136,21 @@ def test_zero_sized_cache_still_serves() -> None:
 def test_block_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="block_size"):
         BlockCache(100, block_size=0)
+
+
+def test_peak_bytes_is_the_most_ever_held_and_stays_within_the_maximum() -> None:
+    cache = BlockCache(max_bytes=1000, block_size=100)
+    assert cache.statistics()["peak_bytes"] == 0
+    for i in range(4):
+        cache.put(key(i), b"a" * 100)
+    assert cache.statistics()["peak_bytes"] == 400
+    for i in range(4, 30):  # evictions keep the cache at its maximum
+        cache.put(key(i), b"b" * 100)
+    cache.put(key(30), b"c" * 1001)  # larger than the whole cache: not kept, not counted
+    stats = cache.statistics()
+    assert (stats["bytes"], stats["peak_bytes"]) == (1000, 1000)
+
+    small = BlockCache(max_bytes=1000, block_size=100)
+    small.put(key(0), b"d" * 300)
+    small.put(key(0), b"e" * 100)  # replaced by a smaller block: the peak is kept
+    assert (small.statistics()["bytes"], small.statistics()["peak_bytes"]) == (100, 300)

@@ -1,13 +1,18 @@
-"""DiskCache: persistence across reopen, checksums, bounded size, file modes, safe names."""
+"""DiskCache: persistence across reopen, checksums, bounded size, file modes, safe names, and
+writes behind the reads (``run_writer``)."""
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 
+from provenafs import diskcache
 from provenafs.blockcache import BlockKey
 from provenafs.diskcache import DiskCache
 
@@ -156,5 +161,191 @@ def test_a_block_torn_after_it_was_verified_is_still_a_miss(tmp_path: Path) -> N
         assert await cache.get(key(0)) is None
         assert cache.statistics()["corrupt_or_lost"] == 1
         assert not path.exists()
+
+    trio.run(main)
+
+
+# -- write-behind: ``run_writer`` ---------------------------------------------------------------
+
+
+def on_disk(directory: Path) -> tuple[int, int]:
+    """(block files, their bytes) under ``directory``."""
+    files = block_files(directory)
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def indexed(cache: DiskCache) -> tuple[int, int]:
+    """(blocks, bytes) that the cache's index lists."""
+    stats = cache.statistics()
+    return stats["blocks"], stats["bytes"]
+
+
+def temp_files(directory: Path) -> list[Path]:
+    return sorted(directory.rglob("*.tmp"))
+
+
+async def written(cache: DiskCache) -> None:
+    """Wait until the writer has written (or given up on) everything queued."""
+    while cache.statistics()["pending_bytes"]:  # noqa: ASYNC110 -- no event to wait on
+        await trio.sleep(0.001)
+
+
+class SlowDisk:
+    """Holds every block write in its thread until ``release`` is set: a slow disk on demand."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writing = trio.Event()  # set once a write is held
+        self.release = threading.Event()
+        write_blocking = diskcache._write_blocking
+
+        def held(path: Path, data: bytes) -> None:
+            trio.from_thread.run_sync(self.writing.set)
+            self.release.wait(timeout=30)
+            write_blocking(path, data)
+
+        monkeypatch.setattr(diskcache, "_write_blocking", held)
+
+
+def test_put_with_a_writer_queues_and_the_writer_writes(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+
+    async def main() -> None:
+        cache = DiskCache(directory, 1 << 20)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run_writer)
+            await trio.testing.wait_all_tasks_blocked()
+            await cache.put(key(0), b"queued" * 100)
+            assert block_files(directory) == []  # put returned without writing
+            stats = cache.statistics()
+            assert stats["writes"] == 0 and stats["pending_bytes"] == 600
+            assert key(0) in cache
+            assert await cache.get(key(0)) == b"queued" * 100  # served from the queue
+            await written(cache)
+            assert len(block_files(directory)) == 1
+            assert cache.statistics()["writes"] == 1
+            assert indexed(cache) == (1, 600 + 40) == on_disk(directory)
+            assert await cache.get(key(0)) == b"queued" * 100  # now from the file
+            nursery.cancel_scope.cancel()
+        reopened = DiskCache(directory, 1 << 20)
+        assert await reopened.get(key(0)) == b"queued" * 100
+
+    trio.run(main)
+
+
+def test_writer_writes_many_blocks_and_rewrites_none(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+
+    async def main() -> None:
+        cache = DiskCache(directory, 1 << 20)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run_writer)
+            await trio.testing.wait_all_tasks_blocked()
+            for round_ in range(5):
+                for i in range(10):
+                    await cache.put(key(i), bytes([i]) * 1000)  # the same blocks again
+                await trio.sleep(0 if round_ % 2 else 0.01)
+            await written(cache)
+            nursery.cancel_scope.cancel()
+        assert indexed(cache) == (10, 10 * 1040) == on_disk(directory)
+        for i in range(10):
+            assert await cache.get(key(i)) == bytes([i]) * 1000
+
+    trio.run(main)
+
+
+def test_max_pending_bytes_drops_extra_blocks(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+
+    async def main() -> None:
+        cache = DiskCache(directory, 1 << 20, max_pending_bytes=2500)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run_writer)
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(4):  # no checkpoint in between: the writer cannot catch up
+                await cache.put(key(i), bytes([i]) * 1000)
+            stats = cache.statistics()
+            assert stats["writes_dropped"] == 2 and stats["pending_bytes"] == 2000
+            await written(cache)
+            nursery.cancel_scope.cancel()
+        assert await cache.get(key(0)) == bytes([0]) * 1000
+        assert await cache.get(key(1)) == bytes([1]) * 1000
+        assert await cache.get(key(2)) is None
+        assert await cache.get(key(3)) is None
+        assert indexed(cache) == (2, 2 * 1040) == on_disk(directory)
+
+    trio.run(main)
+
+
+def test_cancelling_the_writer_mid_batch_leaves_index_and_disk_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "c"
+    slow = SlowDisk(monkeypatch)
+
+    async def main() -> None:
+        cache = DiskCache(directory, 1 << 20)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run_writer)
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(3):
+                await cache.put(key(i), bytes([i]) * 1000)
+            await slow.writing.wait()  # the batch of 0..2 is in the thread
+            await cache.put(key(3), b"late" * 250)  # queued behind it
+            nursery.cancel_scope.cancel()
+            slow.release.set()
+        assert temp_files(directory) == []
+        assert indexed(cache) == on_disk(directory)
+        assert cache.statistics()["pending_bytes"] == 0
+        assert await cache.get(key(3)) is None  # what was queued is dropped
+        await cache.put(key(4), b"now")  # no writer: written before put returns
+        assert indexed(cache) == on_disk(directory)
+        reopened = DiskCache(directory, 1 << 20)
+        assert indexed(reopened) == indexed(cache)
+
+    trio.run(main)
+
+
+def test_cancelling_the_writer_while_it_evicts_leaves_index_and_disk_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "c"
+
+    async def main() -> None:
+        cache = DiskCache(directory, 3 * 1040)
+        for i in range(3):  # no writer yet: written at once, the cache is full
+            await cache.put(key(i), bytes([i]) * 1000)
+        slow = SlowDisk(monkeypatch)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run_writer)
+            await trio.testing.wait_all_tasks_blocked()
+            await cache.put(key(3), bytes([3]) * 1000)
+            await cache.put(key(4), bytes([4]) * 1000)
+            await slow.writing.wait()  # written next: past max_bytes, so an eviction follows
+            nursery.cancel_scope.cancel()
+            slow.release.set()
+        assert temp_files(directory) == []
+        assert indexed(cache) == on_disk(directory)
+
+    trio.run(main)
+
+
+def test_get_serves_a_block_the_writer_is_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowDisk(monkeypatch)
+
+    async def main() -> None:
+        cache = DiskCache(tmp_path / "c", 1 << 20)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run_writer)
+            await trio.testing.wait_all_tasks_blocked()
+            await cache.put(key(0), b"in the thread")
+            await slow.writing.wait()
+            try:
+                assert key(0) in cache
+                assert await cache.get(key(0)) == b"in the thread"
+            finally:
+                slow.release.set()
+                nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.blobstore import MemoryBlobStore
@@ -140,6 +141,30 @@ def test_lookup_by_handle_fetches_that_handle_only() -> None:
         assert store.calls["fetch"] == 1
         assert attributes.mtime_ns == 1_721_714_647 * 10**9
         assert (attributes.uid, attributes.gid) == (1000, 1001)
+
+    run(body)
+
+
+def test_looking_up_a_dataset_fetches_its_credentials_and_listing_ahead() -> None:
+    async def body() -> None:
+        store, blobs = world()
+        fs, broker = build_filesystem(store, blobs)
+        async with trio.open_nursery() as nursery:
+            await fs.start(nursery)
+            await walk(fs, "10378.1/1001")
+            await trio.testing.wait_all_tasks_blocked()
+            assert broker.statistics()["read_calls"] == 1
+            assert fs.catalog.statistics()["listing_fetches"] == 1
+            # what ls and open then need is there: no further call
+            await list_dir(fs, "10378.1/1001")
+            await walk(fs, "10378.1/1001/notes.txt")
+            assert broker.statistics()["read_calls"] == 1
+            assert fs.catalog.statistics()["listing_fetches"] == 1
+            await walk(fs, "10378.1/1002")  # no data read: warming it fails quietly
+            await trio.testing.wait_all_tasks_blocked()
+            assert fs.catalog.statistics()["listing_fetches"] == 1
+            await fs.close()
+            nursery.cancel_scope.cancel()
 
     run(body)
 

@@ -522,6 +522,9 @@ def test_publish_hooks_block_changes_then_show_the_old_version(tmp_path: Path) -
         async def invalidate_inode(self, inode: int, *, attr_only: bool = False) -> None:
             self.inodes.append(inode)
 
+        async def store(self, inode: int, offset: int, data: bytes) -> None:
+            raise AssertionError("writes never push pages to the kernel")
+
     async def body() -> None:
         fs, store, blobs = make(tmp_path)
         notifier = Notifier()

@@ -291,3 +291,18 @@ def test_readdir_stops_when_the_kernel_buffer_is_full(monkeypatch: pytest.Monkey
 def test_entry_attributes_of_a_zero_byte_file() -> None:
     entry = to_entry_attributes(_attributes(size=0))
     assert (entry.st_size, entry.st_blocks) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"security.selinux", b"system.posix_acl_access", b"system.posix_acl_default", b"trusted.x"],
+)
+def test_xattrs_outside_the_user_namespace_are_enodata_without_the_core(name: bytes) -> None:
+    core = FakeCore()
+    ops = _ops(core)
+    with pytest.raises(pyfuse3.FUSEError) as caught:
+        _run(lambda: ops.getxattr(7, name, CTX))
+    assert caught.value.errno == errno.ENODATA
+    assert core.calls == []
+    assert _run(lambda: ops.getxattr(7, b"user.provena.handle", CTX)) == b"value"
+    assert core.calls == [("getxattr", (7, "user.provena.handle"))]

@@ -7,6 +7,7 @@ import hashlib
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,7 +21,7 @@ from provenafs.blobstore import AccessDenied, ExpiredCredentials, MemoryBlobStor
 from provenafs.blockcache import BlockCache
 from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
-from provenafs.reader import ObjectReader, PrefetchBudget
+from provenafs.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -87,7 +88,7 @@ class Setup:
     def put(self, key: str, data: bytes) -> str:
         return self.store.put_blocking(BUCKET, key, data).etag
 
-    def reader(self, key: str, nursery: trio.Nursery | None, **kwargs: int) -> ObjectReader:
+    def reader(self, key: str, nursery: trio.Nursery | None, **kwargs: Any) -> ObjectReader:
         _data, info = self.store.objects[(BUCKET, key)]
         return ObjectReader(
             self.store,
@@ -564,3 +565,97 @@ def test_disk_cache_serves_a_remounted_reader_without_gets(tmp_path: Path) -> No
     run(stream)
     assert setup.fetched() == first_mount  # not one byte more from S3
     assert setup.cache.statistics()["disk_hits"] == -(-len(data) // (256 * KiB))
+
+
+# -- the page-cache fill of random readers ----------------------------------------------------
+
+
+class KernelPages:
+    """Stands in for the kernel's page cache: what the fill pushed, by offset."""
+
+    def __init__(self, *, fail: bool = False, hang: bool = False) -> None:
+        self.pushed: dict[int, bytes] = {}
+        self.fail = fail
+        self.hang = hang
+
+    async def __call__(self, offset: int, data: bytes) -> None:
+        if self.hang:
+            await trio.sleep_forever()
+        if self.fail:
+            raise OSError(38, "notify_store not supported")
+        self.pushed[offset] = data
+
+    def assembled(self) -> bytes:
+        return b"".join(self.pushed[offset] for offset in sorted(self.pushed))
+
+
+def random_offsets(size: int, count: int, seed: int = 3) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(0, size - 4 * KiB) for _ in range(count)]
+
+
+def test_random_reader_fills_the_page_cache_with_the_whole_object() -> None:
+    setup = Setup()
+    data = payload(40 * MiB + 123)
+    setup.put("k", data)
+    pages = KernelPages()
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, page_cache=pages)
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER + 4):
+            assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
+        while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        await reader.close()
+
+    run(body)
+    assert pages.assembled() == data
+    assert setup.budget.in_use == 0
+    assert 0 < setup.budget.statistics()["peak"] <= setup.budget.max_bytes
+
+
+def test_no_fill_for_sequential_readers_few_random_reads_or_big_objects() -> None:
+    setup = Setup()
+    data = payload(8 * MiB)
+    setup.put("k", data)
+    pages = KernelPages()
+
+    async def body(nursery: trio.Nursery) -> None:
+        sequential = setup.reader("k", nursery, page_cache=pages)
+        for offset in range(0, len(data), 128 * KiB):
+            await sequential.read(offset, 128 * KiB)
+        await sequential.close()
+        few = setup.reader("k", nursery, page_cache=pages)
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER - 2):
+            await few.read(offset, 4 * KiB)
+        await few.close()
+        big = setup.reader("k", nursery, page_cache=pages, fill_max_bytes=len(data) - 1)
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 2):
+            await big.read(offset, 4 * KiB)
+        await trio.sleep(0.1)
+        assert big.statistics()["filled_bytes"] == 0
+        await big.close()
+
+    run(body)
+    assert pages.pushed == {}
+
+
+@pytest.mark.parametrize("pages", [KernelPages(fail=True), KernelPages(hang=True)], ids=str)
+def test_a_failing_or_closed_fill_leaves_reads_right_and_the_budget_whole(
+    pages: KernelPages,
+) -> None:
+    setup = Setup()
+    data = payload(16 * MiB)
+    setup.put("k", data)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, page_cache=pages)
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 2):
+            assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
+        await trio.sleep(0.1)
+        await reader.close()  # cancels a hanging fill
+        await trio.sleep(0.01)
+
+    run(body)
+    assert pages.pushed == {}
+    assert setup.budget.in_use == 0

@@ -1,4 +1,5 @@
-"""S3BlobStore: error translation and retries with botocore's Stubber, then a real SeaweedFS.
+"""S3BlobStore: error translation and retries (botocore's Stubber for boto3 calls, a canned local
+HTTP server for the GETs this module signs itself), then a real SeaweedFS.
 
 The real-server tests start their own ``SeaweedServer`` (the local data store's S3 side) and
 skip when it is not available, except under ``CI=true``, where that is a failure.
@@ -7,12 +8,15 @@ skip when it is not available, except under ``CI=true``, where that is a failure
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import io
+import http.server
 import os
 import random
+import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,30 +62,109 @@ def stubbed_store(**kwargs: Any) -> tuple[S3BlobStore, Stubber]:
     return store, stubber
 
 
+@dataclasses.dataclass
+class CannedAnswer:
+    status: int
+    body: bytes = b""
+
+
+class CannedS3:
+    """A local HTTP server answering GETs from a queue of canned answers; records each request."""
+
+    def __init__(self) -> None:
+        self.answers: list[CannedAnswer] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        canned = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                canned.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                answer = canned.answers.pop(0) if canned.answers else CannedAnswer(500)
+                self.send_response(answer.status)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def error(self, code: str, status: int) -> CannedAnswer:
+        body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>"
+        return CannedAnswer(status, body.encode())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def canned() -> Iterator[CannedS3]:
+    server = CannedS3()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
         ("NoSuchKey", 404, NoSuchKey),
-        ("404", 404, NoSuchKey),
+        ("", 404, NoSuchKey),
         ("NoSuchBucket", 404, NoSuchKey),
         ("AccessDenied", 403, AccessDenied),
-        ("403", 403, AccessDenied),
+        ("", 403, AccessDenied),
         ("ExpiredToken", 400, ExpiredCredentials),
         ("InvalidToken", 400, ExpiredCredentials),
         ("InvalidAccessKeyId", 403, ExpiredCredentials),
         ("SignatureDoesNotMatch", 403, ExpiredCredentials),
         ("PreconditionFailed", 412, StaleObject),
+        ("", 412, StaleObject),
         ("InvalidArgument", 400, BlobError),
     ],
 )
-def test_errors_translate_once(code: str, status: int, expected: type[Exception]) -> None:
-    store, stubber = stubbed_store()
-    stubber.add_client_error("get_object", service_error_code=code, http_status_code=status)
+def test_get_errors_translate_once(
+    canned: CannedS3, code: str, status: int, expected: type[Exception]
+) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(canned.error(code, status) if code else CannedAnswer(status))
     with pytest.raises(expected) as info:
         trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 10))
     assert type(info.value) is expected
     assert "DO-NOT-SHOW" not in str(info.value)
     assert store.statistics()["requests"] == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("NoSuchKey", 404, NoSuchKey),
+        ("AccessDenied", 403, AccessDenied),
+        ("ExpiredToken", 400, ExpiredCredentials),
+        ("PreconditionFailed", 412, StaleObject),
+    ],
+)
+def test_boto3_errors_translate_once(code: str, status: int, expected: type[Exception]) -> None:
+    store, stubber = stubbed_store()
+    stubber.add_client_error("head_object", service_error_code=code, http_status_code=status)
+    with pytest.raises(expected) as info:
+        trio.run(lambda: store.head(CREDS, "b", "k"))
+    assert type(info.value) is expected
+    assert store.statistics()["requests"] == 1
+
+
+def test_busy_server_is_retried_for_gets(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=3)
+    canned.answers += [canned.error("SlowDown", 503), CannedAnswer(500), CannedAnswer(206, b"ok")]
+    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 2)) == b"ok"
+    assert store.statistics()["retries"] == 2
 
 
 @pytest.mark.parametrize("code", ["SlowDown", "InternalError", "ServiceUnavailable"])
@@ -112,36 +195,59 @@ def test_retry_recovers_and_strips_etag_quotes() -> None:
     assert info.last_modified == dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp()
 
 
-def test_get_range_sends_range_and_if_match() -> None:
-    store, stubber = stubbed_store()
-    body = botocore.response.StreamingBody(io.BytesIO(b"hello"), 5)
-    stubber.add_response(
-        "get_object",
-        {"Body": body},
-        {"Bucket": "b", "Key": "k", "Range": "bytes=10-14", "IfMatch": '"e1"'},
-    )
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 10, 15, etag="e1")) == b"hello"
-    stubber.assert_no_pending_responses()
+def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(CannedAnswer(206, b"hello"))
+    data = trio.run(lambda: store.get_range(CREDS, "b", "dir/a b.csv", 10, 15, etag="e1"))
+    assert data == b"hello"
+    path, headers = canned.requests[0]
+    assert path == "/b/dir/a%20b.csv"
+    assert headers["range"] == "bytes=10-14"
+    assert headers["if-match"] == '"e1"'
+    assert headers["x-amz-security-token"] == CREDS.session_token
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIAFAKE/")
+    assert "secret-DO-NOT-SHOW" not in str(headers)
     assert trio.run(lambda: store.get_range(CREDS, "b", "k", 5, 5)) == b""
+    assert len(canned.requests) == 1  # an empty range asks nothing
 
 
-def test_get_blocks_cuts_the_body_while_reading() -> None:
-    store, stubber = stubbed_store()
-    body = botocore.response.StreamingBody(io.BytesIO(b"0123456789"), 10)
-    stubber.add_response(
-        "get_object",
-        {"Body": body},
-        {"Bucket": "b", "Key": "k", "Range": "bytes=0-9", "IfMatch": '"e1"'},
-    )
+def test_get_blocks_cuts_the_body_while_reading(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(CannedAnswer(206, b"0123456789"))
     blocks = trio.run(lambda: store.get_blocks(CREDS, "b", "k", 0, 10, block_size=4, etag="e1"))
     assert blocks == [b"0123", b"4567", b"89"]
     assert store.statistics()["bytes_read"] == 10
 
 
-def test_range_past_the_end_is_empty() -> None:
-    store, stubber = stubbed_store()
-    stubber.add_client_error("get_object", service_error_code="InvalidRange", http_status_code=416)
+def test_range_past_the_end_is_empty(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(canned.error("InvalidRange", 416))
     assert trio.run(lambda: store.get_range(CREDS, "b", "k", 100, 200)) == b""
+
+
+def test_get_connection_refused_is_retried_then_unavailable() -> None:
+    with socket_nobody_listens() as url:
+        store = S3BlobStore(url, "ap-southeast-2", backoff=0.0, retries=3)
+        with pytest.raises(BlobUnavailable):
+            trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 1))
+    assert store.statistics()["requests"] == 3
+
+
+@contextlib.contextmanager
+def socket_nobody_listens() -> Iterator[str]:
+    """A URL of a 127.0.0.1 port that refuses connections (bound, never listened on)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_warm_up_holds_no_client_and_asks_nothing(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2")
+    trio.run(store.warm_up)
+    assert store.statistics()["clients"] == 0
+    assert store.statistics()["requests"] == 0
+    assert canned.requests == []
+    trio.run(S3BlobStore("not a url", "x").warm_up)  # a failed warm-up is silent
 
 
 def test_list_follows_continuation_tokens() -> None:
@@ -284,6 +390,17 @@ def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
         assert all(o.etag and '"' not in o.etag for o in many.objects)
         flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
         assert len(flat.objects) == 1007 and flat.prefixes == ()
+        tree = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=2000)
+        assert tree is not None and tree.objects == flat.objects and tree.prefixes == ()
+        for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, say None
+            assert (
+                await real_s3.store.list_tree(
+                    real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few
+                )
+                is None
+            ), too_few
+        exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
+        assert exact is not None and len(exact.objects) == 1007
 
     trio.run(main)
 
