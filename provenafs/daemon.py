@@ -283,7 +283,9 @@ def _publishing_for(
         default_reason=options.reason,
         in_place=options.write_mode == "in-place",
     )
-    return PublishService(publisher, publish_delay=options.publish_delay)
+    service = PublishService(publisher, publish_delay=options.publish_delay)
+    fs.set_in_place_publisher(service)  # -o writes=in-place pushes at close through it
+    return service
 
 
 def _control_status(

@@ -23,6 +23,11 @@ before the record naming its size is, so an acknowledged ``close()``/``fsync()``
 ``kill -9``; bytes written after the last acknowledgement may or may not be there, as POSIX
 allows.
 
+In place (``-o writes=in-place``), a push writes the draft into the dataset itself and then
+``settle``s it: entries it wrote that did not change meanwhile are dropped one by one (a
+``drop`` record), files still open are dropped after their last close. A change of a path
+clears its publish mark, so a resumed publish never skips a path changed since it landed.
+
 Layout: ``<root>/<sanitized handle>-<hash>/journal`` and ``.../blobs/<id>``; directories 0700,
 files 0600. ``root`` is the private per-source state directory (``default_root``).
 
@@ -202,6 +207,10 @@ class DraftPlan:
     carried: tuple[CarriedFile, ...]
     empty_dirs: tuple[str, ...]
     removed: tuple[str, ...]
+    # The draft's entries the plan was made from: what an in-place push hands to ``settle``.
+    entries: Mapping[str, Entry] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,7 +483,10 @@ class Draft:
         self._children: dict[str, set[str]] = {}
         self._live: dict[str, StagedBlob] = {}
         self._new_version: str | None = None
+        self._version_request: str | None = None  # reason of a version call whose answer
+        # was never recorded (sent, and lost or interrupted)
         self._published: set[str] = set()
+        self._pushed: dict[str, Entry] = {}  # pushed in place, kept while the file is open
         self._journal: _Journal | None = None
         self.open_writers = 0
         self.last_change = clock()
@@ -588,10 +600,18 @@ class Draft:
                 self._apply_record(inner)
         elif op == "set":
             self._set_entry(str(record["p"]), _entry_from_json(record["e"]))
+            self._published.discard(str(record["p"]))
         elif op == "del":
             self._delete_subtree(str(record["p"]))
+            self._forget_published_at_and_below(str(record["p"]))
+        elif op == "drop":
+            self._drop_entry(str(record["p"]))
         elif op == "version":
             self._new_version = str(record["id"])
+            self._version_request = None
+        elif op == "version_request":
+            reason = record["reason"]
+            self._version_request = None if reason is None else str(reason)
         elif op == "published":
             self._published.add(str(record["p"]))
         elif op != "head":
@@ -614,13 +634,15 @@ class Draft:
             names.add(name)
             node = parent
 
-    def _delete_below(self, path: str) -> None:
-        for child in list(self._children.get(path, ())):
-            self._delete_subtree(join(path, child))
+    def _forget_published_at_and_below(self, path: str) -> None:
+        """A changed path must be written again: a publish mark must not make it skip."""
+        if self._published:
+            self._published = {p for p in self._published if p != path and not _is_under(p, path)}
 
-    def _delete_subtree(self, path: str) -> None:
-        self._delete_below(path)
+    def _drop_entry(self, path: str) -> None:
+        """Drop the entry at *path* only (entries below it stay): the base decides there again."""
         self._entries.pop(path, None)
+        self._published.discard(path)
         node = path
         while node and node not in self._entries and not self._children.get(node):
             self._children.pop(node, None)
@@ -631,6 +653,14 @@ class Draft:
                 if not siblings:
                     del self._children[parent]
             node = parent
+
+    def _delete_below(self, path: str) -> None:
+        for child in list(self._children.get(path, ())):
+            self._delete_subtree(join(path, child))
+
+    def _delete_subtree(self, path: str) -> None:
+        self._delete_below(path)
+        self._drop_entry(path)
 
     # --- staged files --------------------------------------------------------------------
 
@@ -728,6 +758,21 @@ class Draft:
     def new_version_id(self) -> str | None:
         return self._new_version
 
+    def record_version_request(self, reason: str | None) -> None:
+        """Durably remember, before ``POST /register/version`` is sent, that a version with
+        this reason is asked for (None: the call surely made none). After a crash, the next
+        publish looks for a successor with that reason before it asks again."""
+        journal = self._journal_or_fail()
+        record = {"op": "version_request", "reason": reason}
+        journal.append(record)
+        self._apply_record(record)
+        journal.sync_blocking()
+
+    @property
+    def version_request(self) -> str | None:
+        """The reason of a version call sent whose answer was never recorded."""
+        return self._version_request
+
     def mark_published(self, path: str) -> None:
         """Remember that *path* landed in the new version (made durable with the next sync)."""
         record = {"op": "published", "p": path}
@@ -751,6 +796,40 @@ class Draft:
             self._journal.close()
         shutil.rmtree(self.directory, ignore_errors=True)
         self._store._forget(self)
+
+    def settle(self, pushed: Mapping[str, Entry] | None = None) -> bool:
+        """Forget changes an in-place push wrote into the dataset; True when nothing is left.
+
+        *pushed* are the entries the push was planned from. Each still equal to its entry here
+        is dropped (the dataset's own listing shows it now), except a staged file that is open
+        or written since: it is kept, and a later ``settle()`` (after its last close) drops it
+        if it is still unchanged. A directory entry goes once nothing of the draft is below it.
+        """
+        self._check_open()
+        self._pushed.update(pushed or {})
+        drops: list[dict[str, Any]] = []
+        for path in sorted(self._pushed, key=lambda p: p.count("/"), reverse=True):
+            entry = self._pushed[path]
+            if self._entries.get(path) != entry:
+                del self._pushed[path]  # changed since the push: it waits for the next one
+                continue
+            if isinstance(entry, StagedEntry):
+                live = self._live.get(entry.blob)
+                if live is not None and (live.open_count > 0 or live.dirty):
+                    continue
+            if isinstance(entry, DirectoryEntry) and self._children.get(path):
+                continue
+            del self._pushed[path]
+            record = {"op": "drop", "p": path}
+            self._apply_record(record)
+            drops.append(record)
+            if isinstance(entry, StagedEntry):
+                self.forget_unreferenced_blob(entry.blob)
+        if drops:
+            self._journal_or_fail().append(
+                drops[0] if len(drops) == 1 else {"op": "batch", "ops": drops}
+            )
+        return not self._entries and not self._live
 
     def summary(self) -> DraftSummary:
         added = changed = removed = staged_bytes = 0
@@ -825,7 +904,9 @@ class Draft:
         empty_dirs = sorted(d for d in dirs if d not in has_files or d in markers)
         removed = sorted(rel for rel in base_files if rel not in final_paths and rel != "")
         removed = [rel for rel in removed if rel != METADATA_FILE]
-        return DraftPlan(tuple(staged), tuple(carried), tuple(empty_dirs), tuple(removed))
+        return DraftPlan(
+            tuple(staged), tuple(carried), tuple(empty_dirs), tuple(removed), dict(self._entries)
+        )
 
     # --- opening and replaying -----------------------------------------------------------
 
@@ -845,6 +926,8 @@ class Draft:
             records.append({"op": "set", "p": path, "e": _entry_to_json(entry)})
         if self._new_version is not None:
             records.append({"op": "version", "id": self._new_version})
+        if self._version_request is not None:
+            records.append({"op": "version_request", "reason": self._version_request})
         records.extend({"op": "published", "p": path} for path in sorted(self._published))
         return records
 

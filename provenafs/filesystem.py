@@ -18,6 +18,15 @@ kernel for the length of an upload. ``publish_done`` drops the draft view and qu
 cache invalidations, which a background task sends (never from inside a request: the kernel
 may hold the very locks the notification needs).
 
+In place (``-o writes=in-place``, docs/SEMANTICS.md): the data store decides refusals (its
+write-credentials call; its reason logged once), and every change still goes into the draft
+first, then is pushed into the dataset itself through the ``InPlacePublisher`` before the
+operation returns: at the flush of a written file (so ``close()`` reports a failure) and after
+unlink, rename, mkdir, rmdir and attribute changes. A failure is ``EACCES``/``EIO`` with the
+draft kept. Every operation that changes a draft holds the dataset's ``ChangeGate`` shared, a
+push holds it alone (``begin_publish``), so pushes see a still snapshot and changes wait
+rather than fail; a push is never started while the calling task holds the gate.
+
 Rules: names are ``str``, inodes ``int`` (1 = root); the only exception that leaves a public
 method is ``FsError`` (API and object-store exceptions are translated through ``to_errno``
 here, once); anything else is a bug the adapter turns into EIO. No pyfuse3, no blocking calls;
@@ -45,7 +54,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import trio
 
 import provenafs
-from provenafs.api.errors import ApiError
+from provenafs.api.errors import ApiError, AuthenticationFailed, Forbidden, PermissionDenied
 from provenafs.api.models import DatasetRecord
 from provenafs.blobstore import (
     AccessDenied,
@@ -57,6 +66,7 @@ from provenafs.blobstore import (
 )
 from provenafs.blockcache import BlockCache
 from provenafs.catalog import NAME_MAX, Catalog
+from provenafs.change_gate import ChangeGate
 from provenafs.credentials import CredentialBroker
 from provenafs.drafts import (
     METADATA_FILE,
@@ -76,6 +86,7 @@ from provenafs.errors import FsError, to_errno
 from provenafs.inodes import ORPHAN_MARK, InodeTable, NodeId, NodeKind
 from provenafs.mount_options import MountOptions
 from provenafs.namespace import BY_NAME, LATEST_SUFFIX, SIDECAR_SUFFIX, Namespace, check_name
+from provenafs.publish import NothingToPublish, PublishError
 from provenafs.reader import ObjectReader, PrefetchBudget
 from provenafs.siblings import SiblingPrefetcher
 from provenafs.sidecar_edit import (
@@ -100,6 +111,7 @@ __all__ = [
     "FileReader",
     "Filesystem",
     "FsStats",
+    "InPlacePublisher",
     "KernelCacheNotifier",
     "OpenFile",
 ]
@@ -224,6 +236,12 @@ def _translate_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
     return wrapper
 
 
+class InPlacePublisher(Protocol):
+    """What ``-o writes=in-place`` pushes through (``PublishService`` provides it)."""
+
+    async def commit(self, handle: str) -> str: ...
+
+
 @dataclasses.dataclass
 class _DirHandle:
     entries: list[tuple[str, NodeId, Attributes]]
@@ -331,7 +349,13 @@ class Filesystem:
         self._files: dict[int, _ReaderHandle | _BytesHandle | _BlobHandle] = {}
         self._orphans: dict[NodeId, StagedBlob | ObjectInfo] = {}
         self._path_locks: dict[tuple[str, str], trio.Lock] = {}
-        self._publishing: set[str] = set()
+        self._publishing: set[str] = set()  # draft mode: datasets whose publish runs
+        # -o writes=in-place: changes share a dataset's gate, a push holds it alone; the pusher
+        # is set by the daemon; the data store's last refusal of write access, per dataset.
+        self._in_place = options.write_mode == "in-place"
+        self._gate = ChangeGate()
+        self._in_place_publisher: InPlacePublisher | None = None
+        self._write_refusals: dict[str, str] = {}
         self._notifier: KernelCacheNotifier | None = None
         self._invalidations: list[tuple[int, str | None]] = []
         self._invalidations_ready: trio.Event | None = None
@@ -365,6 +389,10 @@ class Filesystem:
 
     def _draft_of(self, handle: str) -> Draft | None:
         return self.draft_store.get(handle)
+
+    def set_in_place_publisher(self, publisher: InPlacePublisher) -> None:
+        """What pushes changes into datasets under ``-o writes=in-place`` (set before use)."""
+        self._in_place_publisher = publisher
 
     def set_kernel_notifier(self, notifier: KernelCacheNotifier) -> None:
         """Where kernel cache invalidations go (set before ``start``)."""
@@ -699,20 +727,26 @@ class Filesystem:
         if isinstance(handle, _ReaderHandle):
             await handle.reader.close()
         elif isinstance(handle, _BlobHandle):
-            await self._release_blob_handle(handle)
+            draft = handle.blob.draft
+            async with self._gate.change(draft.handle):
+                await self._release_blob_handle(handle)
+            await self._settle_in_place(draft)
 
     @_translate_errors
     async def flush(self, fh: int) -> None:
         """A written sidecar is committed here, so that ``close()`` returns the outcome.
 
-        A staged file's bytes and size are made durable here (``close()`` acknowledges them).
+        A staged file's bytes and size are made durable here (``close()`` acknowledges them);
+        in place, the dataset's pending changes are then pushed into it (``close()`` fails
+        if they could not be).
         """
         sidecar = self._sidecar_writes.get(fh)
         if sidecar is not None:
             await self._commit_sidecar(sidecar)
         handle = self._files.get(fh)
         if isinstance(handle, _BlobHandle) and handle.writable:
-            await handle.blob.draft.record_blob(handle.blob)
+            await self._record(handle)
+            await self._push_in_place(handle.blob.draft.handle)
 
     @_translate_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -722,7 +756,13 @@ class Filesystem:
             await self._commit_sidecar(sidecar)
         handle = self._files.get(fh)
         if isinstance(handle, _BlobHandle) and handle.writable:
-            await handle.blob.draft.record_blob(handle.blob)
+            await self._record(handle)
+
+    async def _record(self, handle: _BlobHandle) -> None:
+        """Make a written file's bytes and size durable in its draft."""
+        draft = handle.blob.draft
+        async with self._gate.change(draft.handle):
+            await draft.record_blob(handle.blob)
 
     def _object_reader(
         self, record: DatasetRecord, info: ObjectInfo, inode: int | None
@@ -1003,15 +1043,21 @@ class Filesystem:
 
     # --- writes: refusals and drafts -----------------------------------------------------
 
-    def _write_refusal(self, record: DatasetRecord, path: str) -> FsError | None:
-        """Why a change at *path* of *record*'s dataset cannot happen; None when it can."""
+    def _write_refusal(
+        self, record: DatasetRecord, path: str, *, from_record: bool = True
+    ) -> FsError | None:
+        """Why a change at *path* of *record*'s dataset cannot happen; None when it can.
+
+        In place, a lock or a release is read from the record for permission bits only
+        (``from_record``); a change asks the data store instead (``_require_write_access``).
+        """
         if self._options.read_only:
             return FsError(errno.EROFS, "the mount is read-only (-o ro)")
         roles = record.roles or frozenset()
-        if self._options.write_mode == "in-place":
+        if self._in_place:
             if not roles & {"admin", "dataset-data-write"}:
                 return FsError(errno.EACCES, f"{record.handle}: needs dataset-data-write")
-            if record.locked or record.release_status != "NOT_RELEASED":
+            if from_record and (record.locked or record.release_status != "NOT_RELEASED"):
                 state = "locked" if record.locked else record.release_status
                 return FsError(errno.EACCES, f"{record.handle} is {state}: no in-place writes")
         else:
@@ -1051,12 +1097,59 @@ class Filesystem:
     async def _check_change(self, record: DatasetRecord, *paths: str) -> None:
         """Refuse a change at *paths* that cannot happen (nothing is created on disk)."""
         for path in paths:
-            refusal = self._write_refusal(record, path)
+            refusal = self._write_refusal(record, path, from_record=False)
             if refusal is not None:
                 raise refusal
+        if self._in_place:
+            await self._require_write_access(record)
         await self._require_data_read(record)
         if record.handle in self._publishing:
             raise FsError(errno.EBUSY, f"{record.handle} is being published; try again after")
+
+    async def _require_write_access(self, record: DatasetRecord) -> None:
+        """In place, the data store decides: its refusal of write credentials (locked, pending
+        review, released, no role) is ``EACCES``, and its reason is logged once."""
+        handle = record.handle
+        try:
+            await self._broker.write(handle)
+        except (Forbidden, PermissionDenied, AuthenticationFailed) as exc:
+            reason = str(exc)
+            if self._write_refusals.get(handle) != reason:
+                self._write_refusals[handle] = reason
+                log.warning("%s: the data store refuses in-place writes: %s", handle, reason)
+            raise FsError(errno.EACCES, f"{handle}: {reason}") from exc
+        self._write_refusals.pop(handle, None)
+
+    async def _push_in_place(self, handle: str) -> None:
+        """In place: the dataset's pending changes go into it before the calling operation
+        returns. A failure keeps them in the draft (the quiet-delay publisher tries again) and
+        is the operation's error: ``EACCES`` when S3 or the data store refused, else ``EIO``."""
+        if not self._in_place or self._in_place_publisher is None:
+            return
+        try:
+            await self._in_place_publisher.commit(handle)
+        except NothingToPublish:
+            return
+        except PublishError as exc:
+            cause = exc.__cause__
+            code = (
+                errno.EACCES if cause is not None and to_errno(cause) == errno.EACCES else errno.EIO
+            )
+            raise FsError(code, f"{handle}: kept in the draft, not in S3: {exc}") from exc
+
+    async def _settle_in_place(self, draft: Draft) -> None:
+        """In place, after a close: forget pushed changes of files no longer open, and drop a
+        draft with nothing left (the dataset's own listing shows it all)."""
+        if not self._in_place:
+            return
+        async with self._gate.push(draft.handle):
+            if draft.discarded:  # a push settled it meanwhile
+                return
+            try:
+                if draft.settle():
+                    draft.discard()
+            except (FsError, OSError) as exc:  # kept: the next push settles it again
+                log.warning("%s: could not settle the draft after a close: %s", draft.handle, exc)
 
     async def _open_draft(self, record: DatasetRecord) -> Draft:
         draft = self.draft_store.get(record.handle)
@@ -1150,14 +1243,15 @@ class Filesystem:
 
     async def _open_for_writing(self, node: NodeId, flags: int) -> OpenFile:
         record = await self._catalog.record(node.handle)
-        await self._check_change(record, node.path)
-        await self._file_view(record, node)  # ENOENT before a draft is made
-        draft = await self._open_draft(record)
-        truncate = bool(flags & os.O_TRUNC)
-        blob = await self._staged_blob(record, node, draft, keep_bytes=not truncate)
-        if truncate and blob.size:
-            await blob.truncate(0)
-        return self._open_blob(node, blob, flags)
+        async with self._gate.change(record.handle):
+            await self._check_change(record, node.path)
+            await self._file_view(record, node)  # ENOENT before a draft is made
+            draft = await self._open_draft(record)
+            truncate = bool(flags & os.O_TRUNC)
+            blob = await self._staged_blob(record, node, draft, keep_bytes=not truncate)
+            if truncate and blob.size:
+                await blob.truncate(0)
+            return self._open_blob(node, blob, flags)
 
     async def _release_blob_handle(self, handle: _BlobHandle) -> None:
         blob = handle.blob
@@ -1179,24 +1273,39 @@ class Filesystem:
 
     # --- publishing hooks (provenafs.publish) --------------------------------------------
 
-    def begin_publish(self, handle: str) -> None:
-        """The draft of *handle* is being published: changes get ``EBUSY`` until ``end_publish``."""
-        self._publishing.add(handle)
+    async def begin_publish(self, handle: str) -> None:
+        """The draft of *handle* is being published until ``end_publish``: changes get
+        ``EBUSY`` meanwhile; in place, they wait (a push is short, and a writer of another
+        file must not fail because someone closed theirs)."""
+        if self._in_place:
+            await self._gate.begin_push(handle)
+        else:
+            self._publishing.add(handle)
 
     def end_publish(self, handle: str) -> None:
-        self._publishing.discard(handle)
+        if self._in_place:
+            self._gate.end_push(handle)
+        else:
+            self._publishing.discard(handle)
 
     async def publish_done(self, old_handle: str, new_handle: str) -> None:
         """After a verified publish: drop the draft view, forget cached records and listings of
-        both versions, and tell the kernel to drop what it cached of them."""
+        both versions, and tell the kernel to drop what it cached of them.
+
+        In place (*new_handle* is *old_handle*) the publisher settles the draft itself, and the
+        kernel keeps its entries: the dataset now holds what the draft showed (only mtimes
+        become S3's, within the 1 s attribute timeout), and a push happens at every close.
+        """
+        in_place = new_handle == old_handle
         draft = self.draft_store.get(old_handle)
-        if draft is not None:
+        if draft is not None and not in_place:
             draft.discard()  # idempotent: the publisher discards it again afterwards
         self._publishing.discard(old_handle)
         for handle in {old_handle, new_handle}:
             self._catalog.invalidate(handle)
         self._status_snapshot = None
-        self._queue_invalidations(old_handle, new_handle)
+        if not in_place:
+            self._queue_invalidations(old_handle, new_handle)
 
     def _queue_invalidations(self, *handles: str) -> None:
         """Kernel entries and attributes of the datasets *handles*, their names and links."""
@@ -1265,17 +1374,23 @@ class Filesystem:
         parent_node, record = await self._dataset_parent(parent)
         check_name(name)
         path = join(parent_node.path, name)
-        await self._check_change(record, path)
-        await self._attributes(parent_node)  # the directory is still there
-        existing = await self._existing_child(parent_node, name)
-        if existing is not None:
+        async with self._gate.change(record.handle):
+            await self._check_change(record, path)
+            await self._attributes(parent_node)  # the directory is still there
+            existing = await self._existing_child(parent_node, name)
+            if existing is None:
+                return await self._create_file(record, path, flags)
             if flags & os.O_EXCL:
                 raise FsError(errno.EEXIST, f"{path!r} exists")
             if existing.kind is not NodeKind.DATASET_FILE:
                 raise FsError(errno.EISDIR, f"{path!r} is a directory")
-            inode = self._inodes.remember(existing)
-            opened = await self.open(inode, flags, ctx)
-            return opened, await self.getattr(inode, ctx)
+        inode = self._inodes.remember(existing)  # opened outside the gate: open takes it
+        opened = await self.open(inode, flags, ctx)
+        return opened, await self.getattr(inode, ctx)
+
+    async def _create_file(
+        self, record: DatasetRecord, path: str, flags: int
+    ) -> tuple[OpenFile, Attributes]:
         draft = await self._open_draft(record)
         replaced = isinstance(draft.entries.get(path), Whiteout)
         blob = await draft.new_blob(path, replaced_base=replaced)
@@ -1290,16 +1405,19 @@ class Filesystem:
         parent_node, record = await self._dataset_parent(parent)
         check_name(name)
         path = join(parent_node.path, name)
-        await self._check_change(record, path)
-        await self._attributes(parent_node)
-        if await self._existing_child(parent_node, name) is not None:
-            raise FsError(errno.EEXIST, f"{path!r} exists")
-        draft = await self._open_draft(record)
-        draft.put(path, DirectoryEntry(time.time_ns()))
-        await draft.sync()
-        node = NodeId(NodeKind.DATASET_SUBDIR, record.handle, path)
-        inode = self._inodes.remember(node)
-        return dataclasses.replace(await self._attributes(node), inode=inode)
+        async with self._gate.change(record.handle):
+            await self._check_change(record, path)
+            await self._attributes(parent_node)
+            if await self._existing_child(parent_node, name) is not None:
+                raise FsError(errno.EEXIST, f"{path!r} exists")
+            draft = await self._open_draft(record)
+            draft.put(path, DirectoryEntry(time.time_ns()))
+            await draft.sync()
+            node = NodeId(NodeKind.DATASET_SUBDIR, record.handle, path)
+            inode = self._inodes.remember(node)
+            attributes = dataclasses.replace(await self._attributes(node), inode=inode)
+        await self._push_in_place(record.handle)
+        return attributes
 
     async def _refuse_special(self, parent: int, name: str) -> FsError:
         parent_node, record = await self._dataset_parent(parent)
@@ -1321,23 +1439,27 @@ class Filesystem:
     @_translate_errors
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
         parent_node, record = await self._dataset_parent(parent)
-        node = await self._namespace.child(parent_node, name)
-        if node.kind is not NodeKind.DATASET_FILE:
-            raise FsError(errno.EISDIR, f"{node.path!r} is a directory")
-        await self._check_change(record, node.path)
-        view = await self._file_view(record, node)
-        in_base = await self._base_has(record, node.path)
-        draft = await self._open_draft(record)
-        await self._remove_path(draft, node.path, in_base=in_base)
-        keep: StagedBlob | ObjectInfo | None = view.info
-        if view.staged is not None:
-            keep = draft.live_blob(view.staged.blob)
-        self._detach(node, keep)
-        if view.staged is not None:
-            draft.forget_unreferenced_blob(view.staged.blob)
+        async with self._gate.change(record.handle):
+            node = await self._namespace.child(parent_node, name)
+            if node.kind is not NodeKind.DATASET_FILE:
+                raise FsError(errno.EISDIR, f"{node.path!r} is a directory")
+            await self._check_change(record, node.path)
+            view = await self._file_view(record, node)
+            in_base = await self._base_has(record, node.path)
+            draft = await self._open_draft(record)
+            await self._remove_path(draft, node.path, in_base=in_base)
+            keep: StagedBlob | ObjectInfo | None = view.info
+            if view.staged is not None:
+                keep = draft.live_blob(view.staged.blob)
+            self._detach(node, keep)
+            if view.staged is not None:
+                draft.forget_unreferenced_blob(view.staged.blob)
+        await self._push_in_place(record.handle)
 
     async def _remove_path(self, draft: Draft, path: str, *, in_base: bool) -> None:
-        if in_base:
+        # In place, S3 itself may hold the path (pushed moments ago) whatever the cached
+        # listing says: a whiteout makes the push delete it.
+        if in_base or self._in_place:
             draft.put(path, WHITEOUT)
         else:
             draft.remove(path)
@@ -1346,16 +1468,18 @@ class Filesystem:
     @_translate_errors
     async def rmdir(self, parent: int, name: str, ctx: Caller) -> None:
         parent_node, record = await self._dataset_parent(parent)
-        node = await self._namespace.child(parent_node, name)
-        if node.kind is not NodeKind.DATASET_SUBDIR:
-            raise FsError(errno.ENOTDIR, f"{node.path!r} is not a directory")
-        await self._check_change(record, node.path)
-        if await self._namespace.children(node):
-            raise FsError(errno.ENOTEMPTY, f"{node.path!r} is not empty")
-        in_base = await self._base_has(record, node.path)
-        draft = await self._open_draft(record)
-        await self._remove_path(draft, node.path, in_base=in_base)
-        self._detach(node, None)
+        async with self._gate.change(record.handle):
+            node = await self._namespace.child(parent_node, name)
+            if node.kind is not NodeKind.DATASET_SUBDIR:
+                raise FsError(errno.ENOTDIR, f"{node.path!r} is not a directory")
+            await self._check_change(record, node.path)
+            if await self._namespace.children(node):
+                raise FsError(errno.ENOTEMPTY, f"{node.path!r} is not empty")
+            in_base = await self._base_has(record, node.path)
+            draft = await self._open_draft(record)
+            await self._remove_path(draft, node.path, in_base=in_base)
+            self._detach(node, None)
+        await self._push_in_place(record.handle)
 
     @_translate_errors
     async def rename(  # noqa: PLR0917 (mirrors the FUSE operation)
@@ -1380,50 +1504,52 @@ class Filesystem:
             raise FsError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
         check_name(new_name)
         record = await self._catalog.record(old_dir.handle)
-        source = await self._namespace.child(old_dir, old_name)
-        new_path = join(new_dir.path, new_name)
-        await self._check_change(record, source.path, new_path)
-        await self._attributes(new_dir)
-        if source.path == new_path:
-            return
-        is_dir = source.kind is NodeKind.DATASET_SUBDIR
-        if is_dir and new_path.startswith(source.path + "/"):
-            raise FsError(errno.EINVAL, "a directory cannot move into itself")
-        target = await self._existing_child(new_dir, new_name)
-        target_view: _FileView | None = None
-        if target is not None:
-            if flags & RENAME_NOREPLACE:
-                raise FsError(errno.EEXIST, f"{new_path!r} exists")
-            if is_dir and target.kind is not NodeKind.DATASET_SUBDIR:
-                raise FsError(errno.ENOTDIR, f"{new_path!r} is not a directory")
-            if not is_dir and target.kind is NodeKind.DATASET_SUBDIR:
-                raise FsError(errno.EISDIR, f"{new_path!r} is a directory")
-            if is_dir and await self._namespace.children(target):
-                raise FsError(errno.ENOTEMPTY, f"{new_path!r} is not empty")
-            if not is_dir:
-                target_view = await self._file_view(record, target)
-        if is_dir:
-            operations = await self._directory_move(record, source.path, new_path)
-        else:
-            view = await self._file_view(record, source)
-            operations = [("set", new_path, self._entry_of(view, source.path))]
-        if await self._base_has(record, source.path):
-            operations.append(("set", source.path, WHITEOUT))
-        else:
-            operations.append(("del", source.path, None))
-        draft = await self._open_draft(record)
-        draft.apply(operations)
-        await draft.sync()
-        if target_view is not None and target_view.staged is not None:
-            draft.forget_unreferenced_blob(target_view.staged.blob)
-        draft.rebind(source.path, new_path)
-        for orphan in self._inodes.rename(record.handle, source.path, new_path):
+        async with self._gate.change(record.handle):
+            source = await self._namespace.child(old_dir, old_name)
+            new_path = join(new_dir.path, new_name)
+            await self._check_change(record, source.path, new_path)
+            await self._attributes(new_dir)
+            if source.path == new_path:
+                return
+            is_dir = source.kind is NodeKind.DATASET_SUBDIR
+            if is_dir and new_path.startswith(source.path + "/"):
+                raise FsError(errno.EINVAL, "a directory cannot move into itself")
+            target = await self._existing_child(new_dir, new_name)
+            target_view: _FileView | None = None
+            if target is not None:
+                if flags & RENAME_NOREPLACE:
+                    raise FsError(errno.EEXIST, f"{new_path!r} exists")
+                if is_dir and target.kind is not NodeKind.DATASET_SUBDIR:
+                    raise FsError(errno.ENOTDIR, f"{new_path!r} is not a directory")
+                if not is_dir and target.kind is NodeKind.DATASET_SUBDIR:
+                    raise FsError(errno.EISDIR, f"{new_path!r} is a directory")
+                if is_dir and await self._namespace.children(target):
+                    raise FsError(errno.ENOTEMPTY, f"{new_path!r} is not empty")
+                if not is_dir:
+                    target_view = await self._file_view(record, target)
+            if is_dir:
+                operations = await self._directory_move(record, source.path, new_path)
+            else:
+                view = await self._file_view(record, source)
+                operations = [("set", new_path, self._entry_of(view, source.path))]
+            if self._in_place or await self._base_has(record, source.path):
+                operations.append(("set", source.path, WHITEOUT))
+            else:
+                operations.append(("del", source.path, None))
+            draft = await self._open_draft(record)
+            draft.apply(operations)
+            await draft.sync()
             if target_view is not None and target_view.staged is not None:
-                blob = draft.live_blob(target_view.staged.blob)
-                if blob is not None:
-                    self._orphans[orphan] = blob
-            elif target_view is not None and target_view.info is not None:
-                self._orphans[orphan] = target_view.info
+                draft.forget_unreferenced_blob(target_view.staged.blob)
+            draft.rebind(source.path, new_path)
+            for orphan in self._inodes.rename(record.handle, source.path, new_path):
+                if target_view is not None and target_view.staged is not None:
+                    blob = draft.live_blob(target_view.staged.blob)
+                    if blob is not None:
+                        self._orphans[orphan] = blob
+                elif target_view is not None and target_view.info is not None:
+                    self._orphans[orphan] = target_view.info
+        await self._push_in_place(record.handle)
 
     def _entry_of(self, view: _FileView, path: str) -> Entry:
         """The draft entry that puts the file seen through *view* at another path."""
@@ -1524,16 +1650,25 @@ class Filesystem:
         node = self._inodes.node(inode)
         if node.kind not in _DATASET_KINDS:
             raise await self._refusal_for(node)
+        async with self._gate.change(node.handle):
+            changed = await self._change_file_attributes(node, size=size, mtime_ns=mtime_ns, fh=fh)
+        if changed and fh is None:  # a change through an open file reaches S3 at its close
+            await self._push_in_place(node.handle)
+
+    async def _change_file_attributes(
+        self, node: NodeId, *, size: int | None, mtime_ns: int | None, fh: int | None
+    ) -> bool:
+        """Size and mtime changes of a dataset file into the draft; False when none is kept."""
         record = await self._catalog.record(node.handle)
         await self._check_change(record, node.path)
         if node.kind is not NodeKind.DATASET_FILE:
             if size is not None:
                 raise FsError(errno.EISDIR, "is a directory")
-            return  # directory times and modes are not kept
+            return False  # directory times and modes are not kept
         if size is not None and size < 0:
             raise FsError(errno.EINVAL, "negative size")
         if size is None and mtime_ns is None:
-            return
+            return False
         view = await self._file_view(record, node)
         draft = await self._open_draft(record)
         handle = self._files.get(fh) if fh is not None else None
@@ -1544,7 +1679,7 @@ class Filesystem:
             info = view.info
             draft.put(node.path, CarriedEntry(info.key, info.size, info.etag, mtime_ns))
             await draft.sync()
-            return
+            return True
         if blob is None:
             blob = await self._staged_blob(record, node, draft, keep_bytes=size != 0)
         blob.open_count += 1
@@ -1556,6 +1691,7 @@ class Filesystem:
             await blob.draft.record_blob(blob)
         finally:
             blob.draft.release_blob(blob)
+        return True
 
     @_translate_errors
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -1566,15 +1702,16 @@ class Filesystem:
         if not isinstance(handle, _BlobHandle) or not handle.writable:
             raise FsError(errno.EBADF, "not open for writing")
         draft = handle.blob.draft
-        if draft.discarded:
-            raise FsError(errno.EROFS, "the draft was published; reopen the file")
-        if draft.handle in self._publishing:
-            raise FsError(errno.EBUSY, f"{draft.handle} is being published; try again after")
         if offset < 0:
             raise FsError(errno.EINVAL, "negative offset")
-        if handle.append:
-            offset = handle.blob.size
-        return await handle.blob.write(offset, data)
+        async with self._gate.change(draft.handle):  # in place, waits while a push runs
+            if draft.discarded:
+                raise FsError(errno.EROFS, "the draft was published; reopen the file")
+            if draft.handle in self._publishing:
+                raise FsError(errno.EBUSY, f"{draft.handle} is being published; try again after")
+            if handle.append:
+                offset = handle.blob.size
+            return await handle.blob.write(offset, data)
 
     async def setxattr(self, inode: int, name: str, value: bytes, ctx: Caller) -> None:
         node = self._inodes.node(inode)

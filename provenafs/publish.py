@@ -6,7 +6,9 @@ version of that dataset and answers the new handle:
 1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``;
 2. unless the draft already names one, ``POST /register/version`` and **record the new id in the
    draft's journal before anything is copied**, so a crash or an error resumes into the same new
-   version and never mints a second one;
+   version and never mints a second one. The request itself (with its reason) is journaled
+   before it is sent: a publish that finds a request without an answer (lost in transit, or a
+   crash while it was in flight) adopts the base's successor if it has that reason;
 3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
    unchanged files streamed from the old version part by part (ranged GETs with the old
    version's read credentials, multipart upload with the new version's write credentials, one
@@ -20,14 +22,20 @@ version of that dataset and answers the new handle:
 5. ``publish_done(old, new)`` on the filesystem, then ``draft.discard()``.
 
 A failure leaves the draft (and any recorded new version id) in place for a retry. With
-``in_place=True`` (``-o writes=in-place``) step 2 is skipped and step 3 writes the changes
-straight into the draft's own dataset with its write credentials (put changed and new files,
-delete removed ones); the data store refuses write credentials for a locked, pending or released
-dataset, and that refusal is the error.
+``in_place=True`` (``-o writes=in-place``) step 2 is skipped and the changes go straight into
+the draft's own dataset with its write credentials: renamed files are copied first (they read
+keys the rest may overwrite or delete), then changed and new files are uploaded, then removed
+files and the markers of removed folders are deleted. The data store refuses write credentials
+for a locked, pending or released dataset, and that refusal is the error. Step 5 then
+``settle``s the draft: the entries pushed that did not change meanwhile are forgotten (the
+dataset's own listing shows them now), and a draft with nothing left is discarded. The
+filesystem pushes this way at every close and namespace change (``begin_publish`` holds its
+change gate so that no change lands in the middle of a push).
 
 ``PublishService`` is the mount's one owner of publishing: it serialises publishes per dataset,
 keeps the progress of those in flight and the recent failures (with their cause) for
-``provenafs status``, resumes at start the drafts a crash left with a recorded new version, and
+``provenafs status``, resumes at start the drafts a crash left with a recorded new version (in
+place: every draft), and
 publishes a draft on its own once it has had no open writer and no change for the quiet delay.
 
 Rules: trio thread only; blocking work (reading staged files, hashing parts) runs in worker
@@ -61,7 +69,7 @@ from provenafs.blobstore import (
     WritableBlobStore,
     multipart_etag,
 )
-from provenafs.drafts import METADATA_FILE, DraftPlan, DraftSummary
+from provenafs.drafts import METADATA_FILE, DraftPlan, DraftSummary, Entry
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -103,6 +111,11 @@ class PublishDraft(Protocol):
     @property
     def new_version_id(self) -> str | None: ...
 
+    def record_version_request(self, reason: str | None) -> None: ...
+
+    @property
+    def version_request(self) -> str | None: ...
+
     def mark_published(self, path: str) -> None: ...
 
     def is_published(self, path: str) -> bool: ...
@@ -110,6 +123,8 @@ class PublishDraft(Protocol):
     def is_quiet(self) -> bool: ...
 
     async def sync(self) -> None: ...
+
+    def settle(self, pushed: Mapping[str, Entry] | None = None) -> bool: ...
 
     def discard(self) -> None: ...
 
@@ -123,7 +138,7 @@ class PublishDraftStore(Protocol):
 class PublishHooks(Protocol):
     """What the filesystem does around a publish (``Filesystem`` provides these)."""
 
-    def begin_publish(self, handle: str) -> None:
+    async def begin_publish(self, handle: str) -> None:
         """The draft is being published: changes to it wait (or fail) until ``end_publish``."""
         ...
 
@@ -318,8 +333,6 @@ class Publisher:
         self._files = trio.CapacityLimiter(max(1, max_parallel))  # files in flight
         self._default_reason = default_reason
         self.in_place = in_place
-        # create_version calls whose answer was lost: the version may exist (see _create_version)
-        self._uncertain: dict[str, str] = {}
         self.versions_created = 0
 
     @property
@@ -341,7 +354,7 @@ class Publisher:
         if draft is None:
             raise NothingToPublish(f"{handle} has no draft")
         tracker = _Progress(handle, progress)
-        self._hooks.begin_publish(handle)
+        await self._hooks.begin_publish(handle)
         try:
             if self.in_place:
                 return await self._publish_in_place(draft, tracker)
@@ -369,13 +382,17 @@ class Publisher:
             if info.key.startswith(draft.base_prefix)
         }
         new_handle = draft.new_version_id
+        if new_handle is None and draft.version_request is not None:
+            new_handle = await self._adopt_lost_version(handle, draft.version_request)
+            if new_handle is not None:
+                draft.record_new_version(new_handle)
         if new_handle is None:
             if _changes_nothing(plan, draft.base_prefix, base_paths):
                 draft.discard()
                 raise NothingToPublish(f"the draft of {handle} changes nothing")
             text = reason or self._default_reason or generated_reason(plan, base_paths)
             tracker.report(phase="versioning")
-            new_handle = await self._create_version(handle, text)
+            new_handle = await self._create_version(draft, text)
             draft.record_new_version(new_handle)
             log.info("publishing %s as new version %s (%s)", handle, new_handle, text)
         else:
@@ -406,48 +423,46 @@ class Publisher:
             target=new_handle,
             bucket=bucket,
             prefix=prefix,
-            transfers=transfers,
+            phases=[transfers],
             empty_dirs=plan.empty_dirs,
         )
         await self._finish(draft, tracker, new_handle)
         return new_handle
 
-    async def _create_version(self, handle: str, reason: str) -> str:
-        """``POST /register/version``, once; adopts a version whose answer was lost.
+    async def _create_version(self, draft: PublishDraft, reason: str) -> str:
+        """``POST /register/version``, once, journaled in the draft before it is sent.
 
-        The version call is never re-sent automatically (it is not idempotent). If its answer
-        was lost (``Unavailable``), the version may exist: the next attempt finds the base no
-        longer latest and adopts its successor if that was minted with the same reason.
+        The version call is never re-sent automatically (it is not idempotent). Until its
+        answer is recorded, the draft's journal holds the request: if the answer is lost
+        (``Unavailable``), or the daemon dies while the call is in flight, the next attempt
+        (after a restart too) finds the base no longer latest and adopts its successor if
+        that was minted with the same reason (``_adopt_lost_version``).
         """
-        pending = self._uncertain.get(handle)
-        if pending is not None:
-            adopted = await self._adopt_lost_version(handle, pending)
-            if adopted is not None:
-                return adopted
+        handle = draft.handle
+        draft.record_version_request(reason)
         try:
             created = await self._client.create_version(handle, reason)
-        except api_errors.Unavailable:
-            self._uncertain[handle] = reason
-            raise
         except api_errors.PermissionDenied as exc:
+            draft.record_version_request(None)  # refused: surely no version was made
             raise PublishError(
                 f"the data store refused to version {handle} ({exc}); publishing a draft needs "
                 "item role admin on the dataset"
             ) from exc
         except api_errors.InvalidRequest as exc:
+            draft.record_version_request(None)
             raise PublishError(f"the data store refused to version {handle}: {exc}") from exc
-        self._uncertain.pop(handle, None)
         self.versions_created += 1
         return created.new_version_id
 
     async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
+        """The successor of *handle* if it was minted with *reason* (by a call whose answer
+        never reached the journal); None when there is none (the call made nothing)."""
         record = await self._client.fetch_dataset(handle)
         successor = None if record.versioning is None else record.versioning.next_version
         if successor is None:
             return None
         candidate = await self._client.fetch_dataset(successor)
         if candidate.versioning is not None and candidate.versioning.reason == reason:
-            self._uncertain.pop(handle, None)
             log.warning("adopting %s: the answer minting it was lost", successor)
             return successor
         return None
@@ -455,19 +470,15 @@ class Publisher:
     # -- in place --------------------------------------------------------------------------
 
     async def _publish_in_place(self, draft: PublishDraft, tracker: _Progress) -> str:
+        """Write the draft's changes into its own dataset, then forget what landed (settle)."""
         handle = draft.handle
         tracker.new_handle = handle
         await self._write_credentials(handle)
-        base = await self._list(handle, "write", draft.bucket, draft.base_prefix)
-        plan = await draft.plan(base)
         prefix = draft.base_prefix
-        transfers = [
-            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
-            for f in plan.staged
-            if f.path != METADATA_FILE
-        ]
-        # Carried files under a new name (renames) are copied; those at their own key are there.
-        transfers += [
+        base = await self._list(handle, "write", draft.bucket, prefix)
+        plan = await draft.plan(base)
+        # Renamed files are copied from keys this push may overwrite or delete: copies go first.
+        copies = [
             _Transfer(
                 f.path,
                 prefix + f.path,
@@ -478,20 +489,34 @@ class Publisher:
             for f in plan.carried
             if f.path != METADATA_FILE and f.base_key != prefix + f.path
         ]
+        uploads = [
+            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            for f in plan.staged
+            if f.path != METADATA_FILE
+        ]
         await self._fill(
             draft=draft,
             tracker=tracker,
             target=handle,
             bucket=draft.bucket,
             prefix=prefix,
-            transfers=transfers,
+            phases=[copies, uploads],
             empty_dirs=plan.empty_dirs,
+            landed=base,
         )
-        for path in plan.removed:
-            if path != METADATA_FILE:
-                await self._delete(handle, draft.bucket, prefix + path)
-        await self._finish(draft, tracker, handle)
+        await self._delete_all(handle, draft.bucket, _in_place_deletions(plan, prefix, base))
+        await self._finish(draft, tracker, handle, pushed=plan.entries)
         return handle
+
+    async def _delete_all(self, handle: str, bucket: str, keys: Sequence[str]) -> None:
+        async def delete_one(key: str) -> None:
+            async with self._files:
+                await self._delete(handle, bucket, key)
+
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(delete_one, key)
 
     # -- the common steps ------------------------------------------------------------------
 
@@ -503,22 +528,28 @@ class Publisher:
         target: str,
         bucket: str,
         prefix: str,
-        transfers: list[_Transfer],
+        phases: Sequence[Sequence[_Transfer]],
         empty_dirs: Sequence[str],
+        landed: Listing | None = None,
     ) -> None:
-        """Write every transfer and directory marker not already in place; then verify."""
-        landed = {
-            info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
-        }
+        """Write every transfer and directory marker not already in place; then verify.
+
+        Each phase's transfers run in parallel, and a phase starts once the one before it is
+        done. *landed* is a listing of the target prefix taken just before, if there is one.
+        """
+        if landed is None:
+            landed = await self._list(target, "write", bucket, prefix)
+        landed_keys = {info.key: info for info in landed.objects}
         await self._abort_leftover_uploads(target, bucket, prefix)
-        todo = [
-            t
-            for t in transfers
-            if not (draft.is_published(t.path) and t.key in landed and landed[t.key].size == t.size)
-        ]
+        transfers = [t for phase in phases for t in phase]
+
+        def already_landed(t: _Transfer) -> bool:
+            info = landed_keys.get(t.key)
+            return draft.is_published(t.path) and info is not None and info.size == t.size
+
+        done = [t for t in transfers if already_landed(t)]
         tracker.files_total = len(transfers)
         tracker.bytes_total = sum(t.size for t in transfers)
-        done = [t for t in transfers if t not in todo]
         tracker.report(phase="copying", files=len(done), nbytes=sum(t.size for t in done))
         expected: dict[str, str] = {}
 
@@ -530,13 +561,15 @@ class Publisher:
             await draft.sync()
             tracker.report(files=1)
 
-        with _one_error():
-            async with trio.open_nursery() as nursery:
-                for transfer in todo:
-                    nursery.start_soon(transfer_one, transfer)
+        for phase in phases:
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+                    for transfer in phase:
+                        if not already_landed(transfer):
+                            nursery.start_soon(transfer_one, transfer)
         dir_keys = [prefix + d.strip("/") + "/" for d in empty_dirs if d.strip("/")]
         for key in dir_keys:
-            if key not in landed:
+            if key not in landed_keys:
                 await self._put(target, bucket, key, b"")
         tracker.report(phase="verifying")
         await self._verify(
@@ -548,11 +581,24 @@ class Publisher:
             expected=expected,
         )
 
-    async def _finish(self, draft: PublishDraft, tracker: _Progress, new_handle: str) -> None:
+    async def _finish(
+        self,
+        draft: PublishDraft,
+        tracker: _Progress,
+        new_handle: str,
+        *,
+        pushed: Mapping[str, Entry] | None = None,
+    ) -> None:
+        """Clear the draft: all of it, or (in place) the ``pushed`` entries that did not change
+        meanwhile; a draft with nothing left is discarded."""
         tracker.report(phase="finishing")
+        nothing_left = True
+        if pushed is not None:
+            nothing_left = draft.settle(pushed)
+            await draft.sync()
         await self._hooks.publish_done(draft.handle, new_handle)
-        if self._drafts.get(draft.handle) is draft:  # publish_done may have discarded it
-            draft.discard()
+        if nothing_left and self._drafts.get(draft.handle) is draft:
+            draft.discard()  # publish_done may have discarded it already
         tracker.report(phase="done")
 
     async def _verify(
@@ -765,6 +811,22 @@ def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) ->
     return final == base_paths - {METADATA_FILE}
 
 
+def _in_place_deletions(plan: DraftPlan, prefix: str, base: Listing) -> list[str]:
+    """Keys an in-place push deletes: removed files, and markers of directories that went."""
+    final_dirs = set(plan.empty_dirs)
+    for path in [f.path for f in plan.staged] + [f.path for f in plan.carried]:
+        parent = path.rpartition("/")[0]
+        while parent:
+            final_dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    keys = [prefix + path for path in plan.removed if path != METADATA_FILE]
+    for info in base.objects:
+        rel = info.key[len(prefix) :]
+        if info.key.startswith(prefix) and rel.endswith("/") and rel.strip("/") not in final_dirs:
+            keys.append(info.key)
+    return keys
+
+
 def _check_length(transfer: _Transfer, offset: int, length: int, data: bytes) -> None:
     if len(data) != length:
         raise PublishError(
@@ -811,6 +873,9 @@ class PublishService:
         )
         self._published: dict[str, str] = {}  # old handle -> new handle, this session
         self._retry_after: dict[str, float] = {}
+        # In place, a draft outlives a successful push while a pushed file is still open: the
+        # time of its last change then, so the quiet-delay publisher does not push it again.
+        self._pushed_change: dict[str, float] = {}
 
     async def commit(
         self,
@@ -835,6 +900,9 @@ class PublishService:
                 if progress is not None:
                     progress(snapshot)
 
+            draft = self.publisher.draft_store.get(handle)
+            last_change = None if draft is None else draft.summary().last_change
+
             try:
                 new_handle = await self.publisher.publish(handle, reason, listen)
             except NothingToPublish:
@@ -851,7 +919,12 @@ class PublishService:
                 self._in_progress.pop(handle, None)
             self._published[handle] = new_handle
             self._retry_after.pop(handle, None)
-            log.info("published %s as %s", handle, new_handle)
+            if last_change is not None:
+                self._pushed_change[handle] = last_change
+            if new_handle == handle:
+                log.debug("pushed the changes of %s into it (in place)", handle)
+            else:
+                log.info("published %s as %s", handle, new_handle)
             return new_handle
 
     def _record_failure(self, handle: str, cause: str) -> None:
@@ -866,7 +939,8 @@ class PublishService:
     async def run(self) -> None:
         """Resume interrupted publishes, then publish drafts that stay quiet (until cancelled)."""
         for draft in list(self.publisher.draft_store.drafts()):
-            if draft.new_version_id is not None:
+            interrupted = draft.new_version_id is not None or draft.version_request is not None
+            if interrupted or self.publisher.in_place:
                 await self._publish_quietly(draft.handle, "resuming an interrupted publish")
         if self.publish_delay <= 0:
             return
@@ -886,6 +960,8 @@ class PublishService:
                 continue
             if self._retry_after.get(draft.handle, 0.0) > now:
                 continue
+            if self._pushed_change.get(draft.handle) == draft.summary().last_change:
+                continue  # pushed in place, nothing changed since (a pushed file is open)
             found.append(draft.handle)
         return found
 

@@ -287,28 +287,98 @@ def test_in_place_writes_go_into_the_same_dataset_and_pending_refuses(
     mount = start_writable_mount(
         store, tmp_path / "mnt", options="rw,publish_delay=0,writes=in-place"
     )
+
+    def landed() -> dict[str, bytes]:
+        tree = s3_tree(api, target.s3_prefix)
+        return {k: v for k, v in tree.items() if k != "metadata.json"}
+
     try:
         directory = mount.dataset_dir(target.handle)
+        # Each call has landed in the dataset itself when it returns; no commit, no version.
         (directory / "new.txt").write_bytes(b"written in place\n")
         (directory / "change.txt").write_bytes(b"new\n")
         (directory / "gone.txt").unlink()
-        result = mount.commit(directory, "in place")
-        assert result.returncode == 0, result.stderr + mount.mount.log_text()[-3000:]
-        assert result.stdout.strip().splitlines()[-1] == target.handle
-        assert api.versions_after(target.handle) == []
-        landed = s3_tree(api, target.s3_prefix)
-        assert {k: v for k, v in landed.items() if k != "metadata.json"} == {
+        assert landed() == {
             "keep.txt": b"kept\n",
             "change.txt": b"new\n",
             "new.txt": b"written in place\n",
         }
+        (directory / "sub").mkdir()
+        assert landed()["sub/"] == b""
+        (directory / "keep.txt").rename(directory / "sub" / "keep.txt")
+        os.truncate(directory / "change.txt", 2)
+        assert landed() == {
+            "sub/": b"",
+            "sub/keep.txt": b"kept\n",
+            "change.txt": b"ne",
+            "new.txt": b"written in place\n",
+        }
+        (directory / "sub" / "keep.txt").unlink()
+        (directory / "sub").rmdir()
+        assert landed() == {"change.txt": b"ne", "new.txt": b"written in place\n"}
+        assert sorted(p.name for p in directory.iterdir()) == [
+            "change.txt",
+            "metadata.json",
+            "new.txt",
+        ]
+        # Nothing is left to publish; the mount holds no draft of the dataset any more.
+        result = mount.commit(directory, "in place")
+        assert result.returncode == 0, result.stderr + mount.mount.log_text()[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == target.handle
+        assert "nothing to publish" in result.stderr
+        assert api.versions_after(target.handle) == []
 
-        (mount.dataset_dir(pending.handle) / "b.txt").write_bytes(b"b\n")
+        # A dataset pending review: the data store refuses write credentials (403), the
+        # first write gets EACCES, and the data store's reason is in the log.
         api.serve_ok("release", "request", pending.handle)
-        refused = mount.commit(mount.dataset_dir(pending.handle), "in place, pending")
-        assert refused.returncode == 1
-        assert "pending review or is released" in refused.stderr
+        with pytest.raises(PermissionError):
+            (mount.dataset_dir(pending.handle) / "b.txt").write_bytes(b"b\n")
         assert "pending review or is released" in mount.mount.log_text()
         assert set(s3_tree(api, pending.s3_prefix)) == {"a.txt", "metadata.json"}
+    finally:
+        stop_mount(mount.mount)
+
+
+def test_in_place_tar_x_and_interleaved_writers_land_byte_for_byte(
+    store: LocalStore, api: StoreApi, tmp_path: Path
+) -> None:
+    """Real tools and several handles on the real mount: each close lands at once."""
+    target = api.mint(files={"old/stale.txt": b"replaced by the archive\n"})
+    source = tmp_path / "source"
+    files = {
+        f"tree/d{n % 4}/f{n:02d}.bin": hashlib.sha256(str(n).encode()).digest() * (n + 1)
+        for n in range(24)
+    }
+    files["tree/empty.txt"] = b""
+    for rel, data in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    archive = tmp_path / "tree.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(source), "tree"], check=True)
+    mount = start_writable_mount(
+        store, tmp_path / "mnt", options="rw,publish_delay=0,writes=in-place"
+    )
+    try:
+        directory = mount.dataset_dir(target.handle)
+        subprocess.run(["tar", "-xf", str(archive), "-C", str(directory)], check=True)
+        subprocess.run(["rm", "-r", str(directory / "old")], check=True)
+        with (directory / "a.log").open("wb") as first:
+            first.write(b"first half, ")
+            first.flush()
+            with (directory / "b.log").open("wb") as second:
+                second.write(b"written while a.log is open\n")
+            assert s3_tree(api, target.s3_prefix)["b.log"] == b"written while a.log is open\n"
+            first.write(b"second half\n")
+        landed = s3_tree(api, target.s3_prefix)
+        markers = {f"tree/{d}": b"" for d in ("", "d0/", "d1/", "d2/", "d3/")}  # mkdir's
+        assert {k: v for k, v in landed.items() if k != "metadata.json"} == {
+            **files,
+            **markers,
+            "a.log": b"first half, second half\n",
+            "b.log": b"written while a.log is open\n",
+        }
+        assert api.versions_after(target.handle) == []
+        status = json.loads((mount.path / ".provenafs" / "status.json").read_text())
+        assert [d for d in status["drafts"] if d["handle"] == target.handle] == []
     finally:
         stop_mount(mount.mount)

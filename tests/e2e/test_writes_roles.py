@@ -345,21 +345,7 @@ def write_and_close(path: Path, data: bytes) -> None:
         stream.write(data)
 
 
-# Known gap (issue 4 item 5, left open): -o writes=in-place uploads at commit or after the quiet
-# delay, not at close(), and a refusal for a pending/released dataset is decided by the mount
-# before asking the data store, so its 403 reason is not logged. Strict: fixing either turns
-# these cases into failures that must be un-marked.
-_IN_PLACE_GAP = pytest.mark.xfail(
-    strict=True, reason="in-place writes land at commit, not at close; refusal reason not logged"
-)
-
-
-def _in_place_param(case: InPlaceCase) -> Any:
-    gap = case.ok or case.log_reason is not None
-    return pytest.param(case, id=case.label, marks=[_IN_PLACE_GAP] if gap else [])
-
-
-@pytest.mark.parametrize("case", [_in_place_param(c) for c in IN_PLACE_CASES])
+@pytest.mark.parametrize("case", IN_PLACE_CASES, ids=[c.label for c in IN_PLACE_CASES])
 def test_in_place_writes(in_place_mount: WritableMount, api: StoreApi, case: InPlaceCase) -> None:
     dataset = set_up(api, case.base)
     root = in_place_mount.dataset_dir(dataset.handle)

@@ -315,3 +315,108 @@ def test_subtree_changes_reach_entries_under_folders_the_draft_never_recorded(
         assert dict(draft.entries) == {} and list(draft.entries_under("")) == []
 
     run(body)
+
+
+# --- settle: forgetting what an in-place push wrote into the dataset ---------------------------
+
+
+def test_settle_drops_pushed_entries_and_keeps_what_changed_or_is_open(tmp_path: Path) -> None:
+    async def body() -> None:
+        _, draft = await new_draft(tmp_path)
+        await stage(draft, "done.csv", b"closed")
+        draft.put("sub", DirectoryEntry(1))
+        open_blobs = []
+        for path in ("open.csv", "sub/child.txt"):  # flushed (as before a push), still open
+            await stage(draft, path, b"still open", acknowledge=False)
+            entry = draft.entries[path]
+            assert isinstance(entry, StagedEntry)
+            blob = draft.live_blob(entry.blob)
+            assert blob is not None
+            await draft.record_blob(blob)
+            open_blobs.append(blob)
+        await stage(draft, "changed.csv", b"v1")
+        draft.put("gone.txt", WHITEOUT)
+        pushed = dict(draft.entries)
+        done_blob = draft.entries["done.csv"]
+        assert isinstance(done_blob, StagedEntry)
+        await stage(draft, "changed.csv", b"v2")  # after the push's snapshot
+        assert draft.settle(pushed) is False
+        assert sorted(draft.entries) == ["changed.csv", "open.csv", "sub", "sub/child.txt"]
+        assert not (draft.blob_dir / done_blob.blob).exists()  # its local bytes are gone
+        # The open files close unchanged: the next settle() drops them, then their folder.
+        for blob in open_blobs:
+            await draft.record_blob(blob)
+            draft.release_blob(blob)
+        assert draft.settle() is False
+        assert sorted(draft.entries) == ["changed.csv"]  # pushed at v1, now v2: not dropped
+        await draft.sync()
+
+    run(body)
+    again = DraftStore(tmp_path).get(HANDLE)  # the drops are journaled
+    assert again is not None
+    assert sorted(again.entries) == ["changed.csv"]
+    assert staged_bytes(again, "changed.csv") == b"v2"
+
+
+def test_settle_of_a_directory_keeps_the_entries_below_it(tmp_path: Path) -> None:
+    async def body() -> None:
+        _, draft = await new_draft(tmp_path)
+        draft.put("d", DirectoryEntry(1))
+        pushed = {"d": draft.entries["d"]}
+        draft.put("d/late.txt", CarriedEntry(PREFIX + "x", 1, "e", 1))  # after the snapshot
+        assert draft.settle(pushed) is False
+        assert sorted(draft.entries) == ["d", "d/late.txt"]  # d still holds a pending child
+        draft.put("d/late.txt", WHITEOUT)
+        assert draft.settle({"d/late.txt": WHITEOUT}) is True
+        assert dict(draft.entries) == {}
+
+    run(body)
+
+
+def test_a_change_clears_the_publish_mark_of_its_path(tmp_path: Path) -> None:
+    """A resumed publish skips marked paths; one changed since must be written again."""
+
+    async def body() -> None:
+        _, draft = await new_draft(tmp_path)
+        await stage(draft, "a.csv", b"one")
+        draft.put("dir", DirectoryEntry(1))
+        draft.put("dir/b.csv", CarriedEntry(PREFIX + "b.csv", 1, "e", 1))
+        for path in ("a.csv", "dir/b.csv"):
+            draft.mark_published(path)
+        await stage(draft, "a.csv", b"two")
+        draft.remove("dir")
+        assert not draft.is_published("a.csv")
+        assert not draft.is_published("dir/b.csv")
+        draft.mark_published("a.csv")
+        await draft.sync()
+
+    run(body)
+    again = DraftStore(tmp_path).get(HANDLE)
+    assert again is not None
+    assert again.is_published("a.csv")  # marked after the change: the replay keeps it
+
+
+def test_a_version_request_is_durable_until_its_answer_is_recorded(tmp_path: Path) -> None:
+    """Journaled before ``POST /register/version`` is sent, so a crash while it is in flight
+    leaves the next daemon a reason to look for (and adopt) the version it may have made."""
+
+    async def body() -> None:
+        _, draft = await new_draft(tmp_path)
+        for n in range(600):  # enough records that the replay compacts the journal
+            draft.put("flip", DirectoryEntry(n))
+        draft.record_version_request("nightly run")  # no sync call: durable on return
+
+    run(body)
+    reopened = DraftStore(tmp_path).get(HANDLE)  # replays and compacts
+    assert reopened is not None
+    assert (reopened.version_request, reopened.new_version_id) == ("nightly run", None)
+    again = DraftStore(tmp_path).get(HANDLE)  # the compacted journal kept it
+    assert again is not None and again.version_request == "nightly run"
+    again.record_new_version("10378.1/1932300")  # the answer: the request is settled
+    answered = DraftStore(tmp_path).get(HANDLE)
+    assert answered is not None
+    assert (answered.version_request, answered.new_version_id) == (None, "10378.1/1932300")
+    again.record_version_request(None)
+    last = DraftStore(tmp_path).get(HANDLE)
+    assert last is not None
+    assert (last.version_request, last.new_version_id) == (None, "10378.1/1932300")

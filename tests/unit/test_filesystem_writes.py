@@ -536,7 +536,7 @@ def test_publish_hooks_block_changes_then_show_the_old_version(tmp_path: Path) -
             opened = await fs.open((await walk(fs, f"{DATASET}/new.txt")).inode, WRITE, CALLER)
             summary = fs.draft_store.get(DATASET).summary()  # type: ignore[union-attr]
             assert (summary.added, summary.open_writers) == (1, 1)
-            fs.begin_publish(DATASET)
+            await fs.begin_publish(DATASET)
             await fails(errno.EBUSY, fs.mkdir(parent, "d", 0o755, CALLER))
             await fails(errno.EBUSY, fs.write(opened.fh, 0, b"x"))
             assert await read_all(fs, f"{DATASET}/new.txt") == b"new"  # reads go on

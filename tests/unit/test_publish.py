@@ -38,6 +38,10 @@ OLD_PREFIX = s3_path(OLD)
 SERVER_METADATA = b'{\n  "dataset_info": {"name": "written by the data store"}\n}'
 
 
+class DaemonDied(BaseException):
+    """The daemon stops dead (nothing after it runs but ``finally`` blocks)."""
+
+
 class VersioningStore(FakeDataStore):
     """The fake data store plus write credentials and versioning (which seeds metadata.json)."""
 
@@ -47,6 +51,7 @@ class VersioningStore(FakeDataStore):
         self.versions_created: list[tuple[str, str]] = []
         self.refuse_write: Exception | None = None
         self.lose_version_answer = False
+        self.die_after_minting = False
 
     async def write_credentials(self, handle: str) -> Credentials:
         await self._enter("write_credentials")
@@ -66,6 +71,9 @@ class VersioningStore(FakeDataStore):
         if self.lose_version_answer:
             self.lose_version_answer = False
             raise api_errors.Unavailable("version: data store unreachable (ReadTimeout)")
+        if self.die_after_minting:
+            self.die_after_minting = False
+            raise DaemonDied  # kill -9 while the answer was on its way
         return VersionCreated(new, "job-1")
 
 
@@ -79,10 +87,12 @@ class FakeDraft:
         self.base_prefix = s3_path(handle)
         self.fixed_plan = plan
         self._new_version: str | None = None
+        self.version_requests: list[str | None] = []  # journaled before each version call
         self.published: list[str] = []
         self.quiet = True
         self.last_change = 0.0
         self.syncs = 0
+        self.settled = 0
         self.discarded = False
 
     async def plan(self, base: Listing) -> DraftPlan:
@@ -110,6 +120,15 @@ class FakeDraft:
     def new_version_id(self) -> str | None:
         return self._new_version
 
+    def record_version_request(self, reason: str | None) -> None:
+        self.version_requests.append(reason)
+
+    @property
+    def version_request(self) -> str | None:
+        if self._new_version is not None or not self.version_requests:
+            return None
+        return self.version_requests[-1]
+
     def mark_published(self, path: str) -> None:
         self.published.append(path)
 
@@ -122,6 +141,10 @@ class FakeDraft:
     async def sync(self) -> None:
         self.syncs += 1
         await trio.lowlevel.checkpoint()
+
+    def settle(self, pushed: object = None) -> bool:
+        self.settled += 1
+        return True
 
     def discard(self) -> None:
         self.discarded = True
@@ -149,7 +172,8 @@ class Hooks:
         self.events: list[tuple[str, ...]] = []
         self.done: trio.Event | None = None  # set after a publish_done
 
-    def begin_publish(self, handle: str) -> None:
+    async def begin_publish(self, handle: str) -> None:
+        await trio.lowlevel.checkpoint()
         self.events.append(("begin", handle))
 
     def end_publish(self, handle: str) -> None:
@@ -501,6 +525,57 @@ def test_a_lost_version_answer_is_adopted_not_minted_twice(tmp_path: Path) -> No
     assert world.prefix_contents(s3_path(new)) == expected
 
 
+def test_a_version_whose_answer_was_lost_is_adopted_after_a_restart(tmp_path: Path) -> None:
+    """The answer is lost and the daemon dies: a new daemon adopts the version, mints none."""
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    world.datastore.lose_version_answer = True
+
+    async def crashed() -> None:
+        with pytest.raises(PublishError, match="unreachable"):
+            await world.publisher().publish(OLD, "nightly")
+
+    run(crashed)
+    assert draft.version_request == "nightly" and draft.new_version_id is None
+    restarted = PublishService(world.publisher(), publish_delay=0)  # nothing kept in memory
+    run(restarted.run)  # resumes the interrupted publish at start
+    [(new, reason)] = world.datastore.versions_created
+    assert reason == "nightly"
+    assert world.datastore.calls["version"] == 1
+    assert world.prefix_contents(s3_path(new)) == expected
+    assert draft.discarded
+
+
+def test_a_crash_while_the_version_call_is_in_flight_is_adopted_too(tmp_path: Path) -> None:
+    """The version was minted, but the daemon died before its answer was journaled."""
+    world = World(tmp_path)
+    plan, expected = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    world.datastore.die_after_minting = True
+
+    async def dies_in_flight() -> None:
+        with pytest.raises(DaemonDied):
+            await world.publisher().publish(OLD, "in flight")
+
+    run(dies_in_flight)
+    assert draft.version_request == "in flight" and draft.new_version_id is None
+    new = run(lambda: world.publisher().publish(OLD, "another reason"))
+    assert world.datastore.versions_created == [(new, "in flight")]
+    assert draft.discarded
+    assert world.prefix_contents(s3_path(new)) == expected
+
+
+def test_a_version_request_without_a_successor_asks_again(tmp_path: Path) -> None:
+    """The lost call made nothing (the base is still the latest): the next attempt asks again."""
+    world = World(tmp_path)
+    plan, _ = world.standard_plan()
+    draft = world.drafts.add(OLD, plan)
+    draft.record_version_request("never arrived")
+    new = run(lambda: world.publisher().publish(OLD, "second try"))
+    assert world.datastore.versions_created == [(new, "second try")]
+
+
 def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, expected = world.standard_plan()
@@ -514,6 +589,48 @@ def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
     expected["metadata.json"] = world.base["metadata.json"]
     assert world.prefix_contents(OLD_PREFIX) == expected
     assert world.hooks.events[-2:] == [("done", OLD, OLD), ("end", OLD)]
+
+
+class LateReads(MemoryBlobStore):
+    """A GET answers after any PUT racing it (or after 0.3 s when none comes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put_done = trio.Event()
+
+    async def put_object(self, *args: Any, **kwargs: Any) -> str:
+        etag = await super().put_object(*args, **kwargs)
+        self.put_done.set()
+        return etag
+
+    async def get_range(self, *args: Any, **kwargs: Any) -> bytes:
+        with trio.move_on_after(0.3):
+            await self.put_done.wait()
+        return await super().get_range(*args, **kwargs)
+
+
+def test_in_place_copies_a_renamed_file_before_its_old_key_is_overwritten(tmp_path: Path) -> None:
+    """``mv change.txt kept.txt; echo new > change.txt`` pushed at once: the copy reads the
+    old bytes first (its ranged GETs carry the base ETag), and the old folder's marker goes."""
+    world = World(tmp_path, LateReads())
+    staged_first = world.staged("change.txt", b"new text\n")
+    plan = DraftPlan(
+        staged=(staged_first,),
+        carried=(world.carried("kept.txt", "change.txt"),),
+        empty_dirs=(),
+        removed=(),
+    )
+    draft = world.drafts.add(OLD, plan)
+
+    async def main() -> str:
+        return await world.publisher(in_place=True).publish(OLD, "r")
+
+    assert run(main) == OLD
+    landed = world.prefix_contents(OLD_PREFIX)
+    assert landed["kept.txt"] == world.base["change.txt"]
+    assert landed["change.txt"] == b"new text\n"
+    assert "raw/empty/" not in landed  # no longer in the tree: its marker is deleted
+    assert draft.settled == 1 and draft.discarded
 
 
 def test_in_place_refused_for_a_released_dataset(tmp_path: Path) -> None:
