@@ -489,7 +489,12 @@ class S3BlobStore:
                     code = _ERROR_CODE.search(body)
                     name = code.group(1).decode(errors="replace") if code else ""
                     raise _translate_answer(name, response.status, what)
-                return read(response)
+                answer = read(response)
+                response.drain_conn()  # what ``read`` left (an empty 416's body), if anything
+                return answer
+            except BaseException:
+                response.close()  # bytes may be left unread: never reuse this connection
+                raise
             finally:
                 response.release_conn()
         except _TRANSIENT_ERRORS as exc:

@@ -226,6 +226,37 @@ def test_range_past_the_end_is_empty(canned: CannedS3) -> None:
     assert trio.run(lambda: store.get_range(CREDS, "b", "k", 100, 200)) == b""
 
 
+def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> None:
+    # one connection, reused: a 416's body, an error's body, and a body the caller stopped
+    # reading must not be taken for the next answer
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, max_threads=1)
+    canned.answers += [
+        CannedAnswer(416, b"<Error><Code>InvalidRange</Code></Error>" * 50),
+        CannedAnswer(206, b"first"),
+        canned.error("NoSuchKey", 404),
+        CannedAnswer(206, b"second"),
+        CannedAnswer(206, b"x" * (4 << 20)),
+        CannedAnswer(206, b"third"),
+    ]
+
+    async def main() -> None:
+        assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
+        assert await store.get_range(CREDS, "b", "k", 0, 5) == b"first"
+        with pytest.raises(NoSuchKey):
+            await store.get_range(CREDS, "b", "k", 0, 5)
+        assert await store.get_range(CREDS, "b", "k", 0, 6) == b"second"
+
+        def stop_early(response: Any) -> bytes:
+            response.read(10)
+            raise RuntimeError("the caller gave up")
+
+        with pytest.raises(RuntimeError):
+            await store._signed_get(CREDS, "/b/k", what="get", read=stop_early, ok=(206,))
+        assert await store.get_range(CREDS, "b", "k", 0, 5) == b"third"
+
+    trio.run(main)
+
+
 def test_get_connection_refused_is_retried_then_unavailable() -> None:
     with socket_nobody_listens() as url:
         store = S3BlobStore(url, "ap-southeast-2", backoff=0.0, retries=3)
