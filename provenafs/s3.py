@@ -23,10 +23,12 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import os
 import random
 import re
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -138,6 +140,16 @@ def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else 0.0
 
 
+def _connection_pool(base_url: str, **options: Any) -> urllib3.PoolManager:
+    """The pool for signed requests, through the proxy the environment names for ``base_url``
+    (``https_proxy``/``http_proxy``, ``no_proxy``), as boto3 does for the other calls."""
+    scheme, host = urllib.parse.urlsplit(base_url)[:2]
+    proxy = urllib.request.getproxies().get(scheme)
+    if proxy and not urllib.request.proxy_bypass(host.rsplit(":", 1)[0]):
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ListPage:
     objects: list[ObjectInfo]
@@ -213,10 +225,12 @@ class S3BlobStore:
         )
         self._base_url = (endpoint_url or f"https://s3.{region}.amazonaws.com").rstrip("/")
         self._host = urllib.parse.urlsplit(self._base_url).netloc
-        self._pool = urllib3.PoolManager(
+        self._pool = _connection_pool(
+            self._base_url,
             maxsize=max_threads,
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            ca_certs=os.environ.get("AWS_CA_BUNDLE") or None,
         )
         self._session = boto3.session.Session()
         self._clients: collections.OrderedDict[str, S3Client] = collections.OrderedDict()

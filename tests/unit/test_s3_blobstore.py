@@ -28,6 +28,7 @@ import botocore.exceptions
 import pytest
 import trio
 import trio.lowlevel
+import urllib3
 from botocore.stub import Stubber
 
 from provenafs.api.models import Credentials
@@ -256,6 +257,23 @@ def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> N
 
     trio.run(main)
     assert store.statistics()["retries"] == 0  # no request met a spoilt connection
+
+
+def test_signed_requests_go_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert type(S3BlobStore("http://s3.example:9000", "r")._pool) is urllib3.PoolManager
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    proxied = S3BlobStore("http://s3.example:9000", "r")._pool
+    assert isinstance(proxied, urllib3.ProxyManager)
+    assert proxied.proxy is not None and proxied.proxy.host == "proxy.example"
+    monkeypatch.setenv("no_proxy", "s3.example")
+    assert type(S3BlobStore("http://s3.example:9000", "r")._pool) is urllib3.PoolManager
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    pool = S3BlobStore("https://s3.example", "r")._pool
+    assert pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
 def test_get_connection_refused_is_retried_then_unavailable() -> None:
