@@ -18,6 +18,8 @@ Bounds: at most ``max_parallel`` GETs at a time, nearest file first (a queue ser
 every queued and held byte is reserved against the shared ``PrefetchBudget`` (what does not fit
 is not prefetched: its read fetches on demand), and held heads never exceed ``max_held_bytes``
 (the oldest finished ones are dropped; while heads on their way fill it, no more are queued).
+The prefetcher reserves without naming itself a holder: heads left unread after a walk stops
+take their bytes from the budget but do not halve a streaming reader's fair share.
 
 A reader whose file's prefetch has started waits for it (``take_head``) instead of fetching the
 same bytes again; one whose prefetch is still queued fetches itself, and the queued prefetch,
@@ -210,7 +212,7 @@ class SiblingPrefetcher:
             block = BlockKey(handle, info.key, info.etag, 0)
             if block in self._wholes or self._cache.has(block) or self._cache.fetching(block):
                 return True
-            if not self._budget.try_acquire(info.size, holder=self):
+            if not self._budget.try_acquire(info.size):
                 self._stats["no_budget"] += 1
                 return False
             whole = _Head(info.size)
@@ -222,9 +224,7 @@ class SiblingPrefetcher:
             return True
         nbytes = min(info.size, self._head_bytes)
         self._drop_oldest_heads(self._max_held_bytes - nbytes)
-        if self._held_bytes + nbytes > self._max_held_bytes or not self._budget.try_acquire(
-            nbytes, holder=self
-        ):
+        if self._held_bytes + nbytes > self._max_held_bytes or not self._budget.try_acquire(nbytes):
             self._stats["no_budget"] += 1
             return False
         head = _Head(nbytes)
@@ -262,7 +262,7 @@ class SiblingPrefetcher:
 
     def _unreserve(self, head: _Head) -> None:
         if head.reserved:
-            self._budget.release(head.reserved, holder=self)
+            self._budget.release(head.reserved)
             self._held_bytes -= head.reserved
             head.reserved = 0
 
@@ -302,7 +302,7 @@ class SiblingPrefetcher:
         finally:
             del self._wholes[block]
             whole.done.set()
-            self._budget.release(whole.reserved, holder=self)
+            self._budget.release(whole.reserved)
 
     async def _fetch_head(self, handle: str, bucket: str, info: ObjectInfo, head: _Head) -> None:
         """Fetch the first bytes of a large file and hold them for its reader."""
