@@ -20,15 +20,17 @@ from typing import Any
 import pytest
 
 from provenafs import control
-from tests.conftest import LocalStore, require_fuse, start_local_store
+from tests.conftest import LocalStore
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
     PROVENAFS,
     StoreApi,
     WritableMount,
     kill_daemon,
+    private_store,
     s3_tree,
     start_writable_mount,
+    writable_mount,
 )
 
 pytestmark = pytest.mark.fuse
@@ -38,12 +40,8 @@ SEED = "reef-temperatures"  # alice owns it (item role admin): she may version i
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    require_fuse()
-    private = start_local_store(tmp_path_factory.mktemp("publish") / "data")
-    try:
+    with private_store(tmp_path_factory.mktemp("publish") / "data") as private:
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +51,8 @@ def api(store: LocalStore) -> StoreApi:
 
 @pytest.fixture
 def mounted(store: LocalStore, tmp_path: Path) -> Iterator[WritableMount]:
-    mount = start_writable_mount(store, tmp_path / "mnt")
-    try:
+    with writable_mount(store, tmp_path / "mnt") as mount:
         yield mount
-    finally:
-        stop_mount(mount.mount)
 
 
 def sha256(data: bytes) -> str:

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LocalStore, require_fuse, start_local_store
+from tests.conftest import LocalStore
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
     PROVENAFS,
     StoreApi,
     WritableMount,
     kill_daemon,
+    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
@@ -51,12 +52,8 @@ CARRIED_BYTES = 64 * MIB
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    require_fuse()
-    private = start_local_store(tmp_path_factory.mktemp("writes-crash") / "data")
-    try:
+    with private_store(tmp_path_factory.mktemp("writes-crash") / "data") as private:
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture(scope="module")

@@ -31,18 +31,18 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import LocalStore, require_fuse, start_local_store
-from tests.e2e.conftest import stop_mount
+from tests.conftest import LocalStore
 from tests.e2e.writes_support import (
     Dataset,
     StoreApi,
     Tree,
     WritableMount,
     expect_errno,
+    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
-    start_writable_mount,
+    writable_mount,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -261,21 +261,14 @@ class DraftModel(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    require_fuse()
-    private = start_local_store(tmp_path_factory.mktemp("writes-model") / "data")
-    try:
+    with private_store(tmp_path_factory.mktemp("writes-model") / "data") as private:
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture(scope="module")
 def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    writable = start_writable_mount(store, tmp_path_factory.mktemp("model-mount") / "mnt")
-    try:
+    with writable_mount(store, tmp_path_factory.mktemp("model-mount") / "mnt") as writable:
         yield writable
-    finally:
-        stop_mount(writable.mount)
 
 
 @pytest.mark.timeout(600)

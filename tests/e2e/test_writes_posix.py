@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, LocalStore, require_fuse, start_local_store
+from tests.conftest import IN_CI, LocalStore
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
     WRITE_OPTIONS,
@@ -32,10 +32,12 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     expect_errno,
+    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
     start_writable_mount,
+    writable_mount,
 )
 
 pytestmark = pytest.mark.fuse
@@ -51,12 +53,8 @@ BASE_DIRS = ("emptyd",)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    require_fuse()
-    private = start_local_store(tmp_path_factory.mktemp("writes-posix") / "data")
-    try:
+    with private_store(tmp_path_factory.mktemp("writes-posix") / "data") as private:
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +64,8 @@ def api(store: LocalStore) -> StoreApi:
 
 @pytest.fixture(scope="module")
 def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    writable = start_writable_mount(store, tmp_path_factory.mktemp("posix-mount") / "mnt")
-    try:
+    with writable_mount(store, tmp_path_factory.mktemp("posix-mount") / "mnt") as writable:
         yield writable
-    finally:
-        stop_mount(writable.mount)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LocalStore, require_fuse, start_local_store
+from tests.conftest import LocalStore
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
     WRITE_OPTIONS,
@@ -31,8 +31,10 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     expect_errno,
+    private_store,
     s3_tree,
     start_writable_mount,
+    writable_mount,
 )
 
 pytestmark = pytest.mark.fuse
@@ -159,12 +161,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    require_fuse()
-    private = start_local_store(tmp_path_factory.mktemp("writes-roles") / "data")
-    try:
+    with private_store(tmp_path_factory.mktemp("writes-roles") / "data") as private:
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture(scope="module")
@@ -174,15 +172,12 @@ def api(store: LocalStore) -> StoreApi:
 
 @pytest.fixture(scope="module")
 def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    writable = start_writable_mount(
+    with writable_mount(
         store,
         tmp_path_factory.mktemp("roles-mount") / "mnt",
         options=f"{WRITE_OPTIONS},metadata_reason={METADATA_REASON}",
-    )
-    try:
+    ) as writable:
         yield writable
-    finally:
-        stop_mount(writable.mount)
 
 
 def set_up(api: StoreApi, case: Case) -> Dataset:

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LocalStore, require_fuse, start_local_store
-from tests.e2e.conftest import stop_mount
+from tests.conftest import LocalStore
 from tests.e2e.writes_support import (
     StoreApi,
     Tree,
     WritableMount,
+    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
-    start_writable_mount,
+    writable_mount,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -44,21 +44,14 @@ GIT_ENV = {
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    require_fuse()
-    private = start_local_store(tmp_path_factory.mktemp("writes-tools") / "data")
-    try:
+    with private_store(tmp_path_factory.mktemp("writes-tools") / "data") as private:
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture(scope="module")
 def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    writable = start_writable_mount(store, tmp_path_factory.mktemp("tools-mount") / "mnt")
-    try:
+    with writable_mount(store, tmp_path_factory.mktemp("tools-mount") / "mnt") as writable:
         yield writable
-    finally:
-        stop_mount(writable.mount)
 
 
 def git(*args: str, cwd: Path | None = None, home: Path) -> str:

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from provenafs.daemon import find_mount
-from tests.conftest import LocalStore
+from tests.conftest import LocalStore, require_fuse, start_local_store
 from tests.e2e.conftest import Mount, isolated_environment, start_mount, stop_mount
 
 __all__ = [
@@ -42,9 +42,11 @@ __all__ = [
     "WritableMount",
     "expect_errno",
     "kill_daemon",
+    "private_store",
     "read_tree",
     "s3_tree",
     "start_writable_mount",
+    "writable_mount",
 ]
 
 PROVENAFS = [sys.executable, "-m", "provenafs"]
@@ -69,6 +71,18 @@ def expect_errno(expected: int, action: Callable[[], object], what: str = "") ->
         )
         return
     pytest.fail(f"{what}: expected {errno_name(expected)}, but it succeeded")
+
+
+@contextlib.contextmanager
+def private_store(data_dir: Path) -> Iterator[LocalStore]:
+    """A seeded local data store of a test module's own (skips where FUSE is missing), stopped
+    after the ``with`` block."""
+    require_fuse()
+    store = start_local_store(data_dir)
+    try:
+        yield store
+    finally:
+        store.stop()
 
 
 # -- the data store's HTTP API ------------------------------------------------------------------
