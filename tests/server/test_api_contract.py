@@ -16,9 +16,8 @@ import boto3
 import httpx
 import pytest
 
-from provenafs.server.auth import TokenAuthority
-from provenafs.server.registry import Registry
 from tests.conftest import LocalStore, start_local_store
+from tests.server.support import ITEM_KEYS, issue_token
 
 pytestmark = pytest.mark.s3
 
@@ -27,27 +26,6 @@ UNAUTHENTICATED = {"detail": "Could not validate credentials"}
 WRONG_ROLE = {
     "detail": "You are not authorised to access this resource as you don't have the correct role."
 }
-ITEM_KEYS = [
-    "display_name",
-    "user_metadata",
-    "collection_format",
-    "s3",
-    "release_history",
-    "release_status",
-    "release_approver",
-    "release_timestamp",
-    "access_info_uri",
-    "history",
-    "id",
-    "owner_username",
-    "created_timestamp",
-    "updated_timestamp",
-    "item_category",
-    "item_subtype",
-    "record_type",
-    "workflow_links",
-    "versioning_info",
-]
 LIST_KEYS = {
     "status",
     "items",
@@ -60,18 +38,6 @@ LIST_KEYS = {
     "not_authorised_count",
     "pagination_key",
 }
-
-
-def issue_token(store: LocalStore, user: str) -> str:
-    """An access token signed in-process with the store's realm key (what ``serve token`` does)."""
-    registry = Registry.in_data_dir(store.data_dir)
-    account = registry.get_user(user)
-    registry.close()
-    assert account is not None, user
-    authority = TokenAuthority(store.data_dir)
-    return authority.issue_access_token(
-        account.username, account.email, list(account.realm_roles), lifetime=3600
-    )
 
 
 class Api:

@@ -36,6 +36,7 @@ from provenafs.server.registry import (
     UnknownItem,
     dataset_s3_location,
 )
+from tests.server.support import ITEM_KEYS
 
 BUCKET = "test-bucket"
 RW = ("entity-registry-read", "entity-registry-write")
@@ -168,27 +169,7 @@ def test_minted_record_shape(registry: Registry) -> None:
     handle = mint(registry)
     item = registry.fetch_dataset(handle)
     document = json.loads(item.model_dump_json())
-    assert list(document) == [
-        "display_name",
-        "user_metadata",
-        "collection_format",
-        "s3",
-        "release_history",
-        "release_status",
-        "release_approver",
-        "release_timestamp",
-        "access_info_uri",
-        "history",
-        "id",
-        "owner_username",
-        "created_timestamp",
-        "updated_timestamp",
-        "item_category",
-        "item_subtype",
-        "record_type",
-        "workflow_links",
-        "versioning_info",
-    ]
+    assert list(document) == ITEM_KEYS
     suffix = handle.split("/")[1]
     assert document["s3"] == {
         "bucket_name": BUCKET,

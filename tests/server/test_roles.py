@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from provenafs.server.auth import TokenAuthority
-from provenafs.server.registry import Registry
 from tests.conftest import LocalStore, start_local_store
+from tests.server.support import issue_token
 
 pytestmark = pytest.mark.s3
 
@@ -95,18 +94,6 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     # the realm admin is omnipotent
     ("admin", "private-bob"): dict.fromkeys(ACTIONS, 200),
 }
-
-
-def issue_token(store: LocalStore, user: str) -> str:
-    """An access token signed in-process with the store's realm key (what ``serve token`` does)."""
-    registry = Registry.in_data_dir(store.data_dir)
-    account = registry.get_user(user)
-    registry.close()
-    assert account is not None, user
-    authority = TokenAuthority(store.data_dir)
-    return authority.issue_access_token(
-        account.username, account.email, list(account.realm_roles), lifetime=3600
-    )
 
 
 @pytest.fixture(scope="module")
