@@ -40,6 +40,18 @@ def make(
     return catalog, clock, broker
 
 
+def make_with_one_file() -> tuple[
+    FakeDataStore, MemoryBlobStore, Catalog, FakeClock, CredentialBroker
+]:
+    """``REEF`` in the data store holding one object, ``a.csv``, and a catalog over both."""
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    blobs.put_blocking(BUCKET, s3_path(REEF) + "a.csv", b"1")
+    catalog, clock, broker = make(store, blobs)
+    return store, blobs, catalog, clock, broker
+
+
 def test_concurrent_record_lookups_make_one_fetch() -> None:
     async def body() -> None:
         store = FakeDataStore()
@@ -138,11 +150,7 @@ def test_dataset_list_walks_every_page_including_empty_ones_once() -> None:
 
 def test_listings_single_flight_ttl_and_credential_retry() -> None:
     async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF)
-        blobs = MemoryBlobStore()
-        blobs.put_blocking(BUCKET, s3_path(REEF) + "a.csv", b"1")
-        catalog, clock, broker = make(store, blobs)
+        _, blobs, catalog, clock, broker = make_with_one_file()
         record = await catalog.record(REEF)
 
         calls: list[str] = []
@@ -279,11 +287,7 @@ def test_single_flight_reruns_after_the_leader_is_cancelled() -> None:
 
 def test_outages_serve_the_last_values_past_their_ttl() -> None:
     async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF)
-        blobs = MemoryBlobStore()
-        blobs.put_blocking(BUCKET, s3_path(REEF) + "a.csv", b"1")
-        catalog, clock, broker = make(store, blobs)
+        store, _, catalog, clock, broker = make_with_one_file()
         record = await catalog.record(REEF)
         assert len(await catalog.datasets()) == 1
         assert list((await catalog.listing(record, "")).files) == ["a.csv"]
@@ -305,11 +309,7 @@ def test_outages_serve_the_last_values_past_their_ttl() -> None:
 
 def test_s3_outage_serves_the_last_listing() -> None:
     async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF)
-        blobs = MemoryBlobStore()
-        blobs.put_blocking(BUCKET, s3_path(REEF) + "a.csv", b"1")
-        catalog, clock, _ = make(store, blobs)
+        _, blobs, catalog, clock, _ = make_with_one_file()
         record = await catalog.record(REEF)
         with pytest.raises(BlobUnavailable):
             await _failing_listing(catalog, blobs, record)
