@@ -136,6 +136,17 @@ class Folder(Setup):
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
         return made[0]
 
+    def read_each_whole(self, names: Iterable[str]) -> SiblingPrefetcher:
+        """Open each of ``names`` in turn, read it whole as ``cat`` does, check it, close it."""
+
+        async def body(prefetcher: SiblingPrefetcher, nursery: trio.Nursery) -> None:
+            for name in names:
+                reader = await self.open(prefetcher, name, nursery)
+                assert await read_whole(reader) == self.contents[name]
+                await reader.close()
+
+        return self.run(body)
+
 
 async def read_whole(reader: ObjectReader, chunk: int = 128 * KiB) -> bytes:
     """Read as ``cat`` does: chunk after chunk until a read answers nothing."""
@@ -274,13 +285,7 @@ def test_a_tiny_budget_prefetches_nothing_and_reads_stay_right() -> None:
     folder = Folder(budget=4 * KiB)
     names = folder.add([10 * KiB] * 20 + [2 * MiB] * 10)
 
-    async def body(prefetcher: SiblingPrefetcher, nursery: trio.Nursery) -> None:
-        for name in names:
-            reader = await folder.open(prefetcher, name, nursery)
-            assert await read_whole(reader) == folder.contents[name]
-            await reader.close()
-
-    prefetcher = folder.run(body)
+    prefetcher = folder.read_each_whole(names)
     stats = prefetcher.statistics()
     assert stats["whole_files"] == stats["heads"] == 0
     assert stats["no_budget"] > 0
@@ -293,13 +298,7 @@ def test_budget_is_returned_when_every_file_was_read() -> None:
     rng = random.Random(2)
     names = folder.add(rng.choice([3 * KiB, 200 * KiB, 3 * MiB]) for _ in range(60))
 
-    async def body(prefetcher: SiblingPrefetcher, nursery: trio.Nursery) -> None:
-        for name in names:
-            reader = await folder.open(prefetcher, name, nursery)
-            assert await read_whole(reader) == folder.contents[name]
-            await reader.close()
-
-    prefetcher = folder.run(body)
+    prefetcher = folder.read_each_whole(names)
     stats = prefetcher.statistics()
     assert stats["whole_files"] > 0 and stats["heads_taken"] > 0
     assert stats["held_bytes"] == stats["in_flight"] == 0
@@ -332,13 +331,7 @@ def test_failed_prefetches_leave_reads_right_and_nothing_reserved() -> None:
     names = folder.add(rng.choice([5 * KiB, 2 * MiB]) for _ in range(40))
     folder.aware.fail_prefetch = True
 
-    async def body(prefetcher: SiblingPrefetcher, nursery: trio.Nursery) -> None:
-        for name in names:
-            reader = await folder.open(prefetcher, name, nursery)
-            assert await read_whole(reader) == folder.contents[name]
-            await reader.close()
-
-    prefetcher = folder.run(body)
+    prefetcher = folder.read_each_whole(names)
     stats = prefetcher.statistics()
     assert stats["failures"] == 39
     assert stats["whole_files"] == stats["heads"] == stats["heads_taken"] == 0
