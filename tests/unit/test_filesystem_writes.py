@@ -17,7 +17,7 @@ import trio
 
 from provenafs.blobstore import MemoryBlobStore
 from provenafs.errors import FsError
-from provenafs.filesystem import Attributes, Filesystem
+from provenafs.filesystem import Filesystem
 from provenafs.inodes import ROOT_INODE
 from tests.unit.fakes import (
     BUCKET,
@@ -28,6 +28,7 @@ from tests.unit.fakes import (
     run,
     s3_path,
 )
+from tests.unit.test_filesystem import walk
 
 DATASET = "10378.1/1001"
 OTHER = "10378.1/1005"
@@ -65,16 +66,6 @@ def make(state: Path, *extra: str) -> tuple[Filesystem, FakeDataStore, MemoryBlo
         store, blobs, mount_options=options("-o", f"state_dir={state}", *extra)
     )
     return fs, store, blobs
-
-
-async def walk(fs: Filesystem, path: str) -> Attributes:
-    inode = ROOT_INODE
-    attributes = await fs.getattr(ROOT_INODE, CALLER)
-    for name in path.split("/"):
-        if name:
-            attributes = await fs.lookup(inode, name, CALLER)
-            inode = attributes.inode
-    return attributes
 
 
 async def split(fs: Filesystem, path: str) -> tuple[int, str]:

@@ -23,13 +23,13 @@ from provenafs.drafts import StagedEntry
 from provenafs.filesystem import Filesystem
 from provenafs.publish import Publisher, PublishService
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, run, s3_path
+from tests.unit.test_filesystem import walk
 from tests.unit.test_filesystem_writes import (
     CSV,
     DATASET,
     fails,
     read_all,
     split,
-    walk,
     write_file,
 )
 
