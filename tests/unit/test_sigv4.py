@@ -128,9 +128,9 @@ class _Caught(Exception):
         self.request = request
 
 
-@pytest.mark.parametrize("key", KEYS)
-def test_signature_equals_a_boto3_get_object(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
-    moment = MOMENTS[1]
+def catching_client(monkeypatch: pytest.MonkeyPatch, moment: dt.datetime, operation: str) -> Any:
+    """A boto3 S3 client whose clock reads ``moment`` and whose ``operation`` raises ``_Caught``
+    with the signed request instead of sending it."""
     pin_botocore_clock(monkeypatch, moment)
     client = boto3.client(
         "s3",
@@ -145,7 +145,14 @@ def test_signature_equals_a_boto3_get_object(monkeypatch: pytest.MonkeyPatch, ke
     def catch(request: botocore.awsrequest.AWSPreparedRequest, **_: Any) -> None:
         raise _Caught(request)
 
-    client.meta.events.register("before-send.s3.GetObject", catch)
+    client.meta.events.register(f"before-send.s3.{operation}", catch)
+    return client
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_signature_equals_a_boto3_get_object(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    moment = MOMENTS[1]
+    client = catching_client(monkeypatch, moment, "GetObject")
     with pytest.raises(_Caught) as caught:
         client.get_object(Bucket=BUCKET, Key=key, Range="bytes=0-131071", IfMatch='"abc"')
     sent = caught.value.request
@@ -186,21 +193,7 @@ def test_listing_query_equals_a_boto3_list_objects_v2(
     monkeypatch: pytest.MonkeyPatch, prefix: str
 ) -> None:
     moment = MOMENTS[0]
-    pin_botocore_clock(monkeypatch, moment)
-    client = boto3.client(
-        "s3",
-        endpoint_url="http://127.0.0.1:8333",
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        aws_session_token=SESSION_TOKEN,
-        config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}),
-    )
-
-    def catch(request: botocore.awsrequest.AWSPreparedRequest, **_: Any) -> None:
-        raise _Caught(request)
-
-    client.meta.events.register("before-send.s3.ListObjectsV2", catch)
+    client = catching_client(monkeypatch, moment, "ListObjectsV2")
     token = "1/abc+def=="  # continuation tokens hold characters that must be encoded
     with pytest.raises(_Caught) as caught:
         client.list_objects_v2(
