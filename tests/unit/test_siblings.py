@@ -456,3 +456,22 @@ def test_a_reader_ahead_of_a_queued_prefetch_fetches_once(size: int) -> None:
     assert folder.gets_of(names[15]) == 1, size
     assert prefetcher.statistics()["in_flight"] == 0
     assert folder.budget.in_use == prefetcher.statistics()["held_bytes"]
+
+
+def test_unread_heads_do_not_take_a_streaming_readers_fair_share() -> None:
+    folder = Folder(budget=8 * MiB)
+    names = folder.add([4 * MiB] * 40)
+
+    async def body(prefetcher: SiblingPrefetcher, nursery: trio.Nursery) -> None:
+        for name in names[:6]:  # a walk that stops, leaving prefetched heads unread
+            reader = await folder.open(prefetcher, name, nursery)
+            await reader.read(0, 64 * KiB)
+            await reader.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert prefetcher.statistics()["held_bytes"] > 0
+        assert folder.budget.statistics()["holders"] == 0
+        # a streaming reader alone may grow to the whole budget less what the heads hold
+        held = folder.budget.in_use
+        assert folder.budget.try_acquire(folder.budget.max_bytes - held, holder=object())
+
+    folder.run(body)
