@@ -1,17 +1,18 @@
-"""``S3BlobStore``: the ``BlobStore`` protocol over boto3, the mount's only boto3 importer.
+"""``S3BlobStore``: the ``BlobStore`` protocol over S3, the mount's only boto3 importer.
 
 Every call is signed with the temporary credentials the caller passes (one dataset's STS
-session). One boto3 client is kept per credential set (bounded, least recently used dropped),
-with path-style addressing, SigV4, a connection pool as large as the thread limiter, and boto3's
-own retries off: this module retries connection errors, 5xx and SlowDown itself with bounded
-exponential backoff, then raises ``BlobUnavailable``.
+session), path-style. Reads (ranged GETs, list pages) are signed here (``sigv4``) and sent on
+one urllib3 pool as large as the thread limiter: a botocore call costs about three times the
+CPU. Writes use one boto3 client per credential set (bounded, least recently used dropped).
+Retries are this module's own (boto3's are off): connection errors, 5xx and SlowDown are
+retried with bounded exponential backoff, then raise ``BlobUnavailable``.
 
-Each boto3 call runs in ``trio.to_thread.run_sync`` under one dedicated ``CapacityLimiter``: one
+Each request runs in ``trio.to_thread.run_sync`` under one dedicated ``CapacityLimiter``: one
 thread hop per request (a ranged GET of a multi-MiB part, a list page), never per FUSE read.
-botocore errors are translated here, once: NoSuchKey/404 → ``NoSuchKey``; AccessDenied/403 →
-``AccessDenied``; ExpiredToken/InvalidToken/InvalidAccessKeyId/SignatureDoesNotMatch →
-``ExpiredCredentials``; PreconditionFailed/412 → ``StaleObject``. ETags are returned without
-quotes. Secrets never appear in a message, a log line or a ``repr``.
+S3 errors are translated here, once (``_translate_answer``): NoSuchKey/404 → ``NoSuchKey``;
+AccessDenied/403 → ``AccessDenied``; ExpiredToken/InvalidToken/InvalidAccessKeyId/
+SignatureDoesNotMatch → ``ExpiredCredentials``; PreconditionFailed/412 → ``StaleObject``. ETags
+are returned without quotes. Secrets never appear in a message, a log line or a ``repr``.
 """
 
 from __future__ import annotations
@@ -354,7 +355,7 @@ class S3BlobStore:
                 query["continuation-token"] = token
             page = await self._signed_get(
                 creds,
-                "/" + urllib.parse.quote(bucket, safe=""),
+                s3_path(bucket),
                 query=query,
                 what=f"list s3://{bucket}/{prefix}",
                 read=lambda response: _parse_list_page(response.read()),

@@ -25,9 +25,11 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _ALGORITHM = "AWS4-HMAC-SHA256"
 
 
-def s3_path(bucket: str, key: str) -> str:
-    """The path-style, URI-encoded path of an object (S3 encodes each byte once, keeps ``/``)."""
-    return "/" + urllib.parse.quote(bucket, safe="") + "/" + urllib.parse.quote(key, safe="/-_.~")
+def s3_path(bucket: str, key: str | None = None) -> str:
+    """The path-style, URI-encoded path of an object, or of the bucket without ``key`` (S3
+    encodes each byte once, keeps ``/``)."""
+    path = "/" + urllib.parse.quote(bucket, safe="")
+    return path if key is None else path + "/" + urllib.parse.quote(key, safe="/-_.~")
 
 
 def s3_query(parameters: Mapping[str, str]) -> str:

@@ -444,15 +444,18 @@ class SeaweedServer:
                 preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe)
             )
 
+    def _check_still_running(self) -> None:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise StorageError(
+                f"weed exited with status {self._process.returncode} during start-up "
+                f"(see {self.log_path})"
+            )
+
     def _wait_until_ready(self, admin: S3Admin, deadline: float) -> None:
         client = _s3_client(admin.endpoint_url, admin.access_key_id, admin.secret_access_key, None)
-        assert self._process is not None
         while True:
-            if self._process.poll() is not None:
-                raise StorageError(
-                    f"weed exited with status {self._process.returncode} during start-up "
-                    f"(see {self.log_path})"
-                )
+            self._check_still_running()
             try:
                 client.list_buckets()
                 return
@@ -465,14 +468,9 @@ class SeaweedServer:
 
     def _wait_until_readable(self, store: ObjectStore, deadline: float) -> None:
         """Write, read back and delete a probe object, retrying until *deadline*."""
-        assert self._process is not None
         body = secrets.token_bytes(_READINESS_BODY_BYTES)
         while True:
-            if self._process.poll() is not None:
-                raise StorageError(
-                    f"weed exited with status {self._process.returncode} during start-up "
-                    f"(see {self.log_path})"
-                )
+            self._check_still_running()
             try:
                 store.put_object(_READINESS_KEY, body)
                 if store.get_object(_READINESS_KEY) != body:
