@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import hashlib
+import itertools
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,15 +73,17 @@ def _read_blocking(path: Path, size: int, verify: bool) -> bytes | None:
     return data
 
 
-def _write_blocking(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+def _write_blocking(path: Path, data: bytes, temp_id: int) -> None:
+    """One block file: header and data in one ``writev`` to a temporary name, renamed into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{temp_id}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(_MAGIC)
-            file.write(hashlib.sha256(data).digest())
-            file.write(data)
+        try:
+            header = _MAGIC + hashlib.sha256(data).digest()
+            if os.writev(fd, (header, data)) != len(header) + len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -136,6 +139,7 @@ class DiskCache:
         self._max_pending_bytes = max_pending_bytes
         self._queued = trio.Event()
         self._writer_running = False
+        self._temp_ids = itertools.count()
         if load:
             self._set_index(_scan_blocking(self.directory))
         self._stats: collections.Counter[str] = collections.Counter(
@@ -274,8 +278,13 @@ class DiskCache:
         """Write each block: the names written, and the errno of each failed write."""
         written, errors = set(), []
         for name, data in blocks.items():
+            path = self._path(name)
             try:
-                _write_blocking(self._path(name), data)
+                try:
+                    _write_blocking(path, data, next(self._temp_ids))
+                except FileNotFoundError:  # its directory is not made yet (or was removed)
+                    path.parent.mkdir(mode=0o700, exist_ok=True)
+                    _write_blocking(path, data, next(self._temp_ids))
             except OSError as exc:
                 errors.append(exc.errno or 0)
             else:

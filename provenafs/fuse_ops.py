@@ -277,9 +277,10 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if not name.startswith(b"user."):
-            # The core serves only user.* names (docs/SEMANTICS.md), and ``ls -l`` asks every
-            # file for security.selinux and the POSIX ACLs: answer those without the core.
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            # The core serves only user.* names (docs/SEMANTICS.md). "Not supported" rather than
+            # "no such attribute": ``ls -l`` asks every file for security.selinux and the POSIX
+            # ACLs, and stops asking on a device that answered ENOTSUP once.
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         return await self._fs.getxattr(inode, os.fsdecode(name), to_caller(ctx))
 
     @fuse_handler

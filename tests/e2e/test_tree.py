@@ -85,6 +85,11 @@ def test_root_prefix_and_dataset_directories(
         assert stat.S_ISDIR(os.stat(directory).st_mode)
         item = fetch_document(store_view, dataset.handle)["item"]
         attrs = {name: os.getxattr(directory, name) for name in os.listxattr(directory)}
+        for name in ("security.selinux", "system.posix_acl_access"):
+            # ENOTSUP, not ENODATA: ``ls -l`` then stops asking every file of the mount.
+            with pytest.raises(OSError) as unsupported:
+                os.getxattr(directory, name)
+            assert unsupported.value.errno == errno.EOPNOTSUPP, name
         assert attrs["user.provena.handle"] == dataset.handle.encode()
         assert attrs["user.provena.release_status"] == item["release_status"].encode()
         for name in (

@@ -198,10 +198,10 @@ class SlowDisk:
         self.release = threading.Event()
         write_blocking = diskcache._write_blocking
 
-        def held(path: Path, data: bytes) -> None:
+        def held(path: Path, data: bytes, temp_id: int) -> None:
             trio.from_thread.run_sync(self.writing.set)
             self.release.wait(timeout=30)
-            write_blocking(path, data)
+            write_blocking(path, data, temp_id)
 
         monkeypatch.setattr(diskcache, "_write_blocking", held)
 

@@ -297,12 +297,12 @@ def test_entry_attributes_of_a_zero_byte_file() -> None:
     "name",
     [b"security.selinux", b"system.posix_acl_access", b"system.posix_acl_default", b"trusted.x"],
 )
-def test_xattrs_outside_the_user_namespace_are_enodata_without_the_core(name: bytes) -> None:
+def test_xattrs_outside_the_user_namespace_are_not_supported_without_the_core(name: bytes) -> None:
     core = FakeCore()
     ops = _ops(core)
     with pytest.raises(pyfuse3.FUSEError) as caught:
         _run(lambda: ops.getxattr(7, name, CTX))
-    assert caught.value.errno == errno.ENODATA
+    assert caught.value.errno == errno.EOPNOTSUPP
     assert core.calls == []
     assert _run(lambda: ops.getxattr(7, b"user.provena.handle", CTX)) == b"value"
     assert core.calls == [("getxattr", (7, "user.provena.handle"))]
