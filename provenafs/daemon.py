@@ -43,6 +43,7 @@ from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
 from provenafs.drafts import DraftStore, default_root
 from provenafs.filesystem import Filesystem
+from provenafs.kernel_readahead import set_readahead
 from provenafs.mount_options import MountOptions
 from provenafs.publish import Publisher, PublishService
 from provenafs.reader import PrefetchBudget
@@ -420,17 +421,26 @@ async def _run_session(scope: trio.CancelScope) -> None:
         scope.cancel()
 
 
+async def _set_readahead_after_init(initialized: trio.Event, options: MountOptions) -> None:
+    """Set the kernel's readahead once INIT is answered: the kernel lowers it to what INIT
+    negotiated (128 KiB) when it takes the answer, undoing any earlier setting."""
+    await initialized.wait()
+    await trio.to_thread.run_sync(set_readahead, options.mountpoint, options.read_ahead >> 10)
+
+
 async def _serve(options: MountOptions, readiness: _Readiness) -> None:
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     with trio.open_signal_receiver(*stop_signals) as signals:
         async with _open_filesystem(options) as mounted:
             fs = mounted.fs
+            initialized = trio.Event()
             try:
                 fuse_ops.open_session(
                     fs,
                     options.mountpoint,
                     fuse_mount_options(options),
                     negative_timeout=min(options.metadata_ttl, _NEGATIVE_TIMEOUT_SECONDS),
+                    on_init=initialized.set,
                 )
             except RuntimeError as exc:
                 raise StartupError(f"cannot mount at {options.mountpoint}: {exc}") from exc
@@ -444,6 +454,8 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
                         nursery.start_soon(mounted.disk.run_writer)
                     nursery.start_soon(_stop_on_signals, signals, nursery.cancel_scope)
                     nursery.start_soon(_run_session, nursery.cancel_scope)
+                    if options.read_ahead:
+                        nursery.start_soon(_set_readahead_after_init, initialized, options)
                     await trio.lowlevel.checkpoint()
                     readiness.ready()
             finally:

@@ -177,10 +177,22 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Filesystem, *, negative_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        fs: Filesystem,
+        *,
+        negative_timeout: float = 1.0,
+        on_init: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self._fs = fs
         self._negative_timeout = negative_timeout
+        self._on_init = on_init
+
+    def init(self) -> None:
+        """The kernel's INIT arrived (its answer is sent when this returns): tell ``on_init``."""
+        if self._on_init is not None:
+            self._on_init()
 
     # -- names and attributes ------------------------------------------------------------------
 
@@ -436,10 +448,16 @@ class KernelNotifier:
 
 
 def open_session(
-    fs: Filesystem, mountpoint: Path, options: Iterable[str], *, negative_timeout: float
+    fs: Filesystem,
+    mountpoint: Path,
+    options: Iterable[str],
+    *,
+    negative_timeout: float,
+    on_init: Callable[[], None] | None = None,
 ) -> None:
-    """Mount ``fs`` at ``mountpoint`` with libfuse ``options``; RuntimeError if that fails."""
-    operations = Operations(fs, negative_timeout=negative_timeout)
+    """Mount ``fs`` at ``mountpoint`` with libfuse ``options``; RuntimeError if that fails.
+    ``on_init`` is called on the trio thread when the kernel's INIT is answered."""
+    operations = Operations(fs, negative_timeout=negative_timeout, on_init=on_init)
     pyfuse3.init(operations, str(mountpoint), set(options))
 
 

@@ -74,6 +74,7 @@ _VALUE_KEYS = frozenset(
         "cache_size",
         "memory_cache_size",
         "prefetch_budget",
+        "read_ahead",
         "metadata_ttl",
         "listing_ttl",
         "uid",
@@ -130,6 +131,7 @@ class MountOptions:
     )
     s3_endpoint: str | None = None  # None: AWS S3
     region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
+    read_ahead: int = 1 << 20  # bytes the kernel reads ahead in a file (0: the kernel's own)
 
 
 def parse_size(text: str) -> int:
@@ -268,4 +270,5 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         realm_url=values.get("realm_url", "").strip() or None,
         s3_endpoint=values.get("s3_endpoint", "").strip() or None,
         region=values.get("region", "").strip() or None,
+        read_ahead=parse_size(values.get("read_ahead", "1M")),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import Mount, SeededDataset, StoreView, list_s3, s3_bytes
+from tests.conftest import LocalStore
+from tests.e2e.conftest import (
+    Mount,
+    SeededDataset,
+    StoreView,
+    list_s3,
+    s3_bytes,
+    start_mount,
+    stop_mount,
+)
 
 pytestmark = pytest.mark.fuse
 
@@ -116,3 +126,26 @@ def test_random_ranges_equal_the_same_ranges_of_s3(
         label="length",
     )
     assert os.pread(fd, length, offset) == expected[offset : offset + length]
+
+
+def _kernel_readahead_kb(mount: Mount, expected: int) -> int:
+    """The mount's device readahead once it is ``expected`` (the daemon sets it just after the
+    kernel's INIT), or what it is after 10 s."""
+    device = os.stat(mount.path).st_dev
+    knob = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    deadline = time.monotonic() + 10
+    while (value := int(knob.read_text())) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a device's readahead (CI is root)")
+def test_the_kernel_reads_ahead_1_mib_by_default_and_as_the_option_says(
+    alice_mount: Mount, local_store: LocalStore, tmp_path: Path
+) -> None:
+    assert _kernel_readahead_kb(alice_mount, 1024) == 1024  # the kernel's default is 128
+    mount = start_mount(local_store, tmp_path / "mnt", options="read_ahead=256K")
+    try:
+        assert _kernel_readahead_kb(mount, 256) == 256
+    finally:
+        stop_mount(mount)
