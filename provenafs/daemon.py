@@ -48,6 +48,7 @@ from provenafs.mount_options import MountOptions
 from provenafs.publish import Publisher, PublishService
 from provenafs.reader import PrefetchBudget
 from provenafs.s3 import S3BlobStore
+from provenafs.spill import SpillArea
 
 __all__ = [
     "FSTYPE",
@@ -379,6 +380,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             budget=budget,
             options=options,
             drafts=drafts,
+            spill=SpillArea(spill_directory(), options.spill_size) if options.spill_size else None,
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
@@ -398,6 +400,12 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         with trio.CancelScope(shield=True):
             await client.aclose()
             await _close_tokens(tokens)
+
+
+def spill_directory() -> Path:
+    """Where spill files are made: the user's private cache directory."""
+    env = os.environ.get("XDG_CACHE_HOME")
+    return (Path(env) if env else Path.home() / ".cache") / "provenafs" / "spill"
 
 
 async def _close_tokens(tokens: TokenSource) -> None:

@@ -98,6 +98,7 @@ from provenafs.sidecar_edit import (
     parse_reason,
 )
 from provenafs.sidecars import SidecarRenderer
+from provenafs.spill import SpillArea
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ class Filesystem:
         clock: Callable[[], float] = time.time,
         reader_factory: ReaderFactory | None = None,
         drafts: DraftStore | None = None,
+        spill: SpillArea | None = None,
     ) -> None:
         self._client = client
         self._broker = broker
@@ -331,6 +333,7 @@ class Filesystem:
         self._options = options
         self._clock = clock
         self._reader_factory = reader_factory or self._object_reader
+        self._spill = spill
         self._catalog = Catalog(
             client,
             broker,
@@ -789,6 +792,7 @@ class Filesystem:
             nursery=self._nursery,
             heads=self._siblings,
             page_cache=page_cache,
+            spill=self._spill,
         )
 
     async def _prefetch_siblings(self, record: DatasetRecord, path: str) -> None:
@@ -1031,6 +1035,7 @@ class Filesystem:
             "block_cache": dict(self._cache.statistics()),
             "prefetch_budget": dict(self._budget.statistics()),
             "sibling_prefetch": dict(self._siblings.statistics()) if self._siblings else {},
+            "spill": dict(self._spill.statistics()) if self._spill else {},
             "s3": dict(getattr(self._store, "statistics", dict)()),
             # When each held credential set expires; the credentials themselves never appear.
             "credential_expiries": {

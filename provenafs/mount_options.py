@@ -75,6 +75,7 @@ _VALUE_KEYS = frozenset(
         "memory_cache_size",
         "prefetch_budget",
         "read_ahead",
+        "spill_size",
         "metadata_ttl",
         "listing_ttl",
         "uid",
@@ -132,6 +133,7 @@ class MountOptions:
     s3_endpoint: str | None = None  # None: AWS S3
     region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
     read_ahead: int = 1 << 20  # bytes the kernel reads ahead in a file (0: the kernel's own)
+    spill_size: int = 1 << 30  # bytes of local spill files behind page-cache fills (0: none)
 
 
 def parse_size(text: str) -> int:
@@ -271,4 +273,5 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         s3_endpoint=values.get("s3_endpoint", "").strip() or None,
         region=values.get("region", "").strip() or None,
         read_ahead=parse_size(values.get("read_ahead", "1M")),
+        spill_size=parse_size(values.get("spill_size", "1G")),
     )

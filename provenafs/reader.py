@@ -32,7 +32,9 @@ cache with FUSE_NOTIFY_STORE), starts one background fill: the whole object in p
 GETs of ``FILL_PART`` bytes, each handed to ``page_cache`` and then dropped. Once the kernel
 holds the pages, the program's reads never reach the mount; meanwhile they are served as usual.
 Each part in flight is reserved against the budget (the fill waits for room), the fill never
-goes through the block cache, and ``close()`` cancels it.
+goes through the block cache, and ``close()`` cancels it. Given a ``spill`` area, the fill also
+writes each part to a local spill file: a page the kernel drops later is read from there, not
+fetched from S3 again.
 
 Credentials come from ``CredentialBroker.read``; after ``ExpiredCredentials``/``AccessDenied``
 the reader invalidates them and retries once. Everything runs on the trio thread; the reader
@@ -56,6 +58,7 @@ from provenafs.blobstore import (
 )
 from provenafs.blockcache import BlockCache, BlockKey
 from provenafs.credentials import CredentialBroker
+from provenafs.spill import SpillArea, SpillFile
 
 __all__ = ["HeadSource", "ObjectReader", "PageCachePush", "PrefetchBudget"]
 
@@ -176,6 +179,7 @@ class ObjectReader:
         nursery: trio.Nursery | None = None,
         heads: HeadSource | None = None,
         page_cache: PageCachePush | None = None,
+        spill: SpillArea | None = None,
         fill_max_bytes: int = 1 << 30,
         initial_window: int = MiB,
         max_window: int = 64 * MiB,
@@ -193,6 +197,8 @@ class ObjectReader:
         self._outer = nursery
         self._heads = heads
         self._page_cache = page_cache
+        self._spill_area = spill
+        self._spill: SpillFile | None = None  # what the page-cache fill wrote, while open
         self._fill_max_bytes = fill_max_bytes
         self._random_reads = 0
         self._fill_scope: trio.CancelScope | None = None
@@ -223,6 +229,7 @@ class ObjectReader:
                     "prefetched_heads",
                     "filled_bytes",
                     "fill_failures",
+                    "spill_reads",
                     "credential_retries",
                 ),
                 0,
@@ -245,6 +252,9 @@ class ObjectReader:
         sequential = self._last_end is not None and abs(offset - self._last_end) <= SEQUENTIAL_SLACK
         self._reads += 1
         self._last_end = end
+        if self._spill is not None and self._spill.holds(offset, end):
+            self._stats["spill_reads"] += 1  # a page the kernel dropped after the fill
+            return await self._spill.read(offset, end)
         first_block, last_block = offset // self._block_size, (end - 1) // self._block_size
 
         if first and self._heads is not None:
@@ -288,6 +298,9 @@ class ObjectReader:
         self._drop_head()
         if self._fill_scope is not None:
             self._fill_scope.cancel()
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``gets`` and ``bytes_fetched`` (S3), ``prefetch_parts``, ``prefetch_bytes``,
@@ -442,6 +455,8 @@ class ObjectReader:
         ):
             return
         self._fill_scope = trio.CancelScope()
+        if self._spill_area is not None:
+            self._spill = self._spill_area.open(self._size, part)
         self._outer.start_soon(self._fill_page_cache, self._fill_scope, self._page_cache, part)
 
     async def _fill_page_cache(
@@ -461,6 +476,8 @@ class ObjectReader:
                     data = await self._get(start, end)
                     await push(start, data)
                     self._stats["filled_bytes"] += len(data)
+                    if self._spill is not None and not await self._spill.write(start, data):
+                        self._spill = None  # the disk failed it: reads go on as before
                 finally:
                     self._budget.release(end - start, holder=self)
 

@@ -7,10 +7,13 @@ read with the data store's admin S3 identity (boto3), never through the mount's 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -149,3 +152,45 @@ def test_the_kernel_reads_ahead_1_mib_by_default_and_as_the_option_says(
         assert _kernel_readahead_kb(mount, 256) == 256
     finally:
         stop_mount(mount)
+
+
+def _status(mount: Mount) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((mount.path / ".provenafs" / "status.json").read_text())
+    return loaded
+
+
+def test_pages_dropped_after_a_random_readers_fill_come_from_the_spill_not_s3(
+    local_store: LocalStore, store_view: StoreView, readable: list[SeededDataset], tmp_path: Path
+) -> None:
+    size, dataset, relpath = max(
+        (info["size"], dataset, relpath)
+        for dataset in readable
+        for relpath, info in dataset.files.items()
+    )
+    expected = s3_bytes(store_view, dataset.prefix + relpath)
+    rng = random.Random(11)
+    mount = start_mount(local_store, tmp_path / "mnt")
+    try:
+        fd = os.open(mount.path / dataset.handle / relpath, os.O_RDONLY)
+        try:
+            for _ in range(20):  # random reads: the whole object is fetched in the background
+                offset = rng.randrange(size - 4096)
+                assert os.pread(fd, 4096, offset) == expected[offset : offset + 4096]
+            deadline = time.monotonic() + 60
+            while _status(mount)["spill"]["bytes_written"] < size:
+                assert time.monotonic() < deadline, _status(mount)["spill"]
+                time.sleep(0.05)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the kernel drops the pages
+            before = _status(mount)
+            for _ in range(200):
+                offset = rng.randrange(size - 4096)
+                assert os.pread(fd, 4096, offset) == expected[offset : offset + 4096]
+            after = _status(mount)
+        finally:
+            os.close(fd)
+        assert after["s3"]["requests"] == before["s3"]["requests"]
+        assert after["spill"]["reads"] > before["spill"]["reads"]
+    finally:
+        stop_mount(mount)
+    spill_dir = tmp_path / "mnt-home" / "cache" / "provenafs" / "spill"
+    assert spill_dir.is_dir() and list(spill_dir.iterdir()) == []  # spill files have no name

@@ -25,6 +25,7 @@ def test_defaults_with_only_a_mountpoint() -> None:
     assert options.memory_cache_size == 64 << 20
     assert options.prefetch_budget == 64 << 20
     assert options.read_ahead == 1 << 20
+    assert options.spill_size == 1 << 30
     assert (options.uid, options.gid) == (os.getuid(), os.getgid())
     assert not options.allow_other
     assert not options.read_only  # writes become drafts unless -o ro
@@ -56,7 +57,7 @@ def test_every_key() -> None:
             "~/provena",
             "-f",
             "-o",
-            "cache_dir=~/cache,cache_size=2G,memory_cache_size=512M,prefetch_budget=32MiB,read_ahead=0",
+            "cache_dir=~/cache,cache_size=2G,memory_cache_size=512M,prefetch_budget=32MiB,read_ahead=0,spill_size=0",
             "-oallow_other,ro,uid=1234,gid=55,metadata_ttl=12.5,listing_ttl=600",
             "-o",
             "offline_token_file=/run/token,debug",
@@ -69,7 +70,7 @@ def test_every_key() -> None:
     assert options.cache_size == 2 << 30
     assert options.memory_cache_size == 512 << 20
     assert options.prefetch_budget == 32 << 20
-    assert options.read_ahead == 0
+    assert options.read_ahead == 0 and options.spill_size == 0
     assert options.allow_other and options.read_only
     assert (options.uid, options.gid) == (1234, 55)
     assert (options.metadata_ttl, options.listing_ttl) == (12.5, 600.0)

@@ -22,6 +22,7 @@ from provenafs.blockcache import BlockCache
 from provenafs.credentials import CredentialBroker
 from provenafs.diskcache import DiskCache
 from provenafs.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
+from provenafs.spill import SpillArea
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -659,3 +660,52 @@ def test_a_failing_or_closed_fill_leaves_reads_right_and_the_budget_whole(
     run(body)
     assert pages.pushed == {}
     assert setup.budget.in_use == 0
+
+
+def test_after_a_fill_the_spill_serves_reads_without_gets(tmp_path: Path) -> None:
+    """Pages the kernel drops after the fill come back from the spill file, not from S3."""
+    setup = Setup(cache_bytes=2 * MiB)  # a small memory cache: hits there prove nothing
+    data = payload(24 * MiB + 321)
+    setup.put("k", data)
+    area = SpillArea(tmp_path / "spill", 64 * MiB)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, page_cache=KernelPages(), spill=area)
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER + 1):
+            await reader.read(offset, 4 * KiB)
+        while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        await trio.sleep(0.05)  # the last part's spill write
+        fetched = setup.fetched()
+        for offset in [*random_offsets(len(data), 200, seed=9), len(data) - 100]:
+            assert await reader.read(offset, 600 * KiB) == data[offset : offset + 600 * KiB]
+        assert setup.fetched() == fetched  # not one GET after the fill
+        assert reader.statistics()["spill_reads"] == 201
+        assert area.statistics()["bytes"] == len(data)
+        await reader.close()
+        assert area.statistics()["bytes"] == 0  # closing the reader frees the spill file
+
+    run(body)
+    assert area.statistics()["bytes_written"] == len(data)
+    assert list((tmp_path / "spill").iterdir()) == []  # spill files never have a name
+
+
+def test_no_spill_when_the_area_is_full(tmp_path: Path) -> None:
+    setup = Setup()
+    data = payload(8 * MiB)
+    setup.put("k", data)
+    area = SpillArea(tmp_path / "spill", len(data) - 1)
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, page_cache=KernelPages(), spill=area)
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER + 1):
+            await reader.read(offset, 4 * KiB)
+        while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        offset = random_offsets(len(data), 1, seed=5)[0]
+        assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
+        assert reader.statistics()["spill_reads"] == 0
+        await reader.close()
+
+    run(body)
+    assert area.statistics()["refused"] == 1
