@@ -253,6 +253,9 @@ class _ReaderHandle:
     node: NodeId
     reader: FileReader
     inode: int = 0  # to find the file again after renames: its bytes may become staged
+    # The folder's sibling prefetch, started once this file's first read is answered: started
+    # at open, its GETs would compete with that read's own (cold time to first byte +50%).
+    siblings_after_first_read: DatasetRecord | None = None
 
 
 @dataclasses.dataclass
@@ -671,9 +674,12 @@ class Filesystem:
                 return self._open_blob(node, blob, flags)
             reader = self._reader_factory(record, view.info, inode)
             fh = self._new_fh()
-            self._files[fh] = _ReaderHandle(node, reader, inode)
-            if view.draft is None:
-                await self._prefetch_siblings(record, node.path)
+            self._files[fh] = _ReaderHandle(
+                node,
+                reader,
+                inode,
+                siblings_after_first_read=record if view.draft is None else None,
+            )
             # Objects are keyed by ETag and their mtime comes from the listing: the kernel
             # drops cached pages itself when a changed object shows a new mtime.
             return OpenFile(fh, keep_cache=True, direct_io=False)
@@ -708,7 +714,11 @@ class Filesystem:
             # Written through another handle after this one opened: same file, new bytes.
             draft, entry = staged
             return await draft.read_staged(entry, offset, size)
-        return await handle.reader.read(offset, size)
+        data = await handle.reader.read(offset, size)
+        record, handle.siblings_after_first_read = handle.siblings_after_first_read, None
+        if record is not None and self._nursery is not None:
+            self._nursery.start_soon(self._prefetch_siblings, record, handle.node.path)
+        return data
 
     def _staged_since_open(self, handle: _ReaderHandle) -> tuple[Draft, StagedEntry] | None:
         draft = self._draft_of(handle.node.handle)
@@ -796,11 +806,16 @@ class Filesystem:
         )
 
     async def _prefetch_siblings(self, record: DatasetRecord, path: str) -> None:
-        """After an open, prefetch what the files listed after it will need (bounded)."""
+        """After a file's first read, prefetch what the files listed after it will need
+        (bounded)."""
         if self._siblings is None:
             return
         parent, name = _parent_path(path)
-        listing = await self._catalog.listing(record, parent)
+        try:
+            listing = await self._catalog.listing(record, parent)
+        except Exception as exc:  # noqa: BLE001 -- a prefetch: the reads that need it report
+            log.debug("no sibling prefetch after %s: %r", path, exc)
+            return
         self._siblings.after_open(record.handle, record.s3.bucket_name, parent, listing.files, name)
 
     def _new_fh(self) -> int:

@@ -12,6 +12,7 @@ import os
 import random
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -529,6 +530,40 @@ def test_file_bytes_equal_the_object_for_any_range() -> None:
             await fs.release(opened.fh)
             await fs.close()
         assert broker.statistics()["read_calls"] == 1  # one credential call for all of it
+
+    run(body)
+
+
+def test_siblings_are_prefetched_after_the_first_read_not_at_open() -> None:
+    """A sibling prefetch started at open would compete with that file's own first GET."""
+
+    async def body() -> None:
+        store, blobs = world()
+        fs, _ = build_filesystem(store, blobs)
+        fetched: list[str] = []
+        get_range = blobs.get_range
+
+        async def recording_get_range(*args: Any, **kwargs: Any) -> bytes:
+            fetched.append(args[2])
+            return await get_range(*args, **kwargs)
+
+        blobs.get_range = recording_get_range  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            await fs.start(nursery)
+            opened = await fs.open(
+                (await walk(fs, "10378.1/1001/metadata.json")).inode, os.O_RDONLY, CALLER
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            assert fetched == []  # notes.txt, next in name order, waits for the first read
+            await fs.read(opened.fh, 0, 4096)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(key.rsplit("/", 1)[1] for key in fetched) == [
+                "metadata.json",
+                "notes.txt",
+            ]
+            await fs.release(opened.fh)
+            await fs.close()
+            nursery.cancel_scope.cancel()
 
     run(body)
 
