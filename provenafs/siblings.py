@@ -1,8 +1,10 @@
-"""``SiblingPrefetcher``: after an open, fetch ahead what the next files of its folder need.
+"""``SiblingPrefetcher``: after a file is opened and read, fetch ahead what the next files of
+its folder need.
 
 Programs that walk a folder (``cat dir/*``, ``head`` of every file, a loader reading a folder of
 samples) open its files one after another in name order, and each open would otherwise wait one
-S3 round trip for its first byte. After an open, of the files listed after it (name order):
+S3 round trip for its first byte. After an open (the mount calls ``after_open`` once the file's
+first read is answered), of the files listed after it (name order):
 
 - a small file (at most ``max_file_size``, and one block) is fetched whole into the block cache;
 - a larger file has its first ``head_bytes`` fetched and held here, until its reader takes them

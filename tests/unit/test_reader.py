@@ -662,6 +662,19 @@ def test_a_failing_or_closed_fill_leaves_reads_right_and_the_budget_whole(
     assert setup.budget.in_use == 0
 
 
+async def filled_random_reader(
+    setup: Setup, nursery: trio.Nursery, size: int, **kwargs: Any
+) -> ObjectReader:
+    """A reader of object ``k`` whose random reads started the whole-object fill, once the
+    fill has pushed every byte."""
+    reader = setup.reader("k", nursery, page_cache=KernelPages(), **kwargs)
+    for offset in random_offsets(size, RANDOM_FILL_AFTER + 1):
+        await reader.read(offset, 4 * KiB)
+    while reader.statistics()["filled_bytes"] < size:  # noqa: ASYNC110
+        await trio.sleep(0.01)
+    return reader
+
+
 def test_after_a_fill_the_spill_serves_reads_without_gets(tmp_path: Path) -> None:
     """Pages the kernel drops after the fill come back from the spill file, not from S3."""
     setup = Setup(cache_bytes=2 * MiB)  # a small memory cache: hits there prove nothing
@@ -670,12 +683,9 @@ def test_after_a_fill_the_spill_serves_reads_without_gets(tmp_path: Path) -> Non
     area = SpillArea(tmp_path / "spill", 64 * MiB)
 
     async def body(nursery: trio.Nursery) -> None:
-        reader = setup.reader("k", nursery, page_cache=KernelPages(), spill=area)
-        for offset in random_offsets(len(data), RANDOM_FILL_AFTER + 1):
-            await reader.read(offset, 4 * KiB)
-        while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
-            await trio.sleep(0.01)
-        await trio.sleep(0.05)  # the last part's spill write
+        reader = await filled_random_reader(setup, nursery, len(data), spill=area)
+        while area.statistics()["bytes_written"] < len(data):  # noqa: ASYNC110
+            await trio.sleep(0.01)  # the last part's spill write
         fetched = setup.fetched()
         for offset in [*random_offsets(len(data), 200, seed=9), len(data) - 100]:
             assert await reader.read(offset, 600 * KiB) == data[offset : offset + 600 * KiB]
@@ -697,11 +707,7 @@ def test_no_spill_when_the_area_is_full(tmp_path: Path) -> None:
     area = SpillArea(tmp_path / "spill", len(data) - 1)
 
     async def body(nursery: trio.Nursery) -> None:
-        reader = setup.reader("k", nursery, page_cache=KernelPages(), spill=area)
-        for offset in random_offsets(len(data), RANDOM_FILL_AFTER + 1):
-            await reader.read(offset, 4 * KiB)
-        while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
-            await trio.sleep(0.01)
+        reader = await filled_random_reader(setup, nursery, len(data), spill=area)
         offset = random_offsets(len(data), 1, seed=5)[0]
         assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         assert reader.statistics()["spill_reads"] == 0
