@@ -26,7 +26,7 @@ cancel it and hand back the budget. Without ``nursery`` the reader never prefetc
 A reader given ``heads`` (the mount's ``SiblingPrefetcher``) first asks it for the object's
 prefetched first bytes, and starts its ramp from them.
 
-Random access (``RANDOM_FILL_AFTER`` reads that are not sequential) on an object of at most
+Random access (``RANDOM_FILL_AFTER`` reads that jump backwards) on an object of at most
 ``fill_max_bytes``, with a ``page_cache`` callback (the mount pushes bytes into the kernel's page
 cache with FUSE_NOTIFY_STORE), starts one background fill: the whole object in parallel ranged
 GETs of ``FILL_PART`` bytes, each handed to ``page_cache`` and then dropped. Once the kernel
@@ -68,7 +68,9 @@ MiB = 1 << 20
 # How far a read may start from where the previous one ended and still count as sequential:
 # the kernel's concurrent readahead requests arrive slightly out of order.
 SEQUENTIAL_SLACK = 256 << 10
-RANDOM_FILL_AFTER = 16  # non-sequential reads before a whole-object page-cache fill starts
+# Backward jumps before a whole-object page-cache fill starts. Forward gaps do not count: they are
+# what a sequential re-read looks like when the kernel dropped some of the file's pages.
+RANDOM_FILL_AFTER = 16
 FILL_PART = 4 * MiB
 FILL_PARALLEL = 4
 
@@ -250,6 +252,7 @@ class ObjectReader:
             return b""
         first = self._reads == 0
         sequential = self._last_end is not None and abs(offset - self._last_end) <= SEQUENTIAL_SLACK
+        backward = self._last_end is not None and offset < self._last_end - SEQUENTIAL_SLACK
         self._reads += 1
         self._last_end = end
         if self._spill is not None and self._spill.holds(offset, end):
@@ -279,7 +282,7 @@ class ObjectReader:
         elif not self._near_window(first_block):
             self._drop_prefetch()
             self._window = self._initial_window
-            self._random_reads += 1
+            self._random_reads += backward  # forward gaps do not count (see RANDOM_FILL_AFTER)
             if self._random_reads == RANDOM_FILL_AFTER:
                 self._start_page_cache_fill()
         self._last_block = max(self._last_block, first_block) if sequential else first_block

@@ -173,7 +173,7 @@ def test_pages_dropped_after_a_random_readers_fill_come_from_the_spill_not_s3(
     try:
         fd = os.open(mount.path / dataset.handle / relpath, os.O_RDONLY)
         try:
-            for _ in range(20):  # random reads: the whole object is fetched in the background
+            for _ in range(80):  # random reads: the whole object is fetched in the background
                 offset = rng.randrange(size - 4096)
                 assert os.pread(fd, 4096, offset) == expected[offset : offset + 4096]
             deadline = time.monotonic() + 60

@@ -603,7 +603,7 @@ def test_random_reader_fills_the_page_cache_with_the_whole_object() -> None:
 
     async def body(nursery: trio.Nursery) -> None:
         reader = setup.reader("k", nursery, page_cache=pages)
-        for offset in random_offsets(len(data), RANDOM_FILL_AFTER + 4):
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 4):
             assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
             await trio.sleep(0.01)
@@ -613,6 +613,26 @@ def test_random_reader_fills_the_page_cache_with_the_whole_object() -> None:
     assert pages.assembled() == data
     assert setup.budget.in_use == 0
     assert 0 < setup.budget.statistics()["peak"] <= setup.budget.max_bytes
+
+
+def test_a_re_read_with_forward_gaps_starts_no_fill() -> None:
+    """What reaches the mount when a program re-reads a file whose pages the kernel partly
+    dropped: ascending reads with gaps. A fill would fetch the whole file again."""
+    setup = Setup()
+    data = payload(64 * MiB)
+    setup.put("k", data)
+    pages = KernelPages()
+
+    async def body(nursery: trio.Nursery) -> None:
+        reader = setup.reader("k", nursery, page_cache=pages)
+        for offset in sorted(random_offsets(len(data), RANDOM_FILL_AFTER * 4)):
+            assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
+        await trio.sleep(0.1)
+        assert reader.statistics()["filled_bytes"] == 0
+        await reader.close()
+
+    run(body)
+    assert pages.pushed == {}
 
 
 def test_no_fill_for_sequential_readers_few_random_reads_or_big_objects() -> None:
@@ -651,7 +671,7 @@ def test_a_failing_or_closed_fill_leaves_reads_right_and_the_budget_whole(
 
     async def body(nursery: trio.Nursery) -> None:
         reader = setup.reader("k", nursery, page_cache=pages)
-        for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 2):
+        for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 4):
             assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         await trio.sleep(0.1)
         await reader.close()  # cancels a hanging fill
@@ -668,7 +688,7 @@ async def filled_random_reader(
     """A reader of object ``k`` whose random reads started the whole-object fill, once the
     fill has pushed every byte."""
     reader = setup.reader("k", nursery, page_cache=KernelPages(), **kwargs)
-    for offset in random_offsets(size, RANDOM_FILL_AFTER + 1):
+    for offset in random_offsets(size, RANDOM_FILL_AFTER * 4):
         await reader.read(offset, 4 * KiB)
     while reader.statistics()["filled_bytes"] < size:  # noqa: ASYNC110
         await trio.sleep(0.01)
