@@ -8,8 +8,8 @@ The fill therefore also writes each part to a spill file, and reads of parts it 
 
 Spill files are ``O_TMPFILE`` files in a private directory (0700): they have no name, so
 nothing is left behind when they are closed or the daemon dies, and no other user can open
-them. All spill files together hold at most ``max_bytes``, and a spill file must leave a tenth
-of its disk free; a fill that does not fit gets none.
+them. All spill files together hold at most ``max_bytes``, and a spill file must leave 2 GiB free
+on its disk; a fill that does not fit gets none.
 A failed write (a full disk) drops the spill file; reads then go on as before.
 
 Large writes and reads run in ``trio.to_thread.run_sync`` with the area's limiter; reads smaller
@@ -33,7 +33,7 @@ __all__ = ["SpillArea", "SpillFile"]
 log = logging.getLogger(__name__)
 
 INLINE_READ = 256 << 10
-KEEP_FREE_FRACTION = 0.1  # a spill file must leave this much of its disk free
+KEEP_FREE_BYTES = 2 << 30  # a spill file must leave this much free on its disk
 
 
 def _pwrite_all_blocking(fd: int, data: bytes, offset: int) -> None:
@@ -139,9 +139,7 @@ class SpillArea:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.directory.chmod(0o700)
             disk = os.statvfs(self.directory)
-            if (disk.f_bavail * disk.f_frsize - size) < KEEP_FREE_FRACTION * (
-                disk.f_blocks * disk.f_frsize
-            ):
+            if disk.f_bavail * disk.f_frsize - size < KEEP_FREE_BYTES:
                 self._stats["refused"] += 1
                 return None  # never fill the user's disk: the reads work without a spill
             fd = os.open(self.directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)

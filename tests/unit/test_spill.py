@@ -52,15 +52,15 @@ def test_the_area_refuses_what_does_not_fit(tmp_path: Path) -> None:
     assert area.statistics()["refused"] == 1 and area.statistics()["files"] == 2
 
 
-def test_no_spill_file_that_would_leave_under_a_tenth_of_the_disk_free(
+def test_no_spill_file_that_would_leave_under_2_gib_free(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Disk:
-        f_frsize, f_blocks, f_bavail = 4096, 1000 * 256, 150 * 256  # 1000 MiB, 150 MiB free
+        f_frsize, f_blocks, f_bavail = 4096, 100 << 18, 2100 * 256  # 100 GiB, 2100 MiB free
 
     monkeypatch.setattr(os, "statvfs", lambda path: Disk())
     area = SpillArea(tmp_path / "spill", 1 << 30)
-    assert area.open(60 * MiB, MiB) is None  # 90 MiB would be left: under a tenth
+    assert area.open(60 * MiB, MiB) is None  # 2040 MiB would be left
     fits = area.open(40 * MiB, MiB)
     assert fits is not None
     fits.close()
