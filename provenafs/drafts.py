@@ -748,11 +748,7 @@ class Draft:
 
     def record_new_version(self, new_handle: str) -> None:
         """Durably remember the version being published into, before any copy starts."""
-        journal = self._journal_or_fail()
-        record = {"op": "version", "id": new_handle}
-        journal.append(record)
-        self._apply_record(record)
-        journal.sync_blocking()
+        self._record_durably({"op": "version", "id": new_handle})
 
     @property
     def new_version_id(self) -> str | None:
@@ -762,8 +758,12 @@ class Draft:
         """Durably remember, before ``POST /register/version`` is sent, that a version with
         this reason is asked for (None: the call surely made none). After a crash, the next
         publish looks for a successor with that reason before it asks again."""
+        self._record_durably({"op": "version_request", "reason": reason})
+
+    def _record_durably(self, record: Mapping[str, Any]) -> None:
+        """Journal and apply ``record``, on disk before this returns (an fsync on the caller's
+        thread: once or twice per publish, where a lost record could mint a second version)."""
         journal = self._journal_or_fail()
-        record = {"op": "version_request", "reason": reason}
         journal.append(record)
         self._apply_record(record)
         journal.sync_blocking()

@@ -17,7 +17,7 @@ import trio
 
 from provenafs.blobstore import MemoryBlobStore
 from provenafs.errors import FsError
-from provenafs.filesystem import Filesystem
+from provenafs.filesystem import Filesystem, OpenFile
 from provenafs.inodes import ROOT_INODE
 from tests.unit.fakes import (
     BUCKET,
@@ -91,9 +91,15 @@ async def read_all(fs: Filesystem, path: str) -> bytes:
     return data
 
 
-async def write_file(fs: Filesystem, path: str, data: bytes, flags: int = CREATE) -> None:
+async def create_file(fs: Filesystem, path: str, flags: int = CREATE) -> OpenFile:
+    """``creat(path)`` through the core: the new file, open for writing."""
     parent, name = await split(fs, path)
-    opened, _ = await fs.create(parent, name, 0o644, flags | os.O_TRUNC, CALLER)
+    opened, _ = await fs.create(parent, name, 0o644, flags, CALLER)
+    return opened
+
+
+async def write_file(fs: Filesystem, path: str, data: bytes, flags: int = CREATE) -> None:
+    opened = await create_file(fs, path, flags | os.O_TRUNC)
     await fs.write(opened.fh, 0, data)
     await fs.flush(opened.fh)
     await fs.release(opened.fh)

@@ -27,6 +27,7 @@ from tests.unit.test_filesystem import walk
 from tests.unit.test_filesystem_writes import (
     CSV,
     DATASET,
+    create_file,
     fails,
     read_all,
     split,
@@ -110,8 +111,7 @@ BASE = {
 def test_close_lands_the_file_in_the_dataset_before_it_returns(tmp_path: Path) -> None:
     async def body() -> None:
         fs, store, blobs = in_place_world(tmp_path)
-        parent, _ = await split(fs, f"{DATASET}/new.csv")
-        opened, _ = await fs.create(parent, "new.csv", 0o644, CREATE, CALLER)
+        opened = await create_file(fs, f"{DATASET}/new.csv")
         await fs.write(opened.fh, 0, b"written in place\n")
         assert landed(blobs) == BASE  # nothing lands before close
         await fs.flush(opened.fh)  # close(): flush, then release
@@ -182,8 +182,7 @@ def test_a_refusal_comes_from_the_data_store_with_its_reason_logged_once(
 def test_a_failed_push_fails_close_with_eio_and_keeps_the_change(tmp_path: Path) -> None:
     async def body() -> None:
         fs, _, blobs = in_place_world(tmp_path)
-        parent, _ = await split(fs, f"{DATASET}/new.csv")
-        opened, _ = await fs.create(parent, "new.csv", 0o644, CREATE, CALLER)
+        opened = await create_file(fs, f"{DATASET}/new.csv")
         await fs.write(opened.fh, 0, b"kept\n")
         blobs.failing = True
         await fails(errno.EIO, fs.flush(opened.fh))
@@ -204,8 +203,7 @@ def test_a_failed_push_fails_close_with_eio_and_keeps_the_change(tmp_path: Path)
 def test_a_push_refused_by_the_data_store_fails_close_with_eacces(tmp_path: Path) -> None:
     async def body() -> None:
         fs, store, blobs = in_place_world(tmp_path)
-        parent, _ = await split(fs, f"{DATASET}/new.csv")
-        opened, _ = await fs.create(parent, "new.csv", 0o644, CREATE, CALLER)
+        opened = await create_file(fs, f"{DATASET}/new.csv")
         await fs.write(opened.fh, 0, b"x")
         store.locked[DATASET] = True  # locked while the file was open ...
         fs._broker.invalidate(DATASET)  # ... and the credentials held have run out
@@ -220,9 +218,8 @@ def test_a_push_refused_by_the_data_store_fails_close_with_eacces(tmp_path: Path
 def test_several_writers_each_close_lands_and_a_write_waits_for_a_push(tmp_path: Path) -> None:
     async def body() -> None:
         fs, _, blobs = in_place_world(tmp_path)
-        parent, _ = await split(fs, f"{DATASET}/a.csv")
-        a, _ = await fs.create(parent, "a.csv", 0o644, CREATE, CALLER)
-        b, _ = await fs.create(parent, "b.csv", 0o644, CREATE, CALLER)
+        a = await create_file(fs, f"{DATASET}/a.csv")
+        b = await create_file(fs, f"{DATASET}/b.csv")
         await fs.write(a.fh, 0, b"aaa")
         await fs.write(b.fh, 0, b"b1")
         blobs.held = trio.Event()
@@ -279,8 +276,7 @@ def test_a_pushed_file_still_open_is_not_pushed_again_by_the_quiet_delay(tmp_pat
         service = fs._in_place_publisher
         assert isinstance(service, PublishService)
         service.publish_delay = 10.0
-        parent, _ = await split(fs, f"{DATASET}/new.csv")
-        writer, _ = await fs.create(parent, "new.csv", 0o644, CREATE, CALLER)
+        writer = await create_file(fs, f"{DATASET}/new.csv")
         await fs.write(writer.fh, 0, b"new\n")
         reader = await fs.open((await walk(fs, f"{DATASET}/new.csv")).inode, os.O_RDONLY, CALLER)
         await fs.flush(writer.fh)
