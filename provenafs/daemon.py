@@ -99,6 +99,7 @@ class MountEntry:
     mountpoint: Path
     fstype: str
     source: str
+    device: str = dataclasses.field(default="", compare=False)  # MAJ:MIN
 
 
 def _unescape_mountinfo(field: str) -> str:
@@ -127,7 +128,10 @@ def find_mount(
         point = Path(_unescape_mountinfo(fields[4]))
         if point == wanted:
             found = MountEntry(
-                point, fields[separator + 1], _unescape_mountinfo(fields[separator + 2])
+                point,
+                fields[separator + 1],
+                _unescape_mountinfo(fields[separator + 2]),
+                device=fields[2],
             )
     return found
 
@@ -433,7 +437,17 @@ async def _set_readahead_after_init(initialized: trio.Event, options: MountOptio
     """Set the kernel's readahead once INIT is answered: the kernel lowers it to what INIT
     negotiated (128 KiB) when it takes the answer, undoing any earlier setting."""
     await initialized.wait()
-    await trio.to_thread.run_sync(set_readahead, options.mountpoint, options.read_ahead >> 10)
+    await trio.to_thread.run_sync(
+        _set_readahead_blocking, options.mountpoint, options.read_ahead >> 10
+    )
+
+
+def _set_readahead_blocking(mountpoint: Path, kib: int) -> None:
+    entry = find_mount(mountpoint)
+    if entry is None:
+        log.info("kernel readahead left alone: %s is not in /proc/self/mountinfo", mountpoint)
+        return
+    set_readahead(entry.device, kib)
 
 
 async def _serve(options: MountOptions, readiness: _Readiness) -> None:

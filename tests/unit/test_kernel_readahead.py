@@ -1,4 +1,4 @@
-"""``kernel_readahead``: the mount's device from mountinfo, and the readahead knob it writes."""
+"""``kernel_readahead``: the readahead knob of the mount's device, which ``find_mount`` names."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provenafs import kernel_readahead
-from provenafs.kernel_readahead import mount_device, set_readahead
+from provenafs.daemon import find_mount
+from provenafs.kernel_readahead import set_readahead
 
 MOUNTINFO = """\
 22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -18,25 +18,29 @@ MOUNTINFO = """\
 """
 
 
-def test_the_device_is_the_newest_mount_at_the_path_with_escapes_undone() -> None:
-    assert mount_device(Path("/tmp/my data"), MOUNTINFO) == "0:52"
-    assert mount_device(Path("/tmp/mnt"), MOUNTINFO) == "0:58"  # mounted over 0:55
-    assert mount_device(Path("/tmp/elsewhere"), MOUNTINFO) is None
+def test_the_device_is_the_newest_mount_at_the_path_with_escapes_undone(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(MOUNTINFO)
+
+    def device(path: str) -> str | None:
+        entry = find_mount(Path(path), mountinfo)
+        return None if entry is None else entry.device
+
+    assert device("/tmp/my data") == "0:52"
+    assert device("/tmp/mnt") == "0:58"  # mounted over 0:55
+    assert device("/tmp/elsewhere") is None
 
 
 @pytest.fixture
-def bdi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
-    monkeypatch.setattr(kernel_readahead, "_MOUNTINFO", mountinfo)
+def bdi(tmp_path: Path) -> Path:
     root = tmp_path / "bdi"
     (root / "0:58").mkdir(parents=True)
     (root / "0:58" / "read_ahead_kb").write_text("128\n")
     return root
 
 
-def test_set_readahead_writes_the_mounts_knob(bdi: Path) -> None:
-    assert set_readahead(Path("/tmp/mnt"), 1024, bdi_root=bdi) == 1024
+def test_set_readahead_writes_the_devices_knob(bdi: Path) -> None:
+    assert set_readahead("0:58", 1024, bdi_root=bdi) == 1024
     assert (bdi / "0:58" / "read_ahead_kb").read_text() == "1024\n"
 
 
@@ -47,10 +51,5 @@ def test_a_knob_that_cannot_be_written_keeps_its_value_and_the_log_says_how(
     knob.unlink()
     knob.mkdir()  # writing fails even as root
     with caplog.at_level(logging.INFO, logger="provenafs.kernel_readahead"):
-        assert set_readahead(Path("/tmp/mnt"), 1024, bdi_root=bdi) is None
+        assert set_readahead("0:58", 1024, bdi_root=bdi) is None
     assert f"echo 1024 > {knob}" in caplog.text
-
-
-def test_a_mount_missing_from_mountinfo_is_left_alone(bdi: Path) -> None:
-    assert set_readahead(Path("/tmp/elsewhere"), 1024, bdi_root=bdi) is None
-    assert (bdi / "0:58" / "read_ahead_kb").read_text() == "128\n"
