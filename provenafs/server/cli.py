@@ -37,15 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from provenafs.server.app import AppState, DataStore, ServerSettings, create_app
+from provenafs.server.app import AppState, create_app
 from provenafs.server.auth import TokenAuthority, realm_router
+from provenafs.server.datastore import DataStore, ServerSettings
 from provenafs.server.faults import FaultInjector, parse_fault_flag
 from provenafs.server.models import ITEM_ROLES, CollectionFormat
 from provenafs.server.registry import Registry, RegistryError
 from provenafs.server.seed import SeedCaller, seed_store
 
 if TYPE_CHECKING:
-    from provenafs.server.storage import ObjectStore
+    from provenafs.server.objects import ObjectStore
 
 __all__ = ["main"]
 
@@ -505,11 +506,8 @@ def _storage(
 ) -> Iterator[tuple[ObjectStore, ServerSettings]]:
     """Start (or connect to) S3 and yield ``(ObjectStore, ServerSettings)``; stop it after."""
     # boto3 is imported only where storage is needed: admin subcommands start faster without it
-    from provenafs.server.storage import (  # noqa: PLC0415
-        ObjectStore,
-        SeaweedServer,
-        admin_from_environment,
-    )
+    from provenafs.server.objects import ObjectStore, admin_from_environment  # noqa: PLC0415
+    from provenafs.server.seaweed import SeaweedServer  # noqa: PLC0415
 
     weed = None
     try:
@@ -599,7 +597,7 @@ def _serve(argv: Sequence[str]) -> int:
         log.info("provenafs serve: stopped")
         return 0
     except Exception as exc:
-        from provenafs.server.storage import StorageError  # noqa: PLC0415
+        from provenafs.server.objects import StorageError  # noqa: PLC0415
 
         if not isinstance(exc, StorageError):
             raise

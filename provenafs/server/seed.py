@@ -21,14 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from provenafs.server.app import DataStore
+from provenafs.server.access import REALM_ADMIN, REALM_READ, REALM_WRITE
+from provenafs.server.datastore import DataStore
 from provenafs.server.models import (
     ActionApprovalRequest,
     CollectionFormat,
     ReleaseApprovalRequest,
     VersionRequest,
 )
-from provenafs.server.registry import REALM_ADMIN, REALM_READ, REALM_WRITE
 
 __all__ = [
     "ADMIN_ROLES",

@@ -29,17 +29,17 @@ import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from provenafs.server.storage import (
+from provenafs.server.objects import (
     DEFAULT_ROLE_ARN,
     ObjectNotFound,
     ObjectStore,
     S3Admin,
-    SeaweedServer,
     StorageError,
     StsCredentials,
     admin_from_environment,
     session_policy,
 )
+from provenafs.server.seaweed import SeaweedServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -586,7 +586,7 @@ def test_stop_escalates_when_sigterm_is_ignored(tmp_path: Path) -> None:
 CHILD_SCRIPT = """
 import sys, threading, time
 from pathlib import Path
-from provenafs.server.storage import SeaweedServer
+from provenafs.server.seaweed import SeaweedServer
 
 server = SeaweedServer(Path(sys.argv[1]))
 if sys.argv[2] == "worker-thread":
