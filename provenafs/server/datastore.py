@@ -88,7 +88,7 @@ class Caller(Protocol):
 
 
 class SessionCredentials(Protocol):
-    """STS credentials (``storage.StsCredentials``)."""
+    """STS credentials (``objects.StsCredentials``)."""
 
     @property
     def access_key_id(self) -> str: ...
@@ -101,7 +101,7 @@ class SessionCredentials(Protocol):
 
 
 class Objects(Protocol):
-    """What the façade needs of ``storage.ObjectStore``."""
+    """What the façade needs of ``objects.ObjectStore``."""
 
     def prefix_exists(self, prefix: str) -> bool: ...
     def object_exists(self, key: str) -> bool: ...
