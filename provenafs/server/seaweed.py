@@ -49,6 +49,8 @@ __all__ = ["ADMIN_IDENTITY", "SeaweedServer", "find_weed"]
 log = logging.getLogger(__name__)
 
 ADMIN_IDENTITY = "provenafs-data-store"
+# how SeaweedFS names a configured identity in trust policies (its fixed account 000000000000)
+ADMIN_PRINCIPAL_ARN = f"arn:aws:iam::000000000000:user/{ADMIN_IDENTITY}"
 
 _PORT_NAMES = (
     "s3",
@@ -208,7 +210,9 @@ class SeaweedServer:
             (self.root / "store").mkdir(exist_ok=True)
             keys = self._load_or_create_secrets()
             ports = self._choose_ports()
-            _write_private(self.root / "iam.json", json.dumps(_iam_config(keys), indent=2))
+            _write_private(
+                self.root / "iam.json", json.dumps(_iam_config(keys, self.bucket), indent=2)
+            )
             admin = S3Admin(
                 endpoint_url=f"http://{self.host}:{ports['s3']}",
                 access_key_id=keys["access_key_id"],
@@ -368,7 +372,7 @@ class SeaweedServer:
             "-s3.port.lance=0",
             f"-s3.config={config}",
             f"-s3.iam.config={config}",
-            "-s3.iam.readOnly=false",
+            "-s3.iam.readOnly=true",  # nothing needs IAM writes: no users, keys or policies
         ]
         # Started from the main thread, weed gets SIGTERM when this process dies, even by SIGKILL
         # (PR_SET_PDEATHSIG follows the creating *thread*, so not from worker threads).
@@ -430,11 +434,22 @@ class SeaweedServer:
                 time.sleep(0.1)
 
 
-def _iam_config(keys: dict[str, str]) -> dict[str, Any]:
-    """The one JSON file weed reads as identities config and as IAM/STS config."""
-    full_access = {
+def _iam_config(keys: dict[str, str], bucket: str) -> dict[str, Any]:
+    """The one JSON file weed reads as identities config and as IAM/STS config.
+
+    Only the data store's own identity may assume the role (the trust policy names it), so the
+    credentials it hands out cannot ask STS for a wider session; and the role itself reaches only
+    the bucket's objects (no IAM, no STS, no other bucket), whatever a session policy says.
+    """
+    bucket_only = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
     }
     return {
         "identities": [
@@ -453,16 +468,20 @@ def _iam_config(keys: dict[str, str]) -> dict[str, Any]:
             "signingKey": keys["sts_signing_key"],
         },
         "policy": {"defaultEffect": "Deny", "storeType": "memory"},
-        "policies": [{"name": "ProvenaBucketFullAccess", "document": full_access}],
+        "policies": [{"name": "ProvenaBucketObjects", "document": bucket_only}],
         "roles": [
             {
                 "roleName": ROLE_NAME,
                 "roleArn": DEFAULT_ROLE_ARN,
-                "attachedPolicies": ["ProvenaBucketFullAccess"],
+                "attachedPolicies": ["ProvenaBucketObjects"],
                 "trustPolicy": {
                     "Version": "2012-10-17",
                     "Statement": [
-                        {"Effect": "Allow", "Principal": "*", "Action": "sts:AssumeRole"}
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": ADMIN_PRINCIPAL_ARN},
+                            "Action": "sts:AssumeRole",
+                        }
                     ],
                 },
             }

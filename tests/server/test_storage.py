@@ -18,12 +18,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 import httpx
 import pytest
@@ -39,7 +44,7 @@ from provenafs.server.objects import (
     admin_from_environment,
     session_policy,
 )
-from provenafs.server.seaweed import SeaweedServer
+from provenafs.server.seaweed import ADMIN_IDENTITY, SeaweedServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -492,6 +497,136 @@ def test_weed_log_holds_no_secrets(running: Running) -> None:
         signing_key,
     ):
         assert secret not in text
+
+
+# --------------------------------------------------------------------------- no way out of a scope
+
+FULL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
+def sts_call(admin: S3Admin, creds: StsCredentials, form: dict[str, str]) -> httpx.Response:
+    """An STS form POST to the S3 port, SigV4-signed with *creds* (any parameters, even none)."""
+    body = urllib.parse.urlencode({"Version": "2011-06-15", **form})
+    request = botocore.awsrequest.AWSRequest(
+        method="POST",
+        url=admin.endpoint_url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    signer_creds = botocore.credentials.Credentials(
+        creds.access_key_id, creds.secret_access_key, creds.session_token
+    )
+    botocore.auth.SigV4Auth(signer_creds, "sts", admin.region).add_auth(request)
+    headers = dict(request.headers)
+    return httpx.post(admin.endpoint_url + "/", content=body, headers=headers, timeout=30)
+
+
+def escalation_attempts(running: Running, creds: StsCredentials) -> list[StsCredentials]:
+    """*creds* and whatever sessions STS hands out when they ask for the role (or themselves)."""
+    role = running.admin.role_arn
+    forms = [
+        {"Action": "AssumeRole", "RoleArn": role, "RoleSessionName": "escalate"},
+        {"Action": "AssumeRole", "RoleArn": role, "RoleSessionName": "escalate", "Policy": FULL},
+        {"Action": "AssumeRole", "RoleSessionName": "escalate"},
+    ]
+    found = [creds]
+    for form in forms:
+        answer = sts_call(running.admin, creds, form)
+        if answer.status_code != 200:
+            continue
+        namespace = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+        xml = ElementTree.fromstring(answer.text)  # noqa: S314 (the answer of our own server)
+        given = xml.find(".//sts:Credentials", namespace)
+        assert given is not None, answer.text[:300]
+        found.append(
+            StsCredentials(
+                given.findtext("sts:AccessKeyId", "", namespace),
+                given.findtext("sts:SecretAccessKey", "", namespace),
+                given.findtext("sts:SessionToken", "", namespace),
+                dt.datetime.now(dt.UTC),
+            )
+        )
+    return found
+
+
+def iam_client(admin: S3Admin, key_id: str, secret: str, token: str | None = None) -> Any:
+    with BOTO_SESSION_LOCK:
+        return BOTO_SESSION.client(
+            "iam",
+            endpoint_url=admin.endpoint_url,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+            region_name=admin.region,
+            config=botocore.config.Config(retries={"max_attempts": 1}),
+        )
+
+
+def iam_user_names(running: Running) -> set[str]:
+    admin_iam = iam_client(
+        running.admin, running.admin.access_key_id, running.admin.secret_access_key
+    )
+    return {user["UserName"] for user in admin_iam.list_users()["Users"]}
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("write", [False, True])
+def test_scoped_credentials_cannot_assume_the_role_again(running: Running, write: bool) -> None:
+    """Issue 10 item 1: a dataset's credentials must not buy a session with wider rights."""
+    creds = running.store.mint_credentials(PREFIX_A, write=write, session_name="bob,escalate")
+    role = running.admin.role_arn
+    attempts = {
+        "no policy": {"Action": "AssumeRole", "RoleArn": role, "RoleSessionName": "escalate"},
+        "full policy": {
+            "Action": "AssumeRole",
+            "RoleArn": role,
+            "RoleSessionName": "escalate",
+            "Policy": FULL,
+        },
+        "no role (itself)": {"Action": "AssumeRole", "RoleSessionName": "escalate"},
+    }
+    for name, form in attempts.items():
+        answer = sts_call(running.admin, creds, form)
+        assert answer.status_code == 403, (name, answer.status_code, answer.text[:300])
+        assert "<Code>AccessDenied</Code>" in answer.text, (name, answer.text[:300])
+        assert "SessionToken" not in answer.text
+    # ... and nothing outside the prefix became reachable meanwhile
+    s3 = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+    bucket = running.admin.bucket
+    assert error_code(s3.get_object, Bucket=bucket, Key=PREFIX_B + "secret.bin") == "AccessDenied"
+
+
+@pytest.mark.s3
+def test_scoped_credentials_cannot_write_iam(running: Running) -> None:
+    """Issue 10 item 1: no IAM user (with a permanent key) can be made from a dataset's session."""
+    before = iam_user_names(running)
+    creds = running.store.mint_credentials(PREFIX_A, write=True, session_name="bob,iam")
+    for attempt in escalation_attempts(running, creds):
+        iam = iam_client(
+            running.admin, attempt.access_key_id, attempt.secret_access_key, attempt.session_token
+        )
+        assert error_code(iam.create_user, UserName="mallory") != "OK"
+        assert error_code(iam.create_access_key, UserName=ADMIN_IDENTITY) != "OK"
+    assert iam_user_names(running) == before
+    assert "mallory" not in before
+
+
+@pytest.mark.s3
+def test_iam_is_read_only_even_for_the_admin(running: Running) -> None:
+    """Nothing needs IAM writes: the store's own identity cannot make users either."""
+    admin_iam = iam_client(
+        running.admin, running.admin.access_key_id, running.admin.secret_access_key
+    )
+    before = iam_user_names(running)
+    assert error_code(admin_iam.create_user, UserName="mallory-admin") != "OK"
+    assert iam_user_names(running) == before
+    # the normal flow still works: the store mints, the session reads its own prefix
+    creds = running.store.mint_credentials(PREFIX_A, write=False, session_name="after-iam")
+    s3 = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+    body = s3.get_object(Bucket=running.admin.bucket, Key=PREFIX_A + "data/a.csv")["Body"].read()
+    assert body == b"a,b\n1,2\n"
 
 
 # --------------------------------------------------------------------------- restart and stop
