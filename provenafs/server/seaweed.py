@@ -1,9 +1,9 @@
 """The local data store's S3 server: run SeaweedFS (``weed mini``) on 127.0.0.1 in the data dir.
 
-``SeaweedServer`` runs ``weed mini`` bound to 127.0.0.1 with its own IAM/STS configuration (an
-admin identity, a role that STS ``AssumeRole`` targets, a signing key generated once per data
-directory), on free ports it keeps across restarts, and stops it (and anything it left behind)
-by process group.
+``SeaweedServer`` runs ``weed mini`` bound to 127.0.0.1 with the configuration of
+``seaweed_config`` (IAM/STS with keys generated once per data directory, and ``security.toml``
+locking every port but S3 to this process), on free ports it keeps across restarts, under umask
+077 and without ``WEED_*`` variables, and stops it (and anything it left behind) by process group.
 
 This module must not import anything from the mount side of provenafs, must never log or put in
 an exception message a secret key, session token or signing key, and binds nothing beyond
@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import botocore.exceptions
 
@@ -36,21 +35,23 @@ from provenafs.server.objects import (
     DEFAULT_BUCKET,
     DEFAULT_REGION,
     DEFAULT_ROLE_ARN,
-    MAX_SESSION_SECONDS,
-    ROLE_NAME,
     ObjectStore,
     S3Admin,
     StorageError,
     s3_client,
 )
+from provenafs.server.private_files import PRIVATE_UMASK, private_dir, write_private
+from provenafs.server.seaweed_config import (
+    JWT_KEY_NAMES,
+    iam_config,
+    security_toml,
+    write_grpc_certificates,
+)
 
-__all__ = ["ADMIN_IDENTITY", "SeaweedServer", "find_weed"]
+__all__ = ["SeaweedServer", "find_weed"]
 
 log = logging.getLogger(__name__)
 
-ADMIN_IDENTITY = "provenafs-data-store"
-# how SeaweedFS names a configured identity in trust policies (its fixed account 000000000000)
-ADMIN_PRINCIPAL_ARN = f"arn:aws:iam::000000000000:user/{ADMIN_IDENTITY}"
 
 _PORT_NAMES = (
     "s3",
@@ -130,32 +131,16 @@ def _die_with_parent_hook() -> Callable[[], None]:
     return hook
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write *text* to *path* with mode 0600 from the first byte, replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 class SeaweedServer:
     """Runs ``weed mini`` bound to 127.0.0.1 in ``DATA_DIR/s3``, with free ports for every service.
 
-    Files in ``DATA_DIR/s3`` (directory 0700): ``secrets.json`` (0600: admin keys and the STS
-    signing key, made once and kept so restarts keep the same admin keys and the same bucket),
-    ``ports.json`` (the ports last used, reused when still free so the S3 endpoint URL survives a
-    restart; one of them is weed's Prometheus ``/metrics`` port, see ``metrics_url``),
-    ``iam.json`` (0600: the identities/STS/policies/roles file weed reads), ``weed.log`` (weed's
-    output) and ``store/`` (weed's data).
+    Files in ``DATA_DIR/s3`` (directory 0700, every file 0600): ``secrets.json`` (admin keys, the
+    STS signing key and the JWT keys, made once and kept so restarts keep the same admin keys and
+    the same bucket), ``ports.json`` (the ports last used, reused when still free so the S3
+    endpoint URL survives a restart; one of them is weed's Prometheus ``/metrics`` port, see
+    ``metrics_url``), ``iam.json`` (identities, STS, policies, roles), ``security.toml`` and the
+    ``grpc-*.pem`` certificate and key it names (both remade at each start), ``weed.log`` (weed's
+    output), ``weed.pid`` and ``store/`` (weed's data).
     """
 
     def __init__(
@@ -205,14 +190,15 @@ class SeaweedServer:
             if self._process is not None and self._process.poll() is None:
                 assert self._admin is not None
                 return self._admin
-            self.root.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.root, 0o700)
-            (self.root / "store").mkdir(exist_ok=True)
+            private_dir(self.root)
+            private_dir(self.root / "store")
             keys = self._load_or_create_secrets()
             ports = self._choose_ports()
-            _write_private(
-                self.root / "iam.json", json.dumps(_iam_config(keys, self.bucket), indent=2)
+            write_private(
+                self.root / "iam.json", json.dumps(iam_config(keys, self.bucket), indent=2)
             )
+            certificates = write_grpc_certificates(self.root, self.host)
+            write_private(self.root / "security.toml", security_toml(keys, certificates))
             admin = S3Admin(
                 endpoint_url=f"http://{self.host}:{ports['s3']}",
                 access_key_id=keys["access_key_id"],
@@ -225,7 +211,7 @@ class SeaweedServer:
             self._stop_orphan()
             self._ports = ports
             self._process = self._spawn(ports)
-            (self.root / "weed.pid").write_text(f"{self._process.pid}\n", encoding="utf-8")
+            write_private(self.root / "weed.pid", f"{self._process.pid}\n")
             try:
                 self._wait_until_ready(admin, started + timeout)
                 store = ObjectStore(admin)
@@ -313,19 +299,27 @@ class SeaweedServer:
                     sock_path.unlink()
 
     def _load_or_create_secrets(self) -> dict[str, str]:
+        """Admin keys and STS signing key (made once, kept), and any JWT key still missing.
+
+        A data dir of an older version gets its JWT keys added; the keys it had stay as they were.
+        """
         path = self.root / "secrets.json"
+        loaded: dict[str, str] = {}
         with contextlib.suppress(FileNotFoundError):
-            loaded: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-            if {"access_key_id", "secret_access_key", "sts_signing_key"} <= loaded.keys():
-                os.chmod(path, 0o600)
-                return loaded
-        created = {
-            "access_key_id": "PFSADMIN" + secrets.token_hex(6).upper(),
-            "secret_access_key": secrets.token_urlsafe(30),
-            "sts_signing_key": base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
-        }
-        _write_private(path, json.dumps(created, indent=2))
-        return created
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        keys = dict(loaded)
+        if not {"access_key_id", "secret_access_key", "sts_signing_key"} <= keys.keys():
+            keys = {
+                "access_key_id": "PFSADMIN" + secrets.token_hex(6).upper(),
+                "secret_access_key": secrets.token_urlsafe(30),
+                "sts_signing_key": base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
+            }
+        for name in JWT_KEY_NAMES:
+            keys.setdefault(name, secrets.token_urlsafe(32))
+        if keys != loaded:
+            write_private(path, json.dumps(keys, indent=2))
+        os.chmod(path, 0o600)
+        return keys
 
     def _choose_ports(self) -> dict[str, int]:
         path = self.root / "ports.json"
@@ -341,13 +335,14 @@ class SeaweedServer:
             while port in chosen.values():
                 port = _free_port(self.host)
             chosen[name] = port
-        path.write_text(json.dumps(chosen, indent=2), encoding="utf-8")
+        write_private(path, json.dumps(chosen, indent=2))
         return chosen
 
     def _spawn(self, ports: dict[str, int]) -> subprocess.Popen[bytes]:
         config = self.root / "iam.json"
         argv = [
             str(find_weed()),
+            f"-config_dir={self.root}",  # security.toml: found here before any other place
             "mini",
             f"-dir={self.root / 'store'}",
             f"-ip={self.host}",
@@ -373,17 +368,26 @@ class SeaweedServer:
             f"-s3.config={config}",
             f"-s3.iam.config={config}",
             "-s3.iam.readOnly=true",  # nothing needs IAM writes: no users, keys or policies
+            # master and filer HTTP off: the master's would hand any caller a volume JWT (S3 and
+            # the components speak gRPC, which security.toml puts behind mutual TLS)
+            "-disableHttp",
         ]
+        # WEED_* variables would override security.toml: weed sees only the settings made here
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
         # Started from the main thread, weed gets SIGTERM when this process dies, even by SIGKILL
         # (PR_SET_PDEATHSIG follows the creating *thread*, so not from worker threads).
         on_main_thread = threading.current_thread() is threading.main_thread()
         die_with_parent = (
             _die_with_parent_hook() if on_main_thread and sys.platform == "linux" else None
         )
-        with self.log_path.open("ab") as weed_log:
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(self.log_path, 0o600)
+        with os.fdopen(log_fd, "ab") as weed_log:
             return subprocess.Popen(
                 argv,
                 cwd=self.root,
+                env=environment,
+                umask=PRIVATE_UMASK,  # weed's own files and sockets: nothing for other users
                 stdin=subprocess.DEVNULL,
                 stdout=weed_log,
                 stderr=subprocess.STDOUT,
@@ -432,58 +436,3 @@ class SeaweedServer:
                         f"see {self.log_path})"
                     ) from None
                 time.sleep(0.1)
-
-
-def _iam_config(keys: dict[str, str], bucket: str) -> dict[str, Any]:
-    """The one JSON file weed reads as identities config and as IAM/STS config.
-
-    Only the data store's own identity may assume the role (the trust policy names it), so the
-    credentials it hands out cannot ask STS for a wider session; and the role itself reaches only
-    the bucket's objects (no IAM, no STS, no other bucket), whatever a session policy says.
-    """
-    bucket_only = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "s3:*",
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            }
-        ],
-    }
-    return {
-        "identities": [
-            {
-                "name": ADMIN_IDENTITY,
-                "credentials": [
-                    {"accessKey": keys["access_key_id"], "secretKey": keys["secret_access_key"]}
-                ],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
-        ],
-        "sts": {
-            "tokenDuration": "1h",
-            "maxSessionLength": f"{MAX_SESSION_SECONDS // 3600}h",
-            "issuer": "provenafs-local-sts",
-            "signingKey": keys["sts_signing_key"],
-        },
-        "policy": {"defaultEffect": "Deny", "storeType": "memory"},
-        "policies": [{"name": "ProvenaBucketObjects", "document": bucket_only}],
-        "roles": [
-            {
-                "roleName": ROLE_NAME,
-                "roleArn": DEFAULT_ROLE_ARN,
-                "attachedPolicies": ["ProvenaBucketObjects"],
-                "trustPolicy": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"AWS": ADMIN_PRINCIPAL_ARN},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                },
-            }
-        ],
-    }

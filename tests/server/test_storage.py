@@ -7,12 +7,18 @@ tested on a second, private server.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
+import re
 import signal
+import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -44,7 +50,8 @@ from provenafs.server.objects import (
     admin_from_environment,
     session_policy,
 )
-from provenafs.server.seaweed import ADMIN_IDENTITY, SeaweedServer
+from provenafs.server.seaweed import SeaweedServer, find_weed
+from provenafs.server.seaweed_config import ADMIN_IDENTITY
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -627,6 +634,169 @@ def test_iam_is_read_only_even_for_the_admin(running: Running) -> None:
     s3 = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
     body = s3.get_object(Bucket=running.admin.bucket, Key=PREFIX_A + "data/a.csv")["Body"].read()
     assert body == b"a,b\n1,2\n"
+
+
+# --------------------------------------------------------------------------- weed's other ports
+
+VICTIM = PREFIX_A + "ports/victim.txt"
+VICTIM_BODY = b"victim bytes, readable with the dataset's credentials only"
+GRPC_PORTS = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc", "admin_grpc")
+# an HTTP/2 client preface and an empty SETTINGS frame: how every gRPC call begins
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def ports_of(running: Running) -> dict[str, int]:
+    ports: dict[str, int] = json.loads((running.server.root / "ports.json").read_text())
+    return ports
+
+
+def file_id_of(running: Running, key: str) -> str:
+    """The volume file id of *key*'s first chunk, asked over gRPC with the store's certificate."""
+    ports = ports_of(running)
+    root = running.server.root
+    command = f"fs.meta.cat /buckets/{running.admin.bucket}/{key}\n"
+    shell = subprocess.run(
+        [
+            str(find_weed()),
+            f"-config_dir={root}",
+            "shell",
+            f"-master=127.0.0.1:{ports['master']}.{ports['master_grpc']}",
+            f"-filer=127.0.0.1:{ports['filer']}.{ports['filer_grpc']}",
+        ],
+        input=command,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
+        | {"HOME": str(root)},
+        timeout=120,
+        check=False,
+    )
+    found = re.search(r'"fileId":\s*"([0-9]+,[0-9a-f]+)"', shell.stdout)
+    assert found is not None, shell.stdout[-2000:] + shell.stderr[-2000:]
+    return found.group(1)
+
+
+def volume_jwt(running: Running, file_id: str, key_name: str) -> str:
+    """An HS256 token for *file_id*, as the master signs them (the test plays the master)."""
+    keys = json.loads((running.server.root / "secrets.json").read_text())
+
+    def part(document: dict[str, Any]) -> str:
+        text = json.dumps(document, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(text).rstrip(b"=").decode()
+
+    unsigned = (
+        part({"alg": "HS256", "typ": "JWT"})
+        + "."
+        + part({"fid": file_id, "exp": int(time.time()) + 60})
+    )
+    mac = hmac.new(keys[key_name].encode(), unsigned.encode(), hashlib.sha256).digest()
+    return unsigned + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+@pytest.mark.s3
+def test_master_volume_and_filer_http_refuse_unauthenticated_callers(running: Running) -> None:
+    """Issue 10 item 2: no local user may list, read, upload or delete behind S3's back."""
+    store, bucket = running.store, running.admin.bucket
+    store.put_object(VICTIM, VICTIM_BODY)
+    keys_before = store.list_keys("")
+    ports = ports_of(running)
+    file_id = file_id_of(running, VICTIM)
+    master, volume, filer = (
+        f"http://127.0.0.1:{ports[name]}" for name in ("master", "volume", "filer")
+    )
+    planted = {"file": ("planted.txt", b"planted by another user")}
+    attempts: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "master: hand out a write token": ("GET", f"{master}/dir/assign", {}),
+        "master: hand out a read token": ("GET", f"{master}/dir/lookup?fileId={file_id}", {}),
+        "master: list volumes": ("GET", f"{master}/dir/status", {}),
+        "master: follow a file id": ("GET", f"{master}/{file_id}", {}),
+        "volume: read": ("GET", f"{volume}/{file_id}", {}),
+        "filer: list": (
+            "GET",
+            f"{filer}/buckets/{bucket}/{PREFIX_A}ports/",
+            {"headers": {"Accept": "application/json"}},
+        ),
+        "filer: read": ("GET", f"{filer}/buckets/{bucket}/{VICTIM}", {}),
+        "filer: upload": ("POST", f"{filer}/buckets/{bucket}/{PREFIX_A}ports/", {"files": planted}),
+        "volume: overwrite": ("POST", f"{volume}/{file_id}", {"files": planted}),
+        "volume: delete": ("DELETE", f"{volume}/{file_id}", {}),
+        "filer: delete": ("DELETE", f"{filer}/buckets/{bucket}/{VICTIM}", {}),
+        "filer: delete everything": ("DELETE", f"{filer}/buckets/{bucket}/?recursive=true", {}),
+        "master: delete the bucket's volumes": (
+            "GET",
+            f"{master}/col/delete?collection={bucket}",
+            {},
+        ),
+    }
+    for name, (method, url, extra) in attempts.items():
+        answer = httpx.request(method, url, timeout=30, follow_redirects=False, **extra)
+        assert answer.status_code in (401, 403, 404, 405), (name, answer.status_code, answer.text)
+        assert "authorization" not in answer.headers, name  # no volume token handed out
+        assert VICTIM_BODY not in answer.content, name
+        assert "victim" not in answer.text, name
+    assert store.get_object(VICTIM) == VICTIM_BODY
+    assert store.list_keys("") == keys_before
+    # the volume port is alive: it serves a caller holding a token signed with the store's key
+    signed = httpx.get(
+        f"{volume}/{file_id}",
+        headers={"Authorization": "Bearer " + volume_jwt(running, file_id, "volume_read_jwt")},
+        timeout=30,
+    )
+    assert (signed.status_code, signed.content) == (200, VICTIM_BODY)
+    forged = volume_jwt(running, file_id, "volume_write_jwt")  # signed, but with the wrong key
+    assert httpx.get(f"{volume}/{file_id}?jwt={forged}", timeout=30).status_code == 401
+
+
+def speaks_http2(port: int, tls: ssl.SSLContext | None) -> bool:
+    """Whether the port answers an HTTP/2 client preface with a SETTINGS frame (gRPC's start)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            conn = raw if tls is None else tls.wrap_socket(raw, server_hostname="127.0.0.1")
+            conn.sendall(H2_PREFACE)
+            frame = conn.recv(9)
+    except (OSError, ssl.SSLError):
+        return False
+    return len(frame) == 9 and frame[3] == 0x04
+
+
+def tls_context(root: Path, *, with_certificate: bool) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(root / "grpc-ca.pem")
+    if with_certificate:
+        context.load_cert_chain(root / "grpc-cert.pem", root / "grpc-key.pem")
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+@pytest.mark.s3
+def test_grpc_ports_need_the_stores_certificate(running: Running) -> None:
+    """Issue 10 item 2: weed's gRPC ports (metadata, needles, IAM) speak only mutual TLS."""
+    ports = ports_of(running)
+    for name in GRPC_PORTS:
+        assert not speaks_http2(ports[name], None), f"{name} answers plain gRPC"
+        if (running.server.root / "grpc-ca.pem").exists():
+            anonymous = tls_context(running.server.root, with_certificate=False)
+            assert not speaks_http2(ports[name], anonymous), f"{name} needs no certificate"
+            store_itself = tls_context(running.server.root, with_certificate=True)
+            assert speaks_http2(ports[name], store_itself), f"{name} refuses the store itself"
+
+
+@pytest.mark.s3
+def test_weeds_unix_sockets_are_private(running: Running) -> None:
+    """weed also listens on /tmp/seaweedfs-*.sock: only the store's user may connect to them."""
+    ports = {str(port) for port in ports_of(running).values()}
+    sockets = [
+        path
+        for path in Path("/tmp").glob("seaweedfs-*.sock")
+        if path.stem.rsplit("-", 1)[-1] in ports
+    ]
+    assert sockets  # weed made some: filer, s3 and every gRPC service
+    for path in sockets:
+        mode = path.stat().st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) & 0o077 == 0, (path, oct(mode))
+        assert path.stat().st_uid == os.geteuid()
 
 
 # --------------------------------------------------------------------------- restart and stop
