@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from pathlib import Path
 
-__all__ = ["PRIVATE_UMASK", "create_private", "private_dir", "write_private"]
+__all__ = ["PRIVATE_UMASK", "create_private", "private_dir", "tighten", "write_private"]
 
 PRIVATE_UMASK = 0o077  # for the store's own process and its children: nothing for group or others
 
@@ -49,3 +50,17 @@ def write_private(path: Path, data: str | bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def tighten(root: Path) -> None:
+    """Take every group and other permission off *root* and everything under it.
+
+    For what others wrote with looser modes: a data dir of an older version, and SeaweedFS's
+    ``*.vif`` volume files, which weed itself ``fchmod``s to 0644 whatever its umask.
+    """
+    for directory, _, files in os.walk(root):
+        for path in [Path(directory), *(Path(directory) / name for name in files)]:
+            with contextlib.suppress(FileNotFoundError):  # weed's temporary files come and go
+                mode = path.lstat().st_mode
+                if mode & 0o077 and not stat.S_ISLNK(mode):
+                    os.chmod(path, stat.S_IMODE(mode) & 0o700)

@@ -47,6 +47,7 @@ from provenafs.server.models import (
     VersioningInfo,
     WorkflowLinks,
 )
+from provenafs.server.private_files import create_private
 from provenafs.server.records import with_collection_format, with_history
 
 __all__ = [
@@ -191,6 +192,8 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite opens it: its -wal, -shm and -journal files take the same mode
+        create_private(path)
         self.path = path
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)

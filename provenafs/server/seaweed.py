@@ -40,7 +40,7 @@ from provenafs.server.objects import (
     StorageError,
     s3_client,
 )
-from provenafs.server.private_files import PRIVATE_UMASK, private_dir, write_private
+from provenafs.server.private_files import PRIVATE_UMASK, private_dir, tighten, write_private
 from provenafs.server.seaweed_config import (
     JWT_KEY_NAMES,
     iam_config,
@@ -192,6 +192,7 @@ class SeaweedServer:
                 return self._admin
             private_dir(self.root)
             private_dir(self.root / "store")
+            tighten(self.root)
             keys = self._load_or_create_secrets()
             ports = self._choose_ports()
             write_private(
@@ -260,6 +261,7 @@ class SeaweedServer:
         with contextlib.suppress(OSError):
             (self.root / "weed.pid").unlink()
         self._remove_stale_sockets()
+        tighten(self.root)  # the volume files weed made 0644 during the run
 
     def _stop_orphan(self) -> None:
         """Stop a weed that a killed earlier run left serving this data dir (found by its pidfile).

@@ -29,6 +29,7 @@ from provenafs.server.models import (
     ReleaseApprovalRequest,
     VersionRequest,
 )
+from provenafs.server.private_files import write_private
 
 __all__ = [
     "ADMIN_ROLES",
@@ -362,8 +363,7 @@ def seed_store(datastore: DataStore, data_dir: Path) -> dict[str, Any]:
         "incomplete_dataset": registry.get_meta("seed:incomplete-item"),
         "non_dataset_ids": [ORGANISATION_ID, PERSON_ID],
     }
-    path = data_dir / "seed-manifest.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    temporary.replace(path)
+    write_private(
+        data_dir / "seed-manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    )
     return manifest
