@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 REGION = "ap-southeast-2"
 METADATA_FILE_NAME = "metadata.json"
 SESSION_DURATION_SECONDS = 28800  # SERVICE_SESSION_DURATION_SECONDS of the real DS (§7)
-_FORBIDDEN_PATH_PARTS = ("../", "/../", "..", "//", "\\")
+# checked in this order: the first one found names the refusal, as in the real data store
+_FORBIDDEN_PATH_PARTS = ("../", "/../", "..", "//", "\\", "\\\\")
 
 
 # --------------------------------------------------------------------------- collaborators
@@ -240,12 +241,17 @@ class DataStore:
                 "You do not have sufficient permissions to download files from this dataset"
                 " (item role dataset-data-read is required).",
             )
-        if any(part in request.file_path for part in _FORBIDDEN_PATH_PARTS):
-            raise DataStoreError(400, "The file path must not contain '..', '//' or backslashes.")
-        key = f"{item.s3.path}{request.file_path}"
-        if not request.file_path or not self.objects.object_exists(key):
+        path = request.file_path
+        illegal = next((part for part in _FORBIDDEN_PATH_PARTS if part in path), None)
+        if illegal is not None:
             raise DataStoreError(
-                400, f"The file '{request.file_path}' does not exist in dataset '{item.id}'."
+                400, f"File path '{path}' contains '{illegal}' which is not allowed."
+            )
+        key = f"{item.s3.path}{path}"
+        # a key S3 refuses outright (a "." segment, a NUL) exists no more than a missing one
+        if not path or not self.objects.object_exists(key):
+            raise DataStoreError(
+                400, f"File path '{path}' does not exist in dataset with id {request.dataset_id}"
             )
         try:
             creds = self.objects.mint_credentials(

@@ -273,10 +273,19 @@ class ObjectStore:
         return bool(answer.get("KeyCount", 0) or answer.get("Contents"))
 
     def object_exists(self, key: str) -> bool:
-        """Whether *key* exists (``HeadObject``)."""
+        """Whether *key* exists (``HeadObject``).
+
+        False too when S3 refuses the key itself (HTTP 400, e.g. for a ``.`` segment or a NUL):
+        no object can have it. Any other failure raises ``StorageError``.
+        """
         try:
             with _translated("HeadObject"):
-                self._s3.head_object(Bucket=self.bucket, Key=key)
+                try:
+                    self._s3.head_object(Bucket=self.bucket, Key=key)
+                except botocore.exceptions.ClientError as exc:
+                    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 400:
+                        return False
+                    raise
         except ObjectNotFound:
             return False
         return True

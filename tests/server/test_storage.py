@@ -284,6 +284,8 @@ def test_admin_operations(running: Running, tmp_path: Path) -> None:
     assert not store.prefix_exists("datasets/nothing-here/")
     assert store.object_exists(PREFIX_A + "metadata.json")
     assert not store.object_exists(PREFIX_A + "nope.json")
+    for impossible in ("./data/a.csv", "data/./a.csv", "data/a.csv\x00", "."):  # S3 answers 400
+        assert not store.object_exists(PREFIX_A + impossible)
     assert store.get_object(PREFIX_A + "data/a.csv") == b"a,b\n1,2\n"
     with pytest.raises(ObjectNotFound):
         store.get_object(PREFIX_A + "nope.json")
@@ -486,6 +488,8 @@ def test_storage_errors_name_no_secret(running: Running) -> None:
     with pytest.raises(StorageError) as caught:
         broken.mint_credentials(PREFIX_A, write=True, session_name="x")
     assert "wrong-secret-xyz" not in str(caught.value)
+    with pytest.raises(StorageError, match="HeadObject failed: 403"):  # not "does not exist"
+        broken.object_exists(PREFIX_A + "metadata.json")
 
 
 @pytest.mark.s3
