@@ -739,6 +739,16 @@ def test_master_volume_and_filer_http_refuse_unauthenticated_callers(running: Ru
         assert "authorization" not in answer.headers, name  # no volume token handed out
         assert VICTIM_BODY not in answer.content, name
         assert "victim" not in answer.text, name
+    # status pages still answer anyone, but name no file and hold no byte of one
+    for url in (
+        f"{master}/",
+        f"{volume}/status",
+        f"http://127.0.0.1:{ports['metrics']}/metrics",
+        f"http://127.0.0.1:{ports['admin']}/metrics",
+    ):
+        page = httpx.get(url, timeout=30)
+        assert "victim" not in page.text, url
+        assert VICTIM_BODY not in page.content, url
     assert store.get_object(VICTIM) == VICTIM_BODY
     assert store.list_keys("") == keys_before
     # the volume port is alive: it serves a caller holding a token signed with the store's key
