@@ -11,7 +11,8 @@ registry and signing key. Only ``faults`` (in-memory server state) needs a runni
 ``mint`` goes through the running server when there is one (else it starts storage briefly).
 
 Bad input gets a one-line message on stderr and exit status 2. Tokens are printed only by
-``token`` (on stdout, alone); nothing here logs a token or secret.
+``token`` (on stdout, alone); nothing here logs a token or secret. Every command runs under umask
+077, and the data dir is 0700 with every file in it 0600 (``private_files``).
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from provenafs.server.app import AppState, DataStore, ServerSettings, create_app
+from provenafs.server.app import AppState, create_app
 from provenafs.server.auth import TokenAuthority, realm_router
+from provenafs.server.datastore import DataStore, ServerSettings
 from provenafs.server.faults import FaultInjector, parse_fault_flag
 from provenafs.server.models import ITEM_ROLES, CollectionFormat
+from provenafs.server.private_files import PRIVATE_UMASK, private_dir, tighten, write_private
 from provenafs.server.registry import Registry, RegistryError
 from provenafs.server.seed import SeedCaller, seed_store
 
 if TYPE_CHECKING:
-    from provenafs.server.storage import ObjectStore
+    from provenafs.server.objects import ObjectStore
 
 __all__ = ["main"]
 
@@ -235,13 +238,7 @@ def _item_roles(text: str) -> list[str]:
 
 
 def _write_private_json(path: Path, document: dict[str, Any]) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    os.chmod(temporary, 0o600)
-    temporary.replace(path)
+    write_private(path, json.dumps(document, indent=2) + "\n")
 
 
 def _running_server(data_dir: Path) -> dict[str, Any] | None:
@@ -270,9 +267,7 @@ def _http_json(method: str, url: str, token: str, body: Any = None) -> tuple[int
 
 
 def _registry(args: argparse.Namespace) -> Registry:
-    data_dir: Path = args.data_dir.expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return Registry.in_data_dir(data_dir)
+    return Registry.in_data_dir(private_dir(args.data_dir.expanduser()))
 
 
 def _resolve_dataset(registry: Registry, name: str) -> str:
@@ -505,11 +500,8 @@ def _storage(
 ) -> Iterator[tuple[ObjectStore, ServerSettings]]:
     """Start (or connect to) S3 and yield ``(ObjectStore, ServerSettings)``; stop it after."""
     # boto3 is imported only where storage is needed: admin subcommands start faster without it
-    from provenafs.server.storage import (  # noqa: PLC0415
-        ObjectStore,
-        SeaweedServer,
-        admin_from_environment,
-    )
+    from provenafs.server.objects import ObjectStore, admin_from_environment  # noqa: PLC0415
+    from provenafs.server.seaweed import SeaweedServer  # noqa: PLC0415
 
     weed = None
     try:
@@ -589,8 +581,8 @@ def _serve(argv: Sequence[str]) -> int:
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _check_port_free(args.host, args.port)
-    data_dir: Path = args.data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(args.data_dir.expanduser().resolve())
+    tighten(data_dir)  # a data dir of an older version held files others could read
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _raise_shutdown)
     try:
@@ -599,7 +591,7 @@ def _serve(argv: Sequence[str]) -> int:
         log.info("provenafs serve: stopped")
         return 0
     except Exception as exc:
-        from provenafs.server.storage import StorageError  # noqa: PLC0415
+        from provenafs.server.objects import StorageError  # noqa: PLC0415
 
         if not isinstance(exc, StorageError):
             raise
@@ -685,6 +677,7 @@ def _subcommand_first(args: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``provenafs serve ...``; returns the exit status (2 for bad input)."""
     args_list = _subcommand_first(list(sys.argv[1:] if argv is None else argv))
+    os.umask(PRIVATE_UMASK)  # whatever the store or its children write is private to its user
     try:
         if args_list and args_list[0] in _SUBCOMMANDS:
             args = _admin_parser().parse_args(args_list)

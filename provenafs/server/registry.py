@@ -2,11 +2,12 @@
 
 It stores dataset records as complete ``ItemDataset`` JSON (history newest first, reasons exactly
 as provena-api.md §4.1), versioning chains (§5), locks and their history (§6), release status and
-approvals (§3.10), access settings and item-role evaluation (§8.3), local users with realm roles,
-groups and the release reviewer list. Handles come from a counter (``10378.1/<n>``).
+approvals (§3.10), access settings (§8.3), local users with realm roles, groups and the release
+reviewer list. Handles come from a counter (``10378.1/<n>``). What access settings grant is
+``access.py``'s to say, how a record changes ``records.py``'s: the registry only stores the results.
 
-It must not talk to S3, check realm roles or know about HTTP: the façade in ``app.py`` does that
-and maps the exceptions below to status codes. It must not import from the mount side.
+It must not talk to S3, check realm roles or know about HTTP: the façade in ``datastore.py`` does
+that and maps the exceptions below to status codes. It must not import from the mount side.
 
 Concurrency: one connection per ``Registry``, guarded by a lock (the server calls it from many
 threads); WAL mode and ``BEGIN IMMEDIATE`` make read-modify-write steps atomic across processes,
@@ -25,6 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from provenafs.server.access import (
+    DEFAULT_GENERAL_ROLES,
+    METADATA_VISIBLE_ROLES,
+    AccessSettings,
+    item_roles,
+    ordered_roles,
+)
 from provenafs.server.models import (
     ITEM_ROLES,
     CollectionFormat,
@@ -39,14 +47,13 @@ from provenafs.server.models import (
     VersioningInfo,
     WorkflowLinks,
 )
+from provenafs.server.private_files import create_private
+from provenafs.server.records import with_collection_format, with_history
 
 __all__ = [
     "DEFAULT_GENERAL_ROLES",
     "FIRST_HANDLE_NUMBER",
     "HANDLE_PREFIX",
-    "REALM_ADMIN",
-    "REALM_READ",
-    "REALM_WRITE",
     "AccessSettings",
     "DatasetPage",
     "InvalidPaginationKey",
@@ -66,11 +73,6 @@ __all__ = [
 
 HANDLE_PREFIX = "10378.1"
 FIRST_HANDLE_NUMBER = 1932274
-REALM_READ = "entity-registry-read"
-REALM_WRITE = "entity-registry-write"
-REALM_ADMIN = "entity-registry-admin"
-DEFAULT_GENERAL_ROLES: tuple[str, ...] = ("metadata-read", "dataset-data-read")
-METADATA_VISIBLE_ROLES = frozenset({"metadata-read", "metadata-write", "admin"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -152,13 +154,6 @@ class UserAccount:
 
 
 @dataclasses.dataclass(frozen=True)
-class AccessSettings:
-    owner: str
-    general: tuple[str, ...]
-    groups: Mapping[str, tuple[str, ...]]
-
-
-@dataclasses.dataclass(frozen=True)
 class LockEvent:
     action_type: str  # LOCK / UNLOCK
     username: str
@@ -192,16 +187,13 @@ def _now() -> int:
     return int(time.time())
 
 
-def _ordered_roles(roles: Sequence[str] | set[str]) -> tuple[str, ...]:
-    wanted = set(roles)
-    return tuple(role for role in ITEM_ROLES if role in wanted)
-
-
 class Registry:
     """The SQLite registry at ``DATA_DIR/registry.sqlite``; see the module docstring."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite opens it: its -wal, -shm and -journal files take the same mode
+        create_private(path)
         self.path = path
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -497,38 +489,14 @@ class Registry:
     def _modify(self, db: sqlite3.Connection, handle: str) -> ItemDataset:
         return self._dataset_from_row(self._item_row(db, handle))
 
-    @staticmethod
-    def _with_history(item: ItemDataset, reason: str, username: str, now: int) -> ItemDataset:
-        """Prepend a history entry snapshotting *item*'s domain info (newest first)."""
-        next_id = max((entry.id for entry in item.history), default=-1) + 1
-        entry = HistoryEntry(
-            id=next_id, timestamp=now, reason=reason, username=username, item=item.domain_info()
-        )
-        return item.model_copy(update={"history": [entry, *item.history]})
-
-    @staticmethod
-    def _with_collection_format(
-        item: ItemDataset, collection_format: CollectionFormat, now: int
-    ) -> ItemDataset:
-        info = collection_format.dataset_info
-        return item.model_copy(
-            update={
-                "collection_format": collection_format,
-                "display_name": info.name,
-                "user_metadata": info.user_metadata,
-                "access_info_uri": info.access_info.uri,
-                "updated_timestamp": now,
-            }
-        )
-
     def update_metadata(
         self, handle: str, collection_format: CollectionFormat, *, reason: str, username: str
     ) -> ItemDataset:
         """Replace the metadata and prepend a history entry with *reason* (§3.6)."""
         now = _now()
         with self._write() as db:
-            item = self._with_collection_format(self._modify(db, handle), collection_format, now)
-            item = self._with_history(item, reason, username, now)
+            item = with_collection_format(self._modify(db, handle), collection_format, now)
+            item = with_history(item, reason, username, now)
             self._put_item(db, item)
         return item
 
@@ -544,8 +512,8 @@ class Registry:
                 raise InvalidRequest(
                     f"Could not find history entry with id {history_id} in item '{handle}'."
                 )
-            item = self._with_collection_format(item, entry.item.collection_format, now)
-            item = self._with_history(
+            item = with_collection_format(item, entry.item.collection_format, now)
+            item = with_history(
                 item,
                 f"Reverting dataset to history id {history_id}. Reason: {reason}.",
                 username,
@@ -611,7 +579,7 @@ class Registry:
                     "user_metadata": None,
                 }
             )
-            new_item = self._with_history(
+            new_item = with_history(
                 relocated,
                 "(System) Dataset S3 path updated to new version's storage location",
                 username,
@@ -718,9 +686,9 @@ class Registry:
                     raise InvalidRequest(f"Unknown group '{group}'.")
             updated = AccessSettings(
                 owner=owner if owner is not None else current.owner,
-                general=_ordered_roles(general) if general is not None else current.general,
+                general=ordered_roles(general) if general is not None else current.general,
                 groups=(
-                    {g: _ordered_roles(r) for g, r in groups.items()}
+                    {g: ordered_roles(r) for g, r in groups.items()}
                     if groups is not None
                     else current.groups
                 ),
@@ -733,18 +701,7 @@ class Registry:
         with self._read() as db:
             access = self._access(db, handle)
             groups = self._groups_of(db, username)
-        return self._evaluate(access, username, realm_roles, groups)
-
-    @staticmethod
-    def _evaluate(
-        access: AccessSettings, username: str, realm_roles: Sequence[str], groups: Sequence[str]
-    ) -> tuple[str, ...]:
-        if REALM_ADMIN in realm_roles or access.owner == username:
-            return ITEM_ROLES
-        granted = set(access.general)
-        for group in groups:
-            granted.update(access.groups.get(group, ()))
-        return _ordered_roles(granted)
+        return item_roles(access, username, realm_roles, groups)
 
     # ----------------------------------------------------------------- release
 
@@ -871,7 +828,7 @@ class Registry:
             except ValueError:
                 unparsable.append(json.loads(row["document"]))
                 continue
-            roles = self._evaluate(accesses[row["id"]], username, realm_roles, groups)
+            roles = item_roles(accesses[row["id"]], username, realm_roles, groups)
             if METADATA_VISIBLE_ROLES.isdisjoint(roles):
                 not_authorised += 1
                 continue

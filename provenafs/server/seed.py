@@ -21,14 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from provenafs.server.app import DataStore
+from provenafs.server.access import REALM_ADMIN, REALM_READ, REALM_WRITE
+from provenafs.server.datastore import DataStore
 from provenafs.server.models import (
     ActionApprovalRequest,
     CollectionFormat,
     ReleaseApprovalRequest,
     VersionRequest,
 )
-from provenafs.server.registry import REALM_ADMIN, REALM_READ, REALM_WRITE
+from provenafs.server.private_files import write_private
 
 __all__ = [
     "ADMIN_ROLES",
@@ -362,8 +363,7 @@ def seed_store(datastore: DataStore, data_dir: Path) -> dict[str, Any]:
         "incomplete_dataset": registry.get_meta("seed:incomplete-item"),
         "non_dataset_ids": [ORGANISATION_ID, PERSON_ID],
     }
-    path = data_dir / "seed-manifest.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    temporary.replace(path)
+    write_private(
+        data_dir / "seed-manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    )
     return manifest

@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import APIRouter
 
-from provenafs.server.app import AppState, DataStore, ServerSettings, create_app
+from provenafs.server.app import AppState, Reader, create_app
+from provenafs.server.datastore import DataStore, ServerSettings
 from provenafs.server.faults import FaultInjector
 from provenafs.server.registry import Registry
 from provenafs.server.seed import ADMIN_ROLES, USER_ROLES, seed_store
@@ -101,6 +103,17 @@ class Running:
         return handle
 
 
+def extra_router() -> APIRouter:
+    """A route from outside ``app.py``, as further Provena services add theirs."""
+    router = APIRouter()
+
+    @router.get("/extra/whoami")
+    def whoami(caller: Reader) -> dict[str, str]:
+        return {"username": caller.username}
+
+    return router
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     data_dir: Path = tmp_path_factory.mktemp("inprocess")
@@ -114,7 +127,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     users = {name: USER_ROLES for name in ("alice", "bob", "carol")}
     users |= {"admin": ADMIN_ROLES, "reader": ("entity-registry-read",), "nobody": ()}
     faults = FaultInjector()
-    state = AppState(datastore, FakeAuthority(users), faults)
+    state = AppState(datastore, FakeAuthority(users), faults, routers=(extra_router(),))
     state.ready.set()
     port = free_port()
     server = uvicorn.Server(
@@ -132,6 +145,20 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         server.should_exit = True
         thread.join(timeout=30)
         registry.close()
+
+
+def test_routers_given_to_the_app_share_its_realm_role_checks(running: Running) -> None:
+    answer = running.call("GET", "reader", "/extra/whoami")
+    assert (answer.status_code, answer.json()) == (200, {"username": "reader"})
+    refused = running.call("GET", "nobody", "/extra/whoami")
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "detail": "You are not authorised to access this resource as you don't have the correct"
+        " role."
+    }
+    anonymous = running.call("GET", None, "/extra/whoami")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
 
 
 def test_seeding_twice_adds_nothing(running: Running, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from provenafs.server.access import REALM_ADMIN
 from provenafs.server.models import (
     ITEM_ROLES,
     CollectionFormat,
@@ -25,7 +26,6 @@ from provenafs.server.models import (
 )
 from provenafs.server.registry import (
     FIRST_HANDLE_NUMBER,
-    REALM_ADMIN,
     InvalidPaginationKey,
     InvalidRequest,
     ItemIsSeed,

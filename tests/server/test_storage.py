@@ -7,39 +7,51 @@ tested on a second, private server.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
+import re
 import signal
+import socket
+import ssl
 import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from provenafs.server.storage import (
+from provenafs.server.objects import (
     DEFAULT_ROLE_ARN,
     ObjectNotFound,
     ObjectStore,
     S3Admin,
-    SeaweedServer,
     StorageError,
     StsCredentials,
     admin_from_environment,
     session_policy,
 )
+from provenafs.server.seaweed import SeaweedServer, find_weed
+from provenafs.server.seaweed_config import ADMIN_IDENTITY
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -272,6 +284,8 @@ def test_admin_operations(running: Running, tmp_path: Path) -> None:
     assert not store.prefix_exists("datasets/nothing-here/")
     assert store.object_exists(PREFIX_A + "metadata.json")
     assert not store.object_exists(PREFIX_A + "nope.json")
+    for impossible in ("./data/a.csv", "data/./a.csv", "data/a.csv\x00", "."):  # S3 answers 400
+        assert not store.object_exists(PREFIX_A + impossible)
     assert store.get_object(PREFIX_A + "data/a.csv") == b"a,b\n1,2\n"
     with pytest.raises(ObjectNotFound):
         store.get_object(PREFIX_A + "nope.json")
@@ -474,6 +488,8 @@ def test_storage_errors_name_no_secret(running: Running) -> None:
     with pytest.raises(StorageError) as caught:
         broken.mint_credentials(PREFIX_A, write=True, session_name="x")
     assert "wrong-secret-xyz" not in str(caught.value)
+    with pytest.raises(StorageError, match="HeadObject failed: 403"):  # not "does not exist"
+        broken.object_exists(PREFIX_A + "metadata.json")
 
 
 @pytest.mark.s3
@@ -492,6 +508,309 @@ def test_weed_log_holds_no_secrets(running: Running) -> None:
         signing_key,
     ):
         assert secret not in text
+
+
+# --------------------------------------------------------------------------- no way out of a scope
+
+FULL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
+def sts_call(admin: S3Admin, creds: StsCredentials, form: dict[str, str]) -> httpx.Response:
+    """An STS form POST to the S3 port, SigV4-signed with *creds* (any parameters, even none)."""
+    body = urllib.parse.urlencode({"Version": "2011-06-15", **form})
+    request = botocore.awsrequest.AWSRequest(
+        method="POST",
+        url=admin.endpoint_url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    signer_creds = botocore.credentials.Credentials(
+        creds.access_key_id, creds.secret_access_key, creds.session_token
+    )
+    botocore.auth.SigV4Auth(signer_creds, "sts", admin.region).add_auth(request)
+    headers = dict(request.headers)
+    return httpx.post(admin.endpoint_url + "/", content=body, headers=headers, timeout=30)
+
+
+def escalation_attempts(running: Running, creds: StsCredentials) -> list[StsCredentials]:
+    """*creds* and whatever sessions STS hands out when they ask for the role (or themselves)."""
+    role = running.admin.role_arn
+    forms = [
+        {"Action": "AssumeRole", "RoleArn": role, "RoleSessionName": "escalate"},
+        {"Action": "AssumeRole", "RoleArn": role, "RoleSessionName": "escalate", "Policy": FULL},
+        {"Action": "AssumeRole", "RoleSessionName": "escalate"},
+    ]
+    found = [creds]
+    for form in forms:
+        answer = sts_call(running.admin, creds, form)
+        if answer.status_code != 200:
+            continue
+        namespace = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+        xml = ElementTree.fromstring(answer.text)  # noqa: S314 (the answer of our own server)
+        given = xml.find(".//sts:Credentials", namespace)
+        assert given is not None, answer.text[:300]
+        found.append(
+            StsCredentials(
+                given.findtext("sts:AccessKeyId", "", namespace),
+                given.findtext("sts:SecretAccessKey", "", namespace),
+                given.findtext("sts:SessionToken", "", namespace),
+                dt.datetime.now(dt.UTC),
+            )
+        )
+    return found
+
+
+def iam_client(admin: S3Admin, key_id: str, secret: str, token: str | None = None) -> Any:
+    with BOTO_SESSION_LOCK:
+        return BOTO_SESSION.client(
+            "iam",
+            endpoint_url=admin.endpoint_url,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+            region_name=admin.region,
+            config=botocore.config.Config(retries={"max_attempts": 1}),
+        )
+
+
+def iam_user_names(running: Running) -> set[str]:
+    admin_iam = iam_client(
+        running.admin, running.admin.access_key_id, running.admin.secret_access_key
+    )
+    return {user["UserName"] for user in admin_iam.list_users()["Users"]}
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("write", [False, True])
+def test_scoped_credentials_cannot_assume_the_role_again(running: Running, write: bool) -> None:
+    """Issue 10 item 1: a dataset's credentials must not buy a session with wider rights."""
+    creds = running.store.mint_credentials(PREFIX_A, write=write, session_name="bob,escalate")
+    role = running.admin.role_arn
+    attempts = {
+        "no policy": {"Action": "AssumeRole", "RoleArn": role, "RoleSessionName": "escalate"},
+        "full policy": {
+            "Action": "AssumeRole",
+            "RoleArn": role,
+            "RoleSessionName": "escalate",
+            "Policy": FULL,
+        },
+        "no role (itself)": {"Action": "AssumeRole", "RoleSessionName": "escalate"},
+    }
+    for name, form in attempts.items():
+        answer = sts_call(running.admin, creds, form)
+        assert answer.status_code == 403, (name, answer.status_code, answer.text[:300])
+        assert "<Code>AccessDenied</Code>" in answer.text, (name, answer.text[:300])
+        assert "SessionToken" not in answer.text
+    # ... and nothing outside the prefix became reachable meanwhile
+    s3 = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+    bucket = running.admin.bucket
+    assert error_code(s3.get_object, Bucket=bucket, Key=PREFIX_B + "secret.bin") == "AccessDenied"
+
+
+@pytest.mark.s3
+def test_scoped_credentials_cannot_write_iam(running: Running) -> None:
+    """Issue 10 item 1: no IAM user (with a permanent key) can be made from a dataset's session."""
+    before = iam_user_names(running)
+    creds = running.store.mint_credentials(PREFIX_A, write=True, session_name="bob,iam")
+    for attempt in escalation_attempts(running, creds):
+        iam = iam_client(
+            running.admin, attempt.access_key_id, attempt.secret_access_key, attempt.session_token
+        )
+        assert error_code(iam.create_user, UserName="mallory") != "OK"
+        assert error_code(iam.create_access_key, UserName=ADMIN_IDENTITY) != "OK"
+    assert iam_user_names(running) == before
+    assert "mallory" not in before
+
+
+@pytest.mark.s3
+def test_iam_is_read_only_even_for_the_admin(running: Running) -> None:
+    """Nothing needs IAM writes: the store's own identity cannot make users either."""
+    admin_iam = iam_client(
+        running.admin, running.admin.access_key_id, running.admin.secret_access_key
+    )
+    before = iam_user_names(running)
+    assert error_code(admin_iam.create_user, UserName="mallory-admin") != "OK"
+    assert iam_user_names(running) == before
+    # the normal flow still works: the store mints, the session reads its own prefix
+    creds = running.store.mint_credentials(PREFIX_A, write=False, session_name="after-iam")
+    s3 = client(running.admin, creds.access_key_id, creds.secret_access_key, creds.session_token)
+    body = s3.get_object(Bucket=running.admin.bucket, Key=PREFIX_A + "data/a.csv")["Body"].read()
+    assert body == b"a,b\n1,2\n"
+
+
+# --------------------------------------------------------------------------- weed's other ports
+
+VICTIM = PREFIX_A + "ports/victim.txt"
+VICTIM_BODY = b"victim bytes, readable with the dataset's credentials only"
+GRPC_PORTS = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc", "admin_grpc")
+# an HTTP/2 client preface and an empty SETTINGS frame: how every gRPC call begins
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def ports_of(running: Running) -> dict[str, int]:
+    ports: dict[str, int] = json.loads((running.server.root / "ports.json").read_text())
+    return ports
+
+
+def file_id_of(running: Running, key: str) -> str:
+    """The volume file id of *key*'s first chunk, asked over gRPC with the store's certificate."""
+    ports = ports_of(running)
+    root = running.server.root
+    command = f"fs.meta.cat /buckets/{running.admin.bucket}/{key}\n"
+    shell = subprocess.run(
+        [
+            str(find_weed()),
+            f"-config_dir={root}",
+            "shell",
+            f"-master=127.0.0.1:{ports['master']}.{ports['master_grpc']}",
+            f"-filer=127.0.0.1:{ports['filer']}.{ports['filer_grpc']}",
+        ],
+        input=command,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
+        | {"HOME": str(root)},
+        timeout=120,
+        check=False,
+    )
+    found = re.search(r'"fileId":\s*"([0-9]+,[0-9a-f]+)"', shell.stdout)
+    assert found is not None, shell.stdout[-2000:] + shell.stderr[-2000:]
+    return found.group(1)
+
+
+def volume_jwt(running: Running, file_id: str, key_name: str) -> str:
+    """An HS256 token for *file_id*, as the master signs them (the test plays the master)."""
+    keys = json.loads((running.server.root / "secrets.json").read_text())
+
+    def part(document: dict[str, Any]) -> str:
+        text = json.dumps(document, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(text).rstrip(b"=").decode()
+
+    unsigned = (
+        part({"alg": "HS256", "typ": "JWT"})
+        + "."
+        + part({"fid": file_id, "exp": int(time.time()) + 60})
+    )
+    mac = hmac.new(keys[key_name].encode(), unsigned.encode(), hashlib.sha256).digest()
+    return unsigned + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+@pytest.mark.s3
+def test_master_volume_and_filer_http_refuse_unauthenticated_callers(running: Running) -> None:
+    """Issue 10 item 2: no local user may list, read, upload or delete behind S3's back."""
+    store, bucket = running.store, running.admin.bucket
+    store.put_object(VICTIM, VICTIM_BODY)
+    keys_before = store.list_keys("")
+    ports = ports_of(running)
+    file_id = file_id_of(running, VICTIM)
+    master, volume, filer = (
+        f"http://127.0.0.1:{ports[name]}" for name in ("master", "volume", "filer")
+    )
+    planted = {"file": ("planted.txt", b"planted by another user")}
+    attempts: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "master: hand out a write token": ("GET", f"{master}/dir/assign", {}),
+        "master: hand out a read token": ("GET", f"{master}/dir/lookup?fileId={file_id}", {}),
+        "master: list volumes": ("GET", f"{master}/dir/status", {}),
+        "master: follow a file id": ("GET", f"{master}/{file_id}", {}),
+        "volume: read": ("GET", f"{volume}/{file_id}", {}),
+        "filer: list": (
+            "GET",
+            f"{filer}/buckets/{bucket}/{PREFIX_A}ports/",
+            {"headers": {"Accept": "application/json"}},
+        ),
+        "filer: read": ("GET", f"{filer}/buckets/{bucket}/{VICTIM}", {}),
+        "filer: upload": ("POST", f"{filer}/buckets/{bucket}/{PREFIX_A}ports/", {"files": planted}),
+        "volume: overwrite": ("POST", f"{volume}/{file_id}", {"files": planted}),
+        "volume: delete": ("DELETE", f"{volume}/{file_id}", {}),
+        "filer: delete": ("DELETE", f"{filer}/buckets/{bucket}/{VICTIM}", {}),
+        "filer: delete everything": ("DELETE", f"{filer}/buckets/{bucket}/?recursive=true", {}),
+        "master: delete the bucket's volumes": (
+            "GET",
+            f"{master}/col/delete?collection={bucket}",
+            {},
+        ),
+    }
+    for name, (method, url, extra) in attempts.items():
+        answer = httpx.request(method, url, timeout=30, follow_redirects=False, **extra)
+        assert answer.status_code in (401, 403, 404, 405), (name, answer.status_code, answer.text)
+        assert "authorization" not in answer.headers, name  # no volume token handed out
+        assert VICTIM_BODY not in answer.content, name
+        assert "victim" not in answer.text, name
+    # status pages still answer anyone, but name no file and hold no byte of one
+    for url in (
+        f"{master}/",
+        f"{volume}/status",
+        f"http://127.0.0.1:{ports['metrics']}/metrics",
+        f"http://127.0.0.1:{ports['admin']}/metrics",
+    ):
+        page = httpx.get(url, timeout=30)
+        assert "victim" not in page.text, url
+        assert VICTIM_BODY not in page.content, url
+    assert store.get_object(VICTIM) == VICTIM_BODY
+    assert store.list_keys("") == keys_before
+    # the volume port is alive: it serves a caller holding a token signed with the store's key
+    signed = httpx.get(
+        f"{volume}/{file_id}",
+        headers={"Authorization": "Bearer " + volume_jwt(running, file_id, "volume_read_jwt")},
+        timeout=30,
+    )
+    assert (signed.status_code, signed.content) == (200, VICTIM_BODY)
+    forged = volume_jwt(running, file_id, "volume_write_jwt")  # signed, but with the wrong key
+    assert httpx.get(f"{volume}/{file_id}?jwt={forged}", timeout=30).status_code == 401
+
+
+def speaks_http2(port: int, tls: ssl.SSLContext | None) -> bool:
+    """Whether the port answers an HTTP/2 client preface with a SETTINGS frame (gRPC's start)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            conn = raw if tls is None else tls.wrap_socket(raw, server_hostname="127.0.0.1")
+            conn.sendall(H2_PREFACE)
+            frame = conn.recv(9)
+    except (OSError, ssl.SSLError):
+        return False
+    return len(frame) == 9 and frame[3] == 0x04
+
+
+def tls_context(root: Path, *, with_certificate: bool) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(root / "grpc-ca.pem")
+    if with_certificate:
+        context.load_cert_chain(root / "grpc-cert.pem", root / "grpc-key.pem")
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+@pytest.mark.s3
+def test_grpc_ports_need_the_stores_certificate(running: Running) -> None:
+    """Issue 10 item 2: weed's gRPC ports (metadata, needles, IAM) speak only mutual TLS."""
+    ports = ports_of(running)
+    for name in GRPC_PORTS:
+        assert not speaks_http2(ports[name], None), f"{name} answers plain gRPC"
+        if (running.server.root / "grpc-ca.pem").exists():
+            anonymous = tls_context(running.server.root, with_certificate=False)
+            assert not speaks_http2(ports[name], anonymous), f"{name} needs no certificate"
+            store_itself = tls_context(running.server.root, with_certificate=True)
+            assert speaks_http2(ports[name], store_itself), f"{name} refuses the store itself"
+
+
+@pytest.mark.s3
+def test_weeds_unix_sockets_are_private(running: Running) -> None:
+    """weed also listens on /tmp/seaweedfs-*.sock: only the store's user may connect to them."""
+    ports = {str(port) for port in ports_of(running).values()}
+    sockets = [
+        path
+        for path in Path("/tmp").glob("seaweedfs-*.sock")
+        if path.stem.rsplit("-", 1)[-1] in ports
+    ]
+    assert sockets  # weed made some: filer, s3 and every gRPC service
+    for path in sockets:
+        mode = path.stat().st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) & 0o077 == 0, (path, oct(mode))
+        assert path.stat().st_uid == os.geteuid()
 
 
 # --------------------------------------------------------------------------- restart and stop
@@ -586,7 +905,7 @@ def test_stop_escalates_when_sigterm_is_ignored(tmp_path: Path) -> None:
 CHILD_SCRIPT = """
 import sys, threading, time
 from pathlib import Path
-from provenafs.server.storage import SeaweedServer
+from provenafs.server.seaweed import SeaweedServer
 
 server = SeaweedServer(Path(sys.argv[1]))
 if sys.argv[2] == "worker-thread":
