@@ -65,6 +65,7 @@ from provenafs.server.registry_models import (
 __all__ = [
     "ITEM_ROUTES",
     "LINK_REQUIRED",
+    "ROUTE_BY_SUBTYPE",
     "EntityRegistry",
     "FetchOutcome",
     "ItemRoute",
@@ -176,6 +177,7 @@ ITEM_ROUTES: tuple[ItemRoute, ...] = (
     ),
 )
 ROUTE_BY_SUBTYPE = {route.subtype: route for route in ITEM_ROUTES}
+DATASET_ROUTE = ROUTE_BY_SUBTYPE[ItemSubType.DATASET]
 
 
 def _now() -> int:
@@ -522,7 +524,7 @@ class EntityRegistry:
 
     # ----------------------------------------------------------------- dataset access settings
 
-    def _dataset_raw(self, item_id: str) -> dict[str, Any]:
+    def _raw(self, item_id: str) -> dict[str, Any]:
         raw = self.document(item_id)
         if raw is None:
             raise DataStoreError(
@@ -533,35 +535,39 @@ class EntityRegistry:
         return raw
 
     @staticmethod
-    def _check_subtype(item_id: str, raw: Mapping[str, Any], expected: ItemSubType) -> None:
+    def _check_subtype(item_id: str, raw: Mapping[str, Any], route: ItemRoute) -> None:
         """``check_raw_item_subtype``: 400 when the id names another item type."""
-        if raw.get("item_subtype") == expected:
+        if raw.get("item_subtype") == route.subtype:
             return
         seed = raw.get("record_type") == RecordType.SEED_ITEM
         try:
-            (SeededItem if seed else ItemDataset).model_validate(raw)
+            (SeededItem if seed else _model_of(route)).model_validate(raw)
         except ValidationError as exc:
             raise DataStoreError(
                 400,
                 f"Failed to parse item with the associated route's subtype model of"
-                f" {expected.value}. Are you using the correct endpoint route for id {item_id}"
-                f" pointing to an item subtype of {raw.get('item_subtype')}? Error: {exc}.",
+                f" {route.subtype.value}. Are you using the correct endpoint route for id"
+                f" {item_id} pointing to an item subtype of {raw.get('item_subtype')}?"
+                f" Error: {exc}.",
             ) from None
         raise DataStoreError(
             400,
             f"Fetched item with handle {item_id} has item subtype of {raw.get('item_subtype')}"
-            f" but expected {expected.value}. Are you using the correct endpoint route for"
+            f" but expected {route.subtype.value}. Are you using the correct endpoint route for"
             f" {raw.get('item_subtype')}'s?.",
         )
 
-    def access_settings(self, item_id: str, caller: Caller) -> AccessSettingsModel:
-        raw = self._dataset_raw(item_id)
-        if "admin" not in self.roles(item_id, caller, DATASET_ROLES):
+    def access_settings(
+        self, item_id: str, caller: Caller, route: ItemRoute = DATASET_ROUTE
+    ) -> AccessSettingsModel:
+        """``GET …/auth/configuration``: needs item ``admin``; 400 for another item type."""
+        raw = self._raw(item_id)
+        if "admin" not in self.roles(item_id, caller, route.roles):
             raise DataStoreError(
                 401,
                 f"You are not authorised to view the access configuration for item id={item_id!r}.",
             )
-        self._check_subtype(item_id, raw, ItemSubType.DATASET)
+        self._check_subtype(item_id, raw, route)
         access = self.registry.get_access(item_id)
         return AccessSettingsModel(
             owner=access.owner,
@@ -572,13 +578,13 @@ class EntityRegistry:
     def put_access_settings(
         self, item_id: str, settings: AccessSettingsModel, caller: Caller
     ) -> StatusResponse:
-        raw = self._dataset_raw(item_id)
+        raw = self._raw(item_id)
         if "admin" not in self.roles(item_id, caller, DATASET_ROLES):
             raise DataStoreError(
                 401,
                 f"You are not authorised to edit the access configuration for item id={item_id!r}.",
             )
-        self._check_subtype(item_id, raw, ItemSubType.DATASET)
+        self._check_subtype(item_id, raw, DATASET_ROUTE)
         current = self.registry.get_access(item_id)
         if settings.owner != current.owner:
             raise DataStoreError(
@@ -608,7 +614,7 @@ class EntityRegistry:
         )
 
     def evaluate(self, item_id: str, caller: Caller) -> DescribeAccessResponse:
-        self._dataset_raw(item_id)
+        self._raw(item_id)
         return DescribeAccessResponse(roles=self.roles(item_id, caller, DATASET_ROLES))
 
     # ----------------------------------------------------------------- dataset locks
@@ -626,7 +632,7 @@ class EntityRegistry:
         self._lock_target(request.id)
         if "admin" not in self.roles(request.id, caller, DATASET_ROLES):
             raise DataStoreError(401, "You are not authorised to lock this item.")
-        self._check_subtype(request.id, self._dataset_raw(request.id), ItemSubType.DATASET)
+        self._check_subtype(request.id, self._raw(request.id), DATASET_ROUTE)
         if self.registry.is_locked(request.id) == lock:
             raise DataStoreError(
                 400,

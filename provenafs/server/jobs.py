@@ -115,9 +115,11 @@ class JobStore:
         job_sub_type: str,
         payload: Mapping[str, Any],
         batch_id: str | None = None,
+        session_id: str | None = None,
     ) -> str:
-        """Queue a job inside the caller's transaction and return its session id."""
-        session_id = str(uuid.uuid4())
+        """Queue a job inside the caller's transaction and return its session id (a new UUID
+        unless the caller already handed one out, as the data store does for its activities)."""
+        session_id = session_id or str(uuid.uuid4())
         db.execute(
             "INSERT INTO jobs (session_id, created_timestamp, username, batch_id, payload,"
             " job_type, job_sub_type, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING')",
