@@ -33,10 +33,10 @@ MAX_QUERY_SIZE = 50
 
 _DATASET_FIELDS = (
     "$.id",
-    "$.owner_username",
-    "$.display_name",
     "$.item_category",
     "$.item_subtype",
+    "$.owner_username",
+    "$.display_name",
     "$.collection_format.dataset_info.description",
     "$.collection_format.dataset_info.name",
     "$.collection_format.dataset_info.publisher_id",
@@ -48,33 +48,47 @@ _DATASET_FIELDS = (
     "$.collection_format.associations.data_custodian_id",
 )
 _DATASET_LISTS = (
-    "$.user_metadata",
     "$.collection_format.dataset_info.keywords",
     "$.collection_format.dataset_info.formats",
 )
 
 
-def _quoted(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{value}'" for value in values)
-
-
 def _linearised(document: str) -> str:
     """SQL for the linearised text of the item in column *document* (JSON1 only, so that the
-    triggers run in every process that writes the registry)."""
-    return f"""(SELECT group_concat(
-            CASE WHEN t.path = '$.user_metadata' THEN t.key || ' ' || t.value ELSE t.value END,
-            ' ')
-        FROM json_tree({document}) AS t
-        WHERE t.type = 'text' AND CASE json_extract({document}, '$.item_subtype')
-            WHEN 'DATASET' THEN (t.path IN ({_quoted(_DATASET_LISTS)})
-                                 OR t.fullkey IN ({_quoted(_DATASET_FIELDS)}))
-            ELSE t.fullkey NOT LIKE '$.history%' END)"""  # noqa: S608 (constant SQL)
+    triggers run in every process that writes the registry; paths are given to JSON1, never
+    compared with ``json_tree`` keys, whose quoting differs between SQLite versions)."""
+    metadata = (
+        f"(SELECT group_concat(key || ' ' || value, ' ') FROM json_each({document},"  # noqa: S608
+        " '$.user_metadata'))"
+    )
+    dataset = " || ' ' || ".join(
+        [
+            *(f"ifnull(json_extract({document}, '{field}'), '')" for field in _DATASET_FIELDS),
+            *(
+                f"ifnull((SELECT group_concat(value, ' ')"  # noqa: S608 (constant SQL)
+                f" FROM json_each({document}, '{path}')), '')"
+                for path in _DATASET_LISTS
+            ),
+            f"ifnull({metadata}, '')",
+        ]
+    )
+    other = (
+        f"ifnull((SELECT group_concat(value, ' ') FROM json_tree({document}, '$') AS t"  # noqa: S608
+        " WHERE t.type = 'text' AND t.id NOT IN (SELECT c.id FROM json_tree("
+        f"{document}, '$.history') AS c)), '') || ' ' || ifnull({metadata}, '')"
+    )
+    return (
+        f"(CASE json_extract({document}, '$.item_subtype') WHEN 'DATASET' THEN {dataset}"
+        f" ELSE {other} END)"
+    )
 
 
 def _reindex(row: str) -> str:
-    """Statements that (re)index the item *row* (``NEW`` in a trigger)."""
+    """Statements that (re)index the item *row* (``NEW`` in a trigger). Conflict clauses are
+    avoided: inside a trigger, an ``INSERT OR REPLACE`` on ``items`` would override them."""
     return f"""
-        INSERT OR IGNORE INTO search_ids (id) VALUES ({row}.id);
+        INSERT INTO search_ids (id) SELECT {row}.id
+            WHERE NOT EXISTS (SELECT 1 FROM search_ids WHERE id = {row}.id);
         DELETE FROM search_text WHERE rowid = (SELECT rid FROM search_ids WHERE id = {row}.id);
         INSERT INTO search_text (rowid, id, item_subtype, body)
             SELECT rid, {row}.id, {row}.item_subtype, {_linearised(row + ".document")}

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from provenafs.server.app import DataStore
+from provenafs.server.entities import EntityRegistry
+from provenafs.server.jobs import JobStore
 from provenafs.server.models import (
     ActionApprovalRequest,
     CollectionFormat,
@@ -29,6 +31,7 @@ from provenafs.server.models import (
     VersionRequest,
 )
 from provenafs.server.registry import REALM_ADMIN, REALM_READ, REALM_WRITE
+from provenafs.server.seed_entities import seed_entities
 
 __all__ = [
     "ADMIN_ROLES",
@@ -256,8 +259,6 @@ def _seed_accounts(datastore: DataStore) -> None:
     for group, members in SEED_GROUPS.items():
         if group not in existing:
             registry.set_group(group, members)
-    if "admin" not in registry.list_reviewers():
-        registry.add_reviewer("admin")
     registry.put_entity(ORGANISATION_ID, "ORGANISATION", "Example Research Organisation")
     registry.put_entity(PERSON_ID, "PERSON", "Example Data Custodian")
     if registry.get_meta("seed:incomplete-item") is None:
@@ -308,8 +309,10 @@ def _seed_dataset(
         registry.set_access(handle, general=plan.general, groups=plan.groups)
     if plan.released:
         admin = _caller(datastore, "admin")
+        reviewer = registry.linked_person("admin")
+        assert reviewer is not None
         datastore.request_release(
-            owner, ReleaseApprovalRequest(dataset_id=handle, approver_id="admin", notes="Seeded")
+            owner, ReleaseApprovalRequest(dataset_id=handle, approver_id=reviewer, notes="Seeded")
         )
         datastore.action_release(
             admin, ActionApprovalRequest(dataset_id=handle, approve=True, notes="Seeded")
@@ -330,10 +333,21 @@ def _seed_dataset(
     }
 
 
-def seed_store(datastore: DataStore, data_dir: Path) -> dict[str, Any]:
-    """Load the sample users and datasets (once) and write ``seed-manifest.json``."""
+def seed_store(
+    datastore: DataStore, data_dir: Path, entities: EntityRegistry | None = None
+) -> dict[str, Any]:
+    """Load the sample users, their Persons, the run template and datasets (once) and write
+    ``seed-manifest.json``."""
     registry = datastore.registry
     _seed_accounts(datastore)
+    if entities is None:
+        entities = EntityRegistry(registry, JobStore(registry))
+    provenance = seed_entities(
+        entities,
+        {user: email for user, (email, _) in SEED_USERS.items()},
+        organisation_id=ORGANISATION_ID,
+        custodian_id=PERSON_ID,
+    )
     datasets: dict[str, Any] = {}
     handles: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="seed-upload") as pool:
@@ -361,6 +375,7 @@ def seed_store(datastore: DataStore, data_dir: Path) -> dict[str, Any]:
         "groups": {g: list(m) for g, m in registry.list_groups().items()},
         "incomplete_dataset": registry.get_meta("seed:incomplete-item"),
         "non_dataset_ids": [ORGANISATION_ID, PERSON_ID],
+        **provenance,
     }
     path = data_dir / "seed-manifest.json"
     temporary = path.with_suffix(".json.tmp")
