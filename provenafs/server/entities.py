@@ -177,6 +177,38 @@ ITEM_ROUTES: tuple[ItemRoute, ...] = (
     ),
 )
 ROUTE_BY_SUBTYPE = {route.subtype: route for route in ITEM_ROUTES}
+
+# Every action path of the real registry (``RegistryRouteActions.py``): those not served here
+# answer 501; any other path stays a 404, as it is in Provena.
+_SHARED_ACTIONS = (
+    ("DELETE", "/delete"), ("GET", "/fetch"), ("GET", "/proxy/fetch"), ("POST", "/list"),
+    ("GET", "/schema"), ("GET", "/ui_schema"), ("POST", "/validate"),
+    ("GET", "/auth/evaluate"), ("GET", "/auth/configuration"), ("PUT", "/auth/configuration"),
+    ("GET", "/auth/roles"), ("PUT", "/locks/lock"), ("PUT", "/locks/unlock"),
+    ("GET", "/locks/history"), ("GET", "/locks/locked"),
+)  # fmt: skip
+_EDIT_ACTIONS = (("POST", "/seed"), ("PUT", "/update"), ("POST", "/create"), ("PUT", "/revert"))
+_PROXY_ACTIONS = (
+    ("POST", "/proxy/seed"), ("POST", "/proxy/create"), ("PUT", "/proxy/update"),
+    ("PUT", "/proxy/revert"),
+)  # fmt: skip
+_GENERAL_ACTIONS = (
+    ("POST", "/list"), ("GET", "/proxy/fetch"), ("DELETE", "/delete"), ("GET", "/about/version"),
+)  # fmt: skip
+
+
+def _real_actions(route: ItemRoute) -> tuple[tuple[str, str], ...]:
+    proxied = route.subtype in (ItemSubType.DATASET, ItemSubType.MODEL_RUN)
+    actions = list(_SHARED_ACTIONS)
+    if route.creatable:
+        actions += _EDIT_ACTIONS
+    if proxied:
+        actions += _PROXY_ACTIONS
+    if route.records_creation:
+        actions.append(("POST", "/proxy/version" if proxied else "/version"))
+    return tuple(actions)
+
+
 DATASET_ROUTE = ROUTE_BY_SUBTYPE[ItemSubType.DATASET]
 
 
@@ -781,13 +813,12 @@ def registry_router(entities: EntityRegistry) -> APIRouter:
     def releases(request: ListUserReviewingDatasetsRequest, caller: Reader) -> dict[str, Any]:
         return entities.releases(request, caller)
 
-    for prefix in ("entity", "agent", "activity", "general"):
+    unserved = [(m, "/registry/general" + a) for m, a in _GENERAL_ACTIONS]
+    for route in ITEM_ROUTES:
+        unserved += [(method, route.path + action) for method, action in _real_actions(route)]
+    for method, path in unserved:  # routes served above match first
 
-        @router.api_route(
-            f"/registry/{prefix}/{{rest:path}}",
-            methods=["GET", "POST", "PUT", "DELETE"],
-            include_in_schema=False,
-        )
+        @router.api_route(path, methods=[method], include_in_schema=False)
         def not_served(request: Request, caller: AnyUser) -> None:
             raise _not_served(request.method, request.url.path)
 

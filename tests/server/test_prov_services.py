@@ -369,7 +369,12 @@ def test_fetch_quirks(api: Api) -> None:
         401,
         {"detail": "You are not authorised to fetch this item."},
     )
-    assert api.get("alice", "/registry/entity/model/update").status_code == 501
+    not_served = api.put("alice", "/registry/entity/model/update", {})
+    assert (not_served.status_code, not_served.json()) == (
+        501,
+        {"detail": "The local data store does not serve PUT /registry/entity/model/update."},
+    )
+    assert api.get("alice", "/registry/entity/person/fetch", id="x").status_code == 404
     assert api.get(None, "/registry/entity/model/fetch", id="x").json() == UNAUTHENTICATED
 
 
@@ -420,7 +425,8 @@ def test_create_rules(api: Api) -> None:
     assert api.post("reader", "/registry/entity/model/create", model).json() == WRONG_ROLE
     bad_url = api.post("alice", "/registry/entity/model/create", {**model, "source_url": "x"})
     assert bad_url.status_code == 422
-    assert api.post("alice", "/registry/activity/model_run/create", {}).status_code == 501
+    assert api.put("alice", "/registry/entity/model/update", model).status_code == 501
+    assert api.post("alice", "/registry/activity/model_run/create", {}).status_code == 404
 
 
 # --------------------------------------------------------------------------- model runs
