@@ -29,7 +29,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from provenafs.server.app import AnyUser, Caller, DataStoreError, Reader, Writer
+from provenafs.server.app import LINK_REQUIRED, AnyUser, Caller, DataStoreError, Reader, Writer
 from provenafs.server.jobs import JobStore
 from provenafs.server.models import ItemDataset, Status, StatusResponse
 from provenafs.server.registry import (
@@ -74,10 +74,6 @@ __all__ = [
 ]
 
 FETCH_ROLES = frozenset({"metadata-read", "metadata-write", "admin"})
-LINK_REQUIRED = (
-    "In order to perform this operation you must link your User account to a Person in the"
-    " registry."
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -652,9 +648,8 @@ class EntityRegistry:
     # ----------------------------------------------------------------- dataset locks
 
     def _lock_target(self, item_id: str) -> None:
-        with self.registry.reading() as db:
-            row = db.execute("SELECT 1 FROM locks WHERE id = ?", (item_id,)).fetchone()
-        if row is None:
+        """Every item has a lock record from its creation: an unknown id has none."""
+        if self.document(item_id) is None:
             raise DataStoreError(
                 400,
                 f"Failed to retrieve ID {item_id} from the lock table, are you sure it exists?",

@@ -28,7 +28,6 @@ from pydantic import (
 
 from provenafs.server.models import (
     SortOptions,
-    Status,
     StatusResponse,
     VersioningInfo,
     WorkflowLinks,
@@ -683,8 +682,3 @@ class AddLinkRequest(BaseModel):
     """``UserLinkUserAssignRequest``: strings must not be empty."""
 
     person_id: str = Field(min_length=1)
-
-
-def status(details: str, *, success: bool = True) -> Status:
-    """A ``Status`` (a shorthand the route modules share)."""
-    return Status(success=success, details=details)
