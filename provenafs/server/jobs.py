@@ -103,8 +103,6 @@ class JobStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            # jobs a crashed server left running were rolled back: run them again
-            db.execute("UPDATE jobs SET status = 'PENDING' WHERE status = 'IN_PROGRESS'")
 
     def submit(
         self,
@@ -189,7 +187,7 @@ class JobStore:
             ).fetchall()
         jobs = [self._table(row) for row in rows]
         next_key = None
-        if len(rows) == limit:
+        if len(rows) == min(limit, MAX_PAGE):
             last = jobs[-1]
             next_key = {
                 "session_id": last.session_id,
@@ -206,6 +204,11 @@ class JobStore:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def requeue_interrupted(self) -> None:
+        """Jobs a stopped server left running were rolled back: queue them again."""
+        with self.registry.transaction() as db:
+            db.execute("UPDATE jobs SET status = 'PENDING' WHERE status = 'IN_PROGRESS'")
 
     def claim(self) -> Job | None:
         """Move the oldest PENDING job to IN_PROGRESS and return it."""
@@ -248,6 +251,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.store.requeue_interrupted()
         self._thread = threading.Thread(target=self._loop, name="provenafs-jobs", daemon=True)
         self._thread.start()
 
