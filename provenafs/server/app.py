@@ -200,7 +200,11 @@ def _utc_iso(moment: dt.datetime) -> str:
 
 
 class DataStore:
-    """The DS logic of provena-api.md §3, independent of HTTP (the CLI and seeding use it too)."""
+    """The DS logic of provena-api.md §3, independent of HTTP (the CLI and seeding use it too).
+
+    Minting, versioning and metadata changes need the caller's linked Person (REG enforces it on
+    its proxy routes); ``activities``, when set, queues the registry's Create / Version jobs.
+    """
 
     def __init__(self, registry: Registry, objects: Objects, settings: ServerSettings) -> None:
         self.registry = registry
