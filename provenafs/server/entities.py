@@ -6,15 +6,14 @@ templates, studies, people and organisations, and fetches the activities other s
 (``registry-api/helpers/action_helpers.py``): a handle per item, access settings (owner gets
 every role of the item type, ``general`` defaults to ``metadata-read``), an unlocked lock, history
 entry 0 ``Initial record creation``, a linked Person for the item types that need one, and a
-Create activity job for the provenance-versioned types. It also serves the dataset routes of
-the registry that the data store has no twin for: access settings, role evaluation, locks and
-the reviewer's release list. Answers follow the registry's quirks: an unknown id on ``fetch`` is
-200 with ``status.success: false``, role failures are 401, a wrong-subtype id on the auth routes
-is 400.
+Create activity job for the provenance-versioned types; it also reads an item's access settings
+(the auth API's link rule and the dataset routes of :mod:`dataset_access` use that). Answers
+follow the registry's quirks: an unknown id on ``fetch`` is 200 with ``status.success: false``,
+role failures are 401, a wrong-subtype id on the auth routes is 400.
 
-``registry_router`` serves them; every other action of these paths answers 501 naming what is
-not served. This module must not talk to S3, must not import from the mount side, and reads the
-registry only through ``Registry``.
+``registry_router`` serves them; every other action of the real registry on these paths answers
+501 naming what is not served. This module must not talk to S3, must not import from the mount
+side, and reads the registry only through ``Registry``.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from provenafs.server.app import LINK_REQUIRED, AnyUser, Caller, DataStoreError, Reader, Writer
 from provenafs.server.jobs import JobStore
-from provenafs.server.models import ItemDataset, Status, StatusResponse
+from provenafs.server.models import ItemDataset
 from provenafs.server.registry import (
     AccessSettings,
     InvalidPaginationKey,
@@ -41,18 +40,10 @@ from provenafs.server.registry import (
 from provenafs.server.registry_models import (
     DATASET_ROLES,
     ENTITY_ROLES,
-    ROLE_DESCRIPTIONS,
     AccessSettingsModel,
-    AuthRolesResponse,
-    DescribeAccessResponse,
     DomainInfo,
     ItemCategory,
     ItemSubType,
-    ListUserReviewingDatasetsRequest,
-    LockChangeRequest,
-    LockEventModel,
-    LockHistoryResponse,
-    LockStatusResponse,
     ModelRunWorkflowTemplateDomainInfo,
     PersonDomainInfo,
     QueryRecordTypes,
@@ -63,6 +54,8 @@ from provenafs.server.registry_models import (
 )
 
 __all__ = [
+    "DATASET_ROUTE",
+    "FETCH_ROLES",
     "ITEM_ROUTES",
     "LINK_REQUIRED",
     "ROUTE_BY_SUBTYPE",
@@ -552,7 +545,7 @@ class EntityRegistry:
 
     # ----------------------------------------------------------------- dataset access settings
 
-    def _raw(self, item_id: str) -> dict[str, Any]:
+    def raw(self, item_id: str) -> dict[str, Any]:
         raw = self.document(item_id)
         if raw is None:
             raise DataStoreError(
@@ -563,7 +556,7 @@ class EntityRegistry:
         return raw
 
     @staticmethod
-    def _check_subtype(item_id: str, raw: Mapping[str, Any], route: ItemRoute) -> None:
+    def check_subtype(item_id: str, raw: Mapping[str, Any], route: ItemRoute) -> None:
         """``check_raw_item_subtype``: 400 when the id names another item type."""
         if raw.get("item_subtype") == route.subtype:
             return
@@ -589,164 +582,19 @@ class EntityRegistry:
         self, item_id: str, caller: Caller, route: ItemRoute = DATASET_ROUTE
     ) -> AccessSettingsModel:
         """``GET …/auth/configuration``: needs item ``admin``; 400 for another item type."""
-        raw = self._raw(item_id)
+        raw = self.raw(item_id)
         if "admin" not in self.roles(item_id, caller, route.roles):
             raise DataStoreError(
                 401,
                 f"You are not authorised to view the access configuration for item id={item_id!r}.",
             )
-        self._check_subtype(item_id, raw, route)
+        self.check_subtype(item_id, raw, route)
         access = self.registry.get_access(item_id)
         return AccessSettingsModel(
             owner=access.owner,
             general=list(access.general),
             groups={group: list(roles) for group, roles in access.groups.items()},
         )
-
-    def put_access_settings(
-        self, item_id: str, settings: AccessSettingsModel, caller: Caller
-    ) -> StatusResponse:
-        raw = self._raw(item_id)
-        if "admin" not in self.roles(item_id, caller, DATASET_ROLES):
-            raise DataStoreError(
-                401,
-                f"You are not authorised to edit the access configuration for item id={item_id!r}.",
-            )
-        self._check_subtype(item_id, raw, DATASET_ROUTE)
-        current = self.registry.get_access(item_id)
-        if settings.owner != current.owner:
-            raise DataStoreError(
-                400,
-                "The owner of a resource cannot be changed. Old: "
-                f"{current.owner}, New: {settings.owner}.",
-            )
-        proposed = set(settings.general).union(*settings.groups.values())
-        invalid = proposed - set(DATASET_ROLES)
-        if invalid:
-            raise DataStoreError(
-                400,
-                "Inappropriate roles are being added to the role configuration - ensure these"
-                " roles are available for the resource type. Invalid roles:"
-                f" {invalid}. Available roles: {set(DATASET_ROLES)}.",
-            )
-        try:
-            self.registry.set_access(item_id, general=settings.general, groups=settings.groups)
-        except RegistryError as exc:
-            raise DataStoreError(400, str(exc)) from None
-        return StatusResponse(
-            status=Status(
-                success=True,
-                details="Successfully updated the authorisation configuration for item"
-                f" id={item_id!r}.",
-            )
-        )
-
-    def evaluate(self, item_id: str, caller: Caller) -> DescribeAccessResponse:
-        self._raw(item_id)
-        return DescribeAccessResponse(roles=self.roles(item_id, caller, DATASET_ROLES))
-
-    # ----------------------------------------------------------------- dataset locks
-
-    def _lock_target(self, item_id: str) -> None:
-        """Every item has a lock record from its creation: an unknown id has none."""
-        if self.document(item_id) is None:
-            raise DataStoreError(
-                400,
-                f"Failed to retrieve ID {item_id} from the lock table, are you sure it exists?",
-            )
-
-    def change_lock(self, request: LockChangeRequest, caller: Caller, *, lock: bool) -> Status:
-        self._lock_target(request.id)
-        if "admin" not in self.roles(request.id, caller, DATASET_ROLES):
-            raise DataStoreError(401, "You are not authorised to lock this item.")
-        self._check_subtype(request.id, self._raw(request.id), DATASET_ROUTE)
-        if self.registry.is_locked(request.id) == lock:
-            raise DataStoreError(
-                400,
-                "Resource is already locked."
-                if lock
-                else "Cannot unlock already unlocked resource.",
-            )
-        try:
-            self.registry.set_locked(
-                request.id,
-                lock,
-                username=caller.username,
-                email=caller.email,
-                reason=request.reason,
-            )
-        except RegistryError as exc:
-            raise DataStoreError(400, str(exc)) from None
-        return Status(
-            success=True,
-            details="Resource locked successfully." if lock else "Resource unlocked successfully.",
-        )
-
-    def lock_history(self, item_id: str, caller: Caller) -> LockHistoryResponse:
-        self._lock_target(item_id)
-        if FETCH_ROLES.isdisjoint(self.roles(item_id, caller, DATASET_ROLES)):
-            raise DataStoreError(
-                401, "You are not authorised to view the lock history of this item."
-            )
-        history = [
-            LockEventModel.model_validate(dataclasses.asdict(event))
-            for event in self.registry.lock_history(item_id)
-        ]
-        return LockHistoryResponse(
-            status=Status(success=True, details="Successfully fetched the lock history"),
-            history=history,
-        )
-
-    def locked(self, item_id: str, caller: Caller) -> LockStatusResponse:
-        self._lock_target(item_id)
-        if FETCH_ROLES.isdisjoint(self.roles(item_id, caller, DATASET_ROLES)):
-            raise DataStoreError(
-                401, "You are not authorised to view the lock history of this item."
-            )
-        return LockStatusResponse(locked=self.registry.is_locked(item_id))
-
-    # ----------------------------------------------------------------- releases
-
-    def releases(self, request: ListUserReviewingDatasetsRequest, caller: Caller) -> dict[str, Any]:
-        """``POST /registry/entity/dataset/user/releases``: the caller's review queue."""
-        reviewer = request.filter_by.release_reviewer
-        if reviewer is None:
-            raise DataStoreError(400, "release reviewer id must be specified inside of filter_by")
-        person = self.linked_person(caller)
-        if person != reviewer:
-            raise DataStoreError(
-                403,
-                "You can only search for your own dataset releases. User requesting is not the"
-                " same as the release reviewer id."
-                f' requesting username and ID are "{caller.username}"" and "{person}".'
-                f" Reviewer ID filter is {reviewer}.",
-            )
-        try:
-            page = self.registry.datasets_reviewed_by(
-                reviewer,
-                release_status=request.filter_by.release_status,
-                ascending=bool(request.sort_by and request.sort_by.ascending),
-                pagination_key=request.pagination_key,
-                page_size=request.page_size,
-            )
-        except InvalidPaginationKey as exc:
-            raise DataStoreError(
-                400, f"Failed to generate query parameters. Error: {exc}"
-            ) from None
-        items = [
-            ItemDataset.model_validate(doc).model_dump(mode="json")
-            for doc in page.documents
-            if not FETCH_ROLES.isdisjoint(self.roles(str(doc["id"]), caller, DATASET_ROLES))
-        ]
-        return {
-            "status": {
-                "success": True,
-                "details": "Searched database and returned dataset items matching query.",
-            },
-            "dataset_items": items,
-            "total_dataset_count": len(items),
-            "pagination_key": page.pagination_key,
-        }
 
 
 # --------------------------------------------------------------------------- routes
@@ -756,10 +604,12 @@ def _not_served(method: str, path: str) -> DataStoreError:
     return DataStoreError(501, f"The local data store does not serve {method} {path}.")
 
 
-def registry_router(entities: EntityRegistry) -> APIRouter:
-    """The registry API routes for the item types of :data:`ITEM_ROUTES` (plus the generic
-    fetch and the dataset auth, lock and release routes)."""
+def registry_router(entities: EntityRegistry, *served: APIRouter) -> APIRouter:
+    """The registry API routes for the item types of :data:`ITEM_ROUTES`, the generic fetch,
+    the routes of *served* (included first), and 501 for every other real registry action."""
     router = APIRouter()
+    for included in served:
+        router.include_router(included)
 
     for route in ITEM_ROUTES:
         _add_item_routes(router, entities, route)
@@ -767,46 +617,6 @@ def registry_router(entities: EntityRegistry) -> APIRouter:
     @router.get("/registry/general/fetch")
     def general_fetch(id: str, caller: Reader) -> dict[str, Any]:
         return entities.general_fetch(id, caller)
-
-    dataset = "/registry/entity/dataset"
-
-    @router.get(f"{dataset}/auth/configuration", response_model=AccessSettingsModel)
-    def get_access(id: str, caller: Reader) -> AccessSettingsModel:
-        return entities.access_settings(id, caller)
-
-    @router.put(f"{dataset}/auth/configuration", response_model=StatusResponse)
-    def put_access(
-        id: str, settings: Annotated[AccessSettingsModel, Body()], caller: Writer
-    ) -> StatusResponse:
-        return entities.put_access_settings(id, settings, caller)
-
-    @router.get(f"{dataset}/auth/evaluate", response_model=DescribeAccessResponse)
-    def evaluate(id: str, caller: Reader) -> DescribeAccessResponse:
-        return entities.evaluate(id, caller)
-
-    @router.get(f"{dataset}/auth/roles", response_model=AuthRolesResponse)
-    def roles(caller: Reader) -> AuthRolesResponse:
-        return AuthRolesResponse(roles=[ROLE_DESCRIPTIONS[role] for role in DATASET_ROLES])
-
-    @router.put(f"{dataset}/locks/lock", response_model=StatusResponse)
-    def lock(request: LockChangeRequest, caller: Writer) -> StatusResponse:
-        return StatusResponse(status=entities.change_lock(request, caller, lock=True))
-
-    @router.put(f"{dataset}/locks/unlock", response_model=StatusResponse)
-    def unlock(request: LockChangeRequest, caller: Writer) -> StatusResponse:
-        return StatusResponse(status=entities.change_lock(request, caller, lock=False))
-
-    @router.get(f"{dataset}/locks/history", response_model=LockHistoryResponse)
-    def lock_history(id: str, caller: Reader) -> LockHistoryResponse:
-        return entities.lock_history(id, caller)
-
-    @router.get(f"{dataset}/locks/locked", response_model=LockStatusResponse)
-    def locked(id: str, caller: Reader) -> LockStatusResponse:
-        return entities.locked(id, caller)
-
-    @router.post(f"{dataset}/user/releases")
-    def releases(request: ListUserReviewingDatasetsRequest, caller: Reader) -> dict[str, Any]:
-        return entities.releases(request, caller)
 
     unserved = [(m, "/registry/general" + a) for m, a in _GENERAL_ACTIONS]
     for route in ITEM_ROUTES:

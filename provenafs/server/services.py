@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from provenafs.server.dataset_access import DatasetAccess, dataset_access_router
 from provenafs.server.entities import EntityRegistry, registry_router
 from provenafs.server.identity import identity_router
 from provenafs.server.jobs import JobRunner, JobStore, jobs_router
@@ -30,6 +31,7 @@ class ProvenaServices:
     def __init__(self, registry: Registry) -> None:
         self.jobs = JobStore(registry)
         self.entities = EntityRegistry(registry, self.jobs)
+        self.dataset_access = DatasetAccess(self.entities)
         self.graph = ProvGraph(registry)
         self.provenance = Provenance(self.entities, self.jobs, self.graph)
         self.search = RegistrySearch(registry)
@@ -37,7 +39,7 @@ class ProvenaServices:
 
     def routers(self) -> tuple[APIRouter, ...]:
         return (
-            registry_router(self.entities),
+            registry_router(self.entities, dataset_access_router(self.dataset_access)),
             prov_router(self.provenance),
             jobs_router(self.jobs),
             search_router(self.search),
