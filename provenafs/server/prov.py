@@ -1,7 +1,7 @@
 """Provena's prov API in the local store: model run registration, dataset activities, lineage.
 
 ``POST /model_run/register`` validates a ``ModelRunRecord`` as the caller sees the registry
-(``prov-api/helpers/validate_model_run_record.py``, same checks, same order, same messages) and
+(:mod:`run_validation`: the checks, order and messages of Provena's) and
 queues a ``MODEL_RUN_PROV_LODGE`` job; the job mints the MODEL_RUN item, lodges the graph of
 ``model_run_to_graph`` and ends SUCCEEDED with ``result = {record: {id, prov_json, record}}``.
 ``/model_run/update`` and ``/model_run/register_batch`` are jobs too. Minting and versioning a
@@ -21,14 +21,13 @@ import dataclasses
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import ValidationError
 
 from provenafs.server.app import Caller, DataStoreError, Reader, Writer
-from provenafs.server.entities import ROUTE_BY_SUBTYPE, EntityRegistry, ItemRoute
+from provenafs.server.entities import ROUTE_BY_SUBTYPE, EntityRegistry
 from provenafs.server.jobs import Job, JobHandler, JobOutcome, JobStore, failed
 from provenafs.server.lineage import (
     CONTRIBUTING_AGENTS,
@@ -56,11 +55,11 @@ from provenafs.server.registry_models import (
     PostUpdateModelRunResponse,
     RegisterBatchModelRunRequest,
     RegisterModelRunResponse,
-    TemplatedDataset,
     VersionDomainInfo,
     WorkflowRunCompletionStatus,
     item_model,
 )
+from provenafs.server.run_validation import Invalid, RunValidator
 
 __all__ = ["DEPTH_UPPER_LIMIT", "Provenance", "prov_router"]
 
@@ -82,10 +81,6 @@ class JobUser:
     token: str = dataclasses.field(default="", repr=False)
 
 
-class Invalid(Exception):
-    """A record the prov API refuses: ``str(exc)`` is ``validate_model_run_record``'s error."""
-
-
 def _now() -> int:
     return int(time.time())
 
@@ -98,149 +93,11 @@ class Provenance:
         self.jobs = jobs
         self.graph = graph
         self.registry = entities.registry
-
-    # ----------------------------------------------------------------- validation
-
-    def _lookup(self, subtype: ItemSubType, item_id: str, caller: Caller) -> dict[str, Any] | str:
-        """``validate_by_id``: the item, an error string, or the registry's HTTP refusal."""
-        route: ItemRoute = ROUTE_BY_SUBTYPE[subtype]
-        try:
-            outcome = self.entities.fetch(route, item_id, caller)
-        except DataStoreError as refused:
-            if refused.status == 401:
-                raise DataStoreError(
-                    401,
-                    f"Registry API denied access to resource: 401. Error: {refused.detail}",
-                ) from None
-            raise DataStoreError(
-                500,
-                f"Registry API responded with non 200 code: {refused.status}."
-                f" Error: {refused.detail}",
-            ) from None
-        if outcome.success and outcome.item is not None:
-            return outcome.item
-        return f"Failed to retrieve item with details: {outcome.details}."
-
-    def _dataset_problem(
-        self, dataset: TemplatedDataset, template: Mapping[str, Any], caller: Caller
-    ) -> str | None:
-        """``validate_datastore_resource``."""
-        found = self._lookup(ItemSubType.DATASET, dataset.dataset_id, caller)
-        if isinstance(found, str):
-            return f"Input dataset with id {dataset.dataset_id} was not a valid id, error: {found}"
-        deferred = template.get("deferred_resources") or []
-        mandatory = {r["key"] for r in deferred if not r.get("optional")}
-        valid = {r["key"] for r in deferred}
-        provided = set(dataset.resources or {})
-        where = (
-            f"The provided dataset template with id {dataset.dataset_template_id} "
-            f"and dataset id {dataset.dataset_id} "
-        )
-        if mandatory - provided:
-            return (
-                f"{where}was missing deferred resource paths for the following required resource"
-                f" keys ({','.join(sorted(mandatory - provided))})."
-            )
-        if provided - valid:
-            return (
-                f"{where}provided unexpected deferred resource paths for the following unexpected"
-                f" resource keys ({','.join(sorted(provided - valid))})."
-            )
-        return None
-
-    def validate(self, record: ModelRunRecord, caller: Caller) -> dict[str, Any]:
-        """``validate_model_run_record``; returns the workflow template, raises :class:`Invalid`
-        (or the registry's refusal as a :class:`DataStoreError`)."""
-        if record.study_id is not None:
-            study = self._lookup(ItemSubType.STUDY, record.study_id, caller)
-            if isinstance(study, str):
-                raise Invalid(
-                    f"Provided model run workflow definition with id {record.study_id} was not a"
-                    f" valid id, error: {study}"
-                )
-        workflow = self._lookup(
-            ItemSubType.MODEL_RUN_WORKFLOW_TEMPLATE, record.workflow_template_id, caller
-        )
-        if isinstance(workflow, str):
-            raise Invalid(
-                "Provided model run workflow definition with id"
-                f" {record.workflow_template_id} was not a valid id, error: {workflow}"
-            )
-        input_templates = workflow["input_templates"]
-        output_templates = workflow["output_templates"]
-        resolved: dict[str, dict[str, Any]] = {}
-        for template_resource in [*input_templates, *output_templates]:
-            template_id = template_resource["template_id"]
-            template = self._lookup(ItemSubType.DATASET_TEMPLATE, template_id, caller)
-            if isinstance(template, str):
-                raise Invalid(
-                    f"Provided dataset template with id {template_id} (associated with the"
-                    f" workflow def.) was not a valid id, error: {template}"
-                )
-            resolved[template_id] = template
-        for side, templates, given in (
-            ("inputs", input_templates, record.inputs),
-            ("outputs", output_templates, record.outputs),
-        ):
-            provided = {dataset.dataset_template_id for dataset in given}
-            for template_resource in templates:
-                if template_resource.get("optional"):
-                    continue
-                if template_resource["template_id"] not in provided:
-                    raise Invalid(
-                        "The workflow definition expects dataset with template ID"
-                        f" {template_resource['template_id']} but it was not present in the"
-                        f" {side}."
-                    )
-        for side, given in (("input", record.inputs), ("output", record.outputs)):
-            for dataset in given:
-                dataset_template = resolved.get(dataset.dataset_template_id)
-                if dataset_template is None:
-                    raise DataStoreError(
-                        400,
-                        f"An {side} template in the payload (id: {dataset.dataset_template_id})"
-                        " does not exist in the workflow definition's list of expected/required"
-                        f" {side} dataset templates. Check your workflow definition and provided"
-                        f" {side} dataset templates are correct.",
-                    )
-                problem = self._dataset_problem(dataset, dataset_template, caller)
-                if problem is not None:
-                    raise Invalid(
-                        f"An {side} dataset validation process failed, type"
-                        f" {dataset.dataset_type.value}, template id {dataset.dataset_template_id},"
-                        f" reason {problem}."
-                    )
-        software_id = workflow["software_id"]
-        model = self._lookup(ItemSubType.MODEL, software_id, caller)
-        if isinstance(model, str):
-            raise Invalid(
-                f"Model with id {software_id} (associated with workflow definition) was not a"
-                f" valid model, error: {model}."
-            )
-        modeller = record.associations.modeller_id
-        person = self._lookup(ItemSubType.PERSON, modeller, caller)
-        if isinstance(person, str):
-            raise Invalid(f"Modeller with id {modeller} was not a valid person, error: {person}.")
-        organisation_id = record.associations.requesting_organisation_id
-        if organisation_id:
-            organisation = self._lookup(ItemSubType.ORGANISATION, organisation_id, caller)
-            if isinstance(organisation, str):
-                raise Invalid(
-                    f"Organisation with id {organisation_id} was not a valid organisation,"
-                    f" error: {organisation}."
-                )
-        annotations = workflow.get("annotations")
-        if annotations is not None:
-            missing = set(annotations["required"]) - set(record.annotations or {})
-            if missing:
-                raise Invalid(
-                    f"Missing required annotations with keys: ({','.join(sorted(missing))})."
-                )
-        return workflow
+        self.validator = RunValidator(entities)
 
     def validate_for_route(self, record: ModelRunRecord, caller: Caller) -> None:
         try:
-            self.validate(record, caller)
+            self.validator.validate(record, caller)
         except Invalid as exc:
             raise DataStoreError(
                 400, f"Failed to validate an entity's ID in the record, error: {exc}."
@@ -314,7 +171,7 @@ class Provenance:
 
     def _revalidate(self, record: ModelRunRecord, job: Job) -> dict[str, Any] | JobOutcome:
         try:
-            return self.validate(record, self._job_user(job))
+            return self.validator.validate(record, self._job_user(job))
         except Invalid as exc:
             return JobOutcome(
                 JobStatus.FAILED,
@@ -327,7 +184,7 @@ class Provenance:
             )
 
     def _workflow(self, record: ModelRunRecord, job: Job) -> dict[str, Any]:
-        workflow = self._lookup(
+        workflow = self.validator.lookup(
             ItemSubType.MODEL_RUN_WORKFLOW_TEMPLATE,
             record.workflow_template_id,
             self._job_user(job),
