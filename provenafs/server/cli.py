@@ -46,6 +46,7 @@ from provenafs.server.models import ITEM_ROLES, CollectionFormat
 from provenafs.server.private_files import PRIVATE_UMASK, private_dir, tighten, write_private
 from provenafs.server.registry import Registry, RegistryError
 from provenafs.server.seed import SeedCaller, seed_store
+from provenafs.server.services import ProvenaServices
 
 if TYPE_CHECKING:
     from provenafs.server.objects import ObjectStore
@@ -181,7 +182,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     )
     request = release.add_parser("request", parents=[common])
     request.add_argument("dataset")
-    request.add_argument("--approver", default="admin")
+    request.add_argument("--approver", default="admin", help="a reviewer's username or Person id")
     request.add_argument("--notes", default="Requested with provenafs serve")
     request.add_argument("--user", default=None, help="requester (default: the owner)")
     for name in ("approve", "reject"):
@@ -392,10 +393,15 @@ def _cmd_release(args: argparse.Namespace) -> int:
         if args.action == "request":
             requester = args.user or item.owner_username
             item = registry.request_release(
-                handle, approver_id=args.approver, requester=requester, notes=args.notes
+                handle,
+                approver_id=registry.linked_person(args.approver) or args.approver,
+                requester=registry.linked_person(requester) or requester,
+                notes=args.notes,
             )
         else:
-            reviewer = args.user or item.release_approver or ""
+            reviewer = item.release_approver or ""
+            if args.user is not None:
+                reviewer = registry.linked_person(args.user) or args.user
             item = registry.action_release(
                 handle, approve=args.action == "approve", reviewer=reviewer, notes=args.notes
             )
@@ -468,6 +474,7 @@ def _cmd_mint(args: argparse.Namespace) -> int:
         return 0
     with _storage(args.data_dir, _saved_settings(args.data_dir)) as (objects, settings):
         datastore = DataStore(registry, objects, settings)
+        datastore.activities = ProvenaServices(registry).provenance  # jobs run when serving
         caller = SeedCaller(account.username, account.email, account.realm_roles)
         minted = datastore.mint(caller, collection_format)
     if minted.handle is None:
@@ -616,8 +623,10 @@ def _run_server(
         with _storage(data_dir, choice, args.host) as (objects, settings):
             log.info("storage ready after %.2f s", time.monotonic() - started)
             datastore = DataStore(registry, objects, settings)
+            services = ProvenaServices(registry)
+            datastore.activities = services.provenance
             if args.seed:
-                seed_store(datastore, data_dir)
+                seed_store(datastore, data_dir, services.entities)
                 log.info("seeded after %.2f s", time.monotonic() - started)
             authority = TokenAuthority(data_dir, access_lifetime=args.token_lifetime)
             state = AppState(
@@ -626,6 +635,7 @@ def _run_server(
                 faults=faults,
                 realm_router=realm_router(authority, registry.lookup_user),
                 ready=threading.Event(),
+                routers=services.routers(),
             )
             app = create_app(state)
             config = uvicorn.Config(
@@ -638,10 +648,14 @@ def _run_server(
             )
             server = uvicorn.Server(config)
             url = f"http://{args.host}:{args.port}"
+            services.runner.start()
             state.ready.set()
             _write_private_json(data_dir / "server.json", {"url": url, "pid": os.getpid()})
             print(f"provenafs serve: {url} (data dir {data_dir})", flush=True)
-            server.run()
+            try:
+                server.run()
+            finally:
+                services.runner.stop()
             if not server.started:
                 raise UsageError(f"could not listen on {args.host}:{args.port}")
     finally:

@@ -113,6 +113,30 @@ class Objects(Protocol):
     def presign_get(self, key: str, *, creds: Any, expires_in: int, filename: str) -> str: ...
 
 
+class DatasetActivities(Protocol):
+    """Records the registry's Create / Version activities of datasets (``prov.Provenance``)."""
+
+    def dataset_created(self, username: str, handle: str, session_id: str, person: str) -> None: ...
+
+    def dataset_versioned(
+        self,
+        username: str,
+        *,
+        old: str,
+        new: str,
+        version: int,
+        reason: str,
+        session_id: str,
+        person: str,
+    ) -> None: ...
+
+
+LINK_REQUIRED = (
+    "In order to perform this operation you must link your User account to a Person in the"
+    " registry."
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerSettings:
     bucket: str
@@ -141,12 +165,17 @@ def _utc_iso(moment: dt.datetime) -> str:
 
 
 class DataStore:
-    """The DS logic of provena-api.md §3, independent of HTTP (the CLI and seeding use it too)."""
+    """The DS logic of provena-api.md §3, independent of HTTP (the CLI and seeding use it too).
+
+    Minting, versioning and metadata changes need the caller's linked Person (REG enforces it on
+    its proxy routes); ``activities``, when set, queues the registry's Create / Version jobs.
+    """
 
     def __init__(self, registry: Registry, objects: Objects, settings: ServerSettings) -> None:
         self.registry = registry
         self.objects = objects
         self.settings = settings
+        self.activities: DatasetActivities | None = None
 
     # ------------------------------------------------------------- helpers
 
@@ -157,6 +186,14 @@ class DataStore:
             return self.registry.fetch_dataset(handle)
         except RegistryError as exc:
             raise DataStoreError(400, str(exc)) from None
+
+    def _linked_person(self, caller: Caller, wrapped: str, status: int = 500) -> str:
+        """The caller's Person; REG's proxy routes refuse unlinked users with 400, which the
+        data store relays as *wrapped* (its own text around REG's detail)."""
+        person = self.registry.linked_person(caller.username)
+        if person is None:
+            raise DataStoreError(status, f"{wrapped}. Status code: 400. Details: {LINK_REQUIRED}.")
+        return person
 
     def _roles(self, handle: str, caller: Caller) -> tuple[str, ...]:
         return self.registry.item_roles(handle, caller.username, caller.roles)
@@ -334,6 +371,9 @@ class DataStore:
         if problems:
             details = "Metadata validation failed: " + " ".join(problems)
             return MintResponse(status=Status(success=False, details=details))
+        person = self._linked_person(
+            caller, "Unexpected non 200 status code in dataset minting process"
+        )
         handle = self.registry.create_seed_dataset(caller.username)
         s3 = dataset_s3_location(self.settings.bucket, handle)
         if self.objects.prefix_exists(s3.path):
@@ -353,6 +393,8 @@ class DataStore:
         self.registry.complete_dataset(
             handle, collection_format, s3, username=caller.username, create_workflow_id=session_id
         )
+        if self.activities is not None:
+            self.activities.dataset_created(caller.username, handle, session_id, person)
         return MintResponse(
             status=Status(success=True, details="Successfully registered dataset."),
             handle=handle,
@@ -370,6 +412,7 @@ class DataStore:
             raise DataStoreError(400, "Metadata validation failed: " + " ".join(problems))
         if not reason:
             raise DataStoreError(400, "A reason for the update is required.")
+        self._linked_person(caller, "Unexpected non 200 status code in dataset update process")
         try:
             updated = self.registry.update_metadata(
                 handle, collection_format, reason=reason, username=caller.username
@@ -386,6 +429,7 @@ class DataStore:
     def revert_metadata(self, caller: Caller, request: ItemRevertRequest) -> StatusResponse:
         item = self._dataset(request.id)
         self._check_metadata_writable(item, caller)
+        self._linked_person(caller, "Unexpected non 200 status code in dataset revert process")
         try:
             reverted = self.registry.revert_metadata(
                 request.id, request.history_id, reason=request.reason, username=caller.username
@@ -402,6 +446,9 @@ class DataStore:
 
     def version(self, caller: Caller, request: VersionRequest) -> VersionResponse:
         item = self._dataset(request.id)
+        person = self._linked_person(
+            caller, "Non 200 status code in dataset version process", status=400
+        )
         if "admin" not in self._roles(item.id, caller):
             raise DataStoreError(
                 401,
@@ -419,6 +466,16 @@ class DataStore:
             )
         except RegistryError as exc:
             raise DataStoreError(400, str(exc)) from None
+        if self.activities is not None and new_item.versioning_info is not None:
+            self.activities.dataset_versioned(
+                caller.username,
+                old=item.id,
+                new=new_item.id,
+                version=new_item.versioning_info.version,
+                reason=request.reason,
+                session_id=job_session_id,
+                person=person,
+            )
         if self.objects.prefix_exists(new_item.s3.path):
             raise DataStoreError(500, "Could not find a unique S3 path for the new version.")
         self._write_metadata_file(new_item)
@@ -432,45 +489,95 @@ class DataStore:
             )
         return Status(success=True, details="Metadata is valid.")
 
+    def _reviewable(self, handle: str, caller: Caller) -> ItemDataset:
+        """The data store's fetch of a dataset through REG with the caller's token."""
+        item = self._dataset(handle)
+        if METADATA_VISIBLE_ROLES.isdisjoint(self._roles(item.id, caller)):
+            raise DataStoreError(
+                401,
+                "Registry did not grant access to the dataset. Details: You are not authorised"
+                " to fetch this item..",
+            )
+        return item
+
     def request_release(
         self, caller: Caller, request: ReleaseApprovalRequest
     ) -> ReleaseApprovalRequestResponse:
-        item = self._dataset(request.dataset_id)
+        """``perform_approval_request``: a linked Person, item ``admin``, ``NOT_RELEASED``, an
+        approver (a Person id) on the reviewer list; the request names the requester's Person."""
+        requester = self.registry.linked_person(caller.username)
+        if requester is None:
+            raise DataStoreError(
+                400,
+                "You cannot request a review without having a linked Person in the registry.",
+            )
+        item = self._reviewable(request.dataset_id, caller)
         if "admin" not in self._roles(item.id, caller):
             raise DataStoreError(
-                401, "You need the admin role on this dataset to request its release."
+                401,
+                f"User {caller.username} is not an admin of dataset {item.id}. Only admins of"
+                " datasets can request for the dataset to be reviewed.",
+            )
+        if item.release_status != ReleaseStatus.NOT_RELEASED:
+            raise DataStoreError(
+                400,
+                f"Dataset {item.id} is already pending review or is released. Cannot request a"
+                " review while another is unresolved.",
+            )
+        if request.approver_id not in self.registry.list_reviewers():
+            raise DataStoreError(
+                400,
+                f"User {request.approver_id} is not a system dataset reviewer. Please provide an"
+                " ID for entity pointing to a person who is a valid dataset reviewer for this"
+                " system.",
             )
         try:
             self.registry.request_release(
-                item.id,
-                approver_id=request.approver_id,
-                requester=caller.username,
-                notes=request.notes,
+                item.id, approver_id=request.approver_id, requester=requester, notes=request.notes
             )
         except RegistryError as exc:
             raise DataStoreError(400, str(exc)) from None
         return ReleaseApprovalRequestResponse(
             dataset_id=item.id,
             approver_id=request.approver_id,
-            notes=request.notes,
-            details=f"Successfully requested release approval for dataset {item.id}.",
+            details="Successfully sent request to approve dataset release to approver. Email"
+            " notification included.",
         )
 
     def action_release(
         self, caller: Caller, request: ActionApprovalRequest
     ) -> ActionApprovalRequestResponse:
-        item = self._dataset(request.dataset_id)
+        """``perform_action_of_approval_request``: only the Person named as approver acts."""
+        reviewer = self.registry.linked_person(caller.username)
+        if reviewer is None:
+            raise DataStoreError(400, LINK_REQUIRED)
+        if reviewer not in self.registry.list_reviewers():
+            raise DataStoreError(
+                401,
+                "You are not a dataset reviewer. Only system dataset reviewers can perform this"
+                " action. Contact system admins to request to be a reviewer.",
+            )
+        item = self._reviewable(request.dataset_id, caller)
+        if item.release_status != ReleaseStatus.PENDING:
+            raise DataStoreError(
+                400, f"Dataset {item.id} is not pending review. Cannot perform this action."
+            )
+        if item.release_approver != reviewer:
+            raise DataStoreError(
+                401,
+                f"User with name {caller.username} and linked ID {reviewer} is not the approver"
+                f" for dataset {item.id}. Only the designated approver can perform this action.",
+            )
         try:
             self.registry.action_release(
-                item.id, approve=request.approve, reviewer=caller.username, notes=request.notes
+                item.id, approve=request.approve, reviewer=reviewer, notes=request.notes
             )
         except NotDesignatedReviewer as exc:
             raise DataStoreError(401, str(exc)) from None
         except RegistryError as exc:
             raise DataStoreError(400, str(exc)) from None
-        verb = "approved" if request.approve else "rejected"
         return ActionApprovalRequestResponse(
             dataset_id=item.id,
             approved=request.approve,
-            details=f"Successfully {verb} the release of dataset {item.id}.",
+            details="Succesfully responded to dataset release approval request.",
         )

@@ -488,7 +488,6 @@ class VersionResponse(BaseModel):
 class ReleaseApprovalRequestResponse(BaseModel):
     dataset_id: str
     approver_id: str
-    notes: str
     details: str
 
 

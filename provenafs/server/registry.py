@@ -60,6 +60,7 @@ __all__ = [
     "InvalidRequest",
     "ItemIsSeed",
     "ItemNotDataset",
+    "ItemPage",
     "LockEvent",
     "NotDesignatedReviewer",
     "NotLatestVersion",
@@ -101,6 +102,7 @@ CREATE TABLE IF NOT EXISTS group_members (
     group_id TEXT NOT NULL, username TEXT NOT NULL, PRIMARY KEY (group_id, username)
 );
 CREATE TABLE IF NOT EXISTS reviewers (reviewer_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS user_links (username TEXT PRIMARY KEY, person_id TEXT NOT NULL);
 """
 
 # sort type -> (column, name of the attribute in the opaque pagination key)
@@ -169,6 +171,14 @@ class DatasetPage:
     items: tuple[ItemDataset, ...]
     not_authorised_count: int
     unparsable_items: tuple[dict[str, Any], ...]
+    pagination_key: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemPage:
+    """One page of raw item documents of one subtype, and the opaque key of the next page."""
+
+    documents: tuple[dict[str, Any], ...]
     pagination_key: dict[str, Any] | None
 
 
@@ -838,3 +848,153 @@ class Registry:
             last = rows[-1]
             next_key = {"id": last["id"], "item_subtype": "DATASET", key_name: last[column]}
         return DatasetPage(tuple(items), not_authorised, tuple(unparsable), next_key)
+
+    # ----------------------------------------------------------------- other items, links
+
+    # The entity, prov, job and search modules keep their own tables in this file and compose
+    # several steps (a new handle, an item, a graph, a job's status) into one transaction.
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``) on the registry's one connection."""
+        with self._write() as db:
+            yield db
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The registry's connection for reads, under its lock."""
+        with self._read() as db:
+            yield db
+
+    def mint_handle(self, db: sqlite3.Connection) -> str:
+        """A new handle inside the caller's transaction (the counter every item uses)."""
+        return self._allocate_handle(db)
+
+    @staticmethod
+    def item_document(db: sqlite3.Connection, item_id: str) -> dict[str, Any] | None:
+        """The stored record of any item (seed or complete, any subtype), or None."""
+        row = db.execute("SELECT document FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        document: dict[str, Any] = json.loads(row["document"])
+        return document
+
+    def write_item(
+        self,
+        db: sqlite3.Connection,
+        document: Mapping[str, Any],
+        *,
+        access: AccessSettings | None = None,
+    ) -> None:
+        """Insert or replace a non-dataset item; *access* (a new item) also seeds its access
+        settings and an unlocked lock, as the registry's create does."""
+        db.execute(
+            "INSERT OR REPLACE INTO items (id, item_subtype, record_type, document,"
+            " created_timestamp, updated_timestamp, display_name) VALUES (?,?,?,?,?,?,?)",
+            (
+                document["id"],
+                document["item_subtype"],
+                document["record_type"],
+                json.dumps(document),
+                document["created_timestamp"],
+                document["updated_timestamp"],
+                document.get("display_name"),
+            ),
+        )
+        if access is not None:
+            self._put_access(db, str(document["id"]), access)
+            db.execute("INSERT OR REPLACE INTO locks (id, locked) VALUES (?, 0)", (document["id"],))
+
+    def item_page(
+        self,
+        subtype: str,
+        *,
+        sort: SortOptions | None,
+        pagination_key: Mapping[str, Any] | None,
+        page_size: int,
+        record_types: Sequence[str],
+    ) -> ItemPage:
+        """One page of *subtype* items as the registry's subtype list reads it (no access
+        filtering: the caller evaluates roles); same sort keys and opaque key as datasets."""
+        sort_type = (sort.sort_type if sort else None) or SortType.UPDATED_TIME
+        ascending = sort.ascending if sort else False
+        column, key_name = _SORT_COLUMNS[sort_type]
+        marks = ",".join("?" for _ in record_types)
+        where = ["item_subtype = ?", f"record_type IN ({marks})"]
+        params: list[Any] = [subtype, *record_types]
+        if pagination_key is not None:
+            last_id, last_value = pagination_key.get("id"), pagination_key.get(key_name)
+            if not isinstance(last_id, str) or not isinstance(last_value, int | str):
+                raise InvalidPaginationKey("The pagination key does not match the sort order.")
+            where.append(f"({column}, id) {'>' if ascending else '<'} (?, ?)")
+            params += [last_value, last_id]
+        direction = "ASC" if ascending else "DESC"
+        query = (
+            f"SELECT * FROM items WHERE {' AND '.join(where)}"  # noqa: S608 (fixed column names)
+            f" ORDER BY {column} {direction}, id {direction} LIMIT ?"
+        )
+        with self._read() as db:
+            rows = db.execute(query, [*params, page_size]).fetchall()
+        next_key: dict[str, Any] | None = None
+        if len(rows) == page_size:
+            last = rows[-1]
+            next_key = {"id": last["id"], "item_subtype": subtype, key_name: last[column]}
+        return ItemPage(tuple(json.loads(row["document"]) for row in rows), next_key)
+
+    def linked_person(self, username: str) -> str | None:
+        """The Person a username is linked to (the auth API's link service), or None."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT person_id FROM user_links WHERE username = ?", (username,)
+            ).fetchone()
+        return None if row is None else str(row["person_id"])
+
+    def link_person(self, db: sqlite3.Connection, username: str, person_id: str) -> None:
+        """Record the link inside the caller's transaction (checks are the caller's)."""
+        db.execute(
+            "INSERT OR REPLACE INTO user_links (username, person_id) VALUES (?, ?)",
+            (username, person_id),
+        )
+
+    def datasets_reviewed_by(
+        self,
+        reviewer: str,
+        *,
+        release_status: str | None,
+        ascending: bool,
+        pagination_key: Mapping[str, Any] | None,
+        page_size: int,
+    ) -> ItemPage:
+        """Complete datasets whose ``release_approver`` is *reviewer*, newest release first
+        (the registry's approver index), optionally of one release status."""
+        where = [
+            "item_subtype = 'DATASET'",
+            "record_type = 'COMPLETE_ITEM'",
+            "json_extract(document, '$.release_approver') = ?",
+        ]
+        params: list[Any] = [reviewer]
+        if release_status is not None:
+            where.append("json_extract(document, '$.release_status') = ?")
+            params.append(release_status)
+        if pagination_key is not None:
+            last_id, last_value = pagination_key.get("id"), pagination_key.get("release_timestamp")
+            if not isinstance(last_id, str) or not isinstance(last_value, int):
+                raise InvalidPaginationKey("The pagination key does not match the sort order.")
+            where.append(f"(release_timestamp, id) {'>' if ascending else '<'} (?, ?)")
+            params += [last_value, last_id]
+        direction = "ASC" if ascending else "DESC"
+        query = (
+            f"SELECT * FROM items WHERE {' AND '.join(where)}"  # noqa: S608 (fixed column names)
+            f" ORDER BY release_timestamp {direction}, id {direction} LIMIT ?"
+        )
+        with self._read() as db:
+            rows = db.execute(query, [*params, page_size]).fetchall()
+        next_key: dict[str, Any] | None = None
+        if len(rows) == page_size:
+            last = rows[-1]
+            next_key = {
+                "id": last["id"],
+                "release_approver": reviewer,
+                "release_timestamp": last["release_timestamp"],
+            }
+        return ItemPage(tuple(json.loads(row["document"]) for row in rows), next_key)

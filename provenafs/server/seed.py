@@ -23,6 +23,8 @@ from typing import Any
 
 from provenafs.server.access import REALM_ADMIN, REALM_READ, REALM_WRITE
 from provenafs.server.datastore import DataStore
+from provenafs.server.entities import EntityRegistry
+from provenafs.server.jobs import JobStore
 from provenafs.server.models import (
     ActionApprovalRequest,
     CollectionFormat,
@@ -30,6 +32,7 @@ from provenafs.server.models import (
     VersionRequest,
 )
 from provenafs.server.private_files import write_private
+from provenafs.server.seed_entities import seed_entities
 
 __all__ = [
     "ADMIN_ROLES",
@@ -257,8 +260,6 @@ def _seed_accounts(datastore: DataStore) -> None:
     for group, members in SEED_GROUPS.items():
         if group not in existing:
             registry.set_group(group, members)
-    if "admin" not in registry.list_reviewers():
-        registry.add_reviewer("admin")
     registry.put_entity(ORGANISATION_ID, "ORGANISATION", "Example Research Organisation")
     registry.put_entity(PERSON_ID, "PERSON", "Example Data Custodian")
     if registry.get_meta("seed:incomplete-item") is None:
@@ -309,8 +310,10 @@ def _seed_dataset(
         registry.set_access(handle, general=plan.general, groups=plan.groups)
     if plan.released:
         admin = _caller(datastore, "admin")
+        reviewer = registry.linked_person("admin")
+        assert reviewer is not None
         datastore.request_release(
-            owner, ReleaseApprovalRequest(dataset_id=handle, approver_id="admin", notes="Seeded")
+            owner, ReleaseApprovalRequest(dataset_id=handle, approver_id=reviewer, notes="Seeded")
         )
         datastore.action_release(
             admin, ActionApprovalRequest(dataset_id=handle, approve=True, notes="Seeded")
@@ -331,10 +334,21 @@ def _seed_dataset(
     }
 
 
-def seed_store(datastore: DataStore, data_dir: Path) -> dict[str, Any]:
-    """Load the sample users and datasets (once) and write ``seed-manifest.json``."""
+def seed_store(
+    datastore: DataStore, data_dir: Path, entities: EntityRegistry | None = None
+) -> dict[str, Any]:
+    """Load the sample users, their Persons, the run template and datasets (once) and write
+    ``seed-manifest.json``."""
     registry = datastore.registry
     _seed_accounts(datastore)
+    if entities is None:
+        entities = EntityRegistry(registry, JobStore(registry))
+    provenance = seed_entities(
+        entities,
+        {user: email for user, (email, _) in SEED_USERS.items()},
+        organisation_id=ORGANISATION_ID,
+        custodian_id=PERSON_ID,
+    )
     datasets: dict[str, Any] = {}
     handles: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="seed-upload") as pool:
@@ -362,6 +376,7 @@ def seed_store(datastore: DataStore, data_dir: Path) -> dict[str, Any]:
         "groups": {g: list(m) for g, m in registry.list_groups().items()},
         "incomplete_dataset": registry.get_meta("seed:incomplete-item"),
         "non_dataset_ids": [ORGANISATION_ID, PERSON_ID],
+        **provenance,
     }
     write_private(
         data_dir / "seed-manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
