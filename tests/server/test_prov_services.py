@@ -243,7 +243,7 @@ def test_assign_link_rules(api: Api, store: LocalStore) -> None:
     dave_person = created["created_item"]["id"]
     assert created["register_create_activity_session_id"] is None  # people have no Create job
 
-    before = table_digest(store)
+    before = settled(api)
     not_owned = api.post("erin", "/link/user/assign", {"person_id": dave_person})
     assert not_owned.status_code == 401
     assert not_owned.json()["detail"] == (
@@ -838,7 +838,7 @@ def test_dataset_access_settings(api: Api, store: LocalStore) -> None:
         "general": ["metadata-read", "dataset-data-read"],
         "groups": {},
     }
-    before = table_digest(store)
+    before = settled(api)
     refused = api.get("bob", path, id=handle)
     assert (refused.status_code, refused.json()) == (
         401,
@@ -938,7 +938,7 @@ def test_release_review_uses_linked_persons(api: Api, store: LocalStore) -> None
     mine = api.post("admin", "/registry/entity/dataset/user/releases", queue).json()
     assert list(mine) == ["status", "dataset_items", "total_dataset_count", "pagination_key"]
     assert handle in [d["id"] for d in mine["dataset_items"]]
-    before = table_digest(store)
+    before = settled(api)
     snooping = api.post("alice", "/registry/entity/dataset/user/releases", queue)
     assert snooping.status_code == 403
     assert snooping.json()["detail"] == (
