@@ -172,37 +172,40 @@ def open_scale(
 ) -> Iterator[tuple[LocalStoreProcess, ScaleData, bool]]:
     """The store of ``spec`` running on its cached data dir: (store, data, built now).
 
-    Builds the spec first when the cache holds no complete, checkable build of it (or when
+    Builds the spec first when the cache holds no complete build of it that checks out (or when
     ``rebuild``). The store is stopped on exit.
     """
     root = spec_dir(cache, spec)
-    for attempt in range(2):
-        data = None if rebuild or attempt else load_manifest(root, spec)
-        if data is None and root.exists():
-            say(f"scale {spec.name}: removing the unfinished or outdated build in {root}")
-            shutil.rmtree(root)
-        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        root.mkdir(mode=0o700, exist_ok=True)
-        store_dir = root / "store"
-        seeded = (store_dir / "seed-manifest.json").exists()
-        say(f"scale {spec.name}: starting provenafs serve on {store_dir}")
-        store = start_local_store(store_dir, seed=not seeded, log_path=root / "serve.log")
-        try:
-            admin = S3Admin.load(store_dir)
-            built_now = data is None
-            if data is None:
-                data = build(store, admin, spec, say)
-                write_manifest(root, data)
-            elif not looks_complete(store, admin, data):
-                say(f"scale {spec.name}: the cached build does not check out; building again")
-                continue
-            else:
+    data = None if rebuild else load_manifest(root, spec)
+    if data is not None:
+        with cached_store(root, say) as store:
+            if looks_complete(store, S3Admin.load(store.data_dir), data):
                 say(f"scale {spec.name}: reusing the build of {data.built} ({root})")
-            yield store, data, built_now
-            return
-        finally:
-            store.stop()
-    raise RuntimeError(f"scale {spec.name}: a fresh build does not check out either")
+                yield store, data, False
+                return
+        say(f"scale {spec.name}: the cached build does not check out")
+    if root.exists():
+        say(f"scale {spec.name}: removing the unfinished or outdated build in {root}")
+        shutil.rmtree(root)
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.mkdir(mode=0o700)
+    with cached_store(root, say) as store:
+        data = build(store, S3Admin.load(store.data_dir), spec, say)
+        write_manifest(root, data)
+        yield store, data, True
+
+
+@contextlib.contextmanager
+def cached_store(root: Path, say: Say) -> Iterator[LocalStoreProcess]:
+    """``provenafs serve`` on ``root/store`` (seeded on first use), stopped on exit."""
+    store_dir = root / "store"
+    seeded = (store_dir / "seed-manifest.json").exists()
+    say(f"starting provenafs serve on {store_dir}")
+    store = start_local_store(store_dir, seed=not seeded, log_path=root / "serve.log")
+    try:
+        yield store
+    finally:
+        store.stop()
 
 
 def write_manifest(root: Path, data: ScaleData) -> None:

@@ -80,6 +80,7 @@ def test_a_store_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None:
     assert "--fault" in str(caught.value)
 
 
+@pytest.mark.s3
 def test_stop_ends_the_store_and_the_seaweedfs_it_started(tmp_path: Path) -> None:
     store = start_local_store(tmp_path / "data", seed=False)
     try:
@@ -92,6 +93,7 @@ def test_stop_ends_the_store_and_the_seaweedfs_it_started(tmp_path: Path) -> Non
     assert all(start_time(pid) != started for pid, started in children)
 
 
+@pytest.mark.s3
 def test_python_m_entry_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     runner = subprocess.Popen(
