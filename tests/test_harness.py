@@ -25,6 +25,17 @@ from provenafs.testing import (
 )
 
 
+def test_the_mount_harness_imports_nothing_of_the_mount() -> None:
+    code = "import sys, provenafs.testing; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = done.stdout.split()
+    assert "provenafs.testing" in loaded
+    assert [name for name in loaded if name.startswith("provenafs.")] == ["provenafs.testing"]
+    assert not {"pyfuse3", "trio", "httpx", "boto3"} & set(loaded)
+
+
 def test_mountinfo_lookup_decodes_escapes_and_takes_the_top_of_a_stack(tmp_path: Path) -> None:
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(
