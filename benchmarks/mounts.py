@@ -130,7 +130,7 @@ class MountFactory:
                 root = mountpoint
         except MountNotReady as exc:
             shutil.rmtree(base, ignore_errors=True)
-            raise MountFailed(f"{column}: {exc.summary}") from exc
+            raise MountFailed(exc.summary) from exc
         running = RunningMount(column, daemon, root)
         try:
             yield running
