@@ -199,6 +199,21 @@ def weed_metrics_url(store: LocalStoreProcess) -> str | None:
     return None
 
 
+def timed_api_list(store: LocalStoreProcess, user: str, at_least: int) -> float:
+    """Seconds to walk every page of the store's dataset list as ``user`` (the raw column of
+    the listing rows); a list shorter than ``at_least`` is a WorkloadError."""
+    api = DataStoreApi(store.base_url, store.token(user))
+    try:
+        started = time.perf_counter()
+        count = api.list_all()
+        elapsed = time.perf_counter() - started
+    finally:
+        api.close()
+    if count < at_least:
+        raise WorkloadError(f"the API listed {count} of {at_least} datasets")
+    return elapsed
+
+
 # ---------------------------------------------------------------------------------------------
 # Rows 1-11: reads of the bench datasets
 # ---------------------------------------------------------------------------------------------
@@ -533,16 +548,7 @@ class ReadBench:
     def root_listing(self, column: str) -> dict[str, float]:
         prefix = self.data.roots[0].split("/")[0] if self.data.roots else "10378.1"
         if column == RAW:
-            api = DataStoreApi(self.server.base_url, self.server.token(self.data.user))
-            try:
-                started = time.perf_counter()
-                count = api.list_all()
-                elapsed = time.perf_counter() - started
-            finally:
-                api.close()
-            if count < len(self.data.roots):
-                raise WorkloadError(f"the API listed {count} of {len(self.data.roots)} datasets")
-            return {"9-root": elapsed}
+            return {"9-root": timed_api_list(self.server, self.data.user, len(self.data.roots))}
         if column != PROVENAFS:
             return {}
         assert self.mounts is not None
@@ -590,16 +596,7 @@ class ScaleBench:
         """``ls -l`` of the handle prefix (peers: of the S3 folder of every dataset), cold."""
         datasets = self.data.datasets
         if column == RAW:
-            api = DataStoreApi(self.store.base_url, self.store.token(self.data.user))
-            try:
-                started = time.perf_counter()
-                count = api.list_all()
-                elapsed = time.perf_counter() - started
-            finally:
-                api.close()
-            if count < len(datasets):
-                raise WorkloadError(f"the API listed {count} of {len(datasets)} datasets")
-            return {"s1-prefix": elapsed}
+            return {"s1-prefix": timed_api_list(self.store, self.data.user, len(datasets))}
         assert self.mounts is not None
         target = MountTarget(self.data.handle_prefix, self.data.s3_parent)
         with self.mounts.mount(column, target) as mount:
