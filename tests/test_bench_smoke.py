@@ -1,36 +1,27 @@
-"""Smoke tests of ``scripts/bench``'s pure helpers: ratios, targets, table and JSON rendering.
+"""Smoke tests of the benchmarks' pure helpers: ratios, targets, table and JSON rendering.
 
 No mounts, no servers: the benchmark itself is run by hand (its results go in the issue notes).
-The script has no ``.py`` suffix, so it is loaded from its path.
+``benchmarks`` is a package at the repository's top (not shipped), imported like any other.
 """
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
+import dataclasses
 import json
 import subprocess
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks import report as bench
+from benchmarks import scale
+from benchmarks.data import sanitize_handle
+from benchmarks.mounts import provenafs_options
+from benchmarks.probe import WorkloadError, timed_together
+from provenafs.testing import mounted_fstype
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench"
-
-
-def load_bench() -> types.ModuleType:
-    loader = importlib.machinery.SourceFileLoader("provenafs_bench_script", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module  # dataclasses resolve annotations through sys.modules
-    loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
 
 
 def make_results(values: dict[str, dict[str, list[float]]]) -> Any:
@@ -175,7 +166,7 @@ def test_prometheus_value_matches_name_and_labels() -> None:
 
 
 def test_helpers_for_names_and_numbers() -> None:
-    assert bench.sanitize_handle("10378.1/1932274") == "10378-1-1932274"
+    assert sanitize_handle("10378.1/1932274") == "10378-1-1932274"
     assert bench.size_text(512 * bench.MIB) == "512 MiB"
     assert bench.size_text(4 * bench.KIB) == "4 KiB"
     assert bench.format_value(None) == "n/a"
@@ -185,12 +176,12 @@ def test_helpers_for_names_and_numbers() -> None:
 
 
 def test_mountinfo_lookup_finds_no_mount_at_an_unmounted_directory(tmp_path: Path) -> None:
-    assert bench.mounted_fstype(tmp_path) is None
+    assert mounted_fstype(tmp_path) is None
 
 
 def test_unknown_row_is_a_usage_error_before_anything_starts() -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--only", "42", "--no-peers"],
+        [str(SCRIPT), "--only", "42", "--no-peers"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -233,29 +224,75 @@ def test_budget_row_compares_peak_rss_with_budget_plus_idle_rss() -> None:
         assert target == {"target": "≤1.1", "met": verdict.endswith("ok")}
 
 
-def test_budget_options_go_to_provenafs_mounts_only(tmp_path: Path) -> None:
-    factory = object.__new__(bench.MountFactory)
-    factory._server = types.SimpleNamespace(base_url="http://127.0.0.1:1")
-    factory._admin = types.SimpleNamespace(bucket="bkt")
-    factory._provenafs_token = "token"
-    dataset = types.SimpleNamespace(prefix="datasets/x/", handle="10378.1/1")
-    argv, _, _ = factory._command(
-        bench.PROVENAFS, dataset, tmp_path / "mnt", tmp_path / "cache", bench.BUDGET_OPTIONS
-    )
-    options = argv[argv.index("-o") + 1].split(",")
-    assert options == list(bench.BUDGET_OPTIONS)
-    default, _, _ = factory._command(bench.PROVENAFS, dataset, tmp_path / "mnt", tmp_path / "c", ())
-    assert "-o" not in default  # default settings: no disk cache, nothing else
+def test_budget_options_go_to_provenafs_mounts_only() -> None:
+    options = provenafs_options(bench.PROVENAFS, bench.BUDGET_OPTIONS)
+    assert options is not None
+    assert options.split(",") == list(bench.BUDGET_OPTIONS)
+    assert provenafs_options(bench.PROVENAFS, ()) is None  # default settings: no -o at all
+    assert provenafs_options(bench.S3FS, ()) is None
     with pytest.raises(ValueError, match="provenafs mounts only"):
-        factory._command(
-            bench.S3FS, dataset, tmp_path / "mnt", tmp_path / "cache", bench.BUDGET_OPTIONS
-        )
+        provenafs_options(bench.S3FS, bench.BUDGET_OPTIONS)
 
 
 def test_readers_run_together_and_a_failing_one_is_reported(tmp_path: Path) -> None:
     files = [tmp_path / "a.bin", tmp_path / "b.bin"]
     for path in files:
         path.write_bytes(b"x" * 100_000)
-    assert bench.timed_together(files) >= 0.0
-    with pytest.raises(bench.WorkloadError, match="dd exited 1"):
-        bench.timed_together([files[0], tmp_path / "missing.bin"])
+    assert timed_together(files) >= 0.0
+    with pytest.raises(WorkloadError, match="dd exited 1"):
+        timed_together([files[0], tmp_path / "missing.bin"])
+
+
+def test_scale_rows_need_scale_and_have_titles() -> None:
+    assert bench.parse_only("s1", scale=True) == frozenset({"s1"})
+    with pytest.raises(ValueError, match="rows s1 need --scale"):
+        bench.parse_only("1,s1")
+    for row in bench.SCALE_ROWS:
+        assert row.group.startswith("s")
+        assert "{" not in bench.row_title(row, bench.Sizes.quick())
+        assert bench.ROWS_BY_ID[row.row_id] is row
+
+
+def test_scale_specs_name_their_keys_and_bodies() -> None:
+    spec = scale.SPECS["objects-10k"]
+    assert (spec.objects, spec.folders) == (10_000, 100)
+    assert spec.key(0) == "d0000/0000000.bin"
+    assert spec.key(99) == "d0000/0000099.bin"
+    assert spec.key(100) == "d0001/0000100.bin"
+    assert spec.key(9999) == "d0099/0009999.bin"
+    assert spec.body(4242) == b"d0042/0004242.bin\n"
+    one_folder = scale.SPECS["folder-200k"]
+    assert {one_folder.key(i).split("/")[0] for i in (0, 199_999)} == {"d0000"}
+    sized = scale.SPECS["files-1000x64k"]
+    assert len(sized.body(3)) == 64 * bench.KIB
+    assert scale.SPECS["prefix-2000"].datasets == 2000
+    assert scale.SPECS["objects-1m"].key(999_999) == "d0999/0999999.bin"
+
+
+def test_scale_manifest_is_reused_only_for_the_same_complete_spec(tmp_path: Path) -> None:
+    spec = scale.SPECS["objects-10k"]
+    root = scale.spec_dir(tmp_path, spec)
+    assert root == tmp_path / "scale-objects-10k"
+    root.mkdir()
+    assert scale.load_manifest(root, spec) is None  # no manifest: an unfinished build
+    data = scale.ScaleData(
+        spec,
+        "alice",
+        (scale.ScaleDataset("10378.1/7", "datasets/10378-1-7/"),),
+        "2026-12-04T00:00:00+00:00",
+        12.5,
+    )
+    scale.write_manifest(root, data)
+    assert scale.load_manifest(root, spec) == data
+    assert data.handle_prefix == "10378.1"
+    assert data.s3_parent == "datasets/10378-1-7/"
+    assert scale.load_manifest(root, scale.SPECS["objects-100k"]) is None  # another spec
+    document = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**document, "format": 0}))
+    assert scale.load_manifest(root, spec) is None  # an older builder's output
+    (root / "manifest.json").write_text("{")
+    assert scale.load_manifest(root, spec) is None
+    prefix_spec = scale.SPECS["prefix-2000"]
+    two = dataclasses.replace(data, spec=prefix_spec)
+    scale.write_manifest(root, two)
+    assert scale.load_manifest(root, prefix_spec) is None  # 1 dataset recorded, 2,000 wanted

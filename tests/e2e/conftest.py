@@ -1,20 +1,16 @@
 """Real mounts for end-to-end tests: ``python -m provenafs mount URL MNT -f`` in a subprocess.
 
 The daemon always runs in its own process (a process must not make syscalls against a mount its
-own trio loop serves). Each mount is waited for until ``/proc/self/mountinfo`` lists it as
-``fuse.provenafs`` and the root answers ``stat``; teardown unmounts with ``fusermount3 -u`` and
-stops the daemon by PID. Everything here that touches FUSE calls ``require_fuse()`` first.
+own trio loop serves), started and stopped by the harness ``provenafs.testing``: each mount is
+waited for until ``/proc/self/mountinfo`` lists it as ``fuse.provenafs`` and the root answers
+``stat``; teardown unmounts with ``fusermount3 -u`` and stops the daemon by PID. Everything here
+that touches FUSE calls ``require_fuse()`` first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,60 +19,14 @@ import boto3
 import httpx
 import pytest
 
-from provenafs.daemon import FSTYPE, find_mount
+from provenafs import testing
+from provenafs.testing import MountProcess, isolated_environment, stop_mount
 from tests.conftest import LocalStore, require_fuse, start_local_store
 
-MOUNT_READY_TIMEOUT = 60.0
+__all__ = ["Mount", "isolated_environment", "start_mount", "stop_mount"]
 
-
-@dataclasses.dataclass
-class Mount:
-    """A running mount daemon and where it is mounted."""
-
-    path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    store: LocalStore
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def is_mounted(self) -> bool:
-        entry = find_mount(self.path)
-        return entry is not None and entry.fstype == FSTYPE
-
-
-def isolated_environment(home: Path, token_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a mount process: private config/cache dirs, and exactly one token."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"PROVENAFS_TOKEN", "PROVENAFS_OFFLINE_TOKEN"}
-    }
-    env["XDG_CONFIG_HOME"] = str(home / "config")
-    env["XDG_CACHE_HOME"] = str(home / "cache")
-    env.update(token_env)
-    return env
-
-
-def wait_until_mounted(path: Path, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Block until ``path`` is a provenafs mount whose root answers, or fail with the log."""
-    deadline = time.monotonic() + MOUNT_READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"mount daemon exited with {process.returncode}:\n"
-                f"{log_path.read_text(errors='replace')[-4000:]}"
-            )
-        entry = find_mount(path)
-        if entry is not None and entry.fstype == FSTYPE:
-            os.stat(path)  # the first request: answered once the daemon's loop runs
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"mount not ready:\n{log_path.read_text(errors='replace')[-4000:]}")
+# The harness's running mount, under the name the tests use.
+Mount = MountProcess
 
 
 def start_mount(
@@ -93,49 +43,11 @@ def start_mount(
     ``home`` holds the daemon's config and cache directories (default: one beside the mount).
     """
     require_fuse()
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    if home is None:
-        home = mountpoint.parent / f"{mountpoint.name}-home"
-    home.mkdir(exist_ok=True)
     if token_env is None:
         token_env = {"PROVENAFS_OFFLINE_TOKEN": store.token(user, offline=True)}
-    log_path = mountpoint.parent / f"{mountpoint.name}-daemon.log"
-    command = [sys.executable, "-m", "provenafs", "mount", store.base_url, str(mountpoint), "-f"]
-    if options:
-        command += ["-o", options]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=isolated_environment(home, token_env),
-        )
-    mount = Mount(mountpoint, process, log_path, store)
-    try:
-        wait_until_mounted(mountpoint, process, log_path)
-    except BaseException:
-        stop_mount(mount)
-        raise
-    return mount
-
-
-def stop_mount(mount: Mount) -> None:
-    """Unmount with ``fusermount3 -u`` and stop the daemon by PID."""
-    if mount.is_mounted():
-        subprocess.run(["fusermount3", "-u", str(mount.path)], check=False, timeout=60)
-    if mount.process.poll() is None:
-        try:
-            mount.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            mount.process.send_signal(signal.SIGTERM)
-            try:
-                mount.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                mount.process.kill()
-                mount.process.wait(timeout=15)
-    if mount.is_mounted():  # a daemon that died without auto_unmount doing its job
-        subprocess.run(["fusermount3", "-u", "-z", str(mount.path)], check=False, timeout=60)
+    return testing.start_mount(
+        store.base_url, mountpoint, token_env=token_env, options=options, home=home
+    )
 
 
 # -- the data store's view, for comparison ------------------------------------------------------
