@@ -16,15 +16,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cachetools
-import trio
 
-if TYPE_CHECKING:
-    from provenafs.diskcache import DiskCache
+from provenafs.single_flight import SingleFlight
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "BlockCache", "BlockKey"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "BlockCache", "BlockKey", "DiskTier"]
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 
@@ -38,19 +36,29 @@ class BlockKey:
     etag: str
     index: int
 
+    def identity(self) -> bytes:
+        """The key as opaque bytes: what a ``DiskTier`` names the block by."""
+        text = "\0".join((self.handle, self.key, self.etag, str(self.index)))
+        return text.encode("utf-8", "surrogateescape")
 
-class _Flight:
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.data: bytes | None = None
-        self.error: BaseException | None = None
+
+class DiskTier(Protocol):
+    """A persistent block store under the memory LRU (``DiskCache``), keyed by opaque bytes."""
+
+    def __contains__(self, key: bytes) -> bool: ...
+
+    async def get(self, key: bytes) -> bytes | None: ...
+
+    async def put(self, key: bytes, data: bytes) -> None: ...
+
+    def statistics(self) -> Mapping[str, int]: ...
 
 
 class BlockCache:
     """Memory LRU of blocks (bounded by total bytes), single-flight fetches, optional disk tier."""
 
     def __init__(
-        self, max_bytes: int, block_size: int = DEFAULT_BLOCK_SIZE, disk: DiskCache | None = None
+        self, max_bytes: int, block_size: int = DEFAULT_BLOCK_SIZE, disk: DiskTier | None = None
     ) -> None:
         if block_size <= 0:
             raise ValueError("block_size must be positive")
@@ -60,11 +68,11 @@ class BlockCache:
             maxsize=max(1, self.max_bytes), getsizeof=len
         )
         self._disk = disk
-        self._flights: dict[BlockKey, _Flight] = {}
+        self._flights: SingleFlight[BlockKey, bytes] = SingleFlight()
         self._peak_bytes = 0  # the most bytes ever held in memory at once
         self._stats: collections.Counter[str] = collections.Counter(
             dict.fromkeys(
-                ("hits", "misses", "fetches", "bytes_fetched", "disk_hits", "waits", "failures"), 0
+                ("hits", "misses", "fetches", "bytes_fetched", "disk_hits", "failures"), 0
             )
         )
 
@@ -74,7 +82,7 @@ class BlockCache:
 
     def has(self, key: BlockKey) -> bool:
         """Whether block ``key`` is held in memory or (as far as its index knows) on disk."""
-        return key in self._lru or (self._disk is not None and key in self._disk)
+        return key in self._lru or (self._disk is not None and key.identity() in self._disk)
 
     def fetching(self, key: BlockKey) -> bool:
         """Whether block ``key`` is being fetched now (``get_or_fetch`` would wait for it)."""
@@ -96,55 +104,43 @@ class BlockCache:
 
     async def get_or_fetch(self, key: BlockKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
         """Block ``key`` from memory, else disk, else ``fetch()`` (one fetch per block at once)."""
-        while True:
-            data = self.peek(key)
+        data = self.peek(key)
+        if data is not None:
+            return data
+        fetched = False
+
+        async def fill() -> bytes:
+            nonlocal fetched
+            data = self.peek(key)  # a cancelled leader's waiters come round again
             if data is not None:
                 return data
-            flight = self._flights.get(key)
-            if flight is None:
-                return await self._lead(key, fetch)
-            self._stats["waits"] += 1
-            await flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            if flight.data is not None:
-                return flight.data
-            # the leader was cancelled: go round, one waiter leads a new fetch
-
-    async def _lead(self, key: BlockKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
-        flight = _Flight()
-        self._flights[key] = flight
-        fetched = False
-        try:
-            data = None
-            if self._disk is not None:
-                data = await self._disk.get(key)
-                if data is not None:
-                    self._stats["disk_hits"] += 1
-            if data is None:
-                self._stats["misses"] += 1
-                self._stats["fetches"] += 1
-                data = await fetch()
-                fetched = True
-                self._stats["bytes_fetched"] += len(data)
+            try:
+                if self._disk is not None:
+                    data = await self._disk.get(key.identity())
+                    if data is not None:
+                        self._stats["disk_hits"] += 1
+                if data is None:
+                    self._stats["misses"] += 1
+                    self._stats["fetches"] += 1
+                    data = await fetch()
+                    fetched = True
+                    self._stats["bytes_fetched"] += len(data)
+            except Exception:
+                self._stats["failures"] += 1
+                raise
             self.put(key, data)
-            flight.data = data
-        except Exception as exc:
-            self._stats["failures"] += 1
-            flight.error = exc
-            raise
-        finally:
-            del self._flights[key]
-            flight.done.set()
+            return data
+
+        data = await self._flights.run(key, fill)
         if fetched and self._disk is not None:
-            await self._disk.put(key, data)  # after the waiters have their block
+            await self._disk.put(key.identity(), data)  # after the waiters have their block
         return data
 
     async def store(self, key: BlockKey, data: bytes) -> None:
         """Keep a block fetched elsewhere (e.g. by a prefetcher) in memory and on disk."""
         self.put(key, data)
         if self._disk is not None:
-            await self._disk.put(key, data)
+            await self._disk.put(key.identity(), data)
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``hits``, ``misses``, ``fetches``, ``bytes_fetched``, ``disk_hits``,
@@ -153,6 +149,7 @@ class BlockCache:
         ``disk_max_bytes``."""
         stats = {
             **self._stats,
+            "waits": self._flights.joined,
             "bytes": int(self._lru.currsize),
             "peak_bytes": self._peak_bytes,
             "blocks": len(self._lru),

@@ -29,11 +29,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
 
 import cachetools
-import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
@@ -45,6 +44,7 @@ from provenafs.blobstore import (
     Listing,
     ObjectInfo,
 )
+from provenafs.single_flight import SingleFlight
 
 __all__ = [
     "DATA_READ_ROLES",
@@ -53,7 +53,6 @@ __all__ = [
     "DirectoryListing",
     "ReadCredentialSource",
     "RecordSource",
-    "SingleFlight",
     "TreeLister",
     "is_valid_entry_name",
 ]
@@ -193,57 +192,7 @@ def _prefix_of(root: str, directory: str) -> str:
     return f"{root}{directory}/" if directory else root
 
 
-K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-
-@dataclasses.dataclass
-class _Flight(Generic[V]):
-    done: trio.Event = dataclasses.field(default_factory=trio.Event)
-    has_value: bool = False
-    value: V | None = None
-    error: Exception | None = None
-
-
-class SingleFlight(Generic[K, V]):
-    """Runs one fetch per key at a time; concurrent callers for the key share its outcome.
-
-    If the task running the fetch is cancelled, one of the waiters runs it again.
-    """
-
-    def __init__(self) -> None:
-        self._flights: dict[K, _Flight[V]] = {}
-        self.calls = 0
-        self.joined = 0
-
-    async def run(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
-        while True:
-            flight = self._flights.get(key)
-            if flight is None:
-                return await self._lead(key, fetch)
-            self.joined += 1
-            await flight.done.wait()
-            if flight.has_value:
-                return flight.value  # type: ignore[return-value]
-            if flight.error is not None:
-                raise flight.error
-
-    async def _lead(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
-        flight: _Flight[V] = _Flight()
-        self._flights[key] = flight
-        self.calls += 1
-        try:
-            value = await fetch()
-        except Exception as exc:
-            flight.error = exc
-            raise
-        else:
-            flight.value = value
-            flight.has_value = True
-            return value
-        finally:
-            del self._flights[key]
-            flight.done.set()
 
 
 class Catalog:
@@ -387,10 +336,6 @@ class Catalog:
         self._all["all"] = records
         self._last_all = records
         return records
-
-    def cached_datasets(self) -> tuple[DatasetRecord, ...] | None:
-        """The last full list, fresh or not, without any I/O; None before the first."""
-        return self._last_all
 
     # --- S3 listings ---------------------------------------------------------------------
 

@@ -22,10 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
-import trio
-
 from provenafs.api.errors import Unavailable
 from provenafs.api.models import Credentials
+from provenafs.single_flight import SingleFlight
 
 __all__ = ["CredentialBroker", "CredentialSource", "refresh_margin"]
 
@@ -55,15 +54,6 @@ class _Held:
     renew_at: float  # clock seconds
 
 
-class _Flight:
-    """One in-progress credential call that late callers wait on."""
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.result: Credentials | None = None
-        self.error: BaseException | None = None
-
-
 class CredentialBroker:
     """Read and write credentials per dataset handle, cached until shortly before expiry."""
 
@@ -71,11 +61,9 @@ class CredentialBroker:
         self._client = client
         self._clock = clock
         self._held: dict[tuple[str, Kind], _Held] = {}
-        self._flights: dict[tuple[str, Kind], _Flight] = {}
+        self._flights: SingleFlight[tuple[str, Kind], Credentials] = SingleFlight()
         self._stats: collections.Counter[str] = collections.Counter(
-            dict.fromkeys(
-                ("read_calls", "write_calls", "hits", "waits", "failures", "invalidations"), 0
-            )
+            dict.fromkeys(("read_calls", "write_calls", "hits", "failures", "invalidations"), 0)
         )
 
     async def read(self, handle: str) -> Credentials:
@@ -99,59 +87,43 @@ class CredentialBroker:
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``read_calls``/``write_calls`` (API calls), ``hits``, ``waits``, ``failures``,
         ``invalidations``, ``kept_during_outage``, and ``held`` (credential sets cached now)."""
-        return {**self._stats, "held": len(self._held)}
+        return {**self._stats, "waits": self._flights.joined, "held": len(self._held)}
 
     async def _get(
         self, handle: str, kind: Kind, fetch: Callable[[str], Awaitable[Credentials]]
     ) -> Credentials:
         key = (handle, kind)
-        while True:
-            held = self._held.get(key)
-            if held is not None and self._clock() < held.renew_at:
-                self._stats["hits"] += 1
-                return held.credentials
-            flight = self._flights.get(key)
-            if flight is None:
-                return await self._lead(key, fetch)
-            self._stats["waits"] += 1
-            await flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            if flight.result is not None:
-                return flight.result
-            # the leader was cancelled: loop, and one of the waiters leads a new call
+        held = self._held.get(key)
+        if held is not None and self._clock() < held.renew_at:
+            self._stats["hits"] += 1
+            return held.credentials
+        return await self._flights.run(key, lambda: self._call(key, fetch))
 
-    async def _lead(
+    async def _call(
         self, key: tuple[str, Kind], fetch: Callable[[str], Awaitable[Credentials]]
     ) -> Credentials:
-        flight = _Flight()
-        self._flights[key] = flight
+        held = self._held.get(key)  # a cancelled leader's waiters come round again
+        if held is not None and self._clock() < held.renew_at:
+            self._stats["hits"] += 1
+            return held.credentials
+        self._stats[f"{key[1]}_calls"] += 1
+        issued = self._clock()
         try:
-            self._stats[f"{key[1]}_calls"] += 1
-            issued = self._clock()
             credentials = await fetch(key[0])
-            expires = credentials.expiry.timestamp()
-            self._held[key] = _Held(credentials, expires - refresh_margin(expires - issued))
-            flight.result = credentials
-            return credentials
-        except Unavailable as exc:
+        except Unavailable:
             self._stats["failures"] += 1
-            held = self._held.get(key)
-            now = self._clock()
+            held, now = self._held.get(key), self._clock()
             if held is None or held.credentials.expiry.timestamp() <= now:
-                flight.error = exc
                 raise
             # the data store is down but what we hold is still valid: keep serving with it,
             # and try again a little later rather than on every call
             expires = held.credentials.expiry.timestamp()
             self._held[key] = _Held(held.credentials, min(expires, now + OUTAGE_RETRY_SECONDS))
             self._stats["kept_during_outage"] += 1
-            flight.result = held.credentials
             return held.credentials
-        except Exception as exc:
+        except Exception:
             self._stats["failures"] += 1
-            flight.error = exc
             raise
-        finally:
-            del self._flights[key]
-            flight.done.set()
+        expires = credentials.expiry.timestamp()
+        self._held[key] = _Held(credentials, expires - refresh_margin(expires - issued))
+        return credentials

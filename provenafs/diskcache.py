@@ -1,11 +1,12 @@
 """``DiskCache``: an optional persistent store of object blocks that survives remounts.
 
-Layout: ``<directory>/<2 hex>/<62 hex>.blk``, named by a SHA-256 of the ``BlockKey`` (handle, key,
-ETag, index), so names never contain user text and a changed object (new ETag) never hits an old
-block. Each file is ``MAGIC || sha256(data) || data``; a block of the wrong length (a torn file)
-or whose checksum does not match (checked on its first read in each process; later reads check
-the length) is deleted and reported as a miss. Writes go to a temporary file and are
-renamed into place, so a reader never sees half a block. The directory is 0700 and files 0600.
+Layout: ``<directory>/<2 hex>/<62 hex>.blk``, named by a SHA-256 of the block's opaque key (the
+block cache's key names the object version: handle, S3 key, ETag, block index), so names never
+contain user text and a changed object (new ETag) never hits an old block. Each file is
+``MAGIC || sha256(data) || data``; a block of the wrong length (a torn file) or whose checksum
+does not match (checked on its first read in each process; later reads check the length) is
+deleted and reported as a miss. Writes go to a temporary file and are renamed into place, so a
+reader never sees half a block. The directory is 0700 and files 0600.
 
 Size is bounded by ``max_bytes``: an index (name → size, last use) is built from the directory
 when the cache is opened (or on first use) and kept on the trio thread; when a write takes the
@@ -20,7 +21,8 @@ the disk. At most ``max_pending_bytes`` wait; past that, new blocks are not cach
 
 Blocking file I/O runs in ``trio.to_thread.run_sync`` with a dedicated limiter (except the one
 directory scan when the cache is opened at start-up); the index is touched only on the trio
-thread. It must not know about S3, datasets or credentials.
+thread. It must not know about S3, datasets or credentials: keys are opaque bytes, and it
+imports nothing of provenafs.
 """
 
 from __future__ import annotations
@@ -33,12 +35,8 @@ import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
-
-if TYPE_CHECKING:
-    from provenafs.blockcache import BlockKey
 
 __all__ = ["DiskCache"]
 
@@ -47,9 +45,8 @@ _DIGEST = 32
 _SUFFIX = ".blk"
 
 
-def _name(key: BlockKey) -> str:
-    identity = "\0".join((key.handle, key.key, key.etag, str(key.index)))
-    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
+def _name(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()
 
 
 def _read_blocking(path: Path, size: int, verify: bool) -> bytes | None:
@@ -184,7 +181,7 @@ class DiskCache:
                 self._loading = None
         return self._index
 
-    def __contains__(self, key: BlockKey) -> bool:
+    def __contains__(self, key: bytes) -> bool:
         """Whether the index lists ``key`` or it is queued (no I/O; False until the index is
         loaded)."""
         name = _name(key)
@@ -192,7 +189,7 @@ class DiskCache:
             return True
         return self._index is not None and name in self._index
 
-    async def get(self, key: BlockKey) -> bytes | None:
+    async def get(self, key: bytes) -> bytes | None:
         """The stored block, or None (never stored, evicted, or failed its checksum)."""
         name = _name(key)
         queued = self._pending.get(name) or self._writing.get(name)
@@ -218,7 +215,7 @@ class DiskCache:
         self._stats["hits"] += 1
         return data
 
-    async def put(self, key: BlockKey, data: bytes) -> None:
+    async def put(self, key: bytes, data: bytes) -> None:
         """Store a block (replacing any copy): queued for the writer if one runs, else now."""
         if len(data) + len(_MAGIC) + _DIGEST > self.max_bytes:
             return

@@ -16,8 +16,9 @@ from provenafs.blobstore import (
     MemoryBlobStore,
     ObjectInfo,
 )
-from provenafs.catalog import Catalog, DirectoryListing, SingleFlight
+from provenafs.catalog import Catalog, DirectoryListing
 from provenafs.credentials import CredentialBroker
+from provenafs.single_flight import SingleFlight
 from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
 
 REEF = "10378.1/1001"

@@ -13,12 +13,13 @@ import trio
 import trio.testing
 
 from provenafs import diskcache
-from provenafs.blockcache import BlockKey
 from provenafs.diskcache import DiskCache
 
 
-def key(index: int, name: str = "raw/a.csv") -> BlockKey:
-    return BlockKey("10378.1/1932274", f"datasets/10378-1-1932274/{name}", "etag1", index)
+def key(index: int, name: str = "raw/a.csv") -> bytes:
+    """An opaque block key, as ``BlockKey.identity()`` makes them (the disk cache knows no
+    datasets)."""
+    return f"10378.1/1932274\0datasets/10378-1-1932274/{name}\0etag1\0{index}".encode()
 
 
 def block_files(directory: Path) -> list[Path]:
