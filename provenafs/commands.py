@@ -39,7 +39,6 @@ __all__ = ["main", "strip_fstab_options"]
 
 _FSTYPE = "fuse.provenafs"
 _READY_TIMEOUT_SECONDS = 120.0
-_NOT_YET_EXIT = 2
 _USAGE_EXIT = 2
 
 # Options that only mean something to mount(8) or systemd, never to the filesystem.
@@ -647,17 +646,6 @@ def _revert(args: Sequence[str]) -> int:
         return 1
     _error("revert", "the daemon ended the conversation without an answer")
     return 1
-
-
-# -- not yet -------------------------------------------------------------------------------------
-
-
-def _not_available(command: str) -> Callable[[Sequence[str]], int]:
-    def run(args: Sequence[str]) -> int:
-        _error(command, "not available yet (read-only mount): writes land with a later release")
-        return _NOT_YET_EXIT
-
-    return run
 
 
 _COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {

@@ -195,9 +195,6 @@ class InodeTable:
         """Every numbered node of one of *kinds*."""
         return [(node, inode) for node, inode in self._inode_by_node.items() if node.kind in kinds]
 
-    def lookup_count(self, inode: int) -> int:
-        return self._lookups.get(inode, 0)
-
     def __len__(self) -> int:
         return len(self._node_by_inode)
 

@@ -30,8 +30,7 @@ import re
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from xml.etree import ElementTree
 
@@ -58,12 +57,11 @@ from provenafs.sigv4 import s3_path, s3_query, sign_s3_request
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MULTIPART_THRESHOLD", "S3BlobStore"]
+__all__ = ["S3BlobStore"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-MULTIPART_THRESHOLD = 16 << 20
 _MAX_BACKOFF = 2.0
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
@@ -526,135 +524,6 @@ class S3BlobStore:
         etag = await self._run(creds, put, f"put s3://{bucket}/{key}", read_only=False)
         self._stats["bytes_written"] += len(data)
         return etag
-
-    async def upload_file(
-        self,
-        creds: Credentials,
-        bucket: str,
-        key: str,
-        path: Path,
-        *,
-        part_size: int = MULTIPART_THRESHOLD,
-    ) -> str:
-        """Upload a local file: one PUT if small, else a multipart upload of ``part_size`` parts.
-
-        Each part is read from disk and sent in one thread hop; a failed upload is aborted.
-        Answers the object's ETag (without quotes).
-        """
-        size = await trio.to_thread.run_sync(lambda: path.stat().st_size, limiter=self._limiter)
-        if size <= part_size:
-            data = await trio.to_thread.run_sync(path.read_bytes, limiter=self._limiter)
-            return await self.put_object(creds, bucket, key, data)
-
-        def read_part(offset: int) -> Callable[[], bytes]:
-            def read() -> bytes:
-                with path.open("rb") as file:
-                    file.seek(offset)
-                    return file.read(part_size)
-
-            return read
-
-        async def parts() -> AsyncIterator[Callable[[], bytes]]:
-            for offset in range(0, size, part_size):
-                yield read_part(offset)
-
-        return await self._multipart(creds, bucket, key, parts())
-
-    async def upload_stream(
-        self,
-        creds: Credentials,
-        bucket: str,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        part_size: int = MULTIPART_THRESHOLD,
-    ) -> str:
-        """Upload the concatenation of ``chunks``: one PUT if it fits in a part, else multipart.
-
-        At most one part (plus one chunk) is held in memory. Answers the ETag (without quotes).
-        """
-        iterator = aiter(chunks)
-        buffer = bytearray()
-        ended = False
-        while len(buffer) <= part_size:
-            try:
-                buffer += await anext(iterator)
-            except StopAsyncIteration:
-                ended = True
-                break
-        if ended:
-            return await self.put_object(creds, bucket, key, bytes(buffer))
-
-        async def parts() -> AsyncIterator[Callable[[], bytes]]:
-            nonlocal buffer
-            finished = False
-            while buffer:
-                while not finished and len(buffer) < part_size:
-                    try:
-                        buffer += await anext(iterator)
-                    except StopAsyncIteration:
-                        finished = True
-                part, buffer = bytes(buffer[:part_size]), buffer[part_size:]
-                yield functools.partial(bytes, part)
-
-        return await self._multipart(creds, bucket, key, parts())
-
-    async def _multipart(
-        self,
-        creds: Credentials,
-        bucket: str,
-        key: str,
-        bodies: AsyncIterator[Callable[[], bytes]],
-    ) -> str:
-        """One multipart upload; each body is produced and sent in one thread hop."""
-        what = f"upload s3://{bucket}/{key}"
-
-        def create(client: S3Client) -> str:
-            return str(client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
-
-        upload_id = await self._run(creds, create, what, read_only=False)
-        try:
-            parts: list[dict[str, Any]] = []
-            number = 0
-            async for body in bodies:
-                number += 1
-
-                def send(
-                    client: S3Client, number: int = number, body: Callable[[], bytes] = body
-                ) -> tuple[str, int]:
-                    chunk = body()
-                    answer = client.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
-                    )
-                    return str(answer["ETag"]), len(chunk)
-
-                part_etag, sent = await self._run(creds, send, what, read_only=False)
-                parts.append({"PartNumber": number, "ETag": part_etag})
-                self._stats["bytes_written"] += sent
-
-            def complete(client: S3Client) -> str:
-                answer = client.complete_multipart_upload(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                )
-                return _etag(answer.get("ETag"))
-
-            return await self._run(creds, complete, what, read_only=False)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._abort(creds, bucket, key, upload_id)
-            raise
-
-    async def _abort(self, creds: Credentials, bucket: str, key: str, upload_id: str) -> None:
-        def abort(client: S3Client) -> None:
-            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-
-        try:
-            await self._run(creds, abort, f"abort upload s3://{bucket}/{key}", read_only=False)
-        except BlobError as exc:
-            log.warning("could not abort a failed multipart upload: %s", exc)
 
     async def create_multipart(self, creds: Credentials, bucket: str, key: str) -> str:
         """Start a multipart upload; answers its upload id."""

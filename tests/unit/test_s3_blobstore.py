@@ -18,8 +18,7 @@ import random
 import socket
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -545,12 +544,8 @@ def test_real_scope_and_forged_credentials(real_s3: RealS3) -> None:
 
 
 @pytest.mark.s3
-def test_real_writes_put_multipart_delete(real_s3: RealS3, tmp_path: Path) -> None:
+def test_real_writes_put_multipart_delete(real_s3: RealS3) -> None:
     big = random.Random(2).randbytes(11 << 20)
-    path = tmp_path / "big.bin"
-    path.write_bytes(big)
-    small = tmp_path / "small.txt"
-    small.write_bytes(b"small file")
 
     async def main() -> None:
         s3 = real_s3.store
@@ -558,8 +553,18 @@ def test_real_writes_put_multipart_delete(real_s3: RealS3, tmp_path: Path) -> No
         etag = await s3.put_object(w, bucket, PREFIX + "new/a.txt", b"hello")
         info = await s3.head(w, bucket, PREFIX + "new/a.txt")
         assert info.etag == etag and info.size == 5
-        await s3.upload_file(w, bucket, PREFIX + "new/big.bin", path, part_size=5 << 20)
-        await s3.upload_file(w, bucket, PREFIX + "new/small.txt", small)
+        upload = await s3.create_multipart(w, bucket, PREFIX + "new/big.bin")
+        parts = [
+            (
+                n,
+                await s3.upload_part(
+                    w, bucket, PREFIX + "new/big.bin", upload, number=n, data=part
+                ),
+            )
+            for n, part in enumerate((big[: 5 << 20], big[5 << 20 :]), start=1)
+        ]
+        await s3.complete_multipart(w, bucket, PREFIX + "new/big.bin", upload, parts)
+        await s3.put_object(w, bucket, PREFIX + "new/small.txt", b"small file")
         assert real_s3.admin.get_object(PREFIX + "new/big.bin") == big
         multipart = await s3.head(w, bucket, PREFIX + "new/big.bin")
         assert multipart.size == len(big)
@@ -634,48 +639,6 @@ def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> 
         assert budget.statistics()["peak"] <= 2 << 20
 
     trio.run(main)
-
-
-@pytest.mark.s3
-def test_real_upload_stream(real_s3: RealS3) -> None:
-    rng = random.Random(5)
-    big = rng.randbytes(12 << 20)
-    cuts = sorted(rng.sample(range(1, len(big)), 40))
-    pieces = [big[a:b] for a, b in zip([0, *cuts], [*cuts, len(big)], strict=True)]
-
-    async def stream(chunks: list[bytes]) -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            await trio.lowlevel.checkpoint()
-            yield chunk
-
-    async def main() -> None:
-        s3, w, bucket = real_s3.store, real_s3.write, real_s3.bucket
-        before = s3.statistics()["requests"]
-        await s3.upload_stream(
-            w, bucket, PREFIX + "stream/big.bin", stream(pieces), part_size=5 << 20
-        )
-        assert s3.statistics()["requests"] - before == 5  # create, 3 parts, complete
-        await s3.upload_stream(w, bucket, PREFIX + "stream/small.txt", stream([b"a", b"b"]))
-        await s3.upload_stream(w, bucket, PREFIX + "stream/empty", stream([]))
-
-        class Broken(Exception):
-            pass
-
-        async def failing() -> AsyncIterator[bytes]:
-            yield big[: 6 << 20]
-            raise Broken
-
-        with pytest.raises(Broken):
-            await s3.upload_stream(
-                w, bucket, PREFIX + "stream/broken", failing(), part_size=5 << 20
-            )
-        with pytest.raises(NoSuchKey):
-            await s3.head(w, bucket, PREFIX + "stream/broken")
-
-    trio.run(main)
-    assert real_s3.admin.get_object(PREFIX + "stream/big.bin") == big
-    assert real_s3.admin.get_object(PREFIX + "stream/small.txt") == b"ab"
-    assert real_s3.admin.get_object(PREFIX + "stream/empty") == b""
 
 
 @pytest.mark.s3
