@@ -60,7 +60,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from provenafs.api.errors import ApiError
-from provenafs.api.models import DatasetRecord
+from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.errors import FsError, to_errno
 
 __all__ = [
@@ -96,7 +96,7 @@ class MetadataApi(Protocol):
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
     async def update_metadata(
-        self, handle: str, reason: str, collection_format: Mapping[str, Any]
+        self, handle: str, reason: str, collection_format: CollectionFormat
     ) -> None: ...
 
     async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None: ...
@@ -257,18 +257,18 @@ class SidecarEditor:
             self._reject(handle, refusal)
             self._catalog.invalidate(handle)  # so that reading the sidecar again shows today's
             raise refusal
-        current_format = _without_nulls(current.document["item"].get("collection_format"))
-        new_format = _without_nulls(edit.collection_format)
+        current_format = current.collection_format
+        new_format = CollectionFormat.from_json(edit.collection_format)
         if new_format == current_format:
             self._counts["unchanged"] += 1
             log.debug("sidecar of %s written back unchanged: nothing to update", handle)
             return
         self._require_editable(handle, current)
-        changed = _changed_fields(current_format, new_format)
+        changed = _changed_fields(current_format.fields, new_format.fields)
         chosen = reason or self._reasons.get(handle) or self._default_reason
         chosen = chosen or _generated_reason(changed)
         try:
-            await self._client.update_metadata(handle, chosen, edit.collection_format)
+            await self._client.update_metadata(handle, chosen, new_format)
         except ApiError as exc:
             self._catalog.invalidate(handle)  # an outage may hide an applied update
             failure = FsError(to_errno(exc), f"the data store refused the edit: {exc}")
@@ -437,15 +437,6 @@ def _implied_fields(collection_format: Mapping[str, Any]) -> dict[str, Any]:
         "user_metadata": info.get("user_metadata"),
         "access_info_uri": access.get("uri") if isinstance(access, Mapping) else None,
     }
-
-
-def _without_nulls(value: Any) -> Any:
-    """*value* without null fields (the data store drops them: ``exclude_none``)."""
-    if isinstance(value, Mapping):
-        return {str(k): _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _changed_fields(old: Any, new: Any, path: str = "") -> list[str]:

@@ -40,6 +40,7 @@ from provenafs.api.errors import (
     Unavailable,
 )
 from provenafs.api.models import (
+    CollectionFormat,
     Credentials,
     DatasetPage,
     DatasetRecord,
@@ -47,6 +48,7 @@ from provenafs.api.models import (
     S3Location,
     VersionCreated,
     VersioningInfo,
+    without_nulls,
 )
 
 __all__ = ["DEFAULT_REGION", "DataStoreClient", "discover", "parse_dataset_record"]
@@ -91,15 +93,6 @@ _PRESIGN = _Route("presigned_url", "POST", "/registry/items/generate-presigned-u
 _VERSION = _Route("create_version", "POST", "/register/version", False)
 _UPDATE = _Route("update_metadata", "POST", "/register/update-metadata", False)
 _REVERT = _Route("revert_metadata", "PUT", "/register/revert-metadata", False)
-
-
-def _without_nulls(value: Any) -> Any:
-    """``value`` with every ``None`` field of every mapping dropped (lists keep their items)."""
-    if isinstance(value, Mapping):
-        return {str(k): _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _detail(response: httpx.Response) -> str:
@@ -353,11 +346,11 @@ class DataStoreClient:
         return self._parse(_VERSION, parse, body)
 
     async def update_metadata(
-        self, handle: str, reason: str, collection_format: Mapping[str, Any]
+        self, handle: str, reason: str, collection_format: CollectionFormat
     ) -> None:
         """Replace a dataset's ``collection_format`` (a full replace; adds a history entry)."""
         await self._call(
-            _UPDATE, params={"handle_id": handle, "reason": reason}, json=collection_format
+            _UPDATE, params={"handle_id": handle, "reason": reason}, json=collection_format.fields
         )
 
     async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None:
@@ -403,7 +396,7 @@ class DataStoreClient:
     async def _send_with_retries(
         self, route: _Route, params: Mapping[str, str] | None, json: Any, authenticated: bool
     ) -> Any:
-        body = None if json is None else _without_nulls(json)
+        body = None if json is None else without_nulls(json)
         delay = self._backoff
         for attempt in range(1, self._tries + 1):
             last = attempt == self._tries

@@ -14,6 +14,7 @@ import trio
 from provenafs.api import errors
 from provenafs.api.auth import StaticToken
 from provenafs.api.client import DataStoreClient, discover
+from provenafs.api.models import CollectionFormat
 from tests.conftest import LocalStore
 
 SECRET_TOKEN = "tok-SECRET-abc123"
@@ -322,7 +323,8 @@ def test_write_credentials_refusals() -> None:
 def test_update_metadata_sends_query_and_body_without_nulls() -> None:
     fake = FakeStore()
     document = {"dataset_info": {"name": "n", "purpose": None}, "associations": None}
-    run_with_client(fake, lambda c: c.update_metadata(HANDLE, "fix typo", document))
+    form = CollectionFormat.from_json(document)
+    run_with_client(fake, lambda c: c.update_metadata(HANDLE, "fix typo", form))
     request = fake.requests[0]
     assert request.method == "POST"
     assert request.url.params["handle_id"] == HANDLE
@@ -334,7 +336,7 @@ def test_write_rejections_become_invalid_request_with_detail() -> None:
     fake = FakeStore()
     fake.fail("/register/update-metadata", detail(400, "published_date before created_date"))
     with pytest.raises(errors.InvalidRequest, match="published_date before created_date"):
-        run_with_client(fake, lambda c: c.update_metadata(HANDLE, "r", {"a": 1}))
+        run_with_client(fake, lambda c: c.update_metadata(HANDLE, "r", CollectionFormat({"a": 1})))
 
     fake = FakeStore()
     fake.fail(
@@ -353,7 +355,7 @@ def test_write_rejections_become_invalid_request_with_detail() -> None:
         ),
     )
     with pytest.raises(errors.InvalidRequest, match=r"body\.dataset_info\.name: too short"):
-        run_with_client(fake, lambda c: c.update_metadata(HANDLE, "r", {"a": 1}))
+        run_with_client(fake, lambda c: c.update_metadata(HANDLE, "r", CollectionFormat({"a": 1})))
 
 
 def test_presigned_url() -> None:

@@ -21,7 +21,7 @@ import pytest
 from provenafs import commands
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
-from provenafs.api.models import DatasetRecord
+from provenafs.api.models import CollectionFormat, DatasetRecord, without_nulls
 from provenafs.blobstore import MemoryBlobStore
 from provenafs.errors import FsError
 from provenafs.filesystem import Attributes, Filesystem
@@ -111,10 +111,9 @@ class MetadataStore(FakeDataStore):
         if not set(self.roles[handle]) & {"metadata-write", "admin"}:
             raise api_errors.PermissionDenied("update_metadata: not authorised")
 
-    async def update_metadata(
-        self, handle: str, reason: str, collection_format: Mapping[str, Any]
-    ) -> None:
+    async def update_metadata(self, handle: str, reason: str, form: CollectionFormat) -> None:
         await self._enter("update_metadata")
+        collection_format = form.fields
         self.updates.append((handle, reason, copy.deepcopy(dict(collection_format))))
         if self.update_failure is not None:
             raise self.update_failure
@@ -207,7 +206,9 @@ def test_each_accepted_shape_sends_one_full_update(shape: str) -> None:
         handle, reason, sent = store.updates[0]
         assert handle == HANDLE
         assert reason == "provenafs: edited dataset_info.description"
-        assert sent == document["item"]["collection_format"]
+        # what the data store stores: the document's format without its null fields
+        assert sent == without_nulls(document["item"]["collection_format"])
+        assert sent["dataset_info"]["description"] == "New words"
         assert store.items[HANDLE]["history"][0]["reason"] == reason
         assert catalog.invalidated == [HANDLE]
         assert changed == [HANDLE]
