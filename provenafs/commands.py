@@ -7,7 +7,7 @@ print a token, and never make a mount's own daemon serve its syscalls (it runs i
 process from the daemon).
 
 Background mounts start ``python -m provenafs mount ... -f`` as a detached child in its own
-session and wait on a readiness pipe (``daemon.READY_FD_ENV``), so ``provenafs mount`` returns
+session and wait on a readiness pipe (``READY_FD_ENV``), so ``provenafs mount`` returns
 only once the mount answers, or fails with the daemon's own message.
 """
 
@@ -28,16 +28,16 @@ from typing import Any
 
 import trio
 
-from provenafs import control, daemon
+from provenafs import control
 from provenafs.api import errors as api_errors
 from provenafs.api.auth import device_login
 from provenafs.api.client import discover
 from provenafs.api.tokens import LOGIN_CLIENT_ID, config_dir, forget, save_refresh_token
 from provenafs.mount_options import parse_mount_args
+from provenafs.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
 
 __all__ = ["main", "strip_fstab_options"]
 
-_FSTYPE = "fuse.provenafs"
 _READY_TIMEOUT_SECONDS = 120.0
 _USAGE_EXIT = 2
 
@@ -93,7 +93,7 @@ def strip_fstab_options(args: Sequence[str]) -> list[str]:
 
 def _find_mount(mountpoint: Path) -> tuple[str, str] | None:
     """(fstype, source) of the mount at ``mountpoint``, from /proc/self/mountinfo."""
-    entry = daemon.find_mount(mountpoint)
+    entry = find_mount(mountpoint)
     return None if entry is None else (entry.fstype, entry.source)
 
 
@@ -116,6 +116,8 @@ def _mount(args: Sequence[str]) -> int:
         _error("mount", str(exc) or "invalid arguments")
         return _USAGE_EXIT
     if options.foreground:
+        from provenafs import daemon  # noqa: PLC0415 -- the FUSE daemon only where it runs
+
         return daemon.run(options)
     return _mount_in_background(cleaned, options.mountpoint)
 
@@ -124,7 +126,7 @@ def _mount_in_background(args: Sequence[str], mountpoint: Path) -> int:
     """Start the daemon detached, wait until it reports ready (or why it could not start)."""
     read_fd, write_fd = os.pipe()
     env = dict(os.environ)
-    env[daemon.READY_FD_ENV] = str(write_fd)
+    env[READY_FD_ENV] = str(write_fd)
     command = [sys.executable, "-m", "provenafs", "mount", *args, "-f"]
     try:
         child = subprocess.Popen(
@@ -142,10 +144,10 @@ def _mount_in_background(args: Sequence[str], mountpoint: Path) -> int:
         line = _read_readiness(read_fd, _READY_TIMEOUT_SECONDS)
     finally:
         os.close(read_fd)
-    log_hint = f"(daemon log: {daemon.log_path_for(mountpoint)})"
+    log_hint = f"(daemon log: {log_path_for(mountpoint)})"
     if line == "ready":
         found = _find_mount(mountpoint)
-        if found is not None and found[0] == _FSTYPE:
+        if found is not None and found[0] == FSTYPE:
             return 0
         _error("mount", f"the daemon reported ready but {mountpoint} is not mounted {log_hint}")
         return 1
@@ -223,7 +225,7 @@ def _umount(args: Sequence[str]) -> int:
     if found is None:
         _error("umount", f"{mountpoint} is not mounted")
         return 1
-    if found[0] != _FSTYPE:
+    if found[0] != FSTYPE:
         _error("umount", f"{mountpoint} is not a provenafs mount (it is {found[0]})")
         return 1
     if not _settle_drafts_before_unmount(mountpoint, parsed.on_unmount):
@@ -538,7 +540,7 @@ def _status(args: Sequence[str]) -> int:
     parsed = parser.parse_args(args)
     mountpoint: Path = parsed.mountpoint.absolute()
     found = _find_mount(mountpoint)
-    if found is None or found[0] != _FSTYPE:
+    if found is None or found[0] != FSTYPE:
         _error("status", f"{mountpoint} is not a provenafs mount")
         return 1
     # The daemon's control socket answers drafts, publishes and failures; status.json (read
@@ -579,7 +581,7 @@ def _mount_containing(path: Path) -> Path | None:
     for candidate in (path, *path.parents):
         found = _find_mount(candidate)
         if found is not None:
-            return candidate if found[0] == _FSTYPE else None
+            return candidate if found[0] == FSTYPE else None
     return None
 
 

@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
-import hashlib
 import logging
 import os
 import signal
@@ -44,103 +43,26 @@ from provenafs.diskcache import DiskCache
 from provenafs.drafts import DraftStore, default_root
 from provenafs.filesystem import Filesystem
 from provenafs.kernel_readahead import set_readahead
-from provenafs.mount_options import MountOptions
+from provenafs.mount_options import KERNEL_FLAGS, MountOptions
+from provenafs.mounts import READY_FD_ENV, find_mount, log_path_for
 from provenafs.publish import Publisher, PublishService
 from provenafs.reader import PrefetchBudget
 from provenafs.s3 import S3BlobStore
 from provenafs.spill import SpillArea
 
-__all__ = [
-    "FSTYPE",
-    "READY_FD_ENV",
-    "MountEntry",
-    "StartupError",
-    "find_mount",
-    "fuse_mount_options",
-    "log_path_for",
-    "run",
-]
+__all__ = ["StartupError", "fuse_mount_options", "run"]
 
 log = logging.getLogger(__name__)
 
-FSTYPE = "fuse.provenafs"
-READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
 _STOP_GRACE_SECONDS = 5.0
 _NEGATIVE_TIMEOUT_SECONDS = 5.0  # how long the kernel may cache "no such name"
 _DISCOVERY_TRIES = 4
 _DISCOVERY_FIRST_DELAY = 0.2  # in-flight requests may finish this long after a stop signal
-# mount(8)/fstab flags the kernel understands for a FUSE mount; other passthrough keys are
-# mount(8)'s own (noauto, _netdev, x-*) and mean nothing here.
-_KERNEL_FLAGS = frozenset(
-    {
-        "nodev",
-        "nosuid",
-        "noexec",
-        "exec",
-        "dev",
-        "suid",
-        "noatime",
-        "relatime",
-        "atime",
-        "nodiratime",
-    }
-)
 _QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore")
 
 
 class StartupError(Exception):
     """The mount could not start; the message is what the user is shown."""
-
-
-@dataclasses.dataclass(frozen=True)
-class MountEntry:
-    """One line of ``/proc/self/mountinfo``."""
-
-    mountpoint: Path
-    fstype: str
-    source: str
-    device: str = dataclasses.field(default="", compare=False)  # MAJ:MIN
-
-
-def _unescape_mountinfo(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
-    return (
-        field.encode("latin-1")
-        .decode("unicode_escape")
-        .encode("latin-1")
-        .decode("utf-8", "surrogateescape")
-    )
-
-
-def find_mount(
-    mountpoint: Path, mountinfo: Path = Path("/proc/self/mountinfo")
-) -> MountEntry | None:
-    """The mount whose mountpoint is exactly ``mountpoint`` (the last one, if stacked)."""
-    wanted = Path(os.path.abspath(mountpoint))
-    found: MountEntry | None = None
-    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
-        fields = line.split(" ")
-        if "-" not in fields:
-            continue
-        separator = fields.index("-")
-        if len(fields) < separator + 3 or len(fields) < 5:
-            continue
-        point = Path(_unescape_mountinfo(fields[4]))
-        if point == wanted:
-            found = MountEntry(
-                point,
-                fields[separator + 1],
-                _unescape_mountinfo(fields[separator + 2]),
-                device=fields[2],
-            )
-    return found
-
-
-def log_path_for(mountpoint: Path) -> Path:
-    """``~/.cache/provenafs/logs/<hash of the mountpoint>.log``: one log per mountpoint."""
-    digest = hashlib.sha256(os.fsencode(os.path.abspath(mountpoint))).hexdigest()[:16]
-    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache_home) / "provenafs" / "logs" / f"{digest}.log"
 
 
 def _escape_option_value(value: str) -> str:
@@ -157,7 +79,7 @@ def fuse_mount_options(options: MountOptions) -> set[str]:
         # No "default_permissions": the core decides every permission itself, so that a
         # version that is not the latest answers EROFS (not EACCES) and root gets no bypass.
     }
-    result.update(key for key in options.extra if key in _KERNEL_FLAGS)
+    result.update(key for key in options.extra if key in KERNEL_FLAGS)
     if not result & {"atime", "relatime"}:
         result.add("noatime")
     if options.read_only:

@@ -6,7 +6,7 @@ negotiates up to 256 pages a request), an eighth of the per-request work for the
 The knob is ``/sys/class/bdi/MAJ:MIN/read_ahead_kb``, writable by root only: the mount sets it
 where it may and says how to set it by hand where it may not.
 
-The caller names the device as ``/proc/self/mountinfo`` does (``daemon.find_mount``), never
+The caller names the device as ``/proc/self/mountinfo`` does (``mounts.find_mount``), never
 from a ``stat`` of the mountpoint (that would be a request to the daemon's own, possibly not yet
 serving, session). It must not touch anything but that one file of the mount's own device.
 """

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "KERNEL_FLAGS",
     "MountOptions",
     "MountOptionsError",
     "parse_mount_args",
@@ -36,10 +37,9 @@ __all__ = [
 DEFAULT_SOURCE = "http://127.0.0.1:8750"
 MIB = 1 << 20
 
-# Standard keys that mount(8), fstab and libfuse users pass; accepted and kept in ``extra``.
-_PASSTHROUGH_KEYS = frozenset(
+# mount(8)/fstab flags the kernel understands for a FUSE mount: the daemon passes these on.
+KERNEL_FLAGS = frozenset(
     {
-        "auto_unmount",
         "nodev",
         "nosuid",
         "noexec",
@@ -50,6 +50,14 @@ _PASSTHROUGH_KEYS = frozenset(
         "relatime",
         "atime",
         "nodiratime",
+    }
+)
+# Standard keys that mount(8), fstab and libfuse users pass; accepted and kept in ``extra``.
+# Beyond the kernel's flags they are mount(8)'s own (noauto, _netdev, ...) or libfuse's, and
+# mean nothing to the daemon.
+_PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
+    {
+        "auto_unmount",
         "_netdev",
         "defaults",
         "noauto",

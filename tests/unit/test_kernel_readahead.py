@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provenafs.daemon import find_mount
 from provenafs.kernel_readahead import set_readahead
+from provenafs.mounts import find_mount
 
 MOUNTINFO = """\
 22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
