@@ -27,9 +27,10 @@ draft kept. Every operation that changes a draft holds the dataset's ``ChangeGat
 push holds it alone (``begin_publish``), so pushes see a still snapshot and changes wait
 rather than fail; a push is never started while the calling task holds the gate.
 
-Rules: names are ``str``, inodes ``int`` (1 = root); the only exception that leaves a public
-method is ``FsError`` (API and object-store exceptions are translated through ``to_errno``
-here, once); anything else is a bug the adapter turns into EIO. No pyfuse3, no blocking calls;
+Rules: names are ``str``, inodes ``int`` (1 = root); a public method fails with ``FsError``
+(a deliberate errno) or lets the IO layer's exceptions (API, object store, local disk) rise:
+the adapter maps every one through ``errors.to_errno``, once; anything else is a bug it turns
+into EIO. No pyfuse3, no blocking calls;
 everything runs on the trio thread, so the tables need no locks.
 
 Lookup counts: ``lookup`` and every entry that ``readdir`` returns count as one kernel
@@ -42,23 +43,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import functools
 import json
 import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import trio
 
 import provenafs
-from provenafs.api.errors import ApiError, AuthenticationFailed, Forbidden, PermissionDenied
+from provenafs.api.errors import AuthenticationFailed, Forbidden, PermissionDenied
 from provenafs.api.models import DatasetRecord
 from provenafs.blobstore import (
     AccessDenied,
-    BlobError,
     BlobStore,
     ExpiredCredentials,
     Listing,
@@ -216,25 +215,6 @@ class KernelCacheNotifier(Protocol):
 
     async def store(self, inode: int, offset: int, data: bytes) -> None:
         """Put ``data`` into the kernel's page cache of ``inode`` at ``offset``."""
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _translate_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn the IO layer's exceptions into ``FsError`` through the one ``to_errno`` table."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except (ApiError, BlobError) as exc:
-            raise FsError(to_errno(exc), f"{type(exc).__name__}: {exc}") from exc
-        except OSError as exc:  # the draft's local disk (ENOSPC, EIO, ...)
-            raise FsError(exc.errno or errno.EIO, f"local draft storage: {exc}") from exc
-
-    return wrapper
 
 
 class InPlacePublisher(Protocol):
@@ -428,7 +408,6 @@ class Filesystem:
 
     # --- names and attributes ------------------------------------------------------------
 
-    @_translate_errors
     async def lookup(self, parent: int, name: str, ctx: Caller) -> Attributes:
         parent_node = self._inodes.node(parent)
         if not parent_node.kind.is_directory:
@@ -464,7 +443,6 @@ class Filesystem:
         if node in self._orphans and self._inodes.find(node) is None:
             del self._orphans[node]
 
-    @_translate_errors
     async def getattr(self, inode: int, ctx: Caller) -> Attributes:
         attributes = await self._attributes(self._inodes.node(inode))
         return dataclasses.replace(attributes, inode=inode)
@@ -621,7 +599,6 @@ class Filesystem:
 
     # --- directories ---------------------------------------------------------------------
 
-    @_translate_errors
     async def opendir(self, inode: int, ctx: Caller) -> int:
         node = self._inodes.node(inode)
         if not node.kind.is_directory:
@@ -654,7 +631,6 @@ class Filesystem:
 
     # --- files ---------------------------------------------------------------------------
 
-    @_translate_errors
     async def open(self, inode: int, flags: int, ctx: Caller) -> OpenFile:
         node = self._inodes.node(inode)
         if node.kind is NodeKind.SIDECAR and flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
@@ -695,7 +671,6 @@ class Filesystem:
             return OpenFile(fh, keep_cache=False, direct_io=True)
         raise FsError(errno.ELOOP, "symlinks are resolved by the kernel")
 
-    @_translate_errors
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         sidecar = self._sidecar_writes.get(fh)
         if sidecar is not None:
@@ -745,7 +720,6 @@ class Filesystem:
                 await self._release_blob_handle(handle)
             await self._settle_in_place(draft)
 
-    @_translate_errors
     async def flush(self, fh: int) -> None:
         """A written sidecar is committed here, so that ``close()`` returns the outcome.
 
@@ -761,7 +735,6 @@ class Filesystem:
             await self._record(handle)
             await self._push_in_place(handle.blob.draft.handle)
 
-    @_translate_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         """A written sidecar is committed here too (editors fsync before they close)."""
         sidecar = self._sidecar_writes.get(fh)
@@ -891,7 +864,6 @@ class Filesystem:
         with contextlib.suppress(FsError):  # logged once by the editor
             await self._commit_sidecar(buffer)
 
-    @_translate_errors
     async def _truncate_sidecar(self, inode: int, size: int, fh: int | None) -> Attributes:
         """``ftruncate``/``truncate`` of a sidecar: resize its open write buffer(s)."""
         node = self._inodes.node(inode)
@@ -913,7 +885,6 @@ class Filesystem:
             each.truncate(size)
         return await self.getattr(inode, Caller(0, 0, 0))
 
-    @_translate_errors
     async def _set_sidecar_reason(self, node: NodeId, name: str, value: bytes | None) -> None:
         """Set (or with ``None`` remove) the reason of the next edit of a sidecar."""
         if name != REASON_XATTR:
@@ -941,14 +912,12 @@ class Filesystem:
 
     # --- links, xattrs, access, statfs ---------------------------------------------------
 
-    @_translate_errors
     async def readlink(self, inode: int, ctx: Caller) -> str:
         node = self._inodes.node(inode)
         if not node.kind.is_symlink:
             raise FsError(errno.EINVAL, "not a symlink")
         return await self._namespace.link_target(node)
 
-    @_translate_errors
     async def getxattr(self, inode: int, name: str, ctx: Caller) -> bytes:
         node = self._inodes.node(inode)
         if node.kind is NodeKind.DATASET_FILE and name == "user.provena.presigned_url":
@@ -964,7 +933,6 @@ class Filesystem:
             raise FsError(errno.ENODATA, f"no attribute {name!r}")
         return value.encode("utf-8", "surrogateescape")
 
-    @_translate_errors
     async def listxattr(self, inode: int, ctx: Caller) -> list[str]:
         return sorted(await self._xattrs(self._inodes.node(inode)))
 
@@ -1002,7 +970,6 @@ class Filesystem:
             return {"user.provena.handle": node.handle}
         return {}
 
-    @_translate_errors
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
         attributes = await self.getattr(inode, ctx)
         if mode & os.W_OK and not attributes.mode & stat.S_IWUSR:
@@ -1387,7 +1354,6 @@ class Filesystem:
 
     # --- mutations -----------------------------------------------------------------------
 
-    @_translate_errors
     async def create(
         self, parent: int, name: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes]:
@@ -1420,7 +1386,6 @@ class Filesystem:
         opened = self._open_blob(node, blob, flags)
         return opened, dataclasses.replace(await self._attributes(node), inode=inode)
 
-    @_translate_errors
     async def mkdir(self, parent: int, name: str, mode: int, ctx: Caller) -> Attributes:
         parent_node, record = await self._dataset_parent(parent)
         check_name(name)
@@ -1444,19 +1409,15 @@ class Filesystem:
         await self._check_change(record, join(parent_node.path, name))
         return FsError(errno.EPERM, "datasets hold regular files and directories only")
 
-    @_translate_errors
     async def mknod(self, parent: int, name: str, mode: int, rdev: int, ctx: Caller) -> Attributes:
         raise await self._refuse_special(parent, name)
 
-    @_translate_errors
     async def symlink(self, parent: int, name: str, target: str, ctx: Caller) -> Attributes:
         raise await self._refuse_special(parent, name)
 
-    @_translate_errors
     async def link(self, inode: int, new_parent: int, new_name: str, ctx: Caller) -> Attributes:
         raise await self._refuse_special(new_parent, new_name)
 
-    @_translate_errors
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
         parent_node, record = await self._dataset_parent(parent)
         async with self._gate.change(record.handle):
@@ -1485,7 +1446,6 @@ class Filesystem:
             draft.remove(path)
         await draft.sync()
 
-    @_translate_errors
     async def rmdir(self, parent: int, name: str, ctx: Caller) -> None:
         parent_node, record = await self._dataset_parent(parent)
         async with self._gate.change(record.handle):
@@ -1501,7 +1461,6 @@ class Filesystem:
             self._detach(node, None)
         await self._push_in_place(record.handle)
 
-    @_translate_errors
     async def rename(  # noqa: PLR0917 (mirrors the FUSE operation)
         self,
         old_parent: int,
@@ -1663,7 +1622,6 @@ class Filesystem:
         await self._change_attributes(inode, size=size, mtime_ns=mtime_ns, fh=fh)
         return await self.getattr(inode, caller)
 
-    @_translate_errors
     async def _change_attributes(
         self, inode: int, *, size: int | None, mtime_ns: int | None, fh: int | None
     ) -> None:
@@ -1713,7 +1671,6 @@ class Filesystem:
             blob.draft.release_blob(blob)
         return True
 
-    @_translate_errors
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         sidecar = self._sidecar_writes.get(fh)
         if sidecar is not None:
@@ -1745,7 +1702,6 @@ class Filesystem:
             return await self._set_sidecar_reason(node, name, None)
         raise await self._xattr_refusal(node)
 
-    @_translate_errors
     async def _xattr_refusal(self, node: NodeId) -> FsError:
         """Extended attributes are not stored: ``ENOTSUP`` where writes work, else the refusal."""
         if node.kind in _DATASET_KINDS:

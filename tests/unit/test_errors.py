@@ -33,7 +33,10 @@ from provenafs.errors import ERRNO_BY_EXCEPTION, FsError, describe, log_level_fo
         (FsError(errno.ENAMETOOLONG, "long"), errno.ENAMETOOLONG),
         (ValueError("bug"), errno.EIO),
         (KeyError("bug"), errno.EIO),
-        (OSError(errno.ENOENT, "not ours"), errno.EIO),
+        # the local disk (drafts, caches): its own errno, so a full disk is ENOSPC, not EIO
+        (OSError(errno.ENOSPC, "No space left on device"), errno.ENOSPC),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
+        (OSError("no errno"), errno.EIO),
         (trio.TooSlowError(), errno.EIO),
     ],
 )
