@@ -1,12 +1,12 @@
 """The one table that turns every failure of the mount into an errno.
 
 ``FsError`` is what the filesystem core raises on purpose; ``to_errno`` maps it, the API layer's
-exceptions (``provenafs.api.errors``), the object store's (``provenafs.blobstore``) and the local
-disk's (``OSError``: a full disk is ``ENOSPC``, not ``EIO``) to an errno, and anything else to
+exceptions (``provenafs.api.errors``), the object store's (``provenafs.storage.blobstore``) and the
+local disk's (``OSError``: a full disk is ``ENOSPC``, not ``EIO``) to an errno, and anything else to
 ``EIO``. It is the only translation: the core lets these exceptions rise, and the FUSE adapter
-(``fuse_ops.fuse_handler``) calls ``to_errno`` once per failed request. ``log_level_for`` says
-how loudly a failure is logged: expected outcomes (a missing file, a missing role) at debug,
-outages at error.
+(``fuse_ops.fuse_handler``) calls ``to_errno`` once per failed request. ``log_level_for`` says how
+loudly a failure is logged: expected outcomes (a missing file, a missing role) at debug, outages at
+error.
 
 This module must not import pyfuse3 (the handler decorator that raises ``FUSEError`` lives in
 ``fuse_ops``) and must not put secrets into messages: it only ever sees exception types.
@@ -18,8 +18,8 @@ import errno as errno_codes
 import logging
 import os
 
-from provenafs import blobstore
 from provenafs.api import errors as api_errors
+from provenafs.storage import blobstore
 
 __all__ = ["ERRNO_BY_EXCEPTION", "FsError", "describe", "log_level_for", "to_errno"]
 

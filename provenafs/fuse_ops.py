@@ -4,7 +4,7 @@ This is the only module that imports pyfuse3. Its job is translation and nothing
 names to ``str`` (``os.fsdecode``, surrogateescape) and back, ``RequestContext`` to ``Caller``,
 the core's plain records to pyfuse3's reply types, and every exception to ``FUSEError`` through
 ``provenafs.errors.to_errno``. It must not hold filesystem semantics (permissions, names, caches):
-those live in ``provenafs.filesystem``.
+those live in ``provenafs.core.filesystem``.
 
 Every request handler carries the one decorator ``fuse_handler``: any ``Exception`` becomes a
 ``FUSEError`` with the errno of the one table, and is logged once (expected errnos at debug, EIO
@@ -29,7 +29,7 @@ import pyfuse3
 import trio
 
 from provenafs import errors
-from provenafs.filesystem import Attributes, Caller, Filesystem, FsStats, OpenFile
+from provenafs.core.filesystem import Attributes, Caller, Filesystem, FsStats, OpenFile
 
 __all__ = [
     "NAME_MAX",

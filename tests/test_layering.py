@@ -80,7 +80,7 @@ def _broken(rule: str, name: str, imported: Import) -> bool:
         return is_under(module, "pyfuse3") and name != "provenafs.fuse_ops"
     if rule == "boto3":
         uses_boto = is_under(module, "boto3") or is_under(module, "botocore")
-        return uses_boto and not in_server and name != "provenafs.s3"
+        return uses_boto and not in_server and name != "provenafs.storage.s3"
     if rule == "httpx":
         return is_under(module, "httpx") and not in_server and not is_under(name, "provenafs.api")
     if rule == "server" and in_server:

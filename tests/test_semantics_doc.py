@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from provenafs.blobstore import MemoryBlobStore
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.inodes import ROOT_INODE
 from provenafs.errors import ERRNO_BY_EXCEPTION, to_errno
-from provenafs.filesystem import Filesystem
-from provenafs.inodes import ROOT_INODE
+from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
     BUCKET,
     CALLER,

@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 import httpx
 import trio
 
-from provenafs.api.auth import TokenSource
 from provenafs.api.errors import (
     ApiError,
     AuthenticationFailed,
@@ -50,6 +49,7 @@ from provenafs.api.models import (
     VersioningInfo,
     without_nulls,
 )
+from provenafs.api.realm import TokenSource
 
 __all__ = ["DEFAULT_REGION", "DataStoreClient", "discover", "parse_dataset_record"]
 

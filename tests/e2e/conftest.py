@@ -23,7 +23,7 @@ import boto3
 import httpx
 import pytest
 
-from provenafs.mounts import FSTYPE, find_mount
+from provenafs.process.mounts import FSTYPE, find_mount
 from tests.conftest import LocalStore, require_fuse, start_local_store
 
 MOUNT_READY_TIMEOUT = 60.0

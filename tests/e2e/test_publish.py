@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from provenafs import control
+from provenafs.process import control_socket
 from tests.conftest import LocalStore
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
@@ -171,7 +171,7 @@ def wait_for_bytes_in_flight(mount: WritableMount, handle: str, timeout: float =
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answers = list(control.request(mount.path, {"op": "status"}))
+        answers = list(control_socket.request(mount.path, {"op": "status"}))
         for progress in answers[-1]["status"].get("publishing", []):
             if (
                 progress["handle"] == handle

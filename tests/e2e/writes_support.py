@@ -29,7 +29,7 @@ import boto3
 import httpx
 import pytest
 
-from provenafs.mounts import find_mount
+from provenafs.process.mounts import find_mount
 from tests.conftest import LocalStore, require_fuse, start_local_store
 from tests.e2e.conftest import Mount, isolated_environment, start_mount, stop_mount
 

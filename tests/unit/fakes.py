@@ -23,13 +23,13 @@ import trio
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
-from provenafs.blobstore import MemoryBlobStore
-from provenafs.blockcache import BlockCache
-from provenafs.credentials import CredentialBroker
+from provenafs.cache.block_cache import BlockCache
+from provenafs.core.filesystem import Caller, Filesystem
 from provenafs.errors import to_errno
-from provenafs.filesystem import Caller, Filesystem
 from provenafs.mount_options import MountOptions, parse_mount_args
-from provenafs.reader import PrefetchBudget
+from provenafs.read.reader import PrefetchBudget
+from provenafs.storage.blobstore import MemoryBlobStore
+from provenafs.storage.credentials import CredentialBroker
 
 ALL_ROLES = ("metadata-read", "metadata-write", "admin", "dataset-data-read", "dataset-data-write")
 METADATA_ONLY = ("metadata-read",)

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from provenafs.api import errors
-from provenafs.api.auth import StaticToken
 from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.models import CollectionFormat
+from provenafs.api.realm import StaticToken
 from tests.conftest import LocalStore
 
 SECRET_TOKEN = "tok-SECRET-abc123"

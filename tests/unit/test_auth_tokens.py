@@ -16,22 +16,22 @@ import pytest
 import trio
 import trio.lowlevel
 
-from provenafs.api.auth import (
-    DEVICE_GRANT,
-    RefreshingToken,
-    StaticToken,
-    TokenSet,
-    device_login,
-    jwt_expiry,
-)
 from provenafs.api.errors import AuthenticationFailed, Unavailable
-from provenafs.api.tokens import (
+from provenafs.api.logins import (
     NotLoggedIn,
     config_dir,
     forget,
     load_refresh_token,
     save_refresh_token,
     token_source_for,
+)
+from provenafs.api.realm import (
+    DEVICE_GRANT,
+    RefreshingToken,
+    StaticToken,
+    TokenSet,
+    device_login,
+    jwt_expiry,
 )
 from tests.conftest import LocalStore
 

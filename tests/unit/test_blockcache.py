@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from provenafs.blockcache import BlockCache, BlockKey
-from provenafs.diskcache import DiskCache
+from provenafs.cache.block_cache import BlockCache, BlockKey
+from provenafs.cache.disk_cache import DiskCache
 
 
 def key(index: int, etag: str = "e1") -> BlockKey:

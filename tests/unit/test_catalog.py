@@ -9,16 +9,16 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.blobstore import (
+from provenafs.cache.single_flight import SingleFlight
+from provenafs.core.catalog import Catalog, DirectoryListing
+from provenafs.storage.blobstore import (
     BlobUnavailable,
     ExpiredCredentials,
     Listing,
     MemoryBlobStore,
     ObjectInfo,
 )
-from provenafs.catalog import Catalog, DirectoryListing
-from provenafs.credentials import CredentialBroker
-from provenafs.single_flight import SingleFlight
+from provenafs.storage.credentials import CredentialBroker
 from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
 
 REEF = "10378.1/1001"

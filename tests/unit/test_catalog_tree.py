@@ -15,7 +15,8 @@ import trio
 import trio.testing
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import (
+from provenafs.core.catalog import Catalog, DatasetSnapshot, DirectoryListing
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobUnavailable,
     ExpiredCredentials,
@@ -23,8 +24,7 @@ from provenafs.blobstore import (
     MemoryBlobStore,
     ObjectInfo,
 )
-from provenafs.catalog import Catalog, DatasetSnapshot, DirectoryListing
-from provenafs.credentials import CredentialBroker
+from provenafs.storage.credentials import CredentialBroker
 from tests.unit.fakes import (
     BUCKET,
     FakeClock,

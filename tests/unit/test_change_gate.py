@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from provenafs.change_gate import ChangeGate
+from provenafs.write.change_gate import ChangeGate
 from tests.unit.fakes import run
 
 A = "10378.1/1"

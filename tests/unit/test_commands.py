@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from provenafs import commands, daemon, mounts
 from provenafs.mount_options import parse_mount_args
+from provenafs.process import commands, daemon, mounts
 
 
 def _unused_port() -> int:
@@ -168,7 +168,13 @@ def test_login_and_status_do_not_load_the_fuse_daemon(tmp_path: Path) -> None:
     """``provenafs login`` and ``provenafs status`` run without pyfuse3, boto3 or the core: a
     fresh interpreter runs ``status`` (of a directory that is no mount) and ``login --help``,
     then lists which of the heavy modules it loaded."""
-    heavy = ("pyfuse3", "boto3", "provenafs.daemon", "provenafs.fuse_ops", "provenafs.s3")
+    heavy = (
+        "pyfuse3",
+        "boto3",
+        "provenafs.process.daemon",
+        "provenafs.fuse_ops",
+        "provenafs.storage.s3",
+    )
     script = (
         "import contextlib, io, json, sys\n"
         "from provenafs import cli\n"

@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 import trio
 
-from provenafs.control import (
+from provenafs.errors import FsError
+from provenafs.process.control_socket import (
     ControlServer,
     ControlUnavailable,
     handle_from_path,
     request,
     socket_path_for,
 )
-from provenafs.errors import FsError
-from provenafs.publish import NothingToPublish, PublishError, PublishProgress
+from provenafs.write.publish import NothingToPublish, PublishError, PublishProgress
 
 MOUNTPOINT = Path("/mnt/provena-test")
 

@@ -10,7 +10,7 @@ import trio.lowlevel
 
 from provenafs.api.errors import Unavailable
 from provenafs.api.models import Credentials
-from provenafs.credentials import CredentialBroker, refresh_margin
+from provenafs.storage.credentials import CredentialBroker, refresh_margin
 
 T0 = 1_700_000_000.0
 

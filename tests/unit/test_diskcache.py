@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from provenafs import diskcache
-from provenafs.diskcache import DiskCache
+from provenafs.cache import disk_cache
+from provenafs.cache.disk_cache import DiskCache
 
 
 def key(index: int, name: str = "raw/a.csv") -> bytes:
@@ -197,14 +197,14 @@ class SlowDisk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.writing = trio.Event()  # set once a write is held
         self.release = threading.Event()
-        write_blocking = diskcache._write_blocking
+        write_blocking = disk_cache._write_blocking
 
         def held(path: Path, data: bytes, temp_id: int) -> None:
             trio.from_thread.run_sync(self.writing.set)
             self.release.wait(timeout=30)
             write_blocking(path, data, temp_id)
 
-        monkeypatch.setattr(diskcache, "_write_blocking", held)
+        monkeypatch.setattr(disk_cache, "_write_blocking", held)
 
 
 def test_put_with_a_writer_queues_and_the_writer_writes(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import trio
 
-from provenafs.blobstore import Listing, ObjectInfo
-from provenafs.drafts import (
+from provenafs.storage.blobstore import Listing, ObjectInfo
+from provenafs.write.drafts import (
     WHITEOUT,
     CarriedEntry,
     DirectoryEntry,

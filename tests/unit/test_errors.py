@@ -8,9 +8,9 @@ import logging
 import pytest
 import trio
 
-from provenafs import blobstore
 from provenafs.api import errors as api_errors
 from provenafs.errors import ERRNO_BY_EXCEPTION, FsError, describe, log_level_for, to_errno
+from provenafs.storage import blobstore
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,10 @@ import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.blobstore import MemoryBlobStore
+from provenafs.core.filesystem import READDIR_BATCH, Attributes, DirEntry, Filesystem
+from provenafs.core.inodes import ROOT_INODE
 from provenafs.errors import FsError
-from provenafs.filesystem import READDIR_BATCH, Attributes, DirEntry, Filesystem
-from provenafs.inodes import ROOT_INODE
+from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
     BUCKET,
     CALLER,

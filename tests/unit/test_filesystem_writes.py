@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from provenafs.blobstore import MemoryBlobStore
+from provenafs.core.filesystem import Filesystem, OpenFile
+from provenafs.core.inodes import ROOT_INODE
 from provenafs.errors import FsError
-from provenafs.filesystem import Filesystem, OpenFile
-from provenafs.inodes import ROOT_INODE
+from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
     BUCKET,
     CALLER,

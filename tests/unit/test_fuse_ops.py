@@ -16,11 +16,11 @@ import pyfuse3
 import pytest
 import trio
 
-from provenafs import blobstore
 from provenafs.api import errors as api_errors
+from provenafs.core.filesystem import Attributes, DirEntry, Filesystem, FsStats, OpenFile
 from provenafs.errors import FsError
-from provenafs.filesystem import Attributes, DirEntry, Filesystem, FsStats, OpenFile
 from provenafs.fuse_ops import Operations, fuse_handler, to_entry_attributes
+from provenafs.storage import blobstore
 
 
 def _attributes(inode: int = 7, size: int = 1000) -> Attributes:

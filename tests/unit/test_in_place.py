@@ -18,10 +18,10 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials
-from provenafs.blobstore import BlobUnavailable, MemoryBlobStore
-from provenafs.drafts import StagedEntry
-from provenafs.filesystem import Filesystem
-from provenafs.publish import Publisher, PublishService
+from provenafs.core.filesystem import Filesystem
+from provenafs.storage.blobstore import BlobUnavailable, MemoryBlobStore
+from provenafs.write.drafts import StagedEntry
+from provenafs.write.publish import Publisher, PublishService
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, run, s3_path
 from tests.unit.test_filesystem import walk
 from tests.unit.test_filesystem_writes import (

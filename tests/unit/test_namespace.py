@@ -7,9 +7,9 @@ import errno
 import pytest
 
 from provenafs.api.models import DatasetRecord
+from provenafs.core.inodes import InodeTable, NodeId, NodeKind
+from provenafs.core.namespace import by_name_entries, check_name, split_handle
 from provenafs.errors import FsError
-from provenafs.inodes import InodeTable, NodeId, NodeKind
-from provenafs.namespace import by_name_entries, check_name, split_handle
 from tests.unit.fakes import FakeDataStore, run
 
 SLASH = "\u2215"

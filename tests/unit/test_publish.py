@@ -19,10 +19,10 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, VersionCreated
-from provenafs.blobstore import BlobUnavailable, Listing, MemoryBlobStore
-from provenafs.credentials import CredentialBroker
-from provenafs.drafts import CarriedFile, DraftPlan, DraftSummary, StagedFile
-from provenafs.publish import (
+from provenafs.storage.blobstore import BlobUnavailable, Listing, MemoryBlobStore
+from provenafs.storage.credentials import CredentialBroker
+from provenafs.write.drafts import CarriedFile, DraftPlan, DraftSummary, StagedFile
+from provenafs.write.publish import (
     NothingToPublish,
     Publisher,
     PublishError,

@@ -17,12 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import AccessDenied, ExpiredCredentials, MemoryBlobStore, StaleObject
-from provenafs.blockcache import BlockCache
-from provenafs.credentials import CredentialBroker
-from provenafs.diskcache import DiskCache
-from provenafs.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
-from provenafs.spill import SpillArea
+from provenafs.cache.block_cache import BlockCache
+from provenafs.cache.disk_cache import DiskCache
+from provenafs.cache.spill import SpillArea
+from provenafs.read.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
+from provenafs.storage.blobstore import (
+    AccessDenied,
+    ExpiredCredentials,
+    MemoryBlobStore,
+    StaleObject,
+)
+from provenafs.storage.credentials import CredentialBroker
 
 KiB = 1 << 10
 MiB = 1 << 20

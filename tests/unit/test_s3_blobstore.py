@@ -31,7 +31,7 @@ import urllib3
 from botocore.stub import Stubber
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import (
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobError,
     BlobUnavailable,
@@ -39,7 +39,7 @@ from provenafs.blobstore import (
     NoSuchKey,
     StaleObject,
 )
-from provenafs.s3 import S3BlobStore
+from provenafs.storage.s3 import S3BlobStore
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CREDS = Credentials(
@@ -585,9 +585,9 @@ def test_real_writes_put_multipart_delete(real_s3: RealS3) -> None:
 
 @pytest.mark.s3
 def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> None:
-    from provenafs.blockcache import BlockCache
-    from provenafs.credentials import CredentialBroker
-    from provenafs.reader import ObjectReader, PrefetchBudget
+    from provenafs.cache.block_cache import BlockCache
+    from provenafs.read.reader import ObjectReader, PrefetchBudget
+    from provenafs.storage.credentials import CredentialBroker
 
     data = random.Random(1).randbytes(3 << 20)
     key = PREFIX + "big.bin"
@@ -643,7 +643,7 @@ def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> 
 
 @pytest.mark.s3
 def test_real_multipart_primitives(real_s3: RealS3) -> None:
-    from provenafs.blobstore import multipart_etag
+    from provenafs.storage.blobstore import multipart_etag
 
     parts = [random.Random(n).randbytes(5 << 20) for n in range(2)] + [b"tail"]
     key = PREFIX + "primitives/joined.bin"

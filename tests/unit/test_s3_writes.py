@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import AccessDenied, MemoryBlobStore, multipart_etag
-from provenafs.s3 import S3BlobStore
+from provenafs.storage.blobstore import AccessDenied, MemoryBlobStore, multipart_etag
+from provenafs.storage.s3 import S3BlobStore
 from tests.conftest import IN_CI
 
 PREFIX = "datasets/10378-1-7/"

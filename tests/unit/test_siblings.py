@@ -18,9 +18,9 @@ import trio.lowlevel
 import trio.testing
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import ObjectInfo, StaleObject
-from provenafs.reader import ObjectReader
-from provenafs.siblings import SiblingPrefetcher
+from provenafs.read.reader import ObjectReader
+from provenafs.read.sibling_prefetch import SiblingPrefetcher
+from provenafs.storage.blobstore import ObjectInfo, StaleObject
 from tests.unit.test_reader import BUCKET, HANDLE, KiB, MiB, RecordingStore, Setup, payload
 
 DIRECTORY = "data"

@@ -18,22 +18,22 @@ from typing import Any
 
 import pytest
 
-from provenafs import commands
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import CollectionFormat, DatasetRecord, without_nulls
-from provenafs.blobstore import MemoryBlobStore
+from provenafs.core.filesystem import Attributes, Filesystem
+from provenafs.core.inodes import ROOT_INODE
+from provenafs.core.sidecar_render import sidecar_bytes
 from provenafs.errors import FsError
-from provenafs.filesystem import Attributes, Filesystem
-from provenafs.inodes import ROOT_INODE
-from provenafs.sidecar_edit import (
+from provenafs.process import commands
+from provenafs.storage.blobstore import MemoryBlobStore
+from provenafs.write.metadata_edit import (
     REASON_XATTR,
     SIDECAR_MAX_BYTES,
     SidecarBuffer,
     SidecarEditor,
     parse_reason,
 )
-from provenafs.sidecars import sidecar_bytes
 from tests.unit.fakes import CALLER, FakeDataStore, build_filesystem, options, run
 
 HANDLE = "10378.1/1001"

@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import DatasetRecord
-from provenafs.sidecars import SidecarRenderer, sidecar_bytes
+from provenafs.core.sidecar_render import SidecarRenderer, sidecar_bytes
 from tests.unit.fakes import FakeDataStore, run
 
 

@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from provenafs import spill
-from provenafs.spill import SpillArea
+from provenafs.cache import spill
+from provenafs.cache.spill import SpillArea
 
 MiB = 1 << 20
 

@@ -44,7 +44,7 @@ import trio
 
 from provenafs.api.errors import ApiError
 from provenafs.errors import FsError
-from provenafs.publish import NothingToPublish, PublishError, PublishProgress
+from provenafs.write.publish import NothingToPublish, PublishError, PublishProgress
 
 __all__ = [
     "ControlError",

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import cachetools
 
-from provenafs.single_flight import SingleFlight
+from provenafs.cache.single_flight import SingleFlight
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "BlockCache", "BlockKey", "DiskTier"]
 

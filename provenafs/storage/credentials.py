@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 from provenafs.api.errors import Unavailable
 from provenafs.api.models import Credentials
-from provenafs.single_flight import SingleFlight
+from provenafs.cache.single_flight import SingleFlight
 
 __all__ = ["CredentialBroker", "CredentialSource", "refresh_margin"]
 

@@ -7,8 +7,8 @@ Permission bits tell the truth about the caller's item roles and about whether a
 succeed.
 
 Writes (SPEC §3): in the latest version of a dataset whose caller holds item ``admin``, every
-change goes into the dataset's ``Draft`` (``provenafs.drafts``): the first change opens it, the
-namespace shows it over the base version at once, files opened for writing get local bytes
+change goes into the dataset's ``Draft`` (``provenafs.write.drafts``): the first change opens
+it, the namespace shows it over the base version at once, files opened for writing get local bytes
 (copy-on-write: a base file's bytes are fetched in parts unless it is truncated), and
 flush/fsync/release make them durable. Refusals: ``-o ro`` or a version that is not the latest
 ``EROFS``; no item ``admin`` ``EACCES``; the top-level ``metadata.json`` ``EACCES``; renames
@@ -56,18 +56,26 @@ import trio
 import provenafs
 from provenafs.api.errors import AuthenticationFailed, Forbidden, PermissionDenied
 from provenafs.api.models import DatasetRecord
-from provenafs.blobstore import (
+from provenafs.cache.block_cache import BlockCache
+from provenafs.cache.spill import SpillArea
+from provenafs.core.catalog import NAME_MAX, Catalog
+from provenafs.core.inodes import ORPHAN_MARK, InodeTable, NodeId, NodeKind
+from provenafs.core.namespace import BY_NAME, LATEST_SUFFIX, SIDECAR_SUFFIX, Namespace, check_name
+from provenafs.core.sidecar_render import SidecarRenderer
+from provenafs.errors import FsError, to_errno
+from provenafs.mount_options import MountOptions
+from provenafs.read.reader import ObjectReader, PrefetchBudget
+from provenafs.read.sibling_prefetch import SiblingPrefetcher
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobStore,
     ExpiredCredentials,
     Listing,
     ObjectInfo,
 )
-from provenafs.blockcache import BlockCache
-from provenafs.catalog import NAME_MAX, Catalog
-from provenafs.change_gate import ChangeGate
-from provenafs.credentials import CredentialBroker
-from provenafs.drafts import (
+from provenafs.storage.credentials import CredentialBroker
+from provenafs.write.change_gate import ChangeGate
+from provenafs.write.drafts import (
     METADATA_FILE,
     WHITEOUT,
     CarriedEntry,
@@ -81,14 +89,7 @@ from provenafs.drafts import (
     default_root,
     join,
 )
-from provenafs.errors import FsError, to_errno
-from provenafs.inodes import ORPHAN_MARK, InodeTable, NodeId, NodeKind
-from provenafs.mount_options import MountOptions
-from provenafs.namespace import BY_NAME, LATEST_SUFFIX, SIDECAR_SUFFIX, Namespace, check_name
-from provenafs.publish import NothingToPublish, PublishError
-from provenafs.reader import ObjectReader, PrefetchBudget
-from provenafs.siblings import SiblingPrefetcher
-from provenafs.sidecar_edit import (
+from provenafs.write.metadata_edit import (
     REASON_XATTR,
     MetadataApi,
     SidecarBuffer,
@@ -96,8 +97,7 @@ from provenafs.sidecar_edit import (
     can_edit_metadata,
     parse_reason,
 )
-from provenafs.sidecars import SidecarRenderer
-from provenafs.spill import SpillArea
+from provenafs.write.publish import NothingToPublish, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class FsStats:
 
 
 class FileReader(Protocol):
-    """What an open dataset file needs from ``provenafs.reader.ObjectReader``."""
+    """What an open dataset file needs from ``provenafs.read.reader.ObjectReader``."""
 
     async def read(self, offset: int, size: int) -> bytes: ...
 
@@ -796,7 +796,7 @@ class Filesystem:
         self._next_fh += 1
         return fh
 
-    # --- sidecar edits (provenafs.sidecar_edit) ------------------------------------------
+    # --- sidecar edits (provenafs.write.metadata_edit) ------------------------------------------
 
     @property
     def sidecar_editor(self) -> SidecarEditor | None:
@@ -1258,7 +1258,7 @@ class Filesystem:
             else:
                 draft.release_blob(blob)
 
-    # --- publishing hooks (provenafs.publish) --------------------------------------------
+    # --- publishing hooks (provenafs.write.publish) --------------------------------------------
 
     async def begin_publish(self, handle: str) -> None:
         """The draft of *handle* is being published until ``end_publish``: changes get

@@ -42,7 +42,7 @@ import urllib3
 import urllib3.exceptions
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import (
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobError,
     BlobUnavailable,
@@ -52,7 +52,7 @@ from provenafs.blobstore import (
     ObjectInfo,
     StaleObject,
 )
-from provenafs.sigv4 import s3_path, s3_query, sign_s3_request
+from provenafs.storage.sigv4 import s3_path, s3_query, sign_s3_request
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

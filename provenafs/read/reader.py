@@ -50,15 +50,15 @@ from typing import Protocol
 
 import trio
 
-from provenafs.blobstore import (
+from provenafs.cache.block_cache import BlockCache, BlockKey
+from provenafs.cache.spill import SpillArea, SpillFile
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobStore,
     ExpiredCredentials,
     StaleObject,
 )
-from provenafs.blockcache import BlockCache, BlockKey
-from provenafs.credentials import CredentialBroker
-from provenafs.spill import SpillArea, SpillFile
+from provenafs.storage.credentials import CredentialBroker
 
 __all__ = ["HeadSource", "ObjectReader", "PageCachePush", "PrefetchBudget"]
 

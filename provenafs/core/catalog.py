@@ -36,7 +36,8 @@ import cachetools
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.blobstore import (
+from provenafs.cache.single_flight import SingleFlight
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobStore,
     BlobUnavailable,
@@ -44,7 +45,6 @@ from provenafs.blobstore import (
     Listing,
     ObjectInfo,
 )
-from provenafs.single_flight import SingleFlight
 
 __all__ = [
     "DATA_READ_ROLES",

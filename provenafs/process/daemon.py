@@ -32,23 +32,23 @@ import trio.lowlevel
 import provenafs
 from provenafs import fuse_ops
 from provenafs.api import errors as api_errors
-from provenafs.api.auth import RefreshingToken, TokenSource
 from provenafs.api.client import DataStoreClient, discover
+from provenafs.api.logins import NotLoggedIn, token_source_for
 from provenafs.api.models import Discovery
-from provenafs.api.tokens import NotLoggedIn, token_source_for
-from provenafs.blockcache import BlockCache
-from provenafs.control import ControlServer, socket_path_for
-from provenafs.credentials import CredentialBroker
-from provenafs.diskcache import DiskCache
-from provenafs.drafts import DraftStore, default_root
-from provenafs.filesystem import Filesystem
-from provenafs.kernel_readahead import set_readahead
+from provenafs.api.realm import RefreshingToken, TokenSource
+from provenafs.cache.block_cache import BlockCache
+from provenafs.cache.disk_cache import DiskCache
+from provenafs.cache.spill import SpillArea
+from provenafs.core.filesystem import Filesystem
 from provenafs.mount_options import KERNEL_FLAGS, MountOptions
-from provenafs.mounts import READY_FD_ENV, find_mount, log_path_for
-from provenafs.publish import Publisher, PublishService
-from provenafs.reader import PrefetchBudget
-from provenafs.s3 import S3BlobStore
-from provenafs.spill import SpillArea
+from provenafs.process.control_socket import ControlServer, socket_path_for
+from provenafs.process.kernel_readahead import set_readahead
+from provenafs.process.mounts import READY_FD_ENV, find_mount, log_path_for
+from provenafs.read.reader import PrefetchBudget
+from provenafs.storage.credentials import CredentialBroker
+from provenafs.storage.s3 import S3BlobStore
+from provenafs.write.drafts import DraftStore, default_root
+from provenafs.write.publish import Publisher, PublishService
 
 __all__ = ["StartupError", "fuse_mount_options", "run"]
 

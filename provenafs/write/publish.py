@@ -59,7 +59,7 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord, VersionCreated
-from provenafs.blobstore import (
+from provenafs.storage.blobstore import (
     AccessDenied,
     BlobError,
     ExpiredCredentials,
@@ -69,7 +69,7 @@ from provenafs.blobstore import (
     WritableBlobStore,
     multipart_etag,
 )
-from provenafs.drafts import METADATA_FILE, DraftPlan, DraftSummary, Entry
+from provenafs.write.drafts import METADATA_FILE, DraftPlan, DraftSummary, Entry
 
 __all__ = [
     "DEFAULT_PART_SIZE",

@@ -1,8 +1,9 @@
 """The object-store seam: what the mount needs from S3, as a protocol with value types.
 
-``provenafs.s3.S3BlobStore`` implements it with boto3 (in worker threads); ``MemoryBlobStore``
-here is the in-memory fake for fast tests of the layers above. This module must not import boto3
-and must not know about datasets or handles: it speaks buckets, keys and credentials only.
+``provenafs.storage.s3.S3BlobStore`` implements it with boto3 (in worker threads);
+``MemoryBlobStore`` here is the in-memory fake for fast tests of the layers above. This module must
+not import boto3 and must not know about datasets or handles: it speaks buckets, keys and
+credentials only.
 
 ``BlobStore`` is what reading needs; ``WritableBlobStore`` adds what publishing needs (single
 PUTs, the multipart primitives, deletes), so a caller can stream one part at a time.

@@ -56,8 +56,8 @@ from typing import Any
 
 import trio
 
-from provenafs.blobstore import Listing
 from provenafs.errors import FsError
+from provenafs.storage.blobstore import Listing
 
 __all__ = [
     "METADATA_FILE",

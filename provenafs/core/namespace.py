@@ -15,7 +15,7 @@ Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed h
 ``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
 no lookup except in ``by-name`` needs the full dataset list.
 
-Inside a dataset with a draft (``provenafs.drafts``), the draft's overlay decides first: its
+Inside a dataset with a draft (``provenafs.write.drafts``), the draft's overlay decides first: its
 entries add, replace and hide names; where it has nothing to say the base listing answers.
 
 This module decides names and kinds only: attributes, permissions and handles live in
@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
-from provenafs.catalog import NAME_MAX, Catalog
-from provenafs.drafts import DirectoryEntry, Draft, Whiteout, join
+from provenafs.core.catalog import NAME_MAX, Catalog
+from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.errors import FsError
-from provenafs.inodes import NodeId, NodeKind
+from provenafs.write.drafts import DirectoryEntry, Draft, Whiteout, join
 
 __all__ = [
     "BY_NAME",

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from provenafs.api.auth import RefreshingToken, StaticToken, TokenSource
 from provenafs.api.errors import AuthenticationFailed
+from provenafs.api.realm import RefreshingToken, StaticToken, TokenSource
 
 __all__ = [
     "LOGIN_CLIENT_ID",

@@ -40,10 +40,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
-from provenafs.blobstore import BlobStore, ObjectInfo
-from provenafs.blockcache import BlockCache, BlockKey
-from provenafs.credentials import CredentialBroker
-from provenafs.reader import ObjectReader, PrefetchBudget
+from provenafs.cache.block_cache import BlockCache, BlockKey
+from provenafs.read.reader import ObjectReader, PrefetchBudget
+from provenafs.storage.blobstore import BlobStore, ObjectInfo
+from provenafs.storage.credentials import CredentialBroker
 
 __all__ = ["SiblingPrefetcher"]
 

@@ -28,13 +28,13 @@ from typing import Any
 
 import trio
 
-from provenafs import control
 from provenafs.api import errors as api_errors
-from provenafs.api.auth import device_login
 from provenafs.api.client import discover
-from provenafs.api.tokens import LOGIN_CLIENT_ID, config_dir, forget, save_refresh_token
+from provenafs.api.logins import LOGIN_CLIENT_ID, config_dir, forget, save_refresh_token
+from provenafs.api.realm import device_login
 from provenafs.mount_options import parse_mount_args
-from provenafs.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
+from provenafs.process import control_socket
+from provenafs.process.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
 
 __all__ = ["main", "strip_fstab_options"]
 
@@ -116,7 +116,7 @@ def _mount(args: Sequence[str]) -> int:
         _error("mount", str(exc) or "invalid arguments")
         return _USAGE_EXIT
     if options.foreground:
-        from provenafs import daemon  # noqa: PLC0415 -- the FUSE daemon only where it runs
+        from provenafs.process import daemon  # noqa: PLC0415 -- the FUSE daemon only where it runs
 
         return daemon.run(options)
     return _mount_in_background(cleaned, options.mountpoint)
@@ -259,7 +259,7 @@ def _settle_drafts_before_unmount(mountpoint: Path, choice: str | None) -> bool:
     """Publish or refuse pending drafts as asked (or as the mount's option says)."""
     try:
         status = _control_status(mountpoint)
-    except control.ControlError as exc:
+    except control_socket.ControlError as exc:
         print(
             f"provenafs umount: warning: {exc}; unmounting anyway (drafts stay on disk and are "
             "picked up by the next mount)",
@@ -339,7 +339,7 @@ def _commit_through(mountpoint: Path, handle: str, reason: str | None, command: 
     if reason:
         message["reason"] = reason
     try:
-        for answer in control.request(mountpoint, message, timeout=None):
+        for answer in control_socket.request(mountpoint, message, timeout=None):
             event = answer.get("event")
             if event == "progress":
                 printer.show(answer)
@@ -353,7 +353,7 @@ def _commit_through(mountpoint: Path, handle: str, reason: str | None, command: 
                 return str(answer.get("handle") or handle)
             _error(command, str(answer.get("error") or "the daemon refused"))
             return None
-    except control.ControlError as exc:
+    except control_socket.ControlError as exc:
         printer.finish()
         _error(command, str(exc))
         return None
@@ -386,7 +386,7 @@ def _commit(args: Sequence[str]) -> int:
         _error("commit", f"{parsed.path} is not inside a provenafs mount")
         return 1
     try:
-        handle = control.handle_from_path(path.relative_to(mountpoint).as_posix())
+        handle = control_socket.handle_from_path(path.relative_to(mountpoint).as_posix())
     except ValueError as exc:
         _error("commit", f"{parsed.path}: {exc}")
         return 1
@@ -524,13 +524,13 @@ def _publishing_summary(document: Mapping[str, Any]) -> list[str]:
 
 def _control_status(mountpoint: Path) -> dict[str, Any]:
     """The daemon's status document through its control socket."""
-    for answer in control.request(mountpoint, {"op": "status"}, timeout=30.0):
+    for answer in control_socket.request(mountpoint, {"op": "status"}, timeout=30.0):
         if answer.get("event") == "done" and isinstance(answer.get("status"), dict):
             status: dict[str, Any] = answer["status"]
             return status
         if answer.get("event") == "error":
-            raise control.ControlError(str(answer.get("error")))
-    raise control.ControlError("the daemon answered no status")
+            raise control_socket.ControlError(str(answer.get("error")))
+    raise control_socket.ControlError("the daemon answered no status")
 
 
 def _status(args: Sequence[str]) -> int:
@@ -548,7 +548,7 @@ def _status(args: Sequence[str]) -> int:
     live: dict[str, Any] | None = None
     try:
         live = _control_status(mountpoint)
-    except control.ControlError:
+    except control_socket.ControlError:
         live = None
     status_file = mountpoint / ".provenafs" / "status.json"
     document: dict[str, Any] = {}
@@ -597,9 +597,6 @@ def _newest_history_id(sidecar: Path) -> int | None:
 def _revert(args: Sequence[str]) -> int:
     """``provenafs revert PATH --to HISTORY_ID -m REASON``: through the mount's daemon, so that
     its caches show the reverted record at once; prints the new history entry's id last."""
-    # Imported here: only this command needs the control client.
-    from provenafs import control  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(
         prog="provenafs revert",
         description="Restore the metadata of an earlier history entry (files are not restored).",
@@ -619,7 +616,7 @@ def _revert(args: Sequence[str]) -> int:
         return 1
     relative = path.relative_to(mountpoint).as_posix()
     try:
-        handle = control.handle_from_path(relative)
+        handle = control_socket.handle_from_path(relative)
     except ValueError as exc:
         _error("revert", f"{parsed.path}: {exc}")
         return 1
@@ -630,7 +627,7 @@ def _revert(args: Sequence[str]) -> int:
         "reason": parsed.reason,
     }
     try:
-        for answer in control.request(mountpoint, message, timeout=120.0):
+        for answer in control_socket.request(mountpoint, message, timeout=120.0):
             event = answer.get("event")
             if event == "error":
                 _error("revert", str(answer.get("error") or "the daemon refused the revert"))
@@ -643,7 +640,7 @@ def _revert(args: Sequence[str]) -> int:
                 print(f"Reverted the metadata of {handle} to history entry {parsed.history_id}.")
                 print(new_id if new_id is not None else "?")
                 return 0
-    except control.ControlError as exc:
+    except control_socket.ControlError as exc:
         _error("revert", str(exc))
         return 1
     _error("revert", "the daemon ended the conversation without an answer")
