@@ -29,7 +29,8 @@ import pyfuse3
 import trio
 
 from provenafs import errors
-from provenafs.core.filesystem import Attributes, Caller, Filesystem, FsStats, OpenFile
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.types import Attributes, Caller, FsStats, OpenFile
 
 __all__ = [
     "NAME_MAX",

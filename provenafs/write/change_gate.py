@@ -9,7 +9,9 @@ changes that arrive meanwhile wait for it (writer preference, so a stream of cha
 starve a push).
 
 Rules: trio thread only. Shared holds must not nest in one task (a nested one would wait for a
-push that waits for the outer one). Cancellation while waiting leaves no trace.
+push that waits for the outer one), and a task must not push while it holds the gate shared
+(the push would wait for itself): both are asserted, per task. Cancellation while waiting
+leaves no trace.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import trio
+import trio.lowlevel
 
 __all__ = ["ChangeGate"]
 
@@ -28,18 +31,25 @@ class ChangeGate:
 
     def __init__(self) -> None:
         self._changes: collections.Counter[str] = collections.Counter()
+        self._holders: dict[str, set[trio.lowlevel.Task]] = collections.defaultdict(set)
         self._pushing: set[str] = set()
         self._wakeups: dict[str, trio.Event] = {}
 
     @contextlib.asynccontextmanager
     async def change(self, handle: str) -> AsyncIterator[None]:
         """Hold *handle*'s gate shared: wait while a push of it runs or waits."""
+        task = trio.lowlevel.current_task()
+        assert task not in self._holders.get(handle, ()), "lock order: shared holds must not nest"
         while handle in self._pushing:
             await self._wakeup(handle).wait()
         self._changes[handle] += 1
+        self._holders[handle].add(task)
         try:
             yield
         finally:
+            self._holders[handle].discard(task)
+            if not self._holders[handle]:
+                del self._holders[handle]
             self._changes[handle] -= 1
             if self._changes[handle] <= 0:
                 del self._changes[handle]
@@ -48,6 +58,7 @@ class ChangeGate:
     async def begin_push(self, handle: str) -> None:
         """Hold *handle*'s gate alone (until ``end_push``): new changes wait, and so does this
         call, for the changes in flight."""
+        assert not self.holds(handle), "lock order: no push while this task holds the gate"
         while handle in self._pushing:
             await self._wakeup(handle).wait()
         self._pushing.add(handle)
@@ -70,6 +81,11 @@ class ChangeGate:
             yield
         finally:
             self.end_push(handle)
+
+    def holds(self, handle: str) -> bool:
+        """Whether the calling task holds *handle*'s gate shared."""
+        holders = self._holders.get(handle)
+        return holders is not None and trio.lowlevel.current_task() in holders
 
     def busy(self, handle: str) -> bool:
         """A push of *handle* runs or waits."""

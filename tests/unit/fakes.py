@@ -24,7 +24,8 @@ from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
 from provenafs.cache.block_cache import BlockCache
-from provenafs.core.filesystem import Caller, Filesystem
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.types import Caller
 from provenafs.errors import to_errno
 from provenafs.mount_options import MountOptions, parse_mount_args
 from provenafs.read.reader import PrefetchBudget

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -52,29 +53,75 @@ def test_changes_share_the_gate_and_other_datasets_are_not_held() -> None:
     inside: list[str] = []
 
     async def main() -> None:
-        async with gate.change(A), gate.change(A):  # two tasks' worth of shared holds
-            inside.append("both")
-            async with gate.change(B):
-                inside.append("other dataset")
-            with trio.move_on_after(1) as scope:
-                await gate.begin_push(B)  # nothing of B in flight: no wait
-            assert not scope.cancelled_caught
-            gate.end_push(B)
+        second_in, done = trio.Event(), trio.Event()
+
+        async def second() -> None:
+            async with gate.change(A):
+                second_in.set()
+                await done.wait()
+
+        async with trio.open_nursery() as nursery:
+            async with gate.change(A):  # two tasks' shared holds at once
+                nursery.start_soon(second)
+                await second_in.wait()
+                inside.append("both")
+                assert gate.statistics()["changes"] == 2
+                async with gate.change(B):
+                    inside.append("other dataset")
+                with trio.move_on_after(1) as scope:
+                    await gate.begin_push(B)  # nothing of B in flight: no wait
+                assert not scope.cancelled_caught
+                gate.end_push(B)
+                done.set()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert inside == ["both", "other dataset"]
+
+
+def test_the_lock_order_is_asserted_per_task() -> None:
+    """A shared hold inside a shared hold of the same task, or a push inside one, would wait
+    for itself: both fail at once instead of hanging; other tasks and datasets are free."""
+    gate = ChangeGate()
+
+    async def main() -> None:
+        assert not gate.holds(A)
+        async with gate.change(A):
+            assert gate.holds(A) and not gate.holds(B)
+            with pytest.raises(AssertionError, match="must not nest"):
+                async with gate.change(A):
+                    pass
+            with pytest.raises(AssertionError, match="no push while"):
+                await gate.begin_push(A)
+            async with gate.change(B):  # another dataset's gate nests freely
+                pass
+        assert not gate.holds(A)
+        async with gate.push(A):  # and once let go, the same task may push
+            pass
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert gate.statistics() == {"changes": 0, "pushes": 0}
 
 
 def test_a_cancelled_push_leaves_the_gate_open() -> None:
     gate = ChangeGate()
 
     async def main() -> None:
-        async with gate.change(A):
+        held, let_go = trio.Event(), trio.Event()
+
+        async def change() -> None:
+            async with gate.change(A):
+                held.set()
+                await let_go.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(change)
+            await held.wait()
             with trio.move_on_after(1):
-                await gate.begin_push(A)  # waits for the change held above: cancelled
+                await gate.begin_push(A)  # waits for the change held by the task: cancelled
             assert not gate.busy(A)
             async with gate.change(A):  # a second change gets in at once
                 pass
+            let_go.set()
         async with gate.push(A):
             assert gate.busy(A)
         assert not gate.busy(A)

@@ -19,8 +19,9 @@ import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.core.filesystem import READDIR_BATCH, Attributes, DirEntry, Filesystem
+from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
+from provenafs.core.types import READDIR_BATCH, Attributes, DirEntry
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (

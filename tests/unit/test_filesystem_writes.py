@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from provenafs.core.filesystem import Filesystem, OpenFile
+from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
+from provenafs.core.types import OpenFile
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (

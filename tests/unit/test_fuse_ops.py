@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from provenafs.api import errors as api_errors
-from provenafs.core.filesystem import Attributes, DirEntry, Filesystem, FsStats, OpenFile
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.types import Attributes, DirEntry, FsStats, OpenFile
 from provenafs.errors import FsError
 from provenafs.fuse_ops import Operations, fuse_handler, to_entry_attributes
 from provenafs.storage import blobstore

@@ -273,7 +273,7 @@ def test_two_handles_on_one_file_each_close_lands_its_bytes(tmp_path: Path) -> N
 def test_a_pushed_file_still_open_is_not_pushed_again_by_the_quiet_delay(tmp_path: Path) -> None:
     async def body() -> None:
         fs, _, blobs = in_place_world(tmp_path)
-        service = fs._in_place_publisher
+        service = fs.changes.in_place_publisher
         assert isinstance(service, PublishService)
         service.publish_delay = 10.0
         writer = await create_file(fs, f"{DATASET}/new.csv")

@@ -21,9 +21,10 @@ import pytest
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import CollectionFormat, DatasetRecord, without_nulls
-from provenafs.core.filesystem import Attributes, Filesystem
+from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
 from provenafs.core.sidecar_render import sidecar_bytes
+from provenafs.core.types import Attributes
 from provenafs.errors import FsError
 from provenafs.process import commands
 from provenafs.storage.blobstore import MemoryBlobStore
