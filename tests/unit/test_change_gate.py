@@ -60,19 +60,18 @@ def test_changes_share_the_gate_and_other_datasets_are_not_held() -> None:
                 second_in.set()
                 await done.wait()
 
-        async with trio.open_nursery() as nursery:
-            async with gate.change(A):  # two tasks' shared holds at once
-                nursery.start_soon(second)
-                await second_in.wait()
-                inside.append("both")
-                assert gate.statistics()["changes"] == 2
-                async with gate.change(B):
-                    inside.append("other dataset")
-                with trio.move_on_after(1) as scope:
-                    await gate.begin_push(B)  # nothing of B in flight: no wait
-                assert not scope.cancelled_caught
-                gate.end_push(B)
-                done.set()
+        async with trio.open_nursery() as nursery, gate.change(A):  # two tasks' holds at once
+            nursery.start_soon(second)
+            await second_in.wait()
+            inside.append("both")
+            assert gate.statistics()["changes"] == 2
+            async with gate.change(B):
+                inside.append("other dataset")
+            with trio.move_on_after(1) as scope:
+                await gate.begin_push(B)  # nothing of B in flight: no wait
+            assert not scope.cancelled_caught
+            gate.end_push(B)
+            done.set()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert inside == ["both", "other dataset"]
