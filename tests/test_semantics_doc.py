@@ -21,7 +21,6 @@ from tests.unit.fakes import (
     FakeDataStore,
     build_filesystem,
     raises_errno,
-    run,
     s3_path,
 )
 
@@ -128,13 +127,10 @@ async def perform(fs: Filesystem, operation: str, path: str) -> None:
 
 
 @pytest.mark.parametrize(("operation", "path", "errno_name"), example_rows())
-def test_example(operation: str, path: str, errno_name: str) -> None:
-    async def body() -> None:
-        fs, _ = build_filesystem(*documented_world())
-        with raises_errno(getattr(errno, errno_name)):
-            await perform(fs, operation, path)
-
-    run(body)
+async def test_example(operation: str, path: str, errno_name: str) -> None:
+    fs, _ = build_filesystem(*documented_world())
+    with raises_errno(getattr(errno, errno_name)):
+        await perform(fs, operation, path)
 
 
 def test_the_tables_are_found() -> None:

@@ -131,13 +131,13 @@ def canned() -> Iterator[CannedS3]:
         ("InvalidArgument", 400, BlobError),
     ],
 )
-def test_get_errors_translate_once(
+async def test_get_errors_translate_once(
     canned: CannedS3, code: str, status: int, expected: type[Exception]
 ) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(canned.error(code, status) if code else CannedAnswer(status))
     with pytest.raises(expected) as info:
-        trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 10))
+        await store.get_range(CREDS, "b", "k", 0, 10)
     assert type(info.value) is expected
     assert "DO-NOT-SHOW" not in str(info.value)
     assert store.statistics()["requests"] == 1  # not retried
@@ -152,34 +152,36 @@ def test_get_errors_translate_once(
         ("PreconditionFailed", 412, StaleObject),
     ],
 )
-def test_boto3_errors_translate_once(code: str, status: int, expected: type[Exception]) -> None:
+async def test_boto3_errors_translate_once(
+    code: str, status: int, expected: type[Exception]
+) -> None:
     store, stubber = stubbed_store()
     stubber.add_client_error("head_object", service_error_code=code, http_status_code=status)
     with pytest.raises(expected) as info:
-        trio.run(lambda: store.head(CREDS, "b", "k"))
+        await store.head(CREDS, "b", "k")
     assert type(info.value) is expected
     assert store.statistics()["requests"] == 1
 
 
-def test_busy_server_is_retried_for_gets(canned: CannedS3) -> None:
+async def test_busy_server_is_retried_for_gets(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=3)
     canned.answers += [canned.error("SlowDown", 503), CannedAnswer(500), CannedAnswer(206, b"ok")]
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 2)) == b"ok"
+    assert await store.get_range(CREDS, "b", "k", 0, 2) == b"ok"
     assert store.statistics()["retries"] == 2
 
 
 @pytest.mark.parametrize("code", ["SlowDown", "InternalError", "ServiceUnavailable"])
-def test_busy_server_is_retried_then_unavailable(code: str) -> None:
+async def test_busy_server_is_retried_then_unavailable(code: str) -> None:
     store, stubber = stubbed_store(retries=3)
     for _ in range(3):
         stubber.add_client_error("head_object", service_error_code=code, http_status_code=503)
     with pytest.raises(BlobUnavailable):
-        trio.run(lambda: store.head(CREDS, "b", "k"))
+        await store.head(CREDS, "b", "k")
     assert store.statistics()["requests"] == 3
     assert store.statistics()["retries"] == 2
 
 
-def test_retry_recovers_and_strips_etag_quotes() -> None:
+async def test_retry_recovers_and_strips_etag_quotes() -> None:
     store, stubber = stubbed_store()
     stubber.add_client_error("head_object", service_error_code="SlowDown", http_status_code=503)
     stubber.add_response(
@@ -191,15 +193,15 @@ def test_retry_recovers_and_strips_etag_quotes() -> None:
         },
         {"Bucket": "b", "Key": "k"},
     )
-    info = trio.run(lambda: store.head(CREDS, "b", "k"))
+    info = await store.head(CREDS, "b", "k")
     assert (info.key, info.size, info.etag) == ("k", 42, "abc123")
     assert info.last_modified == dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp()
 
 
-def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
+async def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(CannedAnswer(206, b"hello"))
-    data = trio.run(lambda: store.get_range(CREDS, "b", "dir/a b.csv", 10, 15, etag="e1"))
+    data = await store.get_range(CREDS, "b", "dir/a b.csv", 10, 15, etag="e1")
     assert data == b"hello"
     path, headers = canned.requests[0]
     assert path == "/b/dir/a%20b.csv"
@@ -208,25 +210,25 @@ def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
     assert headers["x-amz-security-token"] == CREDS.session_token
     assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIAFAKE/")
     assert "secret-DO-NOT-SHOW" not in str(headers)
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 5, 5)) == b""
+    assert await store.get_range(CREDS, "b", "k", 5, 5) == b""
     assert len(canned.requests) == 1  # an empty range asks nothing
 
 
-def test_get_blocks_cuts_the_body_while_reading(canned: CannedS3) -> None:
+async def test_get_blocks_cuts_the_body_while_reading(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(CannedAnswer(206, b"0123456789"))
-    blocks = trio.run(lambda: store.get_blocks(CREDS, "b", "k", 0, 10, block_size=4, etag="e1"))
+    blocks = await store.get_blocks(CREDS, "b", "k", 0, 10, block_size=4, etag="e1")
     assert blocks == [b"0123", b"4567", b"89"]
     assert store.statistics()["bytes_read"] == 10
 
 
-def test_range_past_the_end_is_empty(canned: CannedS3) -> None:
+async def test_range_past_the_end_is_empty(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(canned.error("InvalidRange", 416))
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 100, 200)) == b""
+    assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
 
 
-def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> None:
+async def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> None:
     # one connection, reused: a 416's body, an error's body, and a body the caller stopped
     # reading must not be taken for the next answer
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, max_threads=1)
@@ -239,22 +241,19 @@ def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> N
         CannedAnswer(206, b"third"),
     ]
 
-    async def main() -> None:
-        assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
-        assert await store.get_range(CREDS, "b", "k", 0, 5) == b"first"
-        with pytest.raises(NoSuchKey):
-            await store.get_range(CREDS, "b", "k", 0, 5)
-        assert await store.get_range(CREDS, "b", "k", 0, 6) == b"second"
+    assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
+    assert await store.get_range(CREDS, "b", "k", 0, 5) == b"first"
+    with pytest.raises(NoSuchKey):
+        await store.get_range(CREDS, "b", "k", 0, 5)
+    assert await store.get_range(CREDS, "b", "k", 0, 6) == b"second"
 
-        def stop_early(response: Any) -> bytes:
-            response.read(10)
-            raise RuntimeError("the caller gave up")
+    def stop_early(response: Any) -> bytes:
+        response.read(10)
+        raise RuntimeError("the caller gave up")
 
-        with pytest.raises(RuntimeError):
-            await store._signed_get(CREDS, "/b/k", what="get", read=stop_early, ok=(206,))
-        assert await store.get_range(CREDS, "b", "k", 0, 5) == b"third"
-
-    trio.run(main)
+    with pytest.raises(RuntimeError):
+        await store._signed_get(CREDS, "/b/k", what="get", read=stop_early, ok=(206,))
+    assert await store.get_range(CREDS, "b", "k", 0, 5) == b"third"
     assert store.statistics()["retries"] == 0  # no request met a spoilt connection
 
 
@@ -275,11 +274,11 @@ def test_signed_requests_go_through_the_proxy_the_environment_names(
     assert pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
-def test_get_connection_refused_is_retried_then_unavailable() -> None:
+async def test_get_connection_refused_is_retried_then_unavailable() -> None:
     with socket_nobody_listens() as url:
         store = S3BlobStore(url, "ap-southeast-2", backoff=0.0, retries=3)
         with pytest.raises(BlobUnavailable):
-            trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 1))
+            await store.get_range(CREDS, "b", "k", 0, 1)
     assert store.statistics()["requests"] == 3
 
 
@@ -312,13 +311,13 @@ def list_page(
     return CannedAnswer(200, (body + "</ListBucketResult>").encode())
 
 
-def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> None:
+async def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers += [
         list_page([("p/a b+c.csv", 1, "e1")], ["p/d é/"], "t/1+="),
         list_page([("p/b", 2, "e2")], [], None),
     ]
-    listing = trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+    listing = await store.list_prefix(CREDS, "b", "p/")
     assert [(o.key, o.size, o.etag) for o in listing.objects] == [
         ("p/a b+c.csv", 1, "e1"),
         ("p/b", 2, "e2"),
@@ -333,24 +332,24 @@ def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> 
     assert second["continuation-token"] == ["t/1+="]
 
 
-def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
+async def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(list_page([(f"p/{i}", 1, "e") for i in range(3)], [], "more"))
-    assert trio.run(lambda: store.list_tree(CREDS, "b", "p/", max_keys=3)) is None
+    assert await store.list_tree(CREDS, "b", "p/", max_keys=3) is None
     assert len(canned.requests) == 1
 
 
-def test_list_errors_translate(canned: CannedS3) -> None:
+async def test_list_errors_translate(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=2)
     canned.answers += [canned.error("AccessDenied", 403)]
     with pytest.raises(AccessDenied):
-        trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+        await store.list_prefix(CREDS, "b", "p/")
     canned.answers += [CannedAnswer(200, b"<not xml"), CannedAnswer(200, b"<also not")]
     with pytest.raises(BlobUnavailable):
-        trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+        await store.list_prefix(CREDS, "b", "p/")
 
 
-def test_connection_errors_are_retried() -> None:
+async def test_connection_errors_are_retried() -> None:
     class FlakyClient:
         calls = 0
 
@@ -362,12 +361,12 @@ def test_connection_errors_are_retried() -> None:
 
     store = S3BlobStore(None, "ap-southeast-2", backoff=0.0, retries=4)
     store._client_blocking = lambda creds: FlakyClient()  # type: ignore[assignment,method-assign,return-value]
-    assert trio.run(lambda: store.head(CREDS, "b", "k")).etag == "e"
+    assert (await store.head(CREDS, "b", "k")).etag == "e"
     assert FlakyClient.calls == 3
 
     FlakyClient.calls = -10
     with pytest.raises(BlobUnavailable, match="EndpointConnectionError"):
-        trio.run(lambda: store.head(CREDS, "b", "k"))
+        await store.head(CREDS, "b", "k")
 
 
 def test_one_client_per_credential_set_bounded() -> None:
@@ -444,147 +443,124 @@ def real_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealS3]:
 
 
 @pytest.mark.s3
-def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
-    async def main() -> None:
-        top = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX)
-        assert {o.key for o in top.objects} == {PREFIX + "big.bin"}
-        assert set(top.prefixes) == {PREFIX + "many/", PREFIX + "empty-dir/"}
-        many = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX + "many/")
-        assert len(many.objects) == 1005
-        assert many.objects[1004].key == f"{PREFIX}many/01004.txt"
-        assert all(o.etag and '"' not in o.etag for o in many.objects)
-        flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
-        assert len(flat.objects) == 1007 and flat.prefixes == ()
-        tree = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=2000)
-        assert tree is not None and tree.objects == flat.objects and tree.prefixes == ()
-        for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, say None
-            assert (
-                await real_s3.store.list_tree(
-                    real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few
-                )
-                is None
-            ), too_few
-        exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
-        assert exact is not None and len(exact.objects) == 1007
-
-    trio.run(main)
+async def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
+    top = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX)
+    assert {o.key for o in top.objects} == {PREFIX + "big.bin"}
+    assert set(top.prefixes) == {PREFIX + "many/", PREFIX + "empty-dir/"}
+    many = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX + "many/")
+    assert len(many.objects) == 1005
+    assert many.objects[1004].key == f"{PREFIX}many/01004.txt"
+    assert all(o.etag and '"' not in o.etag for o in many.objects)
+    flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
+    assert len(flat.objects) == 1007 and flat.prefixes == ()
+    tree = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=2000)
+    assert tree is not None and tree.objects == flat.objects and tree.prefixes == ()
+    for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, say None
+        assert (
+            await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few)
+            is None
+        ), too_few
+    exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
+    assert exact is not None and len(exact.objects) == 1007
 
 
 ODD_NAMES = ["a b.csv", "two  spaces .txt", "ünïcødé 日本.txt", "a+b=c~d.bin", "odd !'()*@$&,;%.x"]
 
 
 @pytest.mark.s3
-def test_real_listing_and_reading_of_odd_key_names(real_s3: RealS3) -> None:
+async def test_real_listing_and_reading_of_odd_key_names(real_s3: RealS3) -> None:
     folder = PREFIX + "odd/"
 
-    async def main() -> None:
-        for name in ODD_NAMES:
-            await real_s3.store.put_object(
-                real_s3.write, real_s3.bucket, folder + name, name.encode()
-            )
-        await real_s3.store.put_object(real_s3.write, real_s3.bucket, folder + "sub dir/x", b"")
-        listing = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, folder)
-        assert sorted(o.key for o in listing.objects) == sorted(folder + n for n in ODD_NAMES)
-        assert listing.prefixes == (folder + "sub dir/",)
-        for info in listing.objects:
-            data = await real_s3.store.get_range(
-                real_s3.read, real_s3.bucket, info.key, 0, info.size, etag=info.etag
-            )
-            assert data == info.key.removeprefix(folder).encode()
-
-    trio.run(main)
+    for name in ODD_NAMES:
+        await real_s3.store.put_object(real_s3.write, real_s3.bucket, folder + name, name.encode())
+    await real_s3.store.put_object(real_s3.write, real_s3.bucket, folder + "sub dir/x", b"")
+    listing = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, folder)
+    assert sorted(o.key for o in listing.objects) == sorted(folder + n for n in ODD_NAMES)
+    assert listing.prefixes == (folder + "sub dir/",)
+    for info in listing.objects:
+        data = await real_s3.store.get_range(
+            real_s3.read, real_s3.bucket, info.key, 0, info.size, etag=info.etag
+        )
+        assert data == info.key.removeprefix(folder).encode()
 
 
 @pytest.mark.s3
-def test_real_ranged_reads_and_if_match(real_s3: RealS3) -> None:
+async def test_real_ranged_reads_and_if_match(real_s3: RealS3) -> None:
     data = random.Random(1).randbytes(3 << 20)
     key = PREFIX + "big.bin"
 
-    async def main() -> None:
-        s3 = real_s3.store
-        info = await s3.head(real_s3.read, real_s3.bucket, key)
-        assert info.size == len(data)
-        for start, end in [(0, 1), (1000, 1 << 20), (len(data) - 10, len(data) + 100)]:
-            got = await s3.get_range(real_s3.read, real_s3.bucket, key, start, end, etag=info.etag)
-            assert got == data[start:end]
-        assert (
-            await s3.get_range(real_s3.read, real_s3.bucket, key, len(data), len(data) + 5) == b""
-        )
-        with pytest.raises(StaleObject):
-            await s3.get_range(real_s3.read, real_s3.bucket, key, 0, 10, etag="0" * 32)
-        with pytest.raises(NoSuchKey):
-            await s3.head(real_s3.read, real_s3.bucket, PREFIX + "absent")
-        with pytest.raises(NoSuchKey):
-            await s3.get_range(real_s3.read, real_s3.bucket, PREFIX + "absent", 0, 10)
-
-    trio.run(main)
+    s3 = real_s3.store
+    info = await s3.head(real_s3.read, real_s3.bucket, key)
+    assert info.size == len(data)
+    for start, end in [(0, 1), (1000, 1 << 20), (len(data) - 10, len(data) + 100)]:
+        got = await s3.get_range(real_s3.read, real_s3.bucket, key, start, end, etag=info.etag)
+        assert got == data[start:end]
+    assert await s3.get_range(real_s3.read, real_s3.bucket, key, len(data), len(data) + 5) == b""
+    with pytest.raises(StaleObject):
+        await s3.get_range(real_s3.read, real_s3.bucket, key, 0, 10, etag="0" * 32)
+    with pytest.raises(NoSuchKey):
+        await s3.head(real_s3.read, real_s3.bucket, PREFIX + "absent")
+    with pytest.raises(NoSuchKey):
+        await s3.get_range(real_s3.read, real_s3.bucket, PREFIX + "absent", 0, 10)
 
 
 @pytest.mark.s3
-def test_real_scope_and_forged_credentials(real_s3: RealS3) -> None:
-    async def main() -> None:
-        s3 = real_s3.store
-        with pytest.raises(AccessDenied):
-            await s3.get_range(real_s3.read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
-        with pytest.raises(AccessDenied):
-            await s3.put_object(real_s3.read, real_s3.bucket, PREFIX + "nope.txt", b"x")
-        forged = dataclasses.replace(real_s3.read, session_token=real_s3.read.session_token + "x")
-        with pytest.raises((ExpiredCredentials, AccessDenied)) as info:
-            await s3.get_range(forged, real_s3.bucket, PREFIX + "big.bin", 0, 5)
-        assert forged.session_token not in str(info.value)
-        wrong_secret = dataclasses.replace(real_s3.read, secret_access_key="wrong")
-        with pytest.raises(ExpiredCredentials):
-            await s3.get_range(wrong_secret, real_s3.bucket, PREFIX + "big.bin", 0, 5)
-        assert (
-            await s3.get_range(real_s3.other_read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
-            == b"other"
-        )
-
-    trio.run(main)
+async def test_real_scope_and_forged_credentials(real_s3: RealS3) -> None:
+    s3 = real_s3.store
+    with pytest.raises(AccessDenied):
+        await s3.get_range(real_s3.read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
+    with pytest.raises(AccessDenied):
+        await s3.put_object(real_s3.read, real_s3.bucket, PREFIX + "nope.txt", b"x")
+    forged = dataclasses.replace(real_s3.read, session_token=real_s3.read.session_token + "x")
+    with pytest.raises((ExpiredCredentials, AccessDenied)) as info:
+        await s3.get_range(forged, real_s3.bucket, PREFIX + "big.bin", 0, 5)
+    assert forged.session_token not in str(info.value)
+    wrong_secret = dataclasses.replace(real_s3.read, secret_access_key="wrong")
+    with pytest.raises(ExpiredCredentials):
+        await s3.get_range(wrong_secret, real_s3.bucket, PREFIX + "big.bin", 0, 5)
+    assert (
+        await s3.get_range(real_s3.other_read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
+        == b"other"
+    )
 
 
 @pytest.mark.s3
-def test_real_writes_put_multipart_delete(real_s3: RealS3) -> None:
+async def test_real_writes_put_multipart_delete(real_s3: RealS3) -> None:
     big = random.Random(2).randbytes(11 << 20)
 
-    async def main() -> None:
-        s3 = real_s3.store
-        w, bucket = real_s3.write, real_s3.bucket
-        etag = await s3.put_object(w, bucket, PREFIX + "new/a.txt", b"hello")
-        info = await s3.head(w, bucket, PREFIX + "new/a.txt")
-        assert info.etag == etag and info.size == 5
-        upload = await s3.create_multipart(w, bucket, PREFIX + "new/big.bin")
-        parts = [
-            (
-                n,
-                await s3.upload_part(
-                    w, bucket, PREFIX + "new/big.bin", upload, number=n, data=part
-                ),
-            )
-            for n, part in enumerate((big[: 5 << 20], big[5 << 20 :]), start=1)
-        ]
-        await s3.complete_multipart(w, bucket, PREFIX + "new/big.bin", upload, parts)
-        await s3.put_object(w, bucket, PREFIX + "new/small.txt", b"small file")
-        assert real_s3.admin.get_object(PREFIX + "new/big.bin") == big
-        multipart = await s3.head(w, bucket, PREFIX + "new/big.bin")
-        assert multipart.size == len(big)
-        # a multipart ETag ("<md5>-<parts>") works as If-Match too
-        tail = await s3.get_range(
-            w, bucket, PREFIX + "new/big.bin", len(big) - 100, len(big), etag=multipart.etag
+    s3 = real_s3.store
+    w, bucket = real_s3.write, real_s3.bucket
+    etag = await s3.put_object(w, bucket, PREFIX + "new/a.txt", b"hello")
+    info = await s3.head(w, bucket, PREFIX + "new/a.txt")
+    assert info.etag == etag and info.size == 5
+    upload = await s3.create_multipart(w, bucket, PREFIX + "new/big.bin")
+    parts = [
+        (
+            n,
+            await s3.upload_part(w, bucket, PREFIX + "new/big.bin", upload, number=n, data=part),
         )
-        assert tail == big[-100:]
-        assert real_s3.admin.get_object(PREFIX + "new/small.txt") == b"small file"
-        await s3.delete(w, bucket, PREFIX + "new/a.txt")
-        with pytest.raises(NoSuchKey):
-            await s3.head(w, bucket, PREFIX + "new/a.txt")
-        with pytest.raises(AccessDenied):
-            await s3.put_object(w, bucket, OTHER + "intrude.txt", b"x")
-
-    trio.run(main)
+        for n, part in enumerate((big[: 5 << 20], big[5 << 20 :]), start=1)
+    ]
+    await s3.complete_multipart(w, bucket, PREFIX + "new/big.bin", upload, parts)
+    await s3.put_object(w, bucket, PREFIX + "new/small.txt", b"small file")
+    assert real_s3.admin.get_object(PREFIX + "new/big.bin") == big
+    multipart = await s3.head(w, bucket, PREFIX + "new/big.bin")
+    assert multipart.size == len(big)
+    # a multipart ETag ("<md5>-<parts>") works as If-Match too
+    tail = await s3.get_range(
+        w, bucket, PREFIX + "new/big.bin", len(big) - 100, len(big), etag=multipart.etag
+    )
+    assert tail == big[-100:]
+    assert real_s3.admin.get_object(PREFIX + "new/small.txt") == b"small file"
+    await s3.delete(w, bucket, PREFIX + "new/a.txt")
+    with pytest.raises(NoSuchKey):
+        await s3.head(w, bucket, PREFIX + "new/a.txt")
+    with pytest.raises(AccessDenied):
+        await s3.put_object(w, bucket, OTHER + "intrude.txt", b"x")
 
 
 @pytest.mark.s3
-def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> None:
+async def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> None:
     from provenafs.cache.block_cache import BlockCache
     from provenafs.read.reader import ObjectReader, PrefetchBudget
     from provenafs.storage.credentials import CredentialBroker
@@ -606,43 +582,40 @@ def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> 
         async def write_credentials(self, handle: str) -> Credentials:
             raise AssertionError("not used")
 
-    async def main() -> None:
-        etag = (await real_s3.store.head(real_s3.read, real_s3.bucket, key)).etag
-        cache = BlockCache(1 << 20, block_size=256 << 10)
-        budget = PrefetchBudget(2 << 20)
-        async with trio.open_nursery() as nursery:
-            reader = ObjectReader(
-                real_s3.store,
-                CredentialBroker(Client()),
-                cache,
-                handle="10378.1/1",
-                bucket=real_s3.bucket,
-                key=key,
-                size=len(data),
-                etag=etag,
-                budget=budget,
-                nursery=nursery,
-                max_window=2 << 20,
-            )
-            out = bytearray()
-            for offset in range(0, len(data), 128 << 10):
-                out += await reader.read(offset, 128 << 10)
-            assert bytes(out) == data
-            rng = random.Random(3)
-            for _ in range(50):
-                offset, size = rng.randrange(len(data)), rng.randrange(1, 300_000)
-                assert await reader.read(offset, size) == data[offset : offset + size]
-            assert reader.statistics()["credential_retries"] == 1
-            await reader.close()
-        assert Client.calls == 2
-        assert budget.in_use == 0
-        assert budget.statistics()["peak"] <= 2 << 20
-
-    trio.run(main)
+    etag = (await real_s3.store.head(real_s3.read, real_s3.bucket, key)).etag
+    cache = BlockCache(1 << 20, block_size=256 << 10)
+    budget = PrefetchBudget(2 << 20)
+    async with trio.open_nursery() as nursery:
+        reader = ObjectReader(
+            real_s3.store,
+            CredentialBroker(Client()),
+            cache,
+            handle="10378.1/1",
+            bucket=real_s3.bucket,
+            key=key,
+            size=len(data),
+            etag=etag,
+            budget=budget,
+            nursery=nursery,
+            max_window=2 << 20,
+        )
+        out = bytearray()
+        for offset in range(0, len(data), 128 << 10):
+            out += await reader.read(offset, 128 << 10)
+        assert bytes(out) == data
+        rng = random.Random(3)
+        for _ in range(50):
+            offset, size = rng.randrange(len(data)), rng.randrange(1, 300_000)
+            assert await reader.read(offset, size) == data[offset : offset + size]
+        assert reader.statistics()["credential_retries"] == 1
+        await reader.close()
+    assert Client.calls == 2
+    assert budget.in_use == 0
+    assert budget.statistics()["peak"] <= 2 << 20
 
 
 @pytest.mark.s3
-def test_real_multipart_primitives(real_s3: RealS3) -> None:
+async def test_real_multipart_primitives(real_s3: RealS3) -> None:
     from provenafs.storage.blobstore import multipart_etag
 
     parts = [random.Random(n).randbytes(5 << 20) for n in range(2)] + [b"tail"]
@@ -666,5 +639,5 @@ def test_real_multipart_primitives(real_s3: RealS3) -> None:
         await s3.abort_multipart(w, bucket, PREFIX + "primitives/left.bin", leftover)  # again: ok
         assert await s3.list_multipart_uploads(w, bucket, PREFIX + "primitives/") == []
 
-    trio.run(main)
+    await main()
     assert real_s3.admin.get_object(key) == b"".join(parts)
