@@ -7,64 +7,17 @@ credentials, and ``MemoryBlobStore`` agreeing with the real server on every ETag
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from provenafs.api.models import Credentials
 from provenafs.storage.blobstore import AccessDenied, MemoryBlobStore, multipart_etag
-from provenafs.storage.s3 import S3BlobStore
-from tests.conftest import IN_CI
+from tests.s3.support import WRITES_OTHER, WRITES_PREFIX, RealS3
 
-PREFIX = "datasets/10378-1-7/"
-OTHER = "datasets/10378-1-8/"
+PREFIX = WRITES_PREFIX  # this module's dataset, and another's (tests/s3/conftest.py)
+OTHER = WRITES_OTHER
 PART = 5 << 20  # the smallest part S3 accepts (but the last)
-
-
-@dataclasses.dataclass
-class RealS3:
-    store: S3BlobStore
-    admin: Any  # provenafs.server.storage.ObjectStore
-    bucket: str
-    write: Credentials
-    read: Credentials
-
-
-@pytest.fixture(scope="module")
-def real_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealS3]:
-    try:
-        from provenafs.server.storage import ObjectStore, SeaweedServer, find_weed
-
-        find_weed()
-    except Exception as exc:
-        if IN_CI:
-            pytest.fail(f"SeaweedFS tests must run under CI=true: {exc}")
-        pytest.skip(f"needs provenafs.server.storage and weed: {exc}")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed-writes"))
-    admin = server.start()
-    try:
-        objects = ObjectStore(admin)
-        objects.put_object(OTHER + "theirs.txt", b"another dataset's file")
-
-        def mint(write: bool) -> Credentials:
-            sts = objects.mint_credentials(PREFIX, write=write, session_name="test")
-            return Credentials(
-                sts.access_key_id, sts.secret_access_key, sts.session_token, sts.expiration
-            )
-
-        yield RealS3(
-            S3BlobStore(admin.endpoint_url, admin.region),
-            objects,
-            admin.bucket,
-            mint(True),
-            mint(False),
-        )
-    finally:
-        server.stop()
 
 
 @pytest.mark.s3
