@@ -20,9 +20,9 @@ from tests.unit.fakes import (
     METADATA_ONLY,
     FakeDataStore,
     build_filesystem,
-    raises_errno,
     s3_path,
 )
+from tests.unit.support import raises_errno
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "SEMANTICS.md"
 

@@ -11,11 +11,9 @@ real ``CredentialBroker``, ``BlockCache``, ``PrefetchBudget`` and ``ObjectReader
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as dt
-import errno
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import trio
@@ -26,7 +24,6 @@ from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
 from provenafs.cache.block_cache import BlockCache
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.types import Caller
-from provenafs.errors import to_errno
 from provenafs.mount_options import MountOptions, parse_mount_args
 from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.blobstore import MemoryBlobStore
@@ -40,21 +37,6 @@ SESSION_TOKEN = "fake-session-token-must-never-show"
 CALLER = Caller(uid=1000, gid=1000, pid=4242)
 
 T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def raises_errno(expected: int) -> Iterator[None]:
-    """The block fails, and the errno the kernel would get for it (``to_errno``, as the FUSE
-    adapter maps every failure) is *expected*."""
-    try:
-        yield
-    except Exception as exc:
-        got = to_errno(exc)
-        assert got == expected, (
-            f"{errno.errorcode.get(got)} instead of {errno.errorcode.get(expected)}: {exc!r}"
-        )
-    else:
-        raise AssertionError(f"no error; expected {errno.errorcode.get(expected)}")
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:

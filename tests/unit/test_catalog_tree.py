@@ -33,7 +33,7 @@ from tests.unit.fakes import (
     options,
     s3_path,
 )
-from tests.unit.test_filesystem_writes import names, read_all, write_file
+from tests.unit.support import names, read_all, write_file
 
 REEF = "10378.1/1001"
 NEXT = "10378.1/1002"

@@ -19,9 +19,8 @@ import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
-from provenafs.core.types import READDIR_BATCH, Attributes, DirEntry
+from provenafs.core.types import READDIR_BATCH, DirEntry
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
@@ -34,9 +33,9 @@ from tests.unit.fakes import (
     FakeDataStore,
     build_filesystem,
     options,
-    raises_errno,
     s3_path,
 )
+from tests.unit.support import list_dir, raises_errno, read_all, walk
 
 REEF = "10378.1/1001"
 PRIVATE = "10378.1/1002"
@@ -61,35 +60,6 @@ def world() -> tuple[FakeDataStore, MemoryBlobStore]:
     for handle in CHAIN:
         blobs.put_blocking(BUCKET, s3_path(handle) + "data.bin", handle.encode())
     return store, blobs
-
-
-async def walk(fs: Filesystem, path: str) -> Attributes:
-    """Look up every component of *path* from the root, like the kernel does."""
-    inode = ROOT_INODE
-    attributes = await fs.getattr(ROOT_INODE, CALLER)
-    for name in path.split("/"):
-        if name:
-            attributes = await fs.lookup(inode, name, CALLER)
-            inode = attributes.inode
-    return attributes
-
-
-async def list_dir(fs: Filesystem, path: str) -> list[DirEntry]:
-    fh = await fs.opendir((await walk(fs, path)).inode, CALLER)
-    entries: list[DirEntry] = []
-    while batch := await fs.readdir(fh, entries[-1].next_offset if entries else 0):
-        entries += batch
-    await fs.releasedir(fh)
-    return entries
-
-
-async def read_all(fs: Filesystem, path: str, chunk: int = 4096) -> bytes:
-    opened = await fs.open((await walk(fs, path)).inode, os.O_RDONLY, CALLER)
-    data = b""
-    while piece := await fs.read(opened.fh, len(data), chunk):
-        data += piece
-    await fs.release(opened.fh)
-    return data
 
 
 def errno_of(excinfo: pytest.ExceptionInfo[FsError]) -> int:

@@ -12,13 +12,10 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
 import trio
 
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
-from provenafs.core.types import OpenFile
-from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
     BUCKET,
@@ -28,16 +25,22 @@ from tests.unit.fakes import (
     options,
     s3_path,
 )
-from tests.unit.test_filesystem import walk
+from tests.unit.support import (
+    CREATE,
+    CSV,
+    DATASET,
+    fails,
+    names,
+    read_all,
+    walk,
+    write_file,
+)
 
-DATASET = "10378.1/1001"
 OTHER = "10378.1/1005"
 READ_ONLY_ROLES = ("metadata-read", "dataset-data-read")
 NO_ADMIN = "10378.1/1002"
 CHAIN = ["10378.1/2001", "10378.1/2002"]
-CSV = bytes(range(256)) * 1200  # 300 KiB: several blocks
 WRITE = os.O_WRONLY
-CREATE = os.O_WRONLY | os.O_CREAT
 
 
 def world() -> tuple[FakeDataStore, MemoryBlobStore]:
@@ -66,49 +69,6 @@ def make(state: Path, *extra: str) -> tuple[Filesystem, FakeDataStore, MemoryBlo
         store, blobs, mount_options=options("-o", f"state_dir={state}", *extra)
     )
     return fs, store, blobs
-
-
-async def split(fs: Filesystem, path: str) -> tuple[int, str]:
-    parent, _, name = path.rpartition("/")
-    return (await walk(fs, parent)).inode, name
-
-
-async def names(fs: Filesystem, path: str) -> list[str]:
-    fh = await fs.opendir((await walk(fs, path)).inode, CALLER)
-    found = [entry.name for entry in await fs.readdir(fh, 0)]
-    while batch := await fs.readdir(fh, len(found)):
-        found += [entry.name for entry in batch]
-    await fs.releasedir(fh)
-    return found
-
-
-async def read_all(fs: Filesystem, path: str) -> bytes:
-    opened = await fs.open((await walk(fs, path)).inode, os.O_RDONLY, CALLER)
-    data = b""
-    while piece := await fs.read(opened.fh, len(data), 65536):
-        data += piece
-    await fs.release(opened.fh)
-    return data
-
-
-async def create_file(fs: Filesystem, path: str, flags: int = CREATE) -> OpenFile:
-    """``creat(path)`` through the core: the new file, open for writing."""
-    parent, name = await split(fs, path)
-    opened, _ = await fs.create(parent, name, 0o644, flags, CALLER)
-    return opened
-
-
-async def write_file(fs: Filesystem, path: str, data: bytes, flags: int = CREATE) -> None:
-    opened = await create_file(fs, path, flags | os.O_TRUNC)
-    await fs.write(opened.fh, 0, data)
-    await fs.flush(opened.fh)
-    await fs.release(opened.fh)
-
-
-async def fails(errno_value: int, call: object) -> None:
-    with pytest.raises(FsError) as excinfo:
-        await call  # type: ignore[misc]
-    assert excinfo.value.errno == errno_value, excinfo.value
 
 
 def draft_blobs(fs: Filesystem) -> list[Path]:

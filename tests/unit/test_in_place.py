@@ -23,16 +23,7 @@ from provenafs.storage.blobstore import BlobUnavailable, MemoryBlobStore
 from provenafs.write.drafts import StagedEntry
 from provenafs.write.publish import Publisher, PublishService
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, s3_path
-from tests.unit.test_filesystem import walk
-from tests.unit.test_filesystem_writes import (
-    CSV,
-    DATASET,
-    create_file,
-    fails,
-    read_all,
-    split,
-    write_file,
-)
+from tests.unit.support import CSV, DATASET, create_file, fails, read_all, split, walk, write_file
 
 PREFIX = s3_path(DATASET)
 CREATE = os.O_WRONLY | os.O_CREAT

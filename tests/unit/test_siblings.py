@@ -21,7 +21,7 @@ from provenafs.api.models import Credentials
 from provenafs.read.reader import ObjectReader
 from provenafs.read.sibling_prefetch import SiblingPrefetcher
 from provenafs.storage.blobstore import ObjectInfo, StaleObject
-from tests.unit.test_reader import BUCKET, HANDLE, KiB, MiB, RecordingStore, Setup, payload
+from tests.unit.reader_support import BUCKET, HANDLE, KiB, MiB, RecordingStore, Setup, payload
 
 DIRECTORY = "data"
 
