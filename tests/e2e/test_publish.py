@@ -27,10 +27,10 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     kill_daemon,
-    private_store,
     s3_tree,
     start_writable_mount,
     writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = pytest.mark.fuse
@@ -38,15 +38,7 @@ pytestmark = pytest.mark.fuse
 SEED = "reef-temperatures"  # alice owns it (item role admin): she may version it
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("publish") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
+store, api, mount = writes_fixtures("publish")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,11 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     expect_errno,
-    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
     start_writable_mount,
-    writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = pytest.mark.fuse
@@ -51,21 +49,7 @@ BASE_FILES: dict[str, bytes] = {
 BASE_DIRS = ("emptyd",)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-posix") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
-
-
-@pytest.fixture(scope="module")
-def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    with writable_mount(store, tmp_path_factory.mktemp("posix-mount") / "mnt") as writable:
-        yield writable
+store, api, mount = writes_fixtures("writes-posix")
 
 
 @pytest.fixture

@@ -31,10 +31,9 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     expect_errno,
-    private_store,
     s3_tree,
     start_writable_mount,
-    writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = pytest.mark.fuse
@@ -159,25 +158,9 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-roles") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
-
-
-@pytest.fixture(scope="module")
-def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    with writable_mount(
-        store,
-        tmp_path_factory.mktemp("roles-mount") / "mnt",
-        options=f"{WRITE_OPTIONS},metadata_reason={METADATA_REASON}",
-    ) as writable:
-        yield writable
+store, api, mount = writes_fixtures(
+    "writes-roles", options=f"{WRITE_OPTIONS},metadata_reason={METADATA_REASON}"
+)
 
 
 def set_up(api: StoreApi, case: Case) -> Dataset:
