@@ -1,6 +1,6 @@
 """``DataStoreClient``: the mount's one way to call the Provena data store API.
 
-It speaks the routes of provena-api.md §3 over one keep-alive ``httpx.AsyncClient`` and answers
+It speaks the routes of docs/API.md §3 over one keep-alive ``httpx.AsyncClient`` and answers
 only the frozen records of ``api.models``; raw JSON leaves it only as ``DatasetRecord.document``.
 Every httpx error and HTTP status is translated here, once, into ``api.errors`` (§2, §3, §10):
 
@@ -232,7 +232,7 @@ async def discover(
 
 
 class DataStoreClient:
-    """The data store API as async methods answering frozen records (provena-api.md §3, §12)."""
+    """The data store API as async methods answering frozen records (docs/API.md §3, §12)."""
 
     def __init__(
         self,

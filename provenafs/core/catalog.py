@@ -17,8 +17,8 @@ The catalog sits between the filesystem and the IO layer. It caches
 
 Every fetch is single-flight: N concurrent callers for the same key cause one call. Published
 versions change only through writes, which invalidate them with ``invalidate(handle)``. When the
-data store or S3 is unreachable (``Unavailable``/``BlobUnavailable`` after the IO layer's
-retries), the last value seen is served past its TTL rather than failing (SPEC §4).
+data store or S3 is unreachable (``Unavailable``/``BlobUnavailable`` after the IO layer's retries),
+the last value seen is served past its TTL rather than failing (docs/SEMANTICS.md (Caching)).
 
 It must not make blocking calls, must not import httpx, boto3 or pyfuse3, and never holds or
 logs a secret beyond passing credentials from the broker to the store. Trio thread only.
@@ -59,7 +59,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Item roles with which the data store issues read credentials (provena-api.md §3.4).
+# Item roles with which the data store issues read credentials (docs/API.md §3.4).
 DATA_READ_ROLES = frozenset({"dataset-data-read", "dataset-data-write", "admin"})
 
 NAME_MAX = 255

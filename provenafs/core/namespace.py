@@ -1,4 +1,4 @@
-"""The tree of SPEC §1: which names exist under which node, and what each name is.
+"""The tree of docs/SEMANTICS.md: which names exist under which node, and what each name is.
 
 ::
 

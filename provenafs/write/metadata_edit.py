@@ -1,7 +1,7 @@
 """Metadata edits through a ``<handle>.json`` sidecar, and reverts to an earlier history entry.
 
 ``SidecarEditor.commit`` takes what a program wrote into a sidecar and turns it into one
-``POST /register/update-metadata`` (provena-api.md §3.6, a full replace of the
+``POST /register/update-metadata`` (docs/API.md §3.6, a full replace of the
 ``collection_format``); ``SidecarEditor.revert`` is ``PUT /register/revert-metadata`` (§3.7).
 ``SidecarBuffer`` is the write buffer of one sidecar opened for writing; the filesystem commits
 it at ``flush``, so ``close()`` returns the errno (errors of ``release`` never reach a program).
@@ -284,7 +284,7 @@ class SidecarEditor:
     async def revert(self, handle: str, history_id: int, reason: str) -> int | None:
         """Restore the metadata of history entry *history_id*; the new entry's id (None if unknown).
 
-        Metadata only: files are not restored (provena-api.md §3.7).
+        Metadata only: files are not restored (docs/API.md §3.7).
         """
         reason = reason.strip()
         if not reason:

@@ -1,4 +1,6 @@
-"""Publishing a draft as a new dataset version (SPEC §3), resumably, and deciding when to.
+"""Publishing a draft as a new dataset version, resumably, and deciding when to.
+
+What a user sees of it is docs/SEMANTICS.md, "Writes: drafts" and "Writes in place".
 
 ``Publisher.publish(handle, reason, progress)`` turns the draft of ``handle`` into the next
 version of that dataset and answers the new handle:

@@ -1,4 +1,4 @@
-"""Durability across ``kill -9`` of the daemon (SPEC sections 3 and 6, issue 4 "Durability").
+"""Durability across ``kill -9`` of the daemon (docs/SEMANTICS.md, Writes).
 
 (a) 100 files are written, each closed, while a background thread kills the daemon with SIGKILL
 at a random moment; after a remount with the same state directory, every file whose ``close()``

@@ -1,4 +1,4 @@
-"""Real tools writing into a dataset: ``git clone`` and ``tar x`` (SPEC section 3, issue 4).
+"""Real tools writing into a dataset: ``git clone`` and ``tar x`` (docs/SEMANTICS.md, Writes).
 
 A small local git repository (several commits, a binary file, a deletion) is cloned into a
 dataset on a ``-o rw`` mount, and ``git fsck`` on the clone passes there; an archive made with

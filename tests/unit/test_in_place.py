@@ -1,6 +1,6 @@
 """``-o writes=in-place`` in the filesystem core: every change lands in the dataset itself.
 
-The core runs over a fake data store whose write credentials answer as provena-api §3.4 says
+The core runs over a fake data store whose write credentials answer as docs/API.md §3.4 says
 (401 locked, 403 pending review or released) and a ``MemoryBlobStore``, wired to the real
 ``Publisher`` and ``PublishService`` the way the daemon wires them.
 """
@@ -30,7 +30,7 @@ CREATE = os.O_WRONLY | os.O_CREAT
 
 
 class WritableStore(FakeDataStore):
-    """Write credentials as the data store answers them (provena-api §3.4)."""
+    """Write credentials as the data store answers them (docs/API.md §3.4)."""
 
     async def write_credentials(self, handle: str) -> Credentials:
         await self._enter("write_credentials")

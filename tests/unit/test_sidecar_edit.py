@@ -1,6 +1,6 @@
 """Metadata edits through sidecars: ``SidecarEditor`` against a fake client, then the filesystem.
 
-The fake data store applies update-metadata and revert-metadata the way provena-api.md §3.6 and
+The fake data store applies update-metadata and revert-metadata the way docs/API.md §3.6 and
 §3.7 say (history entry prepended, display name synced, empty strings refused with 400), and
 counts every call, so each test can say exactly which calls a write caused.
 """
