@@ -30,7 +30,7 @@ import trio
 
 from provenafs import errors
 from provenafs.core.filesystem import Filesystem
-from provenafs.core.types import Attributes, Caller, FsStats, OpenFile
+from provenafs.core.types import NAME_MAX, Attributes, Caller, FsStats, OpenFile
 
 __all__ = [
     "NAME_MAX",
@@ -47,7 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NAME_MAX = 255  # bytes in one path component, as on every Linux filesystem
 _BLOCK_UNIT = 512  # st_blocks counts 512-byte units whatever the block size
 _PREFERRED_IO_SIZE = 1 << 20  # st_blksize: reads of 1 MiB match the block cache
 
@@ -310,7 +309,7 @@ class Operations(pyfuse3.Operations):
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self._fs.removexattr(inode, os.fsdecode(name), to_caller(ctx))
 
-    # -- changes (the core answers EROFS until the write issue lands) -------------------------
+    # -- changes (the core decides each one: into a draft, or its refusal) ----------------------
 
     @fuse_handler
     async def create(

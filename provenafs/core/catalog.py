@@ -37,6 +37,7 @@ import cachetools
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
 from provenafs.cache.single_flight import SingleFlight
+from provenafs.core.types import NAME_MAX
 from provenafs.storage.blobstore import (
     AccessDenied,
     BlobStore,
@@ -62,7 +63,6 @@ logger = logging.getLogger(__name__)
 # Item roles with which the data store issues read credentials (docs/API.md §3.4).
 DATA_READ_ROLES = frozenset({"dataset-data-read", "dataset-data-write", "admin"})
 
-NAME_MAX = 255
 _MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
 
 

@@ -35,7 +35,7 @@ from provenafs.api.models import DatasetRecord
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.spill import SpillArea
 from provenafs.core.attributes import AttributeMaker
-from provenafs.core.catalog import NAME_MAX, Catalog
+from provenafs.core.catalog import Catalog
 from provenafs.core.changes import DraftChanges
 from provenafs.core.file_views import FileViews
 from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, SnapshotHandle
@@ -47,6 +47,7 @@ from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer
 from provenafs.core.status import StatusFile, statistics_of
 from provenafs.core.types import (
+    NAME_MAX,
     READDIR_BATCH,
     Attributes,
     Caller,

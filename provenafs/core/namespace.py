@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
-from provenafs.core.catalog import NAME_MAX, Catalog
+from provenafs.core.catalog import Catalog
 from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.types import NAME_MAX
 from provenafs.errors import FsError
 from provenafs.write.drafts import DirectoryEntry, Draft, Whiteout, join
 

@@ -21,6 +21,7 @@ from provenafs.storage.blobstore import ObjectInfo
 __all__ = [
     "COPY_PART_SIZE",
     "LONG_TIMEOUT",
+    "NAME_MAX",
     "READDIR_BATCH",
     "SHORT_TIMEOUT",
     "Attributes",
@@ -43,6 +44,7 @@ SHORT_TIMEOUT = 1.0
 READDIR_BATCH = 20  # entries per answer: about what fits a 4 KiB readdirplus buffer, so few
 # returned entries go unsent (each returned entry counts as a kernel lookup)
 COPY_PART_SIZE = 8 << 20  # copy-on-write fetches a base file into the draft in parts this big
+NAME_MAX = 255  # bytes in one path component, as on every Linux filesystem
 
 DIR_MODE = 0o555
 NO_DATA_DIR_MODE = 0o111
