@@ -43,19 +43,19 @@ class FsError(Exception):
 # Exception class -> errno. Looked up along the exception's MRO, so subclasses inherit the
 # mapping of their nearest listed ancestor; the bases map to EIO.
 ERRNO_BY_EXCEPTION: dict[type[BaseException], int] = {
-    api_errors.NotFound: errno_codes.ENOENT,
-    api_errors.PermissionDenied: errno_codes.EACCES,
-    api_errors.AuthenticationFailed: errno_codes.EACCES,
-    api_errors.Forbidden: errno_codes.EACCES,
-    api_errors.InvalidRequest: errno_codes.EINVAL,
-    api_errors.Unavailable: errno_codes.EIO,
+    api_errors.NotFoundError: errno_codes.ENOENT,
+    api_errors.PermissionDeniedError: errno_codes.EACCES,
+    api_errors.AuthenticationError: errno_codes.EACCES,
+    api_errors.ForbiddenError: errno_codes.EACCES,
+    api_errors.InvalidRequestError: errno_codes.EINVAL,
+    api_errors.UnavailableError: errno_codes.EIO,
     api_errors.ApiError: errno_codes.EIO,
-    blobstore.NoSuchKey: errno_codes.ENOENT,
-    blobstore.AccessDenied: errno_codes.EACCES,
+    blobstore.NoSuchKeyError: errno_codes.ENOENT,
+    blobstore.AccessDeniedError: errno_codes.EACCES,
     # The catalog and the reader retry once with fresh credentials before this escapes.
-    blobstore.ExpiredCredentials: errno_codes.EACCES,
-    blobstore.StaleObject: errno_codes.ESTALE,
-    blobstore.BlobUnavailable: errno_codes.EIO,
+    blobstore.ExpiredCredentialsError: errno_codes.EACCES,
+    blobstore.StaleObjectError: errno_codes.ESTALE,
+    blobstore.BlobUnavailableError: errno_codes.EIO,
     blobstore.BlobError: errno_codes.EIO,
 }
 

@@ -7,7 +7,7 @@
 Unknown keys are an error with a clear message, never silently dropped.
 
 Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch. The mount is
-read-write (drafts become new versions, docs/SEMANTICS.md (Writes)); ``-o ro`` makes it read-only.
+read-write (drafts become new versions, docs/SEMANTICS.md, Writes); ``-o ro`` makes it read-only.
 Write-side keys: ``writes=draft|in-place``, ``state_dir=`` (where drafts live; default
 ``$XDG_STATE_HOME/provenafs``), ``publish_delay=`` (seconds of quiet before a draft publishes
 itself; 0 = never), ``on_unmount=publish|refuse``, ``reason=`` (the reason of published versions)

@@ -4,13 +4,14 @@ It speaks the routes of docs/API.md §3 over one keep-alive ``httpx.AsyncClient`
 only the frozen records of ``api.models``; raw JSON leaves it only as ``DatasetRecord.document``.
 Every httpx error and HTTP status is translated here, once, into ``api.errors`` (§2, §3, §10):
 
-- 401 "Could not validate credentials" → ``AuthenticationFailed`` (after one token refresh and
-  retry); any other 401 → ``PermissionDenied``; 403 → ``Forbidden``;
-- 400 on fetch and credential routes → ``NotFound`` (unknown, seed or non-dataset id); 400/422 or
-  ``status.success=false`` elsewhere → ``InvalidRequest`` with the server's ``detail``;
+- 401 "Could not validate credentials" → ``AuthenticationError`` (after one token refresh and
+  retry); any other 401 → ``PermissionDeniedError``; 403 → ``ForbiddenError``;
+- 400 on fetch and credential routes → ``NotFoundError`` (unknown, seed or non-dataset id);
+  400/422 or ``status.success=false`` elsewhere → ``InvalidRequestError`` with the server's
+  ``detail``;
 - network errors, 429 and 5xx → retried with bounded exponential backoff and jitter, then
-  ``Unavailable``. Calls that could act twice (version, metadata update, revert) are retried
-  only when the request never left (connect errors).
+  ``UnavailableError``. Calls that could act twice (version, metadata update, revert) are
+  retried only when the request never left (connect errors).
 
 It must not log or raise a token, must not cache (the catalog and the credential broker do), and
 runs under trio.
@@ -31,12 +32,12 @@ import trio
 
 from provenafs.api.errors import (
     ApiError,
-    AuthenticationFailed,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
+    AuthenticationError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
 )
 from provenafs.api.models import (
     CollectionFormat,
@@ -126,15 +127,15 @@ def _error_for(route: _Route, response: httpx.Response) -> ApiError:
     message = f"{route.name}: {detail}"
     if code == 401:
         if any(text in detail for text in _AUTH_FAILURE_DETAILS):
-            return AuthenticationFailed(message)
-        return PermissionDenied(message)
+            return AuthenticationError(message)
+        return PermissionDeniedError(message)
     if code == 403:
-        return Forbidden(message)
+        return ForbiddenError(message)
     if code == 404 or (code == 400 and route.bad_request_means_missing):
-        return NotFound(message)
+        return NotFoundError(message)
     if code == 429 or code >= 500:
-        return Unavailable(f"{message} (HTTP {code})")
-    return InvalidRequest(message)
+        return UnavailableError(f"{message} (HTTP {code})")
+    return InvalidRequestError(message)
 
 
 def _require(mapping: Any, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -220,7 +221,9 @@ async def discover(
         try:
             response = await http.get(_DISCOVER.path)
         except httpx.TransportError as exc:
-            raise Unavailable(f"discover: data store unreachable ({type(exc).__name__})") from None
+            raise UnavailableError(
+                f"discover: data store unreachable ({type(exc).__name__})"
+            ) from None
     if response.status_code == 404:
         return Discovery(None, DEFAULT_REGION, None)
     if response.status_code != 200:
@@ -228,7 +231,7 @@ async def discover(
     try:
         return _discovery(response.json())
     except ValueError as exc:
-        raise Unavailable(f"discover: unexpected answer ({exc})") from None
+        raise UnavailableError(f"discover: unexpected answer ({exc})") from None
 
 
 class DataStoreClient:
@@ -264,7 +267,7 @@ class DataStoreClient:
         """``GET /.well-known/provenafs``; 404 means a real deployment: region default, no realm."""
         try:
             body = await self._call(_DISCOVER, authenticated=False)
-        except NotFound:
+        except NotFoundError:
             return Discovery(None, DEFAULT_REGION, None)
         return self._parse(_DISCOVER, _discovery, body)
 
@@ -272,7 +275,7 @@ class DataStoreClient:
         """The record of one dataset version with the caller's item roles and lock flag."""
         body = await self._call(_FETCH, params={"handle_id": handle})
         if isinstance(body, dict) and body.get("item") is None:
-            raise NotFound(f"fetch_dataset: {_status_details(body) or 'no such dataset'}")
+            raise NotFoundError(f"fetch_dataset: {_status_details(body) or 'no such dataset'}")
 
         def parse(b: Any) -> DatasetRecord:
             document = {"item": b["item"], "roles": b.get("roles"), "locked": b.get("locked")}
@@ -288,7 +291,7 @@ class DataStoreClient:
         body = await self._call(_LIST, json=request)
         raw_items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(raw_items, list):
-            raise Unavailable("list_page: the answer has no items list")
+            raise UnavailableError("list_page: the answer has no items list")
         records = []
         for raw in raw_items:
             try:
@@ -309,7 +312,7 @@ class DataStoreClient:
             if page.pagination_key is None:
                 return records
             if page.pagination_key in seen:
-                raise Unavailable("list_page: the data store repeated a pagination key")
+                raise UnavailableError("list_page: the data store repeated a pagination key")
             key = page.pagination_key
             seen.append(key)
 
@@ -370,7 +373,7 @@ class DataStoreClient:
         try:
             return parse(body)
         except (ValueError, TypeError, KeyError) as exc:
-            raise Unavailable(
+            raise UnavailableError(
                 f"{route.name}: unexpected answer from the data store ({exc})"
             ) from None
 
@@ -387,7 +390,7 @@ class DataStoreClient:
         while True:
             try:
                 return await self._send_with_retries(route, params, json, authenticated)
-            except AuthenticationFailed:
+            except AuthenticationError:
                 if refreshed or not authenticated:
                     raise
                 refreshed = True
@@ -411,7 +414,7 @@ class DataStoreClient:
             except httpx.TransportError as exc:
                 never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if last or not (route.retry_safe or never_sent):
-                    raise Unavailable(
+                    raise UnavailableError(
                         f"{route.name}: data store unreachable ({type(exc).__name__})"
                     ) from None
                 log.debug("%s: %s, retrying", route.name, type(exc).__name__)
@@ -419,7 +422,7 @@ class DataStoreClient:
                 if response.status_code == 200:
                     return self._success_body(route, response)
                 error = _error_for(route, response)
-                if not isinstance(error, Unavailable) or last or not route.retry_safe:
+                if not isinstance(error, UnavailableError) or last or not route.retry_safe:
                     raise error
                 log.debug("%s: HTTP %d, retrying", route.name, response.status_code)
             self._calls["retries"] += 1
@@ -431,14 +434,14 @@ class DataStoreClient:
         try:
             body = response.json()
         except ValueError:
-            raise Unavailable(f"{route.name}: the data store answered no JSON") from None
+            raise UnavailableError(f"{route.name}: the data store answered no JSON") from None
         if isinstance(body, dict):
             status = body.get("status")
             if isinstance(status, dict) and status.get("success") is False:
                 details = _status_details(body) or "request refused"
                 if route.bad_request_means_missing and route is _FETCH:
-                    raise NotFound(f"{route.name}: {details}")
-                raise InvalidRequest(f"{route.name}: {details}")
+                    raise NotFoundError(f"{route.name}: {details}")
+                raise InvalidRequestError(f"{route.name}: {details}")
         return body
 
 

@@ -4,7 +4,7 @@ Stored logins are one JSON file, ``<config_dir>/tokens.json`` (mode 0600, direct
 by the data store's URL. ``token_source_for`` picks, in order: ``PROVENAFS_TOKEN`` (a bearer used
 as is), ``PROVENAFS_OFFLINE_TOKEN`` or an offline token file (refreshed through the realm, client
 ``automated-access``), a stored ``provenafs login`` (client ``client-tools``); otherwise it
-raises ``NotLoggedIn``.
+raises ``NotLoggedInError``.
 
 This module must never log or print a token, nor put one in an exception message. Its file I/O
 is small and blocking: call it at start-up or from a command, not from a FUSE handler.
@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from provenafs.api.errors import AuthenticationFailed
+from provenafs.api.errors import AuthenticationError
 from provenafs.api.realm import RefreshingToken, StaticToken, TokenSource
 
 __all__ = [
     "LOGIN_CLIENT_ID",
     "OFFLINE_CLIENT_ID",
-    "NotLoggedIn",
+    "NotLoggedInError",
     "config_dir",
     "forget",
     "load_refresh_token",
@@ -38,7 +38,7 @@ OFFLINE_CLIENT_ID = "automated-access"
 _TOKENS_FILE = "tokens.json"
 
 
-class NotLoggedIn(AuthenticationFailed):
+class NotLoggedInError(AuthenticationError):
     """No token of any kind is available for a data store."""
 
 
@@ -133,19 +133,19 @@ def token_source_for(
         try:
             offline = offline_token_file.read_text().strip()
         except OSError as exc:
-            raise NotLoggedIn(
+            raise NotLoggedInError(
                 f"cannot read the offline token file {offline_token_file}: {exc.strerror}"
             ) from None
         if not offline:
-            raise NotLoggedIn(f"the offline token file {offline_token_file} is empty")
+            raise NotLoggedInError(f"the offline token file {offline_token_file} is empty")
     entry = None if offline else _load_entry(source_url, environ)
     if not offline and entry is None:
-        raise NotLoggedIn(
+        raise NotLoggedInError(
             f"not logged in to {_key(source_url)}: run `provenafs login {_key(source_url)}`, "
             "or set PROVENAFS_TOKEN or PROVENAFS_OFFLINE_TOKEN"
         )
     if realm_url is None:
-        raise NotLoggedIn(
+        raise NotLoggedInError(
             f"no Keycloak realm is known for {_key(source_url)}, so its token cannot be "
             "refreshed: give the realm URL, or set PROVENAFS_TOKEN"
         )

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
-from provenafs.api.errors import ApiError, AuthenticationFailed, Unavailable
+from provenafs.api.errors import ApiError, AuthenticationError, UnavailableError
 
 __all__ = [
     "DEVICE_GRANT",
@@ -116,7 +116,7 @@ def _oauth_error(response: httpx.Response) -> str:
 
 def _token_set(body: Any, now: float, previous_refresh: str | None) -> TokenSet:
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-        raise AuthenticationFailed("the realm's token answer has no access_token")
+        raise AuthenticationError("the realm's token answer has no access_token")
     access = str(body["access_token"])
     expires_at = jwt_expiry(access)
     if expires_at is None:
@@ -137,12 +137,14 @@ async def _post_form(
             response = await http.post(url, data=form)
         except httpx.TransportError as exc:
             if attempt + 1 == _REALM_TRIES:
-                raise Unavailable(f"{what}: realm unreachable ({type(exc).__name__})") from None
+                raise UnavailableError(
+                    f"{what}: realm unreachable ({type(exc).__name__})"
+                ) from None
         else:
             if response.status_code < 500:
                 return response
             if attempt + 1 == _REALM_TRIES:
-                raise Unavailable(f"{what}: realm answered HTTP {response.status_code}")
+                raise UnavailableError(f"{what}: realm answered HTTP {response.status_code}")
         await trio.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")
@@ -206,7 +208,7 @@ class RefreshingToken:
             if self._current is None or (not self._fresh() and self._generation == generation):
                 try:
                     await self._exchange()
-                except Unavailable:
+                except UnavailableError:
                     # the realm is down: a token that has not quite expired still serves
                     current = self._current
                     if current is None or current.expires_at <= self._clock():
@@ -234,13 +236,13 @@ class RefreshingToken:
         self.exchanges += 1
         response = await _post_form(self._http, self._token_url, form, "token refresh")
         if response.status_code != 200:
-            raise AuthenticationFailed(
+            raise AuthenticationError(
                 f"token refresh refused ({_oauth_error(response)}): log in again"
             )
         try:
             body = response.json()
         except ValueError:
-            raise AuthenticationFailed("token refresh: the realm answered no JSON") from None
+            raise AuthenticationError("token refresh: the realm answered no JSON") from None
         now = self._clock()
         tokens = _token_set(body, now, self._refresh_token)
         if tokens.refresh_token and tokens.refresh_token != self._refresh_token:
@@ -276,7 +278,7 @@ async def device_login(
             "device login",
         )
         if response.status_code != 200:
-            raise AuthenticationFailed(f"device login refused ({_oauth_error(response)})")
+            raise AuthenticationError(f"device login refused ({_oauth_error(response)})")
         try:
             grant = response.json()
             device_code = str(grant["device_code"])
@@ -296,7 +298,7 @@ async def device_login(
                 try:
                     body = response.json()
                 except ValueError:
-                    raise AuthenticationFailed("device login: the realm answered no JSON") from None
+                    raise AuthenticationError("device login: the realm answered no JSON") from None
                 return _token_set(body, clock(), None)
             error = _oauth_error(response)
             if error == "authorization_pending" and clock() < deadline:
@@ -305,5 +307,5 @@ async def device_login(
                 interval += 5
                 continue
             if error in {"authorization_pending", "slow_down", "expired_token"}:
-                raise AuthenticationFailed("device login expired before it was approved")
-            raise AuthenticationFailed(f"device login refused ({error})")
+                raise AuthenticationError("device login expired before it was approved")
+            raise AuthenticationError(f"device login refused ({error})")

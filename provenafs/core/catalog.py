@@ -6,19 +6,20 @@ The catalog sits between the filesystem and the IO layer. It caches
   (``negative_ttl``, short), so a shell probing names does not hammer the data store;
 - the full dataset list (``client.list_all`` walks every page, short and empty ones included);
 - S3 listings (``listing_ttl``), listed with the dataset's read credentials; on
-  ``ExpiredCredentials``/``AccessDenied`` the credentials are invalidated and the listing retried
-  once. The first listing of a dataset version asks for all of its keys at once (no delimiter)
-  when the store can stop paging after ``snapshot_max_keys`` (a ``TreeLister``; 0 turns this
-  off): every folder of a dataset that small is then answered from that one snapshot. A bigger
-  one is listed one level per (handle, directory) with delimiter ``/``, so a huge dataset never
-  costs a full listing up front;
+  ``ExpiredCredentialsError``/``AccessDeniedError`` the credentials are invalidated and the
+  listing retried once. The first listing of a dataset version asks for all of its keys at once
+  (no delimiter) when the store can stop paging after ``snapshot_max_keys`` (a ``TreeLister``;
+  0 turns this off): every folder of a dataset that small is then answered from that one
+  snapshot. A bigger one is listed one level per (handle, directory) with delimiter ``/``, so a
+  huge dataset never costs a full listing up front;
 - whether a dataset's data is readable when the item roles alone do not say so (realm admins
   get read credentials without item roles).
 
 Every fetch is single-flight: N concurrent callers for the same key cause one call. Published
 versions change only through writes, which invalidate them with ``invalidate(handle)``. When the
-data store or S3 is unreachable (``Unavailable``/``BlobUnavailable`` after the IO layer's retries),
-the last value seen is served past its TTL rather than failing (docs/SEMANTICS.md (Caching)).
+data store or S3 is unreachable (``UnavailableError``/``BlobUnavailableError`` after the IO layer's
+retries), the last value seen is served past its TTL rather than failing (docs/SEMANTICS.md,
+Caching).
 
 It must not make blocking calls, must not import httpx, boto3 or pyfuse3, and never holds or
 logs a secret beyond passing credentials from the broker to the store. Trio thread only.
@@ -39,10 +40,10 @@ from provenafs.api.models import Credentials, DatasetRecord
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.types import NAME_MAX
 from provenafs.storage.blobstore import (
-    AccessDenied,
+    AccessDeniedError,
     BlobStore,
-    BlobUnavailable,
-    ExpiredCredentials,
+    BlobUnavailableError,
+    ExpiredCredentialsError,
     Listing,
     ObjectInfo,
 )
@@ -279,24 +280,24 @@ class Catalog:
     # --- records -------------------------------------------------------------------------
 
     async def record(self, handle: str) -> DatasetRecord:
-        """The fetched record of *handle* (with the caller's roles); ``NotFound`` if unknown."""
+        """The fetched record of *handle* (with the caller's roles); ``NotFoundError`` if none."""
         cached = self._records.get(handle)
         if cached is not None:
             self._counts["record_hits"] += 1
             return cached
         if self._unknown.get(handle):
             self._counts["negative_hits"] += 1
-            raise api_errors.NotFound(f"unknown dataset {handle!r} (cached)")
+            raise api_errors.NotFoundError(f"unknown dataset {handle!r} (cached)")
         return await self._record_flights.run(handle, lambda: self._fetch_record(handle))
 
     async def _fetch_record(self, handle: str) -> DatasetRecord:
         self._counts["record_fetches"] += 1
         try:
             record = await self._client.fetch_dataset(handle)
-        except api_errors.NotFound:
+        except api_errors.NotFoundError:
             self._unknown[handle] = True
             raise
-        except api_errors.Unavailable:
+        except api_errors.UnavailableError:
             stale = self._last_fetched.get(handle)
             if stale is None:
                 raise
@@ -328,7 +329,7 @@ class Catalog:
         self._counts["list_fetches"] += 1
         try:
             records = tuple(await self._client.list_all())
-        except api_errors.Unavailable:
+        except api_errors.UnavailableError:
             if self._last_all is None:
                 raise
             self._served_stale("dataset list", "")
@@ -356,7 +357,7 @@ class Catalog:
                 snapshot = await self._snapshot_flights.run(
                     handle, lambda: self._fetch_snapshot(record, lister)
                 )
-            except (api_errors.Unavailable, BlobUnavailable):
+            except (api_errors.UnavailableError, BlobUnavailableError):
                 stale = self._stale_listing(handle, directory)
                 if stale is None:
                     raise
@@ -381,7 +382,7 @@ class Catalog:
                     creds, bucket, root, max_keys=self._snapshot_max_keys
                 ),
             )
-        except (api_errors.Unavailable, BlobUnavailable):
+        except (api_errors.UnavailableError, BlobUnavailableError):
             stale = self._last_snapshots.get(handle)
             if stale is None:
                 raise
@@ -403,7 +404,7 @@ class Catalog:
         invalidations = self._invalidations
         try:
             listing = await self._list(record, directory)
-        except (api_errors.Unavailable, BlobUnavailable):
+        except (api_errors.UnavailableError, BlobUnavailableError):
             stale = self._stale_listing(record.handle, directory)
             if stale is None:
                 raise
@@ -437,7 +438,7 @@ class Catalog:
             creds = await self._broker.read(handle)
             try:
                 return await call(creds)
-            except (ExpiredCredentials, AccessDenied):
+            except (ExpiredCredentialsError, AccessDeniedError):
                 if attempt == 2:
                     raise
                 self._counts["credential_retries"] += 1
@@ -474,7 +475,7 @@ class Catalog:
         self._counts["access_probes"] += 1
         try:
             await self._broker.read(handle)
-        except (api_errors.PermissionDenied, api_errors.Forbidden):
+        except (api_errors.PermissionDeniedError, api_errors.ForbiddenError):
             readable = False
         else:
             readable = True
@@ -499,7 +500,7 @@ class Catalog:
             seen.add(following)
             try:
                 record = await self.record(following)
-            except (api_errors.NotFound, api_errors.PermissionDenied):
+            except (api_errors.NotFoundError, api_errors.PermissionDeniedError):
                 break
         return record.handle
 

@@ -55,9 +55,9 @@ from provenafs.core.types import (
 )
 from provenafs.errors import FsError, to_errno
 from provenafs.storage.blobstore import (
-    AccessDenied,
+    AccessDeniedError,
     BlobStore,
-    ExpiredCredentials,
+    ExpiredCredentialsError,
     Listing,
     ObjectInfo,
 )
@@ -74,7 +74,7 @@ from provenafs.write.drafts import (
     Whiteout,
     join,
 )
-from provenafs.write.publish import NothingToPublish, PublishError
+from provenafs.write.publish import NothingToPublishError, PublishError
 
 __all__ = ["RENAME_NOREPLACE", "DraftChanges"]
 
@@ -162,7 +162,7 @@ class DraftChanges:
             return
         try:
             await self.in_place_publisher.commit(handle)
-        except NothingToPublish:
+        except NothingToPublishError:
             return
         except PublishError as exc:
             cause = exc.__cause__
@@ -526,7 +526,7 @@ class DraftChanges:
                 return await self._store.list_prefix(
                     creds, record.s3.bucket_name, prefix, delimiter=None
                 )
-            except (ExpiredCredentials, AccessDenied):
+            except (ExpiredCredentialsError, AccessDeniedError):
                 if attempt == 2:
                     raise
                 self._broker.invalidate(record.handle)

@@ -162,7 +162,7 @@ class Namespace:
         handle = f"{prefix}/{suffix}"
         try:
             await self._catalog.record(handle)
-        except api_errors.NotFound as exc:
+        except api_errors.NotFoundError as exc:
             raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
         return NodeId(kind, handle)
 

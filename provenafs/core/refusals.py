@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from provenafs.api.errors import AuthenticationFailed, Forbidden, PermissionDenied
+from provenafs.api.errors import AuthenticationError, ForbiddenError, PermissionDeniedError
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
 from provenafs.core.inodes import NodeId, NodeKind
@@ -129,7 +129,7 @@ class RefusalPolicy:
         handle = record.handle
         try:
             await self._broker.write(handle)
-        except (Forbidden, PermissionDenied, AuthenticationFailed) as exc:
+        except (ForbiddenError, PermissionDeniedError, AuthenticationError) as exc:
             reason = str(exc)
             if self._write_refusals.get(handle) != reason:
                 self._write_refusals[handle] = reason

@@ -431,7 +431,7 @@ async def _login_flow(source: str, realm_url: str | None = None) -> None:
         )
     tokens = await device_login(realm_url, LOGIN_CLIENT_ID, _show_device_prompt)
     if not tokens.refresh_token:
-        raise api_errors.AuthenticationFailed("the realm answered no refresh token")
+        raise api_errors.AuthenticationError("the realm answered no refresh token")
     save_refresh_token(source, tokens.refresh_token, client_id=LOGIN_CLIENT_ID)
     print(f"Signed in to {source}; the login is stored in {config_dir()} (mode 0600).")
 

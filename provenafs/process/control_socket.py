@@ -44,7 +44,7 @@ import trio
 
 from provenafs.api.errors import ApiError
 from provenafs.errors import FsError
-from provenafs.write.publish import NothingToPublish, PublishError, PublishProgress
+from provenafs.write.publish import NothingToPublishError, PublishError, PublishProgress
 
 __all__ = [
     "ControlError",
@@ -68,7 +68,7 @@ Reverter = Callable[[str, int, str], Awaitable[object]]
 
 
 class PublishBackend(Protocol):
-    """What the control server needs from publishing (``PublishService`` provides it)."""
+    """What the control server needs from publishing (``PublishScheduler`` provides it)."""
 
     async def commit(
         self,
@@ -325,7 +325,7 @@ class ControlServer:
             nursery.start_soon(forward)
             try:
                 new_handle = await self._publishing.commit(handle, reason, listen)
-            except NothingToPublish as exc:
+            except NothingToPublishError as exc:
                 outcome: dict[str, Any] = {
                     "event": "nothing",
                     "handle": exc.current_handle or handle,

@@ -33,7 +33,7 @@ import provenafs
 from provenafs import fuse_ops
 from provenafs.api import errors as api_errors
 from provenafs.api.client import DataStoreClient, discover
-from provenafs.api.logins import NotLoggedIn, token_source_for
+from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
 from provenafs.api.realm import RefreshingToken, TokenSource
 from provenafs.cache.block_cache import BlockCache
@@ -48,7 +48,7 @@ from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.storage.s3 import S3BlobStore
 from provenafs.write.drafts import DraftStore, default_root
-from provenafs.write.publish import Publisher, PublishService
+from provenafs.write.publish import Publisher, PublishScheduler
 
 __all__ = ["StartupError", "fuse_mount_options", "run"]
 
@@ -161,15 +161,15 @@ class _Readiness:
 
 def _describe_api_failure(options: MountOptions, exc: Exception) -> str:
     source = options.source
-    if isinstance(exc, NotLoggedIn):
+    if isinstance(exc, NotLoggedInError):
         return str(exc)
-    if isinstance(exc, api_errors.AuthenticationFailed):
+    if isinstance(exc, api_errors.AuthenticationError):
         return f"{source} refused the token ({exc}); run `provenafs login {source}` or set a token"
-    if isinstance(exc, api_errors.PermissionDenied):
+    if isinstance(exc, api_errors.PermissionDeniedError):
         return f"{source} denied access ({exc}); the account lacks the registry read role"
-    if isinstance(exc, api_errors.Unavailable):
+    if isinstance(exc, api_errors.UnavailableError):
         return f"cannot reach the data store at {source}: {exc}"
-    if isinstance(exc, api_errors.NotFound):
+    if isinstance(exc, api_errors.NotFoundError):
         return f"{source} does not look like a Provena data store: {exc}"
     return f"cannot start against {source}: {type(exc).__name__}: {exc}"
 
@@ -180,7 +180,7 @@ async def _discover_with_retries(source: str) -> Discovery:
     for _ in range(_DISCOVERY_TRIES - 1):
         try:
             return await discover(source)
-        except api_errors.Unavailable as exc:
+        except api_errors.UnavailableError as exc:
             log.warning("discovery of %s failed (%s); retrying in %.1f s", source, exc, delay)
         await trio.sleep(delay)
         delay *= 2
@@ -192,7 +192,7 @@ class _Mounted:
     """What one mount runs: the filesystem core, its publishing service and control socket."""
 
     fs: Filesystem
-    publishing: PublishService
+    publishing: PublishScheduler
     control: ControlServer
     disk: DiskCache | None  # its writer runs in the mount's nursery
 
@@ -203,7 +203,7 @@ def _publishing_for(
     client: DataStoreClient,
     broker: CredentialBroker,
     store: S3BlobStore,
-) -> PublishService:
+) -> PublishScheduler:
     publisher = Publisher(
         client,
         broker,
@@ -213,7 +213,7 @@ def _publishing_for(
         default_reason=options.reason,
         in_place=options.write_mode == "in-place",
     )
-    service = PublishService(publisher, publish_delay=options.publish_delay)
+    service = PublishScheduler(publisher, publish_delay=options.publish_delay)
     fs.set_in_place_publisher(service)  # -o writes=in-place pushes at close through it
     return service
 

@@ -1,7 +1,7 @@
 """``ObjectReader``: the bytes of one open file, from the block cache, S3 and a prefetcher.
 
-One reader per open file handle of a published object (its ETag is fixed at open; every GET
-sends it as If-Match, so a changed object fails with ``StaleObject`` instead of mixing versions).
+One reader per open file handle of a published object (its ETag is fixed at open; every GET sends it
+as If-Match, so a changed object fails with ``StaleObjectError`` instead of mixing versions).
 
 How reads are served:
 
@@ -36,9 +36,10 @@ goes through the block cache, and ``close()`` cancels it. Given a ``spill`` area
 writes each part to a local spill file: a page the kernel drops later is read from there, not
 fetched from S3 again.
 
-Credentials come from ``CredentialBroker.read``; after ``ExpiredCredentials``/``AccessDenied``
-the reader invalidates them and retries once. Everything runs on the trio thread; the reader
-must not import boto3 and never does blocking I/O itself.
+Credentials come from ``CredentialBroker.read``; after
+``ExpiredCredentialsError``/``AccessDeniedError`` the reader invalidates them and retries once.
+Everything runs on the trio thread; the reader must not import boto3 and never does blocking I/O
+itself.
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ import trio
 from provenafs.cache.block_cache import BlockCache, BlockKey
 from provenafs.cache.spill import SpillArea, SpillFile
 from provenafs.storage.blobstore import (
-    AccessDenied,
+    AccessDeniedError,
     BlobStore,
-    ExpiredCredentials,
-    StaleObject,
+    ExpiredCredentialsError,
+    StaleObjectError,
 )
 from provenafs.storage.credentials import CredentialBroker
 
@@ -343,7 +344,7 @@ class ObjectReader:
                     )
                     step = block_size or max(1, len(data))
                     blocks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
-            except (ExpiredCredentials, AccessDenied):
+            except (ExpiredCredentialsError, AccessDeniedError):
                 if attempt:
                     raise
                 self._stats["credential_retries"] += 1
@@ -438,7 +439,7 @@ class ObjectReader:
                 self._stats["slot_hits"] += 1
                 self._cache.put(self._block_key(index), slot.data)
                 return slot.data
-            if isinstance(slot.error, StaleObject):
+            if isinstance(slot.error, StaleObjectError):
                 raise slot.error
             # prefetch failed or was cancelled: fetch on demand, which retries and reports
         return await self._cache.get_or_fetch(

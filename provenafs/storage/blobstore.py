@@ -20,16 +20,16 @@ from typing import Protocol
 from provenafs.api.models import Credentials
 
 __all__ = [
-    "AccessDenied",
+    "AccessDeniedError",
     "BlobError",
     "BlobStore",
-    "BlobUnavailable",
-    "ExpiredCredentials",
+    "BlobUnavailableError",
+    "ExpiredCredentialsError",
     "Listing",
     "MemoryBlobStore",
-    "NoSuchKey",
+    "NoSuchKeyError",
     "ObjectInfo",
-    "StaleObject",
+    "StaleObjectError",
     "WritableBlobStore",
     "multipart_etag",
 ]
@@ -39,23 +39,23 @@ class BlobError(Exception):
     """Base of every object-store failure."""
 
 
-class NoSuchKey(BlobError):
+class NoSuchKeyError(BlobError):
     """The key does not exist (404 / NoSuchKey)."""
 
 
-class AccessDenied(BlobError):
+class AccessDeniedError(BlobError):
     """The credentials do not allow this operation (AccessDenied / 403)."""
 
 
-class ExpiredCredentials(BlobError):
+class ExpiredCredentialsError(BlobError):
     """The session token has expired or is no longer valid (ExpiredToken, InvalidToken)."""
 
 
-class StaleObject(BlobError):
+class StaleObjectError(BlobError):
     """The object's ETag no longer matches the one the reader opened (PreconditionFailed)."""
 
 
-class BlobUnavailable(BlobError):
+class BlobUnavailableError(BlobError):
     """The object store could not be reached, or kept failing, after bounded retries."""
 
 
@@ -210,7 +210,7 @@ class MemoryBlobStore:
         try:
             return self.objects[(bucket, key)][1]
         except KeyError:
-            raise NoSuchKey(key) from None
+            raise NoSuchKeyError(key) from None
 
     async def get_range(
         self,
@@ -226,9 +226,9 @@ class MemoryBlobStore:
         try:
             data, info = self.objects[(bucket, key)]
         except KeyError:
-            raise NoSuchKey(key) from None
+            raise NoSuchKeyError(key) from None
         if etag is not None and etag != info.etag:
-            raise StaleObject(key)
+            raise StaleObjectError(key)
         chunk = data[start:end]
         self.bytes_fetched += len(chunk)
         return chunk
@@ -259,7 +259,7 @@ class MemoryBlobStore:
         try:
             upload_bucket, upload_key, parts = self.uploads[upload_id]
         except KeyError:
-            raise NoSuchKey(f"no upload {upload_id}") from None
+            raise NoSuchKeyError(f"no upload {upload_id}") from None
         if (upload_bucket, upload_key) != (bucket, key):
             raise BlobError(f"upload {upload_id} is for another key")
         parts[number] = bytes(data)
@@ -278,7 +278,7 @@ class MemoryBlobStore:
         try:
             _, _, sent = self.uploads.pop(upload_id)
         except KeyError:
-            raise NoSuchKey(f"no upload {upload_id}") from None
+            raise NoSuchKeyError(f"no upload {upload_id}") from None
         bodies = []
         for number, etag in parts:
             body = sent.get(number)

@@ -8,7 +8,8 @@ still works. Fetches are single-flight: N concurrent readers of a dataset cause 
 a failure reaches every waiter without being cached. If the data store is unreachable while
 the credentials held have not yet expired, they keep being used (renewal is retried every few
 seconds), so cached and in-flight reads survive an outage. ``invalidate`` drops a dataset's
-credentials after S3 said ExpiredCredentials/AccessDenied, so the next call mints new ones.
+credentials after S3 refused them (``ExpiredCredentialsError``/``AccessDeniedError``), so the
+next call mints new ones.
 
 It runs on the trio thread only (its tables are not locked) and never logs a secret.
 """
@@ -22,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
-from provenafs.api.errors import Unavailable
+from provenafs.api.errors import UnavailableError
 from provenafs.api.models import Credentials
 from provenafs.cache.single_flight import SingleFlight
 
@@ -110,7 +111,7 @@ class CredentialBroker:
         issued = self._clock()
         try:
             credentials = await fetch(key[0])
-        except Unavailable:
+        except UnavailableError:
             self._stats["failures"] += 1
             held, now = self._held.get(key), self._clock()
             if held is None or held.credentials.expiry.timestamp() <= now:

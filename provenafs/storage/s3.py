@@ -5,14 +5,14 @@ session), path-style. Reads (ranged GETs, list pages) are signed here (``sigv4``
 one urllib3 pool as large as the thread limiter: a botocore call costs about three times the
 CPU. Writes use one boto3 client per credential set (bounded, least recently used dropped).
 Retries are this module's own (boto3's are off): connection errors, 5xx and SlowDown are
-retried with bounded exponential backoff, then raise ``BlobUnavailable``.
+retried with bounded exponential backoff, then raise ``BlobUnavailableError``.
 
-Each request runs in ``trio.to_thread.run_sync`` under one dedicated ``CapacityLimiter``: one
-thread hop per request (a ranged GET of a multi-MiB part, a list page), never per FUSE read.
-S3 errors are translated here, once (``_translate_answer``): NoSuchKey/404 → ``NoSuchKey``;
-AccessDenied/403 → ``AccessDenied``; ExpiredToken/InvalidToken/InvalidAccessKeyId/
-SignatureDoesNotMatch → ``ExpiredCredentials``; PreconditionFailed/412 → ``StaleObject``. ETags
-are returned without quotes. Secrets never appear in a message, a log line or a ``repr``.
+Each request runs in ``trio.to_thread.run_sync`` under one dedicated ``CapacityLimiter``: one thread
+hop per request (a ranged GET of a multi-MiB part, a list page), never per FUSE read. S3 errors are
+translated here, once (``_translate_answer``): NoSuchKey/404 → ``NoSuchKeyError``; AccessDenied/403
+→ ``AccessDeniedError``; ExpiredToken/InvalidToken/InvalidAccessKeyId/SignatureDoesNotMatch →
+``ExpiredCredentialsError``; PreconditionFailed/412 → ``StaleObjectError``. ETags are returned
+without quotes. Secrets never appear in a message, a log line or a ``repr``.
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ import urllib3.exceptions
 
 from provenafs.api.models import Credentials
 from provenafs.storage.blobstore import (
-    AccessDenied,
+    AccessDeniedError,
     BlobError,
-    BlobUnavailable,
-    ExpiredCredentials,
+    BlobUnavailableError,
+    ExpiredCredentialsError,
     Listing,
-    NoSuchKey,
+    NoSuchKeyError,
     ObjectInfo,
-    StaleObject,
+    StaleObjectError,
 )
 from provenafs.storage.sigv4 import s3_path, s3_query, sign_s3_request
 
@@ -116,18 +116,18 @@ def _translate_answer(code: str, status: int, what: str) -> BlobError | _Retryab
     store's exceptions."""
     message = f"{what}: {code or status}"
     if code in _EXPIRED_CODES:
-        return ExpiredCredentials(message)
+        return ExpiredCredentialsError(message)
     if code in _STALE_CODES or status == 412:
-        return StaleObject(message)
+        return StaleObjectError(message)
     if code in _MISSING_CODES or status == 404:
-        return NoSuchKey(message)
+        return NoSuchKeyError(message)
     if code in _DENIED_CODES or status == 403:
-        return AccessDenied(message)
+        return AccessDeniedError(message)
     if code == "400" and status == 400:
         # HEAD answers carry no body: with a session token, a bare 400 is an expired token
-        return ExpiredCredentials(message)
+        return ExpiredCredentialsError(message)
     if code in _BUSY_CODES or status >= 500 or status == 429:
-        return _Retryable(BlobUnavailable(message))
+        return _Retryable(BlobUnavailableError(message))
     return BlobError(message)
 
 
@@ -163,7 +163,7 @@ def _parse_list_page(body: bytes) -> _ListPage:
         # S3's own answer; ElementTree resolves no external entities and expat bounds expansion
         root = ElementTree.fromstring(body)  # noqa: S314
     except ElementTree.ParseError:
-        raise _Retryable(BlobUnavailable("list: an answer that is not XML")) from None
+        raise _Retryable(BlobUnavailableError("list: an answer that is not XML")) from None
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
 
     def text(node: ElementTree.Element, name: str) -> str:
@@ -277,7 +277,7 @@ class S3BlobStore:
         except botocore.exceptions.ClientError as exc:
             raise _translate(exc, what) from None
         except _TRANSIENT_ERRORS as exc:
-            raise _Retryable(BlobUnavailable(f"{what}: {type(exc).__name__}")) from None
+            raise _Retryable(BlobUnavailableError(f"{what}: {type(exc).__name__}")) from None
 
     async def _run(
         self,
@@ -511,7 +511,7 @@ class S3BlobStore:
             finally:
                 response.release_conn()
         except _TRANSIENT_ERRORS as exc:
-            raise _Retryable(BlobUnavailable(f"{what}: {type(exc).__name__}")) from None
+            raise _Retryable(BlobUnavailableError(f"{what}: {type(exc).__name__}")) from None
 
     # -- writing (used by publishing new versions) ----------------------------------------
 
@@ -587,7 +587,7 @@ class S3BlobStore:
         def abort(client: S3Client) -> None:
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
 
-        with contextlib.suppress(NoSuchKey):
+        with contextlib.suppress(NoSuchKeyError):
             await self._run(creds, abort, f"abort upload s3://{bucket}/{key}", read_only=False)
 
     async def list_multipart_uploads(

@@ -34,7 +34,7 @@ dataset's own listing shows them now), and a draft with nothing left is discarde
 filesystem pushes this way at every close and namespace change (``begin_publish`` holds its
 change gate so that no change lands in the middle of a push).
 
-``PublishService`` is the mount's one owner of publishing: it serialises publishes per dataset,
+``PublishScheduler`` is the mount's one owner of publishing: it serialises publishes per dataset,
 keeps the progress of those in flight and the recent failures (with their cause) for
 ``provenafs status``, resumes at start the drafts a crash left with a recorded new version (in
 place: every draft), and
@@ -62,12 +62,12 @@ import trio
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord, VersionCreated
 from provenafs.storage.blobstore import (
-    AccessDenied,
+    AccessDeniedError,
     BlobError,
-    ExpiredCredentials,
+    ExpiredCredentialsError,
     Listing,
     ObjectInfo,
-    StaleObject,
+    StaleObjectError,
     WritableBlobStore,
     multipart_etag,
 )
@@ -75,11 +75,11 @@ from provenafs.write.drafts import METADATA_FILE, DraftPlan, DraftSummary, Entry
 
 __all__ = [
     "DEFAULT_PART_SIZE",
-    "NothingToPublish",
+    "NothingToPublishError",
     "PublishError",
     "PublishFailure",
     "PublishProgress",
-    "PublishService",
+    "PublishScheduler",
     "Publisher",
     "generated_reason",
 ]
@@ -197,7 +197,7 @@ class PublishError(Exception):
     """Publishing failed; the draft (and any recorded new version id) is kept for a retry."""
 
 
-class NothingToPublish(PublishError):
+class NothingToPublishError(PublishError):
     """The dataset has no draft, or its draft changes nothing.
 
     ``current_handle`` is the version that holds the dataset's latest published state when it
@@ -349,12 +349,12 @@ class Publisher:
     ) -> str:
         """Publish the draft of ``handle``; answers the new handle (``handle`` itself in place).
 
-        Raises ``NothingToPublish`` (no draft, or a draft that changes nothing: it is
+        Raises ``NothingToPublishError`` (no draft, or a draft that changes nothing: it is
         discarded) and ``PublishError`` with a cause fit for the user.
         """
         draft = self._drafts.get(handle)
         if draft is None:
-            raise NothingToPublish(f"{handle} has no draft")
+            raise NothingToPublishError(f"{handle} has no draft")
         tracker = _Progress(handle, progress)
         await self._hooks.begin_publish(handle)
         try:
@@ -391,7 +391,7 @@ class Publisher:
         if new_handle is None:
             if _changes_nothing(plan, draft.base_prefix, base_paths):
                 draft.discard()
-                raise NothingToPublish(f"the draft of {handle} changes nothing")
+                raise NothingToPublishError(f"the draft of {handle} changes nothing")
             text = reason or self._default_reason or generated_reason(plan, base_paths)
             tracker.report(phase="versioning")
             new_handle = await self._create_version(draft, text)
@@ -436,7 +436,7 @@ class Publisher:
 
         The version call is never re-sent automatically (it is not idempotent). Until its
         answer is recorded, the draft's journal holds the request: if the answer is lost
-        (``Unavailable``), or the daemon dies while the call is in flight, the next attempt
+        (``UnavailableError``), or the daemon dies while the call is in flight, the next attempt
         (after a restart too) finds the base no longer latest and adopts its successor if
         that was minted with the same reason (``_adopt_lost_version``).
         """
@@ -444,13 +444,13 @@ class Publisher:
         draft.record_version_request(reason)
         try:
             created = await self._client.create_version(handle, reason)
-        except api_errors.PermissionDenied as exc:
+        except api_errors.PermissionDeniedError as exc:
             draft.record_version_request(None)  # refused: surely no version was made
             raise PublishError(
                 f"the data store refused to version {handle} ({exc}); publishing a draft needs "
                 "item role admin on the dataset"
             ) from exc
-        except api_errors.InvalidRequest as exc:
+        except api_errors.InvalidRequestError as exc:
             draft.record_version_request(None)
             raise PublishError(f"the data store refused to version {handle}: {exc}") from exc
         self.versions_created += 1
@@ -718,7 +718,7 @@ class Publisher:
                         c, bucket, key, offset, offset + length, etag=etag or None
                     ),
                 )
-            except StaleObject:
+            except StaleObjectError:
                 raise PublishError(
                     f"{key} changed in the base version {handle} during the publish"
                 ) from None
@@ -738,12 +738,12 @@ class Publisher:
         """Fail early, with the data store's reason, when writing is refused."""
         try:
             await self._broker.write(handle)
-        except api_errors.Forbidden as exc:
+        except api_errors.ForbiddenError as exc:
             raise PublishError(
                 f"the data store refused write access to {handle} (pending review or "
                 f"released): {exc}"
             ) from exc
-        except (api_errors.PermissionDenied, api_errors.AuthenticationFailed) as exc:
+        except (api_errors.PermissionDeniedError, api_errors.AuthenticationError) as exc:
             raise PublishError(f"the data store refused write access to {handle}: {exc}") from exc
 
     async def _with_credentials(
@@ -756,7 +756,7 @@ class Publisher:
         getter = self._broker.read if kind == "read" else self._broker.write
         try:
             return await op(await getter(handle))
-        except (ExpiredCredentials, AccessDenied) as exc:
+        except (ExpiredCredentialsError, AccessDeniedError) as exc:
             log.info("S3 refused the %s credentials of %s (%s); renewing", kind, handle, exc)
             self._broker.invalidate(handle)
             return await op(await getter(handle))
@@ -853,7 +853,7 @@ def _checksum_problem(transfer: _Transfer, info: ObjectInfo, expected: str | Non
 # --- the mount's publishing service -------------------------------------------------------------
 
 
-class PublishService:
+class PublishScheduler:
     """Serialises publishes per dataset, tracks them for status, and publishes quiet drafts."""
 
     def __init__(
@@ -888,12 +888,12 @@ class PublishService:
         """Publish ``handle``'s draft now (after any publish of it in flight); the new handle.
 
         A dataset whose draft was published moments ago (by another caller, or by a resume or
-        the quiet delay) raises ``NothingToPublish`` naming that new handle.
+        the quiet delay) raises ``NothingToPublishError`` naming that new handle.
         """
         async with self._locks[handle]:
             if self.publisher.draft_store.get(handle) is None and handle in self._published:
                 published = self._published[handle]
-                raise NothingToPublish(
+                raise NothingToPublishError(
                     f"the draft of {handle} was already published as {published}", published
                 )
 
@@ -907,7 +907,7 @@ class PublishService:
 
             try:
                 new_handle = await self.publisher.publish(handle, reason, listen)
-            except NothingToPublish:
+            except NothingToPublishError:
                 raise
             except PublishError as exc:
                 self._record_failure(handle, str(exc))
@@ -971,7 +971,7 @@ class PublishService:
         log.info("publishing %s: %s", handle, why)
         try:
             await self.commit(handle)
-        except NothingToPublish as exc:
+        except NothingToPublishError as exc:
             log.info("%s", exc)
         except PublishError:
             pass  # recorded (and logged) by commit; retried after a back-off

@@ -15,10 +15,10 @@ import trio.lowlevel
 
 from provenafs.api.models import Credentials
 from provenafs.storage.blobstore import (
-    AccessDenied,
-    ExpiredCredentials,
-    NoSuchKey,
-    StaleObject,
+    AccessDeniedError,
+    ExpiredCredentialsError,
+    NoSuchKeyError,
+    StaleObjectError,
 )
 from tests.s3.support import READS_OTHER, READS_PREFIX, RealS3
 
@@ -80,27 +80,27 @@ async def test_real_ranged_reads_and_if_match(real_s3: RealS3) -> None:
         got = await s3.get_range(real_s3.read, real_s3.bucket, key, start, end, etag=info.etag)
         assert got == data[start:end]
     assert await s3.get_range(real_s3.read, real_s3.bucket, key, len(data), len(data) + 5) == b""
-    with pytest.raises(StaleObject):
+    with pytest.raises(StaleObjectError):
         await s3.get_range(real_s3.read, real_s3.bucket, key, 0, 10, etag="0" * 32)
-    with pytest.raises(NoSuchKey):
+    with pytest.raises(NoSuchKeyError):
         await s3.head(real_s3.read, real_s3.bucket, PREFIX + "absent")
-    with pytest.raises(NoSuchKey):
+    with pytest.raises(NoSuchKeyError):
         await s3.get_range(real_s3.read, real_s3.bucket, PREFIX + "absent", 0, 10)
 
 
 @pytest.mark.s3
 async def test_real_scope_and_forged_credentials(real_s3: RealS3) -> None:
     s3 = real_s3.store
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.get_range(real_s3.read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.put_object(real_s3.read, real_s3.bucket, PREFIX + "nope.txt", b"x")
     forged = dataclasses.replace(real_s3.read, session_token=real_s3.read.session_token + "x")
-    with pytest.raises((ExpiredCredentials, AccessDenied)) as info:
+    with pytest.raises((ExpiredCredentialsError, AccessDeniedError)) as info:
         await s3.get_range(forged, real_s3.bucket, PREFIX + "big.bin", 0, 5)
     assert forged.session_token not in str(info.value)
     wrong_secret = dataclasses.replace(real_s3.read, secret_access_key="wrong")
-    with pytest.raises(ExpiredCredentials):
+    with pytest.raises(ExpiredCredentialsError):
         await s3.get_range(wrong_secret, real_s3.bucket, PREFIX + "big.bin", 0, 5)
     assert (
         await s3.get_range(real_s3.other_read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
@@ -137,9 +137,9 @@ async def test_real_writes_put_multipart_delete(real_s3: RealS3) -> None:
     assert tail == big[-100:]
     assert real_s3.admin.get_object(PREFIX + "new/small.txt") == b"small file"
     await s3.delete(w, bucket, PREFIX + "new/a.txt")
-    with pytest.raises(NoSuchKey):
+    with pytest.raises(NoSuchKeyError):
         await s3.head(w, bucket, PREFIX + "new/a.txt")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.put_object(w, bucket, OTHER + "intrude.txt", b"x")
 
 

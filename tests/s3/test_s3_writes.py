@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from provenafs.storage.blobstore import AccessDenied, MemoryBlobStore, multipart_etag
+from provenafs.storage.blobstore import AccessDeniedError, MemoryBlobStore, multipart_etag
 from tests.s3.support import WRITES_OTHER, WRITES_PREFIX, RealS3
 
 PREFIX = WRITES_PREFIX  # this module's dataset, and another's (tests/s3/conftest.py)
@@ -95,12 +95,12 @@ async def test_unfinished_uploads_are_listed_and_aborted(real_s3: RealS3) -> Non
 @pytest.mark.s3
 async def test_write_credentials_stay_in_their_prefix(real_s3: RealS3) -> None:
     s3 = real_s3.store
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.put_object(real_s3.write, real_s3.bucket, OTHER + "intruder.txt", b"no")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.create_multipart(real_s3.write, real_s3.bucket, OTHER + "intruder.bin")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.put_object(real_s3.read, real_s3.bucket, PREFIX + "read-only.txt", b"no")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await s3.delete(real_s3.write, real_s3.bucket, OTHER + "theirs.txt")
     assert real_s3.admin.get_object(OTHER + "theirs.txt") == b"another dataset's file"

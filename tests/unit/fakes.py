@@ -158,9 +158,9 @@ class FakeDataStore:
     async def fetch_dataset(self, handle: str) -> DatasetRecord:
         await self._enter("fetch")
         if handle not in self.items:
-            raise api_errors.NotFound(f"no dataset {handle}")
+            raise api_errors.NotFoundError(f"no dataset {handle}")
         if not self._visible(handle):
-            raise api_errors.PermissionDenied("You are not authorised to fetch this item.")
+            raise api_errors.PermissionDeniedError("You are not authorised to fetch this item.")
         item = self.items[handle]
         roles = list(self.roles[handle])
         locked = self.locked[handle]
@@ -198,7 +198,7 @@ class FakeDataStore:
         await self._enter("read_credentials")
         roles = set(self.roles.get(handle, ()))
         if not (self.realm_admin or roles & {"dataset-data-read", "dataset-data-write", "admin"}):
-            raise api_errors.PermissionDenied(
+            raise api_errors.PermissionDeniedError(
                 "You do not have sufficient permissions to read from this dataset!"
             )
         expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)
@@ -206,12 +206,12 @@ class FakeDataStore:
 
     async def write_credentials(self, handle: str) -> Credentials:
         await self._enter("write_credentials")
-        raise api_errors.PermissionDenied("writes are not part of this fake")
+        raise api_errors.PermissionDeniedError("writes are not part of this fake")
 
     async def presigned_url(self, handle: str, file_path: str, expires_in: int = 3600) -> str:
         await self._enter("presign")
         if "dataset-data-read" not in self.roles.get(handle, ()):
-            raise api_errors.PermissionDenied("needs dataset-data-read")
+            raise api_errors.PermissionDeniedError("needs dataset-data-read")
         return (
             f"https://s3.example/{BUCKET}/{s3_path(handle)}{file_path}?X-Amz-Expires={expires_in}"
         )

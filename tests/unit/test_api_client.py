@@ -174,11 +174,14 @@ async def test_fetch_parses_record_and_document_without_status() -> None:
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        (detail(400, "The requested dataset is an incomplete item (seed item)"), errors.NotFound),
-        (detail(401, "Could not validate credentials"), errors.AuthenticationFailed),
-        (detail(401, "You are not authorised to fetch this item."), errors.PermissionDenied),
-        (detail(403, "Dataset is pending review"), errors.Forbidden),
-        (detail(422, "field required"), errors.InvalidRequest),
+        (
+            detail(400, "The requested dataset is an incomplete item (seed item)"),
+            errors.NotFoundError,
+        ),
+        (detail(401, "Could not validate credentials"), errors.AuthenticationError),
+        (detail(401, "You are not authorised to fetch this item."), errors.PermissionDeniedError),
+        (detail(403, "Dataset is pending review"), errors.ForbiddenError),
+        (detail(422, "field required"), errors.InvalidRequestError),
     ],
 )
 async def test_fetch_errors_translate_once(
@@ -230,7 +233,7 @@ async def test_5xx_and_network_errors_are_retried_then_unavailable() -> None:
     fake.fail("/registry/items/fetch-dataset", *[httpx.Response(503)] * 10)
 
     async def count(client: DataStoreClient) -> Any:
-        with pytest.raises(errors.Unavailable):
+        with pytest.raises(errors.UnavailableError):
             await client.fetch_dataset(HANDLE)
         return client.statistics()
 
@@ -243,13 +246,13 @@ async def test_5xx_and_network_errors_are_retried_then_unavailable() -> None:
 async def test_create_version_is_not_resent_after_a_lost_answer() -> None:
     fake = FakeStore()
     fake.fail("/register/version", httpx.ReadTimeout("lost"))
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.UnavailableError):
         await run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
     assert len(fake.requests) == 1
 
     fake = FakeStore()
     fake.fail("/register/version", httpx.Response(500))
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.UnavailableError):
         await run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
     assert len(fake.requests) == 1
 
@@ -281,7 +284,7 @@ async def test_list_all_follows_keys_through_short_and_empty_pages() -> None:
 async def test_list_all_stops_on_a_repeated_key() -> None:
     fake = FakeStore()
     fake.pages = [([item("10378.1/1")], {"page": 1}), ([item("10378.1/2")], {"page": 1})]
-    with pytest.raises(errors.Unavailable, match="repeated"):
+    with pytest.raises(errors.UnavailableError, match="repeated"):
         await run_with_client(fake, lambda c: c.list_all())
     assert len(fake.requests) == 2
 
@@ -310,9 +313,9 @@ async def test_credentials_parse_and_never_show_secrets() -> None:
 async def test_write_credentials_refusals() -> None:
     path = "/registry/credentials/generate-write-access-credentials"
     for response, expected in [
-        (detail(401, "This dataset is locked - you cannot modify"), errors.PermissionDenied),
-        (detail(403, "Dataset is pending review or is released."), errors.Forbidden),
-        (detail(400, "Item is not a dataset"), errors.NotFound),
+        (detail(401, "This dataset is locked - you cannot modify"), errors.PermissionDeniedError),
+        (detail(403, "Dataset is pending review or is released."), errors.ForbiddenError),
+        (detail(400, "Item is not a dataset"), errors.NotFoundError),
     ]:
         fake = FakeStore()
         fake.fail(path, response)
@@ -339,7 +342,7 @@ FORM = CollectionFormat({"a": 1})
 async def test_write_rejections_become_invalid_request_with_detail() -> None:
     fake = FakeStore()
     fake.fail("/register/update-metadata", detail(400, "published_date before created_date"))
-    with pytest.raises(errors.InvalidRequest, match="published_date before created_date"):
+    with pytest.raises(errors.InvalidRequestError, match="published_date before created_date"):
         await run_with_client(
             fake, lambda c: c.update_metadata(HANDLE, "r", CollectionFormat({"a": 1}))
         )
@@ -349,7 +352,7 @@ async def test_write_rejections_become_invalid_request_with_detail() -> None:
         "/register/revert-metadata",
         httpx.Response(200, json={"status": {"success": False, "details": "no history id 7"}}),
     )
-    with pytest.raises(errors.InvalidRequest, match="no history id 7"):
+    with pytest.raises(errors.InvalidRequestError, match="no history id 7"):
         await run_with_client(fake, lambda c: c.revert_metadata(HANDLE, 7, "r"))
     assert json.loads(fake.requests[0].content) == {"id": HANDLE, "history_id": 7, "reason": "r"}
 
@@ -360,7 +363,7 @@ async def test_write_rejections_become_invalid_request_with_detail() -> None:
             422, json={"detail": [{"loc": ["body", "dataset_info", "name"], "msg": "too short"}]}
         ),
     )
-    with pytest.raises(errors.InvalidRequest, match=r"body\.dataset_info\.name: too short"):
+    with pytest.raises(errors.InvalidRequestError, match=r"body\.dataset_info\.name: too short"):
         await run_with_client(
             fake, lambda c: c.update_metadata(HANDLE, "r", CollectionFormat({"a": 1}))
         )
@@ -420,7 +423,7 @@ async def test_fetch_unexpected_shape_is_unavailable_not_a_crash() -> None:
         "/registry/items/fetch-dataset",
         httpx.Response(200, json={"status": ok_status(), "item": {"id": HANDLE}}),
     )
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.UnavailableError):
         await run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
 
 
@@ -454,17 +457,17 @@ async def test_client_against_the_local_data_store(local_store: LocalStore) -> N
         v1 = await client.fetch_dataset(manifest["versioned-v1"]["handle"])
         assert not v1.is_latest
 
-        with pytest.raises(errors.NotFound):
+        with pytest.raises(errors.NotFoundError):
             await client.fetch_dataset("10378.1/999999999")
-        with pytest.raises(errors.PermissionDenied):
+        with pytest.raises(errors.PermissionDeniedError):
             await as_carol.fetch_dataset(manifest["private-bob"]["handle"])
-        with pytest.raises(errors.PermissionDenied):
+        with pytest.raises(errors.PermissionDeniedError):
             await client.write_credentials(manifest["locked"]["handle"])
         released = manifest["released"]["handle"]
         released_owner = DataStoreClient(
             local_store.base_url, StaticToken(local_store.token(manifest["released"]["owner"]))
         )
-        with pytest.raises(errors.Forbidden):
+        with pytest.raises(errors.ForbiddenError):
             await released_owner.write_credentials(released)
         await released_owner.aclose()
     finally:
@@ -472,7 +475,7 @@ async def test_client_against_the_local_data_store(local_store: LocalStore) -> N
         await as_carol.aclose()
 
     bad = DataStoreClient(local_store.base_url, StaticToken("not-a-token"))
-    with pytest.raises(errors.AuthenticationFailed) as info:
+    with pytest.raises(errors.AuthenticationError) as info:
         await bad.list_page(None)
     assert "not-a-token" not in str(info.value)
     assert bad.statistics()["list_page"] == 2  # one refresh-and-retry, then the error

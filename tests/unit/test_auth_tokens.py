@@ -16,9 +16,9 @@ import pytest
 import trio
 import trio.lowlevel
 
-from provenafs.api.errors import AuthenticationFailed, Unavailable
+from provenafs.api.errors import AuthenticationError, UnavailableError
 from provenafs.api.logins import (
-    NotLoggedIn,
+    NotLoggedInError,
     config_dir,
     forget,
     load_refresh_token,
@@ -196,7 +196,7 @@ async def test_realm_outage_keeps_a_token_that_has_not_expired() -> None:
         clock.now += 290  # 10 s left: due for refresh, the realm is down, the token still works
         assert await source.access_token() == token
         clock.now += 20  # expired: now the outage shows
-        with pytest.raises(Unavailable):
+        with pytest.raises(UnavailableError):
             await source.access_token()
         await source.aclose()
 
@@ -216,7 +216,7 @@ async def test_refused_refresh_raises_without_the_token() -> None:
         finally:
             await source.aclose()
 
-    with pytest.raises(AuthenticationFailed) as info:
+    with pytest.raises(AuthenticationError) as info:
         await main()
     assert "invalid_grant" in str(info.value)
     assert "secret" not in str(info.value).lower()
@@ -295,7 +295,7 @@ async def test_device_login_expired_or_denied(answer: str) -> None:
             clock=clock,
         )
 
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(AuthenticationError):
         await main()
     assert len(realm.forms) == 3
 
@@ -318,7 +318,7 @@ async def test_device_login_gives_up_when_the_code_expires() -> None:
             clock=clock,
         )
 
-    with pytest.raises(AuthenticationFailed, match="expired"):
+    with pytest.raises(AuthenticationError, match="expired"):
         await main()
     assert len(realm.forms) <= 9
 
@@ -393,16 +393,16 @@ async def test_stored_login_persists_a_rotated_refresh_token(tmp_path: Path) -> 
 
 def test_not_logged_in_is_clear(tmp_path: Path) -> None:
     environ = env(tmp_path)
-    with pytest.raises(NotLoggedIn, match=r"provenafs login http://ds\.test"):
+    with pytest.raises(NotLoggedInError, match=r"provenafs login http://ds\.test"):
         token_source_for("http://ds.test/", REALM, environ=environ)
     missing = tmp_path / "nope.txt"
-    with pytest.raises(NotLoggedIn, match="offline token file"):
+    with pytest.raises(NotLoggedInError, match="offline token file"):
         token_source_for("http://ds.test", REALM, offline_token_file=missing, environ=environ)
-    with pytest.raises(NotLoggedIn, match="realm"):
+    with pytest.raises(NotLoggedInError, match="realm"):
         token_source_for(
             "http://ds.test", None, environ={**environ, "PROVENAFS_OFFLINE_TOKEN": OFFLINE}
         )
-    assert isinstance(NotLoggedIn("x"), AuthenticationFailed)
+    assert isinstance(NotLoggedInError("x"), AuthenticationError)
 
 
 # -- against the real local data store's realm -------------------------------------------------

@@ -12,8 +12,8 @@ from provenafs.api.models import Credentials, DatasetRecord
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.catalog import Catalog, DirectoryListing
 from provenafs.storage.blobstore import (
-    BlobUnavailable,
-    ExpiredCredentials,
+    BlobUnavailableError,
+    ExpiredCredentialsError,
     Listing,
     MemoryBlobStore,
     ObjectInfo,
@@ -82,7 +82,7 @@ async def test_concurrent_failures_reach_every_waiter_and_are_cached_only_negati
     async def one() -> None:
         try:
             await catalog.record("10378.1/404")
-        except api_errors.NotFound as exc:
+        except api_errors.NotFoundError as exc:
             failures.append(exc)
 
     async with trio.open_nursery() as nursery:
@@ -92,7 +92,7 @@ async def test_concurrent_failures_reach_every_waiter_and_are_cached_only_negati
         store.gate.set()
     assert len(failures) == 5
     assert store.calls["fetch"] == 1
-    with pytest.raises(api_errors.NotFound):
+    with pytest.raises(api_errors.NotFoundError):
         await catalog.record("10378.1/404")
     assert store.calls["fetch"] == 1  # negative entry
     clock.advance(6)
@@ -149,7 +149,7 @@ async def test_listings_single_flight_ttl_and_credential_retry() -> None:
     ) -> Listing:
         calls.append(prefix)
         if len(calls) == 1:
-            raise ExpiredCredentials("token expired")
+            raise ExpiredCredentialsError("token expired")
         return await original(creds, bucket, prefix, delimiter=delimiter)
 
     blobs.list_prefix = expiring_list  # type: ignore[method-assign]
@@ -176,10 +176,10 @@ async def test_listing_gives_up_after_one_retry() -> None:
     async def always_expired(
         creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
     ) -> Listing:
-        raise ExpiredCredentials("still expired")
+        raise ExpiredCredentialsError("still expired")
 
     blobs.list_prefix = always_expired  # type: ignore[method-assign]
-    with pytest.raises(ExpiredCredentials):
+    with pytest.raises(ExpiredCredentialsError):
         await catalog.listing(record, "")
     assert store.calls["read_credentials"] == 2
 
@@ -266,22 +266,22 @@ async def test_outages_serve_the_last_values_past_their_ttl() -> None:
     assert list((await catalog.listing(record, "")).files) == ["a.csv"]
     clock.advance(3600)
     broker.invalidate(REEF)  # so that the listing needs the data store for credentials
-    store.failure = api_errors.Unavailable("data store down")
+    store.failure = api_errors.UnavailableError("data store down")
     assert await catalog.record(REEF) is record
     assert len(await catalog.datasets()) == 1
     assert list((await catalog.listing(record, "")).files) == ["a.csv"]
     assert catalog.statistics()["stale_served"] == 3
-    with pytest.raises(api_errors.Unavailable):
+    with pytest.raises(api_errors.UnavailableError):
         await catalog.record("10378.1/never-seen")
-    store.failure = api_errors.NotFound("gone")
-    with pytest.raises(api_errors.NotFound):  # only outages are papered over
+    store.failure = api_errors.NotFoundError("gone")
+    with pytest.raises(api_errors.NotFoundError):  # only outages are papered over
         await catalog.record(REEF)
 
 
 async def test_s3_outage_serves_the_last_listing() -> None:
     _, blobs, catalog, clock, _ = make_with_one_file()
     record = await catalog.record(REEF)
-    with pytest.raises(BlobUnavailable):
+    with pytest.raises(BlobUnavailableError):
         await _failing_listing(catalog, blobs, record)
     await catalog.listing(record, "")
     clock.advance(301)
@@ -297,7 +297,7 @@ async def _failing_listing(
     async def down(
         creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
     ) -> Listing:
-        raise BlobUnavailable("S3 down")
+        raise BlobUnavailableError("S3 down")
 
     blobs.list_prefix = down  # type: ignore[method-assign]
     try:

@@ -17,9 +17,9 @@ import trio.testing
 from provenafs.api.models import Credentials
 from provenafs.core.catalog import Catalog, DatasetSnapshot, DirectoryListing
 from provenafs.storage.blobstore import (
-    AccessDenied,
-    BlobUnavailable,
-    ExpiredCredentials,
+    AccessDeniedError,
+    BlobUnavailableError,
+    ExpiredCredentialsError,
     Listing,
     MemoryBlobStore,
     ObjectInfo,
@@ -249,14 +249,14 @@ async def test_a_refused_tree_listing_is_retried_once_with_fresh_credentials() -
     put(tree, REEF, "a.csv")
     catalog, clock, _, broker = make(tree)
     record = await catalog.record(REEF)
-    tree.failures = [ExpiredCredentials("token expired")]
+    tree.failures = [ExpiredCredentialsError("token expired")]
     assert list((await catalog.listing(record, "")).files) == ["a.csv"]
     assert tree.tree_calls == 2
     assert broker.statistics()["read_calls"] == 2  # invalidated, then minted anew
     assert catalog.statistics()["credential_retries"] == 1
     clock.advance(301)
-    tree.failures = [AccessDenied("no"), AccessDenied("still no")]
-    with pytest.raises(AccessDenied):
+    tree.failures = [AccessDeniedError("no"), AccessDeniedError("still no")]
+    with pytest.raises(AccessDeniedError):
         await catalog.listing(record, "")
     assert tree.tree_calls == 4
 
@@ -268,10 +268,10 @@ async def test_an_s3_outage_serves_the_last_folder_listing_of_a_big_dataset() ->
     record = await catalog.record(REEF)
     assert list((await catalog.listing(record, "big")).files) == ["1", "2"]
     clock.advance(301)
-    tree.failures = [BlobUnavailable("S3 down")] * 2
+    tree.failures = [BlobUnavailableError("S3 down")] * 2
     assert list((await catalog.listing(record, "big")).files) == ["1", "2"]
     assert catalog.statistics()["stale_served"] == 1
-    with pytest.raises(BlobUnavailable):
+    with pytest.raises(BlobUnavailableError):
         await catalog.listing(record, "never-listed")
     assert tree.tree_calls == 3
 
@@ -283,13 +283,13 @@ async def test_an_s3_outage_serves_the_last_snapshot_for_every_folder() -> None:
     record = await catalog.record(REEF)
     await catalog.listing(record, "")
     clock.advance(301)
-    tree.failures = [BlobUnavailable("S3 down")] * 2
+    tree.failures = [BlobUnavailableError("S3 down")] * 2
     assert list((await catalog.listing(record, "d00")).files) == ["a.csv"]
     assert list((await catalog.listing(record, "d01")).files) == ["b.csv"]
     assert catalog.statistics()["stale_served"] == 2
     assert tree.tree_calls == 3
-    tree.failures = [BlobUnavailable("S3 down")]
-    with pytest.raises(BlobUnavailable):
+    tree.failures = [BlobUnavailableError("S3 down")]
+    with pytest.raises(BlobUnavailableError):
         await catalog.listing(await catalog.record(NEXT), "")
 
 

@@ -29,7 +29,7 @@ from provenafs.process.control_socket import (
     request,
     socket_path_for,
 )
-from provenafs.write.publish import NothingToPublish, PublishError, PublishProgress
+from provenafs.write.publish import NothingToPublishError, PublishError, PublishProgress
 
 MOUNTPOINT = Path("/mnt/provena-test")
 
@@ -124,7 +124,7 @@ async def test_commit_streams_progress_then_the_new_handle(runtime: Path) -> Non
     ("outcome", "event", "text"),
     [
         (PublishError("the data store refused write access: locked"), "error", "locked"),
-        (NothingToPublish("10378.1/1 has no draft"), "nothing", "has no draft"),
+        (NothingToPublishError("10378.1/1 has no draft"), "nothing", "has no draft"),
     ],
 )
 async def test_commit_failures_end_with_their_cause(

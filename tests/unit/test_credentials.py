@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from provenafs.api.errors import Unavailable
+from provenafs.api.errors import UnavailableError
 from provenafs.api.models import Credentials
 from provenafs.storage.credentials import CredentialBroker, refresh_margin
 
@@ -37,7 +37,7 @@ class CountingClient:
         await trio.sleep(0.001)
         if self.fail_next:
             self.fail_next -= 1
-            raise Unavailable("data store down")
+            raise UnavailableError("data store down")
         n = self.calls[kind]
         expiry = dt.datetime.fromtimestamp(self.clock() + self.lifetime, dt.UTC)
         return Credentials(f"{kind}-{handle}-{n}", "secret", "session", expiry)
@@ -129,7 +129,7 @@ async def test_failure_reaches_every_waiter_and_is_not_cached() -> None:
     async def reader() -> None:
         try:
             await broker.read("h")
-        except Unavailable as exc:
+        except UnavailableError as exc:
             failures.append(exc)
 
     async with trio.open_nursery() as nursery:
@@ -181,6 +181,6 @@ async def test_outage_keeps_valid_credentials_and_retries_later() -> None:
     assert client.calls["read"] == 3
     clock.now += 101
     client.fail_next = 1
-    with pytest.raises(Unavailable):  # expired: the outage shows
+    with pytest.raises(UnavailableError):  # expired: the outage shows
         await broker.read("h")
     assert broker.statistics()["kept_during_outage"] == 1

@@ -16,18 +16,18 @@ from provenafs.storage import blobstore
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (api_errors.NotFound("x"), errno.ENOENT),
-        (api_errors.PermissionDenied("x"), errno.EACCES),
-        (api_errors.AuthenticationFailed("x"), errno.EACCES),
-        (api_errors.Forbidden("x"), errno.EACCES),
-        (api_errors.InvalidRequest("x"), errno.EINVAL),
-        (api_errors.Unavailable("x"), errno.EIO),
+        (api_errors.NotFoundError("x"), errno.ENOENT),
+        (api_errors.PermissionDeniedError("x"), errno.EACCES),
+        (api_errors.AuthenticationError("x"), errno.EACCES),
+        (api_errors.ForbiddenError("x"), errno.EACCES),
+        (api_errors.InvalidRequestError("x"), errno.EINVAL),
+        (api_errors.UnavailableError("x"), errno.EIO),
         (api_errors.ApiError("x"), errno.EIO),
-        (blobstore.NoSuchKey("k"), errno.ENOENT),
-        (blobstore.AccessDenied("k"), errno.EACCES),
-        (blobstore.ExpiredCredentials("k"), errno.EACCES),
-        (blobstore.StaleObject("k"), errno.ESTALE),
-        (blobstore.BlobUnavailable("k"), errno.EIO),
+        (blobstore.NoSuchKeyError("k"), errno.ENOENT),
+        (blobstore.AccessDeniedError("k"), errno.EACCES),
+        (blobstore.ExpiredCredentialsError("k"), errno.EACCES),
+        (blobstore.StaleObjectError("k"), errno.ESTALE),
+        (blobstore.BlobUnavailableError("k"), errno.EIO),
         (blobstore.BlobError("k"), errno.EIO),
         (FsError(errno.EROFS), errno.EROFS),
         (FsError(errno.ENAMETOOLONG, "long"), errno.ENAMETOOLONG),
@@ -45,7 +45,7 @@ def test_to_errno(exc: BaseException, expected: int) -> None:
 
 
 def test_subclasses_inherit_their_ancestors_errno() -> None:
-    class VeryStale(blobstore.StaleObject):
+    class VeryStale(blobstore.StaleObjectError):
         pass
 
     class OddApiFailure(api_errors.ApiError):

@@ -323,7 +323,7 @@ async def test_outage_is_eio_through_the_one_table() -> None:
     store, blobs = world()
     fs, _ = build_filesystem(store, blobs)
     prefix = await walk(fs, "10378.1")
-    store.failure = api_errors.Unavailable("data store down")
+    store.failure = api_errors.UnavailableError("data store down")
     with raises_errno(errno.EIO):
         await fs.lookup(prefix.inode, "1001", CALLER)
 

@@ -128,14 +128,14 @@ FAILURES: list[tuple[BaseException, int]] = [
     (FsError(errno.EACCES, "no dataset-data-read"), errno.EACCES),
     (FsError(errno.EROFS), errno.EROFS),
     (FsError(errno.ENODATA), errno.ENODATA),
-    (api_errors.NotFound("unknown handle"), errno.ENOENT),
-    (api_errors.PermissionDenied("missing role"), errno.EACCES),
-    (api_errors.AuthenticationFailed("bad token"), errno.EACCES),
-    (api_errors.Unavailable("data store down"), errno.EIO),
-    (blobstore.NoSuchKey("k"), errno.ENOENT),
-    (blobstore.AccessDenied("k"), errno.EACCES),
-    (blobstore.StaleObject("k"), errno.ESTALE),
-    (blobstore.BlobUnavailable("k"), errno.EIO),
+    (api_errors.NotFoundError("unknown handle"), errno.ENOENT),
+    (api_errors.PermissionDeniedError("missing role"), errno.EACCES),
+    (api_errors.AuthenticationError("bad token"), errno.EACCES),
+    (api_errors.UnavailableError("data store down"), errno.EIO),
+    (blobstore.NoSuchKeyError("k"), errno.ENOENT),
+    (blobstore.AccessDeniedError("k"), errno.EACCES),
+    (blobstore.StaleObjectError("k"), errno.ESTALE),
+    (blobstore.BlobUnavailableError("k"), errno.EIO),
     (RuntimeError("a bug"), errno.EIO),
     (KeyError("a bug"), errno.EIO),
     (ExceptionGroup("bugs", [ValueError("one")]), errno.EIO),
@@ -168,7 +168,7 @@ async def test_every_exception_becomes_fuse_error_with_its_errno(
 
 async def test_lookup_enoent_is_a_negative_entry_the_kernel_caches() -> None:
     core = FakeCore()
-    core.failure = api_errors.NotFound("no such handle")
+    core.failure = api_errors.NotFoundError("no such handle")
     entry = await _run(lambda: _ops(core, negative_timeout=2.5).lookup(1, b"10378.1", CTX))
     assert entry.st_ino == 0
     assert entry.entry_timeout == 2.5
@@ -231,7 +231,7 @@ async def test_failures_are_logged_once_quietly_or_loudly(caplog: pytest.LogCapt
     core.failure = FsError(errno.ENOENT)
     with pytest.raises(pyfuse3.FUSEError):
         await _run(lambda: ops.getattr(7, CTX))
-    core.failure = api_errors.Unavailable("data store down")
+    core.failure = api_errors.UnavailableError("data store down")
     with pytest.raises(pyfuse3.FUSEError):
         await _run(lambda: ops.read(21, 0, 10))
     records = [r for r in caplog.records if r.name == "provenafs.fuse_ops"]

@@ -2,7 +2,7 @@
 
 The core runs over a fake data store whose write credentials answer as docs/API.md §3.4 says
 (401 locked, 403 pending review or released) and a ``MemoryBlobStore``, wired to the real
-``Publisher`` and ``PublishService`` the way the daemon wires them.
+``Publisher`` and ``PublishScheduler`` the way the daemon wires them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import trio.testing
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials
 from provenafs.core.filesystem import Filesystem
-from provenafs.storage.blobstore import BlobUnavailable, MemoryBlobStore
+from provenafs.storage.blobstore import BlobUnavailableError, MemoryBlobStore
 from provenafs.write.drafts import StagedEntry
-from provenafs.write.publish import Publisher, PublishService
+from provenafs.write.publish import Publisher, PublishScheduler
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, s3_path
 from tests.unit.support import CSV, DATASET, create_file, fails, read_all, split, walk, write_file
 
@@ -35,12 +35,12 @@ class WritableStore(FakeDataStore):
     async def write_credentials(self, handle: str) -> Credentials:
         await self._enter("write_credentials")
         if self.locked[handle]:
-            raise api_errors.PermissionDenied(
+            raise api_errors.PermissionDeniedError(
                 "write_credentials: This dataset is locked - you cannot modify the files of a "
                 "locked dataset. Unlock the dataset first."
             )
         if self.items[handle]["release_status"] != "NOT_RELEASED":
-            raise api_errors.Forbidden(
+            raise api_errors.ForbiddenError(
                 f"write_credentials: Dataset {handle} is pending review or is released. Cannot "
                 "modify dataset files while a review is ongoing."
             )
@@ -61,7 +61,7 @@ class FlakyBlobStore(MemoryBlobStore):
         if self.held is not None:
             await self.held.wait()
         if self.failing:
-            raise BlobUnavailable(f"PUT {key}: connection reset")
+            raise BlobUnavailableError(f"PUT {key}: connection reset")
         return await super().put_object(creds, bucket, key, data)
 
 
@@ -78,7 +78,7 @@ def in_place_world(state: Path) -> tuple[Filesystem, WritableStore, FlakyBlobSto
         store, blobs, mount_options=options("-o", f"state_dir={state},writes=in-place")
     )
     publisher = Publisher(store, broker, blobs, fs.draft_store, fs, in_place=True)  # type: ignore[arg-type]
-    fs.set_in_place_publisher(PublishService(publisher, publish_delay=0))
+    fs.set_in_place_publisher(PublishScheduler(publisher, publish_delay=0))
     return fs, store, blobs
 
 
@@ -247,7 +247,7 @@ async def test_a_pushed_file_still_open_is_not_pushed_again_by_the_quiet_delay(
 ) -> None:
     fs, _, blobs = in_place_world(tmp_path)
     service = fs.changes.in_place_publisher
-    assert isinstance(service, PublishService)
+    assert isinstance(service, PublishScheduler)
     service.publish_delay = 10.0
     writer = await create_file(fs, f"{DATASET}/new.csv")
     await fs.write(writer.fh, 0, b"new\n")

@@ -1,4 +1,4 @@
-"""Publisher and PublishService over MemoryBlobStore and a fake data store.
+"""Publisher and PublishScheduler over MemoryBlobStore and a fake data store.
 
 Drafts are ``FakeDraft``s whose plan is fixed by the test and whose "journal" (new version id,
 published paths) lives in the object, so a second publish after a failure sees what a replay of
@@ -19,15 +19,15 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, VersionCreated
-from provenafs.storage.blobstore import BlobUnavailable, Listing, MemoryBlobStore
+from provenafs.storage.blobstore import BlobUnavailableError, Listing, MemoryBlobStore
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.drafts import CarriedFile, DraftPlan, DraftSummary, StagedFile
 from provenafs.write.publish import (
-    NothingToPublish,
+    NothingToPublishError,
     Publisher,
     PublishError,
     PublishProgress,
-    PublishService,
+    PublishScheduler,
     generated_reason,
 )
 from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, s3_path
@@ -70,7 +70,7 @@ class VersioningStore(FakeDataStore):
         self.blobs.put_blocking(BUCKET, s3_path(new) + "metadata.json", SERVER_METADATA)
         if self.lose_version_answer:
             self.lose_version_answer = False
-            raise api_errors.Unavailable("version: data store unreachable (ReadTimeout)")
+            raise api_errors.UnavailableError("version: data store unreachable (ReadTimeout)")
         if self.die_after_minting:
             self.die_after_minting = False
             raise DaemonDied  # kill -9 while the answer was on its way
@@ -335,7 +335,7 @@ class FailingStore(MemoryBlobStore):
 
     def _spend(self) -> None:
         if self.budget <= 0:
-            raise BlobUnavailable("put: 503")
+            raise BlobUnavailableError("put: 503")
         self.budget -= 1
 
     async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
@@ -469,9 +469,9 @@ async def test_a_draft_that_changes_nothing_is_discarded_without_a_version(tmp_p
     plan = DraftPlan((), tuple(world.carried(r) for r in rels), ("raw/empty",), ())
     draft = world.drafts.add(OLD, plan)
 
-    with pytest.raises(NothingToPublish):
+    with pytest.raises(NothingToPublishError):
         await world.publisher().publish(OLD, "r")
-    with pytest.raises(NothingToPublish):
+    with pytest.raises(NothingToPublishError):
         await world.publisher().publish(OLD, "r")  # no draft at all now
     assert draft.discarded
     assert world.datastore.calls["version"] == 0
@@ -481,7 +481,7 @@ async def test_refused_write_credentials_give_the_data_stores_reason(tmp_path: P
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
-    world.datastore.refuse_write = api_errors.PermissionDenied(
+    world.datastore.refuse_write = api_errors.PermissionDeniedError(
         "This dataset is locked - you cannot modify the files of a locked dataset."
     )
 
@@ -520,7 +520,7 @@ async def test_a_version_whose_answer_was_lost_is_adopted_after_a_restart(tmp_pa
     with pytest.raises(PublishError, match="unreachable"):
         await world.publisher().publish(OLD, "nightly")
     assert draft.version_request == "nightly" and draft.new_version_id is None
-    restarted = PublishService(world.publisher(), publish_delay=0)  # nothing kept in memory
+    restarted = PublishScheduler(world.publisher(), publish_delay=0)  # nothing kept in memory
     await restarted.run()  # resumes the interrupted publish at start
     [(new, reason)] = world.datastore.versions_created
     assert reason == "nightly"
@@ -619,7 +619,7 @@ async def test_in_place_refused_for_a_released_dataset(tmp_path: Path) -> None:
     plan, _ = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
     before = world.prefix_contents(OLD_PREFIX)
-    world.datastore.refuse_write = api_errors.Forbidden(
+    world.datastore.refuse_write = api_errors.ForbiddenError(
         f"Dataset {OLD} is pending review or is released."
     )
 
@@ -650,7 +650,7 @@ def test_service_publishes_quiet_drafts_after_the_delay(tmp_path: Path) -> None:
     draft = world.drafts.add(OLD, plan)
     clock = FakeClock(1000.0)
     draft.last_change = 1000.0
-    service = PublishService(world.publisher(), publish_delay=60, clock=clock)
+    service = PublishScheduler(world.publisher(), publish_delay=60, clock=clock)
     assert service.due() == []
     clock.advance(61)
     draft.quiet = False
@@ -670,10 +670,10 @@ async def test_service_resumes_recorded_versions_and_answers_repeated_commits(
         # an interrupted publish: the version exists and is recorded, nothing copied yet
         created = await world.datastore.create_version(OLD, "before the crash")
         draft.record_new_version(created.new_version_id)
-        service = PublishService(world.publisher(), publish_delay=0)
+        service = PublishScheduler(world.publisher(), publish_delay=0)
         await service.run()  # resumes, then returns: the delay is 0 (auto-publish off)
         assert world.drafts.get(OLD) is None
-        with pytest.raises(NothingToPublish) as nothing:
+        with pytest.raises(NothingToPublishError) as nothing:
             await service.commit(OLD)
         again = nothing.value.current_handle
         assert again == created.new_version_id
@@ -689,8 +689,8 @@ async def test_service_records_failures_with_their_cause(tmp_path: Path) -> None
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     world.drafts.add(OLD, plan)
-    world.datastore.refuse_write = api_errors.Forbidden("Dataset is pending review")
-    service = PublishService(world.publisher(), publish_delay=0)
+    world.datastore.refuse_write = api_errors.ForbiddenError("Dataset is pending review")
+    service = PublishScheduler(world.publisher(), publish_delay=0)
 
     with pytest.raises(PublishError):
         await service.commit(OLD, "r")
@@ -713,7 +713,7 @@ async def test_service_run_publishes_a_draft_once_it_has_been_quiet_for_the_dela
 
     draft.last_change = trio.current_time()
     draft.quiet = False  # an open writer: never published while it stays open
-    service = PublishService(
+    service = PublishScheduler(
         world.publisher(), publish_delay=60, clock=trio.current_time, poll_interval=5
     )
     async with trio.open_nursery() as nursery:

@@ -20,9 +20,9 @@ from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
 from provenafs.read.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
 from provenafs.storage.blobstore import (
-    AccessDenied,
-    ExpiredCredentials,
-    StaleObject,
+    AccessDeniedError,
+    ExpiredCredentialsError,
+    StaleObjectError,
 )
 from tests.unit.reader_support import KiB, MiB, Setup, payload
 
@@ -211,9 +211,9 @@ async def test_changed_object_is_stale_on_every_path() -> None:
         await streaming.read(0, 64 * KiB)
         await streaming.read(64 * KiB, 64 * KiB)  # prefetch started
         setup.put("k", payload(MiB, seed=99))  # overwritten: new ETag
-        with pytest.raises(StaleObject):
+        with pytest.raises(StaleObjectError):
             await fresh.read(MiB - 4 * KiB, 4 * KiB)
-        with pytest.raises(StaleObject):
+        with pytest.raises(StaleObjectError):
             for offset in range(128 * KiB, MiB, 64 * KiB):
                 await streaming.read(offset, 64 * KiB)
         await fresh.close()
@@ -228,12 +228,12 @@ async def test_expired_credentials_are_renewed_once() -> None:
 
     async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
-        setup.store.fail_with = [ExpiredCredentials("expired")]
+        setup.store.fail_with = [ExpiredCredentialsError("expired")]
         assert await reader.read(0, 100) == data[:100]
         assert setup.client.calls == 2
         assert reader.statistics()["credential_retries"] == 1
-        setup.store.fail_with = [AccessDenied("no"), AccessDenied("still no")]
-        with pytest.raises(AccessDenied):
+        setup.store.fail_with = [AccessDeniedError("no"), AccessDeniedError("still no")]
+        with pytest.raises(AccessDeniedError):
             await reader.read(500 * KiB, 100)
         assert setup.client.calls == 3
         await reader.close()

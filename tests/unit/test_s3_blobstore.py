@@ -25,12 +25,12 @@ from botocore.stub import Stubber
 
 from provenafs.api.models import Credentials
 from provenafs.storage.blobstore import (
-    AccessDenied,
+    AccessDeniedError,
     BlobError,
-    BlobUnavailable,
-    ExpiredCredentials,
-    NoSuchKey,
-    StaleObject,
+    BlobUnavailableError,
+    ExpiredCredentialsError,
+    NoSuchKeyError,
+    StaleObjectError,
 )
 from provenafs.storage.s3 import S3BlobStore
 
@@ -110,17 +110,17 @@ def canned() -> Iterator[CannedS3]:
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
-        ("NoSuchKey", 404, NoSuchKey),
-        ("", 404, NoSuchKey),
-        ("NoSuchBucket", 404, NoSuchKey),
-        ("AccessDenied", 403, AccessDenied),
-        ("", 403, AccessDenied),
-        ("ExpiredToken", 400, ExpiredCredentials),
-        ("InvalidToken", 400, ExpiredCredentials),
-        ("InvalidAccessKeyId", 403, ExpiredCredentials),
-        ("SignatureDoesNotMatch", 403, ExpiredCredentials),
-        ("PreconditionFailed", 412, StaleObject),
-        ("", 412, StaleObject),
+        ("NoSuchKey", 404, NoSuchKeyError),
+        ("", 404, NoSuchKeyError),
+        ("NoSuchBucket", 404, NoSuchKeyError),
+        ("AccessDenied", 403, AccessDeniedError),
+        ("", 403, AccessDeniedError),
+        ("ExpiredToken", 400, ExpiredCredentialsError),
+        ("InvalidToken", 400, ExpiredCredentialsError),
+        ("InvalidAccessKeyId", 403, ExpiredCredentialsError),
+        ("SignatureDoesNotMatch", 403, ExpiredCredentialsError),
+        ("PreconditionFailed", 412, StaleObjectError),
+        ("", 412, StaleObjectError),
         ("InvalidArgument", 400, BlobError),
     ],
 )
@@ -139,10 +139,10 @@ async def test_get_errors_translate_once(
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
-        ("NoSuchKey", 404, NoSuchKey),
-        ("AccessDenied", 403, AccessDenied),
-        ("ExpiredToken", 400, ExpiredCredentials),
-        ("PreconditionFailed", 412, StaleObject),
+        ("NoSuchKey", 404, NoSuchKeyError),
+        ("AccessDenied", 403, AccessDeniedError),
+        ("ExpiredToken", 400, ExpiredCredentialsError),
+        ("PreconditionFailed", 412, StaleObjectError),
     ],
 )
 async def test_boto3_errors_translate_once(
@@ -168,7 +168,7 @@ async def test_busy_server_is_retried_then_unavailable(code: str) -> None:
     store, stubber = stubbed_store(retries=3)
     for _ in range(3):
         stubber.add_client_error("head_object", service_error_code=code, http_status_code=503)
-    with pytest.raises(BlobUnavailable):
+    with pytest.raises(BlobUnavailableError):
         await store.head(CREDS, "b", "k")
     assert store.statistics()["requests"] == 3
     assert store.statistics()["retries"] == 2
@@ -236,7 +236,7 @@ async def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3
 
     assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
     assert await store.get_range(CREDS, "b", "k", 0, 5) == b"first"
-    with pytest.raises(NoSuchKey):
+    with pytest.raises(NoSuchKeyError):
         await store.get_range(CREDS, "b", "k", 0, 5)
     assert await store.get_range(CREDS, "b", "k", 0, 6) == b"second"
 
@@ -270,7 +270,7 @@ def test_signed_requests_go_through_the_proxy_the_environment_names(
 async def test_get_connection_refused_is_retried_then_unavailable() -> None:
     with socket_nobody_listens() as url:
         store = S3BlobStore(url, "ap-southeast-2", backoff=0.0, retries=3)
-        with pytest.raises(BlobUnavailable):
+        with pytest.raises(BlobUnavailableError):
             await store.get_range(CREDS, "b", "k", 0, 1)
     assert store.statistics()["requests"] == 3
 
@@ -335,10 +335,10 @@ async def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -
 async def test_list_errors_translate(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=2)
     canned.answers += [canned.error("AccessDenied", 403)]
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         await store.list_prefix(CREDS, "b", "p/")
     canned.answers += [CannedAnswer(200, b"<not xml"), CannedAnswer(200, b"<also not")]
-    with pytest.raises(BlobUnavailable):
+    with pytest.raises(BlobUnavailableError):
         await store.list_prefix(CREDS, "b", "p/")
 
 
@@ -358,7 +358,7 @@ async def test_connection_errors_are_retried() -> None:
     assert FlakyClient.calls == 3
 
     FlakyClient.calls = -10
-    with pytest.raises(BlobUnavailable, match="EndpointConnectionError"):
+    with pytest.raises(BlobUnavailableError, match="EndpointConnectionError"):
         await store.head(CREDS, "b", "k")
 
 

@@ -20,7 +20,7 @@ import trio.testing
 from provenafs.api.models import Credentials
 from provenafs.read.reader import ObjectReader
 from provenafs.read.sibling_prefetch import SiblingPrefetcher
-from provenafs.storage.blobstore import ObjectInfo, StaleObject
+from provenafs.storage.blobstore import ObjectInfo, StaleObjectError
 from tests.unit.reader_support import BUCKET, HANDLE, KiB, MiB, RecordingStore, Setup, payload
 
 DIRECTORY = "data"
@@ -390,7 +390,7 @@ def test_a_head_fetched_while_its_object_changes_is_dropped() -> None:
         folder.replace(names[1], payload(4 * MiB, seed=98))  # before the GET reaches S3
         folder.files, new_listing = old_listing, folder.files
         stale = await folder.open(prefetcher, names[1], nursery)  # from the old listing
-        with pytest.raises(StaleObject):
+        with pytest.raises(StaleObjectError):
             await stale.read(0, 64 * KiB)
         folder.files = new_listing
         fresh = await folder.open(prefetcher, names[1], nursery)

@@ -108,9 +108,9 @@ class MetadataStore(FakeDataStore):
 
     def _check_writable(self, handle: str) -> None:
         if self.locked[handle]:
-            raise api_errors.PermissionDenied("update_metadata: This dataset is locked")
+            raise api_errors.PermissionDeniedError("update_metadata: This dataset is locked")
         if not set(self.roles[handle]) & {"metadata-write", "admin"}:
-            raise api_errors.PermissionDenied("update_metadata: not authorised")
+            raise api_errors.PermissionDeniedError("update_metadata: not authorised")
 
     async def update_metadata(self, handle: str, reason: str, form: CollectionFormat) -> None:
         await self._enter("update_metadata")
@@ -120,7 +120,7 @@ class MetadataStore(FakeDataStore):
             raise self.update_failure
         self._check_writable(handle)
         if not collection_format["dataset_info"].get("name"):
-            raise api_errors.InvalidRequest("update_metadata: dataset_info.name: too short")
+            raise api_errors.InvalidRequestError("update_metadata: dataset_info.name: too short")
         self._apply(handle, collection_format, reason)
 
     async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None:
@@ -129,7 +129,7 @@ class MetadataStore(FakeDataStore):
         self._check_writable(handle)
         entry = next((e for e in self.items[handle]["history"] if e["id"] == history_id), None)
         if entry is None:
-            raise api_errors.InvalidRequest(f"revert_metadata: no history entry {history_id}")
+            raise api_errors.InvalidRequestError(f"revert_metadata: no history entry {history_id}")
         text = f"Reverting dataset to history id {history_id}. Reason: {reason}."
         self._apply(handle, entry["item"]["collection_format"], text)
 
@@ -352,10 +352,13 @@ async def test_a_locked_dataset_written_back_unchanged_is_not_an_error() -> None
 @pytest.mark.parametrize(
     ("failure", "expected"),
     [
-        (api_errors.InvalidRequest("update_metadata: Metadata validation failed"), errno.EINVAL),
-        (api_errors.PermissionDenied("update_metadata: This dataset is locked"), errno.EACCES),
-        (api_errors.AuthenticationFailed("Could not validate credentials"), errno.EACCES),
-        (api_errors.Unavailable("update_metadata: unreachable"), errno.EIO),
+        (
+            api_errors.InvalidRequestError("update_metadata: Metadata validation failed"),
+            errno.EINVAL,
+        ),
+        (api_errors.PermissionDeniedError("update_metadata: This dataset is locked"), errno.EACCES),
+        (api_errors.AuthenticationError("Could not validate credentials"), errno.EACCES),
+        (api_errors.UnavailableError("update_metadata: unreachable"), errno.EIO),
     ],
 )
 async def test_data_store_failures_map_to_errnos(failure: Exception, expected: int) -> None:
@@ -414,7 +417,7 @@ async def test_the_xattr_reason_survives_a_failed_commit_and_a_success_clears_it
     store = make_store()
     editor, _, _ = make_editor(store)
     editor.set_reason(HANDLE, "why")
-    store.update_failure = api_errors.Unavailable("down")
+    store.update_failure = api_errors.UnavailableError("down")
     with pytest.raises(FsError):
         await editor.commit(HANDLE, changed_format("one"), None)
     assert editor.reason_for(HANDLE) == "why"
