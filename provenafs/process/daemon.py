@@ -48,7 +48,8 @@ from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.storage.s3 import S3BlobStore
 from provenafs.write.drafts import DraftStore, default_root
-from provenafs.write.publish import Publisher, PublishScheduler
+from provenafs.write.publish import Publisher
+from provenafs.write.publish_scheduler import PublishScheduler
 
 __all__ = ["StartupError", "fuse_mount_options", "run"]
 

@@ -34,11 +34,8 @@ dataset's own listing shows them now), and a draft with nothing left is discarde
 filesystem pushes this way at every close and namespace change (``begin_publish`` holds its
 change gate so that no change lands in the middle of a push).
 
-``PublishScheduler`` is the mount's one owner of publishing: it serialises publishes per dataset,
-keeps the progress of those in flight and the recent failures (with their cause) for
-``provenafs status``, resumes at start the drafts a crash left with a recorded new version (in
-place: every draft), and
-publishes a draft on its own once it has had no open writer and no change for the quiet delay.
+``publish_scheduler.PublishScheduler`` decides when a draft publishes and serialises publishes
+per dataset; this module does one publish.
 
 Rules: trio thread only; blocking work (reading staged files, hashing parts) runs in worker
 threads per multi-MiB part. Never logs a credential. Memory: at most ``max_parallel`` parts.
@@ -46,16 +43,14 @@ threads per multi-MiB part. Never logs a credential. Memory: at most ``max_paral
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import trio
 
@@ -79,7 +74,6 @@ __all__ = [
     "PublishError",
     "PublishFailure",
     "PublishProgress",
-    "PublishScheduler",
     "Publisher",
     "generated_reason",
 ]
@@ -88,7 +82,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 16 << 20
 _HASH_INLINE_BYTES = 1 << 20  # smaller bodies are hashed on the trio thread
-_RECENT_FAILURES = 20
 _T = TypeVar("_T")
 
 Phase = Literal["listing", "versioning", "copying", "verifying", "finishing", "done"]
@@ -848,150 +841,3 @@ def _checksum_problem(transfer: _Transfer, info: ObjectInfo, expected: str | Non
     if transfer.known_etag is not None and _is_md5(landed) and landed != transfer.known_etag:
         return f"{transfer.path} has ETag {info.etag}, not the base's {transfer.known_etag}"
     return None
-
-
-# --- the mount's publishing service -------------------------------------------------------------
-
-
-class PublishScheduler:
-    """Serialises publishes per dataset, tracks them for status, and publishes quiet drafts."""
-
-    def __init__(
-        self,
-        publisher: Publisher,
-        *,
-        publish_delay: float = 300.0,
-        clock: Callable[[], float] = time.time,
-        poll_interval: float = 5.0,
-    ) -> None:
-        self.publisher = publisher
-        self.publish_delay = publish_delay
-        self._clock = clock
-        self._poll = poll_interval
-        self._locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
-        self._in_progress: dict[str, PublishProgress] = {}
-        self._failures: collections.deque[PublishFailure] = collections.deque(
-            maxlen=_RECENT_FAILURES
-        )
-        self._published: dict[str, str] = {}  # old handle -> new handle, this session
-        self._retry_after: dict[str, float] = {}
-        # In place, a draft outlives a successful push while a pushed file is still open: the
-        # time of its last change then, so the quiet-delay publisher does not push it again.
-        self._pushed_change: dict[str, float] = {}
-
-    async def commit(
-        self,
-        handle: str,
-        reason: str | None = None,
-        progress: Callable[[PublishProgress], None] | None = None,
-    ) -> str:
-        """Publish ``handle``'s draft now (after any publish of it in flight); the new handle.
-
-        A dataset whose draft was published moments ago (by another caller, or by a resume or
-        the quiet delay) raises ``NothingToPublishError`` naming that new handle.
-        """
-        async with self._locks[handle]:
-            if self.publisher.draft_store.get(handle) is None and handle in self._published:
-                published = self._published[handle]
-                raise NothingToPublishError(
-                    f"the draft of {handle} was already published as {published}", published
-                )
-
-            def listen(snapshot: PublishProgress) -> None:
-                self._in_progress[handle] = snapshot
-                if progress is not None:
-                    progress(snapshot)
-
-            draft = self.publisher.draft_store.get(handle)
-            last_change = None if draft is None else draft.summary().last_change
-
-            try:
-                new_handle = await self.publisher.publish(handle, reason, listen)
-            except NothingToPublishError:
-                raise
-            except PublishError as exc:
-                self._record_failure(handle, str(exc))
-                raise
-            except Exception as exc:
-                self._record_failure(handle, f"{type(exc).__name__}: {exc}")
-                raise PublishError(
-                    f"publishing {handle} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            finally:
-                self._in_progress.pop(handle, None)
-            self._published[handle] = new_handle
-            self._retry_after.pop(handle, None)
-            if last_change is not None:
-                self._pushed_change[handle] = last_change
-            if new_handle == handle:
-                log.debug("pushed the changes of %s into it (in place)", handle)
-            else:
-                log.info("published %s as %s", handle, new_handle)
-            return new_handle
-
-    def _record_failure(self, handle: str, cause: str) -> None:
-        draft = self.publisher.draft_store.get(handle)
-        new_handle = None if draft is None else draft.new_version_id
-        self._failures.append(PublishFailure(handle, new_handle, cause, self._clock()))
-        self._retry_after[handle] = self._clock() + max(self.publish_delay, 30.0)
-        log.error("publishing %s failed: %s", handle, cause)
-
-    # -- background ------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Resume interrupted publishes, then publish drafts that stay quiet (until cancelled)."""
-        for draft in list(self.publisher.draft_store.drafts()):
-            interrupted = draft.new_version_id is not None or draft.version_request is not None
-            if interrupted or self.publisher.in_place:
-                await self._publish_quietly(draft.handle, "resuming an interrupted publish")
-        if self.publish_delay <= 0:
-            return
-        while True:
-            await trio.sleep(min(self._poll, self.publish_delay))
-            for handle in self.due():
-                await self._publish_quietly(handle, "quiet for the publish delay")
-
-    def due(self) -> list[str]:
-        """Drafts quiet (no open writer, no change) for the publish delay, not backing off."""
-        now = self._clock()
-        found = []
-        for draft in self.publisher.draft_store.drafts():
-            if not draft.is_quiet() or draft.handle in self._in_progress:
-                continue
-            if draft.summary().last_change + self.publish_delay > now:
-                continue
-            if self._retry_after.get(draft.handle, 0.0) > now:
-                continue
-            if self._pushed_change.get(draft.handle) == draft.summary().last_change:
-                continue  # pushed in place, nothing changed since (a pushed file is open)
-            found.append(draft.handle)
-        return found
-
-    async def _publish_quietly(self, handle: str, why: str) -> None:
-        log.info("publishing %s: %s", handle, why)
-        try:
-            await self.commit(handle)
-        except NothingToPublishError as exc:
-            log.info("%s", exc)
-        except PublishError:
-            pass  # recorded (and logged) by commit; retried after a back-off
-
-    # -- status ----------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """Drafts, publishes in flight with their progress, recent failures (JSON-ready)."""
-        drafts = []
-        for draft in self.publisher.draft_store.drafts():
-            summary = draft.summary()
-            drafts.append(dataclasses.asdict(summary))
-        return {
-            "drafts": drafts,
-            "publishing": [dataclasses.asdict(p) for p in self._in_progress.values()],
-            "failures": [dataclasses.asdict(f) for f in self._failures],
-            "published": dict(self._published),
-            "publish_delay": self.publish_delay,
-            "in_place": self.publisher.in_place,
-        }
-
-    def pending(self) -> list[str]:
-        return [draft.handle for draft in self.publisher.draft_store.drafts()]

@@ -21,7 +21,8 @@ from provenafs.api.models import Credentials
 from provenafs.core.filesystem import Filesystem
 from provenafs.storage.blobstore import BlobUnavailableError, MemoryBlobStore
 from provenafs.write.drafts import StagedEntry
-from provenafs.write.publish import Publisher, PublishScheduler
+from provenafs.write.publish import Publisher
+from provenafs.write.publish_scheduler import PublishScheduler
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, s3_path
 from tests.unit.support import CSV, DATASET, create_file, fails, read_all, split, walk, write_file
 

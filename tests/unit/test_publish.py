@@ -27,9 +27,9 @@ from provenafs.write.publish import (
     Publisher,
     PublishError,
     PublishProgress,
-    PublishScheduler,
     generated_reason,
 )
+from provenafs.write.publish_scheduler import PublishScheduler
 from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, s3_path
 
 PART = 64 << 10
