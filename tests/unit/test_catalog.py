@@ -9,7 +9,6 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.catalog import Catalog, DirectoryListing
 from provenafs.storage.blobstore import (
     BlobUnavailableError,
@@ -225,38 +224,6 @@ def test_directory_listing_parsing() -> None:
         [prefix + "both/", prefix + "raw/", prefix + "/", prefix + "../"],
     )
     assert listing.names() == [("a.csv", False), ("both", True), ("raw", True)]
-
-
-async def test_single_flight_reruns_after_the_leader_is_cancelled() -> None:
-    flight: SingleFlight[str, int] = SingleFlight()
-    started = trio.Event()
-    release = trio.Event()
-    results: list[int] = []
-
-    async def slow() -> int:
-        started.set()
-        await release.wait()
-        return 7
-
-    async with trio.open_nursery() as nursery:
-        leader_scope = trio.CancelScope()
-
-        async def leader() -> None:
-            with leader_scope:
-                await flight.run("k", slow)
-
-        async def follower() -> None:
-            results.append(await flight.run("k", slow))
-
-        nursery.start_soon(leader)
-        await started.wait()
-        nursery.start_soon(follower)
-        await trio.testing.wait_all_tasks_blocked()
-        leader_scope.cancel()
-        await trio.testing.wait_all_tasks_blocked()
-        release.set()
-    assert results == [7]
-    assert flight.calls == 2
 
 
 async def test_outages_serve_the_last_values_past_their_ttl() -> None:
