@@ -396,29 +396,14 @@ class Publisher:
         record = await self._client.fetch_dataset(new_handle)
         bucket, prefix = record.s3.bucket_name, record.s3.path
         await self._write_credentials(new_handle)
-        transfers = [
-            _Transfer(
-                f.path,
-                prefix + f.path,
-                f.size,
-                self._base_reader(handle, draft.bucket, f.base_key, f.etag),
-                f.etag if _is_md5(f.etag) else None,
-            )
-            for f in plan.carried
-            if f.path != METADATA_FILE
-        ]
-        transfers += [
-            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
-            for f in plan.staged
-            if f.path != METADATA_FILE
-        ]
+        copies, uploads = self._transfers(plan, handle, draft.bucket, prefix)
         await self._fill(
             draft=draft,
             tracker=tracker,
             target=new_handle,
             bucket=bucket,
             prefix=prefix,
-            phases=[transfers],
+            phases=[copies + uploads],
             empty_dirs=plan.empty_dirs,
         )
         await self._finish(draft, tracker, new_handle)
@@ -473,22 +458,7 @@ class Publisher:
         base = await self._list(handle, "write", draft.bucket, prefix)
         plan = await draft.plan(base)
         # Renamed files are copied from keys this push may overwrite or delete: copies go first.
-        copies = [
-            _Transfer(
-                f.path,
-                prefix + f.path,
-                f.size,
-                self._base_reader(handle, draft.bucket, f.base_key, f.etag),
-                f.etag if _is_md5(f.etag) else None,
-            )
-            for f in plan.carried
-            if f.path != METADATA_FILE and f.base_key != prefix + f.path
-        ]
-        uploads = [
-            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
-            for f in plan.staged
-            if f.path != METADATA_FILE
-        ]
+        copies, uploads = self._transfers(plan, handle, draft.bucket, prefix, moved_only=True)
         await self._fill(
             draft=draft,
             tracker=tracker,
@@ -514,6 +484,30 @@ class Publisher:
                     nursery.start_soon(delete_one, key)
 
     # -- the common steps ------------------------------------------------------------------
+
+    def _transfers(
+        self, plan: DraftPlan, handle: str, bucket: str, prefix: str, *, moved_only: bool = False
+    ) -> tuple[list[_Transfer], list[_Transfer]]:
+        """What filling *prefix* takes: copies of base objects (of *handle*, in *bucket*) and
+        uploads of staged files; with ``moved_only`` (in place), only base objects whose key
+        changes are copied. The server's ``metadata.json`` is never written."""
+        copies = [
+            _Transfer(
+                f.path,
+                prefix + f.path,
+                f.size,
+                self._base_reader(handle, bucket, f.base_key, f.etag),
+                f.etag if _is_md5(f.etag) else None,
+            )
+            for f in plan.carried
+            if f.path != METADATA_FILE and not (moved_only and f.base_key == prefix + f.path)
+        ]
+        uploads = [
+            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            for f in plan.staged
+            if f.path != METADATA_FILE
+        ]
+        return copies, uploads
 
     async def _fill(
         self,
