@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import trio
@@ -37,11 +37,6 @@ SESSION_TOKEN = "fake-session-token-must-never-show"
 CALLER = Caller(uid=1000, gid=1000, pid=4242)
 
 T = TypeVar("T")
-
-
-def run(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run an async test body under trio."""
-    return trio.run(fn)
 
 
 class FakeClock:

@@ -1,7 +1,7 @@
 """The pyfuse3 adapter without a kernel: errno mapping, negative lookups, names, reply records.
 
-Handlers are called directly under ``trio.run`` against a fake core; pyfuse3's reply types are
-plain objects, so nothing here needs /dev/fuse.
+Handlers are called directly (async tests under pytest-trio) against a fake core; pyfuse3's reply
+types are plain objects, so nothing here needs /dev/fuse.
 """
 
 from __future__ import annotations

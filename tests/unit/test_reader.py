@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ from provenafs.storage.blobstore import (
     StaleObjectError,
 )
 from tests.unit.reader_support import KiB, MiB, Setup, payload
-
-
-def run(body: Callable[[trio.Nursery], Awaitable[None]], *, virtual_time: bool = False) -> None:
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await body(nursery)
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0) if virtual_time else None)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -155,7 +146,7 @@ async def test_random_reader_fetches_only_blocks_it_touches() -> None:
     assert setup.fetched() <= len(touched) * MiB + 4 * KiB
 
 
-def test_budget_holds_with_many_sequential_readers() -> None:
+async def test_budget_holds_with_many_sequential_readers() -> None:
     budget = 4 * MiB
     setup = Setup(block_size=256 * KiB, cache_bytes=2 * MiB, budget=budget)
     files = {f"f{i}": payload(6 * MiB, seed=i) for i in range(12)}
@@ -163,7 +154,8 @@ def test_budget_holds_with_many_sequential_readers() -> None:
         setup.put(key, data)
     peaks: list[int] = []
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
+
         async def stream(key: str) -> None:
             reader = setup.reader(key, nursery, max_window=8 * MiB)
             out = bytearray()
@@ -176,8 +168,6 @@ def test_budget_holds_with_many_sequential_readers() -> None:
         async with trio.open_nursery() as inner:
             for key in files:
                 inner.start_soon(stream, key)
-
-    run(body)
     stats = setup.budget.statistics()
     assert max(peaks) <= budget
     assert stats["peak"] <= budget
@@ -430,26 +420,27 @@ async def test_two_streaming_readers_share_the_budget(
     assert setup.budget.in_use == 0
 
 
-def test_disk_cache_serves_a_remounted_reader_without_gets(tmp_path: Path) -> None:
+async def test_disk_cache_serves_a_remounted_reader_without_gets(tmp_path: Path) -> None:
     setup = Setup(block_size=256 * KiB, cache_bytes=MiB, budget=4 * MiB)
     data = payload(6 * MiB + 5)
     setup.put("k", data)
 
-    async def stream(nursery: trio.Nursery) -> None:
-        reader = setup.reader("k", nursery, max_window=2 * MiB)
-        out = bytearray()
-        for offset in range(0, len(data), 128 * KiB):
-            out += await reader.read(offset, 128 * KiB)
-        await reader.close()
-        assert bytes(out) == data
+    async def stream() -> None:
+        async with trio.open_nursery() as nursery:
+            reader = setup.reader("k", nursery, max_window=2 * MiB)
+            out = bytearray()
+            for offset in range(0, len(data), 128 * KiB):
+                out += await reader.read(offset, 128 * KiB)
+            await reader.close()
+            assert bytes(out) == data
 
     setup.cache = BlockCache(MiB, 256 * KiB, disk=DiskCache(tmp_path / "cache", 64 * MiB))
-    run(stream)
+    await stream()
     first_mount = setup.fetched()
     assert first_mount == len(data)
     # "remount": fresh memory cache, the disk cache reopened from its directory
     setup.cache = BlockCache(MiB, 256 * KiB, disk=DiskCache(tmp_path / "cache", 64 * MiB))
-    run(stream)
+    await stream()
     assert setup.fetched() == first_mount  # not one byte more from S3
     assert setup.cache.statistics()["disk_hits"] == -(-len(data) // (256 * KiB))
 
