@@ -62,6 +62,7 @@ from provenafs.core.types import (
     is_writing,
     parent_path,
 )
+from provenafs.core.xattrs import ExtendedAttributes
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
 from provenafs.read.reader import ObjectReader, PrefetchBudget
@@ -69,7 +70,7 @@ from provenafs.read.sibling_prefetch import SiblingPrefetcher
 from provenafs.storage.blobstore import BlobStore, ObjectInfo
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.drafts import Draft, DraftStore, StagedEntry, default_root
-from provenafs.write.metadata_edit import REASON_XATTR, MetadataApi, SidecarEditor
+from provenafs.write.metadata_edit import MetadataApi, SidecarEditor
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Filesystem:
         self._views = FileViews(
             self.catalog, self._inodes, self._draft_of, self._policy.require_data_read
         )
+        self._xattrs = ExtendedAttributes(client, self.catalog, self._views, self.sidecar_editor)
         self._sidecar_edits = SidecarEdits(
             catalog=self.catalog,
             policy=self._policy,
@@ -497,56 +499,10 @@ class Filesystem:
         return await self._namespace.link_target(node)
 
     async def getxattr(self, inode: int, name: str, ctx: Caller) -> bytes:
-        node = self._inodes.node(inode)
-        if node.kind is NodeKind.DATASET_FILE and name == "user.provena.presigned_url":
-            record = await self.catalog.record(node.handle)
-            view = await self._views.view(record, node)
-            if view.info is None or not view.info.key.startswith(record.s3.path):
-                raise FsError(errno.ENODATA, "a file of the draft has no object to presign yet")
-            key_path = view.info.key[len(record.s3.path) :]
-            url = await self._client.presigned_url(node.handle, key_path)
-            return url.encode()
-        value = (await self._xattrs(node)).get(name)
-        if value is None:
-            raise FsError(errno.ENODATA, f"no attribute {name!r}")
-        return value.encode("utf-8", "surrogateescape")
+        return await self._xattrs.get(self._inodes.node(inode), name)
 
     async def listxattr(self, inode: int, ctx: Caller) -> list[str]:
-        return sorted(await self._xattrs(self._inodes.node(inode)))
-
-    async def _xattrs(self, node: NodeId) -> dict[str, str]:
-        kind = node.kind
-        if kind is NodeKind.DATASET_DIR:
-            record = await self.catalog.record(node.handle)
-            versioning = record.versioning
-            return {
-                "user.provena.handle": record.handle,
-                "user.provena.version": str(versioning.version) if versioning else "",
-                "user.provena.release_status": record.release_status,
-                "user.provena.locked": "true" if record.locked else "false",
-                "user.provena.roles": ",".join(sorted(record.roles or ())),
-                "user.provena.previous_version": (versioning and versioning.previous_version) or "",
-                "user.provena.next_version": (versioning and versioning.next_version) or "",
-            }
-        if kind is NodeKind.DATASET_FILE:
-            record = await self.catalog.record(node.handle)
-            info = (await self._views.view(record, node)).info
-            if info is None:  # staged in the draft: no object yet
-                return {"user.provena.handle": record.handle}
-            return {
-                "user.provena.handle": record.handle,
-                "user.s3.etag": info.etag,
-                "user.s3.key": info.key,
-            }
-        if kind is NodeKind.SIDECAR:
-            reason = self.sidecar_editor and self.sidecar_editor.reason_for(node.handle)
-            return {
-                "user.provena.handle": node.handle,
-                **({REASON_XATTR: reason} if reason else {}),
-            }
-        if kind in (NodeKind.DATASET_SUBDIR, NodeKind.LATEST_LINK):
-            return {"user.provena.handle": node.handle}
-        return {}
+        return await self._xattrs.names(self._inodes.node(inode))
 
     async def setxattr(self, inode: int, name: str, value: bytes, ctx: Caller) -> None:
         node = self._inodes.node(inode)
