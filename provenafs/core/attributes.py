@@ -37,7 +37,8 @@ from provenafs.core.types import (
 )
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
-from provenafs.write.drafts import METADATA_FILE, DirectoryEntry, Draft
+from provenafs.write.draft_entries import METADATA_FILE, DirectoryEntry
+from provenafs.write.drafts import Draft
 
 __all__ = ["AttributeMaker"]
 

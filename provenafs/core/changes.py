@@ -63,17 +63,15 @@ from provenafs.storage.blobstore import (
 )
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.change_gate import ChangeGate
-from provenafs.write.drafts import (
+from provenafs.write.draft_entries import (
     WHITEOUT,
     CarriedEntry,
     DirectoryEntry,
-    Draft,
-    DraftStore,
     Entry,
-    StagedBlob,
     Whiteout,
     join,
 )
+from provenafs.write.drafts import Draft, DraftStore, StagedBlob
 from provenafs.write.publish import NothingToPublishError, PublishError
 
 __all__ = ["RENAME_NOREPLACE", "DraftChanges"]

@@ -20,7 +20,8 @@ from provenafs.core.inodes import ORPHAN_MARK, InodeTable, NodeId
 from provenafs.core.types import parent_path, seconds_to_ns
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import ObjectInfo
-from provenafs.write.drafts import CarriedEntry, Draft, StagedBlob, StagedEntry
+from provenafs.write.draft_entries import CarriedEntry, StagedEntry
+from provenafs.write.drafts import Draft, StagedBlob
 
 __all__ = ["FileView", "FileViews"]
 

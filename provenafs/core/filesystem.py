@@ -69,7 +69,8 @@ from provenafs.read.reader import ObjectReader, PrefetchBudget
 from provenafs.read.sibling_prefetch import SiblingPrefetcher
 from provenafs.storage.blobstore import BlobStore, ObjectInfo
 from provenafs.storage.credentials import CredentialBroker
-from provenafs.write.drafts import Draft, DraftStore, StagedEntry, default_root
+from provenafs.write.draft_entries import StagedEntry
+from provenafs.write.drafts import Draft, DraftStore, default_root
 from provenafs.write.metadata_edit import MetadataApi, SidecarEditor
 
 log = logging.getLogger(__name__)

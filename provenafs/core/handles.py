@@ -33,7 +33,8 @@ from typing import Protocol
 from provenafs.core.inodes import NodeId
 from provenafs.core.types import Attributes, Caller, FileReader, is_writing
 from provenafs.errors import FsError
-from provenafs.write.drafts import Draft, StagedBlob, StagedEntry
+from provenafs.write.draft_entries import StagedEntry
+from provenafs.write.drafts import Draft, StagedBlob
 from provenafs.write.metadata_edit import SidecarBuffer, SidecarEditor
 
 __all__ = [

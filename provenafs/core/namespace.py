@@ -34,7 +34,8 @@ from provenafs.core.catalog import Catalog
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.types import NAME_MAX
 from provenafs.errors import FsError
-from provenafs.write.drafts import DirectoryEntry, Draft, Whiteout, join
+from provenafs.write.draft_entries import DirectoryEntry, Whiteout, join
+from provenafs.write.drafts import Draft
 
 __all__ = [
     "BY_NAME",

@@ -26,7 +26,7 @@ from provenafs.core.types import DATASET_KINDS
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
 from provenafs.storage.credentials import CredentialBroker
-from provenafs.write.drafts import METADATA_FILE
+from provenafs.write.draft_entries import METADATA_FILE
 from provenafs.write.metadata_edit import SidecarEditor, can_edit_metadata
 
 __all__ = ["RefusalPolicy"]

@@ -9,8 +9,10 @@ A ``Draft`` is an overlay over the dataset's base version, keyed by path inside 
   below it unless the draft put it there;
 - ``Whiteout``: a base file or directory that is deleted.
 
-A path with no entry, and no entry on any ancestor, is the base's to answer (``resolve`` returns
-None). Invariant: no entry ever sits below a ``Whiteout`` or a file entry.
+A path with no entry, and no entry on any ancestor, is the base's to answer (``resolve``
+returns None). Invariant: no entry ever sits below a ``Whiteout`` or a file entry. The entries
+are ``draft_entries``, the journal ``draft_journal``, and what a publish reads of a draft
+``draft_plan``.
 
 Durability: every change appends one checksummed record to an append-only ``journal``
 (``<crc32 hex> <json>\\n``), and ``sync`` fsyncs it (with the directories that gained files).
@@ -39,18 +41,15 @@ FUSE, S3 or the data store: it is told what to record.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,172 +57,32 @@ import trio
 
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import Listing
+from provenafs.write.draft_entries import (
+    METADATA_FILE,
+    WHITEOUT,
+    CarriedEntry,
+    DirectoryEntry,
+    Entry,
+    StagedEntry,
+    Whiteout,
+    entry_from_json,
+    entry_to_json,
+    is_under,
+    join,
+    parent_of,
+)
+from provenafs.write.draft_journal import DraftJournal, decode_records, fsync_dir_blocking
+from provenafs.write.draft_plan import CarriedFile, DraftPlan, DraftSummary, StagedFile
 
-__all__ = [
-    "METADATA_FILE",
-    "CarriedEntry",
-    "CarriedFile",
-    "DirectoryEntry",
-    "Draft",
-    "DraftPlan",
-    "DraftStore",
-    "DraftSummary",
-    "Entry",
-    "StagedBlob",
-    "StagedEntry",
-    "StagedFile",
-    "Whiteout",
-    "default_root",
-]
+__all__ = ["Draft", "DraftStore", "StagedBlob", "default_root"]
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.json"  # the server writes this one at the top of every version
 _JOURNAL = "journal"
 _BLOBS = "blobs"
-_BLOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 _COMPACT_MIN_RECORDS = 256  # replay compacts a journal with more records than this ...
 _COMPACT_FACTOR = 4  # ... and more than this many per live entry
 _BIG_IO = 64 << 10  # blob reads and writes at least this large run in a worker thread
-
-
-# --- entries -------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class StagedEntry:
-    blob: str  # id of the local file under blobs/
-    size: int  # size at the last record; an open file's live size is its StagedBlob's
-    mtime_ns: int
-    replaced_base: bool  # the path held a base file before (a change, not an addition)
-
-
-@dataclasses.dataclass(frozen=True)
-class CarriedEntry:
-    base_key: str  # full S3 key in the base version
-    size: int
-    etag: str
-    mtime_ns: int
-
-
-@dataclasses.dataclass(frozen=True)
-class DirectoryEntry:
-    mtime_ns: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Whiteout:
-    pass
-
-
-Entry = StagedEntry | CarriedEntry | DirectoryEntry | Whiteout
-WHITEOUT = Whiteout()
-
-
-def _entry_to_json(entry: Entry) -> dict[str, Any]:
-    if isinstance(entry, StagedEntry):
-        return {
-            "k": "staged",
-            "blob": entry.blob,
-            "size": entry.size,
-            "mtime": entry.mtime_ns,
-            "rb": entry.replaced_base,
-        }
-    if isinstance(entry, CarriedEntry):
-        return {
-            "k": "carried",
-            "key": entry.base_key,
-            "size": entry.size,
-            "etag": entry.etag,
-            "mtime": entry.mtime_ns,
-        }
-    if isinstance(entry, DirectoryEntry):
-        return {"k": "dir", "mtime": entry.mtime_ns}
-    return {"k": "wh"}
-
-
-def _entry_from_json(raw: Mapping[str, Any]) -> Entry:
-    kind = raw["k"]
-    if kind == "staged":
-        blob = str(raw["blob"])
-        if not _BLOB_ID_RE.fullmatch(blob):
-            raise ValueError("malformed blob id")
-        return StagedEntry(blob, int(raw["size"]), int(raw["mtime"]), bool(raw["rb"]))
-    if kind == "carried":
-        return CarriedEntry(str(raw["key"]), int(raw["size"]), str(raw["etag"]), int(raw["mtime"]))
-    if kind == "dir":
-        return DirectoryEntry(int(raw["mtime"]))
-    if kind == "wh":
-        return WHITEOUT
-    raise ValueError(f"unknown entry kind {kind!r}")
-
-
-def parent_of(path: str) -> str:
-    return path.rpartition("/")[0]
-
-
-def join(directory: str, name: str) -> str:
-    return f"{directory}/{name}" if directory else name
-
-
-def _is_under(path: str, ancestor: str) -> bool:
-    return path.startswith(ancestor + "/")
-
-
-# --- the seam used by the publisher ----------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class StagedFile:
-    """A file of the draft's final tree whose bytes are local."""
-
-    path: str
-    local_path: Path
-    size: int
-    mtime_ns: int
-
-
-@dataclasses.dataclass(frozen=True)
-class CarriedFile:
-    """A file of the final tree copied unchanged from the base version."""
-
-    path: str
-    base_key: str
-    size: int
-    etag: str
-    mtime_ns: int
-
-
-@dataclasses.dataclass(frozen=True)
-class DraftPlan:
-    """What publishing must produce in the new version's prefix.
-
-    ``empty_dirs`` are the directories that need a zero-byte ``dir/`` marker: those with no file
-    beneath them, and the base's own markers that are still in the tree. ``removed`` are base
-    files left out. The top-level ``metadata.json`` is never in the plan: the server writes it.
-    """
-
-    staged: tuple[StagedFile, ...]
-    carried: tuple[CarriedFile, ...]
-    empty_dirs: tuple[str, ...]
-    removed: tuple[str, ...]
-    # The draft's entries the plan was made from: what an in-place push hands to ``settle``.
-    entries: Mapping[str, Entry] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class DraftSummary:
-    handle: str
-    added: int
-    changed: int
-    removed: int
-    staged_bytes: int
-    open_writers: int
-    last_change: float
-    new_version_id: str | None
-    published_paths: int
 
 
 def default_root(source: str, state_dir: Path | None = None) -> Path:
@@ -254,121 +113,6 @@ def _mkdir_private(path: Path) -> None:
     for directory in reversed(missing):
         directory.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
-
-
-def _fsync_dir_blocking(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --- the journal -----------------------------------------------------------------------------
-
-
-def _encode_record(record: Mapping[str, Any]) -> bytes:
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
-
-
-def _decode_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The intact records at the start of *data*, and the length they span.
-
-    Replay stops at the first line that is torn (no newline) or fails its checksum: everything
-    after it was never acknowledged (records are fsynced in order).
-    """
-    records: list[dict[str, Any]] = []
-    good = 0
-    while good < len(data):
-        end = data.find(b"\n", good)
-        if end == -1:
-            break
-        line = data[good:end]
-        checksum, _, body = line.partition(b" ")
-        try:
-            if int(checksum, 16) != zlib.crc32(body) or len(checksum) != 8:
-                break
-            record = json.loads(body)
-        except ValueError:
-            break
-        if not isinstance(record, dict):
-            break
-        records.append(record)
-        good = end + 1
-    return records, good
-
-
-class _Journal:
-    """The append-only record file of one draft, with coalesced fsyncs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.records = 0
-        self._appended = 0
-        self._synced = 0
-        self._syncing: trio.Event | None = None
-        self.dirs_to_sync: set[Path] = set()
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        data = _encode_record(record)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self.records += 1
-        self._appended += 1
-
-    def _sync_blocking(self, dirs: set[Path]) -> None:
-        for directory in sorted(dirs):
-            _fsync_dir_blocking(directory)
-        os.fsync(self._fd)
-
-    def sync_blocking(self) -> None:
-        dirs, self.dirs_to_sync = self.dirs_to_sync, set()
-        self._sync_blocking(dirs)
-        self._synced = self._appended
-
-    async def sync(self) -> None:
-        """Return once every record appended before the call is on disk."""
-        target = self._appended
-        while self._synced < target or self.dirs_to_sync:
-            if self._syncing is not None:
-                await self._syncing.wait()
-                continue
-            event = self._syncing = trio.Event()
-            covered = self._appended
-            dirs, self.dirs_to_sync = self.dirs_to_sync, set()
-            try:
-                await trio.to_thread.run_sync(self._sync_blocking, dirs)
-            except BaseException:
-                self.dirs_to_sync |= dirs
-                raise
-            finally:
-                self._syncing = None
-                event.set()
-            self._synced = max(self._synced, covered)
-
-    def replace_blocking(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Compaction: write *records* to a temp file, fsync, rename over, fsync the directory."""
-        temp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, b"".join(_encode_record(record) for record in records))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.path)
-        _fsync_dir_blocking(self.path.parent)
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self.records = len(records)
-        self._synced = self._appended
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
 
 
 # --- staged files ----------------------------------------------------------------------------
@@ -487,7 +231,7 @@ class Draft:
         # was never recorded (sent, and lost or interrupted)
         self._published: set[str] = set()
         self._pushed: dict[str, Entry] = {}  # pushed in place, kept while the file is open
-        self._journal: _Journal | None = None
+        self._journal: DraftJournal | None = None
         self.open_writers = 0
         self.last_change = clock()
         self.discarded = False
@@ -582,7 +326,7 @@ class Draft:
         for op, path, entry in operations:
             if op == "set":
                 assert entry is not None
-                encoded.append({"op": "set", "p": path, "e": _entry_to_json(entry)})
+                encoded.append({"op": "set", "p": path, "e": entry_to_json(entry)})
             else:
                 encoded.append({"op": "del", "p": path})
         record = encoded[0] if len(encoded) == 1 else {"op": "batch", "ops": encoded}
@@ -599,7 +343,7 @@ class Draft:
             for inner in record["ops"]:
                 self._apply_record(inner)
         elif op == "set":
-            self._set_entry(str(record["p"]), _entry_from_json(record["e"]))
+            self._set_entry(str(record["p"]), entry_from_json(record["e"]))
             self._published.discard(str(record["p"]))
         elif op == "del":
             self._delete_subtree(str(record["p"]))
@@ -637,7 +381,7 @@ class Draft:
     def _forget_published_at_and_below(self, path: str) -> None:
         """A changed path must be written again: a publish mark must not make it skip."""
         if self._published:
-            self._published = {p for p in self._published if p != path and not _is_under(p, path)}
+            self._published = {p for p in self._published if p != path and not is_under(p, path)}
 
     def _drop_entry(self, path: str) -> None:
         """Drop the entry at *path* only (entries below it stay): the base decides there again."""
@@ -733,7 +477,7 @@ class Draft:
         for blob in self._live.values():
             if blob.path == old_path:
                 blob.path = new_path
-            elif blob.path is not None and _is_under(blob.path, old_path):
+            elif blob.path is not None and is_under(blob.path, old_path):
                 blob.path = new_path + blob.path[len(old_path) :]
 
     def _referenced_blobs(self) -> set[str]:
@@ -914,7 +658,7 @@ class Draft:
         if self.discarded:
             raise FsError(errno.EROFS, "the draft was published or discarded")
 
-    def _journal_or_fail(self) -> _Journal:
+    def _journal_or_fail(self) -> DraftJournal:
         self._check_open()
         if self._journal is None:
             raise FsError(errno.EIO, "the draft's journal is not open")
@@ -923,7 +667,7 @@ class Draft:
     def _snapshot_records(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = [self._head()]
         for path, entry in self.entries_under(""):
-            records.append({"op": "set", "p": path, "e": _entry_to_json(entry)})
+            records.append({"op": "set", "p": path, "e": entry_to_json(entry)})
         if self._new_version is not None:
             records.append({"op": "version", "id": self._new_version})
         if self._version_request is not None:
@@ -942,11 +686,11 @@ class Draft:
     def _create_blocking(self) -> None:
         _mkdir_private(self.directory)
         _mkdir_private(self.blob_dir)
-        self._journal = _Journal(self.directory / _JOURNAL)
+        self._journal = DraftJournal(self.directory / _JOURNAL)
         self._journal.append(self._head())
         self._journal.sync_blocking()
-        _fsync_dir_blocking(self.directory)
-        _fsync_dir_blocking(self.directory.parent)
+        fsync_dir_blocking(self.directory)
+        fsync_dir_blocking(self.directory.parent)
 
     def _replay_blocking(self, records: list[dict[str, Any]]) -> None:
         for record in records[1:]:
@@ -969,7 +713,7 @@ class Draft:
                 # Bytes written after the last acknowledged size are not part of the file.
                 file.truncate(entry.size)
             local.chmod(0o600)
-        self._journal = _Journal(self.directory / _JOURNAL)
+        self._journal = DraftJournal(self.directory / _JOURNAL)
         self._journal.records = len(records)
         if len(records) > max(_COMPACT_MIN_RECORDS, _COMPACT_FACTOR * (len(self._entries) + 1)):
             self._journal.replace_blocking(self._snapshot_records())
@@ -1039,7 +783,7 @@ class DraftStore:
     def _load_blocking(self, directory: Path) -> None:
         journal_path = directory / _JOURNAL
         data = journal_path.read_bytes()
-        records, good = _decode_records(data)
+        records, good = decode_records(data)
         if not records or records[0].get("op") != "head":
             log.warning("ignoring draft directory %s: no journal header", directory)
             return

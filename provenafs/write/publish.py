@@ -66,7 +66,8 @@ from provenafs.storage.blobstore import (
     WritableBlobStore,
     multipart_etag,
 )
-from provenafs.write.drafts import METADATA_FILE, DraftPlan, DraftSummary, Entry
+from provenafs.write.draft_entries import METADATA_FILE, Entry
+from provenafs.write.draft_plan import DraftPlan, DraftSummary
 
 __all__ = [
     "DEFAULT_PART_SIZE",

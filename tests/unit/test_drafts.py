@@ -13,15 +13,8 @@ from pathlib import Path
 import trio
 
 from provenafs.storage.blobstore import Listing, ObjectInfo
-from provenafs.write.drafts import (
-    WHITEOUT,
-    CarriedEntry,
-    DirectoryEntry,
-    Draft,
-    DraftStore,
-    StagedEntry,
-    default_root,
-)
+from provenafs.write.draft_entries import WHITEOUT, CarriedEntry, DirectoryEntry, StagedEntry
+from provenafs.write.drafts import Draft, DraftStore, default_root
 
 HANDLE = "10378.1/1932274"
 PREFIX = "datasets/10378-1-1932274/"

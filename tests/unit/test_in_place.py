@@ -20,7 +20,7 @@ from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials
 from provenafs.core.filesystem import Filesystem
 from provenafs.storage.blobstore import BlobUnavailableError, MemoryBlobStore
-from provenafs.write.drafts import StagedEntry
+from provenafs.write.draft_entries import StagedEntry
 from provenafs.write.publish import Publisher
 from provenafs.write.publish_scheduler import PublishScheduler
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, s3_path

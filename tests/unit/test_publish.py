@@ -21,7 +21,7 @@ from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, VersionCreated
 from provenafs.storage.blobstore import BlobUnavailableError, Listing, MemoryBlobStore
 from provenafs.storage.credentials import CredentialBroker
-from provenafs.write.drafts import CarriedFile, DraftPlan, DraftSummary, StagedFile
+from provenafs.write.draft_plan import CarriedFile, DraftPlan, DraftSummary, StagedFile
 from provenafs.write.publish import (
     NothingToPublishError,
     Publisher,
