@@ -2,7 +2,7 @@
 
 Two halves that share no code: the mount (everything outside ``provenafs.server``) and the
 local Provena-compatible data store (``provenafs.server``). Each is written against
-``provena-api.md``; contract tests hold both to it.
+the data store API (docs/API.md); contract tests hold both to it.
 """
 
 __version__ = "0.1.0"

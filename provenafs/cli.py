@@ -1,7 +1,8 @@
 """The ``provenafs`` command: dispatches each subcommand to the half that owns it.
 
 It must not hold any logic of its own: ``serve`` goes to the local data store
-(``provenafs.server.cli``), everything else to the mount's commands (``provenafs.commands``).
+(``provenafs.server.cli``), everything else to the mount's commands
+(``provenafs.process.commands``).
 Imports are lazy so that the mount never loads server code and vice versa.
 """
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return server_cli.main(args[1:])
     if command in _MOUNT_COMMANDS:
-        from provenafs import commands  # noqa: PLC0415
+        from provenafs.process import commands  # noqa: PLC0415
 
         return commands.main(command, args[1:])
     print(f"provenafs: unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
@@ -55,7 +56,7 @@ def mount_helper_main(argv: list[str] | None = None) -> int:
 
     ``mount(8)`` calls helpers as ``mount.fuse.provenafs SOURCE MOUNTPOINT [-o OPTS]``.
     """
-    from provenafs import commands  # noqa: PLC0415
+    from provenafs.process import commands  # noqa: PLC0415
 
     args = list(sys.argv[1:] if argv is None else argv)
     return commands.main("mount", args)

@@ -1,9 +1,12 @@
 """The one table that turns every failure of the mount into an errno.
 
 ``FsError`` is what the filesystem core raises on purpose; ``to_errno`` maps it, the API layer's
-exceptions (``provenafs.api.errors``) and the object store's (``provenafs.blobstore``) to an
-errno, and anything else to ``EIO``. ``log_level_for`` says how loudly a failure is logged:
-expected outcomes (a missing file, a missing role) at debug, outages at error.
+exceptions (``provenafs.api.errors``), the object store's (``provenafs.storage.blobstore``) and the
+local disk's (``OSError``: a full disk is ``ENOSPC``, not ``EIO``) to an errno, and anything else to
+``EIO``. It is the only translation: the core lets these exceptions rise, and the FUSE adapter
+(``fuse_ops.fuse_handler``) calls ``to_errno`` once per failed request. ``log_level_for`` says how
+loudly a failure is logged: expected outcomes (a missing file, a missing role) at debug, outages at
+error.
 
 This module must not import pyfuse3 (the handler decorator that raises ``FUSEError`` lives in
 ``fuse_ops``) and must not put secrets into messages: it only ever sees exception types.
@@ -15,8 +18,8 @@ import errno as errno_codes
 import logging
 import os
 
-from provenafs import blobstore
 from provenafs.api import errors as api_errors
+from provenafs.storage import blobstore
 
 __all__ = ["ERRNO_BY_EXCEPTION", "FsError", "describe", "log_level_for", "to_errno"]
 
@@ -40,19 +43,19 @@ class FsError(Exception):
 # Exception class -> errno. Looked up along the exception's MRO, so subclasses inherit the
 # mapping of their nearest listed ancestor; the bases map to EIO.
 ERRNO_BY_EXCEPTION: dict[type[BaseException], int] = {
-    api_errors.NotFound: errno_codes.ENOENT,
-    api_errors.PermissionDenied: errno_codes.EACCES,
-    api_errors.AuthenticationFailed: errno_codes.EACCES,
-    api_errors.Forbidden: errno_codes.EACCES,
-    api_errors.InvalidRequest: errno_codes.EINVAL,
-    api_errors.Unavailable: errno_codes.EIO,
+    api_errors.NotFoundError: errno_codes.ENOENT,
+    api_errors.PermissionDeniedError: errno_codes.EACCES,
+    api_errors.AuthenticationError: errno_codes.EACCES,
+    api_errors.ForbiddenError: errno_codes.EACCES,
+    api_errors.InvalidRequestError: errno_codes.EINVAL,
+    api_errors.UnavailableError: errno_codes.EIO,
     api_errors.ApiError: errno_codes.EIO,
-    blobstore.NoSuchKey: errno_codes.ENOENT,
-    blobstore.AccessDenied: errno_codes.EACCES,
+    blobstore.NoSuchKeyError: errno_codes.ENOENT,
+    blobstore.AccessDeniedError: errno_codes.EACCES,
     # The catalog and the reader retry once with fresh credentials before this escapes.
-    blobstore.ExpiredCredentials: errno_codes.EACCES,
-    blobstore.StaleObject: errno_codes.ESTALE,
-    blobstore.BlobUnavailable: errno_codes.EIO,
+    blobstore.ExpiredCredentialsError: errno_codes.EACCES,
+    blobstore.StaleObjectError: errno_codes.ESTALE,
+    blobstore.BlobUnavailableError: errno_codes.EIO,
     blobstore.BlobError: errno_codes.EIO,
 }
 
@@ -89,6 +92,8 @@ def to_errno(exc: BaseException) -> int:
         mapped = ERRNO_BY_EXCEPTION.get(cls)
         if mapped is not None:
             return mapped
+    if isinstance(exc, OSError) and exc.errno:  # the local disk (drafts, caches, spill)
+        return exc.errno
     return errno_codes.EIO
 
 

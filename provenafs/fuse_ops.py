@@ -4,7 +4,7 @@ This is the only module that imports pyfuse3. Its job is translation and nothing
 names to ``str`` (``os.fsdecode``, surrogateescape) and back, ``RequestContext`` to ``Caller``,
 the core's plain records to pyfuse3's reply types, and every exception to ``FUSEError`` through
 ``provenafs.errors.to_errno``. It must not hold filesystem semantics (permissions, names, caches):
-those live in ``provenafs.filesystem``.
+those live in ``provenafs.core.filesystem``.
 
 Every request handler carries the one decorator ``fuse_handler``: any ``Exception`` becomes a
 ``FUSEError`` with the errno of the one table, and is logged once (expected errnos at debug, EIO
@@ -29,7 +29,8 @@ import pyfuse3
 import trio
 
 from provenafs import errors
-from provenafs.filesystem import Attributes, Caller, Filesystem, FsStats, OpenFile
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.types import NAME_MAX, Attributes, Caller, FsStats, OpenFile
 
 __all__ = [
     "NAME_MAX",
@@ -46,7 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NAME_MAX = 255  # bytes in one path component, as on every Linux filesystem
 _BLOCK_UNIT = 512  # st_blocks counts 512-byte units whatever the block size
 _PREFERRED_IO_SIZE = 1 << 20  # st_blksize: reads of 1 MiB match the block cache
 
@@ -309,7 +309,7 @@ class Operations(pyfuse3.Operations):
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self._fs.removexattr(inode, os.fsdecode(name), to_caller(ctx))
 
-    # -- changes (the core answers EROFS until the write issue lands) -------------------------
+    # -- changes (the core decides each one: into a draft, or its refusal) ----------------------
 
     @fuse_handler
     async def create(

@@ -6,14 +6,14 @@
 ``-n -s -v -t TYPE -N NS``.
 Unknown keys are an error with a clear message, never silently dropped.
 
-Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch. The
-mount is read-write (drafts become new versions, SPEC §3); ``-o ro`` makes it read-only.
+Defaults keep the daemon under 256 MiB RSS: 64 MiB of memory cache, 64 MiB of prefetch. The mount is
+read-write (drafts become new versions, docs/SEMANTICS.md, Writes); ``-o ro`` makes it read-only.
 Write-side keys: ``writes=draft|in-place``, ``state_dir=`` (where drafts live; default
 ``$XDG_STATE_HOME/provenafs``), ``publish_delay=`` (seconds of quiet before a draft publishes
-itself; 0 = never), ``on_unmount=publish|refuse``, ``reason=`` (the reason of published
-versions) and ``metadata_reason=`` (of metadata edits).
-This module only parses: it must not touch the filesystem, the network or the environment
-beyond the caller's uid/gid defaults, and never reads a token file (it only names it).
+itself; 0 = never), ``on_unmount=publish|refuse``, ``reason=`` (the reason of published versions)
+and ``metadata_reason=`` (of metadata edits). This module only parses: it must not touch the
+filesystem, the network or the environment beyond the caller's uid/gid defaults, and never reads a
+token file (it only names it).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "KERNEL_FLAGS",
     "MountOptions",
     "MountOptionsError",
     "parse_mount_args",
@@ -36,10 +37,9 @@ __all__ = [
 DEFAULT_SOURCE = "http://127.0.0.1:8750"
 MIB = 1 << 20
 
-# Standard keys that mount(8), fstab and libfuse users pass; accepted and kept in ``extra``.
-_PASSTHROUGH_KEYS = frozenset(
+# mount(8)/fstab flags the kernel understands for a FUSE mount: the daemon passes these on.
+KERNEL_FLAGS = frozenset(
     {
-        "auto_unmount",
         "nodev",
         "nosuid",
         "noexec",
@@ -50,6 +50,14 @@ _PASSTHROUGH_KEYS = frozenset(
         "relatime",
         "atime",
         "nodiratime",
+    }
+)
+# Standard keys that mount(8), fstab and libfuse users pass; accepted and kept in ``extra``.
+# Beyond the kernel's flags they are mount(8)'s own (noauto, _netdev, ...) or libfuse's, and
+# mean nothing to the daemon.
+_PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
+    {
+        "auto_unmount",
         "_netdev",
         "defaults",
         "noauto",
@@ -120,8 +128,8 @@ class MountOptions:
     extra: Mapping[str, str]  # accepted standard keys (auto_unmount, x-systemd.*, ...)
     # The reason sent with sidecar metadata edits that set none (no commas: -o splits on them).
     metadata_reason: str | None = None
-    # The write side of drafts (issue 4); defaults keep older constructors working.
-    write_mode: str = "draft"  # "draft": changes become a new version; "in-place": SPEC §3
+    # The write side (docs/SEMANTICS.md, Writes); defaults keep older constructors working.
+    write_mode: str = "draft"  # "draft": changes become a new version; "in-place": pushed in
     state_dir: Path | None = None  # drafts live in <state_dir>/drafts/<hash of source>
     publish_delay: float = 300.0  # seconds without writers or changes before a draft publishes
     on_unmount: str = "publish"  # "publish" pending drafts at unmount, or "refuse" to unmount

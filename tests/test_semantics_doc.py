@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from provenafs.blobstore import MemoryBlobStore
-from provenafs.errors import ERRNO_BY_EXCEPTION, FsError, to_errno
-from provenafs.filesystem import Filesystem
-from provenafs.inodes import ROOT_INODE
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.inodes import ROOT_INODE
+from provenafs.errors import ERRNO_BY_EXCEPTION, to_errno
+from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
     BUCKET,
     CALLER,
     METADATA_ONLY,
     FakeDataStore,
     build_filesystem,
-    run,
     s3_path,
 )
+from tests.unit.support import raises_errno
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "SEMANTICS.md"
 
@@ -74,6 +74,12 @@ def test_errno_table_covers_the_whole_mapping() -> None:
     assert documented == set(ERRNO_BY_EXCEPTION)
 
 
+def test_local_disk_failures_keep_their_errno() -> None:
+    """The sentence under the table: ``OSError`` of the local disk keeps its errno."""
+    assert "`OSError`" in section("Errors")
+    assert to_errno(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
+
+
 def example_rows() -> list[tuple[str, str, str]]:
     return [(row[0], unquote(row[1]), unquote(row[2])) for row in table_rows(section("Examples"))]
 
@@ -121,14 +127,10 @@ async def perform(fs: Filesystem, operation: str, path: str) -> None:
 
 
 @pytest.mark.parametrize(("operation", "path", "errno_name"), example_rows())
-def test_example(operation: str, path: str, errno_name: str) -> None:
-    async def body() -> None:
-        fs, _ = build_filesystem(*documented_world())
-        with pytest.raises(FsError) as excinfo:
-            await perform(fs, operation, path)
-        assert errno.errorcode[excinfo.value.errno] == errno_name
-
-    run(body)
+async def test_example(operation: str, path: str, errno_name: str) -> None:
+    fs, _ = build_filesystem(*documented_world())
+    with raises_errno(getattr(errno, errno_name)):
+        await perform(fs, operation, path)
 
 
 def test_the_tables_are_found() -> None:

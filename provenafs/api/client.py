@@ -1,16 +1,17 @@
 """``DataStoreClient``: the mount's one way to call the Provena data store API.
 
-It speaks the routes of provena-api.md §3 over one keep-alive ``httpx.AsyncClient`` and answers
+It speaks the routes of docs/API.md §3 over one keep-alive ``httpx.AsyncClient`` and answers
 only the frozen records of ``api.models``; raw JSON leaves it only as ``DatasetRecord.document``.
 Every httpx error and HTTP status is translated here, once, into ``api.errors`` (§2, §3, §10):
 
-- 401 "Could not validate credentials" → ``AuthenticationFailed`` (after one token refresh and
-  retry); any other 401 → ``PermissionDenied``; 403 → ``Forbidden``;
-- 400 on fetch and credential routes → ``NotFound`` (unknown, seed or non-dataset id); 400/422 or
-  ``status.success=false`` elsewhere → ``InvalidRequest`` with the server's ``detail``;
+- 401 "Could not validate credentials" → ``AuthenticationError`` (after one token refresh and
+  retry); any other 401 → ``PermissionDeniedError``; 403 → ``ForbiddenError``;
+- 400 on fetch and credential routes → ``NotFoundError`` (unknown, seed or non-dataset id);
+  400/422 or ``status.success=false`` elsewhere → ``InvalidRequestError`` with the server's
+  ``detail``;
 - network errors, 429 and 5xx → retried with bounded exponential backoff and jitter, then
-  ``Unavailable``. Calls that could act twice (version, metadata update, revert) are retried
-  only when the request never left (connect errors).
+  ``UnavailableError``. Calls that could act twice (version, metadata update, revert) are
+  retried only when the request never left (connect errors).
 
 It must not log or raise a token, must not cache (the catalog and the credential broker do), and
 runs under trio.
@@ -29,17 +30,17 @@ from typing import Any, TypeVar
 import httpx
 import trio
 
-from provenafs.api.auth import TokenSource
 from provenafs.api.errors import (
     ApiError,
-    AuthenticationFailed,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
+    AuthenticationError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
 )
 from provenafs.api.models import (
+    CollectionFormat,
     Credentials,
     DatasetPage,
     DatasetRecord,
@@ -47,7 +48,9 @@ from provenafs.api.models import (
     S3Location,
     VersionCreated,
     VersioningInfo,
+    without_nulls,
 )
+from provenafs.api.realm import TokenSource
 
 __all__ = ["DEFAULT_REGION", "DataStoreClient", "discover", "parse_dataset_record"]
 
@@ -93,15 +96,6 @@ _UPDATE = _Route("update_metadata", "POST", "/register/update-metadata", False)
 _REVERT = _Route("revert_metadata", "PUT", "/register/revert-metadata", False)
 
 
-def _without_nulls(value: Any) -> Any:
-    """``value`` with every ``None`` field of every mapping dropped (lists keep their items)."""
-    if isinstance(value, Mapping):
-        return {str(k): _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
 def _detail(response: httpx.Response) -> str:
     """The server's ``detail`` (or ``status.details``) as one line of text."""
     try:
@@ -133,15 +127,15 @@ def _error_for(route: _Route, response: httpx.Response) -> ApiError:
     message = f"{route.name}: {detail}"
     if code == 401:
         if any(text in detail for text in _AUTH_FAILURE_DETAILS):
-            return AuthenticationFailed(message)
-        return PermissionDenied(message)
+            return AuthenticationError(message)
+        return PermissionDeniedError(message)
     if code == 403:
-        return Forbidden(message)
+        return ForbiddenError(message)
     if code == 404 or (code == 400 and route.bad_request_means_missing):
-        return NotFound(message)
+        return NotFoundError(message)
     if code == 429 or code >= 500:
-        return Unavailable(f"{message} (HTTP {code})")
-    return InvalidRequest(message)
+        return UnavailableError(f"{message} (HTTP {code})")
+    return InvalidRequestError(message)
 
 
 def _require(mapping: Any, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -227,7 +221,9 @@ async def discover(
         try:
             response = await http.get(_DISCOVER.path)
         except httpx.TransportError as exc:
-            raise Unavailable(f"discover: data store unreachable ({type(exc).__name__})") from None
+            raise UnavailableError(
+                f"discover: data store unreachable ({type(exc).__name__})"
+            ) from None
     if response.status_code == 404:
         return Discovery(None, DEFAULT_REGION, None)
     if response.status_code != 200:
@@ -235,11 +231,11 @@ async def discover(
     try:
         return _discovery(response.json())
     except ValueError as exc:
-        raise Unavailable(f"discover: unexpected answer ({exc})") from None
+        raise UnavailableError(f"discover: unexpected answer ({exc})") from None
 
 
 class DataStoreClient:
-    """The data store API as async methods answering frozen records (provena-api.md §3, §12)."""
+    """The data store API as async methods answering frozen records (docs/API.md §3, §12)."""
 
     def __init__(
         self,
@@ -271,7 +267,7 @@ class DataStoreClient:
         """``GET /.well-known/provenafs``; 404 means a real deployment: region default, no realm."""
         try:
             body = await self._call(_DISCOVER, authenticated=False)
-        except NotFound:
+        except NotFoundError:
             return Discovery(None, DEFAULT_REGION, None)
         return self._parse(_DISCOVER, _discovery, body)
 
@@ -279,7 +275,7 @@ class DataStoreClient:
         """The record of one dataset version with the caller's item roles and lock flag."""
         body = await self._call(_FETCH, params={"handle_id": handle})
         if isinstance(body, dict) and body.get("item") is None:
-            raise NotFound(f"fetch_dataset: {_status_details(body) or 'no such dataset'}")
+            raise NotFoundError(f"fetch_dataset: {_status_details(body) or 'no such dataset'}")
 
         def parse(b: Any) -> DatasetRecord:
             document = {"item": b["item"], "roles": b.get("roles"), "locked": b.get("locked")}
@@ -295,7 +291,7 @@ class DataStoreClient:
         body = await self._call(_LIST, json=request)
         raw_items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(raw_items, list):
-            raise Unavailable("list_page: the answer has no items list")
+            raise UnavailableError("list_page: the answer has no items list")
         records = []
         for raw in raw_items:
             try:
@@ -316,7 +312,7 @@ class DataStoreClient:
             if page.pagination_key is None:
                 return records
             if page.pagination_key in seen:
-                raise Unavailable("list_page: the data store repeated a pagination key")
+                raise UnavailableError("list_page: the data store repeated a pagination key")
             key = page.pagination_key
             seen.append(key)
 
@@ -353,11 +349,11 @@ class DataStoreClient:
         return self._parse(_VERSION, parse, body)
 
     async def update_metadata(
-        self, handle: str, reason: str, collection_format: Mapping[str, Any]
+        self, handle: str, reason: str, collection_format: CollectionFormat
     ) -> None:
         """Replace a dataset's ``collection_format`` (a full replace; adds a history entry)."""
         await self._call(
-            _UPDATE, params={"handle_id": handle, "reason": reason}, json=collection_format
+            _UPDATE, params={"handle_id": handle, "reason": reason}, json=collection_format.fields
         )
 
     async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None:
@@ -377,7 +373,7 @@ class DataStoreClient:
         try:
             return parse(body)
         except (ValueError, TypeError, KeyError) as exc:
-            raise Unavailable(
+            raise UnavailableError(
                 f"{route.name}: unexpected answer from the data store ({exc})"
             ) from None
 
@@ -394,7 +390,7 @@ class DataStoreClient:
         while True:
             try:
                 return await self._send_with_retries(route, params, json, authenticated)
-            except AuthenticationFailed:
+            except AuthenticationError:
                 if refreshed or not authenticated:
                     raise
                 refreshed = True
@@ -403,7 +399,7 @@ class DataStoreClient:
     async def _send_with_retries(
         self, route: _Route, params: Mapping[str, str] | None, json: Any, authenticated: bool
     ) -> Any:
-        body = None if json is None else _without_nulls(json)
+        body = None if json is None else without_nulls(json)
         delay = self._backoff
         for attempt in range(1, self._tries + 1):
             last = attempt == self._tries
@@ -418,7 +414,7 @@ class DataStoreClient:
             except httpx.TransportError as exc:
                 never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if last or not (route.retry_safe or never_sent):
-                    raise Unavailable(
+                    raise UnavailableError(
                         f"{route.name}: data store unreachable ({type(exc).__name__})"
                     ) from None
                 log.debug("%s: %s, retrying", route.name, type(exc).__name__)
@@ -426,7 +422,7 @@ class DataStoreClient:
                 if response.status_code == 200:
                     return self._success_body(route, response)
                 error = _error_for(route, response)
-                if not isinstance(error, Unavailable) or last or not route.retry_safe:
+                if not isinstance(error, UnavailableError) or last or not route.retry_safe:
                     raise error
                 log.debug("%s: HTTP %d, retrying", route.name, response.status_code)
             self._calls["retries"] += 1
@@ -438,14 +434,14 @@ class DataStoreClient:
         try:
             body = response.json()
         except ValueError:
-            raise Unavailable(f"{route.name}: the data store answered no JSON") from None
+            raise UnavailableError(f"{route.name}: the data store answered no JSON") from None
         if isinstance(body, dict):
             status = body.get("status")
             if isinstance(status, dict) and status.get("success") is False:
                 details = _status_details(body) or "request refused"
                 if route.bad_request_means_missing and route is _FETCH:
-                    raise NotFound(f"{route.name}: {details}")
-                raise InvalidRequest(f"{route.name}: {details}")
+                    raise NotFoundError(f"{route.name}: {details}")
+                raise InvalidRequestError(f"{route.name}: {details}")
         return body
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 __all__ = [
     "ApiError",
-    "AuthenticationFailed",
-    "Forbidden",
-    "InvalidRequest",
-    "NotFound",
-    "PermissionDenied",
-    "Unavailable",
+    "AuthenticationError",
+    "ForbiddenError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "UnavailableError",
 ]
 
 
@@ -20,25 +20,25 @@ class ApiError(Exception):
     """Base of every API-layer failure."""
 
 
-class AuthenticationFailed(ApiError):
+class AuthenticationError(ApiError):
     """401 "Could not validate credentials": the token is missing, expired or invalid."""
 
 
-class PermissionDenied(ApiError):
+class PermissionDeniedError(ApiError):
     """401 for a missing realm or item role, or a locked dataset."""
 
 
-class Forbidden(ApiError):
+class ForbiddenError(ApiError):
     """403: the dataset is pending review or released (write credentials refused)."""
 
 
-class NotFound(ApiError):
+class NotFoundError(ApiError):
     """Unknown handle, or not a dataset (the data store answers 400 for these on fetch)."""
 
 
-class InvalidRequest(ApiError):
+class InvalidRequestError(ApiError):
     """400/422 or ``status.success=false``: the data store rejected the request's content."""
 
 
-class Unavailable(ApiError):
+class UnavailableError(ApiError):
     """The data store could not be reached, or answered 5xx, after bounded retries."""

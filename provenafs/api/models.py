@@ -72,6 +72,35 @@ class DatasetRecord:
     def is_latest(self) -> bool:
         return self.versioning is None or self.versioning.next_version is None
 
+    @property
+    def collection_format(self) -> CollectionFormat:
+        item = self.document.get("item")
+        return CollectionFormat.from_json(
+            item.get("collection_format") if isinstance(item, Mapping) else None
+        )
+
+
+def without_nulls(value: Any) -> Any:
+    """*value* with every null field of every mapping dropped (lists keep their items): the
+    data store stores and compares metadata this way (``exclude_none``)."""
+    if isinstance(value, Mapping):
+        return {str(k): without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionFormat:
+    """A dataset's ``collection_format`` (its editable metadata) as the data store keeps it:
+    JSON without null fields, so two that the data store would store alike compare equal."""
+
+    fields: Any = dataclasses.field(repr=False)  # a JSON object, or None when absent
+
+    @classmethod
+    def from_json(cls, value: Any) -> CollectionFormat:
+        return cls(without_nulls(value))
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetPage:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from provenafs.daemon import FSTYPE, find_mount
+from provenafs.process.mounts import FSTYPE, find_mount
 from tests.conftest import LocalStore, free_port, require_fuse
 from tests.e2e.conftest import isolated_environment, start_mount, stop_mount
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from provenafs.daemon import find_mount
+from provenafs.process.mounts import find_mount
 from tests.conftest import LocalStore, require_fuse
 from tests.e2e.conftest import isolated_environment, start_mount, stop_mount
 

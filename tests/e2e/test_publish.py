@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from provenafs import control
+from provenafs.process import control_socket
 from tests.conftest import LocalStore
 from tests.e2e.conftest import stop_mount
 from tests.e2e.writes_support import (
@@ -27,10 +27,10 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     kill_daemon,
-    private_store,
     s3_tree,
     start_writable_mount,
     writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = pytest.mark.fuse
@@ -38,15 +38,7 @@ pytestmark = pytest.mark.fuse
 SEED = "reef-temperatures"  # alice owns it (item role admin): she may version it
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("publish") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
+store, api, mount = writes_fixtures("publish")
 
 
 @pytest.fixture
@@ -171,7 +163,7 @@ def wait_for_bytes_in_flight(mount: WritableMount, handle: str, timeout: float =
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answers = list(control.request(mount.path, {"op": "status"}))
+        answers = list(control_socket.request(mount.path, {"op": "status"}))
         for progress in answers[-1]["status"].get("publishing", []):
             if (
                 progress["handle"] == handle

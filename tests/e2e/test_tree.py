@@ -1,4 +1,4 @@
-"""The tree of SPEC section 1 on a real mount: every node kind, sidecars, errnos.
+"""The tree of docs/SEMANTICS.md on a real mount: every node kind, sidecars, errnos.
 
 Expected values come from the data store's own answers (fetch-dataset with alice's token) and
 raw S3, never from the mount's code.
@@ -31,7 +31,7 @@ def fetch_document(view: StoreView, handle: str) -> dict[str, Any]:
 
 
 def render_sidecar(document: dict[str, Any]) -> bytes:
-    """The fetch result as the SPEC renders it: sorted keys, indent 2, trailing newline."""
+    """The fetch result as docs/SEMANTICS.md describes it: sorted keys, indent 2, a newline."""
     text = json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False)
     return (text + "\n").encode()
 
@@ -141,7 +141,8 @@ def test_files_subdirs_empty_folders_and_zero_byte_files(
             assert stat.S_ISREG(st.st_mode), path
             assert st.st_size == obj["Size"], path
             assert abs(st.st_mtime - obj["LastModified"].timestamp()) < 1.0, path
-            # Write bits exactly where a write can succeed (SPEC §3; metadata.json never).
+            # Write bits exactly where a write can succeed (docs/SEMANTICS.md, Writes), and
+            # never on metadata.json.
             expected_write = writable and relpath != "metadata.json"
             assert bool(st.st_mode & 0o200) == expected_write, path
             assert os.getxattr(path, "user.provena.handle") == dataset.handle.encode()
@@ -237,7 +238,8 @@ def test_unknown_handles_are_enoent(alice_mount: Mount, readable: list[SeededDat
 def test_writes_to_an_older_version_are_erofs(
     alice_mount: Mount, readable: list[SeededDataset], store_view: StoreView
 ) -> None:
-    # The mount is read-write; a version that is not the latest of its chain is not (SPEC §3).
+    # The mount is read-write; a version that is not the latest of its chain is not
+    # (docs/SEMANTICS.md, Writes).
     older = [d for d in readable if latest_of(store_view, d.handle) != d.handle and d.files]
     assert older, "the seed has no readable older version"
     dataset = older[0]

@@ -1,4 +1,4 @@
-"""Durability across ``kill -9`` of the daemon (SPEC sections 3 and 6, issue 4 "Durability").
+"""Durability across ``kill -9`` of the daemon (docs/SEMANTICS.md, Writes).
 
 (a) 100 files are written, each closed, while a background thread kills the daemon with SIGKILL
 at a random moment; after a remount with the same state directory, every file whose ``close()``
@@ -35,11 +35,11 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     kill_daemon,
-    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
     start_writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -50,15 +50,7 @@ BIG_NEW_BYTES = 200 * MIB
 CARRIED_BYTES = 64 * MIB
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-crash") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
+store, api, mount = writes_fixtures("writes-crash")
 
 
 def crash_seed() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,11 +37,10 @@ from tests.e2e.writes_support import (
     Tree,
     WritableMount,
     expect_errno,
-    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
-    writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -259,16 +257,7 @@ class DraftModel(RuleBasedStateMachine):
         assert shown.without("metadata.json") == self.model_tree()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-model") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    with writable_mount(store, tmp_path_factory.mktemp("model-mount") / "mnt") as writable:
-        yield writable
+store, api, mount = writes_fixtures("writes-model")
 
 
 @pytest.mark.timeout(600)

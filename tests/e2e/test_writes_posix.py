@@ -1,4 +1,4 @@
-"""POSIX writes on a real mount (SPEC section 3, issue 4): every operation, the refusals, a commit.
+"""POSIX writes on a real mount: every operation, refusals, a commit (docs/SEMANTICS.md, Writes).
 
 Black-box: syscalls on a ``-o rw`` mount of this module's private data store, ``provenafs commit``,
 the data store's HTTP API and raw S3. Each test writes into a dataset of its own, minted through
@@ -16,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,11 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     expect_errno,
-    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
     start_writable_mount,
-    writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = pytest.mark.fuse
@@ -51,21 +49,7 @@ BASE_FILES: dict[str, bytes] = {
 BASE_DIRS = ("emptyd",)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-posix") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
-
-
-@pytest.fixture(scope="module")
-def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    with writable_mount(store, tmp_path_factory.mktemp("posix-mount") / "mnt") as writable:
-        yield writable
+store, api, mount = writes_fixtures("writes-posix")
 
 
 @pytest.fixture
@@ -390,8 +374,8 @@ def test_commit_publishes_a_new_version_and_leaves_the_old_one_unchanged(
         BASE_FILES
     )
 
-    # The old version is no longer the latest: it refuses writes now (SPEC §3), and says where
-    # its next version is.
+    # The old version is no longer the latest: it refuses writes now (docs/SEMANTICS.md, Writes),
+    # and says where its next version is.
     expect_errno(errno.EROFS, lambda: write_file(root / "late.txt", b"late"), "old version")
     assert os.getxattr(root, "user.provena.next_version") == new_handle.encode()
 
@@ -499,7 +483,7 @@ def test_the_sidecar_of_a_locked_dataset_refuses_edits(mount: WritableMount, api
 def test_write_bits_appear_only_where_a_write_can_succeed(
     mount: WritableMount, api: StoreApi, root: Path, dataset: Dataset
 ) -> None:
-    # SPEC §1: "write bits appear only where a write can succeed".
+    # docs/SEMANTICS.md, The tree: "write bits appear only where a write can succeed".
     def writable(path: Path) -> bool:
         return bool(os.stat(path).st_mode & stat.S_IWUSR)
 
@@ -546,7 +530,7 @@ def test_a_failed_publish_exits_non_zero_with_the_reason_and_mints_nothing(
 ) -> None:
     write_file(root / "added.txt", b"added\n")
     # Someone versions the dataset behind the mount's back: the draft's base is no longer the
-    # latest, so POST /register/version is refused (provena-api §3.8: 400 "not the latest").
+    # latest, so POST /register/version is refused (docs/API.md §3.8: 400 "not the latest").
     response = httpx.post(
         f"{api.store.base_url}/register/version",
         json={"id": dataset.handle, "reason": "versioned elsewhere"},
@@ -596,8 +580,8 @@ def test_umount_refuses_with_pending_drafts_then_publishes_them(
 def test_a_quiet_draft_publishes_itself_only_after_its_last_writer_closes(
     store: LocalStore, api: StoreApi, tmp_path: Path
 ) -> None:
-    # SPEC §3: published "after the dataset has been quiet (no open writers, no change) for a
-    # configurable delay".
+    # docs/SEMANTICS.md, Writes: published "after the dataset has been quiet (no open writers, no
+    # change) for a configurable delay".
     dataset = api.mint("alice", {"a.txt": b"a"})
     own = start_writable_mount(store, tmp_path / "mnt", options="rw,publish_delay=1")
     try:
@@ -627,7 +611,7 @@ def test_a_quiet_draft_publishes_itself_only_after_its_last_writer_closes(
 
 
 def test_names_over_255_bytes_are_refused(root: Path) -> None:
-    # SPEC §6: "names over 255 bytes ... get a clear error and change nothing".
+    # docs/SEMANTICS.md, Errors: "names over 255 bytes ... get a clear error and change nothing".
     long_name = "é" * 128  # 256 bytes in UTF-8
     expect_errno(
         errno.ENAMETOOLONG,
@@ -710,8 +694,8 @@ def test_a_large_file_and_a_huge_sparse_truncate(root: Path) -> None:
 def test_a_folder_emptied_by_unlinks_is_published_as_an_empty_folder(
     mount: WritableMount, api: StoreApi, dataset: Dataset, root: Path
 ) -> None:
-    # POSIX: unlinking a folder's last file leaves the folder; SPEC §1: an empty folder is a
-    # zero-byte ``dir/`` key. So the new version still has ``keep/``, now empty.
+    # POSIX: unlinking a folder's last file leaves the folder; docs/SEMANTICS.md, The tree: an empty
+    # folder is a zero-byte ``dir/`` key. So the new version still has ``keep/``, now empty.
     os.unlink(root / "keep" / "untouched.txt")
     assert os.listdir(root / "keep") == []
     new_handle = mount.commit_ok(root, "empty a folder")

@@ -3,7 +3,8 @@
 alice mounts this module's private data store. Each case mints a dataset (as alice, or as carol
 with general item roles for everyone), sets it up with ``provenafs serve access|lock|release``,
 then tries (1) a file write followed by ``provenafs commit`` and (2) a metadata edit through the
-sidecar. Every expectation cites the line of SPEC.md or provena-api.md it comes from.
+sidecar. Every expectation cites the section it comes from: "SEMANTICS Writes" is the Writes
+sections of docs/SEMANTICS.md, "API §n" is docs/API.md §n.
 
 File writes in the default (draft) mode publish a NEW version, so what they need is what
 ``POST /register/version`` needs: item role ``admin``, and neither a lock nor the release status
@@ -31,10 +32,9 @@ from tests.e2e.writes_support import (
     StoreApi,
     WritableMount,
     expect_errno,
-    private_store,
     s3_tree,
     start_writable_mount,
-    writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = pytest.mark.fuse
@@ -64,9 +64,10 @@ CASES = [
         None,
         files_ok=True,
         metadata_ok=True,
-        # SPEC §3: "A dataset version that is the latest of its chain, whose user holds item role
-        # `admin` (needed to version), accepts writes". provena-api §8.3: the owner gets all roles.
-        why="SPEC §3 writes need admin; api §8.3 owner has every role",
+        # SEMANTICS Writes: "A dataset version that is the latest of its chain, whose user holds
+        # item role `admin` (needed to version), accepts writes". API §8.3: the owner gets all
+        # roles.
+        why="SEMANTICS Writes writes need admin; API §8.3 owner has every role",
     ),
     Case(
         "general dataset-data-write, no admin",
@@ -76,10 +77,10 @@ CASES = [
         None,
         files_ok=False,
         metadata_ok=False,
-        # SPEC §3: "Without item `admin`: `EACCES`" (provena-api §3.8: version needs admin).
-        # provena-api §3.6: "REG then re-checks for `metadata-write` or `admin`, so
-        # `dataset-data-write` alone fails there"; SPEC §3: "a missing role gives `EACCES`".
-        why="SPEC §3 no admin → EACCES; api §3.6 data-write alone fails update-metadata",
+        # SEMANTICS Writes: "Without item `admin`: `EACCES`" (API §3.8: version needs admin). API
+        # §3.6: "REG then re-checks for `metadata-write` or `admin`, so `dataset-data-write` alone
+        # fails there"; SEMANTICS Writes: "a missing role gives `EACCES`".
+        why="SEMANTICS Writes no admin → EACCES; API §3.6 data-write alone fails update-metadata",
     ),
     Case(
         "general metadata-write",
@@ -89,9 +90,9 @@ CASES = [
         None,
         files_ok=False,
         metadata_ok=True,
-        # SPEC §3 no admin → EACCES for files; provena-api §6 table: update metadata needs item
+        # SEMANTICS Writes no admin → EACCES for files; API §6 table: update metadata needs item
         # `metadata-write`/`admin` (row "no item metadata-write/admin → 401"), which this has.
-        why="SPEC §3 no admin → EACCES; api §6 metadata-write may update metadata",
+        why="SEMANTICS Writes no admin → EACCES; API §6 metadata-write may update metadata",
     ),
     Case(
         "read-only roles",
@@ -101,9 +102,9 @@ CASES = [
         None,
         files_ok=False,
         metadata_ok=False,
-        # SPEC §3 no admin → EACCES; metadata edit without metadata-write: "a missing role gives
-        # `EACCES`" (provena-api §3.6: 401 without metadata-write/dataset-data-write/admin).
-        why="SPEC §3 missing role → EACCES for both",
+        # SEMANTICS Writes no admin → EACCES; metadata edit without metadata-write: "a missing role
+        # gives `EACCES`" (API §3.6: 401 without metadata-write/dataset-data-write/admin).
+        why="SEMANTICS Writes missing role → EACCES for both",
     ),
     Case(
         "locked, owner",
@@ -113,10 +114,10 @@ CASES = [
         None,
         files_ok=True,
         metadata_ok=False,
-        # provena-api §5.6: "Versioning is **not blocked by a lock or by release status**"; §6
+        # API §5.6: "Versioning is **not blocked by a lock or by release status**"; §6
         # table: locked → version "allowed", read creds "allowed" (the copy needs them), update
-        # metadata **401**. SPEC §3: "a locked dataset or a missing role gives `EACCES`".
-        why="api §5.6/§6 a lock does not block versioning; it blocks metadata (SPEC §3 EACCES)",
+        # metadata **401**. SEMANTICS Writes: a locked dataset or a missing role gives `EACCES`.
+        why="API §5.6/§6 a lock does not block versioning, only metadata (SEMANTICS Writes EACCES)",
     ),
     Case(
         "released, owner",
@@ -126,10 +127,10 @@ CASES = [
         "released",
         files_ok=True,
         metadata_ok=True,
-        # provena-api §5.6: versioning not blocked by release status ("the docs suggest
+        # API §5.6: versioning not blocked by release status ("the docs suggest
         # versioning as the way to change a released dataset"); §3.6: "Release status does
         # **not** block metadata updates".
-        why="api §5.6 versioning allowed when released; api §3.6 metadata always editable",
+        why="API §5.6 versioning allowed when released; API §3.6 metadata always editable",
     ),
     Case(
         "pending review, owner",
@@ -139,8 +140,8 @@ CASES = [
         "pending",
         files_ok=True,
         metadata_ok=True,
-        # provena-api §6 table: PENDING/RELEASED → version "allowed", update metadata "allowed".
-        why="api §6 pending: version allowed, metadata allowed",
+        # API §6 table: PENDING/RELEASED → version "allowed", update metadata "allowed".
+        why="API §6 pending: version allowed, metadata allowed",
     ),
     Case(
         "group reef-team with every role but admin",
@@ -150,34 +151,18 @@ CASES = [
         None,
         files_ok=False,
         metadata_ok=True,
-        # provena-api §8.3: "Anyone else gets the union of `general` and the roles of any groups
-        # they belong to"; without `admin` no version (SPEC §3 → EACCES); `metadata-write`
+        # API §8.3: "Anyone else gets the union of `general` and the roles of any groups
+        # they belong to"; without `admin` no version (SEMANTICS Writes → EACCES); `metadata-write`
         # allows update-metadata (§6).
-        why="api §8.3 group roles count; SPEC §3 no admin → EACCES; api §6 metadata-write",
+        why="API §8.3 group roles count; SEMANTICS Writes no admin → EACCES; API §6 metadata-write",
         group_roles=("metadata-read", "metadata-write", "dataset-data-read", "dataset-data-write"),
     ),
 ]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-roles") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def api(store: LocalStore) -> StoreApi:
-    return StoreApi(store)
-
-
-@pytest.fixture(scope="module")
-def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    with writable_mount(
-        store,
-        tmp_path_factory.mktemp("roles-mount") / "mnt",
-        options=f"{WRITE_OPTIONS},metadata_reason={METADATA_REASON}",
-    ) as writable:
-        yield writable
+store, api, mount = writes_fixtures(
+    "writes-roles", options=f"{WRITE_OPTIONS},metadata_reason={METADATA_REASON}"
+)
 
 
 def set_up(api: StoreApi, case: Case) -> Dataset:
@@ -234,7 +219,7 @@ def test_file_writes(mount: WritableMount, api: StoreApi, case: Case) -> None:
     new_handle = mount.commit_ok(root, f"roles matrix: {case.label}")
     assert api.versions_after(dataset.handle) == [new_handle], case.why
     new_record = api.record(new_handle)
-    # provena-api §5.6: "The new version starts `NOT_RELEASED` and unlocked."
+    # API §5.6: "The new version starts `NOT_RELEASED` and unlocked."
     assert new_record["locked"] is False
     assert new_record["item"]["release_status"] == "NOT_RELEASED"
     objects = s3_tree(api, new_record["item"]["s3"]["path"])
@@ -242,7 +227,7 @@ def test_file_writes(mount: WritableMount, api: StoreApi, case: Case) -> None:
         "data.csv": b"a,b\n1,2\n",
         "new.csv": b"new,file\n",
     }
-    # provena-api §5.4: the old version keeps its files, lock and release status.
+    # API §5.4: the old version keeps its files, lock and release status.
     old_record = api.record(dataset.handle)
     assert old_record["locked"] is case.locked
     assert sorted(os.listdir(root)) == ["data.csv", "metadata.json"]
@@ -269,7 +254,7 @@ def test_metadata_edits(mount: WritableMount, api: StoreApi, case: Case) -> None
     history = after["item"]["history"]
     assert len(history) == len(before["item"]["history"]) + 1
     assert history[0]["reason"] == METADATA_REASON
-    # The sidecar shows the new record at once, including the new history entry (SPEC §2:
+    # The sidecar shows the new record at once, including the new history entry (SEMANTICS Caching:
     # "a record edited through the mount is visible through the mount at once").
     shown = json.loads(sidecar.read_bytes())
     assert (
@@ -277,7 +262,7 @@ def test_metadata_edits(mount: WritableMount, api: StoreApi, case: Case) -> None
         == (document["dataset_info"]["description"])
     )
     assert shown["item"]["history"][0]["id"] == history[0]["id"]
-    # Metadata edits publish no version (provena-api §3.6 is an update in place).
+    # Metadata edits publish no version (API §3.6 is an update in place).
     assert api.next_version(dataset.handle) is None
 
 
@@ -305,14 +290,14 @@ IN_PLACE_CASES = [
         ok=True,
         log_reason=None,
     ),
-    # provena-api §3.4: write credentials need `dataset-data-write` or `admin` (401 otherwise).
+    # API §3.4: write credentials need `dataset-data-write` or `admin` (401 otherwise).
     InPlaceCase(
         "general metadata-write", CASE["general metadata-write"], ok=False, log_reason=None
     ),
-    # provena-api §3.4: "401 if the dataset is **locked**".
+    # API §3.4: "401 if the dataset is **locked**".
     InPlaceCase("locked, owner", CASE["locked, owner"], ok=False, log_reason=None),
     # Issue 4 item 5: "released or pending datasets refuse in-place writes with the data
-    # store's reason in the log" (provena-api §3.4: 403 "... is pending review or is released").
+    # store's reason in the log" (API §3.4: 403 "... is pending review or is released").
     InPlaceCase("released, owner", CASE["released, owner"], ok=False, log_reason="released"),
     InPlaceCase(
         "pending review, owner", CASE["pending review, owner"], ok=False, log_reason="pending"

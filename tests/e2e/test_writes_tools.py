@@ -1,4 +1,4 @@
-"""Real tools writing into a dataset: ``git clone`` and ``tar x`` (SPEC section 3, issue 4).
+"""Real tools writing into a dataset: ``git clone`` and ``tar x`` (docs/SEMANTICS.md, Writes).
 
 A small local git repository (several commits, a binary file, a deletion) is cloned into a
 dataset on a ``-o rw`` mount, and ``git fsck`` on the clone passes there; an archive made with
@@ -14,7 +14,6 @@ import os
 import random
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,10 @@ from tests.e2e.writes_support import (
     StoreApi,
     Tree,
     WritableMount,
-    private_store,
     read_tree,
     s3_as_tree,
     s3_tree,
-    writable_mount,
+    writes_fixtures,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -42,16 +40,7 @@ GIT_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
-    with private_store(tmp_path_factory.mktemp("writes-tools") / "data") as private:
-        yield private
-
-
-@pytest.fixture(scope="module")
-def mount(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WritableMount]:
-    with writable_mount(store, tmp_path_factory.mktemp("tools-mount") / "mnt") as writable:
-        yield writable
+store, api, mount = writes_fixtures("writes-tools")
 
 
 def git(*args: str, cwd: Path | None = None, home: Path) -> str:

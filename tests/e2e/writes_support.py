@@ -3,7 +3,11 @@
 Everything here speaks only public interfaces: the ``provenafs`` CLI (``mount``, ``commit``,
 ``status``, ``serve ...``), syscalls on a real mount, the data store's HTTP API and raw S3 through
 the admin keys in ``DATA_DIR/s3-admin.json``. It must not import the mount's internals (drafts,
-publish, sidecar editing): the tests hold those to the SPEC from the outside.
+publish, sidecar editing): the tests hold those to docs/SEMANTICS.md from the outside (only
+``process.mounts.find_mount``, a reader of /proc/self/mountinfo, is shared).
+
+``writes_fixtures(tag)`` makes the fixtures every write test module starts from: a private
+data store (``store``), its HTTP API (``api``) and one writable mount (``mount``), module-wide.
 
 Each mount gets its own home directory (config, cache, state and data dirs), so a remount after
 ``kill -9`` with the same home finds the same drafts, and no test sees another test's drafts.
@@ -29,7 +33,7 @@ import boto3
 import httpx
 import pytest
 
-from provenafs.daemon import find_mount
+from provenafs.process.mounts import find_mount
 from tests.conftest import LocalStore, require_fuse, start_local_store
 from tests.e2e.conftest import Mount, isolated_environment, start_mount, stop_mount
 
@@ -47,6 +51,7 @@ __all__ = [
     "s3_tree",
     "start_writable_mount",
     "writable_mount",
+    "writes_fixtures",
 ]
 
 PROVENAFS = [sys.executable, "-m", "provenafs"]
@@ -378,3 +383,27 @@ def writable_mount(store: LocalStore, mountpoint: Path, **kwargs: Any) -> Iterat
         yield mount
     finally:
         stop_mount(mount.mount)
+
+
+def writes_fixtures(tag: str, *, options: str = WRITE_OPTIONS) -> tuple[Any, Any, Any]:
+    """The module-scoped fixtures ``store``, ``api`` and ``mount`` of one write test module:
+    ``store, api, mount = writes_fixtures("writes-posix")`` at its top level."""
+
+    @pytest.fixture(scope="module", name="store")
+    def store_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
+        with private_store(tmp_path_factory.mktemp(tag) / "data") as private:
+            yield private
+
+    @pytest.fixture(scope="module", name="api")
+    def api_fixture(store: LocalStore) -> StoreApi:
+        return StoreApi(store)
+
+    @pytest.fixture(scope="module", name="mount")
+    def mount_fixture(
+        store: LocalStore, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[WritableMount]:
+        mountpoint = tmp_path_factory.mktemp(f"{tag}-mount") / "mnt"
+        with writable_mount(store, mountpoint, options=options) as writable:
+            yield writable
+
+    return store_fixture, api_fixture, mount_fixture

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import trio
@@ -21,12 +21,13 @@ import trio
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
-from provenafs.blobstore import MemoryBlobStore
-from provenafs.blockcache import BlockCache
-from provenafs.credentials import CredentialBroker
-from provenafs.filesystem import Caller, Filesystem
+from provenafs.cache.block_cache import BlockCache
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.types import Caller
 from provenafs.mount_options import MountOptions, parse_mount_args
-from provenafs.reader import PrefetchBudget
+from provenafs.read.reader import PrefetchBudget
+from provenafs.storage.blobstore import MemoryBlobStore
+from provenafs.storage.credentials import CredentialBroker
 
 ALL_ROLES = ("metadata-read", "metadata-write", "admin", "dataset-data-read", "dataset-data-write")
 METADATA_ONLY = ("metadata-read",)
@@ -36,11 +37,6 @@ SESSION_TOKEN = "fake-session-token-must-never-show"
 CALLER = Caller(uid=1000, gid=1000, pid=4242)
 
 T = TypeVar("T")
-
-
-def run(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run an async test body under trio."""
-    return trio.run(fn)
 
 
 class FakeClock:
@@ -157,9 +153,9 @@ class FakeDataStore:
     async def fetch_dataset(self, handle: str) -> DatasetRecord:
         await self._enter("fetch")
         if handle not in self.items:
-            raise api_errors.NotFound(f"no dataset {handle}")
+            raise api_errors.NotFoundError(f"no dataset {handle}")
         if not self._visible(handle):
-            raise api_errors.PermissionDenied("You are not authorised to fetch this item.")
+            raise api_errors.PermissionDeniedError("You are not authorised to fetch this item.")
         item = self.items[handle]
         roles = list(self.roles[handle])
         locked = self.locked[handle]
@@ -197,7 +193,7 @@ class FakeDataStore:
         await self._enter("read_credentials")
         roles = set(self.roles.get(handle, ()))
         if not (self.realm_admin or roles & {"dataset-data-read", "dataset-data-write", "admin"}):
-            raise api_errors.PermissionDenied(
+            raise api_errors.PermissionDeniedError(
                 "You do not have sufficient permissions to read from this dataset!"
             )
         expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)
@@ -205,12 +201,12 @@ class FakeDataStore:
 
     async def write_credentials(self, handle: str) -> Credentials:
         await self._enter("write_credentials")
-        raise api_errors.PermissionDenied("writes are not part of this fake")
+        raise api_errors.PermissionDeniedError("writes are not part of this fake")
 
     async def presigned_url(self, handle: str, file_path: str, expires_in: int = 3600) -> str:
         await self._enter("presign")
         if "dataset-data-read" not in self.roles.get(handle, ()):
-            raise api_errors.PermissionDenied("needs dataset-data-read")
+            raise api_errors.PermissionDeniedError("needs dataset-data-read")
         return (
             f"https://s3.example/{BUCKET}/{s3_path(handle)}{file_path}?X-Amz-Expires={expires_in}"
         )

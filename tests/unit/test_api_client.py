@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-import trio
 
 from provenafs.api import errors
-from provenafs.api.auth import StaticToken
 from provenafs.api.client import DataStoreClient, discover
+from provenafs.api.models import CollectionFormat
+from provenafs.api.realm import StaticToken
 from tests.conftest import LocalStore
 
 SECRET_TOKEN = "tok-SECRET-abc123"
@@ -133,7 +133,7 @@ class FakeStore:
         return httpx.Response(404, json={"detail": "Not Found"})
 
 
-def run_with_client(
+async def run_with_client(
     fake: FakeStore, body: Callable[[DataStoreClient], Any], *, retries: int = 4
 ) -> Any:
     async def main() -> Any:
@@ -149,16 +149,16 @@ def run_with_client(
         finally:
             await client.aclose()
 
-    return trio.run(main)
+    return await main()
 
 
 def detail(code: int, text: str) -> httpx.Response:
     return httpx.Response(code, json={"detail": text})
 
 
-def test_fetch_parses_record_and_document_without_status() -> None:
+async def test_fetch_parses_record_and_document_without_status() -> None:
     fake = FakeStore()
-    record = run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
+    record = await run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
     assert record.handle == HANDLE
     assert record.s3.path == "datasets/10378-1-1932274/"
     assert record.roles == frozenset({"metadata-read", "dataset-data-read"})
@@ -174,23 +174,28 @@ def test_fetch_parses_record_and_document_without_status() -> None:
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        (detail(400, "The requested dataset is an incomplete item (seed item)"), errors.NotFound),
-        (detail(401, "Could not validate credentials"), errors.AuthenticationFailed),
-        (detail(401, "You are not authorised to fetch this item."), errors.PermissionDenied),
-        (detail(403, "Dataset is pending review"), errors.Forbidden),
-        (detail(422, "field required"), errors.InvalidRequest),
+        (
+            detail(400, "The requested dataset is an incomplete item (seed item)"),
+            errors.NotFoundError,
+        ),
+        (detail(401, "Could not validate credentials"), errors.AuthenticationError),
+        (detail(401, "You are not authorised to fetch this item."), errors.PermissionDeniedError),
+        (detail(403, "Dataset is pending review"), errors.ForbiddenError),
+        (detail(422, "field required"), errors.InvalidRequestError),
     ],
 )
-def test_fetch_errors_translate_once(response: httpx.Response, expected: type[Exception]) -> None:
+async def test_fetch_errors_translate_once(
+    response: httpx.Response, expected: type[Exception]
+) -> None:
     fake = FakeStore()
     fake.fail("/registry/items/fetch-dataset", response, response)
     with pytest.raises(expected) as info:
-        run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
+        await run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
     assert "fetch_dataset" in str(info.value)
     assert SECRET_TOKEN not in str(info.value)
 
 
-def test_unauthenticated_refreshes_token_once_then_retries() -> None:
+async def test_unauthenticated_refreshes_token_once_then_retries() -> None:
     class CountingToken(StaticToken):
         refreshes = 0
 
@@ -208,19 +213,19 @@ def test_unauthenticated_refreshes_token_once_then_retries() -> None:
         await client.aclose()
         return record.handle
 
-    assert trio.run(main) == HANDLE
+    assert await main() == HANDLE
     assert CountingToken.refreshes == 1
     assert len(fake.requests) == 2
 
 
-def test_5xx_and_network_errors_are_retried_then_unavailable() -> None:
+async def test_5xx_and_network_errors_are_retried_then_unavailable() -> None:
     fake = FakeStore()
     fake.fail(
         "/registry/items/fetch-dataset",
         httpx.Response(502),
         httpx.ConnectError("refused"),
     )
-    record = run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
+    record = await run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
     assert record.handle == HANDLE
     assert len(fake.requests) == 3
 
@@ -228,38 +233,38 @@ def test_5xx_and_network_errors_are_retried_then_unavailable() -> None:
     fake.fail("/registry/items/fetch-dataset", *[httpx.Response(503)] * 10)
 
     async def count(client: DataStoreClient) -> Any:
-        with pytest.raises(errors.Unavailable):
+        with pytest.raises(errors.UnavailableError):
             await client.fetch_dataset(HANDLE)
         return client.statistics()
 
-    stats = run_with_client(fake, count, retries=4)
+    stats = await run_with_client(fake, count, retries=4)
     assert len(fake.requests) == 4
     assert stats["fetch_dataset"] == 4
     assert stats["retries"] == 3
 
 
-def test_create_version_is_not_resent_after_a_lost_answer() -> None:
+async def test_create_version_is_not_resent_after_a_lost_answer() -> None:
     fake = FakeStore()
     fake.fail("/register/version", httpx.ReadTimeout("lost"))
-    with pytest.raises(errors.Unavailable):
-        run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
+    with pytest.raises(errors.UnavailableError):
+        await run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
     assert len(fake.requests) == 1
 
     fake = FakeStore()
     fake.fail("/register/version", httpx.Response(500))
-    with pytest.raises(errors.Unavailable):
-        run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
+    with pytest.raises(errors.UnavailableError):
+        await run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
     assert len(fake.requests) == 1
 
     # a connection that never opened carried nothing: that one is retried
     fake = FakeStore()
     fake.fail("/register/version", httpx.ConnectError("refused"))
-    created = run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
+    created = await run_with_client(fake, lambda c: c.create_version(HANDLE, "why"))
     assert created.new_version_id == "10378.1/2"
     assert json.loads(fake.requests[-1].content) == {"id": HANDLE, "reason": "why"}
 
 
-def test_list_all_follows_keys_through_short_and_empty_pages() -> None:
+async def test_list_all_follows_keys_through_short_and_empty_pages() -> None:
     fake = FakeStore()
     fake.pages = [
         ([item("10378.1/1"), item("10378.1/2")], {"page": 1}),
@@ -267,7 +272,7 @@ def test_list_all_follows_keys_through_short_and_empty_pages() -> None:
         ([item("10378.1/3")], {"page": 3}),
         ([], None),
     ]
-    records = run_with_client(fake, lambda c: c.list_all(page_size=2))
+    records = await run_with_client(fake, lambda c: c.list_all(page_size=2))
     assert [r.handle for r in records] == ["10378.1/1", "10378.1/2", "10378.1/3"]
     assert all(r.roles is None and r.locked is None for r in records)
     bodies = [json.loads(r.content) for r in fake.requests]
@@ -276,27 +281,27 @@ def test_list_all_follows_keys_through_short_and_empty_pages() -> None:
     assert len(bodies) == 4
 
 
-def test_list_all_stops_on_a_repeated_key() -> None:
+async def test_list_all_stops_on_a_repeated_key() -> None:
     fake = FakeStore()
     fake.pages = [([item("10378.1/1")], {"page": 1}), ([item("10378.1/2")], {"page": 1})]
-    with pytest.raises(errors.Unavailable, match="repeated"):
-        run_with_client(fake, lambda c: c.list_all())
+    with pytest.raises(errors.UnavailableError, match="repeated"):
+        await run_with_client(fake, lambda c: c.list_all())
     assert len(fake.requests) == 2
 
 
-def test_list_page_skips_an_unreadable_item() -> None:
+async def test_list_page_skips_an_unreadable_item() -> None:
     fake = FakeStore()
     broken = item("10378.1/9")
     del broken["s3"]
     fake.pages = [([item("10378.1/1"), broken], None)]
-    page = run_with_client(fake, lambda c: c.list_page(None, 10))
+    page = await run_with_client(fake, lambda c: c.list_page(None, 10))
     assert [r.handle for r in page.items] == ["10378.1/1"]
     assert page.pagination_key is None
 
 
-def test_credentials_parse_and_never_show_secrets() -> None:
+async def test_credentials_parse_and_never_show_secrets() -> None:
     fake = FakeStore()
-    creds = run_with_client(fake, lambda c: c.read_credentials(HANDLE))
+    creds = await run_with_client(fake, lambda c: c.read_credentials(HANDLE))
     assert creds.access_key_id == "ASIAEXAMPLE"
     assert creds.expiry == dt.datetime(2024, 6, 13, 20, 5, 11, tzinfo=dt.UTC)
     assert "LEAK" not in repr(creds)
@@ -305,24 +310,25 @@ def test_credentials_parse_and_never_show_secrets() -> None:
     assert fake.requests[0].url.path.endswith("generate-read-access-credentials")
 
 
-def test_write_credentials_refusals() -> None:
+async def test_write_credentials_refusals() -> None:
     path = "/registry/credentials/generate-write-access-credentials"
     for response, expected in [
-        (detail(401, "This dataset is locked - you cannot modify"), errors.PermissionDenied),
-        (detail(403, "Dataset is pending review or is released."), errors.Forbidden),
-        (detail(400, "Item is not a dataset"), errors.NotFound),
+        (detail(401, "This dataset is locked - you cannot modify"), errors.PermissionDeniedError),
+        (detail(403, "Dataset is pending review or is released."), errors.ForbiddenError),
+        (detail(400, "Item is not a dataset"), errors.NotFoundError),
     ]:
         fake = FakeStore()
         fake.fail(path, response)
         with pytest.raises(expected):
-            run_with_client(fake, lambda c: c.write_credentials(HANDLE))
+            await run_with_client(fake, lambda c: c.write_credentials(HANDLE))
         assert len(fake.requests) == 1
 
 
-def test_update_metadata_sends_query_and_body_without_nulls() -> None:
+async def test_update_metadata_sends_query_and_body_without_nulls() -> None:
     fake = FakeStore()
     document = {"dataset_info": {"name": "n", "purpose": None}, "associations": None}
-    run_with_client(fake, lambda c: c.update_metadata(HANDLE, "fix typo", document))
+    form = CollectionFormat.from_json(document)
+    await run_with_client(fake, lambda c: c.update_metadata(HANDLE, "fix typo", form))
     request = fake.requests[0]
     assert request.method == "POST"
     assert request.url.params["handle_id"] == HANDLE
@@ -330,19 +336,24 @@ def test_update_metadata_sends_query_and_body_without_nulls() -> None:
     assert json.loads(request.content) == {"dataset_info": {"name": "n"}}
 
 
-def test_write_rejections_become_invalid_request_with_detail() -> None:
+FORM = CollectionFormat({"a": 1})
+
+
+async def test_write_rejections_become_invalid_request_with_detail() -> None:
     fake = FakeStore()
     fake.fail("/register/update-metadata", detail(400, "published_date before created_date"))
-    with pytest.raises(errors.InvalidRequest, match="published_date before created_date"):
-        run_with_client(fake, lambda c: c.update_metadata(HANDLE, "r", {"a": 1}))
+    with pytest.raises(errors.InvalidRequestError, match="published_date before created_date"):
+        await run_with_client(
+            fake, lambda c: c.update_metadata(HANDLE, "r", CollectionFormat({"a": 1}))
+        )
 
     fake = FakeStore()
     fake.fail(
         "/register/revert-metadata",
         httpx.Response(200, json={"status": {"success": False, "details": "no history id 7"}}),
     )
-    with pytest.raises(errors.InvalidRequest, match="no history id 7"):
-        run_with_client(fake, lambda c: c.revert_metadata(HANDLE, 7, "r"))
+    with pytest.raises(errors.InvalidRequestError, match="no history id 7"):
+        await run_with_client(fake, lambda c: c.revert_metadata(HANDLE, 7, "r"))
     assert json.loads(fake.requests[0].content) == {"id": HANDLE, "history_id": 7, "reason": "r"}
 
     fake = FakeStore()
@@ -352,13 +363,15 @@ def test_write_rejections_become_invalid_request_with_detail() -> None:
             422, json={"detail": [{"loc": ["body", "dataset_info", "name"], "msg": "too short"}]}
         ),
     )
-    with pytest.raises(errors.InvalidRequest, match=r"body\.dataset_info\.name: too short"):
-        run_with_client(fake, lambda c: c.update_metadata(HANDLE, "r", {"a": 1}))
+    with pytest.raises(errors.InvalidRequestError, match=r"body\.dataset_info\.name: too short"):
+        await run_with_client(
+            fake, lambda c: c.update_metadata(HANDLE, "r", CollectionFormat({"a": 1}))
+        )
 
 
-def test_presigned_url() -> None:
+async def test_presigned_url() -> None:
     fake = FakeStore()
-    url = run_with_client(fake, lambda c: c.presigned_url(HANDLE, "raw/a.csv", 600))
+    url = await run_with_client(fake, lambda c: c.presigned_url(HANDLE, "raw/a.csv", 600))
     assert url == "http://s3/x?sig=1"
     assert json.loads(fake.requests[0].content) == {
         "dataset_id": HANDLE,
@@ -367,7 +380,7 @@ def test_presigned_url() -> None:
     }
 
 
-def test_statistics_count_calls_per_route() -> None:
+async def test_statistics_count_calls_per_route() -> None:
     fake = FakeStore()
 
     async def calls(client: DataStoreClient) -> Any:
@@ -376,22 +389,22 @@ def test_statistics_count_calls_per_route() -> None:
         await client.fetch_dataset(HANDLE)
         return client.statistics()
 
-    stats = run_with_client(fake, calls)
+    stats = await run_with_client(fake, calls)
     assert stats["read_credentials"] == 2
     assert stats["fetch_dataset"] == 1
     assert "write_credentials" not in stats
 
 
-def test_discover_reads_document_and_404_means_defaults() -> None:
+async def test_discover_reads_document_and_404_means_defaults() -> None:
     fake = FakeStore()
-    found = run_with_client(fake, lambda c: c.discover())
+    found = await run_with_client(fake, lambda c: c.discover())
     assert found.s3_endpoint_url == "http://127.0.0.1:9000"
     assert found.realm_url == "http://127.0.0.1:8000/auth/realms/provena"
     assert "Authorization" not in fake.requests[0].headers
 
     fake = FakeStore()
     fake.fail("/.well-known/provenafs", detail(404, "Not Found"))
-    found = run_with_client(fake, lambda c: c.discover())
+    found = await run_with_client(fake, lambda c: c.discover())
     assert (found.s3_endpoint_url, found.region, found.realm_url) == (
         None,
         "ap-southeast-2",
@@ -400,75 +413,70 @@ def test_discover_reads_document_and_404_means_defaults() -> None:
 
     fake = FakeStore()
     fake.fail("/.well-known/provenafs", detail(404, "Not Found"))
-    plain = trio.run(lambda: discover("http://ds.test", transport=httpx.MockTransport(fake)))
+    plain = await discover("http://ds.test", transport=httpx.MockTransport(fake))
     assert plain.region == "ap-southeast-2" and plain.realm_url is None
 
 
-def test_fetch_unexpected_shape_is_unavailable_not_a_crash() -> None:
+async def test_fetch_unexpected_shape_is_unavailable_not_a_crash() -> None:
     fake = FakeStore()
     fake.fail(
         "/registry/items/fetch-dataset",
         httpx.Response(200, json={"status": ok_status(), "item": {"id": HANDLE}}),
     )
-    with pytest.raises(errors.Unavailable):
-        run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
+    with pytest.raises(errors.UnavailableError):
+        await run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
 
 
 # -- the same client against the real local data store (``provenafs serve --seed``) ------------
 
 
 @pytest.mark.s3
-def test_client_against_the_local_data_store(local_store: LocalStore) -> None:
+async def test_client_against_the_local_data_store(local_store: LocalStore) -> None:
     manifest = local_store.manifest()["datasets"]
     alice, carol = local_store.token("alice"), local_store.token("carol")
 
-    async def main() -> None:
-        found = await discover(local_store.base_url)
-        assert found.realm_url == f"{local_store.base_url}/auth/realms/provena"
-        assert found.s3_endpoint_url is not None
-        client = DataStoreClient(local_store.base_url, StaticToken(alice))
-        as_carol = DataStoreClient(local_store.base_url, StaticToken(carol))
-        try:
-            listed = await client.list_all(page_size=3)
-            handles = {r.handle for r in listed}
-            assert manifest["reef-temperatures"]["handle"] in handles
-            assert len(handles) == len(listed)
-            assert client.statistics()["list_page"] >= 2  # paged
+    found = await discover(local_store.base_url)
+    assert found.realm_url == f"{local_store.base_url}/auth/realms/provena"
+    assert found.s3_endpoint_url is not None
+    client = DataStoreClient(local_store.base_url, StaticToken(alice))
+    as_carol = DataStoreClient(local_store.base_url, StaticToken(carol))
+    try:
+        listed = await client.list_all(page_size=3)
+        handles = {r.handle for r in listed}
+        assert manifest["reef-temperatures"]["handle"] in handles
+        assert len(handles) == len(listed)
+        assert client.statistics()["list_page"] >= 2  # paged
 
-            reef = await client.fetch_dataset(manifest["reef-temperatures"]["handle"])
-            assert reef.roles is not None and "admin" in reef.roles
-            assert (
-                reef.s3.path == "datasets/" + reef.handle.replace(".", "-").replace("/", "-") + "/"
-            )
-            assert reef.document["item"]["id"] == reef.handle
-            creds = await client.read_credentials(reef.handle)
-            assert creds.expiry.tzinfo is not None
+        reef = await client.fetch_dataset(manifest["reef-temperatures"]["handle"])
+        assert reef.roles is not None and "admin" in reef.roles
+        assert reef.s3.path == "datasets/" + reef.handle.replace(".", "-").replace("/", "-") + "/"
+        assert reef.document["item"]["id"] == reef.handle
+        creds = await client.read_credentials(reef.handle)
+        assert creds.expiry.tzinfo is not None
 
-            v1 = await client.fetch_dataset(manifest["versioned-v1"]["handle"])
-            assert not v1.is_latest
+        v1 = await client.fetch_dataset(manifest["versioned-v1"]["handle"])
+        assert not v1.is_latest
 
-            with pytest.raises(errors.NotFound):
-                await client.fetch_dataset("10378.1/999999999")
-            with pytest.raises(errors.PermissionDenied):
-                await as_carol.fetch_dataset(manifest["private-bob"]["handle"])
-            with pytest.raises(errors.PermissionDenied):
-                await client.write_credentials(manifest["locked"]["handle"])
-            released = manifest["released"]["handle"]
-            released_owner = DataStoreClient(
-                local_store.base_url, StaticToken(local_store.token(manifest["released"]["owner"]))
-            )
-            with pytest.raises(errors.Forbidden):
-                await released_owner.write_credentials(released)
-            await released_owner.aclose()
-        finally:
-            await client.aclose()
-            await as_carol.aclose()
+        with pytest.raises(errors.NotFoundError):
+            await client.fetch_dataset("10378.1/999999999")
+        with pytest.raises(errors.PermissionDeniedError):
+            await as_carol.fetch_dataset(manifest["private-bob"]["handle"])
+        with pytest.raises(errors.PermissionDeniedError):
+            await client.write_credentials(manifest["locked"]["handle"])
+        released = manifest["released"]["handle"]
+        released_owner = DataStoreClient(
+            local_store.base_url, StaticToken(local_store.token(manifest["released"]["owner"]))
+        )
+        with pytest.raises(errors.ForbiddenError):
+            await released_owner.write_credentials(released)
+        await released_owner.aclose()
+    finally:
+        await client.aclose()
+        await as_carol.aclose()
 
-        bad = DataStoreClient(local_store.base_url, StaticToken("not-a-token"))
-        with pytest.raises(errors.AuthenticationFailed) as info:
-            await bad.list_page(None)
-        assert "not-a-token" not in str(info.value)
-        assert bad.statistics()["list_page"] == 2  # one refresh-and-retry, then the error
-        await bad.aclose()
-
-    trio.run(main)
+    bad = DataStoreClient(local_store.base_url, StaticToken("not-a-token"))
+    with pytest.raises(errors.AuthenticationError) as info:
+        await bad.list_page(None)
+    assert "not-a-token" not in str(info.value)
+    assert bad.statistics()["list_page"] == 2  # one refresh-and-retry, then the error
+    await bad.aclose()

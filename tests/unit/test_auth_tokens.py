@@ -16,22 +16,22 @@ import pytest
 import trio
 import trio.lowlevel
 
-from provenafs.api.auth import (
+from provenafs.api.errors import AuthenticationError, UnavailableError
+from provenafs.api.logins import (
+    NotLoggedInError,
+    config_dir,
+    forget,
+    load_refresh_token,
+    save_refresh_token,
+    token_source_for,
+)
+from provenafs.api.realm import (
     DEVICE_GRANT,
     RefreshingToken,
     StaticToken,
     TokenSet,
     device_login,
     jwt_expiry,
-)
-from provenafs.api.errors import AuthenticationFailed, Unavailable
-from provenafs.api.tokens import (
-    NotLoggedIn,
-    config_dir,
-    forget,
-    load_refresh_token,
-    save_refresh_token,
-    token_source_for,
 )
 from tests.conftest import LocalStore
 
@@ -105,13 +105,13 @@ def test_jwt_expiry_reads_exp_without_verifying() -> None:
     assert jwt_expiry("a.!!!.c") is None
 
 
-def test_static_token_is_used_as_is_and_hidden() -> None:
+async def test_static_token_is_used_as_is_and_hidden() -> None:
     token = StaticToken("bearer-SECRET")
-    assert trio.run(token.access_token) == "bearer-SECRET"
+    assert await token.access_token() == "bearer-SECRET"
     assert "SECRET" not in repr(token)
 
 
-def test_refreshing_token_refreshes_30s_before_exp() -> None:
+async def test_refreshing_token_refreshes_30s_before_exp() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
 
@@ -127,7 +127,7 @@ def test_refreshing_token_refreshes_30s_before_exp() -> None:
         await source.aclose()
         return seen
 
-    seen = trio.run(main)
+    seen = await main()
     assert seen[0] == seen[1] != seen[2]
     assert realm.issued == 2
     form = realm.forms[0]
@@ -136,7 +136,7 @@ def test_refreshing_token_refreshes_30s_before_exp() -> None:
     assert form["client_id"] == "automated-access"
 
 
-def test_refreshing_token_is_single_flight() -> None:
+async def test_refreshing_token_is_single_flight() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
 
@@ -159,29 +159,24 @@ def test_refreshing_token_is_single_flight() -> None:
         await source.aclose()
         return set(results)
 
-    assert len(trio.run(main)) == 1
+    assert len(await main()) == 1
     assert realm.issued == 2
 
 
-def test_short_lived_tokens_are_not_refreshed_on_every_call() -> None:
+async def test_short_lived_tokens_are_not_refreshed_on_every_call() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock, lifetime=10)
 
-    async def main() -> None:
-        source = RefreshingToken(
-            REALM, OFFLINE, "c", transport=httpx.MockTransport(realm), clock=clock
-        )
-        for _ in range(5):
-            await source.access_token()
-        clock.now += 6  # past half of a 10 s lifetime
+    source = RefreshingToken(REALM, OFFLINE, "c", transport=httpx.MockTransport(realm), clock=clock)
+    for _ in range(5):
         await source.access_token()
-        await source.aclose()
-
-    trio.run(main)
+    clock.now += 6  # past half of a 10 s lifetime
+    await source.access_token()
+    await source.aclose()
     assert realm.issued == 2
 
 
-def test_realm_outage_keeps_a_token_that_has_not_expired() -> None:
+async def test_realm_outage_keeps_a_token_that_has_not_expired() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
     down = False
@@ -201,14 +196,14 @@ def test_realm_outage_keeps_a_token_that_has_not_expired() -> None:
         clock.now += 290  # 10 s left: due for refresh, the realm is down, the token still works
         assert await source.access_token() == token
         clock.now += 20  # expired: now the outage shows
-        with pytest.raises(Unavailable):
+        with pytest.raises(UnavailableError):
             await source.access_token()
         await source.aclose()
 
-    trio.run(main)
+    await main()
 
 
-def test_refused_refresh_raises_without_the_token() -> None:
+async def test_refused_refresh_raises_without_the_token() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
 
@@ -221,37 +216,34 @@ def test_refused_refresh_raises_without_the_token() -> None:
         finally:
             await source.aclose()
 
-    with pytest.raises(AuthenticationFailed) as info:
-        trio.run(main)
+    with pytest.raises(AuthenticationError) as info:
+        await main()
     assert "invalid_grant" in str(info.value)
     assert "secret" not in str(info.value).lower()
 
 
-def test_rotated_refresh_token_is_reported() -> None:
+async def test_rotated_refresh_token_is_reported() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
     realm.rotate = True
     rotated: list[str] = []
 
-    async def main() -> None:
-        source = RefreshingToken(
-            REALM,
-            "refresh-0",
-            "client-tools",
-            transport=httpx.MockTransport(realm),
-            clock=clock,
-            on_new_refresh_token=rotated.append,
-        )
-        await source.access_token()
-        await source.refresh()
-        await source.aclose()
-
-    trio.run(main)
+    source = RefreshingToken(
+        REALM,
+        "refresh-0",
+        "client-tools",
+        transport=httpx.MockTransport(realm),
+        clock=clock,
+        on_new_refresh_token=rotated.append,
+    )
+    await source.access_token()
+    await source.refresh()
+    await source.aclose()
     assert rotated == ["refresh-1", "refresh-2"]
     assert realm.forms[1]["refresh_token"] == "refresh-1"
 
 
-def test_device_login_polls_until_approved() -> None:
+async def test_device_login_polls_until_approved() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
     realm.device_answers = ["authorization_pending", "slow_down", "authorization_pending"]
@@ -272,7 +264,7 @@ def test_device_login_polls_until_approved() -> None:
             clock=clock,
         )
 
-    tokens = trio.run(main)
+    tokens = await main()
     assert shown == [(f"{REALM}/device?user_code=ABCD-EFGH", "ABCD-EFGH")]
     assert sleeps == [5, 5, 10, 10]
     assert tokens.refresh_token == "refresh-1"
@@ -285,7 +277,7 @@ def test_device_login_polls_until_approved() -> None:
 
 
 @pytest.mark.parametrize("answer", ["expired_token", "access_denied"])
-def test_device_login_expired_or_denied(answer: str) -> None:
+async def test_device_login_expired_or_denied(answer: str) -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
     realm.device_answers = ["authorization_pending", answer]
@@ -303,12 +295,12 @@ def test_device_login_expired_or_denied(answer: str) -> None:
             clock=clock,
         )
 
-    with pytest.raises(AuthenticationFailed):
-        trio.run(main)
+    with pytest.raises(AuthenticationError):
+        await main()
     assert len(realm.forms) == 3
 
 
-def test_device_login_gives_up_when_the_code_expires() -> None:
+async def test_device_login_gives_up_when_the_code_expires() -> None:
     clock = FakeClock()
     realm = FakeRealm(clock)
     realm.device_answers = ["authorization_pending"] * 1000
@@ -326,8 +318,8 @@ def test_device_login_gives_up_when_the_code_expires() -> None:
             clock=clock,
         )
 
-    with pytest.raises(AuthenticationFailed, match="expired"):
-        trio.run(main)
+    with pytest.raises(AuthenticationError, match="expired"):
+        await main()
     assert len(realm.forms) <= 9
 
 
@@ -360,13 +352,13 @@ def test_config_dir_defaults_to_home(tmp_path: Path) -> None:
     assert config_dir({"HOME": str(tmp_path)}) == tmp_path / ".config" / "provenafs"
 
 
-def test_token_source_order(tmp_path: Path) -> None:
+async def test_token_source_order(tmp_path: Path) -> None:
     environ = env(tmp_path)
     save_refresh_token("http://ds.test", "stored-r", environ=environ)
 
     bearer = token_source_for("http://ds.test", REALM, environ={**environ, "PROVENAFS_TOKEN": "b"})
     assert isinstance(bearer, StaticToken)
-    assert trio.run(bearer.access_token) == "b"
+    assert await bearer.access_token() == "b"
 
     offline = token_source_for(
         "http://ds.test", REALM, environ={**environ, "PROVENAFS_OFFLINE_TOKEN": OFFLINE}
@@ -386,7 +378,7 @@ def test_token_source_order(tmp_path: Path) -> None:
     assert isinstance(stored, RefreshingToken) and "client-tools" in repr(stored)
 
 
-def test_stored_login_persists_a_rotated_refresh_token(tmp_path: Path) -> None:
+async def test_stored_login_persists_a_rotated_refresh_token(tmp_path: Path) -> None:
     environ = env(tmp_path)
     save_refresh_token("http://ds.test", "refresh-0", environ=environ)
     clock = FakeClock()
@@ -395,29 +387,31 @@ def test_stored_login_persists_a_rotated_refresh_token(tmp_path: Path) -> None:
     source = token_source_for("http://ds.test", REALM, environ=environ)
     assert isinstance(source, RefreshingToken)
     source._http = httpx.AsyncClient(transport=httpx.MockTransport(realm))
-    trio.run(source.access_token)
+    await source.access_token()
     assert load_refresh_token("http://ds.test", environ=environ) == "refresh-1"
 
 
 def test_not_logged_in_is_clear(tmp_path: Path) -> None:
     environ = env(tmp_path)
-    with pytest.raises(NotLoggedIn, match=r"provenafs login http://ds\.test"):
+    with pytest.raises(NotLoggedInError, match=r"provenafs login http://ds\.test"):
         token_source_for("http://ds.test/", REALM, environ=environ)
     missing = tmp_path / "nope.txt"
-    with pytest.raises(NotLoggedIn, match="offline token file"):
+    with pytest.raises(NotLoggedInError, match="offline token file"):
         token_source_for("http://ds.test", REALM, offline_token_file=missing, environ=environ)
-    with pytest.raises(NotLoggedIn, match="realm"):
+    with pytest.raises(NotLoggedInError, match="realm"):
         token_source_for(
             "http://ds.test", None, environ={**environ, "PROVENAFS_OFFLINE_TOKEN": OFFLINE}
         )
-    assert isinstance(NotLoggedIn("x"), AuthenticationFailed)
+    assert isinstance(NotLoggedInError("x"), AuthenticationError)
 
 
 # -- against the real local data store's realm -------------------------------------------------
 
 
 @pytest.mark.s3
-def test_device_login_and_offline_token_against_the_local_realm(local_store: LocalStore) -> None:
+async def test_device_login_and_offline_token_against_the_local_realm(
+    local_store: LocalStore,
+) -> None:
     from provenafs.api.client import DataStoreClient, discover
 
     offline = local_store.token("alice", offline=True)
@@ -451,7 +445,7 @@ def test_device_login_and_offline_token_against_the_local_realm(local_store: Loc
             await source.aclose()
         return tokens
 
-    tokens = trio.run(main)
+    tokens = await main()
     for thread in threads:
         thread.join(timeout=60)
     assert len(approvals) == 1 and approvals[0].returncode == 0

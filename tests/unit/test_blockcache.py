@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from provenafs.blockcache import BlockCache, BlockKey
-from provenafs.diskcache import DiskCache
+from provenafs.cache.block_cache import BlockCache, BlockKey
+from provenafs.cache.disk_cache import DiskCache
 
 
 def key(index: int, etag: str = "e1") -> BlockKey:
@@ -36,7 +36,7 @@ def test_keys_differ_by_etag() -> None:
     assert cache.peek(key(0, "new")) is None
 
 
-def test_single_flight_and_hits() -> None:
+async def test_single_flight_and_hits() -> None:
     cache = BlockCache(max_bytes=10_000, block_size=100)
     fetches = 0
 
@@ -48,16 +48,13 @@ def test_single_flight_and_hits() -> None:
 
     results: list[bytes] = []
 
-    async def main() -> None:
-        async def get() -> None:
-            results.append(await cache.get_or_fetch(key(0), fetch))
+    async def get() -> None:
+        results.append(await cache.get_or_fetch(key(0), fetch))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(20):
-                nursery.start_soon(get)
-        await get()
-
-    trio.run(main)
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(get)
+    await get()
     assert fetches == 1
     assert results == [b"z" * 100] * 21
     stats = cache.statistics()
@@ -68,7 +65,7 @@ def test_single_flight_and_hits() -> None:
     assert stats["bytes_fetched"] == 100
 
 
-def test_failure_reaches_waiters_and_is_not_cached() -> None:
+async def test_failure_reaches_waiters_and_is_not_cached() -> None:
     cache = BlockCache(max_bytes=10_000, block_size=100)
     calls = 0
 
@@ -82,54 +79,48 @@ def test_failure_reaches_waiters_and_is_not_cached() -> None:
 
     errors: list[BaseException] = []
 
-    async def main() -> None:
-        async def get() -> None:
-            try:
-                await cache.get_or_fetch(key(0), flaky)
-            except OSError as exc:
-                errors.append(exc)
+    async def get() -> None:
+        try:
+            await cache.get_or_fetch(key(0), flaky)
+        except OSError as exc:
+            errors.append(exc)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(5):
-                nursery.start_soon(get)
-        assert await cache.get_or_fetch(key(0), flaky) == b"ok"
-
-    trio.run(main)
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(get)
+    assert await cache.get_or_fetch(key(0), flaky) == b"ok"
     assert len(errors) == 5
     assert calls == 2
 
 
-def test_disk_tier_serves_after_memory_is_gone(tmp_path: Path) -> None:
-    async def main() -> None:
-        disk = DiskCache(tmp_path / "cache", 10_000)
-        first = BlockCache(max_bytes=10_000, block_size=100, disk=disk)
+async def test_disk_tier_serves_after_memory_is_gone(tmp_path: Path) -> None:
+    disk = DiskCache(tmp_path / "cache", 10_000)
+    first = BlockCache(max_bytes=10_000, block_size=100, disk=disk)
 
-        async def fetch() -> bytes:
-            return b"d" * 100
+    async def fetch() -> bytes:
+        return b"d" * 100
 
-        await first.get_or_fetch(key(3), fetch)
-        second = BlockCache(
-            max_bytes=10_000, block_size=100, disk=DiskCache(tmp_path / "cache", 10_000)
-        )
+    await first.get_or_fetch(key(3), fetch)
+    second = BlockCache(
+        max_bytes=10_000, block_size=100, disk=DiskCache(tmp_path / "cache", 10_000)
+    )
 
-        async def must_not_fetch() -> bytes:
-            raise AssertionError("fetched although the disk had it")
+    async def must_not_fetch() -> bytes:
+        raise AssertionError("fetched although the disk had it")
 
-        assert await second.get_or_fetch(key(3), must_not_fetch) == b"d" * 100
-        assert second.statistics()["disk_hits"] == 1
-        assert second.statistics()["fetches"] == 0
-        assert second.statistics()["disk_bytes"] > 100
-
-    trio.run(main)
+    assert await second.get_or_fetch(key(3), must_not_fetch) == b"d" * 100
+    assert second.statistics()["disk_hits"] == 1
+    assert second.statistics()["fetches"] == 0
+    assert second.statistics()["disk_bytes"] > 100
 
 
-def test_zero_sized_cache_still_serves() -> None:
+async def test_zero_sized_cache_still_serves() -> None:
     cache = BlockCache(max_bytes=0, block_size=100)
 
     async def fetch() -> bytes:
         return b"q"
 
-    assert trio.run(cache.get_or_fetch, key(0), fetch) == b"q"
+    assert await cache.get_or_fetch(key(0), fetch) == b"q"
     assert cache.statistics()["bytes"] == 0
 
 

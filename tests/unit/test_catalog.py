@@ -9,16 +9,16 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.blobstore import (
-    BlobUnavailable,
-    ExpiredCredentials,
+from provenafs.core.catalog import Catalog, DirectoryListing
+from provenafs.storage.blobstore import (
+    BlobUnavailableError,
+    ExpiredCredentialsError,
     Listing,
     MemoryBlobStore,
     ObjectInfo,
 )
-from provenafs.catalog import Catalog, DirectoryListing, SingleFlight
-from provenafs.credentials import CredentialBroker
-from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
+from provenafs.storage.credentials import CredentialBroker
+from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, s3_path
 
 REEF = "10378.1/1001"
 
@@ -52,182 +52,158 @@ def make_with_one_file() -> tuple[
     return store, blobs, catalog, clock, broker
 
 
-def test_concurrent_record_lookups_make_one_fetch() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF)
-        catalog, _, _ = make(store)
-        store.gate = trio.Event()
-        results = []
+async def test_concurrent_record_lookups_make_one_fetch() -> None:
+    store = FakeDataStore()
+    store.add(REEF)
+    catalog, _, _ = make(store)
+    store.gate = trio.Event()
+    results = []
 
-        async def one() -> None:
-            results.append(await catalog.record(REEF))
+    async def one() -> None:
+        results.append(await catalog.record(REEF))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(10):
-                nursery.start_soon(one)
-            await trio.testing.wait_all_tasks_blocked()
-            store.gate.set()
-        assert store.calls["fetch"] == 1
-        assert len(results) == 10 and {r.handle for r in results} == {REEF}
-        assert catalog.statistics()["single_flight_joined"] == 9
-
-    run(body)
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+    assert store.calls["fetch"] == 1
+    assert len(results) == 10 and {r.handle for r in results} == {REEF}
+    assert catalog.statistics()["single_flight_joined"] == 9
 
 
-def test_concurrent_failures_reach_every_waiter_and_are_not_cached_beyond_negative_ttl() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        catalog, clock, _ = make(store)
-        store.gate = trio.Event()
-        failures = []
+async def test_concurrent_failures_reach_every_waiter_and_are_cached_only_negative_ttl() -> None:
+    store = FakeDataStore()
+    catalog, clock, _ = make(store)
+    store.gate = trio.Event()
+    failures = []
 
-        async def one() -> None:
-            try:
-                await catalog.record("10378.1/404")
-            except api_errors.NotFound as exc:
-                failures.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(5):
-                nursery.start_soon(one)
-            await trio.testing.wait_all_tasks_blocked()
-            store.gate.set()
-        assert len(failures) == 5
-        assert store.calls["fetch"] == 1
-        with pytest.raises(api_errors.NotFound):
+    async def one() -> None:
+        try:
             await catalog.record("10378.1/404")
-        assert store.calls["fetch"] == 1  # negative entry
-        clock.advance(6)
-        store.add("10378.1/404")
-        assert (await catalog.record("10378.1/404")).handle == "10378.1/404"
-        assert store.calls["fetch"] == 2
+        except api_errors.NotFoundError as exc:
+            failures.append(exc)
 
-    run(body)
-
-
-def test_records_expire_after_metadata_ttl() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF, name="before")
-        catalog, clock, _ = make(store)
-        assert (await catalog.record(REEF)).display_name == "before"
-        store.items[REEF]["display_name"] = "after"
-        clock.advance(29)
-        assert (await catalog.record(REEF)).display_name == "before"
-        clock.advance(2)
-        assert (await catalog.record(REEF)).display_name == "after"
-        assert store.calls["fetch"] == 2
-        catalog.invalidate(REEF)
-        await catalog.record(REEF)
-        assert store.calls["fetch"] == 3
-
-    run(body)
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+    assert len(failures) == 5
+    assert store.calls["fetch"] == 1
+    with pytest.raises(api_errors.NotFoundError):
+        await catalog.record("10378.1/404")
+    assert store.calls["fetch"] == 1  # negative entry
+    clock.advance(6)
+    store.add("10378.1/404")
+    assert (await catalog.record("10378.1/404")).handle == "10378.1/404"
+    assert store.calls["fetch"] == 2
 
 
-def test_dataset_list_walks_every_page_including_empty_ones_once() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        for n in range(250):
-            store.add(f"10378.1/{n}", roles=() if n % 7 == 0 else ("metadata-read",))
-        store.empty_pages = 2
-        catalog, clock, _ = make(store)
-        store.gate = trio.Event()
-        async with trio.open_nursery() as nursery:
-            for _ in range(4):
-                nursery.start_soon(catalog.datasets)
-            await trio.testing.wait_all_tasks_blocked()
-            store.gate.set()
-        records = await catalog.datasets()
-        assert len(records) == 250 - len(range(0, 250, 7))
-        assert store.calls["list"] == 2 + 3  # two empty pages, then 3 pages of 100
-        clock.advance(31)
-        await catalog.datasets()
-        assert store.calls["list"] == 10
-
-    run(body)
+async def test_records_expire_after_metadata_ttl() -> None:
+    store = FakeDataStore()
+    store.add(REEF, name="before")
+    catalog, clock, _ = make(store)
+    assert (await catalog.record(REEF)).display_name == "before"
+    store.items[REEF]["display_name"] = "after"
+    clock.advance(29)
+    assert (await catalog.record(REEF)).display_name == "before"
+    clock.advance(2)
+    assert (await catalog.record(REEF)).display_name == "after"
+    assert store.calls["fetch"] == 2
+    catalog.invalidate(REEF)
+    await catalog.record(REEF)
+    assert store.calls["fetch"] == 3
 
 
-def test_listings_single_flight_ttl_and_credential_retry() -> None:
-    async def body() -> None:
-        _, blobs, catalog, clock, broker = make_with_one_file()
-        record = await catalog.record(REEF)
+async def test_dataset_list_walks_every_page_including_empty_ones_once() -> None:
+    store = FakeDataStore()
+    for n in range(250):
+        store.add(f"10378.1/{n}", roles=() if n % 7 == 0 else ("metadata-read",))
+    store.empty_pages = 2
+    catalog, clock, _ = make(store)
+    store.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(catalog.datasets)
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+    records = await catalog.datasets()
+    assert len(records) == 250 - len(range(0, 250, 7))
+    assert store.calls["list"] == 2 + 3  # two empty pages, then 3 pages of 100
+    clock.advance(31)
+    await catalog.datasets()
+    assert store.calls["list"] == 10
 
-        calls: list[str] = []
-        original = blobs.list_prefix
 
-        async def expiring_list(
-            creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
-        ) -> Listing:
-            calls.append(prefix)
-            if len(calls) == 1:
-                raise ExpiredCredentials("token expired")
-            return await original(creds, bucket, prefix, delimiter=delimiter)
+async def test_listings_single_flight_ttl_and_credential_retry() -> None:
+    _, blobs, catalog, clock, broker = make_with_one_file()
+    record = await catalog.record(REEF)
 
-        blobs.list_prefix = expiring_list  # type: ignore[method-assign]
-        async with trio.open_nursery() as nursery:
-            for _ in range(3):
-                nursery.start_soon(catalog.listing, record, "")
-        listing = await catalog.listing(record, "")
-        assert list(listing.files) == ["a.csv"]
-        assert len(calls) == 2  # one failure, one retry, shared by every caller
-        assert broker.statistics()["read_calls"] == 2  # invalidated, then minted anew
-        assert catalog.statistics()["credential_retries"] == 1
-        clock.advance(301)
+    calls: list[str] = []
+    original = blobs.list_prefix
+
+    async def expiring_list(
+        creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+    ) -> Listing:
+        calls.append(prefix)
+        if len(calls) == 1:
+            raise ExpiredCredentialsError("token expired")
+        return await original(creds, bucket, prefix, delimiter=delimiter)
+
+    blobs.list_prefix = expiring_list  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(catalog.listing, record, "")
+    listing = await catalog.listing(record, "")
+    assert list(listing.files) == ["a.csv"]
+    assert len(calls) == 2  # one failure, one retry, shared by every caller
+    assert broker.statistics()["read_calls"] == 2  # invalidated, then minted anew
+    assert catalog.statistics()["credential_retries"] == 1
+    clock.advance(301)
+    await catalog.listing(record, "")
+    assert len(calls) == 3
+
+
+async def test_listing_gives_up_after_one_retry() -> None:
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    catalog, _, _ = make(store, blobs)
+    record = await catalog.record(REEF)
+
+    async def always_expired(
+        creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+    ) -> Listing:
+        raise ExpiredCredentialsError("still expired")
+
+    blobs.list_prefix = always_expired  # type: ignore[method-assign]
+    with pytest.raises(ExpiredCredentialsError):
         await catalog.listing(record, "")
-        assert len(calls) == 3
-
-    run(body)
+    assert store.calls["read_credentials"] == 2
 
 
-def test_listing_gives_up_after_one_retry() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF)
-        blobs = MemoryBlobStore()
-        catalog, _, _ = make(store, blobs)
-        record = await catalog.record(REEF)
-
-        async def always_expired(
-            creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
-        ) -> Listing:
-            raise ExpiredCredentials("still expired")
-
-        blobs.list_prefix = always_expired  # type: ignore[method-assign]
-        with pytest.raises(ExpiredCredentials):
-            await catalog.listing(record, "")
-        assert store.calls["read_credentials"] == 2
-
-    run(body)
+async def test_data_readable_probes_once_per_ttl_when_roles_do_not_say() -> None:
+    store = FakeDataStore()
+    store.add(REEF, roles=("metadata-read",))
+    catalog, clock, _ = make(store)
+    record = await catalog.record(REEF)
+    assert catalog.known_data_readable(record) is None
+    assert await catalog.data_readable(record) is False
+    assert await catalog.data_readable(record) is False
+    assert store.calls["read_credentials"] == 1
+    store.realm_admin = True
+    clock.advance(31)
+    assert await catalog.data_readable(record) is True
+    assert catalog.statistics()["access_probes"] == 2
 
 
-def test_data_readable_probes_once_per_ttl_when_roles_do_not_say() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        store.add(REEF, roles=("metadata-read",))
-        catalog, clock, _ = make(store)
-        record = await catalog.record(REEF)
-        assert catalog.known_data_readable(record) is None
-        assert await catalog.data_readable(record) is False
-        assert await catalog.data_readable(record) is False
-        assert store.calls["read_credentials"] == 1
-        store.realm_admin = True
-        clock.advance(31)
-        assert await catalog.data_readable(record) is True
-        assert catalog.statistics()["access_probes"] == 2
-
-    run(body)
-
-
-def test_latest_handle_survives_a_cycle() -> None:
-    async def body() -> None:
-        store = FakeDataStore()
-        store.add("10378.1/1", next_version="10378.1/2")
-        store.add("10378.1/2", next_version="10378.1/1", version=2, previous="10378.1/1")
-        catalog, _, _ = make(store)
-        assert await catalog.latest_handle("10378.1/1") == "10378.1/2"
-
-    run(body)
+async def test_latest_handle_survives_a_cycle() -> None:
+    store = FakeDataStore()
+    store.add("10378.1/1", next_version="10378.1/2")
+    store.add("10378.1/2", next_version="10378.1/1", version=2, previous="10378.1/1")
+    catalog, _, _ = make(store)
+    assert await catalog.latest_handle("10378.1/1") == "10378.1/2"
 
 
 def _info(key: str, size: int = 1) -> ObjectInfo:
@@ -250,75 +226,34 @@ def test_directory_listing_parsing() -> None:
     assert listing.names() == [("a.csv", False), ("both", True), ("raw", True)]
 
 
-def test_single_flight_reruns_after_the_leader_is_cancelled() -> None:
-    async def body() -> None:
-        flight: SingleFlight[str, int] = SingleFlight()
-        started = trio.Event()
-        release = trio.Event()
-        results: list[int] = []
-
-        async def slow() -> int:
-            started.set()
-            await release.wait()
-            return 7
-
-        async with trio.open_nursery() as nursery:
-            leader_scope = trio.CancelScope()
-
-            async def leader() -> None:
-                with leader_scope:
-                    await flight.run("k", slow)
-
-            async def follower() -> None:
-                results.append(await flight.run("k", slow))
-
-            nursery.start_soon(leader)
-            await started.wait()
-            nursery.start_soon(follower)
-            await trio.testing.wait_all_tasks_blocked()
-            leader_scope.cancel()
-            await trio.testing.wait_all_tasks_blocked()
-            release.set()
-        assert results == [7]
-        assert flight.calls == 2
-
-    run(body)
+async def test_outages_serve_the_last_values_past_their_ttl() -> None:
+    store, _, catalog, clock, broker = make_with_one_file()
+    record = await catalog.record(REEF)
+    assert len(await catalog.datasets()) == 1
+    assert list((await catalog.listing(record, "")).files) == ["a.csv"]
+    clock.advance(3600)
+    broker.invalidate(REEF)  # so that the listing needs the data store for credentials
+    store.failure = api_errors.UnavailableError("data store down")
+    assert await catalog.record(REEF) is record
+    assert len(await catalog.datasets()) == 1
+    assert list((await catalog.listing(record, "")).files) == ["a.csv"]
+    assert catalog.statistics()["stale_served"] == 3
+    with pytest.raises(api_errors.UnavailableError):
+        await catalog.record("10378.1/never-seen")
+    store.failure = api_errors.NotFoundError("gone")
+    with pytest.raises(api_errors.NotFoundError):  # only outages are papered over
+        await catalog.record(REEF)
 
 
-def test_outages_serve_the_last_values_past_their_ttl() -> None:
-    async def body() -> None:
-        store, _, catalog, clock, broker = make_with_one_file()
-        record = await catalog.record(REEF)
-        assert len(await catalog.datasets()) == 1
-        assert list((await catalog.listing(record, "")).files) == ["a.csv"]
-        clock.advance(3600)
-        broker.invalidate(REEF)  # so that the listing needs the data store for credentials
-        store.failure = api_errors.Unavailable("data store down")
-        assert await catalog.record(REEF) is record
-        assert len(await catalog.datasets()) == 1
-        assert list((await catalog.listing(record, "")).files) == ["a.csv"]
-        assert catalog.statistics()["stale_served"] == 3
-        with pytest.raises(api_errors.Unavailable):
-            await catalog.record("10378.1/never-seen")
-        store.failure = api_errors.NotFound("gone")
-        with pytest.raises(api_errors.NotFound):  # only outages are papered over
-            await catalog.record(REEF)
-
-    run(body)
-
-
-def test_s3_outage_serves_the_last_listing() -> None:
-    async def body() -> None:
-        _, blobs, catalog, clock, _ = make_with_one_file()
-        record = await catalog.record(REEF)
-        with pytest.raises(BlobUnavailable):
-            await _failing_listing(catalog, blobs, record)
-        await catalog.listing(record, "")
-        clock.advance(301)
-        listing = await _failing_listing(catalog, blobs, record)
-        assert list(listing.files) == ["a.csv"]
-
-    run(body)
+async def test_s3_outage_serves_the_last_listing() -> None:
+    _, blobs, catalog, clock, _ = make_with_one_file()
+    record = await catalog.record(REEF)
+    with pytest.raises(BlobUnavailableError):
+        await _failing_listing(catalog, blobs, record)
+    await catalog.listing(record, "")
+    clock.advance(301)
+    listing = await _failing_listing(catalog, blobs, record)
+    assert list(listing.files) == ["a.csv"]
 
 
 async def _failing_listing(
@@ -329,7 +264,7 @@ async def _failing_listing(
     async def down(
         creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
     ) -> Listing:
-        raise BlobUnavailable("S3 down")
+        raise BlobUnavailableError("S3 down")
 
     blobs.list_prefix = down  # type: ignore[method-assign]
     try:

@@ -6,13 +6,16 @@ before mounting anything, so no FUSE is needed.
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from provenafs import commands, daemon
 from provenafs.mount_options import parse_mount_args
+from provenafs.process import commands, daemon, mounts
 
 
 def _unused_port() -> int:
@@ -115,7 +118,7 @@ def test_background_mount_reports_an_unreachable_source(
     error = capsys.readouterr().err
     assert f"cannot reach the data store at {source}" in error
     assert "not-a-real-token" not in error
-    assert daemon.find_mount(mountpoint) is None
+    assert mounts.find_mount(mountpoint) is None
 
 
 def test_mountinfo_parsing_unescapes_paths(tmp_path: Path) -> None:
@@ -124,12 +127,12 @@ def test_mountinfo_parsing_unescapes_paths(tmp_path: Path) -> None:
         "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.provenafs http://h:1 rw\n"
         "37 35 98:0 / /mnt/c rw shared:2 - ext4 /dev/sda1 rw\n"
     )
-    entry = daemon.find_mount(Path("/mnt/a b"), mountinfo)
-    assert entry == daemon.MountEntry(Path("/mnt/a b"), "fuse.provenafs", "http://h:1")
-    assert daemon.find_mount(Path("/mnt/c"), mountinfo) == daemon.MountEntry(
+    entry = mounts.find_mount(Path("/mnt/a b"), mountinfo)
+    assert entry == mounts.MountEntry(Path("/mnt/a b"), "fuse.provenafs", "http://h:1")
+    assert mounts.find_mount(Path("/mnt/c"), mountinfo) == mounts.MountEntry(
         Path("/mnt/c"), "ext4", "/dev/sda1"
     )
-    assert daemon.find_mount(Path("/mnt"), mountinfo) is None
+    assert mounts.find_mount(Path("/mnt"), mountinfo) is None
 
 
 def test_status_summary_names_cache_calls_and_expiries() -> None:
@@ -155,7 +158,33 @@ def test_status_summary_names_cache_calls_and_expiries() -> None:
 
 
 def test_log_path_is_per_mountpoint_and_private(tmp_path: Path) -> None:
-    first = daemon.log_path_for(Path("/mnt/one"))
-    assert first != daemon.log_path_for(Path("/mnt/two"))
-    assert first == daemon.log_path_for(Path("/mnt/one"))
+    first = mounts.log_path_for(Path("/mnt/one"))
+    assert first != mounts.log_path_for(Path("/mnt/two"))
+    assert first == mounts.log_path_for(Path("/mnt/one"))
     assert first.parent == tmp_path / "cache" / "provenafs" / "logs"
+
+
+def test_login_and_status_do_not_load_the_fuse_daemon(tmp_path: Path) -> None:
+    """``provenafs login`` and ``provenafs status`` run without pyfuse3, boto3 or the core: a
+    fresh interpreter runs ``status`` (of a directory that is no mount) and ``login --help``,
+    then lists which of the heavy modules it loaded."""
+    heavy = (
+        "pyfuse3",
+        "boto3",
+        "provenafs.process.daemon",
+        "provenafs.fuse_ops",
+        "provenafs.storage.s3",
+    )
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from provenafs import cli\n"
+        "out, err = io.StringIO(), io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        f"    assert cli.main(['status', {str(tmp_path)!r}]) == 1\n"
+        "    assert cli.main(['login', '--help']) == 0\n"
+        f"print(json.dumps([name for name in {heavy!r} if name in sys.modules]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(done.stdout) == []

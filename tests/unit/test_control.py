@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 import trio
 
-from provenafs.control import (
+from provenafs.errors import FsError
+from provenafs.process.control_socket import (
     ControlServer,
     ControlUnavailable,
     handle_from_path,
     request,
     socket_path_for,
 )
-from provenafs.errors import FsError
-from provenafs.publish import NothingToPublish, PublishError, PublishProgress
+from provenafs.write.publish import NothingToPublishError, PublishError, PublishProgress
 
 MOUNTPOINT = Path("/mnt/provena-test")
 
@@ -75,7 +75,7 @@ class Backend:
         return {"drafts": [{"handle": "10378.1/1", "added": 2}], "publishing": [], "failures": []}
 
 
-def serve_and(
+async def serve_and(
     body: Callable[[ControlServer], Any],
     *,
     backend: Backend | None = None,
@@ -96,20 +96,20 @@ def serve_and(
             nursery.cancel_scope.cancel()
         return result
 
-    return trio.run(main)
+    return await main()
 
 
 async def ask(message: dict[str, Any]) -> list[dict[str, Any]]:
     return await trio.to_thread.run_sync(lambda: list(request(MOUNTPOINT, message)))
 
 
-def test_commit_streams_progress_then_the_new_handle(runtime: Path) -> None:
+async def test_commit_streams_progress_then_the_new_handle(runtime: Path) -> None:
     backend = Backend()
 
     async def body(server: ControlServer) -> list[dict[str, Any]]:
         return await ask({"op": "commit", "path": "10378.1/1/raw/a.csv", "reason": "why"})
 
-    lines = serve_and(body, backend=backend)
+    lines = await serve_and(body, backend=backend)
     assert backend.commits == [("10378.1/1", "why")]
     assert lines[-1] == {"event": "done", "handle": "10378.1/2", "old_handle": "10378.1/1"}
     progress = [line for line in lines if line["event"] == "progress"]
@@ -124,10 +124,10 @@ def test_commit_streams_progress_then_the_new_handle(runtime: Path) -> None:
     ("outcome", "event", "text"),
     [
         (PublishError("the data store refused write access: locked"), "error", "locked"),
-        (NothingToPublish("10378.1/1 has no draft"), "nothing", "has no draft"),
+        (NothingToPublishError("10378.1/1 has no draft"), "nothing", "has no draft"),
     ],
 )
-def test_commit_failures_end_with_their_cause(
+async def test_commit_failures_end_with_their_cause(
     runtime: Path, outcome: Exception, event: str, text: str
 ) -> None:
     backend = Backend()
@@ -137,39 +137,39 @@ def test_commit_failures_end_with_their_cause(
     async def body(server: ControlServer) -> list[dict[str, Any]]:
         return await ask({"op": "commit", "handle": "10378.1/1"})
 
-    last = serve_and(body, backend=backend)[-1]
+    last = (await serve_and(body, backend=backend))[-1]
     assert last["event"] == event
     assert text in (last.get("error") or last.get("message"))
 
 
-def test_another_uid_is_refused_before_reading(runtime: Path) -> None:
+async def test_another_uid_is_refused_before_reading(runtime: Path) -> None:
     backend = Backend()
 
     async def body(server: ControlServer) -> tuple[list[dict[str, Any]], int]:
         lines = await ask({"op": "commit", "handle": "10378.1/1"})
         return lines, server.refused
 
-    lines, refused = serve_and(body, backend=backend, allowed_uid=os.getuid() + 1)
+    lines, refused = await serve_and(body, backend=backend, allowed_uid=os.getuid() + 1)
     assert lines == [{"event": "error", "error": "permission denied"}]
     assert refused == 1
     assert backend.commits == []
 
 
-def test_socket_and_directory_are_private(runtime: Path) -> None:
+async def test_socket_and_directory_are_private(runtime: Path) -> None:
     async def body(server: ControlServer) -> tuple[int, int]:
         await trio.lowlevel.checkpoint()
         path = server.socket_path
         return stat.S_IMODE(path.parent.stat().st_mode), stat.S_IMODE(path.stat().st_mode)
 
-    assert serve_and(body) == (0o700, 0o600)
+    assert await serve_and(body) == (0o700, 0o600)
     assert not socket_path_for(MOUNTPOINT).exists()  # removed when the server stops
 
 
-def test_status_and_drafts(runtime: Path) -> None:
+async def test_status_and_drafts(runtime: Path) -> None:
     async def body(server: ControlServer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return await ask({"op": "status"}), await ask({"op": "drafts"})
 
-    status, drafts = serve_and(body)
+    status, drafts = await serve_and(body)
     assert status == [
         {
             "event": "done",
@@ -184,7 +184,7 @@ def test_status_and_drafts(runtime: Path) -> None:
     assert drafts == [{"event": "done", "drafts": [{"handle": "10378.1/1", "added": 2}]}]
 
 
-def test_bad_requests_get_errors(runtime: Path) -> None:
+async def test_bad_requests_get_errors(runtime: Path) -> None:
     async def raw(payload: bytes) -> list[dict[str, Any]]:
         def go() -> list[dict[str, Any]]:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -208,7 +208,7 @@ def test_bad_requests_get_errors(runtime: Path) -> None:
             await ask({"op": "revert", "handle": "10378.1/1", "history_id": 1, "reason": "r"}),
         ]
 
-    answers = serve_and(body)
+    answers = await serve_and(body)
     assert all(len(a) == 1 and a[0]["event"] == "error" for a in answers)
     assert "not JSON" in answers[0][0]["error"]
     assert "unknown op" in answers[2][0]["error"]
@@ -217,7 +217,7 @@ def test_bad_requests_get_errors(runtime: Path) -> None:
     assert "not available" in answers[5][0]["error"]
 
 
-def test_revert_dispatches_to_the_registered_handler(runtime: Path) -> None:
+async def test_revert_dispatches_to_the_registered_handler(runtime: Path) -> None:
     calls: list[tuple[str, int, str]] = []
 
     async def reverter(handle: str, history_id: int, reason: str) -> int | None:
@@ -235,7 +235,7 @@ def test_revert_dispatches_to_the_registered_handler(runtime: Path) -> None:
             await ask({"op": "revert", "handle": "10378.1/1", "history_id": 2, "reason": " "}),
         ]
 
-    ok, missing, bad_id, no_reason = serve_and(body, reverter=reverter)
+    ok, missing, bad_id, no_reason = await serve_and(body, reverter=reverter)
     assert ok == [{"event": "done", "handle": "10378.1/1", "history_id": 7}]
     assert missing[0]["event"] == "error"
     assert missing[0]["errno"] == errno.EINVAL
@@ -245,7 +245,7 @@ def test_revert_dispatches_to_the_registered_handler(runtime: Path) -> None:
     assert calls == [("10378.1/1", 2, "r"), ("10378.1/1", 99, "r")]
 
 
-def test_a_client_that_leaves_does_not_stop_its_commit(runtime: Path) -> None:
+async def test_a_client_that_leaves_does_not_stop_its_commit(runtime: Path) -> None:
     backend = Backend()
 
     async def body(server: ControlServer) -> bool:
@@ -259,7 +259,7 @@ def test_a_client_that_leaves_does_not_stop_its_commit(runtime: Path) -> None:
             await backend.finished.wait()
         return True
 
-    assert serve_and(body, backend=backend)
+    assert await serve_and(body, backend=backend)
     assert backend.commits == [("10378.1/1", None)]
 
 

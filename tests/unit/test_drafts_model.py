@@ -30,10 +30,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from provenafs.blobstore import MemoryBlobStore
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.inodes import ROOT_INODE
 from provenafs.errors import FsError
-from provenafs.filesystem import Filesystem
-from provenafs.inodes import ROOT_INODE
+from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import BUCKET, CALLER, FakeDataStore, build_filesystem, options, s3_path
 
 DATASET = "10378.1/1001"

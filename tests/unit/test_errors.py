@@ -8,32 +8,35 @@ import logging
 import pytest
 import trio
 
-from provenafs import blobstore
 from provenafs.api import errors as api_errors
 from provenafs.errors import ERRNO_BY_EXCEPTION, FsError, describe, log_level_for, to_errno
+from provenafs.storage import blobstore
 
 
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (api_errors.NotFound("x"), errno.ENOENT),
-        (api_errors.PermissionDenied("x"), errno.EACCES),
-        (api_errors.AuthenticationFailed("x"), errno.EACCES),
-        (api_errors.Forbidden("x"), errno.EACCES),
-        (api_errors.InvalidRequest("x"), errno.EINVAL),
-        (api_errors.Unavailable("x"), errno.EIO),
+        (api_errors.NotFoundError("x"), errno.ENOENT),
+        (api_errors.PermissionDeniedError("x"), errno.EACCES),
+        (api_errors.AuthenticationError("x"), errno.EACCES),
+        (api_errors.ForbiddenError("x"), errno.EACCES),
+        (api_errors.InvalidRequestError("x"), errno.EINVAL),
+        (api_errors.UnavailableError("x"), errno.EIO),
         (api_errors.ApiError("x"), errno.EIO),
-        (blobstore.NoSuchKey("k"), errno.ENOENT),
-        (blobstore.AccessDenied("k"), errno.EACCES),
-        (blobstore.ExpiredCredentials("k"), errno.EACCES),
-        (blobstore.StaleObject("k"), errno.ESTALE),
-        (blobstore.BlobUnavailable("k"), errno.EIO),
+        (blobstore.NoSuchKeyError("k"), errno.ENOENT),
+        (blobstore.AccessDeniedError("k"), errno.EACCES),
+        (blobstore.ExpiredCredentialsError("k"), errno.EACCES),
+        (blobstore.StaleObjectError("k"), errno.ESTALE),
+        (blobstore.BlobUnavailableError("k"), errno.EIO),
         (blobstore.BlobError("k"), errno.EIO),
         (FsError(errno.EROFS), errno.EROFS),
         (FsError(errno.ENAMETOOLONG, "long"), errno.ENAMETOOLONG),
         (ValueError("bug"), errno.EIO),
         (KeyError("bug"), errno.EIO),
-        (OSError(errno.ENOENT, "not ours"), errno.EIO),
+        # the local disk (drafts, caches): its own errno, so a full disk is ENOSPC, not EIO
+        (OSError(errno.ENOSPC, "No space left on device"), errno.ENOSPC),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
+        (OSError("no errno"), errno.EIO),
         (trio.TooSlowError(), errno.EIO),
     ],
 )
@@ -42,7 +45,7 @@ def test_to_errno(exc: BaseException, expected: int) -> None:
 
 
 def test_subclasses_inherit_their_ancestors_errno() -> None:
-    class VeryStale(blobstore.StaleObject):
+    class VeryStale(blobstore.StaleObjectError):
         pass
 
     class OddApiFailure(api_errors.ApiError):

@@ -1,7 +1,7 @@
 """The pyfuse3 adapter without a kernel: errno mapping, negative lookups, names, reply records.
 
-Handlers are called directly under ``trio.run`` against a fake core; pyfuse3's reply types are
-plain objects, so nothing here needs /dev/fuse.
+Handlers are called directly (async tests under pytest-trio) against a fake core; pyfuse3's reply
+types are plain objects, so nothing here needs /dev/fuse.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import pyfuse3
 import pytest
 import trio
 
-from provenafs import blobstore
 from provenafs.api import errors as api_errors
+from provenafs.core.filesystem import Filesystem
+from provenafs.core.types import Attributes, DirEntry, FsStats, OpenFile
 from provenafs.errors import FsError
-from provenafs.filesystem import Attributes, DirEntry, Filesystem, FsStats, OpenFile
 from provenafs.fuse_ops import Operations, fuse_handler, to_entry_attributes
+from provenafs.storage import blobstore
 
 
 def _attributes(inode: int = 7, size: int = 1000) -> Attributes:
@@ -109,11 +110,11 @@ class FakeCore:
         raise FsError(errno.EROFS)
 
 
-def _run(call: Callable[[], Any]) -> Any:
+async def _run(call: Callable[[], Any]) -> Any:
     async def main() -> Any:
         return await call()
 
-    return trio.run(main)
+    return await main()
 
 
 def _ops(core: FakeCore, negative_timeout: float = 2.5) -> Operations:
@@ -127,14 +128,14 @@ FAILURES: list[tuple[BaseException, int]] = [
     (FsError(errno.EACCES, "no dataset-data-read"), errno.EACCES),
     (FsError(errno.EROFS), errno.EROFS),
     (FsError(errno.ENODATA), errno.ENODATA),
-    (api_errors.NotFound("unknown handle"), errno.ENOENT),
-    (api_errors.PermissionDenied("missing role"), errno.EACCES),
-    (api_errors.AuthenticationFailed("bad token"), errno.EACCES),
-    (api_errors.Unavailable("data store down"), errno.EIO),
-    (blobstore.NoSuchKey("k"), errno.ENOENT),
-    (blobstore.AccessDenied("k"), errno.EACCES),
-    (blobstore.StaleObject("k"), errno.ESTALE),
-    (blobstore.BlobUnavailable("k"), errno.EIO),
+    (api_errors.NotFoundError("unknown handle"), errno.ENOENT),
+    (api_errors.PermissionDeniedError("missing role"), errno.EACCES),
+    (api_errors.AuthenticationError("bad token"), errno.EACCES),
+    (api_errors.UnavailableError("data store down"), errno.EIO),
+    (blobstore.NoSuchKeyError("k"), errno.ENOENT),
+    (blobstore.AccessDeniedError("k"), errno.EACCES),
+    (blobstore.StaleObjectError("k"), errno.ESTALE),
+    (blobstore.BlobUnavailableError("k"), errno.EIO),
     (RuntimeError("a bug"), errno.EIO),
     (KeyError("a bug"), errno.EIO),
     (ExceptionGroup("bugs", [ValueError("one")]), errno.EIO),
@@ -142,7 +143,7 @@ FAILURES: list[tuple[BaseException, int]] = [
 
 
 @pytest.mark.parametrize(("failure", "expected"), FAILURES, ids=lambda v: repr(v)[:40])
-def test_every_exception_becomes_fuse_error_with_its_errno(
+async def test_every_exception_becomes_fuse_error_with_its_errno(
     failure: BaseException, expected: int
 ) -> None:
     core = FakeCore()
@@ -160,50 +161,50 @@ def test_every_exception_becomes_fuse_error_with_its_errno(
     ]
     for handler in handlers:
         with pytest.raises(pyfuse3.FUSEError) as caught:
-            _run(handler)
+            await _run(handler)
         assert caught.value.errno == expected
     assert len(core.calls) == len(handlers)
 
 
-def test_lookup_enoent_is_a_negative_entry_the_kernel_caches() -> None:
+async def test_lookup_enoent_is_a_negative_entry_the_kernel_caches() -> None:
     core = FakeCore()
-    core.failure = api_errors.NotFound("no such handle")
-    entry = _run(lambda: _ops(core, negative_timeout=2.5).lookup(1, b"10378.1", CTX))
+    core.failure = api_errors.NotFoundError("no such handle")
+    entry = await _run(lambda: _ops(core, negative_timeout=2.5).lookup(1, b"10378.1", CTX))
     assert entry.st_ino == 0
     assert entry.entry_timeout == 2.5
 
 
-def test_lookup_other_failures_are_errors_not_negative_entries() -> None:
+async def test_lookup_other_failures_are_errors_not_negative_entries() -> None:
     core = FakeCore()
     core.failure = FsError(errno.EACCES)
     with pytest.raises(pyfuse3.FUSEError) as caught:
-        _run(lambda: _ops(core).lookup(1, b"private", CTX))
+        await _run(lambda: _ops(core).lookup(1, b"private", CTX))
     assert caught.value.errno == errno.EACCES
 
 
-def test_names_are_decoded_with_surrogateescape_and_too_long_names_never_reach_the_core() -> None:
+async def test_names_decode_with_surrogateescape_and_too_long_names_never_reach_the_core() -> None:
     core = FakeCore()
     ops = _ops(core)
-    _run(lambda: ops.lookup(1, "caf\u00e9".encode(), CTX))
-    _run(lambda: ops.lookup(1, b"bad\xff", CTX))
+    await _run(lambda: ops.lookup(1, "caf\u00e9".encode(), CTX))
+    await _run(lambda: ops.lookup(1, b"bad\xff", CTX))
     assert [args[1] for _, args in core.calls] == ["caf\u00e9", "bad\udcff"]
     with pytest.raises(pyfuse3.FUSEError) as caught:
-        _run(lambda: ops.lookup(1, b"a" * 256, CTX))
+        await _run(lambda: ops.lookup(1, b"a" * 256, CTX))
     assert caught.value.errno == errno.ENAMETOOLONG
     assert len(core.calls) == 2
 
 
-def test_fuse_errors_raised_by_handlers_pass_through_unchanged() -> None:
+async def test_fuse_errors_raised_by_handlers_pass_through_unchanged() -> None:
     @fuse_handler
     async def handler() -> None:
         raise pyfuse3.FUSEError(errno.ENOSYS)
 
     with pytest.raises(pyfuse3.FUSEError) as caught:
-        _run(handler)
+        await _run(handler)
     assert caught.value.errno == errno.ENOSYS
 
 
-def test_cancellation_is_never_turned_into_an_errno() -> None:
+async def test_cancellation_is_never_turned_into_an_errno() -> None:
     core = FakeCore()
     ops = _ops(core)
 
@@ -213,26 +214,26 @@ def test_cancellation_is_never_turned_into_an_errno() -> None:
             await ops.read(21, 0, 10)
         return scope.cancelled_caught
 
-    assert trio.run(main) is True
+    assert await main() is True
 
 
-def test_forget_swallows_everything() -> None:
+async def test_forget_swallows_everything() -> None:
     core = FakeCore()
     core.forget_failure = RuntimeError("bug in forget")
-    _run(lambda: _ops(core).forget([(5, 1), (6, 2)]))
+    await _run(lambda: _ops(core).forget([(5, 1), (6, 2)]))
     assert [args for name, args in core.calls if name == "forget"] == [(5, 1), (6, 2)]
 
 
-def test_failures_are_logged_once_quietly_or_loudly(caplog: pytest.LogCaptureFixture) -> None:
+async def test_failures_are_logged_once_quietly_or_loudly(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="provenafs.fuse_ops")
     core = FakeCore()
     ops = _ops(core)
     core.failure = FsError(errno.ENOENT)
     with pytest.raises(pyfuse3.FUSEError):
-        _run(lambda: ops.getattr(7, CTX))
-    core.failure = api_errors.Unavailable("data store down")
+        await _run(lambda: ops.getattr(7, CTX))
+    core.failure = api_errors.UnavailableError("data store down")
     with pytest.raises(pyfuse3.FUSEError):
-        _run(lambda: ops.read(21, 0, 10))
+        await _run(lambda: ops.read(21, 0, 10))
     records = [r for r in caplog.records if r.name == "provenafs.fuse_ops"]
     assert [r.levelno for r in records] == [logging.DEBUG, logging.ERROR]
     assert "ENOENT" in records[0].getMessage()
@@ -240,10 +241,10 @@ def test_failures_are_logged_once_quietly_or_loudly(caplog: pytest.LogCaptureFix
     assert "data store down" in records[1].getMessage()
 
 
-def test_replies_carry_the_core_attributes() -> None:
+async def test_replies_carry_the_core_attributes() -> None:
     core = FakeCore()
     ops = _ops(core)
-    entry = _run(lambda: ops.getattr(7, CTX))
+    entry = await _run(lambda: ops.getattr(7, CTX))
     assert (entry.st_ino, entry.st_mode, entry.st_size, entry.st_nlink) == (7, 0o100444, 1000, 1)
     assert (entry.st_uid, entry.st_gid) == (1000, 1001)
     assert (entry.st_atime_ns, entry.st_mtime_ns, entry.st_ctime_ns) == (
@@ -253,25 +254,27 @@ def test_replies_carry_the_core_attributes() -> None:
     )
     assert (entry.entry_timeout, entry.attr_timeout) == (60.0, 30.0)
     assert entry.st_blocks == 2  # 1000 bytes in 512-byte units, rounded up
-    info = _run(lambda: ops.open(7, os.O_RDONLY, CTX))
+    info = await _run(lambda: ops.open(7, os.O_RDONLY, CTX))
     assert (info.fh, info.keep_cache, info.direct_io) == (21, True, False)
-    assert _run(lambda: ops.readlink(7, CTX)) == "../10378.1/caf\u00e9".encode()
-    assert _run(lambda: ops.listxattr(7, CTX)) == [b"user.provena.handle", b"user.s3.etag"]
-    stats = _run(lambda: ops.statfs(CTX))
+    assert await _run(lambda: ops.readlink(7, CTX)) == "../10378.1/caf\u00e9".encode()
+    assert await _run(lambda: ops.listxattr(7, CTX)) == [b"user.provena.handle", b"user.s3.etag"]
+    stats = await _run(lambda: ops.statfs(CTX))
     assert (stats.f_bsize, stats.f_blocks, stats.f_files, stats.f_namemax) == (4096, 10, 5, 255)
-    assert _run(lambda: ops.access(7, os.R_OK, CTX)) is True
+    assert await _run(lambda: ops.access(7, os.R_OK, CTX)) is True
     core.failure = FsError(errno.EACCES)
-    assert _run(lambda: ops.access(7, os.R_OK, CTX)) is False
+    assert await _run(lambda: ops.access(7, os.R_OK, CTX)) is False
 
 
-def test_write_handlers_answer_the_core_errno() -> None:
+async def test_write_handlers_answer_the_core_errno() -> None:
     core = FakeCore()
     with pytest.raises(pyfuse3.FUSEError) as caught:
-        _run(lambda: _ops(core).unlink(1, b"file", CTX))
+        await _run(lambda: _ops(core).unlink(1, b"file", CTX))
     assert caught.value.errno == errno.EROFS
 
 
-def test_readdir_stops_when_the_kernel_buffer_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_readdir_stops_when_the_kernel_buffer_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     core = FakeCore()
     core.entries = [
         DirEntry(name=name, attributes=_attributes(10 + i), next_offset=i + 1)
@@ -284,7 +287,7 @@ def test_readdir_stops_when_the_kernel_buffer_is_full(monkeypatch: pytest.Monkey
         return len(replies) < 2
 
     monkeypatch.setattr(pyfuse3, "readdir_reply", readdir_reply)
-    _run(lambda: _ops(core).readdir(11, 0, cast(pyfuse3.ReaddirToken, object())))
+    await _run(lambda: _ops(core).readdir(11, 0, cast(pyfuse3.ReaddirToken, object())))
     assert replies == [(b"a", 10, 1), ("caf\u00e9".encode(), 11, 2)]
 
 
@@ -297,12 +300,14 @@ def test_entry_attributes_of_a_zero_byte_file() -> None:
     "name",
     [b"security.selinux", b"system.posix_acl_access", b"system.posix_acl_default", b"trusted.x"],
 )
-def test_xattrs_outside_the_user_namespace_are_not_supported_without_the_core(name: bytes) -> None:
+async def test_xattrs_outside_the_user_namespace_are_unsupported_without_the_core(
+    name: bytes,
+) -> None:
     core = FakeCore()
     ops = _ops(core)
     with pytest.raises(pyfuse3.FUSEError) as caught:
-        _run(lambda: ops.getxattr(7, name, CTX))
+        await _run(lambda: ops.getxattr(7, name, CTX))
     assert caught.value.errno == errno.EOPNOTSUPP
     assert core.calls == []
-    assert _run(lambda: ops.getxattr(7, b"user.provena.handle", CTX)) == b"value"
+    assert await _run(lambda: ops.getxattr(7, b"user.provena.handle", CTX)) == b"value"
     assert core.calls == [("getxattr", (7, "user.provena.handle"))]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provenafs.daemon import find_mount
-from provenafs.kernel_readahead import set_readahead
+from provenafs.process.kernel_readahead import set_readahead
+from provenafs.process.mounts import find_mount
 
 MOUNTINFO = """\
 22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -50,6 +50,6 @@ def test_a_knob_that_cannot_be_written_keeps_its_value_and_the_log_says_how(
     knob = bdi / "0:58" / "read_ahead_kb"
     knob.unlink()
     knob.mkdir()  # writing fails even as root
-    with caplog.at_level(logging.INFO, logger="provenafs.kernel_readahead"):
+    with caplog.at_level(logging.INFO, logger="provenafs.process.kernel_readahead"):
         assert set_readahead("0:58", 1024, bdi_root=bdi) is None
     assert f"echo 1024 > {knob}" in caplog.text

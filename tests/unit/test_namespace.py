@@ -7,10 +7,10 @@ import errno
 import pytest
 
 from provenafs.api.models import DatasetRecord
+from provenafs.core.inodes import InodeTable, NodeId, NodeKind
+from provenafs.core.namespace import by_name_entries, check_name, split_handle
 from provenafs.errors import FsError
-from provenafs.inodes import InodeTable, NodeId, NodeKind
-from provenafs.namespace import by_name_entries, check_name, split_handle
-from tests.unit.fakes import FakeDataStore, run
+from tests.unit.fakes import FakeDataStore
 
 SLASH = "\u2215"
 
@@ -57,14 +57,14 @@ def test_split_handle(handle: str, expected: tuple[str, str] | None) -> None:
     assert split_handle(handle) == expected
 
 
-def _records(store: FakeDataStore) -> list[DatasetRecord]:
+async def _records(store: FakeDataStore) -> list[DatasetRecord]:
     async def body() -> list[DatasetRecord]:
         return await store.list_all()
 
-    return run(body)
+    return await body()
 
 
-def test_by_name_keeps_the_oldest_plain_and_suffixes_the_rest() -> None:
+async def test_by_name_keeps_the_oldest_plain_and_suffixes_the_rest() -> None:
     store = FakeDataStore()
     store.add("10378.1/2", name="Same", created=200)
     store.add("10378.1/1", name="Same", created=100)
@@ -74,7 +74,7 @@ def test_by_name_keeps_the_oldest_plain_and_suffixes_the_rest() -> None:
     store.add("10378.1/6", name="x" * 300, created=1)
     store.add("10378.1/7", name="Old version", next_version="10378.1/8")
     store.add("10378.1/8", name="New version", previous="10378.1/7", version=2)
-    entries = by_name_entries(_records(store))
+    entries = by_name_entries(await _records(store))
     assert entries["Same"] == "10378.1/1"
     assert entries[f"Same (10378.1{SLASH}2)"] == "10378.1/2"
     assert entries[f"Same (10378.1{SLASH}3)"] == "10378.1/3"

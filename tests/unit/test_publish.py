@@ -1,4 +1,4 @@
-"""Publisher and PublishService over MemoryBlobStore and a fake data store.
+"""Publisher and PublishScheduler over MemoryBlobStore and a fake data store.
 
 Drafts are ``FakeDraft``s whose plan is fixed by the test and whose "journal" (new version id,
 published paths) lives in the object, so a second publish after a failure sees what a replay of
@@ -19,18 +19,18 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, VersionCreated
-from provenafs.blobstore import BlobUnavailable, Listing, MemoryBlobStore
-from provenafs.credentials import CredentialBroker
-from provenafs.drafts import CarriedFile, DraftPlan, DraftSummary, StagedFile
-from provenafs.publish import (
-    NothingToPublish,
+from provenafs.storage.blobstore import BlobUnavailableError, Listing, MemoryBlobStore
+from provenafs.storage.credentials import CredentialBroker
+from provenafs.write.draft_plan import CarriedFile, DraftPlan, DraftSummary, StagedFile
+from provenafs.write.publish import (
+    NothingToPublishError,
     Publisher,
     PublishError,
     PublishProgress,
-    PublishService,
     generated_reason,
 )
-from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
+from provenafs.write.publish_scheduler import PublishScheduler
+from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, s3_path
 
 PART = 64 << 10
 OLD = "10378.1/100"
@@ -70,7 +70,7 @@ class VersioningStore(FakeDataStore):
         self.blobs.put_blocking(BUCKET, s3_path(new) + "metadata.json", SERVER_METADATA)
         if self.lose_version_answer:
             self.lose_version_answer = False
-            raise api_errors.Unavailable("version: data store unreachable (ReadTimeout)")
+            raise api_errors.UnavailableError("version: data store unreachable (ReadTimeout)")
         if self.die_after_minting:
             self.die_after_minting = False
             raise DaemonDied  # kill -9 while the answer was on its way
@@ -275,7 +275,7 @@ class World:
         }
 
 
-def test_publish_writes_exactly_the_planned_tree(tmp_path: Path) -> None:
+async def test_publish_writes_exactly_the_planned_tree(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, expected = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
@@ -284,7 +284,7 @@ def test_publish_writes_exactly_the_planned_tree(tmp_path: Path) -> None:
     async def main() -> str:
         return await world.publisher().publish(OLD, "my reason")
 
-    new = run(main)
+    new = await main()
     assert world.datastore.versions_created == [(new, "my reason")]
     assert world.prefix_contents(s3_path(new)) == expected
     assert world.prefix_contents(OLD_PREFIX) == base_before  # the old version is untouched
@@ -298,7 +298,7 @@ def test_publish_writes_exactly_the_planned_tree(tmp_path: Path) -> None:
     assert not world.blobs.uploads  # nothing left unfinished
 
 
-def test_metadata_json_is_never_written(tmp_path: Path) -> None:
+async def test_metadata_json_is_never_written(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     # a plan that (wrongly) names metadata.json both ways must still leave the server's copy
@@ -321,7 +321,7 @@ def test_metadata_json_is_never_written(tmp_path: Path) -> None:
     async def main() -> str:
         return await world.publisher().publish(OLD, "r")
 
-    new = run(main)
+    new = await main()
     assert world.prefix_contents(s3_path(new))["metadata.json"] == SERVER_METADATA
     assert not [key for key in written if key.endswith("metadata.json")]
 
@@ -335,7 +335,7 @@ class FailingStore(MemoryBlobStore):
 
     def _spend(self) -> None:
         if self.budget <= 0:
-            raise BlobUnavailable("put: 503")
+            raise BlobUnavailableError("put: 503")
         self.budget -= 1
 
     async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
@@ -356,17 +356,14 @@ class FailingStore(MemoryBlobStore):
         return await super().upload_part(creds, bucket, key, upload_id, number=number, data=data)
 
 
-def test_a_failed_publish_resumes_into_the_same_version(tmp_path: Path) -> None:
+async def test_a_failed_publish_resumes_into_the_same_version(tmp_path: Path) -> None:
     blobs = FailingStore(budget=8)
     world = World(tmp_path, blobs)
     plan, expected = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
 
-    async def first() -> None:
-        with pytest.raises(PublishError, match="S3 failed"):
-            await world.publisher(max_parallel=1).publish(OLD, "r")
-
-    run(first)
+    with pytest.raises(PublishError, match="S3 failed"):
+        await world.publisher(max_parallel=1).publish(OLD, "r")
     assert len(world.datastore.versions_created) == 1
     new = world.datastore.versions_created[0][0]
     assert draft.new_version_id == new  # recorded before any copy
@@ -383,7 +380,7 @@ def test_a_failed_publish_resumes_into_the_same_version(tmp_path: Path) -> None:
     async def second() -> str:
         return await world.publisher().publish(OLD, "another reason")
 
-    assert run(second) == new
+    assert await second() == new
     assert len(world.datastore.versions_created) == 1  # never a second version
     assert world.datastore.calls["version"] == 1
     assert world.prefix_contents(s3_path(new)) == expected
@@ -416,23 +413,20 @@ class DroppingStore(MemoryBlobStore):
 @pytest.mark.parametrize(
     ("keep", "message"), [(None, "added/new.txt is missing"), (3, "has 3 bytes, not 10")]
 )
-def test_verify_catches_a_missing_or_short_object(
+async def test_verify_catches_a_missing_or_short_object(
     tmp_path: Path, keep: int | None, message: str
 ) -> None:
     world = World(tmp_path, DroppingStore("added/new.txt", keep))
     plan, _ = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
 
-    async def main() -> None:
-        with pytest.raises(PublishError, match=message):
-            await world.publisher().publish(OLD, "r")
-
-    run(main)
+    with pytest.raises(PublishError, match=message):
+        await world.publisher().publish(OLD, "r")
     assert not draft.discarded
     assert ("done", OLD, draft.new_version_id) not in world.hooks.events
 
 
-def test_verify_catches_bytes_that_differ_from_the_base_etag(tmp_path: Path) -> None:
+async def test_verify_catches_bytes_that_differ_from_the_base_etag(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     # the base object changed under the draft but kept its listing: the If-Match GET fails
@@ -441,14 +435,11 @@ def test_verify_catches_bytes_that_differ_from_the_base_etag(tmp_path: Path) -> 
     world.blobs.objects[(BUCKET, key)] = (data[:-1] + b"X", info)
     world.drafts.add(OLD, plan)
 
-    async def main() -> None:
-        with pytest.raises(PublishError, match=r"keep\.csv: the bytes read do not match"):
-            await world.publisher().publish(OLD, "r")
-
-    run(main)
+    with pytest.raises(PublishError, match=r"keep\.csv: the bytes read do not match"):
+        await world.publisher().publish(OLD, "r")
 
 
-def test_progress_is_monotone_and_ends_at_the_totals(tmp_path: Path) -> None:
+async def test_progress_is_monotone_and_ends_at_the_totals(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     world.drafts.add(OLD, plan)
@@ -457,7 +448,7 @@ def test_progress_is_monotone_and_ends_at_the_totals(tmp_path: Path) -> None:
     async def main() -> str:
         return await world.publisher(max_parallel=3).publish(OLD, "r", seen.append)
 
-    new = run(main)
+    new = await main()
     assert len(seen) > 10
     for before, after in itertools.pairwise(seen):
         assert after.bytes_done >= before.bytes_done
@@ -472,41 +463,35 @@ def test_progress_is_monotone_and_ends_at_the_totals(tmp_path: Path) -> None:
     assert [phases.index(p) for p in order] == sorted(phases.index(p) for p in order)
 
 
-def test_a_draft_that_changes_nothing_is_discarded_without_a_version(tmp_path: Path) -> None:
+async def test_a_draft_that_changes_nothing_is_discarded_without_a_version(tmp_path: Path) -> None:
     world = World(tmp_path)
     rels = ["keep.csv", "big.bin", "change.txt", "gone.txt", "moved-from.dat"]
     plan = DraftPlan((), tuple(world.carried(r) for r in rels), ("raw/empty",), ())
     draft = world.drafts.add(OLD, plan)
 
-    async def main() -> None:
-        with pytest.raises(NothingToPublish):
-            await world.publisher().publish(OLD, "r")
-        with pytest.raises(NothingToPublish):
-            await world.publisher().publish(OLD, "r")  # no draft at all now
-
-    run(main)
+    with pytest.raises(NothingToPublishError):
+        await world.publisher().publish(OLD, "r")
+    with pytest.raises(NothingToPublishError):
+        await world.publisher().publish(OLD, "r")  # no draft at all now
     assert draft.discarded
     assert world.datastore.calls["version"] == 0
 
 
-def test_refused_write_credentials_give_the_data_stores_reason(tmp_path: Path) -> None:
+async def test_refused_write_credentials_give_the_data_stores_reason(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
-    world.datastore.refuse_write = api_errors.PermissionDenied(
+    world.datastore.refuse_write = api_errors.PermissionDeniedError(
         "This dataset is locked - you cannot modify the files of a locked dataset."
     )
 
-    async def main() -> None:
-        with pytest.raises(PublishError, match=r"refused write access.*locked dataset"):
-            await world.publisher().publish(OLD, "r")
-
-    run(main)
+    with pytest.raises(PublishError, match=r"refused write access.*locked dataset"):
+        await world.publisher().publish(OLD, "r")
     assert draft.new_version_id is not None
     assert not draft.discarded
 
 
-def test_a_lost_version_answer_is_adopted_not_minted_twice(tmp_path: Path) -> None:
+async def test_a_lost_version_answer_is_adopted_not_minted_twice(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, expected = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
@@ -519,27 +504,24 @@ def test_a_lost_version_answer_is_adopted_not_minted_twice(tmp_path: Path) -> No
         assert draft.new_version_id is None
         return await publisher.publish(OLD, "r")
 
-    new = run(main)
+    new = await main()
     assert world.datastore.calls["version"] == 1
     assert [v for v, _ in world.datastore.versions_created] == [new]
     assert world.prefix_contents(s3_path(new)) == expected
 
 
-def test_a_version_whose_answer_was_lost_is_adopted_after_a_restart(tmp_path: Path) -> None:
+async def test_a_version_whose_answer_was_lost_is_adopted_after_a_restart(tmp_path: Path) -> None:
     """The answer is lost and the daemon dies: a new daemon adopts the version, mints none."""
     world = World(tmp_path)
     plan, expected = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
     world.datastore.lose_version_answer = True
 
-    async def crashed() -> None:
-        with pytest.raises(PublishError, match="unreachable"):
-            await world.publisher().publish(OLD, "nightly")
-
-    run(crashed)
+    with pytest.raises(PublishError, match="unreachable"):
+        await world.publisher().publish(OLD, "nightly")
     assert draft.version_request == "nightly" and draft.new_version_id is None
-    restarted = PublishService(world.publisher(), publish_delay=0)  # nothing kept in memory
-    run(restarted.run)  # resumes the interrupted publish at start
+    restarted = PublishScheduler(world.publisher(), publish_delay=0)  # nothing kept in memory
+    await restarted.run()  # resumes the interrupted publish at start
     [(new, reason)] = world.datastore.versions_created
     assert reason == "nightly"
     assert world.datastore.calls["version"] == 1
@@ -547,36 +529,33 @@ def test_a_version_whose_answer_was_lost_is_adopted_after_a_restart(tmp_path: Pa
     assert draft.discarded
 
 
-def test_a_crash_while_the_version_call_is_in_flight_is_adopted_too(tmp_path: Path) -> None:
+async def test_a_crash_while_the_version_call_is_in_flight_is_adopted_too(tmp_path: Path) -> None:
     """The version was minted, but the daemon died before its answer was journaled."""
     world = World(tmp_path)
     plan, expected = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
     world.datastore.die_after_minting = True
 
-    async def dies_in_flight() -> None:
-        with pytest.raises(DaemonDied):
-            await world.publisher().publish(OLD, "in flight")
-
-    run(dies_in_flight)
+    with pytest.raises(DaemonDied):
+        await world.publisher().publish(OLD, "in flight")
     assert draft.version_request == "in flight" and draft.new_version_id is None
-    new = run(lambda: world.publisher().publish(OLD, "another reason"))
+    new = await world.publisher().publish(OLD, "another reason")
     assert world.datastore.versions_created == [(new, "in flight")]
     assert draft.discarded
     assert world.prefix_contents(s3_path(new)) == expected
 
 
-def test_a_version_request_without_a_successor_asks_again(tmp_path: Path) -> None:
+async def test_a_version_request_without_a_successor_asks_again(tmp_path: Path) -> None:
     """The lost call made nothing (the base is still the latest): the next attempt asks again."""
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
     draft.record_version_request("never arrived")
-    new = run(lambda: world.publisher().publish(OLD, "second try"))
+    new = await world.publisher().publish(OLD, "second try")
     assert world.datastore.versions_created == [(new, "second try")]
 
 
-def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
+async def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, expected = world.standard_plan()
     world.drafts.add(OLD, plan)
@@ -584,7 +563,7 @@ def test_in_place_writes_into_the_same_dataset(tmp_path: Path) -> None:
     async def main() -> str:
         return await world.publisher(in_place=True).publish(OLD, "r")
 
-    assert run(main) == OLD
+    assert await main() == OLD
     assert world.datastore.calls["version"] == 0
     expected["metadata.json"] = world.base["metadata.json"]
     assert world.prefix_contents(OLD_PREFIX) == expected
@@ -609,7 +588,9 @@ class LateReads(MemoryBlobStore):
         return await super().get_range(*args, **kwargs)
 
 
-def test_in_place_copies_a_renamed_file_before_its_old_key_is_overwritten(tmp_path: Path) -> None:
+async def test_in_place_copies_a_renamed_file_before_its_old_key_is_overwritten(
+    tmp_path: Path,
+) -> None:
     """``mv change.txt kept.txt; echo new > change.txt`` pushed at once: the copy reads the
     old bytes first (its ranged GETs carry the base ETag), and the old folder's marker goes."""
     world = World(tmp_path, LateReads())
@@ -625,7 +606,7 @@ def test_in_place_copies_a_renamed_file_before_its_old_key_is_overwritten(tmp_pa
     async def main() -> str:
         return await world.publisher(in_place=True).publish(OLD, "r")
 
-    assert run(main) == OLD
+    assert await main() == OLD
     landed = world.prefix_contents(OLD_PREFIX)
     assert landed["kept.txt"] == world.base["change.txt"]
     assert landed["change.txt"] == b"new text\n"
@@ -633,20 +614,17 @@ def test_in_place_copies_a_renamed_file_before_its_old_key_is_overwritten(tmp_pa
     assert draft.settled == 1 and draft.discarded
 
 
-def test_in_place_refused_for_a_released_dataset(tmp_path: Path) -> None:
+async def test_in_place_refused_for_a_released_dataset(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
     before = world.prefix_contents(OLD_PREFIX)
-    world.datastore.refuse_write = api_errors.Forbidden(
+    world.datastore.refuse_write = api_errors.ForbiddenError(
         f"Dataset {OLD} is pending review or is released."
     )
 
-    async def main() -> None:
-        with pytest.raises(PublishError, match="pending review or is released"):
-            await world.publisher(in_place=True).publish(OLD, "r")
-
-    run(main)
+    with pytest.raises(PublishError, match="pending review or is released"):
+        await world.publisher(in_place=True).publish(OLD, "r")
     assert world.prefix_contents(OLD_PREFIX) == before
     assert not draft.discarded
 
@@ -672,7 +650,7 @@ def test_service_publishes_quiet_drafts_after_the_delay(tmp_path: Path) -> None:
     draft = world.drafts.add(OLD, plan)
     clock = FakeClock(1000.0)
     draft.last_change = 1000.0
-    service = PublishService(world.publisher(), publish_delay=60, clock=clock)
+    service = PublishScheduler(world.publisher(), publish_delay=60, clock=clock)
     assert service.due() == []
     clock.advance(61)
     draft.quiet = False
@@ -681,7 +659,9 @@ def test_service_publishes_quiet_drafts_after_the_delay(tmp_path: Path) -> None:
     assert service.due() == [OLD]
 
 
-def test_service_resumes_recorded_versions_and_answers_repeated_commits(tmp_path: Path) -> None:
+async def test_service_resumes_recorded_versions_and_answers_repeated_commits(
+    tmp_path: Path,
+) -> None:
     world = World(tmp_path)
     plan, expected = world.standard_plan()
     draft = world.drafts.add(OLD, plan)
@@ -690,33 +670,30 @@ def test_service_resumes_recorded_versions_and_answers_repeated_commits(tmp_path
         # an interrupted publish: the version exists and is recorded, nothing copied yet
         created = await world.datastore.create_version(OLD, "before the crash")
         draft.record_new_version(created.new_version_id)
-        service = PublishService(world.publisher(), publish_delay=0)
+        service = PublishScheduler(world.publisher(), publish_delay=0)
         await service.run()  # resumes, then returns: the delay is 0 (auto-publish off)
         assert world.drafts.get(OLD) is None
-        with pytest.raises(NothingToPublish) as nothing:
+        with pytest.raises(NothingToPublishError) as nothing:
             await service.commit(OLD)
         again = nothing.value.current_handle
         assert again == created.new_version_id
         assert service.status()["published"] == {OLD: again}
         return again
 
-    new = run(main)
+    new = await main()
     assert world.datastore.calls["version"] == 1
     assert world.prefix_contents(s3_path(new)) == expected
 
 
-def test_service_records_failures_with_their_cause(tmp_path: Path) -> None:
+async def test_service_records_failures_with_their_cause(tmp_path: Path) -> None:
     world = World(tmp_path)
     plan, _ = world.standard_plan()
     world.drafts.add(OLD, plan)
-    world.datastore.refuse_write = api_errors.Forbidden("Dataset is pending review")
-    service = PublishService(world.publisher(), publish_delay=0)
+    world.datastore.refuse_write = api_errors.ForbiddenError("Dataset is pending review")
+    service = PublishScheduler(world.publisher(), publish_delay=0)
 
-    async def main() -> None:
-        with pytest.raises(PublishError):
-            await service.commit(OLD, "r")
-
-    run(main)
+    with pytest.raises(PublishError):
+        await service.commit(OLD, "r")
     status = service.status()
     assert [f["handle"] for f in status["failures"]] == [OLD]
     assert "pending review" in status["failures"][0]["cause"]
@@ -725,7 +702,8 @@ def test_service_records_failures_with_their_cause(tmp_path: Path) -> None:
     assert "fake-secret" not in repr(status)
 
 
-def test_service_run_publishes_a_draft_once_it_has_been_quiet_for_the_delay(
+async def test_service_run_publishes_a_draft_once_it_has_been_quiet_for_the_delay(
+    autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
 ) -> None:
     world = World(tmp_path)
@@ -733,25 +711,22 @@ def test_service_run_publishes_a_draft_once_it_has_been_quiet_for_the_delay(
     draft = world.drafts.add(OLD, plan)
     published_at: list[float] = []
 
-    async def main() -> None:
+    draft.last_change = trio.current_time()
+    draft.quiet = False  # an open writer: never published while it stays open
+    service = PublishScheduler(
+        world.publisher(), publish_delay=60, clock=trio.current_time, poll_interval=5
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.run)
+        await trio.sleep(300)
+        assert world.drafts.get(OLD) is draft
+        draft.quiet = True
         draft.last_change = trio.current_time()
-        draft.quiet = False  # an open writer: never published while it stays open
-        service = PublishService(
-            world.publisher(), publish_delay=60, clock=trio.current_time, poll_interval=5
-        )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(service.run)
-            await trio.sleep(300)
-            assert world.drafts.get(OLD) is draft
-            draft.quiet = True
-            draft.last_change = trio.current_time()
-            world.hooks.done = trio.Event()
-            # no deadline here: the mock clock would jump to it while a worker thread reads
-            await world.hooks.done.wait()
-            published_at.append(trio.current_time() - draft.last_change)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        world.hooks.done = trio.Event()
+        # no deadline here: the mock clock would jump to it while a worker thread reads
+        await world.hooks.done.wait()
+        published_at.append(trio.current_time() - draft.last_change)
+        nursery.cancel_scope.cancel()
     assert 60 <= published_at[0] <= 70
     [(new, reason)] = world.datastore.versions_created
     assert reason.startswith("provenafs: 3 added, 1 changed, 2 removed")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,105 +14,16 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provenafs.api.models import Credentials
-from provenafs.blobstore import AccessDenied, ExpiredCredentials, MemoryBlobStore, StaleObject
-from provenafs.blockcache import BlockCache
-from provenafs.credentials import CredentialBroker
-from provenafs.diskcache import DiskCache
-from provenafs.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
-from provenafs.spill import SpillArea
-
-KiB = 1 << 10
-MiB = 1 << 20
-BUCKET = "bucket"
-HANDLE = "10378.1/1"
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-class RecordingStore(MemoryBlobStore):
-    """MemoryBlobStore that records each ranged GET and yields like a real network call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ranges: list[tuple[str, int, int]] = []
-        self.fail_with: list[Exception] = []
-        self.latency = 0.0  # seconds per GET (virtual time under MockClock)
-
-    async def get_range(
-        self,
-        creds: Credentials,
-        bucket: str,
-        key: str,
-        start: int,
-        end: int,
-        *,
-        etag: str | None = None,
-    ) -> bytes:
-        if self.latency:
-            await trio.sleep(self.latency)
-        else:
-            await trio.lowlevel.checkpoint()
-        if self.fail_with:
-            raise self.fail_with.pop(0)
-        self.ranges.append((key, start, end))
-        return await super().get_range(creds, bucket, key, start, end, etag=etag)
-
-
-class FakeCredentialClient:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def read_credentials(self, handle: str) -> Credentials:
-        self.calls += 1
-        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)
-        return Credentials(f"AKIA{self.calls}", "s", "t", expiry)
-
-    async def write_credentials(self, handle: str) -> Credentials:
-        raise AssertionError("readers never ask for write credentials")
-
-
-class Setup:
-    def __init__(
-        self, *, block_size: int = MiB, cache_bytes: int = 64 * MiB, budget: int = 64 * MiB
-    ) -> None:
-        self.store = RecordingStore()
-        self.client = FakeCredentialClient()
-        self.broker = CredentialBroker(self.client)
-        self.cache = BlockCache(cache_bytes, block_size)
-        self.budget = PrefetchBudget(budget)
-
-    def put(self, key: str, data: bytes) -> str:
-        return self.store.put_blocking(BUCKET, key, data).etag
-
-    def reader(self, key: str, nursery: trio.Nursery | None, **kwargs: Any) -> ObjectReader:
-        _data, info = self.store.objects[(BUCKET, key)]
-        return ObjectReader(
-            self.store,
-            self.broker,
-            self.cache,
-            handle=HANDLE,
-            bucket=BUCKET,
-            key=key,
-            size=info.size,
-            etag=info.etag,
-            budget=self.budget,
-            nursery=nursery,
-            **kwargs,
-        )
-
-    def fetched(self, key: str | None = None) -> int:
-        return sum(end - start for k, start, end in self.store.ranges if key in (None, k))
-
-
-def run(body: Callable[[trio.Nursery], Awaitable[None]], *, virtual_time: bool = False) -> None:
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await body(nursery)
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0) if virtual_time else None)
+from provenafs.cache.block_cache import BlockCache
+from provenafs.cache.disk_cache import DiskCache
+from provenafs.cache.spill import SpillArea
+from provenafs.read.reader import RANDOM_FILL_AFTER, ObjectReader, PrefetchBudget
+from provenafs.storage.blobstore import (
+    AccessDeniedError,
+    ExpiredCredentialsError,
+    StaleObjectError,
+)
+from tests.unit.reader_support import KiB, MiB, Setup, payload
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -123,14 +32,14 @@ def run(body: Callable[[trio.Nursery], Awaitable[None]], *, virtual_time: bool =
     reads=st.lists(st.tuples(st.integers(0, 80_000), st.integers(0, 20_000)), max_size=25),
     sequential_first=st.booleans(),
 )
-def test_random_reads_equal_the_source(
+async def test_random_reads_equal_the_source(
     size: int, reads: list[tuple[int, int]], sequential_first: bool
 ) -> None:
     setup = Setup(block_size=4 * KiB, cache_bytes=16 * KiB, budget=24 * KiB)
     data = payload(size, seed=size)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, initial_window=4 * KiB, max_window=32 * KiB)
         if sequential_first:
             for offset in range(0, size, 3000):
@@ -139,17 +48,15 @@ def test_random_reads_equal_the_source(
             assert await reader.read(offset, length) == data[offset : offset + length]
         await reader.close()
         assert setup.budget.in_use == 0
-
-    run(body)
     assert setup.budget.statistics()["peak"] <= 24 * KiB
 
 
-def test_concurrent_reads_of_one_file_equal_the_source() -> None:
+async def test_concurrent_reads_of_one_file_equal_the_source() -> None:
     setup = Setup(block_size=64 * KiB, cache_bytes=256 * KiB, budget=512 * KiB)
     data = payload(3 * MiB + 123)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, initial_window=64 * KiB, max_window=1 * MiB)
         chunks: dict[int, bytes] = {}
 
@@ -163,17 +70,15 @@ def test_concurrent_reads_of_one_file_equal_the_source() -> None:
         await reader.close()
         joined = b"".join(chunks[o] for o in sorted(chunks))
         assert hashlib.sha256(joined).digest() == hashlib.sha256(data).digest()
-
-    run(body)
     assert setup.budget.in_use == 0
 
 
-def test_sequential_read_grows_the_prefetch_window() -> None:
+async def test_sequential_read_grows_the_prefetch_window() -> None:
     setup = Setup()
     data = payload(48 * MiB)
     setup.put("big", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("big", nursery)
         out = bytearray()
         for offset in range(0, len(data), 128 * KiB):
@@ -183,8 +88,6 @@ def test_sequential_read_grows_the_prefetch_window() -> None:
         assert bytes(out) == data
         assert stats["window"] == 64 * MiB
         assert stats["slot_hits"] > 30
-
-    run(body)
     sizes = [end - start for _, start, end in setup.store.ranges]
     assert sizes[0] == 128 * KiB  # the first read fetches just what it asks
     assert max(sizes) == 8 * MiB  # parts grow to the largest size
@@ -193,43 +96,39 @@ def test_sequential_read_grows_the_prefetch_window() -> None:
     assert setup.budget.in_use == 0
 
 
-def test_heads_of_many_files_fetch_little() -> None:
+async def test_heads_of_many_files_fetch_little() -> None:
     setup = Setup()
     files = {f"f{i}": payload(4 * MiB, seed=i) for i in range(100)}
     for key, data in files.items():
         setup.put(key, data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         for key, data in files.items():
             reader = setup.reader(key, nursery)
             assert await reader.read(0, 64 * KiB) == data[: 64 * KiB]
             await reader.close()
-
-    run(body)
     read = 100 * 64 * KiB
     assert setup.fetched() <= 4 * read
     assert setup.fetched() == read
 
 
-def test_heads_with_kernel_readahead_fetch_at_most_4x() -> None:
+async def test_heads_with_kernel_readahead_fetch_at_most_4x() -> None:
     setup = Setup()
     files = {f"f{i}": payload(4 * MiB, seed=i) for i in range(20)}
     for key, data in files.items():
         setup.put(key, data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         for key, data in files.items():
             reader = setup.reader(key, nursery)
             # the kernel turns a 64 KiB read into one 128 KiB request, then another 128 KiB
             assert await reader.read(0, 128 * KiB) == data[: 128 * KiB]
             assert await reader.read(128 * KiB, 128 * KiB) == data[128 * KiB : 256 * KiB]
             await reader.close()
-
-    run(body)
     assert setup.fetched() <= 4 * 20 * 64 * KiB
 
 
-def test_random_reader_fetches_only_blocks_it_touches() -> None:
+async def test_random_reader_fetches_only_blocks_it_touches() -> None:
     setup = Setup()
     data = payload(64 * MiB)
     setup.put("k", data)
@@ -237,19 +136,17 @@ def test_random_reader_fetches_only_blocks_it_touches() -> None:
     blocks = rng.sample(range(0, 64, 2), 25)  # never two neighbouring blocks in a row
     offsets = [b * MiB + rng.randrange(0, MiB - 4 * KiB) for b in blocks]
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
         for offset in offsets:
             assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         assert reader.statistics()["prefetch_parts"] == 0
         await reader.close()
-
-    run(body)
     touched = {o // MiB for o in offsets} | {(o + 4 * KiB - 1) // MiB for o in offsets}
     assert setup.fetched() <= len(touched) * MiB + 4 * KiB
 
 
-def test_budget_holds_with_many_sequential_readers() -> None:
+async def test_budget_holds_with_many_sequential_readers() -> None:
     budget = 4 * MiB
     setup = Setup(block_size=256 * KiB, cache_bytes=2 * MiB, budget=budget)
     files = {f"f{i}": payload(6 * MiB, seed=i) for i in range(12)}
@@ -257,7 +154,8 @@ def test_budget_holds_with_many_sequential_readers() -> None:
         setup.put(key, data)
     peaks: list[int] = []
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
+
         async def stream(key: str) -> None:
             reader = setup.reader(key, nursery, max_window=8 * MiB)
             out = bytearray()
@@ -270,8 +168,6 @@ def test_budget_holds_with_many_sequential_readers() -> None:
         async with trio.open_nursery() as inner:
             for key in files:
                 inner.start_soon(stream, key)
-
-    run(body)
     stats = setup.budget.statistics()
     assert max(peaks) <= budget
     assert stats["peak"] <= budget
@@ -280,101 +176,91 @@ def test_budget_holds_with_many_sequential_readers() -> None:
     assert stats["in_use"] == 0
 
 
-def test_tiny_budget_still_reads_correctly() -> None:
+async def test_tiny_budget_still_reads_correctly() -> None:
     setup = Setup(block_size=64 * KiB, cache_bytes=64 * KiB, budget=1)
     data = payload(2 * MiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
         out = bytearray()
         for offset in range(0, len(data), 128 * KiB):
             out += await reader.read(offset, 128 * KiB)
         await reader.close()
         assert bytes(out) == data
-
-    run(body)
     assert setup.budget.statistics()["peak"] == 0
 
 
-def test_changed_object_is_stale_on_every_path() -> None:
+async def test_changed_object_is_stale_on_every_path() -> None:
     setup = Setup(block_size=64 * KiB)
     setup.put("k", payload(MiB))
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         fresh = setup.reader("k", nursery)
         streaming = setup.reader("k", nursery)
         await streaming.read(0, 64 * KiB)
         await streaming.read(64 * KiB, 64 * KiB)  # prefetch started
         setup.put("k", payload(MiB, seed=99))  # overwritten: new ETag
-        with pytest.raises(StaleObject):
+        with pytest.raises(StaleObjectError):
             await fresh.read(MiB - 4 * KiB, 4 * KiB)
-        with pytest.raises(StaleObject):
+        with pytest.raises(StaleObjectError):
             for offset in range(128 * KiB, MiB, 64 * KiB):
                 await streaming.read(offset, 64 * KiB)
         await fresh.close()
         await streaming.close()
-
-    run(body)
     assert setup.budget.in_use == 0
 
 
-def test_expired_credentials_are_renewed_once() -> None:
+async def test_expired_credentials_are_renewed_once() -> None:
     setup = Setup()
     data = payload(MiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
-        setup.store.fail_with = [ExpiredCredentials("expired")]
+        setup.store.fail_with = [ExpiredCredentialsError("expired")]
         assert await reader.read(0, 100) == data[:100]
         assert setup.client.calls == 2
         assert reader.statistics()["credential_retries"] == 1
-        setup.store.fail_with = [AccessDenied("no"), AccessDenied("still no")]
-        with pytest.raises(AccessDenied):
+        setup.store.fail_with = [AccessDeniedError("no"), AccessDeniedError("still no")]
+        with pytest.raises(AccessDeniedError):
             await reader.read(500 * KiB, 100)
         assert setup.client.calls == 3
         await reader.close()
 
-    run(body)
 
-
-def test_credentials_fetched_once_for_many_reads() -> None:
+async def test_credentials_fetched_once_for_many_reads() -> None:
     setup = Setup(block_size=64 * KiB)
     data = payload(4 * MiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
         for offset in range(0, len(data), 128 * KiB):
             await reader.read(offset, 128 * KiB)
         await reader.close()
-
-    run(body)
     assert setup.client.calls == 1
     assert setup.broker.statistics()["read_calls"] == 1
 
 
-def test_whole_small_file_is_cached_for_the_next_reader() -> None:
+async def test_whole_small_file_is_cached_for_the_next_reader() -> None:
     setup = Setup()
     data = payload(4 * KiB)
     setup.put("small", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         for _ in range(3):
             reader = setup.reader("small", nursery)
             assert await reader.read(0, 128 * KiB) == data
             await reader.close()
-
-    run(body)
     assert len(setup.store.ranges) == 1
 
 
-def test_close_cancels_prefetch_and_returns_the_budget() -> None:
+async def test_close_cancels_prefetch_and_returns_the_budget() -> None:
     setup = Setup(block_size=64 * KiB)
     setup.put("k", payload(16 * MiB))
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
         for offset in range(0, 2 * MiB, 128 * KiB):
             await reader.read(offset, 128 * KiB)
@@ -385,15 +271,13 @@ def test_close_cancels_prefetch_and_returns_the_budget() -> None:
         with pytest.raises(RuntimeError):
             await reader.read(0, 1)
 
-    run(body)  # returns: no background task outlives close()
 
-
-def test_far_seek_resets_the_window() -> None:
+async def test_far_seek_resets_the_window() -> None:
     setup = Setup(block_size=64 * KiB)
     data = payload(32 * MiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, initial_window=64 * KiB, max_window=4 * MiB)
         for offset in range(0, 4 * MiB, 128 * KiB):
             await reader.read(offset, 128 * KiB)
@@ -402,17 +286,15 @@ def test_far_seek_resets_the_window() -> None:
         assert reader.statistics()["window"] == 64 * KiB
         assert reader.statistics()["slots"] == 0
         await reader.close()
-
-    run(body)
     assert setup.budget.in_use == 0
 
 
-def test_reads_past_the_end_and_without_nursery() -> None:
+async def test_reads_past_the_end_and_without_nursery() -> None:
     setup = Setup(block_size=64 * KiB)
     data = payload(100 * KiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery():
         reader = setup.reader("k", None)
         assert await reader.read(100 * KiB, 10) == b""
         assert await reader.read(10**9, 10) == b""
@@ -423,8 +305,6 @@ def test_reads_past_the_end_and_without_nursery() -> None:
         assert bytes(out) == data
         assert reader.statistics()["prefetch_parts"] == 0
         await reader.close()
-
-    run(body)
 
 
 def test_prefetch_budget_accounting() -> None:
@@ -460,18 +340,16 @@ def test_prefetch_budget_fair_shares() -> None:
     assert budget.in_use == 0
 
 
-def test_a_short_rest_comes_along_with_the_first_read() -> None:
+async def test_a_short_rest_comes_along_with_the_first_read() -> None:
     setup = Setup()
     data = payload(200 * KiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery)
         assert await reader.read(0, 128 * KiB) == data[: 128 * KiB]
         assert await reader.read(128 * KiB, 128 * KiB) == data[128 * KiB :]
         await reader.close()
-
-    run(body)
     assert setup.store.ranges == [("k", 0, 200 * KiB)]
 
 
@@ -483,14 +361,14 @@ def test_a_short_rest_comes_along_with_the_first_read() -> None:
         max_size=12,
     ),
 )
-def test_concurrent_random_reads_equal_the_source(
+async def test_concurrent_random_reads_equal_the_source(
     size: int, batches: list[list[tuple[int, int]]]
 ) -> None:
     setup = Setup(block_size=4 * KiB, cache_bytes=12 * KiB, budget=16 * KiB)
     data = payload(size, seed=size + 1)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, initial_window=4 * KiB, max_window=16 * KiB)
 
         async def check(offset: int, length: int) -> None:
@@ -503,13 +381,13 @@ def test_concurrent_random_reads_equal_the_source(
             for offset in range(0, min(size, 3 * 4 * KiB), 2 * KiB):  # and a sequential run
                 await check(offset, 2 * KiB)
         await reader.close()
-
-    run(body)
     assert setup.budget.in_use == 0
     assert setup.budget.statistics()["peak"] <= 16 * KiB
 
 
-def test_two_streaming_readers_share_the_budget() -> None:
+async def test_two_streaming_readers_share_the_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     setup = Setup(block_size=256 * KiB, cache_bytes=MiB, budget=8 * MiB)
     files = {name: payload(24 * MiB, seed=n) for n, name in enumerate(("a", "b"))}
     for key, data in files.items():
@@ -517,7 +395,7 @@ def test_two_streaming_readers_share_the_budget() -> None:
     setup.store.latency = 0.05  # slow GETs: prefetch holds its reservations for a while
     stats: dict[str, dict[str, int]] = {}
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         a_is_streaming = trio.Event()
 
         async def stream(key: str) -> None:
@@ -536,34 +414,33 @@ def test_two_streaming_readers_share_the_budget() -> None:
         async with trio.open_nursery() as inner:
             inner.start_soon(stream, "a")
             inner.start_soon(stream, "b")
-
-    run(body, virtual_time=True)
     # neither reader is starved: most of each file arrives through its own prefetch
     for key in files:
         assert stats[key]["prefetch_bytes"] >= 20 * MiB, stats
     assert setup.budget.in_use == 0
 
 
-def test_disk_cache_serves_a_remounted_reader_without_gets(tmp_path: Path) -> None:
+async def test_disk_cache_serves_a_remounted_reader_without_gets(tmp_path: Path) -> None:
     setup = Setup(block_size=256 * KiB, cache_bytes=MiB, budget=4 * MiB)
     data = payload(6 * MiB + 5)
     setup.put("k", data)
 
-    async def stream(nursery: trio.Nursery) -> None:
-        reader = setup.reader("k", nursery, max_window=2 * MiB)
-        out = bytearray()
-        for offset in range(0, len(data), 128 * KiB):
-            out += await reader.read(offset, 128 * KiB)
-        await reader.close()
-        assert bytes(out) == data
+    async def stream() -> None:
+        async with trio.open_nursery() as nursery:
+            reader = setup.reader("k", nursery, max_window=2 * MiB)
+            out = bytearray()
+            for offset in range(0, len(data), 128 * KiB):
+                out += await reader.read(offset, 128 * KiB)
+            await reader.close()
+            assert bytes(out) == data
 
     setup.cache = BlockCache(MiB, 256 * KiB, disk=DiskCache(tmp_path / "cache", 64 * MiB))
-    run(stream)
+    await stream()
     first_mount = setup.fetched()
     assert first_mount == len(data)
     # "remount": fresh memory cache, the disk cache reopened from its directory
     setup.cache = BlockCache(MiB, 256 * KiB, disk=DiskCache(tmp_path / "cache", 64 * MiB))
-    run(stream)
+    await stream()
     assert setup.fetched() == first_mount  # not one byte more from S3
     assert setup.cache.statistics()["disk_hits"] == -(-len(data) // (256 * KiB))
 
@@ -595,27 +472,25 @@ def random_offsets(size: int, count: int, seed: int = 3) -> list[int]:
     return [rng.randrange(0, size - 4 * KiB) for _ in range(count)]
 
 
-def test_random_reader_fills_the_page_cache_with_the_whole_object() -> None:
+async def test_random_reader_fills_the_page_cache_with_the_whole_object() -> None:
     setup = Setup()
     data = payload(40 * MiB + 123)
     setup.put("k", data)
     pages = KernelPages()
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, page_cache=pages)
         for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 4):
             assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         while reader.statistics()["filled_bytes"] < len(data):  # noqa: ASYNC110
             await trio.sleep(0.01)
         await reader.close()
-
-    run(body)
     assert pages.assembled() == data
     assert setup.budget.in_use == 0
     assert 0 < setup.budget.statistics()["peak"] <= setup.budget.max_bytes
 
 
-def test_a_re_read_with_forward_gaps_starts_no_fill() -> None:
+async def test_a_re_read_with_forward_gaps_starts_no_fill() -> None:
     """What reaches the mount when a program re-reads a file whose pages the kernel partly
     dropped: ascending reads with gaps. A fill would fetch the whole file again."""
     setup = Setup()
@@ -623,25 +498,23 @@ def test_a_re_read_with_forward_gaps_starts_no_fill() -> None:
     setup.put("k", data)
     pages = KernelPages()
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, page_cache=pages)
         for offset in sorted(random_offsets(len(data), RANDOM_FILL_AFTER * 4)):
             assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         await trio.sleep(0.1)
         assert reader.statistics()["filled_bytes"] == 0
         await reader.close()
-
-    run(body)
     assert pages.pushed == {}
 
 
-def test_no_fill_for_sequential_readers_few_random_reads_or_big_objects() -> None:
+async def test_no_fill_for_sequential_readers_few_random_reads_or_big_objects() -> None:
     setup = Setup()
     data = payload(8 * MiB)
     setup.put("k", data)
     pages = KernelPages()
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         sequential = setup.reader("k", nursery, page_cache=pages)
         for offset in range(0, len(data), 128 * KiB):
             await sequential.read(offset, 128 * KiB)
@@ -656,28 +529,24 @@ def test_no_fill_for_sequential_readers_few_random_reads_or_big_objects() -> Non
         await trio.sleep(0.1)
         assert big.statistics()["filled_bytes"] == 0
         await big.close()
-
-    run(body)
     assert pages.pushed == {}
 
 
 @pytest.mark.parametrize("pages", [KernelPages(fail=True), KernelPages(hang=True)], ids=str)
-def test_a_failing_or_closed_fill_leaves_reads_right_and_the_budget_whole(
+async def test_a_failing_or_closed_fill_leaves_reads_right_and_the_budget_whole(
     pages: KernelPages,
 ) -> None:
     setup = Setup()
     data = payload(16 * MiB)
     setup.put("k", data)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = setup.reader("k", nursery, page_cache=pages)
         for offset in random_offsets(len(data), RANDOM_FILL_AFTER * 4):
             assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         await trio.sleep(0.1)
         await reader.close()  # cancels a hanging fill
         await trio.sleep(0.01)
-
-    run(body)
     assert pages.pushed == {}
     assert setup.budget.in_use == 0
 
@@ -695,14 +564,14 @@ async def filled_random_reader(
     return reader
 
 
-def test_after_a_fill_the_spill_serves_reads_without_gets(tmp_path: Path) -> None:
+async def test_after_a_fill_the_spill_serves_reads_without_gets(tmp_path: Path) -> None:
     """Pages the kernel drops after the fill come back from the spill file, not from S3."""
     setup = Setup(cache_bytes=2 * MiB)  # a small memory cache: hits there prove nothing
     data = payload(24 * MiB + 321)
     setup.put("k", data)
     area = SpillArea(tmp_path / "spill", 64 * MiB)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = await filled_random_reader(setup, nursery, len(data), spill=area)
         while area.statistics()["bytes_written"] < len(data):  # noqa: ASYNC110
             await trio.sleep(0.01)  # the last part's spill write
@@ -714,24 +583,20 @@ def test_after_a_fill_the_spill_serves_reads_without_gets(tmp_path: Path) -> Non
         assert area.statistics()["bytes"] == len(data)
         await reader.close()
         assert area.statistics()["bytes"] == 0  # closing the reader frees the spill file
-
-    run(body)
     assert area.statistics()["bytes_written"] == len(data)
     assert list((tmp_path / "spill").iterdir()) == []  # spill files never have a name
 
 
-def test_no_spill_when_the_area_is_full(tmp_path: Path) -> None:
+async def test_no_spill_when_the_area_is_full(tmp_path: Path) -> None:
     setup = Setup()
     data = payload(8 * MiB)
     setup.put("k", data)
     area = SpillArea(tmp_path / "spill", len(data) - 1)
 
-    async def body(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as nursery:
         reader = await filled_random_reader(setup, nursery, len(data), spill=area)
         offset = random_offsets(len(data), 1, seed=5)[0]
         assert await reader.read(offset, 4 * KiB) == data[offset : offset + 4 * KiB]
         assert reader.statistics()["spill_reads"] == 0
         await reader.close()
-
-    run(body)
     assert area.statistics()["refused"] == 1

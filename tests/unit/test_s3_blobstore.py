@@ -1,46 +1,38 @@
 """S3BlobStore: error translation and retries (botocore's Stubber for boto3 calls, a canned local
-HTTP server for the GETs this module signs itself), then a real SeaweedFS.
-
-The real-server tests start their own ``SeaweedServer`` (the local data store's S3 side) and
-skip when it is not available, except under ``CI=true``, where that is a failure.
+HTTP server for the GETs this module signs itself). The same store against a real SeaweedFS is
+``tests/s3/test_s3_reads.py``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import http.server
 import os
-import random
 import socket
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
-import trio
-import trio.lowlevel
 import urllib3
 from botocore.stub import Stubber
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import (
-    AccessDenied,
+from provenafs.storage.blobstore import (
+    AccessDeniedError,
     BlobError,
-    BlobUnavailable,
-    ExpiredCredentials,
-    NoSuchKey,
-    StaleObject,
+    BlobUnavailableError,
+    ExpiredCredentialsError,
+    NoSuchKeyError,
+    StaleObjectError,
 )
-from provenafs.s3 import S3BlobStore
+from provenafs.storage.s3 import S3BlobStore
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CREDS = Credentials(
@@ -118,27 +110,27 @@ def canned() -> Iterator[CannedS3]:
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
-        ("NoSuchKey", 404, NoSuchKey),
-        ("", 404, NoSuchKey),
-        ("NoSuchBucket", 404, NoSuchKey),
-        ("AccessDenied", 403, AccessDenied),
-        ("", 403, AccessDenied),
-        ("ExpiredToken", 400, ExpiredCredentials),
-        ("InvalidToken", 400, ExpiredCredentials),
-        ("InvalidAccessKeyId", 403, ExpiredCredentials),
-        ("SignatureDoesNotMatch", 403, ExpiredCredentials),
-        ("PreconditionFailed", 412, StaleObject),
-        ("", 412, StaleObject),
+        ("NoSuchKey", 404, NoSuchKeyError),
+        ("", 404, NoSuchKeyError),
+        ("NoSuchBucket", 404, NoSuchKeyError),
+        ("AccessDenied", 403, AccessDeniedError),
+        ("", 403, AccessDeniedError),
+        ("ExpiredToken", 400, ExpiredCredentialsError),
+        ("InvalidToken", 400, ExpiredCredentialsError),
+        ("InvalidAccessKeyId", 403, ExpiredCredentialsError),
+        ("SignatureDoesNotMatch", 403, ExpiredCredentialsError),
+        ("PreconditionFailed", 412, StaleObjectError),
+        ("", 412, StaleObjectError),
         ("InvalidArgument", 400, BlobError),
     ],
 )
-def test_get_errors_translate_once(
+async def test_get_errors_translate_once(
     canned: CannedS3, code: str, status: int, expected: type[Exception]
 ) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(canned.error(code, status) if code else CannedAnswer(status))
     with pytest.raises(expected) as info:
-        trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 10))
+        await store.get_range(CREDS, "b", "k", 0, 10)
     assert type(info.value) is expected
     assert "DO-NOT-SHOW" not in str(info.value)
     assert store.statistics()["requests"] == 1  # not retried
@@ -147,40 +139,42 @@ def test_get_errors_translate_once(
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
-        ("NoSuchKey", 404, NoSuchKey),
-        ("AccessDenied", 403, AccessDenied),
-        ("ExpiredToken", 400, ExpiredCredentials),
-        ("PreconditionFailed", 412, StaleObject),
+        ("NoSuchKey", 404, NoSuchKeyError),
+        ("AccessDenied", 403, AccessDeniedError),
+        ("ExpiredToken", 400, ExpiredCredentialsError),
+        ("PreconditionFailed", 412, StaleObjectError),
     ],
 )
-def test_boto3_errors_translate_once(code: str, status: int, expected: type[Exception]) -> None:
+async def test_boto3_errors_translate_once(
+    code: str, status: int, expected: type[Exception]
+) -> None:
     store, stubber = stubbed_store()
     stubber.add_client_error("head_object", service_error_code=code, http_status_code=status)
     with pytest.raises(expected) as info:
-        trio.run(lambda: store.head(CREDS, "b", "k"))
+        await store.head(CREDS, "b", "k")
     assert type(info.value) is expected
     assert store.statistics()["requests"] == 1
 
 
-def test_busy_server_is_retried_for_gets(canned: CannedS3) -> None:
+async def test_busy_server_is_retried_for_gets(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=3)
     canned.answers += [canned.error("SlowDown", 503), CannedAnswer(500), CannedAnswer(206, b"ok")]
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 2)) == b"ok"
+    assert await store.get_range(CREDS, "b", "k", 0, 2) == b"ok"
     assert store.statistics()["retries"] == 2
 
 
 @pytest.mark.parametrize("code", ["SlowDown", "InternalError", "ServiceUnavailable"])
-def test_busy_server_is_retried_then_unavailable(code: str) -> None:
+async def test_busy_server_is_retried_then_unavailable(code: str) -> None:
     store, stubber = stubbed_store(retries=3)
     for _ in range(3):
         stubber.add_client_error("head_object", service_error_code=code, http_status_code=503)
-    with pytest.raises(BlobUnavailable):
-        trio.run(lambda: store.head(CREDS, "b", "k"))
+    with pytest.raises(BlobUnavailableError):
+        await store.head(CREDS, "b", "k")
     assert store.statistics()["requests"] == 3
     assert store.statistics()["retries"] == 2
 
 
-def test_retry_recovers_and_strips_etag_quotes() -> None:
+async def test_retry_recovers_and_strips_etag_quotes() -> None:
     store, stubber = stubbed_store()
     stubber.add_client_error("head_object", service_error_code="SlowDown", http_status_code=503)
     stubber.add_response(
@@ -192,15 +186,15 @@ def test_retry_recovers_and_strips_etag_quotes() -> None:
         },
         {"Bucket": "b", "Key": "k"},
     )
-    info = trio.run(lambda: store.head(CREDS, "b", "k"))
+    info = await store.head(CREDS, "b", "k")
     assert (info.key, info.size, info.etag) == ("k", 42, "abc123")
     assert info.last_modified == dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp()
 
 
-def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
+async def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(CannedAnswer(206, b"hello"))
-    data = trio.run(lambda: store.get_range(CREDS, "b", "dir/a b.csv", 10, 15, etag="e1"))
+    data = await store.get_range(CREDS, "b", "dir/a b.csv", 10, 15, etag="e1")
     assert data == b"hello"
     path, headers = canned.requests[0]
     assert path == "/b/dir/a%20b.csv"
@@ -209,25 +203,25 @@ def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
     assert headers["x-amz-security-token"] == CREDS.session_token
     assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIAFAKE/")
     assert "secret-DO-NOT-SHOW" not in str(headers)
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 5, 5)) == b""
+    assert await store.get_range(CREDS, "b", "k", 5, 5) == b""
     assert len(canned.requests) == 1  # an empty range asks nothing
 
 
-def test_get_blocks_cuts_the_body_while_reading(canned: CannedS3) -> None:
+async def test_get_blocks_cuts_the_body_while_reading(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(CannedAnswer(206, b"0123456789"))
-    blocks = trio.run(lambda: store.get_blocks(CREDS, "b", "k", 0, 10, block_size=4, etag="e1"))
+    blocks = await store.get_blocks(CREDS, "b", "k", 0, 10, block_size=4, etag="e1")
     assert blocks == [b"0123", b"4567", b"89"]
     assert store.statistics()["bytes_read"] == 10
 
 
-def test_range_past_the_end_is_empty(canned: CannedS3) -> None:
+async def test_range_past_the_end_is_empty(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(canned.error("InvalidRange", 416))
-    assert trio.run(lambda: store.get_range(CREDS, "b", "k", 100, 200)) == b""
+    assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
 
 
-def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> None:
+async def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> None:
     # one connection, reused: a 416's body, an error's body, and a body the caller stopped
     # reading must not be taken for the next answer
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, max_threads=1)
@@ -240,22 +234,19 @@ def test_answers_left_unread_never_reach_the_next_request(canned: CannedS3) -> N
         CannedAnswer(206, b"third"),
     ]
 
-    async def main() -> None:
-        assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
-        assert await store.get_range(CREDS, "b", "k", 0, 5) == b"first"
-        with pytest.raises(NoSuchKey):
-            await store.get_range(CREDS, "b", "k", 0, 5)
-        assert await store.get_range(CREDS, "b", "k", 0, 6) == b"second"
+    assert await store.get_range(CREDS, "b", "k", 100, 200) == b""
+    assert await store.get_range(CREDS, "b", "k", 0, 5) == b"first"
+    with pytest.raises(NoSuchKeyError):
+        await store.get_range(CREDS, "b", "k", 0, 5)
+    assert await store.get_range(CREDS, "b", "k", 0, 6) == b"second"
 
-        def stop_early(response: Any) -> bytes:
-            response.read(10)
-            raise RuntimeError("the caller gave up")
+    def stop_early(response: Any) -> bytes:
+        response.read(10)
+        raise RuntimeError("the caller gave up")
 
-        with pytest.raises(RuntimeError):
-            await store._signed_get(CREDS, "/b/k", what="get", read=stop_early, ok=(206,))
-        assert await store.get_range(CREDS, "b", "k", 0, 5) == b"third"
-
-    trio.run(main)
+    with pytest.raises(RuntimeError):
+        await store._signed_get(CREDS, "/b/k", what="get", read=stop_early, ok=(206,))
+    assert await store.get_range(CREDS, "b", "k", 0, 5) == b"third"
     assert store.statistics()["retries"] == 0  # no request met a spoilt connection
 
 
@@ -276,11 +267,11 @@ def test_signed_requests_go_through_the_proxy_the_environment_names(
     assert pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
-def test_get_connection_refused_is_retried_then_unavailable() -> None:
+async def test_get_connection_refused_is_retried_then_unavailable() -> None:
     with socket_nobody_listens() as url:
         store = S3BlobStore(url, "ap-southeast-2", backoff=0.0, retries=3)
-        with pytest.raises(BlobUnavailable):
-            trio.run(lambda: store.get_range(CREDS, "b", "k", 0, 1))
+        with pytest.raises(BlobUnavailableError):
+            await store.get_range(CREDS, "b", "k", 0, 1)
     assert store.statistics()["requests"] == 3
 
 
@@ -313,13 +304,13 @@ def list_page(
     return CannedAnswer(200, (body + "</ListBucketResult>").encode())
 
 
-def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> None:
+async def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers += [
         list_page([("p/a b+c.csv", 1, "e1")], ["p/d é/"], "t/1+="),
         list_page([("p/b", 2, "e2")], [], None),
     ]
-    listing = trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+    listing = await store.list_prefix(CREDS, "b", "p/")
     assert [(o.key, o.size, o.etag) for o in listing.objects] == [
         ("p/a b+c.csv", 1, "e1"),
         ("p/b", 2, "e2"),
@@ -334,24 +325,24 @@ def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS3) -> 
     assert second["continuation-token"] == ["t/1+="]
 
 
-def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
+async def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(list_page([(f"p/{i}", 1, "e") for i in range(3)], [], "more"))
-    assert trio.run(lambda: store.list_tree(CREDS, "b", "p/", max_keys=3)) is None
+    assert await store.list_tree(CREDS, "b", "p/", max_keys=3) is None
     assert len(canned.requests) == 1
 
 
-def test_list_errors_translate(canned: CannedS3) -> None:
+async def test_list_errors_translate(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0, retries=2)
     canned.answers += [canned.error("AccessDenied", 403)]
-    with pytest.raises(AccessDenied):
-        trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+    with pytest.raises(AccessDeniedError):
+        await store.list_prefix(CREDS, "b", "p/")
     canned.answers += [CannedAnswer(200, b"<not xml"), CannedAnswer(200, b"<also not")]
-    with pytest.raises(BlobUnavailable):
-        trio.run(lambda: store.list_prefix(CREDS, "b", "p/"))
+    with pytest.raises(BlobUnavailableError):
+        await store.list_prefix(CREDS, "b", "p/")
 
 
-def test_connection_errors_are_retried() -> None:
+async def test_connection_errors_are_retried() -> None:
     class FlakyClient:
         calls = 0
 
@@ -363,12 +354,12 @@ def test_connection_errors_are_retried() -> None:
 
     store = S3BlobStore(None, "ap-southeast-2", backoff=0.0, retries=4)
     store._client_blocking = lambda creds: FlakyClient()  # type: ignore[assignment,method-assign,return-value]
-    assert trio.run(lambda: store.head(CREDS, "b", "k")).etag == "e"
+    assert (await store.head(CREDS, "b", "k")).etag == "e"
     assert FlakyClient.calls == 3
 
     FlakyClient.calls = -10
-    with pytest.raises(BlobUnavailable, match="EndpointConnectionError"):
-        trio.run(lambda: store.head(CREDS, "b", "k"))
+    with pytest.raises(BlobUnavailableError, match="EndpointConnectionError"):
+        await store.head(CREDS, "b", "k")
 
 
 def test_one_client_per_credential_set_bounded() -> None:
@@ -380,328 +371,3 @@ def test_one_client_per_credential_set_bounded() -> None:
         store._client_blocking(creds)
     assert store.statistics()["clients"] == 2
     assert "DO-NOT-SHOW" not in repr(store)
-
-
-# -- against a real SeaweedFS -------------------------------------------------------------------
-
-PREFIX = "datasets/10378-1-1/"
-OTHER = "datasets/10378-1-2/"
-
-
-@dataclasses.dataclass
-class RealS3:
-    store: S3BlobStore
-    admin: Any  # provenafs.server.storage.ObjectStore
-    bucket: str
-    read: Credentials
-    write: Credentials
-    other_read: Credentials
-
-
-def _as_credentials(sts: Any) -> Credentials:
-    return Credentials(sts.access_key_id, sts.secret_access_key, sts.session_token, sts.expiration)
-
-
-@pytest.fixture(scope="module")
-def real_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealS3]:
-    try:
-        from provenafs.server.storage import ObjectStore, SeaweedServer, find_weed
-
-        find_weed()
-    except Exception as exc:
-        if IN_CI:
-            pytest.fail(f"SeaweedFS tests must run under CI=true: {exc}")
-        pytest.skip(f"needs provenafs.server.storage and weed: {exc}")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
-    admin = server.start()
-    try:
-        objects = ObjectStore(admin)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(
-                pool.map(
-                    lambda n: objects.put_object(f"{PREFIX}many/{n:05d}.txt", str(n).encode()),
-                    range(1005),
-                )
-            )
-        objects.put_object(PREFIX + "big.bin", random.Random(1).randbytes(3 << 20))
-        objects.put_object(PREFIX + "empty-dir/", b"")
-        objects.put_object(OTHER + "secret.bin", b"other dataset")
-
-        def mint(prefix: str, write: bool) -> Credentials:
-            return _as_credentials(
-                objects.mint_credentials(prefix, write=write, session_name="test")
-            )
-
-        yield RealS3(
-            S3BlobStore(admin.endpoint_url, admin.region),
-            objects,
-            admin.bucket,
-            mint(PREFIX, False),
-            mint(PREFIX, True),
-            mint(OTHER, False),
-        )
-    finally:
-        server.stop()
-
-
-@pytest.mark.s3
-def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
-    async def main() -> None:
-        top = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX)
-        assert {o.key for o in top.objects} == {PREFIX + "big.bin"}
-        assert set(top.prefixes) == {PREFIX + "many/", PREFIX + "empty-dir/"}
-        many = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX + "many/")
-        assert len(many.objects) == 1005
-        assert many.objects[1004].key == f"{PREFIX}many/01004.txt"
-        assert all(o.etag and '"' not in o.etag for o in many.objects)
-        flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
-        assert len(flat.objects) == 1007 and flat.prefixes == ()
-        tree = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=2000)
-        assert tree is not None and tree.objects == flat.objects and tree.prefixes == ()
-        for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, say None
-            assert (
-                await real_s3.store.list_tree(
-                    real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few
-                )
-                is None
-            ), too_few
-        exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
-        assert exact is not None and len(exact.objects) == 1007
-
-    trio.run(main)
-
-
-ODD_NAMES = ["a b.csv", "two  spaces .txt", "ünïcødé 日本.txt", "a+b=c~d.bin", "odd !'()*@$&,;%.x"]
-
-
-@pytest.mark.s3
-def test_real_listing_and_reading_of_odd_key_names(real_s3: RealS3) -> None:
-    folder = PREFIX + "odd/"
-
-    async def main() -> None:
-        for name in ODD_NAMES:
-            await real_s3.store.put_object(
-                real_s3.write, real_s3.bucket, folder + name, name.encode()
-            )
-        await real_s3.store.put_object(real_s3.write, real_s3.bucket, folder + "sub dir/x", b"")
-        listing = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, folder)
-        assert sorted(o.key for o in listing.objects) == sorted(folder + n for n in ODD_NAMES)
-        assert listing.prefixes == (folder + "sub dir/",)
-        for info in listing.objects:
-            data = await real_s3.store.get_range(
-                real_s3.read, real_s3.bucket, info.key, 0, info.size, etag=info.etag
-            )
-            assert data == info.key.removeprefix(folder).encode()
-
-    trio.run(main)
-
-
-@pytest.mark.s3
-def test_real_ranged_reads_and_if_match(real_s3: RealS3) -> None:
-    data = random.Random(1).randbytes(3 << 20)
-    key = PREFIX + "big.bin"
-
-    async def main() -> None:
-        s3 = real_s3.store
-        info = await s3.head(real_s3.read, real_s3.bucket, key)
-        assert info.size == len(data)
-        for start, end in [(0, 1), (1000, 1 << 20), (len(data) - 10, len(data) + 100)]:
-            got = await s3.get_range(real_s3.read, real_s3.bucket, key, start, end, etag=info.etag)
-            assert got == data[start:end]
-        assert (
-            await s3.get_range(real_s3.read, real_s3.bucket, key, len(data), len(data) + 5) == b""
-        )
-        with pytest.raises(StaleObject):
-            await s3.get_range(real_s3.read, real_s3.bucket, key, 0, 10, etag="0" * 32)
-        with pytest.raises(NoSuchKey):
-            await s3.head(real_s3.read, real_s3.bucket, PREFIX + "absent")
-        with pytest.raises(NoSuchKey):
-            await s3.get_range(real_s3.read, real_s3.bucket, PREFIX + "absent", 0, 10)
-
-    trio.run(main)
-
-
-@pytest.mark.s3
-def test_real_scope_and_forged_credentials(real_s3: RealS3) -> None:
-    async def main() -> None:
-        s3 = real_s3.store
-        with pytest.raises(AccessDenied):
-            await s3.get_range(real_s3.read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
-        with pytest.raises(AccessDenied):
-            await s3.put_object(real_s3.read, real_s3.bucket, PREFIX + "nope.txt", b"x")
-        forged = dataclasses.replace(real_s3.read, session_token=real_s3.read.session_token + "x")
-        with pytest.raises((ExpiredCredentials, AccessDenied)) as info:
-            await s3.get_range(forged, real_s3.bucket, PREFIX + "big.bin", 0, 5)
-        assert forged.session_token not in str(info.value)
-        wrong_secret = dataclasses.replace(real_s3.read, secret_access_key="wrong")
-        with pytest.raises(ExpiredCredentials):
-            await s3.get_range(wrong_secret, real_s3.bucket, PREFIX + "big.bin", 0, 5)
-        assert (
-            await s3.get_range(real_s3.other_read, real_s3.bucket, OTHER + "secret.bin", 0, 5)
-            == b"other"
-        )
-
-    trio.run(main)
-
-
-@pytest.mark.s3
-def test_real_writes_put_multipart_delete(real_s3: RealS3, tmp_path: Path) -> None:
-    big = random.Random(2).randbytes(11 << 20)
-    path = tmp_path / "big.bin"
-    path.write_bytes(big)
-    small = tmp_path / "small.txt"
-    small.write_bytes(b"small file")
-
-    async def main() -> None:
-        s3 = real_s3.store
-        w, bucket = real_s3.write, real_s3.bucket
-        etag = await s3.put_object(w, bucket, PREFIX + "new/a.txt", b"hello")
-        info = await s3.head(w, bucket, PREFIX + "new/a.txt")
-        assert info.etag == etag and info.size == 5
-        await s3.upload_file(w, bucket, PREFIX + "new/big.bin", path, part_size=5 << 20)
-        await s3.upload_file(w, bucket, PREFIX + "new/small.txt", small)
-        assert real_s3.admin.get_object(PREFIX + "new/big.bin") == big
-        multipart = await s3.head(w, bucket, PREFIX + "new/big.bin")
-        assert multipart.size == len(big)
-        # a multipart ETag ("<md5>-<parts>") works as If-Match too
-        tail = await s3.get_range(
-            w, bucket, PREFIX + "new/big.bin", len(big) - 100, len(big), etag=multipart.etag
-        )
-        assert tail == big[-100:]
-        assert real_s3.admin.get_object(PREFIX + "new/small.txt") == b"small file"
-        await s3.delete(w, bucket, PREFIX + "new/a.txt")
-        with pytest.raises(NoSuchKey):
-            await s3.head(w, bucket, PREFIX + "new/a.txt")
-        with pytest.raises(AccessDenied):
-            await s3.put_object(w, bucket, OTHER + "intrude.txt", b"x")
-
-    trio.run(main)
-
-
-@pytest.mark.s3
-def test_real_reader_streams_and_renews_refused_credentials(real_s3: RealS3) -> None:
-    from provenafs.blockcache import BlockCache
-    from provenafs.credentials import CredentialBroker
-    from provenafs.reader import ObjectReader, PrefetchBudget
-
-    data = random.Random(1).randbytes(3 << 20)
-    key = PREFIX + "big.bin"
-
-    class Client:
-        """Hands out forged credentials first, as if they had been revoked, then real ones."""
-
-        calls = 0
-
-        async def read_credentials(self, handle: str) -> Credentials:
-            Client.calls += 1
-            if Client.calls == 1:
-                return dataclasses.replace(real_s3.read, secret_access_key="revoked")
-            return real_s3.read
-
-        async def write_credentials(self, handle: str) -> Credentials:
-            raise AssertionError("not used")
-
-    async def main() -> None:
-        etag = (await real_s3.store.head(real_s3.read, real_s3.bucket, key)).etag
-        cache = BlockCache(1 << 20, block_size=256 << 10)
-        budget = PrefetchBudget(2 << 20)
-        async with trio.open_nursery() as nursery:
-            reader = ObjectReader(
-                real_s3.store,
-                CredentialBroker(Client()),
-                cache,
-                handle="10378.1/1",
-                bucket=real_s3.bucket,
-                key=key,
-                size=len(data),
-                etag=etag,
-                budget=budget,
-                nursery=nursery,
-                max_window=2 << 20,
-            )
-            out = bytearray()
-            for offset in range(0, len(data), 128 << 10):
-                out += await reader.read(offset, 128 << 10)
-            assert bytes(out) == data
-            rng = random.Random(3)
-            for _ in range(50):
-                offset, size = rng.randrange(len(data)), rng.randrange(1, 300_000)
-                assert await reader.read(offset, size) == data[offset : offset + size]
-            assert reader.statistics()["credential_retries"] == 1
-            await reader.close()
-        assert Client.calls == 2
-        assert budget.in_use == 0
-        assert budget.statistics()["peak"] <= 2 << 20
-
-    trio.run(main)
-
-
-@pytest.mark.s3
-def test_real_upload_stream(real_s3: RealS3) -> None:
-    rng = random.Random(5)
-    big = rng.randbytes(12 << 20)
-    cuts = sorted(rng.sample(range(1, len(big)), 40))
-    pieces = [big[a:b] for a, b in zip([0, *cuts], [*cuts, len(big)], strict=True)]
-
-    async def stream(chunks: list[bytes]) -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            await trio.lowlevel.checkpoint()
-            yield chunk
-
-    async def main() -> None:
-        s3, w, bucket = real_s3.store, real_s3.write, real_s3.bucket
-        before = s3.statistics()["requests"]
-        await s3.upload_stream(
-            w, bucket, PREFIX + "stream/big.bin", stream(pieces), part_size=5 << 20
-        )
-        assert s3.statistics()["requests"] - before == 5  # create, 3 parts, complete
-        await s3.upload_stream(w, bucket, PREFIX + "stream/small.txt", stream([b"a", b"b"]))
-        await s3.upload_stream(w, bucket, PREFIX + "stream/empty", stream([]))
-
-        class Broken(Exception):
-            pass
-
-        async def failing() -> AsyncIterator[bytes]:
-            yield big[: 6 << 20]
-            raise Broken
-
-        with pytest.raises(Broken):
-            await s3.upload_stream(
-                w, bucket, PREFIX + "stream/broken", failing(), part_size=5 << 20
-            )
-        with pytest.raises(NoSuchKey):
-            await s3.head(w, bucket, PREFIX + "stream/broken")
-
-    trio.run(main)
-    assert real_s3.admin.get_object(PREFIX + "stream/big.bin") == big
-    assert real_s3.admin.get_object(PREFIX + "stream/small.txt") == b"ab"
-    assert real_s3.admin.get_object(PREFIX + "stream/empty") == b""
-
-
-@pytest.mark.s3
-def test_real_multipart_primitives(real_s3: RealS3) -> None:
-    from provenafs.blobstore import multipart_etag
-
-    parts = [random.Random(n).randbytes(5 << 20) for n in range(2)] + [b"tail"]
-    key = PREFIX + "primitives/joined.bin"
-
-    async def main() -> None:
-        s3, w, bucket = real_s3.store, real_s3.write, real_s3.bucket
-        upload = await s3.create_multipart(w, bucket, key)
-        leftover = await s3.create_multipart(w, bucket, PREFIX + "primitives/left.bin")
-        etags = [
-            (n, await s3.upload_part(w, bucket, key, upload, number=n, data=part))
-            for n, part in enumerate(parts, start=1)
-        ]
-        pending = await s3.list_multipart_uploads(w, bucket, PREFIX + "primitives/")
-        assert {(key, upload), (PREFIX + "primitives/left.bin", leftover)} <= set(pending)
-        etag = await s3.complete_multipart(w, bucket, key, upload, etags)
-        assert etag == (await s3.head(w, bucket, key)).etag
-        assert etag.endswith("-3")
-        assert etag == multipart_etag([hashlib.md5(p).digest() for p in parts])  # noqa: S324
-        await s3.abort_multipart(w, bucket, PREFIX + "primitives/left.bin", leftover)
-        await s3.abort_multipart(w, bucket, PREFIX + "primitives/left.bin", leftover)  # again: ok
-        assert await s3.list_multipart_uploads(w, bucket, PREFIX + "primitives/") == []
-
-    trio.run(main)
-    assert real_s3.admin.get_object(key) == b"".join(parts)

@@ -18,10 +18,10 @@ import trio.lowlevel
 import trio.testing
 
 from provenafs.api.models import Credentials
-from provenafs.blobstore import ObjectInfo, StaleObject
-from provenafs.reader import ObjectReader
-from provenafs.siblings import SiblingPrefetcher
-from tests.unit.test_reader import BUCKET, HANDLE, KiB, MiB, RecordingStore, Setup, payload
+from provenafs.read.reader import ObjectReader
+from provenafs.read.sibling_prefetch import SiblingPrefetcher
+from provenafs.storage.blobstore import ObjectInfo, StaleObjectError
+from tests.unit.reader_support import BUCKET, HANDLE, KiB, MiB, RecordingStore, Setup, payload
 
 DIRECTORY = "data"
 
@@ -111,32 +111,28 @@ class Folder(Setup):
         """How many files the prefetcher fetched something of."""
         return len({key for key, _, _ in self.aware.prefetch_ranges})
 
-    def run(
+    async def run(
         self,
         body: Callable[[SiblingPrefetcher, trio.Nursery], Awaitable[None]],
         **options: int,
     ) -> SiblingPrefetcher:
-        """Run ``body`` with a prefetcher; returns once every prefetch and reader task ended."""
-        made: list[SiblingPrefetcher] = []
+        """Run ``body`` with a prefetcher; returns once every prefetch and reader task ended.
 
-        async def main() -> None:
-            async with trio.open_nursery() as nursery, trio.open_nursery() as prefetch_nursery:
-                self.aware.prefetch_nursery = prefetch_nursery
-                prefetcher = SiblingPrefetcher(
-                    self.store,
-                    self.broker,
-                    self.cache,
-                    self.budget,
-                    nursery=prefetch_nursery,
-                    **options,
-                )
-                made.append(prefetcher)
-                await body(prefetcher, nursery)
+        The tests run on virtual time (``autojump_clock``): latencies cost no real time."""
+        async with trio.open_nursery() as nursery, trio.open_nursery() as prefetch_nursery:
+            self.aware.prefetch_nursery = prefetch_nursery
+            prefetcher = SiblingPrefetcher(
+                self.store,
+                self.broker,
+                self.cache,
+                self.budget,
+                nursery=prefetch_nursery,
+                **options,
+            )
+            await body(prefetcher, nursery)
+        return prefetcher
 
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-        return made[0]
-
-    def read_each_whole(self, names: Iterable[str]) -> SiblingPrefetcher:
+    async def read_each_whole(self, names: Iterable[str]) -> SiblingPrefetcher:
         """Open each of ``names`` in turn, read it whole as ``cat`` does, check it, close it."""
 
         async def body(prefetcher: SiblingPrefetcher, nursery: trio.Nursery) -> None:
@@ -145,7 +141,7 @@ class Folder(Setup):
                 assert await read_whole(reader) == self.contents[name]
                 await reader.close()
 
-        return self.run(body)
+        return await self.run(body)
 
 
 async def read_whole(reader: ObjectReader, chunk: int = 128 * KiB) -> bytes:
@@ -159,7 +155,9 @@ async def read_whole(reader: ObjectReader, chunk: int = 128 * KiB) -> bytes:
         out += data
 
 
-def test_cat_of_a_folder_finds_the_files_prefetched() -> None:
+async def test_cat_of_a_folder_finds_the_files_prefetched(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(latency=0.02)
     rng = random.Random(1)
     names = folder.add(rng.randrange(1, 20 * KiB) for _ in range(200))
@@ -172,7 +170,7 @@ def test_cat_of_a_folder_finds_the_files_prefetched() -> None:
             reader_gets.append(reader.statistics()["gets"])
             await reader.close()
 
-    prefetcher = folder.run(body)
+    prefetcher = await folder.run(body)
     assert sum(reader_gets[:4]) <= 1  # the first file: the prefetch starts at its open
     assert sum(reader_gets[4:]) == 0  # every later file was already cached (or on its way)
     assert prefetcher.statistics()["whole_files"] == 199
@@ -186,7 +184,9 @@ def test_cat_of_a_folder_finds_the_files_prefetched() -> None:
     [[(0, 64 * KiB)], [(0, 128 * KiB), (128 * KiB, 128 * KiB)]],
     ids=["64KiB", "kernel-128KiB"],
 )
-def test_heads_of_large_files_are_taken_by_their_readers(reads: list[tuple[int, int]]) -> None:
+async def test_heads_of_large_files_are_taken_by_their_readers(
+    autojump_clock: trio.testing.MockClock, reads: list[tuple[int, int]]
+) -> None:
     folder = Folder(latency=0.02)
     names = folder.add([4 * MiB] * 100)
 
@@ -198,7 +198,7 @@ def test_heads_of_large_files_are_taken_by_their_readers(reads: list[tuple[int, 
                 assert data == folder.contents[name][offset : offset + size]
             await reader.close()
 
-    prefetcher = folder.run(body)
+    prefetcher = await folder.run(body)
     stats = prefetcher.statistics()
     asked = 100 * 64 * KiB  # what the program reads; the kernel asks 128 KiB at least
     assert folder.fetched() <= 4 * asked
@@ -208,7 +208,9 @@ def test_heads_of_large_files_are_taken_by_their_readers(reads: list[tuple[int, 
     assert folder.budget.in_use == 0
 
 
-def test_one_open_among_thousands_fetches_min_lookahead() -> None:
+async def test_one_open_among_thousands_fetches_min_lookahead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder()
     names = folder.add([KiB] * 1000)
 
@@ -217,13 +219,15 @@ def test_one_open_among_thousands_fetches_min_lookahead() -> None:
         assert await read_whole(reader) == folder.contents[names[500]]
         await reader.close()
 
-    prefetcher = folder.run(body, min_lookahead=4, max_lookahead=64)
+    prefetcher = await folder.run(body, min_lookahead=4, max_lookahead=64)
     assert folder.prefetched() == 4
     assert prefetcher.statistics()["whole_files"] == 4
     assert len(folder.store.ranges) == 5
 
 
-def test_opens_in_random_order_do_not_grow_the_lookahead() -> None:
+async def test_opens_in_random_order_do_not_grow_the_lookahead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder()
     names = folder.add([KiB] * 1000)
     order = random.Random(5).sample(names, 60)
@@ -237,13 +241,15 @@ def test_opens_in_random_order_do_not_grow_the_lookahead() -> None:
             await trio.testing.wait_all_tasks_blocked()
             fetched_after_each.append(folder.prefetched())
 
-    folder.run(body, min_lookahead=4, max_lookahead=64)
+    await folder.run(body, min_lookahead=4, max_lookahead=64)
     new_per_open = [b - a for a, b in itertools.pairwise([0, *fetched_after_each])]
     assert max(new_per_open) <= 4, new_per_open
     assert folder.prefetched() <= 4 * len(order)
 
 
-def test_opens_in_order_grow_the_lookahead_to_its_maximum() -> None:
+async def test_opens_in_order_grow_the_lookahead_to_its_maximum(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder()
     names = folder.add([KiB] * 1000)
     fetched_after: dict[int, int] = {}
@@ -256,13 +262,15 @@ def test_opens_in_order_grow_the_lookahead_to_its_maximum() -> None:
             await trio.testing.wait_all_tasks_blocked()
             fetched_after[index] = folder.prefetched()
 
-    folder.run(body, min_lookahead=4, max_lookahead=64)
+    await folder.run(body, min_lookahead=4, max_lookahead=64)
     # files 1..4, then 8, 16, 32 and 64 ahead; never further than 64 ahead
     assert [fetched_after[i] for i in range(5)] == [4, 9, 18, 35, 68]
     assert all(fetched_after[i] == i + 64 for i in range(5, 200))
 
 
-def test_a_second_pass_over_a_folder_is_prefetched_again() -> None:
+async def test_a_second_pass_over_a_folder_is_prefetched_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(latency=0.01)
     names = folder.add([MiB] * 30)
     taken_per_pass: list[int] = []
@@ -276,16 +284,18 @@ def test_a_second_pass_over_a_folder_is_prefetched_again() -> None:
                 await reader.close()
             taken_per_pass.append(prefetcher.statistics()["heads_taken"] - before)
 
-    folder.run(body)
+    await folder.run(body)
     assert taken_per_pass[0] == 29
     assert taken_per_pass[1] >= 25, taken_per_pass
 
 
-def test_a_tiny_budget_prefetches_nothing_and_reads_stay_right() -> None:
+async def test_a_tiny_budget_prefetches_nothing_and_reads_stay_right(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(budget=4 * KiB)
     names = folder.add([10 * KiB] * 20 + [2 * MiB] * 10)
 
-    prefetcher = folder.read_each_whole(names)
+    prefetcher = await folder.read_each_whole(names)
     stats = prefetcher.statistics()
     assert stats["whole_files"] == stats["heads"] == 0
     assert stats["no_budget"] > 0
@@ -293,19 +303,23 @@ def test_a_tiny_budget_prefetches_nothing_and_reads_stay_right() -> None:
     assert folder.budget.in_use == 0
 
 
-def test_budget_is_returned_when_every_file_was_read() -> None:
+async def test_budget_is_returned_when_every_file_was_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(budget=8 * MiB, latency=0.01)
     rng = random.Random(2)
     names = folder.add(rng.choice([3 * KiB, 200 * KiB, 3 * MiB]) for _ in range(60))
 
-    prefetcher = folder.read_each_whole(names)
+    prefetcher = await folder.read_each_whole(names)
     stats = prefetcher.statistics()
     assert stats["whole_files"] > 0 and stats["heads_taken"] > 0
     assert stats["held_bytes"] == stats["in_flight"] == 0
     assert folder.budget.in_use == 0
 
 
-def test_held_heads_never_exceed_max_held_bytes() -> None:
+async def test_held_heads_never_exceed_max_held_bytes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(latency=0.01)
     names = folder.add([MiB] * 200)
     held: list[int] = []
@@ -319,19 +333,21 @@ def test_held_heads_never_exceed_max_held_bytes() -> None:
             await reader.close()
             held.append(prefetcher.statistics()["held_bytes"])
 
-    prefetcher = folder.run(body, head_bytes=64 * KiB, max_held_bytes=512 * KiB)
+    prefetcher = await folder.run(body, head_bytes=64 * KiB, max_held_bytes=512 * KiB)
     assert max(held) <= 512 * KiB
     assert prefetcher.statistics()["heads"] > 0
     assert folder.budget.in_use == prefetcher.statistics()["held_bytes"] <= 512 * KiB
 
 
-def test_failed_prefetches_leave_reads_right_and_nothing_reserved() -> None:
+async def test_failed_prefetches_leave_reads_right_and_nothing_reserved(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(latency=0.01)
     rng = random.Random(3)
     names = folder.add(rng.choice([5 * KiB, 2 * MiB]) for _ in range(40))
     folder.aware.fail_prefetch = True
 
-    prefetcher = folder.read_each_whole(names)
+    prefetcher = await folder.read_each_whole(names)
     stats = prefetcher.statistics()
     assert stats["failures"] == 39
     assert stats["whole_files"] == stats["heads"] == stats["heads_taken"] == 0
@@ -341,7 +357,9 @@ def test_failed_prefetches_leave_reads_right_and_nothing_reserved() -> None:
 
 
 @pytest.mark.parametrize("size", [4 * MiB, 8 * KiB], ids=["head", "whole"])
-def test_a_reader_waits_for_a_head_in_flight_instead_of_fetching_it(size: int) -> None:
+async def test_a_reader_waits_for_a_head_in_flight_instead_of_fetching_it(
+    autojump_clock: trio.testing.MockClock, size: int
+) -> None:
     folder = Folder(latency=1.0)
     names = folder.add([size] * 5)
 
@@ -355,13 +373,15 @@ def test_a_reader_waits_for_a_head_in_flight_instead_of_fetching_it(size: int) -
         await first.close()
         await second.close()
 
-    prefetcher = folder.run(body)
+    prefetcher = await folder.run(body)
     assert folder.gets_of(names[1]) == 1, size
     assert folder.budget.in_use == prefetcher.statistics()["held_bytes"]  # heads of 2..4
 
 
 @pytest.mark.parametrize("size", [4 * MiB, 8 * KiB], ids=["head", "whole"])
-def test_a_changed_object_never_gets_another_versions_head(size: int) -> None:
+async def test_a_changed_object_never_gets_another_versions_head(
+    autojump_clock: trio.testing.MockClock, size: int
+) -> None:
     folder = Folder(latency=0.01)
     names = folder.add([size] * 3)
     old_etag = folder.files[names[1]].etag
@@ -376,11 +396,13 @@ def test_a_changed_object_never_gets_another_versions_head(size: int) -> None:
         await reader.close()
         await first.close()
 
-    folder.run(body)
+    await folder.run(body)
     assert folder.files[names[1]].etag != old_etag
 
 
-def test_a_head_fetched_while_its_object_changes_is_dropped() -> None:
+async def test_a_head_fetched_while_its_object_changes_is_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(latency=1.0)
     names = folder.add([4 * MiB] * 3)
 
@@ -390,7 +412,7 @@ def test_a_head_fetched_while_its_object_changes_is_dropped() -> None:
         folder.replace(names[1], payload(4 * MiB, seed=98))  # before the GET reaches S3
         folder.files, new_listing = old_listing, folder.files
         stale = await folder.open(prefetcher, names[1], nursery)  # from the old listing
-        with pytest.raises(StaleObject):
+        with pytest.raises(StaleObjectError):
             await stale.read(0, 64 * KiB)
         folder.files = new_listing
         fresh = await folder.open(prefetcher, names[1], nursery)
@@ -398,13 +420,13 @@ def test_a_head_fetched_while_its_object_changes_is_dropped() -> None:
         for reader in (first, stale, fresh):
             await reader.close()
 
-    prefetcher = folder.run(body)
+    prefetcher = await folder.run(body)
     assert prefetcher.statistics()["failures"] >= 1
     assert prefetcher.statistics()["heads_taken"] == 0
     assert folder.budget.in_use == prefetcher.statistics()["held_bytes"]
 
 
-def test_statistics_count_every_head_once() -> None:
+async def test_statistics_count_every_head_once(autojump_clock: trio.testing.MockClock) -> None:
     folder = Folder()
     names = folder.add([MiB] * 10)
 
@@ -414,7 +436,7 @@ def test_statistics_count_every_head_once() -> None:
             assert await reader.read(0, KiB) == folder.contents[name][:KiB]
             await reader.close()
 
-    prefetcher = folder.run(body)
+    prefetcher = await folder.run(body)
     per_key = collections.Counter(key for key, _, _ in folder.aware.prefetch_ranges)
     assert all(count == 1 for count in per_key.values())
     assert prefetcher.statistics()["heads"] == len(per_key) == 9
@@ -423,7 +445,7 @@ def test_statistics_count_every_head_once() -> None:
     )
 
 
-def test_prefetches_start_nearest_file_first() -> None:
+async def test_prefetches_start_nearest_file_first(autojump_clock: trio.testing.MockClock) -> None:
     folder = Folder(latency=0.01)
     names = folder.add([MiB] * 100)
 
@@ -433,13 +455,15 @@ def test_prefetches_start_nearest_file_first() -> None:
             assert await reader.read(0, 4 * KiB) == folder.contents[name][: 4 * KiB]
             await reader.close()
 
-    folder.run(body, max_parallel=8)
+    await folder.run(body, max_parallel=8)
     started = [key for key, _, _ in folder.aware.prefetch_ranges]
     assert started == [f"{DIRECTORY}/{name}" for name in names[1:]]
 
 
 @pytest.mark.parametrize("size", [4 * MiB, 8 * KiB], ids=["head", "whole"])
-def test_a_reader_ahead_of_a_queued_prefetch_fetches_once(size: int) -> None:
+async def test_a_reader_ahead_of_a_queued_prefetch_fetches_once(
+    autojump_clock: trio.testing.MockClock, size: int
+) -> None:
     folder = Folder(latency=1.0)
     names = folder.add([size] * 20)
 
@@ -452,13 +476,15 @@ def test_a_reader_ahead_of_a_queued_prefetch_fetches_once(size: int) -> None:
         for reader in [*readers, late]:
             await reader.close()
 
-    prefetcher = folder.run(body, max_parallel=1)
+    prefetcher = await folder.run(body, max_parallel=1)
     assert folder.gets_of(names[15]) == 1, size
     assert prefetcher.statistics()["in_flight"] == 0
     assert folder.budget.in_use == prefetcher.statistics()["held_bytes"]
 
 
-def test_unread_heads_do_not_take_a_streaming_readers_fair_share() -> None:
+async def test_unread_heads_do_not_take_a_streaming_readers_fair_share(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     folder = Folder(budget=8 * MiB)
     names = folder.add([4 * MiB] * 40)
 
@@ -474,4 +500,4 @@ def test_unread_heads_do_not_take_a_streaming_readers_fair_share() -> None:
         held = folder.budget.in_use
         assert folder.budget.try_acquire(folder.budget.max_bytes - held, holder=object())
 
-    folder.run(body)
+    await folder.run(body)

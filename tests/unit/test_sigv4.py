@@ -18,7 +18,7 @@ import botocore.credentials
 import botocore.utils
 import pytest
 
-from provenafs.sigv4 import EMPTY_SHA256, s3_path, s3_query, sign_s3_request
+from provenafs.storage.sigv4 import EMPTY_SHA256, s3_path, s3_query, sign_s3_request
 
 ACCESS_KEY = "ASIAEXAMPLEACCESSKEY"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -4,37 +4,35 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from provenafs import spill
-from provenafs.spill import SpillArea
+from provenafs.cache import spill
+from provenafs.cache.spill import SpillArea
 
 MiB = 1 << 20
 
 
-def test_parts_are_readable_once_written_and_the_file_has_no_name(tmp_path: Path) -> None:
+async def test_parts_are_readable_once_written_and_the_file_has_no_name(tmp_path: Path) -> None:
     area = SpillArea(tmp_path / "spill", 16 * MiB)
     data = os.urandom(3 * MiB + 7)
 
-    async def main() -> None:
-        file = area.open(len(data), MiB)
-        assert file is not None
-        assert not file.holds(0, 1)
-        assert await file.write(MiB, data[MiB : 2 * MiB])
-        assert file.holds(MiB, 2 * MiB) and not file.holds(MiB - 1, MiB + 1)
-        assert await file.read(MiB + 5, MiB + 9) == data[MiB + 5 : MiB + 9]  # inline
-        for start in (0, 2 * MiB, 3 * MiB):
-            assert await file.write(start, data[start : start + MiB])
-        assert file.holds(0, len(data))
-        assert await file.read(0, len(data)) == data  # in a thread
-        file.close()
-        assert not file.holds(0, 1)
-
-    trio.run(main)
+    file = area.open(len(data), MiB)
+    assert file is not None
+    assert not file.holds(0, 1)
+    assert await file.write(MiB, data[MiB : 2 * MiB])
+    assert file.holds(MiB, 2 * MiB) and not file.holds(MiB - 1, MiB + 1)
+    assert await file.read(MiB + 5, MiB + 9) == data[MiB + 5 : MiB + 9]  # inline
+    for start in (0, 2 * MiB, 3 * MiB):
+        assert await file.write(start, data[start : start + MiB])
+    assert file.holds(0, len(data))
+    assert await file.read(0, len(data)) == data  # in a thread
+    file.close()
+    assert not file.holds(0, 1)
     assert stat.S_IMODE((tmp_path / "spill").stat().st_mode) == 0o700
     assert list((tmp_path / "spill").iterdir()) == []
     assert area.statistics()["bytes"] == 0
@@ -67,7 +65,9 @@ def test_no_spill_file_that_would_leave_under_2_gib_free(
     assert area.statistics()["refused"] == 1
 
 
-def test_close_during_a_write_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_close_during_a_write_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     area = SpillArea(tmp_path / "spill", 16 * MiB)
     closed: list[int] = []
     real_close = os.close
@@ -77,28 +77,38 @@ def test_close_during_a_write_waits_for_it(tmp_path: Path, monkeypatch: pytest.M
         real_close(fd)
 
     monkeypatch.setattr(os, "close", close)
+    # The write stays in its thread until the file is closed (not a race with the thread).
+    closing = threading.Event()
+    real_pwrite = spill._pwrite_all_blocking
 
-    async def main() -> None:
-        file = area.open(2 * MiB, MiB)
-        assert file is not None
-        async with trio.open_nursery() as nursery:
-            results: list[bool] = []
+    def held_pwrite(fd: int, data: bytes, offset: int) -> None:
+        closing.wait(30)
+        real_pwrite(fd, data, offset)
 
-            async def write() -> None:
-                results.append(await file.write(0, bytes(MiB)))
+    monkeypatch.setattr(spill, "_pwrite_all_blocking", held_pwrite)
 
-            nursery.start_soon(write)
-            await trio.testing.wait_all_tasks_blocked()
-            file.close()  # the write is in its thread: the descriptor must stay open
-            assert closed == []
-        assert results == [False]  # closed meanwhile: the part does not count
-        assert len(closed) == 1
-        assert area.statistics()["bytes"] == 0
+    file = area.open(2 * MiB, MiB)
+    assert file is not None
+    spill_fd = file._fd
+    async with trio.open_nursery() as nursery:
+        results: list[bool] = []
 
-    trio.run(main)
+        async def write() -> None:
+            results.append(await file.write(0, bytes(MiB)))
+
+        nursery.start_soon(write)
+        await trio.testing.wait_all_tasks_blocked()
+        file.close()  # the write is in its thread: the descriptor must stay open
+        assert spill_fd not in closed
+        closing.set()
+    assert results == [False]  # closed meanwhile: the part does not count
+    assert closed.count(spill_fd) == 1
+    assert area.statistics()["bytes"] == 0
 
 
-def test_a_failed_write_drops_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_write_drops_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     area = SpillArea(tmp_path / "spill", 16 * MiB)
 
     def full_disk(fd: int, data: bytes, offset: int) -> None:
@@ -106,12 +116,9 @@ def test_a_failed_write_drops_the_file(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(spill, "_pwrite_all_blocking", full_disk)
 
-    async def main() -> None:
-        file = area.open(2 * MiB, MiB)
-        assert file is not None
-        assert not await file.write(0, bytes(MiB))
-        assert not file.holds(0, 1)
-
-    trio.run(main)
+    file = area.open(2 * MiB, MiB)
+    assert file is not None
+    assert not await file.write(0, bytes(MiB))
+    assert not file.holds(0, 1)
     assert area.statistics()["write_errors"] == 1
     assert area.statistics()["bytes"] == 0

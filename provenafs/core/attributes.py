@@ -1,0 +1,199 @@
+"""The attributes of every node: type, permission bits, size, times and kernel cache lifetimes.
+
+Permission bits tell the truth: a write bit shows exactly where ``RefusalPolicy`` lets a
+change through, and a dataset whose data the caller may not read is ``--x``. Inside a dataset
+the kernel may cache attributes long only where nothing can change them (no write access, no
+draft); editable sidecars are never cached (an edit changes their size at once).
+
+Listing a handle-prefix directory fetches nothing per entry (``fetch=False``): what is cached
+is estimated, valid for no time at all, so the kernel asks ``getattr`` before trusting it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import stat
+from collections.abc import Callable
+
+from provenafs.api.models import DatasetRecord
+from provenafs.core.catalog import Catalog
+from provenafs.core.file_views import FileViews
+from provenafs.core.inodes import ORPHAN_MARK, NodeId, NodeKind
+from provenafs.core.namespace import Namespace
+from provenafs.core.refusals import RefusalPolicy
+from provenafs.core.types import (
+    DIR_MODE,
+    DIR_MODE_WRITABLE,
+    FILE_MODE,
+    FILE_MODE_WRITABLE,
+    LINK_MODE,
+    LONG_TIMEOUT,
+    NO_DATA_DIR_MODE,
+    SHORT_TIMEOUT,
+    Attributes,
+    parent_path,
+    seconds_to_ns,
+)
+from provenafs.errors import FsError
+from provenafs.mount_options import MountOptions
+from provenafs.write.draft_entries import METADATA_FILE, DirectoryEntry
+from provenafs.write.drafts import Draft
+
+__all__ = ["AttributeMaker"]
+
+_FIXED_DIRECTORIES = (
+    NodeKind.ROOT,
+    NodeKind.PREFIX_DIR,
+    NodeKind.BY_NAME_DIR,
+    NodeKind.CONTROL_DIR,
+)
+
+
+class AttributeMaker:
+    """Attributes of nodes (with inode 0: the caller fills in the number it knows)."""
+
+    def __init__(
+        self,
+        *,
+        options: MountOptions,
+        catalog: Catalog,
+        namespace: Namespace,
+        policy: RefusalPolicy,
+        views: FileViews,
+        draft_of: Callable[[str], Draft | None],
+        sidecar_size: Callable[[DatasetRecord], int],
+        status_size: Callable[[], int],
+        clock: Callable[[], float],
+    ) -> None:
+        self._options = options
+        self._catalog = catalog
+        self._namespace = namespace
+        self._policy = policy
+        self._views = views
+        self._draft_of = draft_of
+        self._sidecar_size = sidecar_size
+        self._status_size = status_size
+        self._clock = clock
+        self.started_ns = seconds_to_ns(clock())
+
+    async def of(self, node: NodeId, *, fetch: bool = True) -> Attributes:
+        """Attributes of *node* with inode 0 (the caller fills it in).
+
+        With ``fetch=False`` (listing a prefix dir) nothing is fetched: unknown details are
+        estimated and the timeouts are zero, so the kernel asks ``getattr`` before trusting them.
+        """
+        kind = node.kind
+        if kind in _FIXED_DIRECTORIES:
+            return self.make(stat.S_IFDIR | DIR_MODE, 0, self.started_ns, SHORT_TIMEOUT)
+        if kind is NodeKind.CONTROL_FILE:
+            # The size of the snapshot the last open served (so stat after a read agrees with
+            # it); reads are direct_io, so a newer, longer snapshot is still read whole.
+            now = seconds_to_ns(self._clock())
+            return self.make(stat.S_IFREG | FILE_MODE, self._status_size(), now, 0.0)
+        if kind is NodeKind.BY_NAME_LINK:
+            target = await self._namespace.link_target(node)
+            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
+
+        if not fetch:
+            return self._estimated(node)
+
+        record = await self._catalog.record(node.handle)
+        mtime = seconds_to_ns(record.updated_timestamp)
+        if kind is NodeKind.DATASET_DIR:
+            readable = await self._catalog.data_readable(record)
+            dir_mode, _ = self._content_modes(record)
+            mode = stat.S_IFDIR | (dir_mode if readable else NO_DATA_DIR_MODE)
+            return self.make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
+        if kind is NodeKind.SIDECAR:
+            # An editable sidecar's attributes are never cached by the kernel: an edit through
+            # this mount changes its size at once.
+            size = self._sidecar_size(record)
+            timeout = 0.0 if self._policy.sidecar_writable(record) else SHORT_TIMEOUT
+            mode = stat.S_IFREG | self.sidecar_mode(record)
+            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
+        if kind is NodeKind.LATEST_LINK:
+            target = await self._namespace.link_target(node)
+            return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
+        dir_mode, file_mode = self._content_modes(record)
+        timeout = self._content_timeout(record)
+        if kind is NodeKind.DATASET_SUBDIR:
+            await self._policy.require_data_read(record)
+            draft = self._draft_of(node.handle)
+            entry = draft.resolve(node.path) if draft is not None else None
+            if isinstance(entry, DirectoryEntry):
+                mtime = entry.mtime_ns
+            elif entry is not None or node.path.startswith(ORPHAN_MARK):
+                raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
+            else:
+                parent, name = parent_path(node.path)
+                if name not in (await self._catalog.listing(record, parent)).subdirs:
+                    raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
+            return self.make(stat.S_IFDIR | dir_mode, 0, mtime, timeout)
+        if kind is NodeKind.DATASET_FILE:
+            view = await self._views.view(record, node)
+            size, mtime = view.size_and_mtime()
+            if node.path == METADATA_FILE:
+                file_mode = FILE_MODE
+            attributes = self.make(stat.S_IFREG | file_mode, size, mtime, timeout)
+            if view.blob is not None and view.blob.path is None:
+                return dataclasses.replace(attributes, nlink=0)  # unlinked, still open
+            return attributes
+        raise AssertionError(f"unhandled node kind {kind}")
+
+    def sidecar_mode(self, record: DatasetRecord) -> int:
+        """``rw-r--r--`` where an edit can succeed, else ``r--r--r--``."""
+        return FILE_MODE | (stat.S_IWUSR if self._policy.sidecar_writable(record) else 0)
+
+    def _content_modes(self, record: DatasetRecord) -> tuple[int, int]:
+        """Permission bits of a dataset's directories and files: write bits where writes work."""
+        if self._policy.write_refusal(record, "") is None:
+            return DIR_MODE_WRITABLE, FILE_MODE_WRITABLE
+        return DIR_MODE, FILE_MODE
+
+    def _content_timeout(self, record: DatasetRecord) -> float:
+        """Kernel cache lifetime inside a dataset: long only where nothing can change it."""
+        if (
+            self._policy.write_refusal(record, "") is None
+            or self._draft_of(record.handle) is not None
+        ):
+            return SHORT_TIMEOUT
+        return LONG_TIMEOUT
+
+    def _estimated(self, node: NodeId) -> Attributes:
+        """Attributes of a prefix dir's entry from what is cached, valid for no time at all."""
+        record = self._catalog.cached_record(node.handle)
+        mtime = seconds_to_ns(record.updated_timestamp) if record else self.started_ns
+        if node.kind is NodeKind.DATASET_DIR:
+            readable = self._catalog.known_data_readable(record) if record else None
+            dir_mode = self._content_modes(record)[0] if record else DIR_MODE
+            mode = NO_DATA_DIR_MODE if readable is False else dir_mode
+            return self.make(stat.S_IFDIR | mode, 0, mtime, 0.0)
+        if node.kind is NodeKind.SIDECAR:
+            size = self._sidecar_size(record) if record else 0
+            mode = self.sidecar_mode(record) if record else FILE_MODE
+            return self.make(stat.S_IFREG | mode, size, mtime, 0.0)
+        return self.make(stat.S_IFLNK | LINK_MODE, 0, mtime, 0.0)
+
+    def make(
+        self,
+        mode: int,
+        size: int,
+        mtime_ns: int,
+        attr_timeout: float,
+        *,
+        entry_timeout: float | None = None,
+    ) -> Attributes:
+        return Attributes(
+            inode=0,
+            mode=mode,
+            size=size,
+            nlink=2 if stat.S_ISDIR(mode) else 1,
+            uid=self._options.uid,
+            gid=self._options.gid,
+            atime_ns=mtime_ns,
+            mtime_ns=mtime_ns,
+            ctime_ns=mtime_ns,
+            entry_timeout=attr_timeout if entry_timeout is None else entry_timeout,
+            attr_timeout=attr_timeout,
+        )

@@ -1,0 +1,580 @@
+"""Changes to datasets: every namespace change, attribute change and copy-on-write, into drafts.
+
+``DraftChanges`` is the core's side of the write path (``provenafs.write`` holds the drafts and
+the publisher). In the latest version of a dataset whose caller may write, every change goes
+into the dataset's ``Draft``: the first change opens it, the namespace shows it over the base
+version at once, files opened for writing get local bytes (copy-on-write: a base file's bytes
+are fetched in parts unless it is truncated, and fsynced before the draft records them, so a
+crash never turns an unchanged file into a short one).
+
+In place (``-o writes=in-place``, docs/SEMANTICS.md) every change still goes into the draft
+first, then is pushed into the dataset itself through the ``InPlacePublisher`` before the
+operation returns: at the flush of a written file (so ``close()`` reports a failure) and after
+unlink, rename, mkdir, rmdir and attribute changes. A failure is ``EACCES``/``EIO`` with the
+draft kept.
+
+Locks, in the order of ``provenafs.write`` (its docstring): every change holds the dataset's
+``ChangeGate`` shared for its whole length; copy-on-write of one file holds that file's path
+lock inside it (asserted); a push holds the gate alone and is never started while the calling
+task holds it shared. Refusals are ``RefusalPolicy``'s. Trio thread only; no pyfuse3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import trio
+
+from provenafs.api.models import DatasetRecord
+from provenafs.core.attributes import AttributeMaker
+from provenafs.core.catalog import Catalog
+from provenafs.core.file_views import FileView, FileViews
+from provenafs.core.handles import DraftFileHandle, HandleTable
+from provenafs.core.inodes import InodeTable, NodeId, NodeKind
+from provenafs.core.kernel_cache import KernelCache
+from provenafs.core.namespace import Namespace, check_name
+from provenafs.core.refusals import RefusalPolicy
+from provenafs.core.status import StatusFile
+from provenafs.core.types import (
+    COPY_PART_SIZE,
+    DATASET_DIR_KINDS,
+    DATASET_KINDS,
+    Attributes,
+    Caller,
+    InPlacePublisher,
+    OpenFile,
+    ReaderFactory,
+    parent_path,
+    seconds_to_ns,
+)
+from provenafs.errors import FsError, to_errno
+from provenafs.storage.blobstore import (
+    AccessDeniedError,
+    BlobStore,
+    ExpiredCredentialsError,
+    Listing,
+    ObjectInfo,
+)
+from provenafs.storage.credentials import CredentialBroker
+from provenafs.write.change_gate import ChangeGate
+from provenafs.write.draft_entries import (
+    WHITEOUT,
+    CarriedEntry,
+    DirectoryEntry,
+    Entry,
+    Whiteout,
+    join,
+)
+from provenafs.write.drafts import Draft, DraftStore, StagedBlob
+from provenafs.write.publish import NothingToPublishError, PublishError
+
+__all__ = ["RENAME_NOREPLACE", "DraftChanges"]
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE = 1  # linux/fs.h
+
+
+class DraftChanges:
+    """Puts every change of a dataset into its draft (and, in place, pushes it)."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        namespace: Namespace,
+        inodes: InodeTable,
+        views: FileViews,
+        policy: RefusalPolicy,
+        attributes: AttributeMaker,
+        handles: HandleTable,
+        draft_store: Callable[[], DraftStore],
+        reader_factory: ReaderFactory,
+        broker: CredentialBroker,
+        store: BlobStore,
+        kernel_cache: KernelCache,
+        status: StatusFile,
+    ) -> None:
+        self._catalog = catalog
+        self._namespace = namespace
+        self._inodes = inodes
+        self._views = views
+        self._policy = policy
+        self._attributes = attributes
+        self._handles = handles
+        self._draft_store = draft_store
+        self._reader_factory = reader_factory
+        self._broker = broker
+        self._store = store
+        self._kernel_cache = kernel_cache
+        self._status = status
+        self._in_place = policy.in_place
+        # Changes share a dataset's gate, a push holds it alone (in place); copy-on-write of
+        # one file at a time per path.
+        self._gate = ChangeGate()
+        self._path_locks: dict[tuple[str, str], trio.Lock] = {}
+        self.in_place_publisher: InPlacePublisher | None = None  # set by the daemon
+
+    def _draft_of(self, handle: str) -> Draft | None:
+        return self._draft_store().get(handle)
+
+    # --- what open draft files use (core.handles.DraftWrites) ----------------------------
+
+    def change(self, handle: str) -> AbstractAsyncContextManager[None]:
+        """Hold *handle*'s change gate shared (in place, waits while a push runs)."""
+        return self._gate.change(handle)
+
+    def check_not_publishing(self, handle: str) -> None:
+        self._policy.check_not_publishing(handle)
+
+    async def record_blob(self, blob: StagedBlob) -> None:
+        """Make a written file's bytes and size durable in its draft."""
+        async with self._gate.change(blob.draft.handle):
+            await blob.draft.record_blob(blob)
+
+    def open_blob(self, node: NodeId, blob: StagedBlob, flags: int, ctx: Caller) -> OpenFile:
+        """Open a staged file of a draft (for writing, or reading it once staged)."""
+        fh = self._handles.add(DraftFileHandle(node, blob, flags, self, opened_by=ctx))
+        return OpenFile(fh, keep_cache=False, direct_io=False)
+
+    async def dataset_parent(self, parent: int) -> tuple[NodeId, DatasetRecord]:
+        """The dataset directory *parent* a change happens in, with its record."""
+        node = self._inodes.node(parent)
+        if node.kind not in DATASET_DIR_KINDS:
+            if not node.kind.is_directory:
+                raise FsError(errno.ENOTDIR, "not a directory")
+            raise await self._policy.refusal_for(node)
+        return node, await self._catalog.record(node.handle)
+
+    async def push_in_place(self, handle: str) -> None:
+        """In place: the dataset's pending changes go into it before the calling operation
+        returns. A failure keeps them in the draft (the quiet-delay publisher tries again) and
+        is the operation's error: ``EACCES`` when S3 or the data store refused, else ``EIO``."""
+        if not self._in_place or self.in_place_publisher is None:
+            return
+        try:
+            await self.in_place_publisher.commit(handle)
+        except NothingToPublishError:
+            return
+        except PublishError as exc:
+            cause = exc.__cause__
+            code = (
+                errno.EACCES if cause is not None and to_errno(cause) == errno.EACCES else errno.EIO
+            )
+            raise FsError(code, f"{handle}: kept in the draft, not in S3: {exc}") from exc
+
+    async def settle_in_place(self, draft: Draft) -> None:
+        """In place, after a close: forget pushed changes of files no longer open, and drop a
+        draft with nothing left (the dataset's own listing shows it all)."""
+        if not self._in_place:
+            return
+        async with self._gate.push(draft.handle):
+            if draft.discarded:  # a push settled it meanwhile
+                return
+            try:
+                if draft.settle():
+                    draft.discard()
+            except (FsError, OSError) as exc:  # kept: the next push settles it again
+                log.warning("%s: could not settle the draft after a close: %s", draft.handle, exc)
+
+    async def _open_draft(self, record: DatasetRecord) -> Draft:
+        draft = self._draft_store().get(record.handle)
+        if draft is None:
+            draft = await self._draft_store().open(
+                record.handle, bucket=record.s3.bucket_name, base_prefix=record.s3.path
+            )
+        return draft
+
+    async def _existing_child(self, parent: NodeId, name: str) -> NodeId | None:
+        try:
+            return await self._namespace.child(parent, name)
+        except FsError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
+    async def _base_has(self, record: DatasetRecord, path: str) -> bool:
+        """Whether the base version shows *path* where the draft does not hide it."""
+        draft = self._draft_of(record.handle)
+        parent, name = parent_path(path)
+        if draft is not None and draft.resolve(parent) is not None:
+            return False
+        listing = await self._catalog.listing(record, parent)
+        return name in listing.files or name in listing.subdirs
+
+    async def _staged_blob(
+        self, record: DatasetRecord, node: NodeId, draft: Draft, *, keep_bytes: bool
+    ) -> StagedBlob:
+        """The local bytes of the file *node*, fetched from S3 first if it has none yet.
+
+        Copy-on-write: a base file gets a blob holding its bytes (unless ``keep_bytes`` is
+        false: it is being truncated), fsynced before the draft records it, so a crash never
+        turns an unchanged file into a short one.
+        """
+        assert self._gate.holds(node.handle), "lock order: the change gate before a path lock"
+        key = (node.handle, node.path)
+        lock = self._path_locks.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                view = await self._views.view(record, node)
+                if view.blob is not None:
+                    return view.blob
+                if view.staged is not None:
+                    return draft.blob_for(node.path, view.staged)
+                assert view.info is not None
+                replaced_base = view.info.key == record.s3.path + node.path
+                blob = await draft.new_blob(node.path, replaced_base=replaced_base)
+                try:
+                    if keep_bytes and view.info.size:
+                        await self._copy_into(record, view.info, blob)
+                        await blob.sync_data()
+                    if keep_bytes:
+                        blob.mtime_ns = seconds_to_ns(view.info.last_modified)
+                    draft.put(node.path, blob.entry())
+                    blob.dirty = not keep_bytes
+                except BaseException:
+                    draft.forget_unreferenced_blob(blob.id)
+                    raise
+                return blob
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._path_locks.pop(key, None)
+
+    async def _copy_into(self, record: DatasetRecord, info: ObjectInfo, blob: StagedBlob) -> None:
+        reader = self._reader_factory(record, info, None)
+        try:
+            offset = 0
+            while offset < info.size:
+                data = await reader.read(offset, min(COPY_PART_SIZE, info.size - offset))
+                if not data:
+                    raise FsError(errno.EIO, f"{info.key} ended early at byte {offset}")
+                await blob.write(offset, data)
+                offset += len(data)
+        finally:
+            await reader.close()
+
+    async def open_for_writing(self, node: NodeId, flags: int, ctx: Caller) -> OpenFile:
+        """Open a dataset file for writing: its bytes become the draft's (copy-on-write)."""
+        record = await self._catalog.record(node.handle)
+        async with self._gate.change(record.handle):
+            await self._policy.check_change(record, node.path)
+            await self._views.view(record, node)  # ENOENT before a draft is made
+            draft = await self._open_draft(record)
+            truncate = bool(flags & os.O_TRUNC)
+            blob = await self._staged_blob(record, node, draft, keep_bytes=not truncate)
+            if truncate and blob.size:
+                await blob.truncate(0)
+            return self.open_blob(node, blob, flags, ctx)
+
+    # --- publishing hooks (provenafs.write.publish) ----------------------------------------
+
+    async def begin_publish(self, handle: str) -> None:
+        """The draft of *handle* is being published until ``end_publish``: changes get
+        ``EBUSY`` meanwhile; in place, they wait (a push is short, and a writer of another
+        file must not fail because someone closed theirs)."""
+        if self._in_place:
+            await self._gate.begin_push(handle)
+        else:
+            self._policy.publishing.add(handle)
+
+    def end_publish(self, handle: str) -> None:
+        if self._in_place:
+            self._gate.end_push(handle)
+        else:
+            self._policy.publishing.discard(handle)
+
+    async def publish_done(self, old_handle: str, new_handle: str) -> None:
+        """After a verified publish: drop the draft view, forget cached records and listings of
+        both versions, and tell the kernel to drop what it cached of them.
+
+        In place (*new_handle* is *old_handle*) the publisher settles the draft itself, and the
+        kernel keeps its entries: the dataset now holds what the draft showed (only mtimes
+        become S3's, within the 1 s attribute timeout), and a push happens at every close.
+        """
+        in_place = new_handle == old_handle
+        draft = self._draft_store().get(old_handle)
+        if draft is not None and not in_place:
+            draft.discard()  # idempotent: the publisher discards it again afterwards
+        self._policy.publishing.discard(old_handle)
+        for handle in {old_handle, new_handle}:
+            self._catalog.invalidate(handle)
+        self._status.forget()
+        if not in_place:
+            self._kernel_cache.datasets_changed(old_handle, new_handle)
+
+    # --- mutations -----------------------------------------------------------------------
+
+    async def create(
+        self, parent: int, name: str, flags: int, ctx: Caller
+    ) -> tuple[OpenFile, Attributes] | NodeId:
+        """A new file in the draft, opened; or the existing file *name* (for the caller to open
+        outside the gate: open takes it)."""
+        parent_node, record = await self.dataset_parent(parent)
+        check_name(name)
+        path = join(parent_node.path, name)
+        async with self._gate.change(record.handle):
+            await self._policy.check_change(record, path)
+            await self._attributes.of(parent_node)  # the directory is still there
+            existing = await self._existing_child(parent_node, name)
+            if existing is None:
+                return await self._create_file(record, path, flags, ctx)
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST, f"{path!r} exists")
+            if existing.kind is not NodeKind.DATASET_FILE:
+                raise FsError(errno.EISDIR, f"{path!r} is a directory")
+        return existing
+
+    async def _create_file(
+        self, record: DatasetRecord, path: str, flags: int, ctx: Caller
+    ) -> tuple[OpenFile, Attributes]:
+        draft = await self._open_draft(record)
+        replaced = isinstance(draft.entries.get(path), Whiteout)
+        blob = await draft.new_blob(path, replaced_base=replaced)
+        draft.put(path, blob.entry())
+        node = NodeId(NodeKind.DATASET_FILE, record.handle, path)
+        inode = self._inodes.remember(node)
+        opened = self.open_blob(node, blob, flags, ctx)
+        return opened, dataclasses.replace(await self._attributes.of(node), inode=inode)
+
+    async def mkdir(self, parent: int, name: str) -> Attributes:
+        parent_node, record = await self.dataset_parent(parent)
+        check_name(name)
+        path = join(parent_node.path, name)
+        async with self._gate.change(record.handle):
+            await self._policy.check_change(record, path)
+            await self._attributes.of(parent_node)
+            if await self._existing_child(parent_node, name) is not None:
+                raise FsError(errno.EEXIST, f"{path!r} exists")
+            draft = await self._open_draft(record)
+            draft.put(path, DirectoryEntry(time.time_ns()))
+            await draft.sync()
+            node = NodeId(NodeKind.DATASET_SUBDIR, record.handle, path)
+            inode = self._inodes.remember(node)
+            attributes = dataclasses.replace(await self._attributes.of(node), inode=inode)
+        await self.push_in_place(record.handle)
+        return attributes
+
+    async def refuse_special(self, parent: int, name: str) -> FsError:
+        parent_node, record = await self.dataset_parent(parent)
+        await self._policy.check_change(record, join(parent_node.path, name))
+        return FsError(errno.EPERM, "datasets hold regular files and directories only")
+
+    async def unlink(self, parent: int, name: str) -> None:
+        parent_node, record = await self.dataset_parent(parent)
+        async with self._gate.change(record.handle):
+            node = await self._namespace.child(parent_node, name)
+            if node.kind is not NodeKind.DATASET_FILE:
+                raise FsError(errno.EISDIR, f"{node.path!r} is a directory")
+            await self._policy.check_change(record, node.path)
+            view = await self._views.view(record, node)
+            in_base = await self._base_has(record, node.path)
+            draft = await self._open_draft(record)
+            await self._remove_path(draft, node.path, in_base=in_base)
+            keep: StagedBlob | ObjectInfo | None = view.info
+            if view.staged is not None:
+                keep = draft.live_blob(view.staged.blob)
+            self._views.detach(node, keep)
+            if view.staged is not None:
+                draft.forget_unreferenced_blob(view.staged.blob)
+        await self.push_in_place(record.handle)
+
+    async def _remove_path(self, draft: Draft, path: str, *, in_base: bool) -> None:
+        # In place, S3 itself may hold the path (pushed moments ago) whatever the cached
+        # listing says: a whiteout makes the push delete it.
+        if in_base or self._in_place:
+            draft.put(path, WHITEOUT)
+        else:
+            draft.remove(path)
+        await draft.sync()
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        parent_node, record = await self.dataset_parent(parent)
+        async with self._gate.change(record.handle):
+            node = await self._namespace.child(parent_node, name)
+            if node.kind is not NodeKind.DATASET_SUBDIR:
+                raise FsError(errno.ENOTDIR, f"{node.path!r} is not a directory")
+            await self._policy.check_change(record, node.path)
+            if await self._namespace.children(node):
+                raise FsError(errno.ENOTEMPTY, f"{node.path!r} is not empty")
+            in_base = await self._base_has(record, node.path)
+            draft = await self._open_draft(record)
+            await self._remove_path(draft, node.path, in_base=in_base)
+            self._views.detach(node, None)
+        await self.push_in_place(record.handle)
+
+    async def rename(
+        self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int
+    ) -> None:
+        old_dir = self._inodes.node(old_parent)
+        new_dir = self._inodes.node(new_parent)
+        inside = (old_dir.kind in DATASET_DIR_KINDS, new_dir.kind in DATASET_DIR_KINDS)
+        if inside != (True, True):
+            if any(inside):
+                raise FsError(errno.EXDEV, "renames cannot leave or enter a dataset")
+            raise await self._policy.refusal_for(old_dir)
+        if old_dir.handle != new_dir.handle:
+            raise FsError(errno.EXDEV, "renames across datasets are copies")
+        if flags & ~RENAME_NOREPLACE:
+            raise FsError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
+        check_name(new_name)
+        record = await self._catalog.record(old_dir.handle)
+        async with self._gate.change(record.handle):
+            source = await self._namespace.child(old_dir, old_name)
+            new_path = join(new_dir.path, new_name)
+            await self._policy.check_change(record, source.path, new_path)
+            await self._attributes.of(new_dir)
+            if source.path == new_path:
+                return
+            is_dir = source.kind is NodeKind.DATASET_SUBDIR
+            if is_dir and new_path.startswith(source.path + "/"):
+                raise FsError(errno.EINVAL, "a directory cannot move into itself")
+            target = await self._existing_child(new_dir, new_name)
+            target_view: FileView | None = None
+            if target is not None:
+                if flags & RENAME_NOREPLACE:
+                    raise FsError(errno.EEXIST, f"{new_path!r} exists")
+                if is_dir and target.kind is not NodeKind.DATASET_SUBDIR:
+                    raise FsError(errno.ENOTDIR, f"{new_path!r} is not a directory")
+                if not is_dir and target.kind is NodeKind.DATASET_SUBDIR:
+                    raise FsError(errno.EISDIR, f"{new_path!r} is a directory")
+                if is_dir and await self._namespace.children(target):
+                    raise FsError(errno.ENOTEMPTY, f"{new_path!r} is not empty")
+                if not is_dir:
+                    target_view = await self._views.view(record, target)
+            if is_dir:
+                operations = await self._directory_move(record, source.path, new_path)
+            else:
+                view = await self._views.view(record, source)
+                operations = [("set", new_path, self._entry_of(view, source.path))]
+            if self._in_place or await self._base_has(record, source.path):
+                operations.append(("set", source.path, WHITEOUT))
+            else:
+                operations.append(("del", source.path, None))
+            draft = await self._open_draft(record)
+            draft.apply(operations)
+            await draft.sync()
+            if target_view is not None and target_view.staged is not None:
+                draft.forget_unreferenced_blob(target_view.staged.blob)
+            draft.rebind(source.path, new_path)
+            for orphan in self._inodes.rename(record.handle, source.path, new_path):
+                if target_view is not None and target_view.staged is not None:
+                    blob = draft.live_blob(target_view.staged.blob)
+                    if blob is not None:
+                        self._views.keep(orphan, blob)
+                elif target_view is not None and target_view.info is not None:
+                    self._views.keep(orphan, target_view.info)
+        await self.push_in_place(record.handle)
+
+    def _entry_of(self, view: FileView, path: str) -> Entry:
+        """The draft entry that puts the file seen through *view* at another path."""
+        if view.staged is not None and view.draft is not None:
+            return view.draft.entries[path]
+        assert view.info is not None
+        mtime = seconds_to_ns(view.info.last_modified)
+        return CarriedEntry(view.info.key, view.info.size, view.info.etag, mtime)
+
+    async def _directory_move(
+        self, record: DatasetRecord, old: str, new: str
+    ) -> list[tuple[str, str, Entry | None]]:
+        """Operations that rebuild the directory *old* at *new* (base files carried, no copy)."""
+        now = time.time_ns()
+        operations: list[tuple[str, str, Entry | None]] = [("set", new, DirectoryEntry(now))]
+        draft = self._draft_of(record.handle)
+        resolve = draft.resolve if draft is not None else (lambda path: None)
+        if resolve(old) is None:
+            prefix = record.s3.path
+            dirs: set[str] = set()
+            for info in (await self._base_tree(record, old)).objects:
+                rel = info.key[len(prefix) :]
+                if rel.endswith("/"):
+                    directory = rel.rstrip("/")
+                    if directory != old and resolve(directory) is None:
+                        dirs.add(directory)
+                    continue
+                ancestor = parent_path(rel)[0]
+                while ancestor != old and ancestor:
+                    if resolve(ancestor) is None:
+                        dirs.add(ancestor)  # a folder stays even when its files went
+                    ancestor = parent_path(ancestor)[0]
+                if resolve(rel) is not None:
+                    continue  # replaced or hidden by the draft: its entry moves below
+                mtime = seconds_to_ns(info.last_modified)
+                carried = CarriedEntry(info.key, info.size, info.etag, mtime)
+                operations.append(("set", new + rel[len(old) :], carried))
+            for directory in sorted(dirs):
+                operations.append(("set", new + directory[len(old) :], DirectoryEntry(now)))
+        if draft is not None:
+            for path, entry in draft.entries_under(old):
+                if not isinstance(entry, Whiteout):
+                    operations.append(("set", new + path[len(old) :], entry))
+        return operations
+
+    async def _base_tree(self, record: DatasetRecord, directory: str) -> Listing:
+        """Every base key below *directory* (no delimiter), with the dataset's read credentials."""
+        prefix = f"{record.s3.path}{directory}/"
+        for attempt in (1, 2):
+            creds = await self._broker.read(record.handle)
+            try:
+                return await self._store.list_prefix(
+                    creds, record.s3.bucket_name, prefix, delimiter=None
+                )
+            except (ExpiredCredentialsError, AccessDeniedError):
+                if attempt == 2:
+                    raise
+                self._broker.invalidate(record.handle)
+        raise AssertionError("unreachable")
+
+    async def change_attributes(
+        self, inode: int, *, size: int | None, mtime_ns: int | None, fh: int | None
+    ) -> None:
+        node = self._inodes.node(inode)
+        if node.kind not in DATASET_KINDS:
+            raise await self._policy.refusal_for(node)
+        async with self._gate.change(node.handle):
+            changed = await self._change_file_attributes(node, size=size, mtime_ns=mtime_ns, fh=fh)
+        if changed and fh is None:  # a change through an open file reaches S3 at its close
+            await self.push_in_place(node.handle)
+
+    async def _change_file_attributes(
+        self, node: NodeId, *, size: int | None, mtime_ns: int | None, fh: int | None
+    ) -> bool:
+        """Size and mtime changes of a dataset file into the draft; False when none is kept."""
+        record = await self._catalog.record(node.handle)
+        await self._policy.check_change(record, node.path)
+        if node.kind is not NodeKind.DATASET_FILE:
+            if size is not None:
+                raise FsError(errno.EISDIR, "is a directory")
+            return False  # directory times and modes are not kept
+        if size is not None and size < 0:
+            raise FsError(errno.EINVAL, "negative size")
+        if size is None and mtime_ns is None:
+            return False
+        view = await self._views.view(record, node)
+        draft = await self._open_draft(record)
+        handle = self._handles.find(fh) if fh is not None else None
+        blob = (handle.staged_blob() if handle is not None else None) or view.blob
+        if size is None and blob is None and view.info is not None:
+            # Only the mtime of a file whose bytes are in S3: no copy, just a new entry.
+            assert mtime_ns is not None
+            info = view.info
+            draft.put(node.path, CarriedEntry(info.key, info.size, info.etag, mtime_ns))
+            await draft.sync()
+            return True
+        if blob is None:
+            blob = await self._staged_blob(record, node, draft, keep_bytes=size != 0)
+        blob.open_count += 1
+        try:
+            if size is not None and size != blob.size:
+                await blob.truncate(size)
+            if mtime_ns is not None:
+                blob.touch(mtime_ns)
+            await blob.draft.record_blob(blob)
+        finally:
+            blob.draft.release_blob(blob)
+        return True

@@ -1,0 +1,257 @@
+"""The tree of docs/SEMANTICS.md: which names exist under which node, and what each name is.
+
+::
+
+    /                       ROOT: handle prefixes, ``by-name``; ``.provenafs`` is hidden
+    10378.1/                PREFIX_DIR: per dataset ``<n>/``, ``<n>.json``, ``<n>@latest``
+    10378.1/1932274/        DATASET_DIR: the objects under the dataset's S3 prefix
+    10378.1/1932274/raw/    DATASET_SUBDIR (S3 "folders", empty ones from ``dir/`` markers)
+    10378.1/1932274.json    SIDECAR
+    10378.1/1932274@latest  LATEST_LINK -> the latest version's name in the same prefix
+    by-name/<name>          BY_NAME_LINK -> ../10378.1/<n> (latest versions only)
+    .provenafs/status.json  CONTROL_FILE
+
+Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed handles are
+``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
+no lookup except in ``by-name`` needs the full dataset list.
+
+Inside a dataset with a draft (``provenafs.write.drafts``), the draft's overlay decides first: its
+entries add, replace and hide names; where it has nothing to say the base listing answers.
+
+This module decides names and kinds only: attributes, permissions and handles live in
+``filesystem``, caching in ``catalog``. No pyfuse3, no blocking calls; trio thread only.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from collections.abc import Callable, Iterable
+
+from provenafs.api import errors as api_errors
+from provenafs.api.models import DatasetRecord
+from provenafs.core.catalog import Catalog
+from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.types import NAME_MAX
+from provenafs.errors import FsError
+from provenafs.write.draft_entries import DirectoryEntry, Whiteout, join
+from provenafs.write.drafts import Draft
+
+__all__ = [
+    "BY_NAME",
+    "CONTROL_DIR",
+    "CONTROL_FILES",
+    "LATEST_SUFFIX",
+    "SIDECAR_SUFFIX",
+    "Namespace",
+    "by_name_entries",
+    "check_name",
+    "split_handle",
+]
+
+BY_NAME = "by-name"
+CONTROL_DIR = ".provenafs"
+STATUS_FILE = "status.json"
+CONTROL_FILES = (STATUS_FILE,)
+SIDECAR_SUFFIX = ".json"
+LATEST_SUFFIX = "@latest"
+
+# A handle prefix is dotted digits (``10378.1``); a suffix is a plain token (``1932274``).
+_PREFIX_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_SUFFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# The replacement for ``/`` (and NUL) in display names: U+2215 DIVISION SLASH looks like a slash
+# but is a valid name character.
+_SLASH_STANDIN = "\u2215"
+
+
+def check_name(name: str) -> None:
+    """Reject names no node can have: ``ENAMETOOLONG`` over 255 bytes, ``ENOENT`` otherwise."""
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG, "name longer than 255 bytes")
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        raise FsError(errno.ENOENT, f"invalid name {name!r}")
+
+
+def split_handle(handle: str) -> tuple[str, str] | None:
+    """``("10378.1", "1932274")`` for a well-formed handle, None otherwise."""
+    prefix, slash, suffix = handle.partition("/")
+    if not slash or not _PREFIX_RE.fullmatch(prefix) or not _SUFFIX_RE.fullmatch(suffix):
+        return None
+    return prefix, suffix
+
+
+def _entry_name(display_name: str) -> str:
+    """A display name made valid as one directory entry (no ``/``, NUL, ≤ 255 bytes)."""
+    name = display_name.replace("/", _SLASH_STANDIN).replace("\x00", _SLASH_STANDIN).strip()
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > NAME_MAX - 64:  # room for a " (<handle>)" suffix
+        name = encoded[: NAME_MAX - 64].decode("utf-8", "ignore").rstrip()
+    if name in ("", ".", ".."):
+        name = f"unnamed{name}"
+    return name
+
+
+def by_name_entries(records: Iterable[DatasetRecord]) -> dict[str, str]:
+    """``by-name`` entry names to handles, for the latest version of every chain.
+
+    The earliest-created dataset keeps the plain name; the others that share it become
+    ``"<name> (<handle>)"`` with the handle's ``/`` replaced like any other.
+    """
+    latest = [r for r in records if r.is_latest and split_handle(r.handle) is not None]
+    latest.sort(key=lambda r: (r.created_timestamp, r.handle))
+    entries: dict[str, str] = {}
+    for record in latest:
+        name = _entry_name(record.display_name)
+        if name in entries:
+            name = f"{name} ({record.handle.replace('/', _SLASH_STANDIN)})"
+        entries.setdefault(name, record.handle)
+    return entries
+
+
+class Namespace:
+    """Resolves names under nodes and lists nodes' children, fetching through the catalog."""
+
+    def __init__(
+        self, catalog: Catalog, drafts: Callable[[str], Draft | None] | None = None
+    ) -> None:
+        self._catalog = catalog
+        self._drafts = drafts or (lambda handle: None)
+
+    # --- lookup --------------------------------------------------------------------------
+
+    async def child(self, parent: NodeId, name: str) -> NodeId:
+        """The node called *name* under *parent*; ``FsError(ENOENT)`` if there is none."""
+        check_name(name)
+        kind = parent.kind
+        if kind is NodeKind.ROOT:
+            return await self._root_child(name)
+        if kind is NodeKind.PREFIX_DIR:
+            return await self._prefix_child(parent.handle, name)
+        if kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
+            return await self._dataset_child(parent, name)
+        if kind is NodeKind.BY_NAME_DIR:
+            entries = by_name_entries(await self._catalog.datasets())
+            if name not in entries:
+                raise FsError(errno.ENOENT, f"no dataset named {name!r}")
+            return NodeId(NodeKind.BY_NAME_LINK, entries[name], name)
+        if kind is NodeKind.CONTROL_DIR:
+            if name not in CONTROL_FILES:
+                raise FsError(errno.ENOENT, f"no control file {name!r}")
+            return NodeId(NodeKind.CONTROL_FILE, "", name)
+        raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
+
+    async def _root_child(self, name: str) -> NodeId:
+        if name == BY_NAME:
+            return NodeId(NodeKind.BY_NAME_DIR)
+        if name == CONTROL_DIR:
+            return NodeId(NodeKind.CONTROL_DIR)
+        if _PREFIX_RE.fullmatch(name):
+            # Any well-formed prefix is a directory: the handles under it are looked up one by
+            # one, so a private prefix works without listing everything.
+            return NodeId(NodeKind.PREFIX_DIR, name)
+        raise FsError(errno.ENOENT, f"not a handle prefix: {name!r}")
+
+    async def _prefix_child(self, prefix: str, name: str) -> NodeId:
+        if name.endswith(LATEST_SUFFIX):
+            kind, suffix = NodeKind.LATEST_LINK, name.removesuffix(LATEST_SUFFIX)
+        elif name.endswith(SIDECAR_SUFFIX):
+            kind, suffix = NodeKind.SIDECAR, name.removesuffix(SIDECAR_SUFFIX)
+        else:
+            kind, suffix = NodeKind.DATASET_DIR, name
+        if not _SUFFIX_RE.fullmatch(suffix):
+            raise FsError(errno.ENOENT, f"malformed handle {prefix}/{suffix!r}")
+        handle = f"{prefix}/{suffix}"
+        try:
+            await self._catalog.record(handle)
+        except api_errors.NotFoundError as exc:
+            raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
+        return NodeId(kind, handle)
+
+    async def _dataset_child(self, parent: NodeId, name: str) -> NodeId:
+        record = await self._catalog.record(parent.handle)
+        if not await self._catalog.data_readable(record):
+            raise FsError(errno.EACCES, f"no data-read access to {parent.handle}")
+        path = join(parent.path, name)
+        draft = self._drafts(parent.handle)
+        entry = draft.resolve(path) if draft is not None else None
+        if entry is not None:
+            if isinstance(entry, Whiteout):
+                raise FsError(errno.ENOENT, f"{path!r} was removed in the draft of {parent.handle}")
+            kind = NodeKind.DATASET_SUBDIR if isinstance(entry, DirectoryEntry) else None
+            return NodeId(kind or NodeKind.DATASET_FILE, parent.handle, path)
+        listing = await self._catalog.listing(record, parent.path)
+        if name in listing.subdirs:
+            return NodeId(NodeKind.DATASET_SUBDIR, parent.handle, path)
+        if name in listing.files:
+            return NodeId(NodeKind.DATASET_FILE, parent.handle, path)
+        raise FsError(errno.ENOENT, f"no {path!r} in {parent.handle}")
+
+    # --- listing -------------------------------------------------------------------------
+
+    async def children(self, parent: NodeId) -> list[tuple[str, NodeId]]:
+        """Every visible child of *parent*, sorted by name (hidden ``.provenafs`` left out)."""
+        kind = parent.kind
+        if kind is NodeKind.ROOT:
+            prefixes = {split[0] for split in self._known_splits(await self._catalog.datasets())}
+            entries = [(p, NodeId(NodeKind.PREFIX_DIR, p)) for p in prefixes]
+            entries.append((BY_NAME, NodeId(NodeKind.BY_NAME_DIR)))
+        elif kind is NodeKind.PREFIX_DIR:
+            entries = []
+            for prefix, suffix in self._known_splits(await self._catalog.datasets()):
+                if prefix != parent.handle:
+                    continue
+                handle = f"{prefix}/{suffix}"
+                entries.append((suffix, NodeId(NodeKind.DATASET_DIR, handle)))
+                entries.append((suffix + SIDECAR_SUFFIX, NodeId(NodeKind.SIDECAR, handle)))
+                entries.append((suffix + LATEST_SUFFIX, NodeId(NodeKind.LATEST_LINK, handle)))
+        elif kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
+            record = await self._catalog.record(parent.handle)
+            if not await self._catalog.data_readable(record):
+                raise FsError(errno.EACCES, f"no data-read access to {parent.handle}")
+            entries = []
+            for name, is_dir in sorted((await self._dataset_names(record, parent)).items()):
+                path = join(parent.path, name)
+                child_kind = NodeKind.DATASET_SUBDIR if is_dir else NodeKind.DATASET_FILE
+                entries.append((name, NodeId(child_kind, parent.handle, path)))
+        elif kind is NodeKind.BY_NAME_DIR:
+            named = by_name_entries(await self._catalog.datasets())
+            entries = [(n, NodeId(NodeKind.BY_NAME_LINK, h, n)) for n, h in named.items()]
+        elif kind is NodeKind.CONTROL_DIR:
+            entries = [(n, NodeId(NodeKind.CONTROL_FILE, "", n)) for n in CONTROL_FILES]
+        else:
+            raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
+        return sorted(entries, key=lambda entry: entry[0])
+
+    async def _dataset_names(self, record: DatasetRecord, parent: NodeId) -> dict[str, bool]:
+        """Names in a dataset directory (to whether each is a directory), draft over base."""
+        draft = self._drafts(parent.handle)
+        names: dict[str, bool] = {}
+        if draft is None or draft.resolve(parent.path) is None:
+            names.update((await self._catalog.listing(record, parent.path)).names())
+        if draft is not None:
+            for name, entry in draft.children(parent.path).items():
+                if isinstance(entry, Whiteout):
+                    names.pop(name, None)
+                else:
+                    names[name] = isinstance(entry, DirectoryEntry)
+        return names
+
+    def _known_splits(self, listed: Iterable[DatasetRecord]) -> set[tuple[str, str]]:
+        """(prefix, suffix) of every listed handle and every handle fetched directly."""
+        handles = {record.handle for record in listed}
+        handles.update(self._catalog.fetched_handles())
+        return {split for handle in handles if (split := split_handle(handle)) is not None}
+
+    # --- symlinks ------------------------------------------------------------------------
+
+    async def link_target(self, node: NodeId) -> str:
+        """Where a ``@latest`` or ``by-name`` link points (relative, like ``ls -l`` shows it)."""
+        if node.kind is NodeKind.LATEST_LINK:
+            latest = await self._catalog.latest_handle(node.handle)
+            split = split_handle(latest)
+            if split is None or split[0] != split_handle(node.handle)[0]:  # type: ignore[index]
+                return f"../{latest}"
+            return split[1]
+        if node.kind is NodeKind.BY_NAME_LINK:
+            return f"../{node.handle}"
+        raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")

@@ -1,0 +1,155 @@
+"""Which changes the mount refuses, and with which errno: the one place that decides.
+
+The rules (docs/SEMANTICS.md, "Writes"): ``-o ro``, or a version that is not the latest, is
+``EROFS``; a change without item role ``admin`` (in place: ``dataset-data-write``; there the
+data store's refusal of write credentials decides, its reason logged once) is ``EACCES``; the
+top-level ``metadata.json`` is the data store's (``EACCES``); the levels above datasets are
+``EROFS``; a change while the dataset's publish runs is ``EBUSY`` (draft mode; in place the
+change waits at the ``ChangeGate`` instead). A sidecar is editable where the caller holds item
+``metadata-write`` or ``admin`` and the dataset is not locked.
+
+Permission bits come from the same answers (``write_refusal`` is None exactly where a write
+bit shows), so ``access(W_OK)`` and a write agree. This module decides; it changes nothing
+but its own log-once table and the set of datasets whose publish runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from provenafs.api.errors import AuthenticationError, ForbiddenError, PermissionDeniedError
+from provenafs.api.models import DatasetRecord
+from provenafs.core.catalog import Catalog
+from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.types import DATASET_KINDS
+from provenafs.errors import FsError
+from provenafs.mount_options import MountOptions
+from provenafs.storage.credentials import CredentialBroker
+from provenafs.write.draft_entries import METADATA_FILE
+from provenafs.write.metadata_edit import SidecarEditor, can_edit_metadata
+
+__all__ = ["RefusalPolicy"]
+
+log = logging.getLogger(__name__)
+
+
+class RefusalPolicy:
+    """Answers "may this change happen?" with None or the ``FsError`` the caller gets."""
+
+    def __init__(
+        self,
+        options: MountOptions,
+        catalog: Catalog,
+        broker: CredentialBroker,
+        editor: SidecarEditor | None,
+    ) -> None:
+        self._options = options
+        self._catalog = catalog
+        self._broker = broker
+        self._editor = editor
+        self.in_place = options.write_mode == "in-place"
+        self.publishing: set[str] = set()  # draft mode: datasets whose publish runs
+        self._write_refusals: dict[str, str] = {}  # the data store's last refusal, logged once
+
+    # --- dataset contents ----------------------------------------------------------------
+
+    def write_refusal(
+        self, record: DatasetRecord, path: str, *, from_record: bool = True
+    ) -> FsError | None:
+        """Why a change at *path* of *record*'s dataset cannot happen; None when it can.
+
+        In place, a lock or a release is read from the record for permission bits only
+        (``from_record``); a change asks the data store instead (``require_write_access``).
+        """
+        if self._options.read_only:
+            return FsError(errno.EROFS, "the mount is read-only (-o ro)")
+        roles = record.roles or frozenset()
+        if self.in_place:
+            if not roles & {"admin", "dataset-data-write"}:
+                return FsError(errno.EACCES, f"{record.handle}: needs dataset-data-write")
+            if from_record and (record.locked or record.release_status != "NOT_RELEASED"):
+                state = "locked" if record.locked else record.release_status
+                return FsError(errno.EACCES, f"{record.handle} is {state}: no in-place writes")
+        else:
+            if not record.is_latest:
+                return FsError(
+                    errno.EROFS, f"{record.handle} is not the latest version (see its @latest)"
+                )
+            if "admin" not in roles:
+                return FsError(errno.EACCES, f"versioning {record.handle} needs item role admin")
+        if path == METADATA_FILE:
+            return FsError(errno.EACCES, "metadata.json is the data store's (edit the sidecar)")
+        return None
+
+    async def refusal_for(self, node: NodeId) -> FsError:
+        """The error a change of *node* gets when its attributes show no write bit."""
+        if self._options.read_only:
+            return FsError(errno.EROFS, "the mount is read-only (-o ro)")
+        if node.kind in DATASET_KINDS:
+            record = await self._catalog.record(node.handle)
+            refusal = self.write_refusal(record, node.path)
+            return refusal or FsError(errno.EACCES, "not writable")
+        if node.kind is NodeKind.SIDECAR:
+            return FsError(errno.EACCES, "this sidecar cannot be edited")
+        if not node.kind.is_directory and not node.kind.is_symlink:
+            return FsError(errno.EACCES, "not writable")
+        return FsError(errno.EROFS, "only dataset directories can be changed")
+
+    async def xattr_refusal(self, node: NodeId) -> FsError:
+        """Extended attributes are not stored: ``ENOTSUP`` where writes work, else the refusal."""
+        if node.kind in DATASET_KINDS:
+            record = await self._catalog.record(node.handle)
+            refusal = self.write_refusal(record, node.path)
+            return refusal or FsError(errno.ENOTSUP, "datasets keep no extended attributes")
+        return await self.refusal_for(node)
+
+    async def check_change(self, record: DatasetRecord, *paths: str) -> None:
+        """Refuse a change at *paths* that cannot happen (nothing is created on disk)."""
+        for path in paths:
+            refusal = self.write_refusal(record, path, from_record=False)
+            if refusal is not None:
+                raise refusal
+        if self.in_place:
+            await self.require_write_access(record)
+        await self.require_data_read(record)
+        self.check_not_publishing(record.handle)
+
+    def check_not_publishing(self, handle: str) -> None:
+        if handle in self.publishing:
+            raise FsError(errno.EBUSY, f"{handle} is being published; try again after")
+
+    async def require_data_read(self, record: DatasetRecord) -> None:
+        if not await self._catalog.data_readable(record):
+            raise FsError(errno.EACCES, f"no data-read access to {record.handle}")
+
+    async def require_write_access(self, record: DatasetRecord) -> None:
+        """In place, the data store decides: its refusal of write credentials (locked, pending
+        review, released, no role) is ``EACCES``, and its reason is logged once."""
+        handle = record.handle
+        try:
+            await self._broker.write(handle)
+        except (ForbiddenError, PermissionDeniedError, AuthenticationError) as exc:
+            reason = str(exc)
+            if self._write_refusals.get(handle) != reason:
+                self._write_refusals[handle] = reason
+                log.warning("%s: the data store refuses in-place writes: %s", handle, reason)
+            raise FsError(errno.EACCES, f"{handle}: {reason}") from exc
+        self._write_refusals.pop(handle, None)
+
+    # --- sidecars (metadata edits) -------------------------------------------------------
+
+    def sidecar_writable(self, record: DatasetRecord) -> bool:
+        return (
+            self._editor is not None and not self._options.read_only and can_edit_metadata(record)
+        )
+
+    async def require_sidecar_writable(self, handle: str) -> SidecarEditor:
+        """The editor, where an edit of *handle*'s sidecar can succeed; else the refusal."""
+        if self._options.read_only or self._editor is None:
+            raise FsError(errno.EROFS, "metadata edits need a read-write mount")
+        record = await self._catalog.record(handle)
+        if not self.sidecar_writable(record):
+            why = "locked" if record.locked else "needs item role metadata-write or admin"
+            raise FsError(errno.EACCES, f"the metadata of {handle} cannot be edited ({why})")
+        return self._editor

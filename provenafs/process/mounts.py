@@ -1,0 +1,71 @@
+"""Where a mount is and where its daemon logs: facts about mounts that need no daemon.
+
+``find_mount`` reads ``/proc/self/mountinfo``; ``log_path_for`` names the per-mountpoint log
+of a background daemon; ``READY_FD_ENV`` names the readiness pipe between ``provenafs mount``
+and the daemon it starts. The commands (``status``, ``umount``, ``login``) and the tests use
+these without loading the FUSE daemon (pyfuse3, the core). This module must stay that light:
+standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["FSTYPE", "READY_FD_ENV", "MountEntry", "find_mount", "log_path_for"]
+
+FSTYPE = "fuse.provenafs"
+READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
+
+
+@dataclasses.dataclass(frozen=True)
+class MountEntry:
+    """One line of ``/proc/self/mountinfo``."""
+
+    mountpoint: Path
+    fstype: str
+    source: str
+    device: str = dataclasses.field(default="", compare=False)  # MAJ:MIN
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
+    return (
+        field.encode("latin-1")
+        .decode("unicode_escape")
+        .encode("latin-1")
+        .decode("utf-8", "surrogateescape")
+    )
+
+
+def find_mount(
+    mountpoint: Path, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> MountEntry | None:
+    """The mount whose mountpoint is exactly ``mountpoint`` (the last one, if stacked)."""
+    wanted = Path(os.path.abspath(mountpoint))
+    found: MountEntry | None = None
+    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
+        fields = line.split(" ")
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if len(fields) < separator + 3 or len(fields) < 5:
+            continue
+        point = Path(_unescape_mountinfo(fields[4]))
+        if point == wanted:
+            found = MountEntry(
+                point,
+                fields[separator + 1],
+                _unescape_mountinfo(fields[separator + 2]),
+                device=fields[2],
+            )
+    return found
+
+
+def log_path_for(mountpoint: Path) -> Path:
+    """``~/.cache/provenafs/logs/<hash of the mountpoint>.log``: one log per mountpoint."""
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(mountpoint))).hexdigest()[:16]
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "provenafs" / "logs" / f"{digest}.log"

@@ -1,0 +1,838 @@
+"""Publishing a draft as a new dataset version, resumably, and deciding when to.
+
+What a user sees of it is docs/SEMANTICS.md, "Writes: drafts" and "Writes in place".
+
+``Publisher.publish(handle, reason, progress)`` turns the draft of ``handle`` into the next
+version of that dataset and answers the new handle:
+
+1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``;
+2. unless the draft already names one, ``POST /register/version`` and **record the new id in the
+   draft's journal before anything is copied**, so a crash or an error resumes into the same new
+   version and never mints a second one. The request itself (with its reason) is journaled
+   before it is sent: a publish that finds a request without an answer (lost in transit, or a
+   crash while it was in flight) adopts the base's successor if it has that reason;
+3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
+   unchanged files streamed from the old version part by part (ranged GETs with the old
+   version's read credentials, multipart upload with the new version's write credentials, one
+   part in memory per stream), staged files uploaded from local disk, a zero-byte ``dir/`` key
+   for each empty directory, removed files left out; each file is ``mark_published`` as it lands,
+   so a resumed publish skips it;
+4. list the new prefix and verify every planned key: present, with the planned size, and with
+   the ETag its bytes imply where S3's ETag is a checksum (the MD5 of a single PUT, or the MD5 of
+   the parts' MD5s of a multipart upload). Leftovers of an earlier attempt that the plan no longer
+   holds are deleted; the server's ``metadata.json`` is never written, copied or deleted;
+5. ``publish_done(old, new)`` on the filesystem, then ``draft.discard()``.
+
+A failure leaves the draft (and any recorded new version id) in place for a retry. With
+``in_place=True`` (``-o writes=in-place``) step 2 is skipped and the changes go straight into
+the draft's own dataset with its write credentials: renamed files are copied first (they read
+keys the rest may overwrite or delete), then changed and new files are uploaded, then removed
+files and the markers of removed folders are deleted. The data store refuses write credentials
+for a locked, pending or released dataset, and that refusal is the error. Step 5 then
+``settle``s the draft: the entries pushed that did not change meanwhile are forgotten (the
+dataset's own listing shows them now), and a draft with nothing left is discarded. The
+filesystem pushes this way at every close and namespace change (``begin_publish`` holds its
+change gate so that no change lands in the middle of a push).
+
+``publish_scheduler.PublishScheduler`` decides when a draft publishes and serialises publishes
+per dataset; this module does one publish.
+
+Rules: trio thread only; blocking work (reading staged files, hashing parts) runs in worker
+threads per multi-MiB part. Never logs a credential. Memory: at most ``max_parallel`` parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar
+
+import trio
+
+from provenafs.api import errors as api_errors
+from provenafs.api.models import Credentials, DatasetRecord, VersionCreated
+from provenafs.storage.blobstore import (
+    AccessDeniedError,
+    BlobError,
+    ExpiredCredentialsError,
+    Listing,
+    ObjectInfo,
+    StaleObjectError,
+    WritableBlobStore,
+    multipart_etag,
+)
+from provenafs.write.draft_entries import METADATA_FILE, Entry
+from provenafs.write.draft_plan import DraftPlan, DraftSummary
+
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "NothingToPublishError",
+    "PublishError",
+    "PublishFailure",
+    "PublishProgress",
+    "Publisher",
+    "generated_reason",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PART_SIZE = 16 << 20
+_HASH_INLINE_BYTES = 1 << 20  # smaller bodies are hashed on the trio thread
+_T = TypeVar("_T")
+
+Phase = Literal["listing", "versioning", "copying", "verifying", "finishing", "done"]
+
+
+# --- what the publisher needs from its neighbours --------------------------------------------
+
+
+class PublishDraft(Protocol):
+    """The part of ``drafts.Draft`` publishing uses."""
+
+    handle: str
+    bucket: str
+    base_prefix: str
+
+    async def plan(self, base: Listing) -> DraftPlan: ...
+
+    def summary(self) -> DraftSummary: ...
+
+    def record_new_version(self, new_handle: str) -> None: ...
+
+    @property
+    def new_version_id(self) -> str | None: ...
+
+    def record_version_request(self, reason: str | None) -> None: ...
+
+    @property
+    def version_request(self) -> str | None: ...
+
+    def mark_published(self, path: str) -> None: ...
+
+    def is_published(self, path: str) -> bool: ...
+
+    def is_quiet(self) -> bool: ...
+
+    async def sync(self) -> None: ...
+
+    def settle(self, pushed: Mapping[str, Entry] | None = None) -> bool: ...
+
+    def discard(self) -> None: ...
+
+
+class PublishDraftStore(Protocol):
+    def drafts(self) -> Sequence[PublishDraft]: ...
+
+    def get(self, handle: str) -> PublishDraft | None: ...
+
+
+class PublishHooks(Protocol):
+    """What the filesystem does around a publish (``Filesystem`` provides these)."""
+
+    async def begin_publish(self, handle: str) -> None:
+        """The draft is being published: changes to it wait (or fail) until ``end_publish``."""
+        ...
+
+    def end_publish(self, handle: str) -> None: ...
+
+    async def publish_done(self, old_handle: str, new_handle: str) -> None:
+        """Drop the draft view, invalidate catalog entries and kernel caches."""
+        ...
+
+
+class VersioningClient(Protocol):
+    """The part of ``DataStoreClient`` publishing uses."""
+
+    async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
+
+    async def create_version(self, handle: str, reason: str) -> VersionCreated: ...
+
+
+class CredentialSource(Protocol):
+    """The part of ``CredentialBroker`` publishing uses."""
+
+    async def read(self, handle: str) -> Credentials: ...
+
+    async def write(self, handle: str) -> Credentials: ...
+
+    def invalidate(self, handle: str) -> None: ...
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishProgress:
+    """Where one publish is; ``bytes_done`` and ``files_done`` never go down."""
+
+    handle: str
+    new_handle: str | None
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    phase: Phase
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishFailure:
+    handle: str
+    new_handle: str | None
+    cause: str
+    at: float  # Unix seconds
+
+
+class PublishError(Exception):
+    """Publishing failed; the draft (and any recorded new version id) is kept for a retry."""
+
+
+class NothingToPublishError(PublishError):
+    """The dataset has no draft, or its draft changes nothing.
+
+    ``current_handle`` is the version that holds the dataset's latest published state when it
+    is known to differ from the handle asked about (its draft was published moments ago).
+    """
+
+    def __init__(self, message: str, current_handle: str | None = None) -> None:
+        super().__init__(message)
+        self.current_handle = current_handle
+
+
+@dataclasses.dataclass(frozen=True)
+class _Transfer:
+    """One file to write into the target prefix."""
+
+    path: str
+    key: str
+    size: int
+    read: Callable[[int, int], Awaitable[bytes]]  # (offset, length) -> exactly those bytes
+    known_etag: str | None  # an MD5 ETag the bytes must have (the base's single-part ETag)
+
+
+def generated_reason(plan: DraftPlan, base_paths: set[str], *, names: int = 3) -> str:
+    """``provenafs: 3 added, 1 changed, 2 removed (a.csv, b/c.txt, d.nc, …)``."""
+    added = [f.path for f in plan.staged if f.path not in base_paths]
+    added += [f.path for f in plan.carried if f.path not in base_paths]
+    changed = [f.path for f in plan.staged if f.path in base_paths]
+    removed = list(plan.removed)
+    counts = f"{len(added)} added, {len(changed)} changed, {len(removed)} removed"
+    touched = sorted({*added, *changed, *removed})
+    if not touched:
+        return f"provenafs: {counts}"
+    shown = ", ".join(touched[:names]) + (", …" if len(touched) > names else "")
+    return f"provenafs: {counts} ({shown})"
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """Nurseries raise groups; callers of the publisher see the first real failure."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+        preferred = [e for e in real if isinstance(e, PublishError)] or real
+        if not preferred:
+            raise
+        raise preferred[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _is_md5(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()  # noqa: S324 (S3's ETag is an MD5)
+
+
+async def _hash(data: bytes) -> bytes:
+    if len(data) <= _HASH_INLINE_BYTES:
+        return _digest(data)
+    return await trio.to_thread.run_sync(_digest, data)
+
+
+def _read_file_part_blocking(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(offset)
+        return file.read(length)
+
+
+class _Progress:
+    """Counts for one publish, reported to its listener after every step."""
+
+    def __init__(self, handle: str, listener: Callable[[PublishProgress], None] | None) -> None:
+        self.handle = handle
+        self.new_handle: str | None = None
+        self.files_done = self.files_total = self.bytes_done = self.bytes_total = 0
+        self.phase: Phase = "listing"
+        self._listener = listener
+
+    def snapshot(self) -> PublishProgress:
+        return PublishProgress(
+            self.handle,
+            self.new_handle,
+            self.files_done,
+            self.files_total,
+            self.bytes_done,
+            self.bytes_total,
+            self.phase,
+        )
+
+    def report(self, *, phase: Phase | None = None, files: int = 0, nbytes: int = 0) -> None:
+        if phase is not None:
+            self.phase = phase
+        self.files_done += files
+        self.bytes_done += nbytes
+        if self._listener is not None:
+            self._listener(self.snapshot())
+
+
+# --- the publisher ----------------------------------------------------------------------------
+
+
+class Publisher:
+    """Publishes drafts as new versions (or in place); see the module docstring."""
+
+    def __init__(
+        self,
+        client: VersioningClient,
+        broker: CredentialSource,
+        store: WritableBlobStore,
+        draft_store: PublishDraftStore,
+        hooks: PublishHooks,
+        *,
+        max_parallel: int = 4,
+        part_size: int = DEFAULT_PART_SIZE,
+        default_reason: str | None = None,
+        in_place: bool = False,
+    ) -> None:
+        self._client = client
+        self._broker = broker
+        self._store = store
+        self._drafts = draft_store
+        self._hooks = hooks
+        self._part_size = part_size  # S3 wants at least 5 MiB; tests use less
+        self._parts = trio.CapacityLimiter(max(1, max_parallel))  # parts in memory
+        self._files = trio.CapacityLimiter(max(1, max_parallel))  # files in flight
+        self._default_reason = default_reason
+        self.in_place = in_place
+        self.versions_created = 0
+
+    @property
+    def draft_store(self) -> PublishDraftStore:
+        return self._drafts
+
+    async def publish(
+        self,
+        handle: str,
+        reason: str | None = None,
+        progress: Callable[[PublishProgress], None] | None = None,
+    ) -> str:
+        """Publish the draft of ``handle``; answers the new handle (``handle`` itself in place).
+
+        Raises ``NothingToPublishError`` (no draft, or a draft that changes nothing: it is
+        discarded) and ``PublishError`` with a cause fit for the user.
+        """
+        draft = self._drafts.get(handle)
+        if draft is None:
+            raise NothingToPublishError(f"{handle} has no draft")
+        tracker = _Progress(handle, progress)
+        await self._hooks.begin_publish(handle)
+        try:
+            if self.in_place:
+                return await self._publish_in_place(draft, tracker)
+            return await self._publish_new_version(draft, reason, tracker)
+        except (PublishError, trio.Cancelled):
+            raise
+        except api_errors.ApiError as exc:
+            raise PublishError(f"the data store refused: {exc}") from exc
+        except BlobError as exc:
+            raise PublishError(f"S3 failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._hooks.end_publish(handle)
+
+    # -- new version -----------------------------------------------------------------------
+
+    async def _publish_new_version(
+        self, draft: PublishDraft, reason: str | None, tracker: _Progress
+    ) -> str:
+        handle = draft.handle
+        base = await self._list(handle, "read", draft.bucket, draft.base_prefix)
+        plan = await draft.plan(base)
+        base_paths = {
+            info.key[len(draft.base_prefix) :]
+            for info in base.objects
+            if info.key.startswith(draft.base_prefix)
+        }
+        new_handle = draft.new_version_id
+        if new_handle is None and draft.version_request is not None:
+            new_handle = await self._adopt_lost_version(handle, draft.version_request)
+            if new_handle is not None:
+                draft.record_new_version(new_handle)
+        if new_handle is None:
+            if _changes_nothing(plan, draft.base_prefix, base_paths):
+                draft.discard()
+                raise NothingToPublishError(f"the draft of {handle} changes nothing")
+            text = reason or self._default_reason or generated_reason(plan, base_paths)
+            tracker.report(phase="versioning")
+            new_handle = await self._create_version(draft, text)
+            draft.record_new_version(new_handle)
+            log.info("publishing %s as new version %s (%s)", handle, new_handle, text)
+        else:
+            log.info("resuming the publish of %s into %s", handle, new_handle)
+        tracker.new_handle = new_handle
+        record = await self._client.fetch_dataset(new_handle)
+        bucket, prefix = record.s3.bucket_name, record.s3.path
+        await self._write_credentials(new_handle)
+        copies, uploads = self._transfers(plan, handle, draft.bucket, prefix)
+        await self._fill(
+            draft=draft,
+            tracker=tracker,
+            target=new_handle,
+            bucket=bucket,
+            prefix=prefix,
+            phases=[copies + uploads],
+            empty_dirs=plan.empty_dirs,
+        )
+        await self._finish(draft, tracker, new_handle)
+        return new_handle
+
+    async def _create_version(self, draft: PublishDraft, reason: str) -> str:
+        """``POST /register/version``, once, journaled in the draft before it is sent.
+
+        The version call is never re-sent automatically (it is not idempotent). Until its
+        answer is recorded, the draft's journal holds the request: if the answer is lost
+        (``UnavailableError``), or the daemon dies while the call is in flight, the next attempt
+        (after a restart too) finds the base no longer latest and adopts its successor if
+        that was minted with the same reason (``_adopt_lost_version``).
+        """
+        handle = draft.handle
+        draft.record_version_request(reason)
+        try:
+            created = await self._client.create_version(handle, reason)
+        except api_errors.PermissionDeniedError as exc:
+            draft.record_version_request(None)  # refused: surely no version was made
+            raise PublishError(
+                f"the data store refused to version {handle} ({exc}); publishing a draft needs "
+                "item role admin on the dataset"
+            ) from exc
+        except api_errors.InvalidRequestError as exc:
+            draft.record_version_request(None)
+            raise PublishError(f"the data store refused to version {handle}: {exc}") from exc
+        self.versions_created += 1
+        return created.new_version_id
+
+    async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
+        """The successor of *handle* if it was minted with *reason* (by a call whose answer
+        never reached the journal); None when there is none (the call made nothing)."""
+        record = await self._client.fetch_dataset(handle)
+        successor = None if record.versioning is None else record.versioning.next_version
+        if successor is None:
+            return None
+        candidate = await self._client.fetch_dataset(successor)
+        if candidate.versioning is not None and candidate.versioning.reason == reason:
+            log.warning("adopting %s: the answer minting it was lost", successor)
+            return successor
+        return None
+
+    # -- in place --------------------------------------------------------------------------
+
+    async def _publish_in_place(self, draft: PublishDraft, tracker: _Progress) -> str:
+        """Write the draft's changes into its own dataset, then forget what landed (settle)."""
+        handle = draft.handle
+        tracker.new_handle = handle
+        await self._write_credentials(handle)
+        prefix = draft.base_prefix
+        base = await self._list(handle, "write", draft.bucket, prefix)
+        plan = await draft.plan(base)
+        # Renamed files are copied from keys this push may overwrite or delete: copies go first.
+        copies, uploads = self._transfers(plan, handle, draft.bucket, prefix, moved_only=True)
+        await self._fill(
+            draft=draft,
+            tracker=tracker,
+            target=handle,
+            bucket=draft.bucket,
+            prefix=prefix,
+            phases=[copies, uploads],
+            empty_dirs=plan.empty_dirs,
+            landed=base,
+        )
+        await self._delete_all(handle, draft.bucket, _in_place_deletions(plan, prefix, base))
+        await self._finish(draft, tracker, handle, pushed=plan.entries)
+        return handle
+
+    async def _delete_all(self, handle: str, bucket: str, keys: Sequence[str]) -> None:
+        async def delete_one(key: str) -> None:
+            async with self._files:
+                await self._delete(handle, bucket, key)
+
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(delete_one, key)
+
+    # -- the common steps ------------------------------------------------------------------
+
+    def _transfers(
+        self, plan: DraftPlan, handle: str, bucket: str, prefix: str, *, moved_only: bool = False
+    ) -> tuple[list[_Transfer], list[_Transfer]]:
+        """What filling *prefix* takes: copies of base objects (of *handle*, in *bucket*) and
+        uploads of staged files; with ``moved_only`` (in place), only base objects whose key
+        changes are copied. The server's ``metadata.json`` is never written."""
+        copies = [
+            _Transfer(
+                f.path,
+                prefix + f.path,
+                f.size,
+                self._base_reader(handle, bucket, f.base_key, f.etag),
+                f.etag if _is_md5(f.etag) else None,
+            )
+            for f in plan.carried
+            if f.path != METADATA_FILE and not (moved_only and f.base_key == prefix + f.path)
+        ]
+        uploads = [
+            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            for f in plan.staged
+            if f.path != METADATA_FILE
+        ]
+        return copies, uploads
+
+    async def _fill(
+        self,
+        *,
+        draft: PublishDraft,
+        tracker: _Progress,
+        target: str,
+        bucket: str,
+        prefix: str,
+        phases: Sequence[Sequence[_Transfer]],
+        empty_dirs: Sequence[str],
+        landed: Listing | None = None,
+    ) -> None:
+        """Write every transfer and directory marker not already in place; then verify.
+
+        Each phase's transfers run in parallel, and a phase starts once the one before it is
+        done. *landed* is a listing of the target prefix taken just before, if there is one.
+        """
+        if landed is None:
+            landed = await self._list(target, "write", bucket, prefix)
+        landed_keys = {info.key: info for info in landed.objects}
+        await self._abort_leftover_uploads(target, bucket, prefix)
+        transfers = [t for phase in phases for t in phase]
+
+        def already_landed(t: _Transfer) -> bool:
+            info = landed_keys.get(t.key)
+            return draft.is_published(t.path) and info is not None and info.size == t.size
+
+        done = [t for t in transfers if already_landed(t)]
+        tracker.files_total = len(transfers)
+        tracker.bytes_total = sum(t.size for t in transfers)
+        tracker.report(phase="copying", files=len(done), nbytes=sum(t.size for t in done))
+        expected: dict[str, str] = {}
+
+        async def transfer_one(transfer: _Transfer) -> None:
+            async with self._files:
+                etag = await self._transfer(target, bucket, transfer, tracker)
+            expected[transfer.key] = etag
+            draft.mark_published(transfer.path)
+            await draft.sync()
+            tracker.report(files=1)
+
+        for phase in phases:
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+                    for transfer in phase:
+                        if not already_landed(transfer):
+                            nursery.start_soon(transfer_one, transfer)
+        dir_keys = [prefix + d.strip("/") + "/" for d in empty_dirs if d.strip("/")]
+        for key in dir_keys:
+            if key not in landed_keys:
+                await self._put(target, bucket, key, b"")
+        tracker.report(phase="verifying")
+        await self._verify(
+            target=target,
+            bucket=bucket,
+            prefix=prefix,
+            transfers=transfers,
+            dir_keys=dir_keys,
+            expected=expected,
+        )
+
+    async def _finish(
+        self,
+        draft: PublishDraft,
+        tracker: _Progress,
+        new_handle: str,
+        *,
+        pushed: Mapping[str, Entry] | None = None,
+    ) -> None:
+        """Clear the draft: all of it, or (in place) the ``pushed`` entries that did not change
+        meanwhile; a draft with nothing left is discarded."""
+        tracker.report(phase="finishing")
+        nothing_left = True
+        if pushed is not None:
+            nothing_left = draft.settle(pushed)
+            await draft.sync()
+        await self._hooks.publish_done(draft.handle, new_handle)
+        if nothing_left and self._drafts.get(draft.handle) is draft:
+            draft.discard()  # publish_done may have discarded it already
+        tracker.report(phase="done")
+
+    async def _verify(
+        self,
+        *,
+        target: str,
+        bucket: str,
+        prefix: str,
+        transfers: Sequence[_Transfer],
+        dir_keys: Sequence[str],
+        expected: Mapping[str, str],
+    ) -> None:
+        """Every planned key landed with its size (and checksum); nothing else is there."""
+        landed = {
+            info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
+        }
+        wanted = {t.key: t for t in transfers}
+        if not self.in_place:
+            planned = set(wanted) | set(dir_keys) | {prefix + METADATA_FILE}
+            for key in sorted(set(landed) - planned):
+                log.info(
+                    "deleting %s: an earlier attempt left it, the draft no longer holds it", key
+                )
+                await self._delete(target, bucket, key)
+        problems: list[str] = []
+        for key, transfer in sorted(wanted.items()):
+            info = landed.get(key)
+            if info is None:
+                problems.append(f"{transfer.path} is missing")
+                continue
+            if info.size != transfer.size:
+                problems.append(f"{transfer.path} has {info.size} bytes, not {transfer.size}")
+                continue
+            problem = _checksum_problem(transfer, info, expected.get(key))
+            if problem:
+                problems.append(problem)
+        problems += [f"directory {key} is missing" for key in dir_keys if key not in landed]
+        if problems:
+            shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+            raise PublishError(f"verification of {target} failed: {shown}")
+
+    async def _transfer(
+        self, target: str, bucket: str, transfer: _Transfer, tracker: _Progress
+    ) -> str:
+        """Write one file; answers the ETag its bytes imply (checked against S3's answers)."""
+        if transfer.size <= self._part_size:
+            async with self._parts:
+                data = await transfer.read(0, transfer.size)
+                _check_length(transfer, 0, transfer.size, data)
+                digest = await _hash(data)
+                if transfer.known_etag is not None and digest.hex() != transfer.known_etag:
+                    raise PublishError(
+                        f"{transfer.path}: the bytes read do not match the base ETag"
+                    )
+                etag = await self._put(target, bucket, transfer.key, data)
+            if _is_md5(etag) and etag != digest.hex():
+                raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
+            tracker.report(nbytes=transfer.size)
+            return digest.hex()
+        upload_id = await self._with_credentials(
+            target, "write", lambda c: self._store.create_multipart(c, bucket, transfer.key)
+        )
+        try:
+            count = math.ceil(transfer.size / self._part_size)
+            digests: list[bytes] = [b""] * count
+            etags: list[str] = [""] * count
+
+            async def send_part(index: int) -> None:
+                offset = index * self._part_size
+                length = min(self._part_size, transfer.size - offset)
+                async with self._parts:
+                    data = await transfer.read(offset, length)
+                    _check_length(transfer, offset, length, data)
+                    digests[index] = await _hash(data)
+                    etags[index] = await self._with_credentials(
+                        target,
+                        "write",
+                        lambda c: self._store.upload_part(
+                            c, bucket, transfer.key, upload_id, number=index + 1, data=data
+                        ),
+                    )
+                if _is_md5(etags[index]) and etags[index] != digests[index].hex():
+                    raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
+                tracker.report(nbytes=length)
+
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+                    for index in range(count):
+                        nursery.start_soon(send_part, index)
+            parts = [(index + 1, etag) for index, etag in enumerate(etags)]
+            await self._with_credentials(
+                target,
+                "write",
+                lambda c: self._store.complete_multipart(c, bucket, transfer.key, upload_id, parts),
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._abort(target, bucket, transfer.key, upload_id)
+            raise
+        return multipart_etag(digests)
+
+    # -- reading sources -------------------------------------------------------------------
+
+    def _base_reader(
+        self, handle: str, bucket: str, key: str, etag: str
+    ) -> Callable[[int, int], Awaitable[bytes]]:
+        """Ranged GETs of a base object with the base version's read credentials (If-Match)."""
+
+        async def read(offset: int, length: int) -> bytes:
+            try:
+                return await self._with_credentials(
+                    handle,
+                    "read",
+                    lambda c: self._store.get_range(
+                        c, bucket, key, offset, offset + length, etag=etag or None
+                    ),
+                )
+            except StaleObjectError:
+                raise PublishError(
+                    f"{key} changed in the base version {handle} during the publish"
+                ) from None
+
+        return read
+
+    @staticmethod
+    def _local_reader(path: Path) -> Callable[[int, int], Awaitable[bytes]]:
+        async def read(offset: int, length: int) -> bytes:
+            return await trio.to_thread.run_sync(_read_file_part_blocking, path, offset, length)
+
+        return read
+
+    # -- credentials and S3 plumbing -------------------------------------------------------
+
+    async def _write_credentials(self, handle: str) -> None:
+        """Fail early, with the data store's reason, when writing is refused."""
+        try:
+            await self._broker.write(handle)
+        except api_errors.ForbiddenError as exc:
+            raise PublishError(
+                f"the data store refused write access to {handle} (pending review or "
+                f"released): {exc}"
+            ) from exc
+        except (api_errors.PermissionDeniedError, api_errors.AuthenticationError) as exc:
+            raise PublishError(f"the data store refused write access to {handle}: {exc}") from exc
+
+    async def _with_credentials(
+        self,
+        handle: str,
+        kind: Literal["read", "write"],
+        op: Callable[[Credentials], Awaitable[_T]],
+    ) -> _T:
+        """Run ``op`` with ``handle``'s credentials; once more with new ones if S3 refused them."""
+        getter = self._broker.read if kind == "read" else self._broker.write
+        try:
+            return await op(await getter(handle))
+        except (ExpiredCredentialsError, AccessDeniedError) as exc:
+            log.info("S3 refused the %s credentials of %s (%s); renewing", kind, handle, exc)
+            self._broker.invalidate(handle)
+            return await op(await getter(handle))
+
+    async def _put(self, handle: str, bucket: str, key: str, data: bytes) -> str:
+        async def put(creds: Credentials) -> str:
+            return await self._store.put_object(creds, bucket, key, data)
+
+        return await self._with_credentials(handle, "write", put)
+
+    async def _delete(self, handle: str, bucket: str, key: str) -> None:
+        async def delete(creds: Credentials) -> None:
+            await self._store.delete(creds, bucket, key)
+
+        await self._with_credentials(handle, "write", delete)
+
+    async def _list(
+        self, handle: str, kind: Literal["read", "write"], bucket: str, prefix: str
+    ) -> Listing:
+        return await self._with_credentials(
+            handle, kind, lambda c: self._store.list_prefix(c, bucket, prefix, delimiter=None)
+        )
+
+    async def _abort_leftover_uploads(self, handle: str, bucket: str, prefix: str) -> None:
+        """Unfinished uploads a crashed attempt left under the target prefix (best effort)."""
+        try:
+            uploads = await self._with_credentials(
+                handle, "write", lambda c: self._store.list_multipart_uploads(c, bucket, prefix)
+            )
+        except BlobError as exc:
+            log.info("could not list unfinished uploads under %s: %s", prefix, exc)
+            return
+        for key, upload_id in uploads:
+            await self._abort(handle, bucket, key, upload_id)
+
+    async def _abort(self, handle: str, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            await self._with_credentials(
+                handle,
+                "write",
+                lambda c: self._store.abort_multipart(c, bucket, key, upload_id),
+            )
+        except (BlobError, api_errors.ApiError) as exc:
+            log.warning("could not abort an unfinished upload of %s: %s", key, exc)
+
+
+def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) -> bool:
+    """The plan's tree is the base's tree, every file carried from its own key."""
+    if plan.staged or plan.removed:
+        return False
+    if any(f.base_key != base_prefix + f.path for f in plan.carried):
+        return False
+    final = {f.path for f in plan.carried} | {d.strip("/") + "/" for d in plan.empty_dirs}
+    return final == base_paths - {METADATA_FILE}
+
+
+def _in_place_deletions(plan: DraftPlan, prefix: str, base: Listing) -> list[str]:
+    """Keys an in-place push deletes: removed files, and markers of directories that went."""
+    final_dirs = set(plan.empty_dirs)
+    for path in [f.path for f in plan.staged] + [f.path for f in plan.carried]:
+        parent = path.rpartition("/")[0]
+        while parent:
+            final_dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    keys = [prefix + path for path in plan.removed if path != METADATA_FILE]
+    for info in base.objects:
+        rel = info.key[len(prefix) :]
+        if info.key.startswith(prefix) and rel.endswith("/") and rel.strip("/") not in final_dirs:
+            keys.append(info.key)
+    return keys
+
+
+def _check_length(transfer: _Transfer, offset: int, length: int, data: bytes) -> None:
+    if len(data) != length:
+        raise PublishError(
+            f"{transfer.path}: read {len(data)} bytes at offset {offset}, expected {length} "
+            "(the source is shorter than planned)"
+        )
+
+
+def _checksum_problem(transfer: _Transfer, info: ObjectInfo, expected: str | None) -> str | None:
+    """Why the landed object's ETag contradicts its bytes, or None."""
+    landed = info.etag.lower()
+    if expected is not None:
+        comparable = ("-" in landed) == ("-" in expected) and ("-" in landed or _is_md5(landed))
+        if comparable and landed != expected:
+            return f"{transfer.path} has ETag {info.etag}, not {expected}"
+        return None
+    if transfer.known_etag is not None and _is_md5(landed) and landed != transfer.known_etag:
+        return f"{transfer.path} has ETag {info.etag}, not the base's {transfer.known_etag}"
+    return None
