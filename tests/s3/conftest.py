@@ -20,13 +20,14 @@ from tests.s3.support import READS_OTHER, READS_PREFIX, WRITES_OTHER, RealS3, Se
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     try:
-        from provenafs.server.storage import ObjectStore, SeaweedServer, find_weed
+        from provenafs.server.objects import ObjectStore
+        from provenafs.server.seaweed import SeaweedServer, find_weed
 
         find_weed()
     except Exception as exc:
         if IN_CI:
             pytest.fail(f"SeaweedFS tests must run under CI=true: {exc}")
-        pytest.skip(f"needs provenafs.server.storage and weed: {exc}")
+        pytest.skip(f"needs the local store's SeaweedFS: {exc}")
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
     admin = server.start()
     try:

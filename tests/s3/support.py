@@ -26,7 +26,7 @@ class Seaweed:
     """The running server: a store of the mount's, the admin view, and credential minting."""
 
     store: S3BlobStore
-    admin: Any  # provenafs.server.storage.ObjectStore
+    admin: Any  # provenafs.server.objects.ObjectStore
     bucket: str
     mint: Callable[[str, bool], Credentials]  # (prefix, write) -> STS credentials
 
@@ -36,7 +36,7 @@ class RealS3:
     """What a test module uses: the server, and credentials of its prefix (and of another)."""
 
     store: S3BlobStore
-    admin: Any  # provenafs.server.storage.ObjectStore
+    admin: Any  # provenafs.server.objects.ObjectStore
     bucket: str
     read: Credentials
     write: Credentials
