@@ -11,7 +11,9 @@ from __future__ import annotations
 import sys
 
 _SERVER_COMMANDS = {"serve"}
-_MOUNT_COMMANDS = {"mount", "umount", "login", "status", "commit", "revert", "logout"}
+_MOUNT_COMMANDS = {
+    "mount", "umount", "login", "status", "commit", "revert", "logout", "run", "record", "lineage"
+}  # fmt: skip
 
 _USAGE = """usage: provenafs COMMAND [ARGS...]
 
@@ -24,6 +26,9 @@ commands:
   status    show drafts, publishes, cache use and credential expiry of a mount
   commit    publish a dataset's draft as a new version
   revert    restore an earlier metadata history entry of a dataset
+  run       run a command, record what it read and wrote, register it as a model run
+  record    register a slice of a mount's access log as a model run
+  lineage   print a dataset version's lineage as a tree or as Graphviz
 """
 
 

@@ -28,6 +28,7 @@ from types import MappingProxyType
 __all__ = [
     "DEFAULT_SOURCE",
     "KERNEL_FLAGS",
+    "SERVICE_OPTIONS",
     "MountOptions",
     "MountOptionsError",
     "parse_mount_args",
@@ -75,6 +76,8 @@ _PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
 )
 _FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug"})
 WRITE_MODES = ("draft", "in-place")
+# Base URLs of Provena's other services (default: the discovery document, or derived).
+SERVICE_OPTIONS = ("registry_api", "prov_api", "search_api", "job_api", "auth_api")
 ON_UNMOUNT = ("publish", "refuse")
 _VALUE_KEYS = frozenset(
     {
@@ -98,6 +101,12 @@ _VALUE_KEYS = frozenset(
         "realm_url",
         "s3_endpoint",
         "region",
+        # runs and lineage (docs/SEMANTICS.md, "Runs" and "Lineage in the tree")
+        "access_log",
+        "run_template",
+        "lineage_depth",
+        "prov_timeout",
+        *SERVICE_OPTIONS,
     }
 )
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -142,6 +151,14 @@ class MountOptions:
     region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
     read_ahead: int = 1 << 20  # bytes the kernel reads ahead in a file (0: the kernel's own)
     spill_size: int = 1 << 30  # bytes of local spill files behind page-cache fills (0: none)
+    # Runs and lineage: one JSON line per open of a dataset file (None: no access log), the
+    # workflow template of runs, lineage depth (1..10), service URL overrides, and how long a
+    # prov API call may take (a registration whose answer was lost is looked for after that).
+    access_log: Path | None = None
+    run_template: str | None = None
+    lineage_depth: int = 2
+    services: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    prov_timeout: float = 30.0
 
 
 def parse_size(text: str) -> int:
@@ -251,6 +268,15 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         raise MountOptionsError(
             f"-o on_unmount= is one of {', '.join(ON_UNMOUNT)}, got {on_unmount!r}"
         )
+    depth = values.get("lineage_depth", "2")
+    if not depth.isdigit() or not 1 <= int(depth) <= 10:
+        raise MountOptionsError(
+            f"-o lineage_depth= is a number of hops from 1 to 10, got {depth!r}"
+        )
+    for key in SERVICE_OPTIONS:
+        if key in values and not re.match(r"https?://[^/\s]+", values[key]):
+            raise MountOptionsError(f"-o {key}= must be an http(s) URL, got {values[key]!r}")
+    access_log = values.get("access_log")
     state_dir = values.get("state_dir")
     cache_dir = values.get("cache_dir")
     token_file = values.get("offline_token_file")
@@ -282,4 +308,11 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         region=values.get("region", "").strip() or None,
         read_ahead=parse_size(values.get("read_ahead", "1M")),
         spill_size=parse_size(values.get("spill_size", "1G")),
+        access_log=Path(access_log).expanduser() if access_log else None,
+        run_template=values.get("run_template", "").strip() or None,
+        lineage_depth=int(depth),
+        services=MappingProxyType(
+            {k: values[k].rstrip("/") for k in SERVICE_OPTIONS if k in values}
+        ),
+        prov_timeout=_parse_seconds("prov_timeout", values.get("prov_timeout", "30")),
     )

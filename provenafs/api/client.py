@@ -360,6 +360,21 @@ class DataStoreClient:
         """Restore the metadata of history entry ``history_id`` (metadata only, not files)."""
         await self._call(_REVERT, json={"id": handle, "history_id": history_id, "reason": reason})
 
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        name: str,
+        retry_safe: bool,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """One call of any route at this client's base URL, as the data store's own are made
+        (token, refresh, retries, errors): Provena's other services share these rules
+        (docs/API.md §13). Answers the JSON body; callers in ``api`` parse it."""
+        return await self._call(_Route(name, method, path, retry_safe), params=params, json=json)
+
     def statistics(self) -> Mapping[str, int]:
         """HTTP requests sent per route name (retries included), plus ``retries``."""
         return dict(self._calls)

@@ -49,6 +49,8 @@ _FIXED_DIRECTORIES = (
     NodeKind.CONTROL_DIR,
 )
 
+_LINEAGE_KINDS = (NodeKind.LINEAGE_DIR, NodeKind.LINEAGE_LINK, NodeKind.LINEAGE_FILE)
+
 
 class AttributeMaker:
     """Attributes of nodes (with inode 0: the caller fills in the number it knows)."""
@@ -94,6 +96,8 @@ class AttributeMaker:
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
+        if kind in _LINEAGE_KINDS:
+            return await self._namespace.lineage.attributes(node, self.make, self.started_ns)
 
         if not fetch:
             return self._estimated(node)

@@ -68,6 +68,7 @@ from provenafs.write.draft_entries import (
     CarriedEntry,
     DirectoryEntry,
     Entry,
+    StagedEntry,
     Whiteout,
     join,
 )
@@ -341,6 +342,45 @@ class DraftChanges:
         inode = self._inodes.remember(node)
         opened = self.open_blob(node, blob, flags, ctx)
         return opened, dataclasses.replace(await self._attributes.of(node), inode=inode)
+
+    async def write_file(self, handle: str, path: str, data: bytes) -> None:
+        """Write *data* as the file *path* of dataset *handle*'s draft, making its missing
+        folders: the daemon's own file (a run log), with the checks any change gets.
+
+        A base folder is left to the base (a draft directory entry would hide its files); the
+        file replaces one already there. Durable when this returns; in place, pushed too.
+        """
+        record = await self._catalog.record(handle)
+        async with self._gate.change(handle):
+            await self._policy.check_change(record, path)
+            draft = await self._open_draft(record)
+            parent = NodeId(NodeKind.DATASET_DIR, handle)
+            folders, name = parent_path(path)
+            for folder in folders.split("/") if folders else ():
+                existing = await self._existing_child(parent, folder)
+                child = NodeId(NodeKind.DATASET_SUBDIR, handle, join(parent.path, folder))
+                if existing is None:
+                    draft.put(child.path, DirectoryEntry(time.time_ns()))
+                elif existing.kind is not NodeKind.DATASET_SUBDIR:
+                    raise FsError(errno.ENOTDIR, f"{existing.path!r} is not a directory")
+                parent = child
+            existing = await self._existing_child(parent, name)
+            if existing is not None and existing.kind is not NodeKind.DATASET_FILE:
+                raise FsError(errno.EISDIR, f"{path!r} is a directory")
+            replaced = existing is not None and await self._base_has(record, path)
+            before = draft.resolve(path)
+            blob = await draft.new_blob(path, replaced_base=replaced)
+            blob.open_count += 1
+            try:
+                await blob.write(0, data)
+                draft.put(path, blob.entry())
+                await draft.record_blob(blob)
+            finally:
+                draft.release_blob(blob)
+            if isinstance(before, StagedEntry):
+                draft.forget_unreferenced_blob(before.blob)
+        self._status.forget()
+        await self.push_in_place(handle)
 
     async def mkdir(self, parent: int, name: str) -> Attributes:
         parent_node, record = await self.dataset_parent(parent)

@@ -41,12 +41,15 @@ from provenafs.core.file_views import FileViews
 from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, SnapshotHandle
 from provenafs.core.inodes import InodeTable, NodeId, NodeKind
 from provenafs.core.kernel_cache import KernelCache
+from provenafs.core.lineage_nodes import Lineage
 from provenafs.core.namespace import Namespace
+from provenafs.core.observation import AccessObserver, FileAccess
 from provenafs.core.refusals import RefusalPolicy
 from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer
 from provenafs.core.status import StatusFile, statistics_of
 from provenafs.core.types import (
+    DATASET_KINDS,
     NAME_MAX,
     READDIR_BATCH,
     Attributes,
@@ -69,7 +72,7 @@ from provenafs.read.reader import ObjectReader, PrefetchBudget
 from provenafs.read.sibling_prefetch import SiblingPrefetcher
 from provenafs.storage.blobstore import BlobStore, ObjectInfo
 from provenafs.storage.credentials import CredentialBroker
-from provenafs.write.draft_entries import StagedEntry
+from provenafs.write.draft_entries import StagedEntry, join
 from provenafs.write.drafts import Draft, DraftStore, default_root
 from provenafs.write.metadata_edit import MetadataApi, SidecarEditor
 
@@ -109,6 +112,7 @@ class Filesystem:
         self._draft_store = drafts
         self._nursery: trio.Nursery | None = None
         self._notifier: KernelCacheNotifier | None = None
+        self._observer: AccessObserver | None = None
         self.catalog = Catalog(
             client,
             broker,
@@ -182,12 +186,49 @@ class Filesystem:
             self._draft_store = DraftStore(root, clock=self._clock)
         return self._draft_store
 
+    @property
+    def lineage(self) -> Lineage:
+        """The lineage nodes (the daemon gives them their API and depth)."""
+        return self._namespace.lineage
+
     def _draft_of(self, handle: str) -> Draft | None:
         return self.draft_store.get(handle)
 
     def set_in_place_publisher(self, publisher: InPlacePublisher) -> None:
         """What pushes changes into datasets under ``-o writes=in-place`` (set before use)."""
         self.changes.in_place_publisher = publisher
+
+    def set_access_observer(self, observer: AccessObserver) -> None:
+        """Who is told about opens, listings and changes of datasets (runs, the access log)."""
+        self._observer = observer
+
+    def _observing(self) -> AccessObserver | None:
+        observer = self._observer
+        return observer if observer is not None and observer.active else None
+
+    async def _changing(self, inode: int, name: str | None, ctx: Caller) -> None:
+        """Tell the observer, before it happens, that *ctx* changes a dataset's content."""
+        observer = self._observing()
+        if observer is None:
+            return
+        try:
+            node = self._inodes.node(inode)
+        except FsError:
+            return  # the operation reports it
+        if node.kind in DATASET_KINDS:
+            path = node.path if name is None else join(node.path, name)
+            await observer.changing(ctx, node.handle, path)
+
+    async def _opened_draft_file(self, fh: int, node: NodeId, ctx: Caller, writing: bool) -> None:
+        """Tell the observer a file of a draft was opened; its reads count into its counter."""
+        observer = self._observing()
+        if observer is None:
+            return
+        handle = self._handles.file(fh)
+        blob = handle.staged_blob()
+        size = 0 if blob is None else blob.size
+        access = FileAccess(ctx, node.handle, node.path, None, size, writing)
+        handle.observed = await observer.opened(access)
 
     def set_kernel_notifier(self, notifier: KernelCacheNotifier) -> None:
         """Where kernel cache invalidations go (set before ``start``)."""
@@ -224,6 +265,16 @@ class Filesystem:
     async def publish_done(self, old_handle: str, new_handle: str) -> None:
         """After a verified publish: drop the draft view and what was cached of both."""
         await self.changes.publish_done(old_handle, new_handle)
+
+    # --- what runs need (provenafs.process.runs) -----------------------------------------
+
+    async def write_run_file(self, handle: str, path: str, data: bytes) -> None:
+        """Write the daemon's own file (a run log) into dataset *handle*'s draft."""
+        await self.changes.write_file(handle, path, data)
+
+    def lineage_changed(self) -> None:
+        """A run was registered: the lineage nodes answer afresh."""
+        self.lineage.invalidate()
 
     # --- names and attributes ------------------------------------------------------------
 
@@ -297,6 +348,8 @@ class Filesystem:
             return await self.getattr(inode, caller)
         if times and mtime_ns is None:
             mtime_ns = time.time_ns()
+        if size is not None or mtime_ns is not None:
+            await self._changing(inode, None, caller)
         await self.changes.change_attributes(inode, size=size, mtime_ns=mtime_ns, fh=fh)
         return await self.getattr(inode, caller)
 
@@ -308,6 +361,9 @@ class Filesystem:
             raise FsError(errno.ENOTDIR, "not a directory")
         if node.kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
             await self._policy.require_data_read(await self.catalog.record(node.handle))
+            observer = self._observing()
+            if observer is not None:
+                await observer.listed(ctx, node.handle, node.path)
         fetch = node.kind is not NodeKind.PREFIX_DIR
         entries = []
         for name, child in await self._namespace.children(node):
@@ -337,7 +393,10 @@ class Filesystem:
         if node.kind.is_directory:
             raise FsError(errno.EISDIR, "is a directory")
         if node.kind is NodeKind.DATASET_FILE and is_writing(flags):
-            return await self.changes.open_for_writing(node, flags, ctx)
+            await self._changing(inode, None, ctx)
+            opened = await self.changes.open_for_writing(node, flags, ctx)
+            await self._opened_draft_file(opened.fh, node, ctx, writing=True)
+            return opened
         if is_writing(flags):
             raise await self._policy.refusal_for(node)
         if node.kind is NodeKind.DATASET_FILE:
@@ -346,7 +405,9 @@ class Filesystem:
             if view.info is None:
                 assert view.draft is not None
                 blob = view.blob or view.draft.blob_for(node.path, view.staged)  # type: ignore[arg-type]
-                return self.changes.open_blob(node, blob, flags, ctx)
+                opened = self.changes.open_blob(node, blob, flags, ctx)
+                await self._opened_draft_file(opened.fh, node, ctx, writing=False)
+                return opened
             siblings = None
             if view.draft is None and self._nursery is not None:
                 nursery = self._nursery
@@ -363,9 +424,16 @@ class Filesystem:
                 after_first_read=siblings,
                 opened_by=ctx,
             )
+            fh = self._handles.add(handle)
+            observer = self._observing()
+            if observer is not None:
+                access = FileAccess(
+                    ctx, node.handle, node.path, view.info.etag, view.info.size, False
+                )
+                handle.observed = await observer.opened(access)
             # Objects are keyed by ETag and their mtime comes from the listing: the kernel
             # drops cached pages itself when a changed object shows a new mtime.
-            return OpenFile(self._handles.add(handle), keep_cache=True, direct_io=False)
+            return OpenFile(fh, keep_cache=True, direct_io=False)
         if node.kind is NodeKind.SIDECAR:
             data = self._renderer.render(await self.catalog.record(node.handle))
             fh = self._handles.add(SnapshotHandle(node, data, opened_by=ctx))
@@ -373,10 +441,18 @@ class Filesystem:
         if node.kind is NodeKind.CONTROL_FILE:
             fh = self._handles.add(SnapshotHandle(node, self._status.snapshot(), opened_by=ctx))
             return OpenFile(fh, keep_cache=False, direct_io=True)
+        if node.kind is NodeKind.LINEAGE_FILE:
+            data = await self._namespace.lineage.content(node)
+            fh = self._handles.add(SnapshotHandle(node, data, opened_by=ctx))
+            return OpenFile(fh, keep_cache=False, direct_io=True)
         raise FsError(errno.ELOOP, "symlinks are resolved by the kernel")
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
-        return await self._handles.file(fh).read(offset, size)
+        handle = self._handles.file(fh)
+        data = await handle.read(offset, size)
+        if handle.observed is not None:
+            handle.observed.bytes_read += len(data)
+        return data
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         return await self._handles.file(fh).write(offset, data)
@@ -456,19 +532,26 @@ class Filesystem:
     async def create(
         self, parent: int, name: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes]:
+        await self._changing(parent, name, ctx)
         created = await self.changes.create(parent, name, flags, ctx)
         if not isinstance(created, NodeId):
+            opened, attributes = created
+            node = self._inodes.node(attributes.inode)
+            await self._opened_draft_file(opened.fh, node, ctx, writing=True)
             return created
         inode = self._inodes.remember(created)  # opened outside the gate: open takes it
         return await self.open(inode, flags, ctx), await self.getattr(inode, ctx)
 
     async def mkdir(self, parent: int, name: str, mode: int, ctx: Caller) -> Attributes:
+        await self._changing(parent, name, ctx)
         return await self.changes.mkdir(parent, name)
 
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
+        await self._changing(parent, name, ctx)
         await self.changes.unlink(parent, name)
 
     async def rmdir(self, parent: int, name: str, ctx: Caller) -> None:
+        await self._changing(parent, name, ctx)
         await self.changes.rmdir(parent, name)
 
     async def rename(  # noqa: PLR0917 (mirrors the FUSE operation)
@@ -480,6 +563,8 @@ class Filesystem:
         flags: int,
         ctx: Caller,
     ) -> None:
+        await self._changing(old_parent, old_name, ctx)
+        await self._changing(new_parent, new_name, ctx)
         await self.changes.rename(old_parent, old_name, new_parent, new_name, flags)
 
     async def mknod(self, parent: int, name: str, mode: int, rdev: int, ctx: Caller) -> Attributes:

@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from provenafs.core.inodes import NodeId
+from provenafs.core.observation import ReadCounter
 from provenafs.core.types import Attributes, Caller, FileReader, is_writing
 from provenafs.errors import FsError
 from provenafs.write.draft_entries import StagedEntry
@@ -61,6 +62,7 @@ class FileHandle:
 
     node: NodeId
     opened_by: Caller | None = None  # the process that opened it (None: the mount itself)
+    observed: ReadCounter | None = None  # where its reads are counted (a run observes it)
 
     def staged_blob(self) -> StagedBlob | None:
         """The draft blob this handle writes, if any (a truncate through it resizes that)."""

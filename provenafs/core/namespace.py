@@ -32,6 +32,7 @@ from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
 from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.lineage_nodes import LINEAGE_FILE_SUFFIX, Lineage, lineage_node
 from provenafs.core.types import NAME_MAX
 from provenafs.errors import FsError
 from provenafs.write.draft_entries import DirectoryEntry, Whiteout, join
@@ -46,6 +47,7 @@ __all__ = [
     "Namespace",
     "by_name_entries",
     "check_name",
+    "entry_name",
     "split_handle",
 ]
 
@@ -91,6 +93,11 @@ def _entry_name(display_name: str) -> str:
     return name
 
 
+def entry_name(display_name: str) -> str:
+    """A display name made a valid directory entry, as ``by-name`` names it."""
+    return _entry_name(display_name)
+
+
 def by_name_entries(records: Iterable[DatasetRecord]) -> dict[str, str]:
     """``by-name`` entry names to handles, for the latest version of every chain.
 
@@ -116,6 +123,7 @@ class Namespace:
     ) -> None:
         self._catalog = catalog
         self._drafts = drafts or (lambda handle: None)
+        self.lineage = Lineage(entry_name)  # lookup-only nodes beside each dataset
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -138,6 +146,8 @@ class Namespace:
             if name not in CONTROL_FILES:
                 raise FsError(errno.ENOENT, f"no control file {name!r}")
             return NodeId(NodeKind.CONTROL_FILE, "", name)
+        if kind is NodeKind.LINEAGE_DIR:
+            return await self.lineage.child(parent, name)
         raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
 
     async def _root_child(self, name: str) -> NodeId:
@@ -152,6 +162,9 @@ class Namespace:
         raise FsError(errno.ENOENT, f"not a handle prefix: {name!r}")
 
     async def _prefix_child(self, prefix: str, name: str) -> NodeId:
+        lineage = await self._lineage_child(prefix, name)
+        if lineage is not None:
+            return lineage
         if name.endswith(LATEST_SUFFIX):
             kind, suffix = NodeKind.LATEST_LINK, name.removesuffix(LATEST_SUFFIX)
         elif name.endswith(SIDECAR_SUFFIX):
@@ -166,6 +179,23 @@ class Namespace:
         except api_errors.NotFoundError as exc:
             raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
         return NodeId(kind, handle)
+
+    async def _lineage_child(self, prefix: str, name: str) -> NodeId | None:
+        """``<n>@inputs``, ``<n>@derived``, ``<n>@runs``, ``<n>.lineage.json`` (looked up
+        only, never listed), or None for any other name."""
+        if name.endswith(LINEAGE_FILE_SUFFIX):
+            suffix, tail = name.removesuffix(LINEAGE_FILE_SUFFIX), LINEAGE_FILE_SUFFIX
+        else:
+            suffix, at, tail = name.partition("@")
+            tail = at + tail
+        node = lineage_node(f"{prefix}/{suffix}", tail)
+        if node is None or not _SUFFIX_RE.fullmatch(suffix) or not self.lineage.available:
+            return None
+        try:
+            await self._catalog.record(node.handle)
+        except api_errors.NotFoundError as exc:
+            raise FsError(errno.ENOENT, f"no dataset {node.handle}") from exc
+        return node
 
     async def _dataset_child(self, parent: NodeId, name: str) -> NodeId:
         record = await self._catalog.record(parent.handle)
@@ -218,6 +248,8 @@ class Namespace:
             entries = [(n, NodeId(NodeKind.BY_NAME_LINK, h, n)) for n, h in named.items()]
         elif kind is NodeKind.CONTROL_DIR:
             entries = [(n, NodeId(NodeKind.CONTROL_FILE, "", n)) for n in CONTROL_FILES]
+        elif kind is NodeKind.LINEAGE_DIR:
+            entries = await self.lineage.children(parent)
         else:
             raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
         return sorted(entries, key=lambda entry: entry[0])
@@ -254,4 +286,6 @@ class Namespace:
             return split[1]
         if node.kind is NodeKind.BY_NAME_LINK:
             return f"../{node.handle}"
+        if node.kind is NodeKind.LINEAGE_LINK:
+            return await self.lineage.link_target(node)
         raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")

@@ -35,6 +35,7 @@ from provenafs.api.realm import device_login
 from provenafs.mount_options import parse_mount_args
 from provenafs.process import control_socket
 from provenafs.process.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
+from provenafs.process.run_command import lineage_main, record_main, run_lines, run_main
 
 __all__ = ["main", "strip_fstab_options"]
 
@@ -266,7 +267,15 @@ def _settle_drafts_before_unmount(mountpoint: Path, choice: str | None) -> bool:
             file=sys.stderr,
         )
         return True
+    held = set(status.get("held_drafts") or ())
     drafts = [d for d in status.get("drafts", []) if isinstance(d, Mapping)]
+    for draft in [d for d in drafts if d.get("handle") in held]:
+        print(
+            f"provenafs umount: keeping the draft of {draft.get('handle')} unpublished: it "
+            "belongs to a run (see provenafs status)",
+            file=sys.stderr,
+        )
+    drafts = [d for d in drafts if d.get("handle") not in held]
     if not drafts:
         return True
     on_unmount = choice or str(status.get("on_unmount") or "refuse")
@@ -492,7 +501,7 @@ def _summary(document: Mapping[str, Any]) -> list[str]:
     )
     for name, expiry in sorted(expiries.items()):
         lines.append(f"    {name}: expires {expiry}")
-    return lines + _publishing_summary(document)
+    return lines + _publishing_summary(document) + run_lines(document)
 
 
 def _publishing_summary(document: Mapping[str, Any]) -> list[str]:
@@ -655,6 +664,9 @@ _COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "status": _status,
     "commit": _commit,
     "revert": _revert,
+    "run": run_main,
+    "record": record_main,
+    "lineage": lineage_main,
 }
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "ControlServer",
     "ControlUnavailable",
     "PublishBackend",
+    "RunBackend",
     "handle_from_path",
     "request",
     "runtime_dirs",
@@ -78,6 +79,21 @@ class PublishBackend(Protocol):
     ) -> str: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+class RunBackend(Protocol):
+    """The run and lineage operations (``process.run_control.RunControl`` provides them)."""
+
+    ops: frozenset[str]
+
+    async def control(
+        self,
+        op: str,
+        message: Mapping[str, Any],
+        peer_pid: int,
+        peer_uid: int,
+        send: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None: ...
 
 
 class ControlError(Exception):
@@ -191,11 +207,13 @@ class ControlServer:
         status: Callable[[], Mapping[str, Any]] | None = None,
         reverter: Reverter | None = None,
         allowed_uid: int | None = None,
+        runs: RunBackend | None = None,
     ) -> None:
         self.socket_path = socket_path
         self._publishing = publishing
         self._status = status
         self.reverter = reverter
+        self.runs = runs
         self._allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         self.refused = 0
 
@@ -237,6 +255,9 @@ class ControlServer:
                 await lines.send({"event": "error", "error": f"bad request: {exc}"})
                 return
             try:
+                if self.runs is not None and message["op"] in self.runs.ops:
+                    await self.runs.control(message["op"], message, peer.pid, peer.uid, lines.send)
+                    return
                 await self._dispatch(message, lines)
             except Exception as exc:
                 log.exception("control request %s failed", message.get("op"))

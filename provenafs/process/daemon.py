@@ -35,15 +35,22 @@ from provenafs.api import errors as api_errors
 from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
+from provenafs.api.provenance import ProvenanceClient
 from provenafs.api.realm import RefreshingToken, TokenSource
+from provenafs.api.services import discover_services
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
 from provenafs.core.filesystem import Filesystem
 from provenafs.mount_options import KERNEL_FLAGS, MountOptions
+from provenafs.process.access_log import AccessLog
+from provenafs.process.attribution import ProcessAttribution
 from provenafs.process.control_socket import ControlServer, socket_path_for
 from provenafs.process.kernel_readahead import set_readahead
 from provenafs.process.mounts import READY_FD_ENV, find_mount, log_path_for
+from provenafs.process.run_control import RunControl
+from provenafs.process.run_journal import runs_root
+from provenafs.process.runs import RunManager
 from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.storage.s3 import S3BlobStore
@@ -196,6 +203,7 @@ class _Mounted:
     publishing: PublishScheduler
     control: ControlServer
     disk: DiskCache | None  # its writer runs in the mount's nursery
+    runs: RunManager  # drives finished runs in the mount's nursery
 
 
 def _publishing_for(
@@ -225,6 +233,8 @@ def _control_status(
     broker: CredentialBroker,
     cache: BlockCache,
     budget: PrefetchBudget,
+    *,
+    runs: RunManager,
 ) -> Callable[[], dict[str, Any]]:
     """The mount's counters for ``provenafs status`` (credential expiries, never credentials)."""
 
@@ -236,6 +246,7 @@ def _control_status(
             "mountpoint": str(options.mountpoint),
             "read_only": options.read_only,
             "on_unmount": options.on_unmount,
+            "access_log": None if options.access_log is None else str(options.access_log),
             "block_cache": dict(cache.statistics()),
             "prefetch_budget": dict(budget.statistics()),
             "data_store_calls": dict(client.statistics()),
@@ -244,6 +255,7 @@ def _control_status(
                 f"{handle} {kind}": expiry.isoformat()
                 for (handle, kind), expiry in broker.expiries().items()
             },
+            **runs.status(),
         }
 
     return status
@@ -311,22 +323,64 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
+        prov, access_log = await _provenance_for(options, fs, tokens)
+        runs = RunManager(
+            root=runs_root(options.source, options.state_dir),
+            source=options.source,
+            files=fs,
+            scheduler=publishing,
+            datasets=client,
+            prov=prov,
+            attribution=ProcessAttribution(),
+            access_log=access_log,
+            run_template=options.run_template,
+            in_place=options.write_mode == "in-place",
+        )
+        runs.recover()  # before anything publishes: a run's drafts are held
+        fs.set_access_observer(runs)
         editor = fs.sidecar_editor
         control = ControlServer(
             socket_path_for(options.mountpoint),
             publishing=publishing,
-            status=_control_status(options, client, broker, cache, budget),
+            status=_control_status(options, client, broker, cache, budget, runs=runs),
             reverter=None if editor is None else editor.revert,
+            runs=RunControl(runs, fs.lineage),
         )
         try:
-            yield _Mounted(fs, publishing, control, disk)
+            yield _Mounted(fs, publishing, control, disk, runs)
         finally:
             with trio.CancelScope(shield=True):
                 await fs.close()
+                if prov is not None:
+                    await prov.aclose()
+                if access_log is not None:
+                    access_log.close()
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
             await _close_tokens(tokens)
+
+
+async def _provenance_for(
+    options: MountOptions, fs: Filesystem, tokens: TokenSource
+) -> tuple[ProvenanceClient | None, AccessLog | None]:
+    """The prov/job/registry/auth client (None when no prov API is known) wired into the
+    lineage nodes, and the access log if one is asked for."""
+    services = await discover_services(options.source, options.services)
+    prov = None
+    if services.prov_api is not None:
+        prov = ProvenanceClient(services, tokens, timeout=options.prov_timeout)
+        fs.lineage.api = prov
+        fs.lineage.depth = options.lineage_depth
+    else:
+        log.info("no prov API known for %s: runs and lineage are unavailable", options.source)
+    access_log = None
+    if options.access_log is not None:
+        try:
+            access_log = AccessLog(options.access_log)
+        except OSError as exc:
+            raise StartupError(f"cannot open the access log {options.access_log}: {exc}") from exc
+    return prov, access_log
 
 
 def spill_directory() -> Path:
@@ -395,6 +449,7 @@ async def _serve(options: MountOptions, readiness: _Readiness) -> None:
                     await fs.start(nursery)
                     await nursery.start(_serve_control, mounted.control)
                     nursery.start_soon(mounted.publishing.run)
+                    nursery.start_soon(mounted.runs.serve)
                     if mounted.disk is not None:
                         nursery.start_soon(mounted.disk.run_writer)
                     nursery.start_soon(_stop_on_signals, signals, nursery.cancel_scope)
@@ -418,6 +473,7 @@ def _with_absolute_paths(options: MountOptions) -> MountOptions:
         cache_dir=absolute(options.cache_dir),
         state_dir=absolute(options.state_dir),
         offline_token_file=absolute(options.offline_token_file),
+        access_log=absolute(options.access_log),
     )
 
 

@@ -14,7 +14,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["FSTYPE", "READY_FD_ENV", "MountEntry", "find_mount", "log_path_for"]
+__all__ = ["FSTYPE", "READY_FD_ENV", "MountEntry", "find_mount", "log_path_for", "mounts_of_type"]
 
 FSTYPE = "fuse.provenafs"
 READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
@@ -61,6 +61,21 @@ def find_mount(
                 _unescape_mountinfo(fields[separator + 2]),
                 device=fields[2],
             )
+    return found
+
+
+def mounts_of_type(fstype: str, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
+    """Every mount of filesystem type *fstype* (``fuse.provenafs``), as ``find_mount`` reads
+    them."""
+    found = []
+    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
+        fields = line.split(" ")
+        if "-" in fields and len(fields) > fields.index("-") + 2:
+            separator = fields.index("-")
+            if fields[separator + 1] == fstype:
+                entry = find_mount(Path(_unescape_mountinfo(fields[4])), mountinfo)
+                if entry is not None and entry.fstype == fstype:
+                    found.append(entry)
     return found
 
 

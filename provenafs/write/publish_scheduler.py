@@ -60,6 +60,9 @@ class PublishScheduler:
         # In place, a draft outlives a successful push while a pushed file is still open: the
         # time of its last change then, so the quiet-delay publisher does not push it again.
         self._pushed_change: dict[str, float] = {}
+        # Drafts the quiet delay leaves alone (a run's outputs: published when the run ends,
+        # or kept when it fails); ``commit`` still publishes them when asked.
+        self.held: Callable[[str], bool] = lambda handle: False
 
     async def commit(
         self,
@@ -134,7 +137,8 @@ class PublishScheduler:
                 await self._publish_quietly(handle, "quiet for the publish delay")
 
     def due(self) -> list[str]:
-        """Drafts quiet (no open writer, no change) for the publish delay, not backing off."""
+        """Drafts quiet (no open writer, no change) for the publish delay, not backing off,
+        not held."""
         now = self._clock()
         found = []
         for draft in self.publisher.draft_store.drafts():
@@ -146,6 +150,8 @@ class PublishScheduler:
                 continue
             if self._pushed_change.get(draft.handle) == draft.summary().last_change:
                 continue  # pushed in place, nothing changed since (a pushed file is open)
+            if self.held(draft.handle):
+                continue
             found.append(draft.handle)
         return found
 

@@ -1,0 +1,203 @@
+"""Which run a process belongs to, read from ``/proc`` once per process.
+
+The kernel names the calling thread of each open (``Caller.pid``, in the daemon's pid
+namespace; 0 when it cannot be named). ``ProcessAttribution.resolve`` reads
+``/proc/<pid>/stat`` (command name, parent, start time) on every call, and answers from a
+bounded cache keyed by (pid, start time), so a recycled pid is a new process. A process seen
+for the first time is resolved:
+
+1. ``/proc/<pid>/environ`` holds ``PROVENAFS_RUN=<run id>`` of an open run (the variable
+   survives double forks, ``setsid`` and reparenting to init); else
+2. an ancestor, walking ``PPid`` up, is a run's root process (the ``provenafs run`` that
+   started it, matched by pid and start time);
+
+and in both cases only when the caller's uid is the run's uid: another user's process, even
+with the variable forged, never joins a run. A process that is gone, or whose ``/proc`` entry
+cannot be read, is unattributed.
+
+``environ`` is read in a worker thread with a timeout: the kernel takes the target's memory
+map lock to read it, and a thread of that process may hold it while it waits on this very
+mount (a page fault on a mapped file). ``stat`` needs no such lock. A negative answer is
+kept only until the next run starts (a process may belong to it). Trio thread only.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import trio
+
+from provenafs.core.types import Caller
+
+__all__ = [
+    "RUN_ENV",
+    "Attribution",
+    "ProcessAttribution",
+    "ProcessInfo",
+    "RunIdentity",
+    "read_stat",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_ENV = "PROVENAFS_RUN"
+_ENV_MARK = RUN_ENV.encode() + b"="
+_CACHE_SIZE = 4096
+_MAX_ANCESTORS = 64
+_ENVIRON_TIMEOUT = 2.0
+_ENVIRON_LIMIT = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInfo:
+    """What ``/proc/<pid>/stat`` says of one process (or thread)."""
+
+    pid: int
+    comm: str
+    ppid: int
+    start: int  # clock ticks after boot: with the pid, names the process uniquely
+
+
+@dataclasses.dataclass(frozen=True)
+class RunIdentity:
+    """What attribution needs of an open run."""
+
+    run_id: str
+    uid: int
+    root_pid: int
+    root_start: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Attribution:
+    """A caller resolved: its run (None: none) and its command name ("" if unknown)."""
+
+    run_id: str | None
+    comm: str
+
+
+_UNKNOWN = Attribution(None, "")
+
+
+def read_stat(pid: int, proc: Path = Path("/proc")) -> ProcessInfo | None:
+    """``/proc/<pid>/stat`` parsed, or None when the process is gone or unreadable."""
+    try:
+        fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    head, _, tail = raw.rpartition(b")")  # the command name may hold spaces and ")"
+    fields = tail.split()
+    if len(fields) < 20 or b"(" not in head:
+        return None
+    comm = head.partition(b"(")[2].decode("utf-8", "replace")
+    try:
+        return ProcessInfo(pid, comm, int(fields[1]), int(fields[19]))
+    except ValueError:
+        return None
+
+
+def _environ_run_blocking(path: str) -> str | None:
+    """The ``PROVENAFS_RUN`` value in an ``environ`` file (NUL-separated), or None."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(_ENVIRON_LIMIT)
+    except OSError:
+        return None
+    for entry in data.split(b"\0"):
+        if entry.startswith(_ENV_MARK):
+            return entry[len(_ENV_MARK) :].decode("utf-8", "replace") or None
+    return None
+
+
+class ProcessAttribution:
+    """Resolves callers to open runs (see the module docstring)."""
+
+    def __init__(self, proc: Path = Path("/proc"), cache_size: int = _CACHE_SIZE) -> None:
+        self._proc = proc
+        self._cache_size = cache_size
+        self._runs: dict[str, RunIdentity] = {}
+        self._roots: dict[tuple[int, int], str] = {}
+        self._generation = 0  # bumped by every run start: negative answers go stale
+        self._cache: collections.OrderedDict[tuple[int, int], tuple[str | None, str, int]] = (
+            collections.OrderedDict()
+        )
+        self.resolved = 0  # processes resolved (cache misses)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def add_run(self, run: RunIdentity) -> None:
+        self._runs[run.run_id] = run
+        self._roots[(run.root_pid, run.root_start)] = run.run_id
+        self._generation += 1
+
+    def remove_run(self, run_id: str) -> None:
+        run = self._runs.pop(run_id, None)
+        if run is not None:
+            self._roots.pop((run.root_pid, run.root_start), None)
+
+    def process(self, pid: int) -> ProcessInfo | None:
+        return read_stat(pid, self._proc)
+
+    # -- resolving -------------------------------------------------------------------------
+
+    async def resolve(self, caller: Caller) -> Attribution:
+        """The open run *caller* belongs to (if its uid is the run's), and its command name."""
+        if caller.pid <= 0:
+            return _UNKNOWN
+        info = read_stat(caller.pid, self._proc)
+        if info is None:
+            return _UNKNOWN
+        key = (info.pid, info.start)
+        cached = self._cache.get(key)
+        if cached is not None and (cached[0] is not None or cached[2] == self._generation):
+            self._cache.move_to_end(key)
+            return Attribution(self._checked(cached[0], caller.uid), info.comm)
+        generation = self._generation
+        run_id = await self._find_run(info)
+        self.resolved += 1
+        self._cache[key] = (run_id, info.comm, generation)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return Attribution(self._checked(run_id, caller.uid), info.comm)
+
+    def _checked(self, run_id: str | None, uid: int) -> str | None:
+        """*run_id* if that run is open and *uid* is its user's."""
+        if run_id is None:
+            return None
+        run = self._runs.get(run_id)
+        return run_id if run is not None and run.uid == uid else None
+
+    async def _find_run(self, info: ProcessInfo) -> str | None:
+        if not self._runs:
+            return None
+        path = f"{self._proc}/{info.pid}/environ"
+        named = None
+        with trio.move_on_after(_ENVIRON_TIMEOUT) as scope:
+            named = await trio.to_thread.run_sync(
+                _environ_run_blocking, path, abandon_on_cancel=True
+            )
+        if scope.cancelled_caught:
+            log.warning("pid %d: its environment could not be read in time", info.pid)
+        if named is not None and named in self._runs:
+            return named
+        current: ProcessInfo | None = info
+        for _ in range(_MAX_ANCESTORS):
+            if current is None:
+                return None
+            found = self._roots.get((current.pid, current.start))
+            if found is not None:
+                return found
+            if current.ppid <= 1:
+                return None
+            current = read_stat(current.ppid, self._proc)
+        return None
