@@ -44,7 +44,7 @@ EX_TEMPFAIL = 75
 _NOT_FOUND = 127
 _NOT_EXECUTABLE = 126
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-_DATA_FLOW = frozenset({"DATASET", "MODEL_RUN", "VERSION", "CREATE", "STUDY"})
+_DATA_FLOW = frozenset({"DATASET", "MODEL_RUN", "VERSION", "STUDY"})
 
 
 class _CommandError(Exception):
@@ -70,8 +70,9 @@ def _mount_of(path: Path) -> Path | None:
     return None
 
 
-def _choose_mount(given: Path | None) -> Path:
-    """``--mount``, else the mount holding the working directory, else the only mount."""
+def _choose_mount(given: Path | None, argv: Sequence[str] = ()) -> Path:
+    """``--mount``, else the mount holding the working directory, else the one mount the
+    command's path arguments lie in, else the only mount."""
     if given is not None:
         mountpoint = Path(os.path.abspath(given))
         entry = find_mount(mountpoint)
@@ -82,6 +83,9 @@ def _choose_mount(given: Path | None) -> Path:
     if here is not None:
         return here
     mounts = _provenafs_mounts()
+    named = {m for m in mounts for arg in argv if _is_under(arg, m)}
+    if len(named) == 1:
+        return named.pop()
     if len(mounts) == 1:
         return mounts[0]
     if not mounts:
@@ -89,6 +93,14 @@ def _choose_mount(given: Path | None) -> Path:
     raise _CommandError(
         f"several provenafs mounts ({', '.join(map(str, mounts))}): give --mount MOUNTPOINT"
     )
+
+
+def _is_under(argument: str, mountpoint: Path) -> bool:
+    """Whether a command argument names a path inside *mountpoint* (without touching it)."""
+    if "/" not in argument:
+        return False
+    path = Path(os.path.abspath(argument))
+    return path == mountpoint or mountpoint in path.parents
 
 
 def _handle_of(path: Path, mountpoint: Path) -> str:
@@ -276,7 +288,7 @@ def run_main(args: Sequence[str]) -> int:
         _error("run", "no command given (provenafs run [options] -- CMD ...)")
         return 2
     try:
-        mountpoint = _choose_mount(parsed.mount)
+        mountpoint = _choose_mount(parsed.mount, command)
         outputs = [_handle_of(path, mountpoint) for path in parsed.output]
         annotations = _annotations(parsed.annotation)
     except _CommandError as exc:
@@ -335,7 +347,7 @@ def _finish(mountpoint: Path, message: Mapping[str, Any], code: int) -> int:
 
 def _outcome(answer: Mapping[str, Any], code: int, failed_code: int) -> int:
     event = answer.get("event")
-    outputs = answer.get("outputs") or {}
+    outputs = answer.get("outputs") or {} if event != "dry-run" else {}
     for base, new in sorted(outputs.items()):
         if base != new:
             print(f"provenafs run: output {base} published as {new}", file=sys.stderr)
@@ -411,21 +423,30 @@ def record_main(args: Sequence[str]) -> int:
     if not reads and not outputs:
         _error("record", "the slice holds no read of a published file, and no --output is given")
         return 1
+    names = ", ".join(sorted(commands)) or "no command"
     message = {
         "op": "run-record",
         "reads": reads,
         "started": since,
         "ended": until,
-        "argv": ["(recorded from the access log)", *sorted(commands)],
+        "argv": sorted(commands),
         "template": parsed.template,
-        "name": parsed.name,
-        "description": parsed.description,
+        "name": parsed.name or f"provenafs record: {names}"[:120],
+        "description": parsed.description
+        or (
+            f"Recorded by provenafs from the access log {log_file}: {len(reads)} files read by "
+            f"{names} between {_iso(since)} and {_iso(until)}."
+        ),
         "dry_run": parsed.dry_run,
         "annotations": annotations,
         "outputs": outputs,
         "model_version": parsed.model_version or "not recorded (from an access log)",
     }
     return _finish(mountpoint, message, 0)
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
 
 
 def _mount_access_log(mountpoint: Path) -> Path:
@@ -550,13 +571,14 @@ def lineage_dot(
     """The graph as Graphviz (``dot -Tsvg``); the start node is drawn bold."""
 
     def quoted(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
 
     lines = [f"digraph {quoted('lineage of ' + start)} {{", "  rankdir=LR;"]
     for item_id, node in sorted(nodes.items()):
         shape = {"DATASET": "box", "MODEL_RUN": "ellipse"}.get(str(node["subtype"]), "note")
         style = ", style=bold" if item_id == start else ""
-        label = f"{node['name']}\\n{item_id}\\n{node['subtype']}"
+        label = f"{node['name']}\n{item_id}\n{node['subtype']}"
         lines.append(f"  {quoted(item_id)} [shape={shape}{style}, label={quoted(label)}];")
     for edge in links:
         source, target = quoted(edge["source"]), quoted(edge["target"])

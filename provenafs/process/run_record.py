@@ -101,8 +101,9 @@ def annotations_of(state: RunState, outputs: Mapping[str, str]) -> dict[str, str
         "provenafs.host": state.host,
         "provenafs.cwd": state.cwd,
         "provenafs.files_read": str(len(reads)),
-        "provenafs.log": f"{log_path(state.run_id)} in {where}",
     }
+    if state.request.publish:  # a recorded run writes no run log
+        annotations["provenafs.log"] = f"{log_path(state.run_id)} in {where}"
     return {**annotations, **state.request.annotations}
 
 

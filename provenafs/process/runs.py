@@ -73,6 +73,7 @@ _MAX_BACKOFF = 300.0
 _JOB_WAIT = 120.0
 _GRACE_MARGIN = 5.0
 _KEEP_FINISHED = 50  # terminal runs shown in status
+_ORPHAN_CHECK = 2.0  # seconds between looks for open runs whose root process is gone
 _HASH_CHUNK = 1 << 20
 
 
@@ -189,6 +190,7 @@ class RunManager:
         self._clock = clock
         self._runs: dict[str, _Run] = {}
         self._open: set[str] = set()
+        self._closed = trio.Event()  # set (and renewed) whenever a run stops being open
         self._nursery: trio.Nursery | None = None
         scheduler.held = self.holds
 
@@ -218,13 +220,36 @@ class RunManager:
         return any(self._files.draft_store.get(h) is not None for h in state.drafts_kept)
 
     async def serve(self) -> None:
-        """Drive every unfinished run on (until cancelled); runs finished later join."""
+        """Drive every unfinished run on (until cancelled); runs finished later join. An open
+        run whose ``provenafs run`` process is gone (killed before it could finish the run)
+        fails with its drafts kept."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for run in list(self._runs.values()):
                 if not run.state.terminal and run.state.phase != "open":
                     nursery.start_soon(self._drive, run)
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(_ORPHAN_CHECK)
+                self._fail_orphans()
+
+    def _fail_orphans(self) -> None:
+        for run_id in list(self._open):
+            run = self._runs[run_id]
+            root = self._attribution.process(run.state.root_pid)
+            if root is None or root.start != run.state.root_start:
+                self._fail(
+                    run,
+                    "its provenafs run process ended without finishing the run; its drafts "
+                    "are kept",
+                    keep_drafts=True,
+                )
+
+    def _closing(self, run_id: str) -> None:
+        """*run_id* stops being open: attribution ends, runs waiting for it go on."""
+        self._open.discard(run_id)
+        self._attribution.remove_run(run_id)
+        self._closed.set()
+        self._closed = trio.Event()
 
     # -- holds and status -------------------------------------------------------------------
 
@@ -420,8 +445,7 @@ class RunManager:
             await say({"event": "error", "error": "exit_code must be an integer"})
             return
         extra = [str(h) for h in message.get("outputs") or ()]
-        self._open.discard(run.state.run_id)
-        self._attribution.remove_run(run.state.run_id)
+        self._closing(run.state.run_id)
         observed = await self._observation(run.observed)
         run.observed = None
         run.journal.record(
@@ -549,8 +573,7 @@ class RunManager:
 
     def _fail(self, run: _Run, reason: str, *, keep_drafts: bool) -> None:
         state = run.state
-        self._open.discard(state.run_id)
-        self._attribution.remove_run(state.run_id)
+        self._closing(state.run_id)
         kept = []
         if keep_drafts:
             kept = [h for h in state.changed if self._files.draft_store.get(h) is not None]
@@ -611,6 +634,7 @@ class RunManager:
             if not state.request.publish:
                 outputs[base] = base
                 continue
+            await self._wait_for_sharers(run, base)
             await self._write_log(run, base)
             await self._say(run, f"publishing {base}")
             try:
@@ -625,6 +649,21 @@ class RunManager:
                 outputs[base] = new
                 await self._say(run, f"published {base} as {new}")
         self._journal(run, {"op": "published", "outputs": outputs})
+
+    async def _wait_for_sharers(self, run: _Run, base: str) -> None:
+        """Runs that changed the same dataset share its draft: publish it once none of the
+        others is still open (the one version then holds what they all wrote)."""
+        while True:
+            sharers = [
+                other
+                for other in self._open
+                if other != run.state.run_id and base in self._runs[other].state.changed
+            ]
+            if not sharers:
+                return
+            closed = self._closed
+            await self._say(run, f"waiting for run {sharers[0]}, which also changes {base}")
+            await closed.wait()
 
     async def _write_log(self, run: _Run, base: str) -> None:
         """The run log into *base*'s draft, unless the draft is already being published."""
@@ -757,10 +796,10 @@ class RunManager:
         state = run.state
         problems: list[str] = []
         record = None
-        outputs = {
-            h: f"(the next version of {h})" for h in [*state.changed, *state.request.outputs]
+        state.outputs = {
+            h: f"(the next version of {h})" if state.request.publish else h
+            for h in [*state.changed, *state.request.outputs]
         }
-        state.outputs = outputs
         try:
             record = await self._record_of(run)
         except (_FailedError, _PendingError) as exc:

@@ -1,0 +1,412 @@
+"""``provenafs run`` end to end against the local store: attribution, publishing, registration,
+lineage in the tree, and what the official client reads back (docs/SEMANTICS.md, "Runs").
+
+One private store and one writable mount (``-o access_log=``) for the module; every test mints
+its own datasets, so the tests do not see each other's versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provenafs.process.access_log import read_access_log
+from tests.conftest import LocalStore
+from tests.e2e.runs_support import (
+    RUN_OPTIONS,
+    RunsApi,
+    last_line,
+    python_script,
+    run_command,
+    start_command,
+    status_of,
+    wait_until,
+)
+from tests.e2e.writes_support import (
+    Dataset,
+    WritableMount,
+    private_store,
+    s3_tree,
+    writable_mount,
+)
+from tests.users import other_user
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
+    with private_store(tmp_path_factory.mktemp("runs") / "data") as private:
+        yield private
+
+
+@pytest.fixture(scope="module")
+def api(store: LocalStore) -> RunsApi:
+    return RunsApi(store)
+
+
+@pytest.fixture(scope="module")
+def access_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs-log") / "access.jsonl"
+
+
+@pytest.fixture(scope="module")
+def mount(
+    store: LocalStore, tmp_path_factory: pytest.TempPathFactory, access_log: Path
+) -> Iterator[WritableMount]:
+    mountpoint = tmp_path_factory.mktemp("runs-mount") / "mnt"
+    options = f"{RUN_OPTIONS},access_log={access_log}"
+    with writable_mount(store, mountpoint, options=options) as writable:
+        yield writable
+
+
+def unique(label: str) -> str:
+    return f"run test {label} {uuid.uuid4().hex[:8]}"
+
+
+def mint(api: RunsApi, label: str, files: dict[str, bytes]) -> Dataset:
+    return api.mint("alice", files=files, name=unique(label))
+
+
+def run_id_of(api: RunsApi, model_run: str) -> str:
+    run_id: str = api.model_run(model_run)["record"]["annotations"]["provenafs.run_id"]
+    return run_id
+
+
+def dataset_ids(datasets: list[dict[str, Any]]) -> list[str]:
+    return sorted(str(d["dataset_id"]) for d in datasets)
+
+
+def run_ok(mount: WritableMount, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = run_command(mount, "run", "--init-template", *args, cwd=cwd)
+    assert result.returncode == 0, (
+        f"provenafs run exited {result.returncode}\nstdout: {result.stdout}\n"
+        f"stderr: {result.stderr}\nlog: {mount.mount.log_text()[-3000:]}"
+    )
+    return result
+
+
+ANALYSIS = r"""
+import pathlib, sys, time
+mnt, a, b_prefix, b_suffix, a_name, c, gate = sys.argv[1:8]
+mnt = pathlib.Path(mnt)
+deadline = time.monotonic() + 60
+while not pathlib.Path(gate).exists():  # the reader of D is reading
+    assert time.monotonic() < deadline, "the reader of D never started"
+    time.sleep(0.02)
+first = (mnt / a / "data" / "a1.csv").read_bytes()
+second = (mnt / "by-name" / a_name / "data" / "a2.csv").read_bytes()
+third = (mnt / b_prefix / (b_suffix + "@latest") / "b.csv").read_bytes()
+(mnt / c / "results").mkdir()
+(mnt / c / "results" / "summary.csv").write_bytes(first + second + third)
+time.sleep(0.3)  # D is read meanwhile
+print("analysis done")
+"""
+
+READER = r"""
+import pathlib, sys, time
+path, gate, stop = map(pathlib.Path, sys.argv[1:4])
+while not stop.exists():
+    path.read_bytes()
+    gate.touch()
+    time.sleep(0.01)
+"""
+
+
+def test_an_analysis_is_attributed_published_registered_and_shown_as_lineage(
+    api: RunsApi, mount: WritableMount, tmp_path: Path, access_log: Path
+) -> None:
+    a = mint(api, "A", {"data/a1.csv": b"a,1\n", "data/a2.csv": b"a,2\n", "data/a3.csv": b"x"})
+    b = mint(api, "B", {"b.csv": b"b,1\n"})
+    c = mint(api, "C", {"readme.txt": b"results of the analysis\n"})
+    d = mint(api, "D", {"d.csv": b"d" * 4096})
+    gate, stop = tmp_path / "reading-d", tmp_path / "stop"
+    reader_script = python_script(tmp_path / "reader.py", READER)
+    reader = subprocess.Popen(
+        [*reader_script, str(mount.path / d.handle / "d.csv"), str(gate), str(stop)]
+    )
+    try:
+        script = python_script(tmp_path / "analysis.py", ANALYSIS)
+        command = [*script, str(mount.path), a.handle, b.prefix, b.suffix, a.name, c.handle]
+        command.append(str(gate))
+        result = run_ok(mount, "-m", "A test analysis", "--", *command, cwd=tmp_path)
+    finally:
+        stop.touch()
+        reader.wait(timeout=60)
+    assert "analysis done" in result.stdout
+    model_run = last_line(result.stdout)
+
+    # C has exactly one new version, holding the results and the run log
+    assert api.versions_after(c.handle) != []
+    [c_new] = api.versions_after(c.handle)
+    objects = s3_tree(api, str(api.record(c_new)["item"]["s3"]["path"]))
+    assert objects["results/summary.csv"] == b"a,1\na,2\nb,1\n"
+    assert objects["readme.txt"] == b"results of the analysis\n"
+    run_id = run_id_of(api, model_run)
+    log = json.loads(objects[f"provenance/provenafs-run-{run_id}.json"])
+    assert log["run_id"] == run_id and log["exit_code"] == 0 and log["dataset"] == c.handle
+    assert log["command"] == command and log["cwd"] == str(tmp_path)
+    reads = {(r["handle"], r["path"]): r for r in log["read"]}
+    assert set(reads) == {(a.handle, "data/a1.csv"), (a.handle, "data/a2.csv"), (b.handle, "b.csv")}
+    a_objects = s3_tree(api, a.s3_prefix)
+    assert reads[(a.handle, "data/a1.csv")]["etag"] == api.s3.head_object(
+        Bucket=api.bucket, Key=a.s3_prefix + "data/a1.csv"
+    )["ETag"].strip('"')
+    assert reads[(a.handle, "data/a1.csv")]["bytes_read"] == len(a_objects["data/a1.csv"])
+    written = {w["path"]: w for w in log["written"]}
+    summary = hashlib.sha256(b"a,1\na,2\nb,1\n").hexdigest()
+    assert written["results/summary.csv"]["sha256"] == summary
+    assert written["results"]["directory"] is True
+
+    # exactly one model run: inputs exactly A and B (not D), output C's new version
+    [registered] = api.model_runs(run_id)
+    assert registered["id"] == model_run
+    record = registered["record"]
+    assert dataset_ids(record["inputs"]) == sorted([a.handle, b.handle])
+    assert dataset_ids(record["outputs"]) == [c_new]
+    assert record["description"] == "A test analysis"
+    assert record["associations"]["modeller_id"] == api.store.manifest()["persons"]["alice"]
+    assert record["annotations"]["provenafs.exit_code"] == "0"
+    assert len(api.lodge_jobs(run_id)) == 1
+
+    # D was read during the run by a process outside it: logged, not attributed
+    entries = list(read_access_log(access_log))
+    started, ended = record["start_time"], record["end_time"] + 1
+    d_reads = [e for e in entries if e.handle == d.handle]
+    assert d_reads and all(e.run is None for e in d_reads)
+    assert any(started <= e.time <= ended for e in d_reads)
+    assert {(e.handle, e.path) for e in entries if e.run == run_id and e.mode == "read"} == set(
+        reads
+    )
+
+    # lineage in the tree: looked up only, never listed in the prefix
+    prefix_dir = mount.path / c.prefix
+    listing = os.listdir(prefix_dir)
+    assert not [n for n in listing if n.endswith(("@inputs", "@derived", "@runs", ".lineage.json"))]
+    new_suffix = c_new.split("/", 1)[1]
+    inputs_dir = prefix_dir / f"{new_suffix}@inputs"
+    assert sorted(os.listdir(inputs_dir)) == sorted([a.name, b.name])
+    assert os.path.realpath(inputs_dir / a.name) == str(mount.path / a.handle)
+    assert os.readlink(inputs_dir / b.name) == f"../{b.suffix}"
+    derived_dir = mount.path / a.prefix / f"{a.suffix}@derived"
+    assert os.listdir(derived_dir) == [c.name]
+    assert os.path.realpath(derived_dir / c.name) == str(mount.path / c_new)
+    runs_dir = prefix_dir / f"{new_suffix}@runs"
+    [run_file] = os.listdir(runs_dir)
+    shown = json.loads((runs_dir / run_file).read_bytes())
+    assert shown["id"] == model_run and run_file == model_run.split("/", 1)[1] + ".json"
+    assert shown["record_status"] == "LODGED"
+    assert os.listdir(mount.path / a.prefix / f"{a.suffix}@runs") == [run_file]
+    lineage = json.loads((prefix_dir / f"{new_suffix}.lineage.json").read_bytes())
+    edges = {(e["source"], e["target"], e["type"]) for e in lineage["upstream"]["links"]}
+    assert {(c_new, model_run, "wasGeneratedBy"), (model_run, a.handle, "used")} <= edges
+    assert (model_run, d.handle, "used") not in edges
+
+    # provenafs lineage shows the same
+    up = run_command(mount, "lineage", str(mount.path / c_new))
+    assert up.returncode == 0, up.stderr
+    assert f"wasGeneratedBy {model_run}" in up.stdout
+    assert f"used {a.handle}  {a.name}" in up.stdout and f"used {b.handle}" in up.stdout
+    assert d.handle not in up.stdout
+    down = run_command(mount, "lineage", "--down", str(mount.path / a.handle))
+    assert down.returncode == 0, down.stderr
+    assert f"used by {model_run}" in down.stdout and f"generated {c_new}" in down.stdout
+    dot = run_command(mount, "lineage", "--dot", str(mount.path / c_new))
+    assert f'"{model_run}" -> "{a.handle}" [label="used"];' in dot.stdout
+
+
+def test_a_failing_command_publishes_and_registers_nothing(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    c = mint(api, "failing", {"keep.txt": b"kept\n"})
+    marker = uuid.uuid4().hex
+    script = f"echo partial > {mount.path / c.handle / 'out.txt'}; exit 3 # {marker}"
+    result = run_command(mount, "run", "--init-template", "--", "sh", "-c", script, cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert "drafts kept unpublished: " + c.handle in result.stderr
+    [run] = [r for r in status_of(mount)["runs"] if marker in " ".join(r["command"])]
+    assert run["phase"] == "failed" and run["exit_code"] == 3
+    assert run["drafts_kept"] == [c.handle]
+    assert api.versions_after(c.handle) == []
+    assert api.model_runs(run["run_id"]) == []
+    assert api.lodge_jobs(run["run_id"]) == []
+    assert (mount.path / c.handle / "out.txt").read_bytes() == b"partial\n"  # the draft is kept
+    assert c.handle in status_of(mount)["held_drafts"]
+
+
+CONCURRENT = r"""
+import pathlib, sys, time
+mnt, source, target, mine, other = sys.argv[1:6]
+mnt = pathlib.Path(mnt)
+pathlib.Path(mine).touch()
+deadline = time.monotonic() + 60
+while not pathlib.Path(other).exists():  # both runs are open from here on
+    assert time.monotonic() < deadline
+    time.sleep(0.02)
+data = (mnt / source / "in.csv").read_bytes()
+(mnt / target / "out.csv").write_bytes(data.upper())
+"""
+
+
+def test_two_runs_at_once_are_attributed_each_to_its_own(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    sources = [mint(api, f"source {n}", {"in.csv": f"input {n}\n".encode()}) for n in (1, 2)]
+    targets = [mint(api, f"target {n}", {"keep.txt": b"k"}) for n in (1, 2)]
+    script = python_script(tmp_path / "concurrent.py", CONCURRENT)
+    markers = [tmp_path / "started-1", tmp_path / "started-2"]
+    runs = []
+    for n in (0, 1):
+        argv = [str(mount.path), sources[n].handle, targets[n].handle, str(markers[n])]
+        argv.append(str(markers[1 - n]))
+        log = tmp_path / f"run-{n}.out"
+        runs.append((start_command(mount, "run", "--init-template", "--", *script, *argv,
+                                   log=log, cwd=tmp_path), log))  # fmt: skip
+    for process, log in runs:
+        assert process.wait(timeout=240) == 0, log.read_text()
+    for n, (_, log) in enumerate(runs):
+        model_run = last_line(log.read_text())
+        [new] = api.versions_after(targets[n].handle)
+        record = api.model_run(model_run)["record"]
+        assert dataset_ids(record["inputs"]) == [sources[n].handle]
+        assert dataset_ids(record["outputs"]) == [new]
+        objects = s3_tree(api, str(api.record(new)["item"]["s3"]["path"]))
+        assert objects["out.csv"] == f"INPUT {n + 1}\n".encode()
+
+
+DAEMON = r"""
+import os, pathlib, sys, time
+mnt, source, target, done = sys.argv[1:5]
+mnt = pathlib.Path(mnt)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:  # a daemon: its parent exits, init adopts it
+        time.sleep(0.3)
+        data = (mnt / source / "in.csv").read_bytes()
+        (mnt / target / "from-daemon.csv").write_bytes(data)
+        pathlib.Path(done).touch()
+    os._exit(0)
+os.wait()
+deadline = time.monotonic() + 60
+while not pathlib.Path(done).exists():
+    assert time.monotonic() < deadline
+    time.sleep(0.02)
+"""
+
+
+def test_a_daemonised_child_is_still_attributed(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    source = mint(api, "daemon source", {"in.csv": b"from a daemon\n"})
+    target = mint(api, "daemon target", {"keep.txt": b"k"})
+    command = python_script(tmp_path / "daemon.py", DAEMON)
+    argv = [str(mount.path), source.handle, target.handle, str(tmp_path / "done")]
+    result = run_ok(mount, "--", *command, *argv, cwd=tmp_path)
+    record = api.model_run(last_line(result.stdout))["record"]
+    [new] = api.versions_after(target.handle)
+    assert dataset_ids(record["inputs"]) == [source.handle]
+    assert dataset_ids(record["outputs"]) == [new]
+
+
+def test_the_exit_code_and_signals_pass_through(mount: WritableMount, tmp_path: Path) -> None:
+    ok = run_command(mount, "run", "--init-template", "--dry-run", "--", "sh", "-c", "exit 0")
+    assert ok.returncode == 0, ok.stderr
+    preview = json.loads(ok.stdout)
+    assert preview["problems"] == [] and preview["record"]["inputs"] == []
+    missing = run_command(mount, "run", "--init-template", "--", "no-such-command-here")
+    assert missing.returncode == 127
+    log = tmp_path / "sleeper.out"
+    process = start_command(
+        mount, "run", "--init-template", "--", "sh", "-c", "touch started; exec sleep 60",
+        log=log, cwd=tmp_path,
+    )  # fmt: skip
+    wait_until((tmp_path / "started").exists, "the command to start")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+
+
+@pytest.fixture
+def shared_mount(store: LocalStore) -> Iterator[WritableMount]:
+    """An ``allow_other`` mount at a path another Unix user can reach."""
+    other_user()
+    parent = Path(tempfile.mkdtemp(prefix="provenafs-runs-"))
+    parent.chmod(0o755)
+    try:
+        with writable_mount(
+            store,
+            parent / "mnt",
+            home=parent / "home",
+            options=f"{RUN_OPTIONS},allow_other,access_log={parent / 'access.jsonl'}",
+        ) as writable:
+            yield writable
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(parent)
+
+
+def test_another_users_process_with_a_forged_run_id_is_not_attributed(
+    api: RunsApi, shared_mount: WritableMount, tmp_path: Path
+) -> None:
+    """Inside the run's own process tree, with PROVENAFS_RUN in its environment, a process of
+    another Unix user still never joins the run: attribution needs the run's uid."""
+    mine = mint(api, "mine", {"in.csv": b"mine\n"})
+    theirs = mint(api, "theirs", {"in.csv": b"theirs\n"})
+    user = other_user()
+    copy = tmp_path / "copy"
+    script = (
+        f"cat {shared_mount.path / mine.handle / 'in.csv'} > /dev/null && "
+        f"runuser -u {user.name} -- env -i PATH=/usr/bin:/bin PROVENAFS_RUN=$PROVENAFS_RUN "
+        f"cat {shared_mount.path / theirs.handle / 'in.csv'} > {copy}"
+    )
+    result = run_ok(shared_mount, "--", "sh", "-c", script, cwd=tmp_path)
+    assert copy.read_bytes() == b"theirs\n"  # the other user did read it, through the mount
+    model_run = last_line(result.stdout)
+    record = api.model_run(model_run)["record"]
+    assert dataset_ids(record["inputs"]) == [mine.handle]
+    run_id = record["annotations"]["provenafs.run_id"]
+    entries = list(read_access_log(shared_mount.home.parent / "access.jsonl"))
+    [forged] = [e for e in entries if e.handle == theirs.handle]
+    assert (forged.uid, forged.run) == (user.uid, None)
+    assert [e.run for e in entries if e.handle == mine.handle] == [run_id]
+
+
+def test_a_slice_of_the_access_log_is_recorded_as_a_run(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    source = mint(api, "recorded source", {"in.csv": b"scheduled job input\n"})
+    output = mint(api, "recorded output", {"out.csv": b"made elsewhere\n"})
+    since = time.time() - 1
+    subprocess.run(["cat", str(mount.path / source.handle / "in.csv")], check=True,
+                   capture_output=True)  # fmt: skip
+    result = run_command(
+        mount, "record", "--since", str(since), "--comm", "cat",
+        "--output", str(mount.path / output.handle), "--name", "a scheduled job", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = api.model_run(last_line(result.stdout))["record"]
+    assert dataset_ids(record["inputs"]) == [source.handle]
+    assert dataset_ids(record["outputs"]) == [output.handle]  # nothing published
+    assert api.versions_after(output.handle) == []
+    assert record["display_name"] == "a scheduled job"
+
+
+def test_a_run_needs_a_workflow_template_and_says_so(mount: WritableMount, tmp_path: Path) -> None:
+    result = run_command(mount, "run", "--template", "10378.1/999999999", "--", "true")
+    assert result.returncode == 1
+    assert "the run could not start" in result.stderr
+    assert "10378.1/999999999" in result.stderr
+    assert not [r for r in status_of(mount)["runs"] if r["command"] == ["true"]]
