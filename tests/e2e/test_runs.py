@@ -42,6 +42,7 @@ from tests.e2e.writes_support import (
     s3_tree,
     writable_mount,
 )
+from tests.server.test_official_client import client_python
 from tests.users import other_user
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -410,3 +411,69 @@ def test_a_run_needs_a_workflow_template_and_says_so(mount: WritableMount, tmp_p
     assert "the run could not start" in result.stderr
     assert "10378.1/999999999" in result.stderr
     assert not [r for r in status_of(mount)["runs"] if r["command"] == ["true"]]
+
+
+OFFICIAL_CLIENT = r"""
+import asyncio, json, sys
+from provenaclient import Config, ProvenaClient
+from provenaclient.auth import OfflineFlow
+from provenaclient.utils.config import APIOverrides
+
+base, token, model_run, output, source = sys.argv[1:6]
+overrides = APIOverrides(
+    datastore_api_endpoint_override=base, auth_api_endpoint_override=base,
+    registry_api_endpoint_override=base, prov_api_endpoint_override=base,
+    search_api_endpoint_override=base, search_service_endpoint_override=base,
+    jobs_service_api_endpoint_override=base,
+    keycloak_endpoint_override=base + "/auth/realms/provena",
+)
+config = Config(domain="provena.invalid", realm_name="provena", api_overrides=overrides)
+client = ProvenaClient(config=config, auth=OfflineFlow(
+    config=config, client_id="automated-access", offline_token=token))
+
+async def main():
+    run = await client.registry.model_run.fetch(id=model_run)
+    contributing = await client.prov_api.get_contributing_datasets(starting_id=output, depth=2)
+    effected = await client.prov_api.get_effected_datasets(starting_id=source, depth=2)
+    record = run.item.record
+    print(json.dumps({
+        "record_status": run.item.record_status.value,
+        "inputs": sorted(d.dataset_id for d in record.inputs),
+        "outputs": sorted(d.dataset_id for d in record.outputs),
+        "run_id": record.annotations["provenafs.run_id"],
+        "modeller": record.associations.modeller_id,
+        "contributing": sorted(n.id for n in contributing.graph.nodes
+                               if n.item_subtype.value == "DATASET"),
+        "effected": sorted(n.id for n in effected.graph.nodes
+                           if n.item_subtype.value == "DATASET"),
+    }))
+
+asyncio.run(main())
+"""
+
+
+def test_the_official_client_reads_what_a_run_registered(
+    api: RunsApi, mount: WritableMount, store: LocalStore, tmp_path: Path
+) -> None:
+    python = client_python()
+    source = mint(api, "client source", {"in.csv": b"for the official client\n"})
+    target = mint(api, "client target", {"keep.txt": b"k"})
+    script = (
+        f"cat {mount.path / source.handle / 'in.csv'} > {mount.path / target.handle / 'copy.csv'}"
+    )
+    model_run = last_line(run_ok(mount, "--", "sh", "-c", script, cwd=tmp_path).stdout)
+    [new] = api.versions_after(target.handle)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    token = store.token("alice", offline=True)
+    result = subprocess.run(
+        [str(python), "-c", OFFICIAL_CLIENT, store.base_url, token, model_run, new, source.handle],
+        capture_output=True, text=True, timeout=300, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    answer = json.loads(last_line(result.stdout))
+    assert answer["record_status"] == "LODGED"
+    assert (answer["inputs"], answer["outputs"]) == ([source.handle], [new])
+    assert answer["run_id"] == run_id_of(api, model_run)
+    assert answer["modeller"] == store.manifest()["persons"]["alice"]
+    assert source.handle in answer["contributing"] and target.handle in answer["contributing"]
+    assert new in answer["effected"]
