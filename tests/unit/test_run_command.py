@@ -1,0 +1,69 @@
+"""The run commands' own parts: the lineage tree and Graphviz, exit codes passed through, the
+access log read back."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from provenafs.process.access_log import AccessLog, LoggedOpen, read_access_log
+from provenafs.process.run_command import _spawn_and_wait, lineage_dot, lineage_tree
+
+NODES = {
+    "d/new": {"id": "d/new", "name": "Results", "subtype": "DATASET"},
+    "r/1": {"id": "r/1", "name": "fit", "subtype": "MODEL_RUN"},
+    "d/a": {"id": "d/a", "name": "Input", "subtype": "DATASET"},
+    "d/old": {"id": "d/old", "name": "Results", "subtype": "DATASET"},
+}
+LINKS = [
+    {"source": "d/new", "target": "r/1", "type": "wasGeneratedBy"},
+    {"source": "r/1", "target": "d/a", "type": "used"},
+    {"source": "r/1", "target": "d/old", "type": "used"},
+    {"source": "d/old", "target": "r/1", "type": "wasGeneratedBy"},  # a loop
+]
+
+
+def test_the_tree_follows_edges_and_marks_repeats() -> None:
+    assert lineage_tree("d/new", NODES, LINKS, down=False) == [
+        "d/new  Results (DATASET)",
+        "└── wasGeneratedBy r/1  fit (MODEL_RUN)",
+        "    ├── used d/a  Input (DATASET)",
+        "    └── used d/old  Results (DATASET)",
+        "        └── wasGeneratedBy r/1  fit (MODEL_RUN)  (repeated above)",
+    ]
+    assert lineage_tree("d/a", NODES, LINKS[:2], down=True) == [
+        "d/a  Input (DATASET)",
+        "└── used by r/1  fit (MODEL_RUN)",
+        "    └── generated d/new  Results (DATASET)",
+    ]
+
+
+def test_graphviz_quotes_names_and_keeps_provs_direction() -> None:
+    nodes = {**NODES, "d/a": {"id": "d/a", "name": 'A "quoted" name', "subtype": "DATASET"}}
+    dot = lineage_dot("d/new", nodes, LINKS[:2], down=False)
+    assert dot.startswith('digraph "lineage of d/new" {')
+    assert '"d/new" [shape=box, style=bold, label="Results\\nd/new\\nDATASET"];' in dot
+    assert 'label="A \\"quoted\\" name\\nd/a\\nDATASET"' in dot
+    assert '"r/1" -> "d/a" [label="used"];' in dot
+    assert dot.endswith("}")
+
+
+def test_exit_codes_and_signals_pass_through(tmp_path: Path) -> None:
+    assert _spawn_and_wait(["sh", "-c", "exit 7"], "run") == 7
+    assert _spawn_and_wait(["sh", "-c", 'test "$PROVENAFS_RUN" = run-9'], "run-9") == 0
+    assert _spawn_and_wait(["sh", "-c", "kill -TERM $$"], "run") == 128 + signal.SIGTERM
+    assert _spawn_and_wait([str(tmp_path / "no-such-program")], "run") == 127
+
+
+def test_the_access_log_is_private_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "access.jsonl"
+    log = AccessLog(path)
+    entry = LoggedOpen(1.5, 42, 1000, "cat", "10378.1/1", "a b.csv", "etag", "read", None)
+    log.write(entry)
+    log.close()
+    with path.open("a") as file:
+        file.write('{"time": 2, "pid": "torn')  # a torn last line is skipped
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert list(read_access_log(path)) == [entry]
+    assert json.loads(path.read_text().splitlines()[0])["path"] == "a b.csv"
