@@ -69,6 +69,11 @@ def probe_main(argv: Sequence[str]) -> int:
             os.close(fd)
         print(json.dumps({"iops": count / elapsed, "reads": count}))
         return 0
+    if kind == "timed":  # a command's wall time, for one run inside ``provenafs run``
+        started = time.perf_counter()
+        done = subprocess.run(argv[1:], stdout=subprocess.DEVNULL, check=False)
+        print(json.dumps({"seconds": time.perf_counter() - started, "exit": done.returncode}))
+        return done.returncode
     print(f"benchmarks.probe: unknown probe {kind!r}", file=sys.stderr)
     return 2
 

@@ -203,6 +203,15 @@ ROWS: tuple[Row, ...] = (
         (Check("absolute", "<=", 1.1),),
         (PROVENAFS,),
     ),
+    Row(
+        "12-run",
+        "12",
+        "cat of {small_n} x {small_size} files, warm, inside provenafs run / outside",
+        "x",
+        False,
+        (Check("absolute", "<=", 1.05),),
+        (PROVENAFS,),
+    ),
 )
 # Rows over the big cached datasets of ``--scale`` (``benchmarks.scale``); their groups start
 # with "s" and they run only with ``--scale``.

@@ -19,6 +19,8 @@ import dataclasses
 import json
 import os
 import shutil
+import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +32,7 @@ import httpx
 from benchmarks.data import BenchData, BenchDataset, DataStoreApi, MountTarget, S3Admin, Say
 from benchmarks.mounts import MountFactory, MountFailed, RunningMount
 from benchmarks.probe import (
+    REPO,
     WorkloadError,
     drop_kernel_caches,
     run_checked,
@@ -59,6 +62,8 @@ from provenafs.server.testing import LocalStoreProcess
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+
+RUN_PAIRS = 5  # row 12: cats timed outside and inside a run, alternately
 
 # A workload: its row group (for progress lines), the rows it fills, and the measurement of one
 # column, which returns {row_id: value}.
@@ -259,6 +264,7 @@ class ReadBench:
                 ("8", ("8-rand",), self.random_reads),
                 ("9", ("9-root",), self.root_listing),
                 ("11", ("11-budget", "11-ratio"), self.budget_rss),
+                ("12", ("12-run",), self.run_overhead),
             ]
         )
         if self.mounts is not None:
@@ -458,6 +464,32 @@ class ReadBench:
             self.runner.cold()
             elapsed = timed(["cat", *(str(mount.dataset_root / name) for name in files)])
         return {"6-cat": elapsed}
+
+    def run_overhead(self, column: str) -> dict[str, float]:
+        """The cost of attributing opens to a run: ``cat`` of the small files, warm (every open
+        still reaches the daemon; no read does), timed inside ``provenafs run`` over timed
+        outside it, alternately; the ratio of the medians."""
+        if column != PROVENAFS:
+            return {}
+        assert self.mounts is not None
+        files = [name for name in self.data.small.files if name.endswith(".bin")]
+        with self.mounts.mount(column, self.data.small.target) as mount:
+            paths = [str(mount.dataset_root / name) for name in files]
+            cat = [sys.executable, "-m", "benchmarks.probe", "timed", "cat", *paths]
+            run = [sys.executable, "-m", "provenafs", "run", "--mount", str(mount.mountpoint)]
+            run += ["--init-template", "--dry-run", "--model-version", "bench", "--", *cat]
+            for _ in range(2):
+                timed(["cat", *paths])  # warm: records, listings, pages
+            outside, inside = [], []
+            for _ in range(RUN_PAIRS):
+                outside.append(float(run_probe("timed", "cat", *paths)["seconds"]))
+                answer = run_checked(run, timeout=300, cwd=REPO)
+                inside.append(float(json.loads(answer.strip().splitlines()[0])["seconds"]))
+        self.runner.results.cell("12-run", column).note = (
+            f"{len(files)} files: median {statistics.median(inside) * 1000:.0f} ms inside a run, "
+            f"{statistics.median(outside) * 1000:.0f} ms outside"
+        )
+        return {"12-run": statistics.median(inside) / statistics.median(outside)}
 
     def heads(self, column: str) -> dict[str, float]:
         head = self.data.sizes.head_bytes

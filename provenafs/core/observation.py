@@ -13,17 +13,15 @@ holds only the vocabulary. With no observer, nothing is reported and nothing is 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from provenafs.core.types import Caller
 
 __all__ = ["AccessObserver", "FileAccess", "ReadCounter"]
 
 
-@dataclasses.dataclass(frozen=True)
-class FileAccess:
-    """One open of a dataset file."""
+class FileAccess(NamedTuple):
+    """One open of a dataset file (a tuple: made on every observed open, it must be cheap)."""
 
     caller: Caller
     handle: str  # the dataset version the file belongs to

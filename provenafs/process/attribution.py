@@ -1,10 +1,11 @@
 """Which run a process belongs to, read from ``/proc`` once per process.
 
 The kernel names the calling thread of each open (``Caller.pid``, in the daemon's pid
-namespace; 0 when it cannot be named). ``ProcessAttribution.resolve`` reads
-``/proc/<pid>/stat`` (command name, parent, start time) on every call, and answers from a
-bounded cache keyed by (pid, start time), so a recycled pid is a new process. A process seen
-for the first time is resolved:
+namespace; 0 when it cannot be named). ``ProcessAttribution.resolve`` answers from a bounded
+cache keyed by pid and checked against the inode number of ``/proc/<pid>`` (one ``stat``,
+about 3 µs: procfs makes a new inode, with a new number, for every process, so a recycled pid
+is a new process). A process seen for the first time is resolved from ``/proc/<pid>/stat``
+(command name, parent, start time) and:
 
 1. ``/proc/<pid>/environ`` holds ``PROVENAFS_RUN=<run id>`` of an open run (the variable
    survives double forks, ``setsid`` and reparenting to init); else
@@ -23,11 +24,11 @@ kept only until the next run starts (a process may belong to it). Trio thread on
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
@@ -72,8 +73,7 @@ class RunIdentity:
     root_start: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Attribution:
+class Attribution(NamedTuple):
     """A caller resolved: its run (None: none) and its command name ("" if unknown)."""
 
     run_id: str | None
@@ -119,6 +119,16 @@ def _environ_run_blocking(path: str) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """What is known of one process: the ``/proc/<pid>`` inode it had, its run and name."""
+
+    inode: int
+    run_id: str | None
+    comm: str
+    generation: int  # the run generation a negative answer was found in
+
+
 class ProcessAttribution:
     """Resolves callers to open runs (see the module docstring)."""
 
@@ -128,9 +138,7 @@ class ProcessAttribution:
         self._runs: dict[str, RunIdentity] = {}
         self._roots: dict[tuple[int, int], str] = {}
         self._generation = 0  # bumped by every run start: negative answers go stale
-        self._cache: collections.OrderedDict[tuple[int, int], tuple[str | None, str, int]] = (
-            collections.OrderedDict()
-        )
+        self._cache: dict[int, _Seen] = {}
         self.resolved = 0  # processes resolved (cache misses)
 
     # -- runs ------------------------------------------------------------------------------
@@ -150,25 +158,44 @@ class ProcessAttribution:
 
     # -- resolving -------------------------------------------------------------------------
 
-    async def resolve(self, caller: Caller) -> Attribution:
-        """The open run *caller* belongs to (if its uid is the run's), and its command name."""
-        if caller.pid <= 0:
+    async def resolve(self, caller: Caller, *, fresh_comm: bool = False) -> Attribution:
+        """The open run *caller* belongs to (if its uid is the run's), and its command name
+        (read afresh with *fresh_comm*: an ``exec`` keeps the process but changes its name)."""
+        pid = caller.pid
+        if pid <= 0:
             return _UNKNOWN
-        info = read_stat(caller.pid, self._proc)
+        try:
+            # The inode of /proc/<pid> is made afresh for every process, so it tells a recycled
+            # pid from the process it cached, for one cheap stat (no text to generate).
+            inode = os.stat(f"{self._proc}/{pid}").st_ino
+        except OSError:
+            return _UNKNOWN
+        seen = self._cache.get(pid)
+        stale = seen is None or seen.inode != inode
+        if seen is not None and seen.run_id is None and seen.generation != self._generation:
+            stale = True
+        if stale:
+            seen = await self._resolve_new(pid, inode)
+            if seen is None:
+                return _UNKNOWN
+        assert seen is not None
+        comm = seen.comm
+        if fresh_comm:
+            info = read_stat(pid, self._proc)
+            comm = info.comm if info is not None else comm
+        return Attribution(self._checked(seen.run_id, caller.uid), comm)
+
+    async def _resolve_new(self, pid: int, inode: int) -> _Seen | None:
+        info = read_stat(pid, self._proc)
         if info is None:
-            return _UNKNOWN
-        key = (info.pid, info.start)
-        cached = self._cache.get(key)
-        if cached is not None and (cached[0] is not None or cached[2] == self._generation):
-            self._cache.move_to_end(key)
-            return Attribution(self._checked(cached[0], caller.uid), info.comm)
+            return None
         generation = self._generation
-        run_id = await self._find_run(info)
+        seen = _Seen(inode, await self._find_run(info), info.comm, generation)
         self.resolved += 1
-        self._cache[key] = (run_id, info.comm, generation)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return Attribution(self._checked(run_id, caller.uid), info.comm)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()  # bounded: the processes still opening files come back
+        self._cache[pid] = seen
+        return seen
 
     def _checked(self, run_id: str | None, uid: int) -> str | None:
         """*run_id* if that run is open and *uid* is its user's."""

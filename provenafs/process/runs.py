@@ -288,7 +288,8 @@ class RunManager:
         return self._runs.get(run_id)
 
     async def opened(self, access: FileAccess) -> ReadCounter | None:
-        who = await self._attribution.resolve(access.caller)
+        logging_opens = self._access_log is not None
+        who = await self._attribution.resolve(access.caller, fresh_comm=logging_opens)
         if self._access_log is not None:
             self._access_log.write(
                 LoggedOpen(

@@ -6,6 +6,7 @@ The fake ``/proc`` holds ``<pid>/stat`` (command name, parent, start time) and
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from provenafs.core.types import Caller
@@ -32,16 +33,18 @@ class FakeProc:
         comm: str = "python3",
         env: dict[str, str] | None = None,
     ) -> None:
-        directory = self.root / str(pid)
-        directory.mkdir(exist_ok=True)
+        # A new process has a new /proc/<pid> inode: make the new directory beside the old one
+        # (so its inode number differs), then put it in place.
+        directory = self.root / f".new-{pid}"
+        directory.mkdir()
         fields = ["S", str(ppid), *(["0"] * 17), str(start), *(["0"] * 30)]
         (directory / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
         environ = b"".join(f"{k}={v}".encode() + b"\0" for k, v in (env or {}).items())
         (directory / "environ").write_bytes(environ)
-
-    def remove(self, pid: int) -> None:
-        for name in ("stat", "environ"):
-            (self.root / str(pid) / name).unlink()
+        old = self.root / str(pid)
+        if old.exists():
+            shutil.rmtree(old)
+        directory.rename(old)
 
 
 def setup(tmp_path: Path) -> tuple[FakeProc, ProcessAttribution]:
