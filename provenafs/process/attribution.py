@@ -4,8 +4,9 @@ The kernel names the calling thread of each open (``Caller.pid``, in the daemon'
 namespace; 0 when it cannot be named). ``ProcessAttribution.resolve`` answers from a bounded
 cache keyed by pid and checked against the inode number of ``/proc/<pid>`` (one ``stat``,
 about 3 µs: procfs makes a new inode, with a new number, for every process, so a recycled pid
-is a new process). A process seen for the first time is resolved from ``/proc/<pid>/stat``
-(command name, parent, start time) and:
+is a new process) when it was last checked more than 0.1 s ago (no pid is recycled faster than
+the kernel can fork through the whole pid space). A process seen for the first time is
+resolved from ``/proc/<pid>/stat`` (command name, parent, start time) and:
 
 1. ``/proc/<pid>/environ`` holds ``PROVENAFS_RUN=<run id>`` of an open run (the variable
    survives double forks, ``setsid`` and reparenting to init); else
@@ -27,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +54,10 @@ _CACHE_SIZE = 4096
 _MAX_ANCESTORS = 64
 _ENVIRON_TIMEOUT = 2.0
 _ENVIRON_LIMIT = 1 << 20
+# A process seen this recently is not checked again: its pid cannot have been recycled since,
+# which takes its exit and the kernel handing out every other pid (pid_max, at least 32768
+# forks) in between.
+_RECHECK_AFTER = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +126,7 @@ def _environ_run_blocking(path: str) -> str | None:
     return None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Seen:
     """What is known of one process: the ``/proc/<pid>`` inode it had, its run and name."""
 
@@ -127,13 +134,20 @@ class _Seen:
     run_id: str | None
     comm: str
     generation: int  # the run generation a negative answer was found in
+    checked: float  # monotonic time the inode was last compared
 
 
 class ProcessAttribution:
     """Resolves callers to open runs (see the module docstring)."""
 
-    def __init__(self, proc: Path = Path("/proc"), cache_size: int = _CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        proc: Path = Path("/proc"),
+        cache_size: int = _CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._proc = proc
+        self._clock = clock
         self._cache_size = cache_size
         self._runs: dict[str, RunIdentity] = {}
         self._roots: dict[tuple[int, int], str] = {}
@@ -164,33 +178,35 @@ class ProcessAttribution:
         pid = caller.pid
         if pid <= 0:
             return _UNKNOWN
-        try:
-            # The inode of /proc/<pid> is made afresh for every process, so it tells a recycled
-            # pid from the process it cached, for one cheap stat (no text to generate).
-            inode = os.stat(f"{self._proc}/{pid}").st_ino
-        except OSError:
-            return _UNKNOWN
+        now = self._clock()
         seen = self._cache.get(pid)
-        stale = seen is None or seen.inode != inode
         if seen is not None and seen.run_id is None and seen.generation != self._generation:
-            stale = True
-        if stale:
-            seen = await self._resolve_new(pid, inode)
-            if seen is None:
+            seen = None  # a run started since: look again
+        if seen is None or now - seen.checked > _RECHECK_AFTER:
+            try:
+                # The inode of /proc/<pid> is made afresh for every process: it tells a
+                # recycled pid from the process cached, for one stat (no text to generate).
+                inode = os.stat(f"{self._proc}/{pid}").st_ino
+            except OSError:
                 return _UNKNOWN
-        assert seen is not None
+            if seen is not None and seen.inode == inode:
+                seen.checked = now
+            else:
+                seen = await self._resolve_new(pid, inode, now)
+                if seen is None:
+                    return _UNKNOWN
         comm = seen.comm
         if fresh_comm:
             info = read_stat(pid, self._proc)
             comm = info.comm if info is not None else comm
         return Attribution(self._checked(seen.run_id, caller.uid), comm)
 
-    async def _resolve_new(self, pid: int, inode: int) -> _Seen | None:
+    async def _resolve_new(self, pid: int, inode: int, now: float) -> _Seen | None:
         info = read_stat(pid, self._proc)
         if info is None:
             return None
         generation = self._generation
-        seen = _Seen(inode, await self._find_run(info), info.comm, generation)
+        seen = _Seen(inode, await self._find_run(info), info.comm, generation, now)
         self.resolved += 1
         if len(self._cache) >= self._cache_size:
             self._cache.clear()  # bounded: the processes still opening files come back

@@ -60,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 64 << 10
+MAX_REQUEST_BYTES = 4 << 20  # a run's command line may be as long as the kernel allows (2 MiB)
 _PROGRESS_INTERVAL = 0.1
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _RESERVED_TOP = frozenset({"by-name", ".provenafs"})
@@ -265,12 +265,12 @@ class ControlServer:
 
     @staticmethod
     async def _read_request(stream: trio.SocketStream) -> dict[str, Any]:
-        data = b""
-        while b"\n" not in data:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
+        data = bytearray()
+        while True:
+            chunk = await stream.receive_some(1 << 16)
             data += chunk
+            if not chunk or b"\n" in chunk:
+                break
             if len(data) > MAX_REQUEST_BYTES:
                 raise ValueError("request too large")
         try:

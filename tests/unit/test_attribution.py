@@ -51,9 +51,20 @@ def setup(tmp_path: Path) -> tuple[FakeProc, ProcessAttribution]:
     proc = FakeProc(tmp_path)
     proc.add(1, ppid=0, start=1, comm="init")
     proc.add(100, ppid=1, start=500, comm="provenafs")  # the run's root (the CLI)
-    attribution = ProcessAttribution(tmp_path)
+    attribution = ProcessAttribution(tmp_path, clock=Clock())
     attribution.add_run(RunIdentity("run-1", USER, 100, 500))
     return proc, attribution
+
+
+class Clock:
+    """Each reading 1 s after the last: every cached process is checked again."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
 
 
 def caller(pid: int, uid: int = USER) -> Caller:
