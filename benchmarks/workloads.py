@@ -2,7 +2,7 @@
 
 ``Runner`` runs each chosen workload ``--runs`` times for every available column and records
 values, failures (a failed run is a cell's footnote, not a crash) and unusable columns (a mount
-that does not come up). ``ReadBench`` holds the read workloads of rows 1-11 over the bench
+that does not come up). ``ReadBench`` holds the workloads of rows 1-12 over the bench
 datasets (``benchmarks.data``); ``ScaleBench`` the rows over the big cached datasets of
 ``--scale`` (``benchmarks.scale``). Raw boto3 with the admin keys is the reference column; every
 access to a mount goes through a child process (``benchmarks.probe``) on a fresh mount

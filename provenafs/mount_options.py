@@ -11,7 +11,9 @@ read-write (drafts become new versions, docs/SEMANTICS.md, Writes); ``-o ro`` ma
 Write-side keys: ``writes=draft|in-place``, ``state_dir=`` (where drafts live; default
 ``$XDG_STATE_HOME/provenafs``), ``publish_delay=`` (seconds of quiet before a draft publishes
 itself; 0 = never), ``on_unmount=publish|refuse``, ``reason=`` (the reason of published versions)
-and ``metadata_reason=`` (of metadata edits). This module only parses: it must not touch the
+and ``metadata_reason=`` (of metadata edits). Runs and lineage: ``access_log=``, ``run_template=``,
+``lineage_depth=``, ``prov_timeout=`` and the service URLs ``prov_api=``, ``job_api=``,
+``registry_api=``, ``auth_api=``, ``search_api=``. This module only parses: it must not touch the
 filesystem, the network or the environment beyond the caller's uid/gid defaults, and never reads a
 token file (it only names it).
 """

@@ -6,7 +6,8 @@ delegates to ``namespace`` (the tree) over ``catalog`` (cached records and listi
 ``handles`` (one class per kind of open file), ``changes`` (every change of a dataset, into
 its draft), ``sidecar_edits``, ``kernel_cache`` (invalidations) and ``status``
 (``.provenafs/status.json``). ``types`` holds the reply records and the Protocols it is wired
-with.
+with; ``observation`` what an ``AccessObserver`` (runs, the access log) is told;
+``lineage_nodes`` the lookup-only lineage names beside each dataset.
 
 May import: ``read``, ``write``, ``cache``, ``storage``, ``api`` (models and errors; the
 client only through Protocols), ``errors``, ``mount_options``. Must never: import pyfuse3,

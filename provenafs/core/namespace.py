@@ -10,6 +10,8 @@
     10378.1/1932274@latest  LATEST_LINK -> the latest version's name in the same prefix
     by-name/<name>          BY_NAME_LINK -> ../10378.1/<n> (latest versions only)
     .provenafs/status.json  CONTROL_FILE
+    10378.1/1932274@inputs/ LINEAGE_DIR (and @derived/, @runs/, .lineage.json): looked up only,
+                            answered by ``lineage_nodes``
 
 Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed handles are
 ``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
