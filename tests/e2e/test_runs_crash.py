@@ -219,3 +219,37 @@ def test_an_unreachable_prov_api_leaves_the_run_pending_and_it_is_retried(
     assert len(api.lodge_jobs(run["run_id"])) == 1
     [new] = api.versions_after(target.handle)
     assert [d["dataset_id"] for d in registered["record"]["outputs"]] == [new]
+
+
+def test_kill_9_of_provenafs_run_fails_the_run_and_keeps_its_drafts(
+    api: RunsApi, remountable: Remountable, tmp_path: Path
+) -> None:
+    """The command goes on without the process that would finish its run: the daemon sees
+    the run's root gone, fails the run, and holds its drafts from the quiet delay."""
+    mount = remountable.mount()
+    target = mint(api, "orphan", {"keep.txt": b"k\n"})
+    marker, started = uuid.uuid4().hex, tmp_path / "started"
+    script = (
+        f"echo orphaned > {mount.path / target.handle / 'new.txt'} && touch {started} && "
+        f"exec sleep 120 # {marker}"
+    )
+    process = start_command(
+        mount, "run", "--init-template", "--", "sh", "-c", script,
+        log=tmp_path / "run.out", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        wait_until(started.exists, "the command to write")
+        os.kill(process.pid, signal.SIGKILL)  # the provenafs run process only
+        process.wait(timeout=60)
+        run = wait_until(
+            lambda: (found := open_run(mount, marker)) and found["phase"] == "failed" and found,
+            "the orphaned run to fail",
+        )
+    finally:
+        stop_group(process)  # the sleeping command
+    assert "ended without finishing the run" in run["failure"]
+    assert run["drafts_kept"] == [target.handle]
+    time.sleep(3)  # three publish delays
+    assert api.versions_after(target.handle) == []
+    assert api.model_runs(run["run_id"]) == []
+    assert (mount.path / target.handle / "new.txt").read_bytes() == b"orphaned\n"
