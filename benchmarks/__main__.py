@@ -172,7 +172,7 @@ def run_read_rows(
     scratch: Path,
     rclone: str | None,
 ) -> None:
-    """Rows 1-11 on a private store (or the ``--data-dir`` one) with the bench datasets."""
+    """Rows 1-12 on a private store (or the ``--data-dir`` one) with the bench datasets."""
     say = runner.say
     data_dir = options.data_dir or scratch / "store"
     say(f"starting provenafs serve in {data_dir}")

@@ -350,7 +350,7 @@ def parse_only(text: str | None, *, scale: bool = False) -> frozenset[str]:
     unknown = sorted(chosen - known - scale_groups, key=lambda g: int(g) if g.isdigit() else 0)
     if unknown:
         raise ValueError(
-            f"unknown rows {', '.join(unknown)}; rows are 1-11, "
+            f"unknown rows {', '.join(unknown)}; rows are 1-12, "
             f"and with --scale {', '.join(sorted(scale_groups))}"
         )
     if not scale and chosen & scale_groups:

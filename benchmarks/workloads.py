@@ -221,12 +221,12 @@ def timed_api_list(store: LocalStoreProcess, user: str, at_least: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rows 1-11: reads of the bench datasets
+# Rows 1-12: reads of the bench datasets (12: inside a run)
 # ---------------------------------------------------------------------------------------------
 
 
 class ReadBench:
-    """The read workloads of rows 1-11 over the bench datasets of one local store."""
+    """The workloads of rows 1-12 over the bench datasets of one local store."""
 
     def __init__(
         self,
