@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -49,6 +50,7 @@ from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer
 from provenafs.core.status import StatusFile, statistics_of
 from provenafs.core.types import (
+    COPY_PART_SIZE,
     DATASET_KINDS,
     NAME_MAX,
     READDIR_BATCH,
@@ -271,6 +273,30 @@ class Filesystem:
     async def write_run_file(self, handle: str, path: str, data: bytes) -> None:
         """Write the daemon's own file (a run log) into dataset *handle*'s draft."""
         await self.changes.write_file(handle, path, data)
+
+    async def file_digest(self, handle: str, path: str) -> tuple[int, str] | None:
+        """Size and sha256 of the published object the file *path* of *handle* shows now (a
+        run's file written in place); None when the path shows no published object."""
+        record = await self.catalog.record(handle)
+        try:
+            view = await self._views.view(record, NodeId(NodeKind.DATASET_FILE, handle, path))
+        except FsError:
+            return None
+        if view.info is None:
+            return None
+        reader = self._reader_factory(record, view.info, None)
+        digest = hashlib.sha256()
+        try:
+            offset, size = 0, view.info.size
+            while offset < size:
+                data = await reader.read(offset, min(COPY_PART_SIZE, size - offset))
+                if not data:
+                    raise FsError(errno.EIO, f"{path!r} of {handle} ended early")
+                await trio.to_thread.run_sync(digest.update, data)
+                offset += len(data)
+        finally:
+            await reader.close()
+        return size, digest.hexdigest()
 
     def lineage_changed(self) -> None:
         """A run was registered: the lineage nodes answer afresh."""

@@ -57,6 +57,7 @@ from provenafs.process.run_record import (
 )
 from provenafs.process.run_record import preview as record_preview
 from provenafs.process.run_templates import remember_template, remembered_template
+from provenafs.storage.blobstore import BlobError
 from provenafs.write.draft_entries import CarriedEntry, DirectoryEntry, StagedEntry
 from provenafs.write.drafts import DraftStore
 from provenafs.write.publish import NothingToPublishError, PublishError
@@ -84,6 +85,8 @@ class RunFiles(Protocol):
     def draft_store(self) -> DraftStore: ...
 
     async def write_run_file(self, handle: str, path: str, data: bytes) -> None: ...
+
+    async def file_digest(self, handle: str, path: str) -> tuple[int, str] | None: ...
 
     def lineage_changed(self) -> None: ...
 
@@ -810,6 +813,17 @@ class RunManager:
 
     # -- observation to the run log -----------------------------------------------------------
 
+    async def _landed(self, handle: str, path: str) -> dict[str, Any]:
+        """What a file written in place (pushed, no longer in the draft) holds now."""
+        try:
+            found = await self._files.file_digest(handle, path)
+        except (OSError, FsError, api_errors.ApiError, BlobError) as exc:
+            log.warning("run log: no sha256 of %s in %s: %s", path, handle, exc)
+            return {"in_place": True}
+        if found is None:
+            return {"removed": True}
+        return {"size": found[0], "sha256": found[1], "in_place": True}
+
     async def _observation(self, observed: _Observed) -> dict[str, Any]:
         reads = [
             {
@@ -838,7 +852,7 @@ class RunManager:
                 elif isinstance(entry, DirectoryEntry):
                     item["directory"] = True
                 elif draft is None and self._in_place:
-                    item["in_place"] = True  # pushed and settled: its bytes are in the dataset
+                    item.update(await self._landed(handle, path))  # pushed: in the dataset
                 else:
                     item["removed"] = True
                 written.append(item)

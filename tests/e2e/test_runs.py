@@ -477,3 +477,26 @@ def test_the_official_client_reads_what_a_run_registered(
     assert answer["modeller"] == store.manifest()["persons"]["alice"]
     assert source.handle in answer["contributing"] and target.handle in answer["contributing"]
     assert new in answer["effected"]
+
+
+def test_in_place_a_run_pushes_into_the_dataset_itself(
+    api: RunsApi, store: LocalStore, tmp_path: Path
+) -> None:
+    source = mint(api, "in-place source", {"in.csv": b"pushed in place\n"})
+    target = mint(api, "in-place target", {"keep.txt": b"k"})
+    with writable_mount(store, tmp_path / "mnt", options=f"{RUN_OPTIONS},writes=in-place") as mnt:
+        script = (
+            f"cat {mnt.path / source.handle / 'in.csv'} > {mnt.path / target.handle / 'out.csv'}"
+        )
+        model_run = last_line(run_ok(mnt, "--", "sh", "-c", script, cwd=tmp_path).stdout)
+    assert api.versions_after(target.handle) == []  # no version: the dataset itself changed
+    record = api.model_run(model_run)["record"]
+    assert dataset_ids(record["inputs"]) == [source.handle]
+    assert dataset_ids(record["outputs"]) == [target.handle]
+    objects = s3_tree(api, target.s3_prefix)
+    assert objects["out.csv"] == b"pushed in place\n"
+    run_id = record["annotations"]["provenafs.run_id"]
+    log = json.loads(objects[f"provenance/provenafs-run-{run_id}.json"])
+    [written] = log["written"]
+    assert written["path"] == "out.csv" and written["in_place"] is True
+    assert written["sha256"] == hashlib.sha256(b"pushed in place\n").hexdigest()

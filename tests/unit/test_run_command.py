@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 
 from provenafs.process.access_log import AccessLog, LoggedOpen, read_access_log
-from provenafs.process.run_command import _spawn_and_wait, lineage_dot, lineage_tree
+from provenafs.process.run_command import _git_version, _spawn_and_wait, lineage_dot, lineage_tree
 
 NODES = {
     "d/new": {"id": "d/new", "name": "Results", "subtype": "DATASET"},
@@ -67,3 +68,23 @@ def test_the_access_log_is_private_and_reads_back(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert list(read_access_log(path)) == [entry]
     assert json.loads(path.read_text().splitlines()[0])["path"] == "a b.csv"
+
+
+def test_the_model_version_is_the_git_commit_and_says_when_it_is_dirty(tmp_path: Path) -> None:
+    assert _git_version(tmp_path).startswith("unversioned")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "fit.py").write_text("print(1)\n")
+    git("add", "fit.py")
+    git("commit", "-q", "-m", "first")
+    head = git("rev-parse", "HEAD")
+    assert _git_version(tmp_path) == head
+    (tmp_path / "fit.py").write_text("print(2)\n")
+    assert _git_version(tmp_path) == head + "+dirty"

@@ -77,6 +77,9 @@ class FakeFiles:
     def lineage_changed(self) -> None:
         self.changed += 1
 
+    async def file_digest(self, handle: str, path: str) -> tuple[int, str] | None:
+        raise AssertionError("a recorded run writes nothing")
+
 
 class FakeScheduler:
     held: Any = None
