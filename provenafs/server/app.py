@@ -1,4 +1,4 @@
-"""The local data store's HTTP face: the DS routes of provena-api.md §3 around ``DataStore``.
+"""The local data store's HTTP face: the DS routes of docs/API.md §3 around ``DataStore``.
 
 ``create_app`` wraps the façade (``datastore.py``) in FastAPI with the §2 conventions (401 with
 ``WWW-Authenticate: Bearer``, realm-role checks, ``{"detail": ...}`` errors), the discovery

@@ -1,4 +1,4 @@
-"""Contract tests of the local data store over real HTTP: every route of provena-api.md §3.
+"""Contract tests of the local data store over real HTTP: every route of docs/API.md §3.
 
 Shapes (every key, null optionals, int timestamps), status codes and the quirks of §10 and
 §10.1, against a private seeded ``provenafs serve`` (these tests mint, update and version).
