@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from provenafs.process.mounts import READY_FD_ENV, find_mount, log_path_for
 from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.storage.s3 import S3BlobStore
+from provenafs.write.draft_root_lock import DraftRootInUseError, hold_draft_root
 from provenafs.write.drafts import DraftStore, default_root
 from provenafs.write.publish import Publisher
 from provenafs.write.publish_scheduler import PublishScheduler
@@ -421,6 +422,20 @@ def _with_absolute_paths(options: MountOptions) -> MountOptions:
     )
 
 
+@contextlib.contextmanager
+def _draft_root_held(options: MountOptions) -> Iterator[None]:
+    """This mount's draft store, locked against a second mount of the source for its life."""
+    with contextlib.ExitStack() as stack:
+        root = default_root(options.source, options.state_dir)
+        try:
+            stack.enter_context(hold_draft_root(root, str(options.mountpoint)))
+        except DraftRootInUseError as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"cannot lock the draft store {root}: {exc}") from exc
+        yield
+
+
 def _bound_malloc() -> None:
     """Keep glibc from holding freed block buffers, so resident memory follows the budgets.
 
@@ -453,7 +468,8 @@ def run(options: MountOptions) -> int:
         os.chdir("/")  # a daemon must not keep the caller's working directory busy
     try:
         _check_mountpoint(options)
-        trio.run(_serve, options, readiness)
+        with _draft_root_held(options):
+            trio.run(_serve, options, readiness)
     except StartupError as exc:
         readiness.failed(str(exc))
         if in_background:
