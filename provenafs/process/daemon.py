@@ -36,6 +36,7 @@ from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
 from provenafs.api.realm import RefreshingToken, TokenSource
+from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -261,10 +262,37 @@ async def _serve_control(
         task_status.started()
 
 
+def _check_token_urls(options: MountOptions, discovery: Discovery | None) -> None:
+    """Refuse, before any token is sent, a URL that would carry one in clear (the data store;
+    then the realm and S3 endpoint that discovery, or the options, name)."""
+    insecure = options.insecure_http
+    try:
+        check_token_url(options.source, what="the data store", insecure_http=insecure)
+        if discovery is None:
+            return
+        if discovery.realm_url is not None:
+            check_token_url(
+                discovery.realm_url,
+                what="the Keycloak realm",
+                insecure_http=insecure,
+                source=options.source,
+            )
+        if discovery.s3_endpoint_url is not None:
+            check_token_url(
+                discovery.s3_endpoint_url,
+                what="the S3 endpoint",
+                insecure_http=insecure,
+                source=options.source,
+            )
+    except InsecureUrlError as exc:
+        raise StartupError(str(exc)) from exc
+
+
 @contextlib.asynccontextmanager
 async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
+        _check_token_urls(options, None)
         discovery = await _discover_with_retries(options.source)
         discovery = dataclasses.replace(
             discovery,
@@ -272,6 +300,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             s3_endpoint_url=options.s3_endpoint or discovery.s3_endpoint_url,
             region=options.region or discovery.region,
         )
+        _check_token_urls(options, discovery)
         tokens = token_source_for(
             options.source, discovery.realm_url, offline_token_file=options.offline_token_file
         )
