@@ -8,6 +8,10 @@ top-level ``metadata.json`` is the data store's (``EACCES``); the levels above d
 change waits at the ``ChangeGate`` instead). A sidecar is editable where the caller holds item
 ``metadata-write`` or ``admin`` and the dataset is not locked.
 
+A name a change gives (create, mkdir, a rename's new name, symlink, mknod, link) must publish
+as the same S3 key: ``check_new_name`` is the one check, ``EINVAL`` for a name that is not valid
+UTF-8, holds a control character or a backslash (``write.object_keys``).
+
 Permission bits come from the same answers (``write_refusal`` is None exactly where a write
 bit shows), so ``access(W_OK)`` and a write agree. This module decides; it changes nothing
 but its own log-once table and the set of datasets whose publish runs.
@@ -22,16 +26,27 @@ from provenafs.api.errors import AuthenticationError, ForbiddenError, Permission
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
 from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.namespace import check_name
 from provenafs.core.types import DATASET_KINDS
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.draft_entries import METADATA_FILE
 from provenafs.write.metadata_edit import SidecarEditor, can_edit_metadata
+from provenafs.write.object_keys import name_problem
 
-__all__ = ["RefusalPolicy"]
+__all__ = ["RefusalPolicy", "check_new_name"]
 
 log = logging.getLogger(__name__)
+
+
+def check_new_name(name: str) -> None:
+    """Refuse a name no node can have (as a lookup would), or one that cannot be published as
+    the same key: ``EINVAL``, before anything changes."""
+    check_name(name)
+    problem = name_problem(name)
+    if problem is not None:
+        raise FsError(errno.EINVAL, f"the name {name!r} {problem}: it could not be published")
 
 
 class RefusalPolicy:

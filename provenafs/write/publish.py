@@ -5,7 +5,9 @@ What a user sees of it is docs/SEMANTICS.md, "Writes: drafts" and "Writes in pla
 ``Publisher.publish(handle, reason, progress)`` turns the draft of ``handle`` into the next
 version of that dataset and answers the new handle:
 
-1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``;
+1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``; a
+   planned key that S3 would refuse or store under another name (``object_keys``) fails the
+   publish here, before anything is minted;
 2. unless the draft already names one, ``POST /register/version`` and **record the new id in the
    draft's journal before anything is copied**, so a crash or an error resumes into the same new
    version and never mints a second one. The request itself (with its reason) is journaled
@@ -68,6 +70,7 @@ from provenafs.storage.blobstore import (
 )
 from provenafs.write.draft_entries import METADATA_FILE, Entry
 from provenafs.write.draft_plan import DraftPlan, DraftSummary
+from provenafs.write.object_keys import key_problem
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -82,6 +85,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 16 << 20
+_PREFIX_GROWTH = 8  # bytes a new version's prefix may outgrow its base's (a longer handle)
 _HASH_INLINE_BYTES = 1 << 20  # smaller bodies are hashed on the trio thread
 _T = TypeVar("_T")
 
@@ -372,6 +376,8 @@ class Publisher:
         handle = draft.handle
         base = await self._list(handle, "read", draft.bucket, draft.base_prefix)
         plan = await draft.plan(base)
+        # Before any version is asked for: a key S3 would refuse or change mints nothing.
+        _check_keys(handle, plan, draft.base_prefix, len(draft.base_prefix) + _PREFIX_GROWTH)
         base_paths = {
             info.key[len(draft.base_prefix) :]
             for info in base.objects
@@ -458,6 +464,7 @@ class Publisher:
         prefix = draft.base_prefix
         base = await self._list(handle, "write", draft.bucket, prefix)
         plan = await draft.plan(base)
+        _check_keys(handle, plan, prefix, len(prefix))
         # Renamed files are copied from keys this push may overwrite or delete: copies go first.
         copies, uploads = self._transfers(plan, handle, draft.bucket, prefix, moved_only=True)
         await self._fill(
@@ -789,6 +796,27 @@ class Publisher:
             )
         except (BlobError, api_errors.ApiError) as exc:
             log.warning("could not abort an unfinished upload of %s: %s", key, exc)
+
+
+def _check_keys(handle: str, plan: DraftPlan, base_prefix: str, prefix_bytes: int) -> None:
+    """Refuse a plan with a key that S3 would refuse or store under another name (a draft an
+    older daemon journaled, say): every new name, moved file and folder marker is checked."""
+    paths = [f.path for f in plan.staged]
+    paths += [f.path for f in plan.carried if f.base_key != base_prefix + f.path]
+    paths += [d.strip("/") + "/" for d in plan.empty_dirs if d.strip("/")]
+    problems = []
+    for path in sorted(set(paths) - {METADATA_FILE}):
+        problem = key_problem(path, prefix_bytes)
+        if problem is not None:
+            problems.append(f"{path!r} {problem}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise PublishError(
+            f"the draft of {handle} cannot be published, nothing was: {shown}. Rename or "
+            "remove these through the mount, then commit again"
+        )
 
 
 def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) -> bool:

@@ -44,7 +44,7 @@ def test_plain_http_elsewhere_is_refused_unless_insecure_http(url: str) -> None:
 @pytest.mark.parametrize("realm", ["http://127.0.0.1:8080/realms/x", "http://auth.example.org"])
 def test_an_https_source_never_leads_to_plain_http(realm: str) -> None:
     for insecure in (False, True):
-        with pytest.raises(InsecureUrlError, match="the data store .* is https"):
+        with pytest.raises(InsecureUrlError, match=r"the data store .* is https"):
             check_token_url(
                 realm,
                 what="the Keycloak realm",
