@@ -12,7 +12,8 @@ version of that dataset and answers the new handle:
    draft's journal before anything is copied**, so a crash or an error resumes into the same new
    version and never mints a second one. The request itself (with its reason) is journaled
    before it is sent: a publish that finds a request without an answer (lost in transit, or a
-   crash while it was in flight) adopts the base's successor if it has that reason;
+   crash while it was in flight) adopts the base's successor if this user made it with that
+   reason (a generated reason carries a random request id);
 3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
    unchanged files streamed from the old version part by part (ranged GETs with the old
    version's read credentials, multipart upload with the new version's write credentials, one
@@ -50,6 +51,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -156,6 +158,8 @@ class VersioningClient(Protocol):
 
     async def create_version(self, handle: str, reason: str) -> VersionCreated: ...
 
+    async def username(self) -> str | None: ...
+
 
 class CredentialSource(Protocol):
     """The part of ``CredentialBroker`` publishing uses."""
@@ -230,6 +234,12 @@ def generated_reason(plan: DraftPlan, base_paths: set[str], *, names: int = 3) -
         return f"provenafs: {counts}"
     shown = ", ".join(touched[:names]) + (", …" if len(touched) > names else "")
     return f"provenafs: {counts} ({shown})"
+
+
+def _with_nonce(reason: str) -> str:
+    """A generated reason made unique to one version request (journaled with it), so that a
+    lost answer is only ever matched to the version this request made."""
+    return f"{reason} [request {secrets.token_hex(4)}]"
 
 
 @contextlib.contextmanager
@@ -392,7 +402,7 @@ class Publisher:
             if _changes_nothing(plan, draft.base_prefix, base_paths):
                 draft.discard()
                 raise NothingToPublishError(f"the draft of {handle} changes nothing")
-            text = reason or self._default_reason or generated_reason(plan, base_paths)
+            text = reason or self._default_reason or _with_nonce(generated_reason(plan, base_paths))
             tracker.report(phase="versioning")
             new_handle = await self._create_version(draft, text)
             draft.record_new_version(new_handle)
@@ -442,17 +452,33 @@ class Publisher:
         return created.new_version_id
 
     async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
-        """The successor of *handle* if it was minted with *reason* (by a call whose answer
-        never reached the journal); None when there is none (the call made nothing)."""
+        """The successor of *handle* if this user minted it with *reason* (by a call whose
+        answer never reached the journal); None when there is none (the call made nothing).
+
+        A successor with that reason made by anyone else (its ``owner_username`` is the user
+        who versioned it, docs/API.md §5.1) is never filled with this draft: the version call
+        is then asked again, and refused, as the base is no longer the latest. A generated
+        reason carries a random request id, so it names one request only.
+        """
         record = await self._client.fetch_dataset(handle)
         successor = None if record.versioning is None else record.versioning.next_version
         if successor is None:
             return None
         candidate = await self._client.fetch_dataset(successor)
-        if candidate.versioning is not None and candidate.versioning.reason == reason:
-            log.warning("adopting %s: the answer minting it was lost", successor)
-            return successor
-        return None
+        if candidate.versioning is None or candidate.versioning.reason != reason:
+            return None
+        me = await self._client.username()
+        if me is None or candidate.owner_username != me:
+            log.warning(
+                "not adopting %s: it has the reason of this draft's lost version call, but "
+                "%s made it, not %s",
+                successor,
+                candidate.owner_username,
+                me or "this mount's user (the token names none)",
+            )
+            return None
+        log.warning("adopting %s: the answer minting it was lost", successor)
+        return successor
 
     # -- in place --------------------------------------------------------------------------
 
