@@ -76,12 +76,16 @@ def _escape_option_value(value: str) -> str:
 def fuse_mount_options(options: MountOptions) -> set[str]:
     """The libfuse options for this mount (``fuse.provenafs`` in /proc/mounts, auto_unmount)."""
     result = {
-        f"fsname={_escape_option_value(options.source)}",
+        f"fsname={_escape_option_value(options.extra.get('fsname') or options.source)}",
         "subtype=provenafs",
         "auto_unmount",
-        # No "default_permissions": the core decides every permission itself, so that a
-        # version that is not the latest answers EROFS (not EACCES) and root gets no bypass.
     }
+    # The core decides every permission itself (so that a version that is not the latest
+    # answers EROFS, not EACCES); the kernel checks mode bits too where asked, or where other
+    # users are let in and shared with (docs/SEMANTICS.md, "Security"). Either way the core
+    # still refuses every change by a caller who is not the mount's owner, root included.
+    if options.kernel_checks_modes:
+        result.add("default_permissions")
     result.update(key for key in options.extra if key in KERNEL_FLAGS)
     if not result & {"atime", "relatime"}:
         result.add("noatime")
@@ -347,6 +351,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             publishing=publishing,
             status=_control_status(options, client, broker, cache, budget),
             reverter=None if editor is None else editor.revert,
+            allowed_uid=options.uid,  # the mount's owner only, as for changes through it
         )
         try:
             yield _Mounted(fs, publishing, control, disk)

@@ -184,9 +184,7 @@ def test_a_plain_http_data_store_elsewhere_gets_no_bearer(
 ) -> None:
     store = Listener(discovery_naming("https://auth.example.invalid" + REALM_PATH))
     listeners.append(store)
-    result = mount(
-        tmp_path, f"http://0.0.0.0:{store.port}", token_env={"PROVENAFS_TOKEN": BEARER}
-    )
+    result = mount(tmp_path, f"http://0.0.0.0:{store.port}", token_env={"PROVENAFS_TOKEN": BEARER})
     assert result.returncode == 1, result.stderr
     assert "plain http to another machine" in result.stderr and "insecure_http" in result.stderr
     assert store.seen == []  # refused before discovery, so before any bearer
