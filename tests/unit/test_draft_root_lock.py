@@ -24,12 +24,13 @@ def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path: Path) -> Non
 
 
 def test_the_lock_file_sits_beside_the_root_and_is_private(tmp_path: Path) -> None:
-    root = tmp_path / "drafts" / "abc"
+    root = tmp_path / "state" / "provenafs" / "drafts" / "abc"
     with hold_draft_root(root, "/mnt/p"):
         path = lock_path_for(root)
         assert path.parent == root.parent and not root.exists()  # never inside the store
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        for directory in (path.parent, path.parent.parent, tmp_path / "state"):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
 
 
 def test_other_roots_are_independent(tmp_path: Path) -> None:
