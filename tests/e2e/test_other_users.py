@@ -285,3 +285,12 @@ def super_options(mountpoint: Path) -> set[str]:
         if fields[4] == str(mountpoint) and "-" in fields:
             return set(fields[fields.index("-") + 3].split(","))
     raise AssertionError(f"{mountpoint} is not mounted")
+
+
+def test_default_permissions_reaches_the_kernel_when_given(
+    store: LocalStore, open_dir: Path, tmp_path: Path
+) -> None:
+    options = "rw,publish_delay=0,on_unmount=refuse,default_permissions"
+    with alice_mount(store, open_dir, tmp_path, "kernel-checks", options) as mounted:
+        assert "default_permissions" in super_options(mounted.path)
+        assert "allow_other" not in super_options(mounted.path)
