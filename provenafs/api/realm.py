@@ -38,6 +38,7 @@ __all__ = [
     "TokenSet",
     "TokenSource",
     "device_login",
+    "jwt_claim",
     "jwt_expiry",
 ]
 
@@ -83,8 +84,9 @@ class StaticToken:
         return None
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying the signature; None if unreadable."""
+def jwt_claim(token: str, name: str) -> object:
+    """One claim of a JWT, read without verifying the signature (the data store verifies it);
+    None if the token or the claim is unreadable."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -93,7 +95,12 @@ def jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims.get(name) if isinstance(claims, dict) else None
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying the signature; None if unreadable."""
+    exp = jwt_claim(token, "exp")
     if isinstance(exp, int | float) and not isinstance(exp, bool):
         return float(exp)
     return None

@@ -1,9 +1,11 @@
 """The attributes of every node: type, permission bits, size, times and kernel cache lifetimes.
 
 Permission bits tell the truth: a write bit shows exactly where ``RefusalPolicy`` lets a
-change through, and a dataset whose data the caller may not read is ``--x``. Inside a dataset
-the kernel may cache attributes long only where nothing can change them (no write access, no
-draft); editable sidecars are never cached (an edit changes their size at once).
+change through (for the mount's owner: nobody else ever writes), a dataset whose data the
+caller may not read is ``--x``, and group and other bits show only what the mount shares
+with other users (``RefusalPolicy.shared_mode``; ``.provenafs/status.json`` is ``r--------``).
+Inside a dataset the kernel may cache attributes long only where nothing can change them (no
+write access, no draft); editable sidecars are never cached (an edit changes their size).
 
 Listing a handle-prefix directory fetches nothing per entry (``fetch=False``): what is cached
 is estimated, valid for no time at all, so the kernel asks ``getattr`` before trusting it.
@@ -42,6 +44,7 @@ from provenafs.write.drafts import Draft
 
 __all__ = ["AttributeMaker"]
 
+_OWNER_READ_ONLY = 0o400  # .provenafs/status.json: the mount's own state, never shared
 _FIXED_DIRECTORIES = (
     NodeKind.ROOT,
     NodeKind.PREFIX_DIR,
@@ -92,7 +95,7 @@ class AttributeMaker:
             # The size of the snapshot the last open served (so stat after a read agrees with
             # it); reads are direct_io, so a newer, longer snapshot is still read whole.
             now = seconds_to_ns(self._clock())
-            return self.make(stat.S_IFREG | FILE_MODE, self._status_size(), now, 0.0)
+            return self.make(stat.S_IFREG | _OWNER_READ_ONLY, self._status_size(), now, 0.0)
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
@@ -190,7 +193,7 @@ class AttributeMaker:
     ) -> Attributes:
         return Attributes(
             inode=0,
-            mode=mode,
+            mode=self._policy.shared_mode(mode),
             size=size,
             nlink=2 if stat.S_ISDIR(mode) else 1,
             uid=self._options.uid,

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
 from provenafs.api.provenance import ProvenanceClient
 from provenafs.api.realm import RefreshingToken, TokenSource
-from provenafs.api.services import discover_services
+from provenafs.api.services import SERVICE_KEYS, discover_services
+from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -54,6 +55,7 @@ from provenafs.process.runs import RunManager
 from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.storage.s3 import S3BlobStore
+from provenafs.write.draft_root_lock import DraftRootInUseError, hold_draft_root
 from provenafs.write.drafts import DraftStore, default_root
 from provenafs.write.publish import Publisher
 from provenafs.write.publish_scheduler import PublishScheduler
@@ -81,12 +83,16 @@ def _escape_option_value(value: str) -> str:
 def fuse_mount_options(options: MountOptions) -> set[str]:
     """The libfuse options for this mount (``fuse.provenafs`` in /proc/mounts, auto_unmount)."""
     result = {
-        f"fsname={_escape_option_value(options.source)}",
+        f"fsname={_escape_option_value(options.extra.get('fsname') or options.source)}",
         "subtype=provenafs",
         "auto_unmount",
-        # No "default_permissions": the core decides every permission itself, so that a
-        # version that is not the latest answers EROFS (not EACCES) and root gets no bypass.
     }
+    # The core decides every permission itself (so that a version that is not the latest
+    # answers EROFS, not EACCES); the kernel checks mode bits too where asked, or where other
+    # users are let in and shared with (docs/SEMANTICS.md, "Security"). Either way the core
+    # still refuses every change by a caller who is not the mount's owner, root included.
+    if options.kernel_checks_modes:
+        result.add("default_permissions")
     result.update(key for key in options.extra if key in KERNEL_FLAGS)
     if not result & {"atime", "relatime"}:
         result.add("noatime")
@@ -272,10 +278,37 @@ async def _serve_control(
         task_status.started()
 
 
+def _check_token_urls(options: MountOptions, discovery: Discovery | None) -> None:
+    """Refuse, before any token is sent, a URL that would carry one in clear (the data store;
+    then the realm and S3 endpoint that discovery, or the options, name)."""
+    insecure = options.insecure_http
+    try:
+        check_token_url(options.source, what="the data store", insecure_http=insecure)
+        if discovery is None:
+            return
+        if discovery.realm_url is not None:
+            check_token_url(
+                discovery.realm_url,
+                what="the Keycloak realm",
+                insecure_http=insecure,
+                source=options.source,
+            )
+        if discovery.s3_endpoint_url is not None:
+            check_token_url(
+                discovery.s3_endpoint_url,
+                what="the S3 endpoint",
+                insecure_http=insecure,
+                source=options.source,
+            )
+    except InsecureUrlError as exc:
+        raise StartupError(str(exc)) from exc
+
+
 @contextlib.asynccontextmanager
 async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
+        _check_token_urls(options, None)
         discovery = await _discover_with_retries(options.source)
         discovery = dataclasses.replace(
             discovery,
@@ -283,6 +316,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             s3_endpoint_url=options.s3_endpoint or discovery.s3_endpoint_url,
             region=options.region or discovery.region,
         )
+        _check_token_urls(options, discovery)
         tokens = token_source_for(
             options.source, discovery.realm_url, offline_token_file=options.offline_token_file
         )
@@ -345,6 +379,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             status=_control_status(options, client, broker, cache, budget, runs=runs),
             reverter=None if editor is None else editor.revert,
             runs=RunControl(runs, fs.lineage),
+            allowed_uid=options.uid,  # the mount's owner only, as for changes through it
         )
         try:
             yield _Mounted(fs, publishing, control, disk, runs)
@@ -367,6 +402,18 @@ async def _provenance_for(
     """The prov/job/registry/auth client (None when no prov API is known) wired into the
     lineage nodes, and the access log if one is asked for."""
     services = await discover_services(options.source, options.services)
+    try:  # the discovery document is unauthenticated: it must not lead a token into clear
+        for key in SERVICE_KEYS:
+            url = getattr(services, key)
+            if url is not None:
+                check_token_url(
+                    url,
+                    what=f"the {key.replace('_', ' ')}",
+                    insecure_http=options.insecure_http,
+                    source=options.source,
+                )
+    except InsecureUrlError as exc:
+        raise StartupError(str(exc)) from exc
     prov = None
     if services.prov_api is not None:
         prov = ProvenanceClient(services, tokens, timeout=options.prov_timeout)
@@ -477,6 +524,20 @@ def _with_absolute_paths(options: MountOptions) -> MountOptions:
     )
 
 
+@contextlib.contextmanager
+def _draft_root_held(options: MountOptions) -> Iterator[None]:
+    """This mount's draft store, locked against a second mount of the source for its life."""
+    with contextlib.ExitStack() as stack:
+        root = default_root(options.source, options.state_dir)
+        try:
+            stack.enter_context(hold_draft_root(root, str(options.mountpoint)))
+        except DraftRootInUseError as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"cannot lock the draft store {root}: {exc}") from exc
+        yield
+
+
 def _bound_malloc() -> None:
     """Keep glibc from holding freed block buffers, so resident memory follows the budgets.
 
@@ -509,7 +570,8 @@ def run(options: MountOptions) -> int:
         os.chdir("/")  # a daemon must not keep the caller's working directory busy
     try:
         _check_mountpoint(options)
-        trio.run(_serve, options, readiness)
+        with _draft_root_held(options):
+            trio.run(_serve, options, readiness)
     except StartupError as exc:
         readiness.failed(str(exc))
         if in_background:

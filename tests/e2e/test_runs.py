@@ -351,7 +351,7 @@ def shared_mount(store: LocalStore) -> Iterator[WritableMount]:
             store,
             parent / "mnt",
             home=parent / "home",
-            options=f"{RUN_OPTIONS},allow_other,access_log={parent / 'access.jsonl'}",
+            options=f"{RUN_OPTIONS},allow_other,umask=022,access_log={parent / 'access.jsonl'}",
         ) as writable:
             yield writable
     finally:
