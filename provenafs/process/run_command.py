@@ -345,6 +345,16 @@ def _finish(mountpoint: Path, message: Mapping[str, Any], code: int) -> int:
     return failed_code
 
 
+def _stdout(text: str) -> None:
+    """The outcome on stdout; a reader that went away (``| head``) is no error of the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        os.close(devnull)
+
+
 def _outcome(answer: Mapping[str, Any], code: int, failed_code: int) -> int:
     event = answer.get("event")
     outputs = answer.get("outputs") or {} if event != "dry-run" else {}
@@ -352,10 +362,10 @@ def _outcome(answer: Mapping[str, Any], code: int, failed_code: int) -> int:
         if base != new:
             print(f"provenafs run: output {base} published as {new}", file=sys.stderr)
     if event == "done":
-        print(answer.get("model_run"), flush=True)
+        _stdout(str(answer.get("model_run")))
         return code
     if event == "dry-run":
-        print(json.dumps(answer.get("preview"), indent=2, sort_keys=True), flush=True)
+        _stdout(json.dumps(answer.get("preview"), indent=2, sort_keys=True))
         return code
     if event == "pending":
         _error(
