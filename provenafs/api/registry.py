@@ -20,6 +20,7 @@ from typing import Any
 
 from provenafs.api.client import DataStoreClient, Route, parse_dataset_record
 from provenafs.api.errors import InvalidRequestError, NotFoundError, UnavailableError
+from provenafs.api.identity import Identity, linked_person, whoami
 from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.api.services import ServiceUrls
 
@@ -150,6 +151,16 @@ class RegistryClient:
     def __init__(self, client: DataStoreClient, urls: ServiceUrls) -> None:
         self.client = client
         self.urls = urls
+
+    # --- identity ------------------------------------------------------------------------
+
+    async def whoami(self) -> Identity:
+        """The caller's username, realm roles and linked Person."""
+        return await whoami(self.client, self.urls)
+
+    async def linked_person(self, username: str) -> str | None:
+        """The Person linked to *username* (anyone's link may be looked up)."""
+        return await linked_person(self.client, self.urls, username)
 
     # --- search --------------------------------------------------------------------------
 
@@ -308,7 +319,10 @@ class RegistryClient:
     async def validate_metadata(self, collection_format: CollectionFormat) -> None:
         """Check a ``collection_format`` with the data store's schema and field rules;
         ``InvalidRequestError`` naming the field otherwise."""
-        body = await self.client.call(_VALIDATE, json=collection_format.fields)
+        try:
+            body = await self.client.call(_VALIDATE, json=collection_format.fields)
+        except InvalidRequestError as exc:  # 422: the schema names the field as body.<path>
+            raise InvalidRequestError(str(exc).replace("body.", "")) from None
         if isinstance(body, dict) and body.get("success") is False:
             raise InvalidRequestError(
                 f"validate_metadata: {body.get('details') or 'the metadata is not valid'}"

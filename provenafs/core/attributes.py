@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
+from provenafs.core.dataset_views import DatasetViews
 from provenafs.core.file_views import FileViews
 from provenafs.core.inodes import ORPHAN_MARK, NodeId, NodeKind
 from provenafs.core.namespace import Namespace
@@ -47,6 +48,7 @@ _FIXED_DIRECTORIES = (
     NodeKind.PREFIX_DIR,
     NodeKind.BY_NAME_DIR,
     NodeKind.CONTROL_DIR,
+    NodeKind.FACET_DIR,
 )
 
 
@@ -65,6 +67,7 @@ class AttributeMaker:
         sidecar_size: Callable[[DatasetRecord], int],
         status_size: Callable[[], int],
         clock: Callable[[], float],
+        dataset_views: DatasetViews | None = None,
     ) -> None:
         self._options = options
         self._catalog = catalog
@@ -75,6 +78,7 @@ class AttributeMaker:
         self._sidecar_size = sidecar_size
         self._status_size = status_size
         self._clock = clock
+        self._dataset_views = dataset_views
         self.started_ns = seconds_to_ns(clock())
 
     async def of(self, node: NodeId, *, fetch: bool = True) -> Attributes:
@@ -94,6 +98,9 @@ class AttributeMaker:
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
+        if kind is NodeKind.FACET_LINK:  # its target is in the node: no call
+            target = await self._namespace.link_target(node)
+            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
 
         if not fetch:
             return self._estimated(node)
@@ -115,6 +122,12 @@ class AttributeMaker:
         if kind is NodeKind.LATEST_LINK:
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
+        if kind is NodeKind.DATASET_VIEW and self._dataset_views is not None:
+            views = self._dataset_views
+            size = await views.size(node, record)
+            timeout = 0.0 if views.editable(node, record) else SHORT_TIMEOUT
+            mode = stat.S_IFREG | views.mode(node, record)
+            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
         dir_mode, file_mode = self._content_modes(record)
         timeout = self._content_timeout(record)
         if kind is NodeKind.DATASET_SUBDIR:

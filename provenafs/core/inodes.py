@@ -40,6 +40,9 @@ class NodeKind(enum.Enum):
     BY_NAME_LINK = "by-name-link"  # by-name/<display name>
     CONTROL_DIR = "control-dir"  # .provenafs/
     CONTROL_FILE = "control-file"  # .provenafs/status.json
+    FACET_DIR = "facet-dir"  # mine/, by-keyword/, by-keyword/reef/, search/<q>/, reviews/
+    FACET_LINK = "facet-link"  # mine/<name> -> ../10378.1/1932274 (handle: the target)
+    DATASET_VIEW = "dataset-view"  # 10378.1/1932274.locks.json, .access.json, .cff
 
     @property
     def is_directory(self) -> bool:
@@ -47,7 +50,7 @@ class NodeKind(enum.Enum):
 
     @property
     def is_symlink(self) -> bool:
-        return self in (NodeKind.LATEST_LINK, NodeKind.BY_NAME_LINK)
+        return self in (NodeKind.LATEST_LINK, NodeKind.BY_NAME_LINK, NodeKind.FACET_LINK)
 
 
 _DIRECTORY_KINDS = frozenset(
@@ -58,6 +61,7 @@ _DIRECTORY_KINDS = frozenset(
         NodeKind.DATASET_SUBDIR,
         NodeKind.BY_NAME_DIR,
         NodeKind.CONTROL_DIR,
+        NodeKind.FACET_DIR,
     }
 )
 

@@ -27,15 +27,20 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
+from provenafs.core.dataset_views import dataset_view_of
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.types import NAME_MAX
 from provenafs.errors import FsError
 from provenafs.write.draft_entries import DirectoryEntry, Whiteout, join
 from provenafs.write.drafts import Draft
+
+if TYPE_CHECKING:  # discovery builds on this module's names
+    from provenafs.core.discovery import Discovery
 
 __all__ = [
     "BY_NAME",
@@ -43,9 +48,11 @@ __all__ = [
     "CONTROL_FILES",
     "LATEST_SUFFIX",
     "SIDECAR_SUFFIX",
+    "SLASH_STANDIN",
     "Namespace",
     "by_name_entries",
     "check_name",
+    "entry_name",
     "split_handle",
 ]
 
@@ -91,6 +98,10 @@ def _entry_name(display_name: str) -> str:
     return name
 
 
+entry_name = _entry_name  # for the other listings of datasets by name (core.facets)
+SLASH_STANDIN = _SLASH_STANDIN
+
+
 def by_name_entries(records: Iterable[DatasetRecord]) -> dict[str, str]:
     """``by-name`` entry names to handles, for the latest version of every chain.
 
@@ -112,10 +123,14 @@ class Namespace:
     """Resolves names under nodes and lists nodes' children, fetching through the catalog."""
 
     def __init__(
-        self, catalog: Catalog, drafts: Callable[[str], Draft | None] | None = None
+        self,
+        catalog: Catalog,
+        drafts: Callable[[str], Draft | None] | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self._catalog = catalog
         self._drafts = drafts or (lambda handle: None)
+        self._discovery = discovery  # facets, search/, reviews/ (core.discovery)
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -138,6 +153,8 @@ class Namespace:
             if name not in CONTROL_FILES:
                 raise FsError(errno.ENOENT, f"no control file {name!r}")
             return NodeId(NodeKind.CONTROL_FILE, "", name)
+        if kind is NodeKind.FACET_DIR and self._discovery is not None:
+            return await self._discovery.child(parent, name)
         raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
 
     async def _root_child(self, name: str) -> NodeId:
@@ -145,6 +162,9 @@ class Namespace:
             return NodeId(NodeKind.BY_NAME_DIR)
         if name == CONTROL_DIR:
             return NodeId(NodeKind.CONTROL_DIR)
+        found = None if self._discovery is None else self._discovery.root_child(name)
+        if found is not None:
+            return found
         if _PREFIX_RE.fullmatch(name):
             # Any well-formed prefix is a directory: the handles under it are looked up one by
             # one, so a private prefix works without listing everything.
@@ -152,7 +172,11 @@ class Namespace:
         raise FsError(errno.ENOENT, f"not a handle prefix: {name!r}")
 
     async def _prefix_child(self, prefix: str, name: str) -> NodeId:
-        if name.endswith(LATEST_SUFFIX):
+        views = self._discovery is not None and self._discovery.services_available
+        view = dataset_view_of(name) if views else None
+        if view is not None:
+            kind, suffix = NodeKind.DATASET_VIEW, view[0]
+        elif name.endswith(LATEST_SUFFIX):
             kind, suffix = NodeKind.LATEST_LINK, name.removesuffix(LATEST_SUFFIX)
         elif name.endswith(SIDECAR_SUFFIX):
             kind, suffix = NodeKind.SIDECAR, name.removesuffix(SIDECAR_SUFFIX)
@@ -165,7 +189,7 @@ class Namespace:
             await self._catalog.record(handle)
         except api_errors.NotFoundError as exc:
             raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
-        return NodeId(kind, handle)
+        return NodeId(kind, handle, view[1] if view is not None else "")
 
     async def _dataset_child(self, parent: NodeId, name: str) -> NodeId:
         record = await self._catalog.record(parent.handle)
@@ -195,6 +219,8 @@ class Namespace:
             prefixes = {split[0] for split in self._known_splits(await self._catalog.datasets())}
             entries = [(p, NodeId(NodeKind.PREFIX_DIR, p)) for p in prefixes]
             entries.append((BY_NAME, NodeId(NodeKind.BY_NAME_DIR)))
+            if self._discovery is not None:
+                entries += self._discovery.root_entries()
         elif kind is NodeKind.PREFIX_DIR:
             entries = []
             for prefix, suffix in self._known_splits(await self._catalog.datasets()):
@@ -218,6 +244,8 @@ class Namespace:
             entries = [(n, NodeId(NodeKind.BY_NAME_LINK, h, n)) for n, h in named.items()]
         elif kind is NodeKind.CONTROL_DIR:
             entries = [(n, NodeId(NodeKind.CONTROL_FILE, "", n)) for n in CONTROL_FILES]
+        elif kind is NodeKind.FACET_DIR and self._discovery is not None:
+            entries = await self._discovery.children(parent)
         else:
             raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
         return sorted(entries, key=lambda entry: entry[0])
@@ -254,4 +282,6 @@ class Namespace:
             return split[1]
         if node.kind is NodeKind.BY_NAME_LINK:
             return f"../{node.handle}"
+        if node.kind is NodeKind.FACET_LINK and self._discovery is not None:
+            return self._discovery.link_target(node)
         raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")
