@@ -75,6 +75,8 @@ _PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
 )
 _FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug"})
 WRITE_MODES = ("draft", "in-place")
+# Base URLs of Provena's other services, overriding discovery (api.services.SERVICE_KEYS).
+SERVICE_OPTIONS = ("registry_api", "prov_api", "search_api", "job_api", "auth_api")
 ON_UNMOUNT = ("publish", "refuse")
 _VALUE_KEYS = frozenset(
     {
@@ -98,6 +100,7 @@ _VALUE_KEYS = frozenset(
         "realm_url",
         "s3_endpoint",
         "region",
+        *SERVICE_OPTIONS,
     }
 )
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -142,6 +145,8 @@ class MountOptions:
     region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
     read_ahead: int = 1 << 20  # bytes the kernel reads ahead in a file (0: the kernel's own)
     spill_size: int = 1 << 30  # bytes of local spill files behind page-cache fills (0: none)
+    # -o registry_api=URL, search_api=URL, ...: where Provena's other services are.
+    services: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 def parse_size(text: str) -> int:
@@ -282,4 +287,18 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         region=values.get("region", "").strip() or None,
         read_ahead=parse_size(values.get("read_ahead", "1M")),
         spill_size=parse_size(values.get("spill_size", "1G")),
+        services=MappingProxyType(_service_urls(values)),
     )
+
+
+def _service_urls(values: Mapping[str, str]) -> dict[str, str]:
+    """The ``-o <service>_api=URL`` overrides (each an http(s) URL)."""
+    found = {}
+    for key in SERVICE_OPTIONS:
+        url = values.get(key, "").strip()
+        if not url:
+            continue
+        if not re.match(r"https?://[^/\s]+", url):
+            raise MountOptionsError(f"-o {key}= wants an http(s) URL, got {url!r}")
+        found[key] = url.rstrip("/")
+    return found

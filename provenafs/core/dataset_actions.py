@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 Action = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class ActionError(Exception):
+class ActionError(ValueError):
     """An action cannot be done as asked; the message says why, for the user."""
 
 

@@ -1,4 +1,5 @@
-"""The daemon's control socket: ``commit``, ``status``, ``drafts`` and ``revert`` for the CLI.
+"""The daemon's control socket: ``commit``, ``status``, ``drafts``, ``revert`` and the dataset
+actions for the CLI.
 
 One Unix stream socket per mount, in a private runtime directory (``$XDG_RUNTIME_DIR/provenafs``
 when that exists, else ``~/.cache/provenafs/run``; made 0700 and owned by the mounting user),
@@ -17,7 +18,10 @@ with an ``event``, the last one ``done``, ``nothing`` or ``error``:
   recent failures, and whatever the daemon adds: cache use, credential expiries; never a secret);
 - ``{"op": "drafts"}`` → ``{"event": "done", "drafts": [...]}``;
 - ``{"op": "revert", "handle" | "path", "history_id": int, "reason": str}`` → ``done`` or
-  ``error``, through the handler the metadata side registers (``SidecarEditor.revert``).
+  ``error``, through the handler the metadata side registers (``SidecarEditor.revert``);
+- the dataset actions the core registers (``core.dataset_actions``: ``whoami``, ``reviewers``,
+  ``release``, ``review``, ``lock``, ``unlock``, ``forget``) → ``{"event": "done", ...}`` with
+  the action's answer, or ``error`` with the refusal.
 
 A client that goes away does not stop a commit it asked for. The module also holds the small
 blocking client ``request`` used by ``provenafs commit/umount/status`` (a separate process).
@@ -65,6 +69,8 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _RESERVED_TOP = frozenset({"by-name", ".provenafs"})
 
 Reverter = Callable[[str, int, str], Awaitable[object]]
+# An op answered by the core (``core.dataset_actions``): the request in, the ``done`` fields out.
+Action = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class PublishBackend(Protocol):
@@ -191,11 +197,13 @@ class ControlServer:
         status: Callable[[], Mapping[str, Any]] | None = None,
         reverter: Reverter | None = None,
         allowed_uid: int | None = None,
+        actions: Mapping[str, Action] | None = None,
     ) -> None:
         self.socket_path = socket_path
         self._publishing = publishing
         self._status = status
         self.reverter = reverter
+        self._actions = dict(actions or {})
         self._allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         self.refused = 0
 
@@ -273,6 +281,8 @@ class ControlServer:
             await self._commit(message, lines)
         elif op == "revert":
             await self._revert(message, lines)
+        elif op in self._actions:
+            await self._action(op, message, lines)
         else:
             await lines.send({"event": "error", "error": f"unknown op {op!r}"})
 
@@ -370,6 +380,23 @@ class ControlServer:
         if isinstance(result, int) and not isinstance(result, bool):
             answer["history_id"] = result
         await lines.send(answer)
+
+    async def _action(self, op: str, message: Mapping[str, Any], lines: _Lines) -> None:
+        """One of the core's actions; its refusal (a message for the user) is the answer."""
+        log.info("control: %s %s", op, message.get("handle") or "")
+        try:
+            answer = await self._actions[op](message)
+        except FsError as exc:
+            detail = str(exc) or os.strerror(exc.errno)
+            await lines.send({"event": "error", "error": detail, "errno": exc.errno})
+            return
+        except ApiError as exc:
+            await lines.send({"event": "error", "error": f"the data store refused: {exc}"})
+            return
+        except (ValueError, LookupError) as exc:  # the core's ActionError is a ValueError
+            await lines.send({"event": "error", "error": str(exc)})
+            return
+        await lines.send({"event": "done", **answer})
 
 
 # --- the client (blocking; used by the CLI in its own process) ------------------------------

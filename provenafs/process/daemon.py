@@ -36,6 +36,8 @@ from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
 from provenafs.api.realm import RefreshingToken, TokenSource
+from provenafs.api.registry import RegistryClient
+from provenafs.api.services import discover_service_urls, service_urls
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -289,6 +291,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             discovery.s3_endpoint_url or "(AWS default)",
             discovery.region,
         )
+        registry, username = await _registry_for(options, client)
         store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         broker = CredentialBroker(client)
         disk = None
@@ -308,6 +311,8 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             options=options,
             drafts=drafts,
             spill=SpillArea(spill_directory(), options.spill_size) if options.spill_size else None,
+            services=registry,
+            username=username,
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
@@ -317,6 +322,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             publishing=publishing,
             status=_control_status(options, client, broker, cache, budget),
             reverter=None if editor is None else editor.revert,
+            actions=None if fs.dataset_actions is None else fs.dataset_actions.control_actions(),
         )
         try:
             yield _Mounted(fs, publishing, control, disk)
@@ -327,6 +333,34 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         with trio.CancelScope(shield=True):
             await client.aclose()
             await _close_tokens(tokens)
+
+
+async def _registry_for(
+    options: MountOptions, client: DataStoreClient
+) -> tuple[RegistryClient, str | None]:
+    """The registry and search services beside the data store, and who the caller is.
+
+    Neither stops a mount: without the discovery document the service URLs are derived from
+    the data store's; an unknown caller leaves ``mine/`` to be filled once known.
+    """
+    try:
+        urls = await discover_service_urls(options.source, options.services)
+    except api_errors.ApiError as exc:
+        log.warning("service discovery failed (%s): deriving the services' URLs", exc)
+        urls = service_urls(options.source, None, options.services)
+    registry = RegistryClient(client, urls)
+    try:
+        identity = await registry.whoami()
+    except api_errors.ApiError as exc:
+        log.warning("who the caller is could not be asked (%s)", exc)
+        return registry, None
+    if identity.person_id is None:
+        log.warning(
+            "%s has no linked Person: minting, versioning, release requests and runs need one",
+            identity.username,
+        )
+    log.info("signed in as %s (Person %s)", identity.username, identity.person_id or "none")
+    return registry, identity.username
 
 
 def spill_directory() -> Path:

@@ -12,9 +12,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import urllib.parse
 from pathlib import Path
 
-__all__ = ["FSTYPE", "READY_FD_ENV", "MountEntry", "find_mount", "log_path_for"]
+__all__ = [
+    "FSTYPE",
+    "READY_FD_ENV",
+    "MountEntry",
+    "find_mount",
+    "log_path_for",
+    "provenafs_mounts",
+]
 
 FSTYPE = "fuse.provenafs"
 READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
@@ -61,6 +69,21 @@ def find_mount(
                 _unescape_mountinfo(fields[separator + 2]),
                 device=fields[2],
             )
+    return found
+
+
+def provenafs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
+    """Every provenafs mount, with its source as the data store URL it was mounted from."""
+    found = []
+    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
+        fields = line.split(" ")
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if len(fields) < separator + 3 or fields[separator + 1] != FSTYPE:
+            continue
+        source = urllib.parse.unquote(_unescape_mountinfo(fields[separator + 2]))
+        found.append(MountEntry(Path(_unescape_mountinfo(fields[4])), FSTYPE, source, fields[2]))
     return found
 
 
