@@ -1,9 +1,9 @@
 """What ``provenafs release|review|lock|unlock|whoami|reviewers`` ask the mount's daemon to do.
 
 Each action calls the registry or data store once (through ``RegistryServices``) and then
-makes the mount forget what it held of the dataset (record, generated files, search results,
-the review queue) and tells the kernel to drop its entries and attributes, so the tree's
-permission bits and write refusals follow a release, a review or a lock at once.
+makes the mount forget what it held of the dataset (record, credentials, generated files, search
+results, the review queue) and tells the kernel to drop its entries and attributes, so the
+tree's permission bits and write refusals follow a release, a review or a lock at once.
 
 - ``release``: asks a reviewer to review a dataset. The reviewer is a Person id on the
   reviewer list, or a username whose linked Person is on it, or the name or email of exactly
@@ -69,8 +69,10 @@ class DatasetActions:
         views: DatasetViews,
         kernel_cache: KernelCache,
         status: StatusFile,
+        forget_credentials: Callable[[str], None],
     ) -> None:
         self._catalog = catalog
+        self._forget_credentials = forget_credentials
         self._services = services
         self._discovery = discovery
         self._views = views
@@ -92,6 +94,9 @@ class DatasetActions:
     async def changed(self, handle: str) -> None:
         """*handle* changed outside the file tree (release, review, lock, access, upload)."""
         self._catalog.invalidate(handle)
+        # Write credentials held from before a release or lock would still be taken by S3: the
+        # data store decides again at the next change (docs/API.md §6).
+        self._forget_credentials(handle)
         self._views.forget(handle)
         if self._discovery.search is not None:
             self._discovery.search.forget()

@@ -141,7 +141,7 @@ class DatasetViews:
             )
         elif node.path == ACCESS:
             settings = await self._services.access_settings(node.handle)
-            data = _json_bytes({"handle": node.handle, **access_document(settings)})
+            data = _json_bytes(access_document(settings))
         else:
             items = {}
             for item_id in referenced_ids(record):

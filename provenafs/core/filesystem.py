@@ -174,6 +174,7 @@ class Filesystem:
                 views=self._dataset_views,
                 kernel_cache=self._kernel_cache,
                 status=self._status,
+                forget_credentials=broker.invalidate,
             )
         self._attributes = AttributeMaker(
             options=options,
