@@ -5,7 +5,8 @@ relative to DIR, and each empty directory as a zero-byte ``dir/`` marker; symlin
 files are left out, and so is a top-level ``metadata.json`` (the data store's own copy).
 ``DatasetUploader.upload`` writes them under the dataset's prefix with its write credentials:
 files up to ``part_size`` in one PUT, larger ones as multipart uploads whose parts go in
-parallel with everything else (at most ``parallel`` requests, and as many parts in memory);
+parallel with the small files (at most ``parallel`` requests, half of them for parts of large
+files and half for small files, so that both progress together; as many parts in memory);
 every PUT and part is checked against the MD5 S3 answers, and at the end the prefix is listed
 and every key's size compared.
 
@@ -270,7 +271,10 @@ class DatasetUploader:
         self._prefix = prefix
         self._journal = journal
         self._part_size = part_size
-        self._slots = trio.CapacityLimiter(max(1, parallel))
+        # Small files and parts of large files take turns: half the requests each (one shared
+        # slot when there is only one), so neither kind waits for all of the other.
+        self._slots = trio.CapacityLimiter(max(1, parallel - parallel // 2))
+        self._part_slots = self._slots if parallel < 2 else trio.CapacityLimiter(parallel // 2)
         self._listener = progress
         self.progress = UploadProgress()
 
@@ -352,7 +356,7 @@ class DatasetUploader:
         async def send(number: int) -> None:
             offset = (number - 1) * upload.part_size
             length = min(upload.part_size, item.size - offset)
-            async with self._slots:
+            async with self._part_slots:
                 data, digest = await trio.to_thread.run_sync(_read_part, path, offset, length)
                 self._check_unchanged(item, -1)
                 etag = await self._with_credentials(
