@@ -10,6 +10,8 @@
     10378.1/1932274@latest  LATEST_LINK -> the latest version's name in the same prefix
     by-name/<name>          BY_NAME_LINK -> ../10378.1/<n> (latest versions only)
     .provenafs/status.json  CONTROL_FILE
+    mine/, search/, ...     FACET_DIR, FACET_LINK: the finding directories (core.discovery)
+    10378.1/1932274.cff     DATASET_VIEW: .locks.json, .access.json, .cff (core.dataset_views)
 
 Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed handles are
 ``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;

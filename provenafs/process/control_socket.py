@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import struct
@@ -66,7 +67,10 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 << 10
 _PROGRESS_INTERVAL = 0.1
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
-_RESERVED_TOP = frozenset({"by-name", ".provenafs"})
+# Top-level names that hold datasets are handle prefixes (dotted digits): by-name/, the facets,
+# search/ and .provenafs/ never name one dataset.
+_HANDLE_PREFIX = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_FILES_BESIDE_A_DATASET = (".locks.json", ".access.json", ".json", ".cff")
 
 Reverter = Callable[[str, int, str], Awaitable[object]]
 # An op answered by the core (``core.dataset_actions``): the request in, the ``done`` fields out.
@@ -132,11 +136,14 @@ def handle_from_path(relative: str) -> str:
     parts = [p for p in relative.strip("/").split("/") if p not in {"", "."}]
     if ".." in parts:
         raise ValueError("the path must not contain '..'")
-    if len(parts) < 2 or parts[0] in _RESERVED_TOP:
+    if len(parts) < 2 or not _HANDLE_PREFIX.fullmatch(parts[0]):
         raise ValueError("not inside a dataset version's directory (PREFIX/SUFFIX/...)")
     suffix = parts[1]
-    if len(parts) == 2 and suffix.endswith(".json"):
-        suffix = suffix.removesuffix(".json")  # the sidecar names its dataset
+    if len(parts) == 2:  # the sidecar and the generated files name their dataset
+        for ending in _FILES_BESIDE_A_DATASET:
+            if suffix.endswith(ending):
+                suffix = suffix.removesuffix(ending)
+                break
     suffix = suffix.split("@", 1)[0]
     if not suffix:
         raise ValueError("not inside a dataset version's directory")
