@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import LocalStore
 from tests.e2e.writes_support import (
     API_TIMEOUT,
+    PROVENAFS,
     StoreApi,
     WritableMount,
     expect_errno,
@@ -374,6 +375,9 @@ def test_new_then_writes_through_the_mount_go_into_the_fresh_dataset(
     store: LocalStore, api: StoreApi, alice: WritableMount
 ) -> None:
     ok(new(alice, store, "--init"), "new --init")
+    config = Path(alice.env["XDG_CONFIG_HOME"]) / "provenafs" / "new-dataset.json"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert config.parent.stat().st_mode & 0o777 == 0o700
     name = f"Fresh results {uuid.uuid4().hex[:6]}"
     handle = ok(new(alice, store, name, "--keyword", "fresh"), "new").strip().splitlines()[-1]
     record = api.record(handle)["item"]
@@ -428,3 +432,25 @@ def test_a_sidecar_edit_the_data_store_refuses_names_the_field(
         "export_controls"
     ] == {"relevant": False, "obtained": False}
     assert "export_controls" in alice.mount.log_text()
+
+
+def test_new_with_a_forged_token_mints_nothing_and_shows_no_token(
+    store: LocalStore, api: StoreApi, alice: WritableMount
+) -> None:
+    ok(new(alice, store, "--init"), "new --init")
+    env = {k: v for k, v in alice.env.items() if k != "PROVENAFS_OFFLINE_TOKEN"}
+    forged = "eyJhbGciOiJSUzI1NiJ9.eyJwcmVmZXJyZWRfdXNlcm5hbWUiOiJhbGljZSJ9.Zm9yZ2Vk"
+    env["PROVENAFS_TOKEN"] = forged
+    before = len(api.list_all("alice"))
+    refused = subprocess.run(
+        [*PROVENAFS, "new", "Forged", "--source", store.base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "credentials" in refused.stderr.lower() or "refused" in refused.stderr.lower()
+    assert forged not in refused.stdout + refused.stderr
+    assert len(api.list_all("alice")) == before

@@ -133,6 +133,8 @@ async def test_a_rerun_after_a_crash_sends_only_the_rest_once(
         await uploader(store, UploadJournal(path), parallel=1).upload(items)
     assert crashed.group_contains(Crash)
     recorded = list(journal_lines(path))
+    allowed = {"kind", "key", "size", "mtime_ns", "etag", "upload_id", "part_size", "number"}
+    assert all(set(entry) <= allowed for entry in recorded)  # no credential is ever journaled
     done_files = sum(1 for e in recorded if e["kind"] == "file")
     done_parts = sum(1 for e in recorded if e["kind"] == "part")
     assert done_files + done_parts == die_after  # one request at a time: each one recorded

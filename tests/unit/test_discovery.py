@@ -214,3 +214,15 @@ async def test_a_core_without_services_has_no_search_or_reviews(root: str) -> No
     assert root not in await names(fs, "")
     with raises_errno(errno.ENOENT):
         await walk(fs, root)
+
+
+async def test_crafted_query_names_reach_the_search_as_text_or_are_refused() -> None:
+    store, blobs = world()
+    fs, services = filesystem(store, blobs)
+    for name, expected in (("..", errno.ENOENT), ("x" * 256, errno.ENAMETOOLONG)):
+        with raises_errno(expected):
+            await walk(fs, f"search/{name}")
+    assert services.calls["search"] == 0
+    crafted = 'reef" OR * NEAR(a b) -x'
+    services.hits[crafted] = [MINE]
+    assert await names(fs, f"search/{crafted}") == ["01 Reef temperatures"]
