@@ -326,7 +326,11 @@ class DatasetUploader:
         key = self._prefix + item.key
         upload = self._journal.uploads.get(item.key)
         if upload is not None and (upload.size, upload.mtime_ns) != (item.size, item.mtime_ns):
-            upload = None  # the file changed since: begin again
+            stale = upload.upload_id  # the file changed since: drop its parts, begin again
+            await self._with_credentials(
+                lambda c: self._store.abort_multipart(c, self._bucket, key, stale)
+            )
+            upload = None
         if upload is not None:
             already = sum(
                 min(upload.part_size, item.size - (n - 1) * upload.part_size) for n in upload.parts

@@ -218,3 +218,25 @@ def test_the_collection_format_takes_defaults_then_the_file_then_the_arguments()
         "indigenous_knowledge",
         "export_controls",
     }
+
+
+async def test_a_large_file_changed_after_a_crash_begins_again_and_leaves_no_parts(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    big = source / "big.bin"
+    big.write_bytes(b"a" * (5 * PART))
+    path = tmp_path / "journal.jsonl"
+    store = CountingStore()
+    store.die_after = 2  # two parts sent, then the process dies
+    with pytest.raises(BaseExceptionGroup):
+        await uploader(store, UploadJournal(path), parallel=1).upload(local_files(source)[0])
+    assert len(store.uploads) == 1  # an unfinished upload with two parts
+    big.write_bytes(b"b" * (5 * PART + 1))
+    store.die_after = None
+    store.writes = 0
+    await uploader(store, UploadJournal(path)).upload(local_files(source)[0])
+    assert store.writes == 6  # every part of the new bytes
+    assert landed(store) == {"big.bin": b"b" * (5 * PART + 1)}
+    assert not store.uploads  # the stale upload was aborted
