@@ -28,6 +28,7 @@ from types import MappingProxyType
 __all__ = [
     "DEFAULT_SOURCE",
     "KERNEL_FLAGS",
+    "SERVICE_OPTIONS",
     "MountOptions",
     "MountOptionsError",
     "parse_mount_args",
@@ -75,7 +76,7 @@ _PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
 )
 _FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug"})
 WRITE_MODES = ("draft", "in-place")
-# Base URLs of Provena's other services, overriding discovery (api.services.SERVICE_KEYS).
+# Base URLs of Provena's other services (default: the discovery document, or derived).
 SERVICE_OPTIONS = ("registry_api", "prov_api", "search_api", "job_api", "auth_api")
 ON_UNMOUNT = ("publish", "refuse")
 _VALUE_KEYS = frozenset(
@@ -145,7 +146,7 @@ class MountOptions:
     region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
     read_ahead: int = 1 << 20  # bytes the kernel reads ahead in a file (0: the kernel's own)
     spill_size: int = 1 << 30  # bytes of local spill files behind page-cache fills (0: none)
-    # -o registry_api=URL, search_api=URL, ...: where Provena's other services are.
+    # Service URL overrides (-o registry_api=URL, search_api=URL, ...).
     services: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -256,6 +257,9 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         raise MountOptionsError(
             f"-o on_unmount= is one of {', '.join(ON_UNMOUNT)}, got {on_unmount!r}"
         )
+    for key in SERVICE_OPTIONS:
+        if key in values and not re.match(r"https?://[^/\s]+", values[key]):
+            raise MountOptionsError(f"-o {key}= must be an http(s) URL, got {values[key]!r}")
     state_dir = values.get("state_dir")
     cache_dir = values.get("cache_dir")
     token_file = values.get("offline_token_file")
@@ -287,18 +291,7 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         region=values.get("region", "").strip() or None,
         read_ahead=parse_size(values.get("read_ahead", "1M")),
         spill_size=parse_size(values.get("spill_size", "1G")),
-        services=MappingProxyType(_service_urls(values)),
+        services=MappingProxyType(
+            {k: values[k].rstrip("/") for k in SERVICE_OPTIONS if k in values}
+        ),
     )
-
-
-def _service_urls(values: Mapping[str, str]) -> dict[str, str]:
-    """The ``-o <service>_api=URL`` overrides (each an http(s) URL)."""
-    found = {}
-    for key in SERVICE_OPTIONS:
-        url = values.get(key, "").strip()
-        if not url:
-            continue
-        if not re.match(r"https?://[^/\s]+", url):
-            raise MountOptionsError(f"-o {key}= wants an http(s) URL, got {url!r}")
-        found[key] = url.rstrip("/")
-    return found

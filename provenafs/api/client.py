@@ -52,7 +52,7 @@ from provenafs.api.models import (
 )
 from provenafs.api.realm import TokenSource
 
-__all__ = ["DEFAULT_REGION", "DataStoreClient", "Route", "discover", "parse_dataset_record"]
+__all__ = ["DEFAULT_REGION", "DataStoreClient", "discover", "parse_dataset_record"]
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ class _Route:
     retry_safe: bool  # may be re-sent after a response was lost (idempotent or read-only)
     bad_request_means_missing: bool = False  # 400 = unknown / seed / not a dataset
 
-
-# Routes of Provena's other services (registry, search, auth, ...) are declared where they
-# are used, and sent through ``DataStoreClient.call`` with the same retries and translation.
-Route = _Route
 
 _DISCOVER = _Route("discover", "GET", "/.well-known/provenafs", True)
 _FETCH = _Route("fetch_dataset", "GET", "/registry/items/fetch-dataset", True, True)
@@ -366,17 +362,18 @@ class DataStoreClient:
 
     async def call(
         self,
-        route: Route,
+        method: str,
+        path: str,
         *,
-        base_url: str | None = None,
+        name: str,
+        retry_safe: bool,
         params: Mapping[str, str] | None = None,
         json: Any = None,
     ) -> Any:
-        """One call of *route* at *base_url* (another Provena service; None: the data store)
-        with this client's token, retries and error translation; answers the JSON body."""
-        if base_url is not None:
-            route = dataclasses.replace(route, path=base_url.rstrip("/") + route.path)
-        return await self._call(route, params=params, json=json)
+        """One call of any route at this client's base URL, as the data store's own are made
+        (token, refresh, retries, errors): Provena's other services share these rules
+        (docs/API.md §13). Answers the JSON body; callers in ``api`` parse it."""
+        return await self._call(_Route(name, method, path, retry_safe), params=params, json=json)
 
     def statistics(self) -> Mapping[str, int]:
         """HTTP requests sent per route name (retries included), plus ``retries``."""

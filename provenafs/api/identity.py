@@ -1,70 +1,28 @@
-"""Who the caller is: username, realm roles and the registry Person linked to the username.
+"""Who the mount's user is in the registry: the Person linked to their username.
 
-``whoami`` asks the data store's ``GET /check-access/check-general-access`` (the caller's
-``User``: username, email, realm roles; the route echoes the access token too, which is dropped
-here at once) and the auth API's ``GET /link/user/lookup`` (docs/API.md §19). Minting,
-versioning, release requests, reviews and model runs all need a linked Person; writing needs
-the realm roles ``entity-registry-read`` and ``entity-registry-write``.
-
-This module must never keep, log or return a token.
+Minting, versioning, release and model runs all need the caller's username linked to a registry
+Person (docs/API.md §19). ``linked_person`` asks the auth API (``GET /link/user/lookup``) and
+answers the Person's handle, or None when nothing is linked. Raw JSON never leaves this module.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
-from provenafs.api.client import DataStoreClient, Route
+from provenafs.api.client import DataStoreClient
 from provenafs.api.errors import UnavailableError
-from provenafs.api.services import ServiceUrls
 
-__all__ = ["REALM_READ", "REALM_WRITE", "Identity", "linked_person", "whoami"]
-
-REALM_READ = "entity-registry-read"
-REALM_WRITE = "entity-registry-write"
-
-_LOOKUP = Route("link_lookup", "GET", "/link/user/lookup", True)
-_GENERAL_ACCESS = Route("check_general_access", "GET", "/check-access/check-general-access", True)
+__all__ = ["linked_person"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Identity:
-    """The caller as the data store and the auth API see them."""
+async def linked_person(auth: DataStoreClient, username: str | None = None) -> str | None:
+    """The Person handle linked to *username* (default: the token's user), or None.
 
-    username: str
-    email: str | None
-    realm_roles: tuple[str, ...]
-    person_id: str | None  # the linked registry Person, None when not linked
-
-    @property
-    def can_write(self) -> bool:
-        """Whether the realm roles allow writes (minting, versions, uploads, edits)."""
-        return REALM_READ in self.realm_roles and REALM_WRITE in self.realm_roles
-
-
-async def linked_person(
-    client: DataStoreClient, urls: ServiceUrls, username: str | None = None
-) -> str | None:
-    """The Person linked to *username* (default: the caller), or None when there is none."""
+    *auth* is a client whose base URL is the auth API's (``ServiceUrls.auth_api``).
+    """
     params = {"username": username} if username else None
-    body = await client.call(_LOOKUP, base_url=urls.auth_api, params=params)
-    person = body.get("person_id") if isinstance(body, dict) else None
-    return person if isinstance(person, str) and person else None
-
-
-async def whoami(client: DataStoreClient, urls: ServiceUrls) -> Identity:
-    """The caller's username, email, realm roles and linked Person."""
-    body: Any = await client.call(_GENERAL_ACCESS)
-    if not isinstance(body, dict) or not isinstance(body.get("username"), str):
-        raise UnavailableError("check_general_access: the answer names no username")
-    roles = body.get("roles")
-    email = body.get("email")
-    username = str(body["username"])
-    return Identity(
-        username=username,
-        email=email if isinstance(email, str) else None,
-        realm_roles=tuple(r for r in roles if isinstance(r, str))
-        if isinstance(roles, list)
-        else (),
-        person_id=await linked_person(client, urls),
+    body = await auth.call(
+        "GET", "/link/user/lookup", name="link_lookup", retry_safe=True, params=params
     )
+    if not isinstance(body, dict):
+        raise UnavailableError("link_lookup: the auth API answered no object")
+    person = body.get("person_id")
+    return person if isinstance(person, str) and person and body.get("success") else None

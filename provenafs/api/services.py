@@ -1,38 +1,32 @@
-"""Where Provena's other services live: one base URL each for registry, prov, search, job, auth.
+"""Where Provena's other services answer for one data store: ``ServiceUrls``.
 
-A real deployment puts each service on its own host beside the data store's
-(``https://data-api.X`` → ``https://registry-api.X``, ``prov-api.X``, ``search.X``, ``job-api.X``,
-``auth-api.X``; docs/API.md §1); the local store answers them all at its one root and names them
-in ``/.well-known/provenafs`` (keys ``registry_api``, ``prov_api``, ``search_api``, ``job_api``,
-``auth_api``). ``service_urls`` takes, per service: an override (``-o registry_api=URL``), else
-the discovery document's URL, else the URL derived from the data store's host (the data store's
-own URL where its host does not start with ``data-api.``).
+Real Provena puts each service on its own host, ``https://{prefix}.{domain}``; the local data
+store answers them all at its root and names each base URL in ``/.well-known/provenafs``
+(docs/API.md §1, §13). ``discover_services`` asks that document; where it is missing (a real
+deployment) the URLs are derived from the data store's host (``data-api.X`` → ``prov-api.X``,
+``job-api.X``, ``registry-api.X``, ``auth-api.X``, ``search.X``). ``-o prov_api=URL`` and the
+like override either. A service that stays unknown is None, and ``require`` says how to name it.
 
-This module only computes URLs (and fetches the discovery document without a token); it must
-not log or hold a token.
+No token is sent (the discovery document is public). Must not cache or log beyond one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from provenafs.api.errors import UnavailableError
+from provenafs.api.errors import ApiError
 
-__all__ = [
-    "SERVICE_KEYS",
-    "ServiceUrls",
-    "derived_service_urls",
-    "discover_service_urls",
-    "service_urls",
-]
+__all__ = ["SERVICE_KEYS", "ServiceUrls", "discover_services", "service_urls"]
+
+log = logging.getLogger(__name__)
 
 SERVICE_KEYS = ("registry_api", "prov_api", "search_api", "job_api", "auth_api")
-# The host prefix each service has beside ``data-api.`` (Provena's client config).
 _HOST_PREFIXES = {
     "registry_api": "registry-api",
     "prov_api": "prov-api",
@@ -40,70 +34,72 @@ _HOST_PREFIXES = {
     "job_api": "job-api",
     "auth_api": "auth-api",
 }
-_DATA_API = "data-api."
+_DATA_STORE_PREFIX = "data-api."
+_DISCOVERY_PATH = "/.well-known/provenafs"
 
 
 @dataclasses.dataclass(frozen=True)
 class ServiceUrls:
-    """Base URLs (no trailing ``/``) of the services beside one data store."""
+    """Base URLs (no trailing ``/``) of the services beside a data store; None: unknown."""
 
-    registry_api: str
-    prov_api: str
-    search_api: str
-    job_api: str
-    auth_api: str
+    registry_api: str | None = None
+    prov_api: str | None = None
+    search_api: str | None = None
+    job_api: str | None = None
+    auth_api: str | None = None
+
+    def require(self, key: str) -> str:
+        """The base URL of service *key* (``prov_api``, ...), or an ``ApiError`` saying how to
+        give it."""
+        value = getattr(self, key)
+        if not isinstance(value, str) or not value:
+            raise ApiError(
+                f"the {key.replace('_', ' ')} of this data store is unknown: mount with "
+                f"-o {key}=URL"
+            )
+        return value
 
 
-def derived_service_urls(source: str) -> ServiceUrls:
-    """Each service's URL from the data store's: ``data-api.X`` → ``registry-api.X``, ...;
-    any other host: the data store's own URL for every service (one root answers all)."""
-    parsed = urllib.parse.urlsplit(source.rstrip("/"))
-    host = parsed.netloc
-    urls = {}
-    for key in SERVICE_KEYS:
-        if host.startswith(_DATA_API):
-            netloc = _HOST_PREFIXES[key] + "." + host.removeprefix(_DATA_API)
-            urls[key] = urllib.parse.urlunsplit((parsed.scheme, netloc, "", "", ""))
-        else:
-            urls[key] = source.rstrip("/")
-    return ServiceUrls(**urls)
+def _derived(source: str, key: str) -> str | None:
+    """``https://prov-api.example.org`` for ``https://data-api.example.org`` and ``prov_api``."""
+    parts = urllib.parse.urlsplit(source)
+    host = parts.hostname or ""
+    if not host.startswith(_DATA_STORE_PREFIX):
+        return None
+    netloc = _HOST_PREFIXES[key] + "." + host.removeprefix(_DATA_STORE_PREFIX)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, "", "", "")).rstrip("/")
 
 
 def service_urls(
-    source: str,
-    discovered: Mapping[str, Any] | None = None,
-    overrides: Mapping[str, str] | None = None,
+    source: str, document: Mapping[str, Any] | None, overrides: Mapping[str, str]
 ) -> ServiceUrls:
-    """Per service: the override, else the discovery document's URL, else the derived one."""
-    derived = dataclasses.asdict(derived_service_urls(source))
-    urls = {}
+    """Each service's base URL: the override, else the discovery document's, else derived."""
+    found: dict[str, str | None] = {}
     for key in SERVICE_KEYS:
-        chosen = (overrides or {}).get(key) or (discovered or {}).get(key)
-        urls[key] = str(chosen).rstrip("/") if isinstance(chosen, str) and chosen else derived[key]
-    return ServiceUrls(**urls)
+        value = overrides.get(key)
+        if not value and document is not None and isinstance(document.get(key), str):
+            value = str(document[key])
+        found[key] = value.rstrip("/") if value else _derived(source, key)
+    return ServiceUrls(**found)
 
 
-async def discover_service_urls(
+async def discover_services(
     source: str,
-    overrides: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> ServiceUrls:
-    """``service_urls`` with the data store's discovery document (none on a real deployment:
-    then the derived URLs); ``UnavailableError`` if the data store cannot be reached."""
-    async with httpx.AsyncClient(
-        base_url=source.rstrip("/"), transport=transport, timeout=30.0
-    ) as http:
-        try:
-            response = await http.get("/.well-known/provenafs")
-        except httpx.TransportError as exc:
-            raise UnavailableError(
-                f"discover: data store unreachable ({type(exc).__name__})"
-            ) from None
-    document: Any = None
-    if response.status_code == 200:
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
-    return service_urls(source, document if isinstance(document, dict) else None, overrides)
+    """``service_urls`` over the data store's discovery document (absent or unreadable: the
+    URLs are derived from the host)."""
+    document: Mapping[str, Any] | None = None
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=30.0) as http:
+            response = await http.get(source.rstrip("/") + _DISCOVERY_PATH)
+        if response.status_code == 200:
+            body = response.json()
+            document = body if isinstance(body, dict) else None
+    except (httpx.HTTPError, ValueError) as exc:
+        log.info("no discovery document at %s (%s): service URLs derived", source, exc)
+    return service_urls(source, document, overrides)

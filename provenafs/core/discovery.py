@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from provenafs.api import errors as api_errors
-from provenafs.api.identity import Identity
+from provenafs.api.account import Identity
 from provenafs.core.catalog import Catalog
 from provenafs.core.facets import FACETS, GROUPED_FACETS, FacetIndex, Facets, link_name
 from provenafs.core.inodes import NodeId, NodeKind

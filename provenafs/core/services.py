@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from provenafs.api.identity import Identity
+from provenafs.api.account import Identity
 from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.api.registry import AccessSettings, LockEvent, RegistryItem, SearchHit
 

@@ -37,7 +37,7 @@ from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
 from provenafs.api.realm import RefreshingToken, TokenSource
 from provenafs.api.registry import RegistryClient
-from provenafs.api.services import discover_service_urls, service_urls
+from provenafs.api.services import discover_services
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -291,7 +291,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             discovery.s3_endpoint_url or "(AWS default)",
             discovery.region,
         )
-        registry, username = await _registry_for(options, client)
+        registry, username = await _registry_for(options, client, tokens)
         store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         broker = CredentialBroker(client)
         disk = None
@@ -329,6 +329,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         finally:
             with trio.CancelScope(shield=True):
                 await fs.close()
+                await registry.aclose()
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
@@ -336,19 +337,15 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
 
 
 async def _registry_for(
-    options: MountOptions, client: DataStoreClient
+    options: MountOptions, client: DataStoreClient, tokens: TokenSource
 ) -> tuple[RegistryClient, str | None]:
     """The registry and search services beside the data store, and who the caller is.
 
     Neither stops a mount: without the discovery document the service URLs are derived from
-    the data store's; an unknown caller leaves ``mine/`` to be filled once known.
+    the data store's host; an unknown caller leaves ``mine/`` to be filled once known.
     """
-    try:
-        urls = await discover_service_urls(options.source, options.services)
-    except api_errors.ApiError as exc:
-        log.warning("service discovery failed (%s): deriving the services' URLs", exc)
-        urls = service_urls(options.source, None, options.services)
-    registry = RegistryClient(client, urls)
+    urls = await discover_services(options.source, options.services)
+    registry = RegistryClient(client, urls, tokens)
     try:
         identity = await registry.whoami()
     except api_errors.ApiError as exc:

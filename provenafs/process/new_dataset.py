@@ -43,13 +43,13 @@ from typing import Any
 import trio
 
 from provenafs.api import errors as api_errors
+from provenafs.api.account import Identity
 from provenafs.api.client import DataStoreClient, discover
-from provenafs.api.identity import Identity
 from provenafs.api.logins import config_dir, token_source_for
 from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.api.realm import RefreshingToken
 from provenafs.api.registry import RegistryClient
-from provenafs.api.services import discover_service_urls
+from provenafs.api.services import discover_services
 from provenafs.mount_options import DEFAULT_SOURCE
 from provenafs.process import control_socket
 from provenafs.process.mounts import provenafs_mounts
@@ -142,12 +142,13 @@ async def _connect(source: str) -> AsyncIterator[_Connection]:
     discovery = await discover(source)
     tokens = token_source_for(source, discovery.realm_url)
     client = DataStoreClient(source, tokens)
+    registry = RegistryClient(client, await discover_services(source, {}), tokens)
     try:
-        urls = await discover_service_urls(source)
         store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
-        yield _Connection(client, RegistryClient(client, urls), store)
+        yield _Connection(client, registry, store)
     finally:
         with trio.CancelScope(shield=True):
+            await registry.aclose()
             await client.aclose()
             if isinstance(tokens, RefreshingToken):
                 await tokens.aclose()

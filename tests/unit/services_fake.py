@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from provenafs.api import errors as api_errors
-from provenafs.api.identity import Identity
+from provenafs.api.account import Identity
 from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.api.registry import AccessSettings, LockEvent, RegistryItem, SearchHit
 from tests.unit.fakes import FakeDataStore

@@ -13,8 +13,8 @@ import stat
 
 import pytest
 
+from provenafs.api.account import Identity
 from provenafs.api.client import parse_dataset_record
-from provenafs.api.identity import Identity
 from provenafs.core.facets import RECENT_COUNT, FacetIndex
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.types import SHORT_TIMEOUT

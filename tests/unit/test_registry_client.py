@@ -18,7 +18,7 @@ from provenafs.api.client import DataStoreClient
 from provenafs.api.models import CollectionFormat
 from provenafs.api.realm import StaticToken
 from provenafs.api.registry import AccessSettings, RegistryClient
-from provenafs.api.services import ServiceUrls, derived_service_urls, service_urls
+from provenafs.api.services import ServiceUrls, service_urls
 from provenafs.mount_options import MountOptionsError, parse_mount_args
 
 TOKEN = "tok-SECRET-registry"
@@ -79,9 +79,9 @@ def answer(request: httpx.Request) -> httpx.Response:
 
 def client() -> RegistryClient:
     transport = httpx.MockTransport(answer)
-    return RegistryClient(
-        DataStoreClient("http://test", StaticToken(TOKEN), transport=transport, retries=1), URLS
-    )
+    tokens = StaticToken(TOKEN)
+    datastore = DataStoreClient("http://test", tokens, transport=transport, retries=1)
+    return RegistryClient(datastore, URLS, tokens, transport=transport)
 
 
 async def test_search_goes_to_the_search_service_for_datasets_only() -> None:
@@ -91,10 +91,10 @@ async def test_search_goes_to_the_search_service_for_datasets_only() -> None:
         seen.append(request)
         return answer(request)
 
-    registry = RegistryClient(
-        DataStoreClient("http://test", StaticToken(TOKEN), transport=httpx.MockTransport(spy)),
-        URLS,
-    )
+    transport = httpx.MockTransport(spy)
+    tokens = StaticToken(TOKEN)
+    datastore = DataStoreClient("http://test", tokens, transport=transport)
+    registry = RegistryClient(datastore, URLS, tokens, transport=transport)
     hits = await registry.search_datasets("reef temp", 200)
     assert [(h.id, h.score) for h in hits] == [("10378.1/1", 2.5), ("10378.1/2", 1.0)]
     params = seen[0].url.params
@@ -127,17 +127,18 @@ async def test_a_validation_error_names_the_field() -> None:
 
 
 def test_service_urls_derive_from_a_data_api_host_and_take_overrides() -> None:
-    derived = derived_service_urls("https://data-api.example.org/")
+    derived = service_urls("https://data-api.example.org/", None, {})
     assert derived.registry_api == "https://registry-api.example.org"
     assert derived.search_api == "https://search.example.org"
     assert derived.auth_api == "https://auth-api.example.org"
-    local = derived_service_urls("http://127.0.0.1:8750")
-    assert {local.registry_api, local.search_api} == {"http://127.0.0.1:8750"}
+    unknown = service_urls("http://127.0.0.1:8750", None, {})
+    with pytest.raises(errors.ApiError, match="-o search_api=URL"):
+        unknown.require("search_api")
     discovered: dict[str, Any] = {"search_api": "http://s/", "registry_api": 7}
     chosen = service_urls("http://127.0.0.1:8750", discovered, {"auth_api": "http://a"})
     assert (chosen.search_api, chosen.registry_api, chosen.auth_api) == (
         "http://s",
-        "http://127.0.0.1:8750",
+        None,
         "http://a",
     )
 
