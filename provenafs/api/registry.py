@@ -3,10 +3,11 @@
 Search (docs/API.md §17), any item by id (§18, ``/registry/general/fetch``), a dataset's access
 settings (§22), locks (§21), the release reviewers and requests (§3.10, §20) and the reviewer's
 queue, the metadata schema and validation and minting (§3.5, §3.9). Every call goes through
-``DataStoreClient.call`` (token, retries and error translation): the data store's own routes
-on the data store's client, the others on one client per service at its base URL
-(``ServiceUrls``; an unknown one is an ``ApiError`` naming its mount option). Answers are frozen records; JSON leaves this module
-only as ``DatasetRecord.document`` and the dataset schema (a JSON schema, kept whole).
+``DataStoreClient.call`` (token, retries and error translation): the data store's own routes on
+the data store's client, the others on one client per service at its base URL (``ServiceUrls``;
+an unknown one is an ``ApiError`` naming its mount option). Answers are frozen records; JSON
+leaves this module only as ``DatasetRecord.document`` and the dataset schema (a JSON schema,
+kept whole).
 
 Requests that could act twice (mint, release request and action, lock, unlock) are never
 re-sent once they may have left. This module must not log or hold a token, and must not cache
