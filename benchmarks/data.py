@@ -18,7 +18,7 @@ import dataclasses
 import datetime
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,10 +224,13 @@ class Minter:
             self.api.close()
             raise
 
-    def mint(self, name: str) -> tuple[str, str]:
-        """A new dataset called ``name``: (handle, S3 prefix with trailing slash)."""
+    def mint(self, name: str, keywords: Sequence[str] | None = None) -> tuple[str, str]:
+        """A new dataset called ``name`` (with ``keywords`` instead of the template's, if
+        given): (handle, S3 prefix with trailing slash)."""
         collection = json.loads(json.dumps(self._template))
         collection["dataset_info"]["name"] = name
+        if keywords is not None:
+            collection["dataset_info"]["keywords"] = list(keywords)
         return self.api.mint(collection)
 
     def close(self) -> None:

@@ -223,6 +223,24 @@ SCALE_ROWS: tuple[Row, ...] = (
         "s",
         False,
     ),
+    Row(
+        "s2-search",
+        "s2",
+        "ls -l of search/<query>/ over 1,000 datasets, 25 hits, cold (raw: search + 25 fetches)",
+        "s",
+        False,
+        (),
+        (RAW, PROVENAFS),
+    ),
+    Row(
+        "s2-facet",
+        "s2",
+        "ls -l of by-keyword/<kw>/ (100 of 1,000 datasets), cold (raw: API list)",
+        "s",
+        False,
+        (),
+        (RAW, PROVENAFS),
+    ),
 )
 ROWS_BY_ID = {row.row_id: row for row in (*ROWS, *SCALE_ROWS)}
 

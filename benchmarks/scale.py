@@ -69,6 +69,11 @@ class ScaleSpec:
     objects: int = 0
     folders: int = 1
     object_size: int = 0
+    keywords: int = 0  # tiny datasets get keyword "topicK" (K = index % keywords)
+
+    def keywords_of(self, index: int) -> list[str] | None:
+        """The keywords of tiny dataset ``index`` (None: the template's)."""
+        return [f"topic{index % self.keywords}"] if self.keywords else None
 
     def key(self, index: int) -> str:
         """The key (under the dataset's prefix) of object ``index``."""
@@ -86,6 +91,12 @@ SPECS: dict[str, ScaleSpec] = {
     for spec in (
         ScaleSpec("prefix-2000", "a handle prefix of 2,000 tiny datasets", datasets=2000),
         ScaleSpec("prefix-10000", "a handle prefix of 10,000 tiny datasets", datasets=10_000),
+        ScaleSpec(
+            "catalog-1000",
+            "1,000 tiny datasets with 10 keywords (topic0 ... topic9)",
+            datasets=1000,
+            keywords=10,
+        ),
         ScaleSpec("objects-10k", "10,000 tiny objects in 100 folders", objects=10_000, folders=100),
         ScaleSpec(
             "objects-100k", "100,000 tiny objects in 100 folders", objects=100_000, folders=100
@@ -263,7 +274,8 @@ def mint_many(minter: Minter, spec: ScaleSpec, stamp: str, say: Say) -> tuple[Sc
     progress = Progress(spec.name, "datasets minted", spec.datasets, say)
 
     def mint(index: int) -> ScaleDataset:
-        handle, prefix = minter.mint(f"scale {spec.name} {index:05d} {stamp}")
+        name = f"scale {spec.name} {index:05d} {stamp}"
+        handle, prefix = minter.mint(name, spec.keywords_of(index))
         progress.add(1)
         return ScaleDataset(handle, prefix)
 

@@ -602,7 +602,10 @@ class ReadBench:
 # ---------------------------------------------------------------------------------------------
 
 # The spec (benchmarks.scale.SPECS) each scale row group measures.
-SCALE_ROW_SPECS = {"s1": "prefix-2000"}
+SCALE_ROW_SPECS = {"s1": "prefix-2000", "s2": "catalog-1000"}
+SEARCH_QUERY = "catalog"  # every dataset of catalog-1000 is named "scale catalog-1000 ..."
+SEARCH_HITS = 25  # what search/ shows at most
+FACET_KEYWORD = "topic3"
 
 
 class ScaleBench:
@@ -622,7 +625,11 @@ class ScaleBench:
         self.mounts = mounts
 
     def run(self) -> None:
-        workloads: list[Workload] = [("s1", ("s1-prefix",), self.prefix_listing)]
+        workloads: list[Workload] = [
+            ("s1", ("s1-prefix",), self.prefix_listing),
+            ("s2", ("s2-search",), self.search_listing),
+            ("s2", ("s2-facet",), self.facet_listing),
+        ]
         spec = self.data.spec.name
         self.runner.run([w for w in workloads if SCALE_ROW_SPECS[w[0]] == spec])
 
@@ -645,3 +652,60 @@ class ScaleBench:
         if missing:
             raise WorkloadError(f"ls missed {len(missing)} of {len(expected)} datasets")
         return {"s1-prefix": elapsed}
+
+    def search_listing(self, column: str) -> dict[str, float]:
+        """``ls -l search/<query>/``, cold: one search and a fetch of each hit (raw: the same
+        calls a client makes, eight fetches at a time, as the mount does)."""
+        if column == RAW:
+            return {"s2-search": timed_api_search(self.store, self.data.user, SEARCH_QUERY)}
+        assert self.mounts is not None
+        target = MountTarget(f"search/{SEARCH_QUERY}", self.data.s3_parent)
+        with self.mounts.mount(column, target) as mount:
+            self.runner.cold()
+            elapsed = timed(["ls", "-l", str(mount.dataset_root)])
+            listed = run_checked(["ls", str(mount.dataset_root)]).splitlines()
+        if len(listed) != SEARCH_HITS:
+            raise WorkloadError(f"search/ listed {len(listed)} hits, not {SEARCH_HITS}")
+        return {"s2-search": elapsed}
+
+    def facet_listing(self, column: str) -> dict[str, float]:
+        """``ls -l by-keyword/<kw>/``, cold: one walk of the dataset list (raw: the walk)."""
+        expected = self.data.spec.datasets // max(1, self.data.spec.keywords)
+        if column == RAW:
+            seconds = timed_api_list(self.store, self.data.user, len(self.data.datasets))
+            return {"s2-facet": seconds}
+        assert self.mounts is not None
+        target = MountTarget(f"by-keyword/{FACET_KEYWORD}", self.data.s3_parent)
+        with self.mounts.mount(column, target) as mount:
+            self.runner.cold()
+            elapsed = timed(["ls", "-l", str(mount.dataset_root)])
+            listed = run_checked(["ls", str(mount.dataset_root)]).splitlines()
+        if len(listed) != expected:
+            raise WorkloadError(f"by-keyword listed {len(listed)} datasets, not {expected}")
+        return {"s2-facet": elapsed}
+
+
+def timed_api_search(store: LocalStoreProcess, user: str, query: str) -> float:
+    """Seconds for one search of datasets and a fetch of each hit (eight at a time)."""
+    token = store.token(user)
+    with httpx.Client(
+        base_url=store.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as http:
+        started = time.perf_counter()
+        params = {"query": query, "subtype_filter": "DATASET", "record_limit": str(SEARCH_HITS)}
+        answer = http.get("/search/entity-registry", params=params)
+        if answer.status_code != 200:
+            raise WorkloadError(f"search: HTTP {answer.status_code}")
+        hits = [hit["id"] for hit in answer.json().get("results") or []]
+
+        def fetch(handle: str) -> int:
+            return http.get(
+                "/registry/items/fetch-dataset", params={"handle_id": handle}
+            ).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(fetch, hits))
+        elapsed = time.perf_counter() - started
+    if len(hits) != SEARCH_HITS or set(codes) != {200}:
+        raise WorkloadError(f"search: {len(hits)} hits, fetches answered {sorted(set(codes))}")
+    return elapsed

@@ -2,7 +2,7 @@
 
 It must not hold any logic of its own: ``serve`` goes to the local data store
 (``provenafs.server.cli``), everything else to the mount's commands
-(``provenafs.process.commands``).
+(``provenafs.process.commands``, ``dataset_commands`` and ``new_dataset``).
 Imports are lazy so that the mount never loads server code and vice versa.
 """
 
@@ -14,6 +14,7 @@ _SERVER_COMMANDS = {"serve"}
 _MOUNT_COMMANDS = {
     "mount", "umount", "login", "status", "commit", "revert", "logout", "run", "record", "lineage"
 }  # fmt: skip
+_DATASET_COMMANDS = {"whoami", "reviewers", "release", "review", "lock", "unlock"}
 
 _USAGE = """usage: provenafs COMMAND [ARGS...]
 
@@ -29,6 +30,12 @@ commands:
   run       run a command, record what it read and wrote, register it as a model run
   record    register a slice of a mount's access log as a model run
   lineage   print a dataset version's lineage as a tree or as Graphviz
+  new       mint a dataset (and upload a directory into it): provenafs new NAME [--from DIR]
+  whoami    who a mount acts as: username, roles, linked Person
+  reviewers list the release reviewers
+  release   ask a reviewer to release a dataset: provenafs release PATH --to REVIEWER -m NOTES
+  review    approve or reject a release: provenafs review PATH --approve|--reject -m NOTES
+  lock      lock a dataset (unlock: the reverse): provenafs lock PATH -m REASON
 """
 
 
@@ -52,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         from provenafs.process import commands  # noqa: PLC0415
 
         return commands.main(command, args[1:])
+    if command in _DATASET_COMMANDS:
+        from provenafs.process import dataset_commands  # noqa: PLC0415
+
+        return dataset_commands.main(command, args[1:])
+    if command == "new":
+        from provenafs.process import new_dataset  # noqa: PLC0415
+
+        return new_dataset.main(args[1:])
     print(f"provenafs: unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -296,3 +296,14 @@ def test_scale_manifest_is_reused_only_for_the_same_complete_spec(tmp_path: Path
     two = dataclasses.replace(data, spec=prefix_spec)
     scale.write_manifest(root, two)
     assert scale.load_manifest(root, prefix_spec) is None  # 1 dataset recorded, 2,000 wanted
+
+
+def test_the_catalog_spec_gives_its_datasets_keywords_for_the_facet_row() -> None:
+    catalog = scale.SPECS["catalog-1000"]
+    assert catalog.datasets == 1000
+    assert catalog.keywords_of(13) == ["topic3"]
+    assert scale.SPECS["prefix-2000"].keywords_of(13) is None
+    assert {row.row_id for row in bench.SCALE_ROWS if row.group == "s2"} == {
+        "s2-search",
+        "s2-facet",
+    }

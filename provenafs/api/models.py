@@ -79,6 +79,41 @@ class DatasetRecord:
             item.get("collection_format") if isinstance(item, Mapping) else None
         )
 
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """``dataset_info.keywords`` (text entries only)."""
+        found = _dataset_info(self.document).get("keywords")
+        return tuple(k for k in found if isinstance(k, str)) if isinstance(found, list) else ()
+
+    @property
+    def user_metadata(self) -> Mapping[str, str]:
+        """``dataset_info.user_metadata``: free key/value text pairs."""
+        found = _dataset_info(self.document).get("user_metadata")
+        if not isinstance(found, Mapping):
+            return {}
+        return {str(k): v for k, v in found.items() if isinstance(v, str)}
+
+    @property
+    def release_approver(self) -> str | None:
+        """The Person id asked to review (or who reviewed) the release, if any."""
+        item = self.document.get("item")
+        value = item.get("release_approver") if isinstance(item, Mapping) else None
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def release_timestamp(self) -> int | None:
+        """When the release was last requested or reviewed (Unix seconds), if ever."""
+        item = self.document.get("item")
+        value = item.get("release_timestamp") if isinstance(item, Mapping) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _dataset_info(document: Mapping[str, Any]) -> Mapping[str, Any]:
+    item = document.get("item")
+    cf = item.get("collection_format") if isinstance(item, Mapping) else None
+    info = cf.get("dataset_info") if isinstance(cf, Mapping) else None
+    return info if isinstance(info, Mapping) else {}
+
 
 def without_nulls(value: Any) -> Any:
     """*value* with every null field of every mapping dropped (lists keep their items): the

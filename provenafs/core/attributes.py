@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
+from provenafs.core.dataset_views import DatasetViews
 from provenafs.core.file_views import FileViews
 from provenafs.core.inodes import ORPHAN_MARK, NodeId, NodeKind
 from provenafs.core.namespace import Namespace
@@ -50,6 +51,7 @@ _FIXED_DIRECTORIES = (
     NodeKind.PREFIX_DIR,
     NodeKind.BY_NAME_DIR,
     NodeKind.CONTROL_DIR,
+    NodeKind.FACET_DIR,
 )
 
 _LINEAGE_KINDS = (NodeKind.LINEAGE_DIR, NodeKind.LINEAGE_LINK, NodeKind.LINEAGE_FILE)
@@ -70,6 +72,7 @@ class AttributeMaker:
         sidecar_size: Callable[[DatasetRecord], int],
         status_size: Callable[[], int],
         clock: Callable[[], float],
+        dataset_views: DatasetViews | None = None,
     ) -> None:
         self._options = options
         self._catalog = catalog
@@ -80,6 +83,7 @@ class AttributeMaker:
         self._sidecar_size = sidecar_size
         self._status_size = status_size
         self._clock = clock
+        self._dataset_views = dataset_views
         self.started_ns = seconds_to_ns(clock())
 
     async def of(self, node: NodeId, *, fetch: bool = True) -> Attributes:
@@ -101,6 +105,9 @@ class AttributeMaker:
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
         if kind in _LINEAGE_KINDS:
             return await self._namespace.lineage.attributes(node, self.make, self.started_ns)
+        if kind is NodeKind.FACET_LINK:  # its target is in the node: no call
+            target = await self._namespace.link_target(node)
+            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
 
         if not fetch:
             return self._estimated(node)
@@ -122,6 +129,12 @@ class AttributeMaker:
         if kind is NodeKind.LATEST_LINK:
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
+        if kind is NodeKind.DATASET_VIEW and self._dataset_views is not None:
+            views = self._dataset_views
+            size = await views.size(node, record)
+            timeout = 0.0 if views.editable(node, record) else SHORT_TIMEOUT
+            mode = stat.S_IFREG | views.mode(node, record)
+            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
         dir_mode, file_mode = self._content_modes(record)
         timeout = self._content_timeout(record)
         if kind is NodeKind.DATASET_SUBDIR:

@@ -42,6 +42,9 @@ from provenafs.cache.spill import SpillArea
 from provenafs.core.attributes import AttributeMaker
 from provenafs.core.catalog import Catalog
 from provenafs.core.changes import DraftChanges
+from provenafs.core.dataset_actions import DatasetActions
+from provenafs.core.dataset_views import DatasetViews
+from provenafs.core.discovery import Discovery
 from provenafs.core.file_views import FileViews
 from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, SnapshotHandle
 from provenafs.core.inodes import ROOT_INODE, InodeTable, NodeId, NodeKind
@@ -50,6 +53,7 @@ from provenafs.core.lineage_nodes import Lineage
 from provenafs.core.namespace import Namespace
 from provenafs.core.observation import AccessObserver, FileAccess
 from provenafs.core.refusals import READ_BITS, SEARCH_BITS, RefusalPolicy
+from provenafs.core.services import RegistryServices
 from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer
 from provenafs.core.status import StatusFile, statistics_of
@@ -105,6 +109,8 @@ class Filesystem:
         reader_factory: ReaderFactory | None = None,
         drafts: DraftStore | None = None,
         spill: SpillArea | None = None,
+        services: RegistryServices | None = None,
+        username: str | None = None,
     ) -> None:
         self._client = client
         self._broker = broker
@@ -127,7 +133,10 @@ class Filesystem:
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
         )
-        self._namespace = Namespace(self.catalog, self._draft_of)
+        # Facets, search/, reviews/ (core.discovery); with the services also the generated
+        # dataset files (core.dataset_views) and the control socket's dataset actions.
+        self.discovery = Discovery(self.catalog, services, username=username, clock=clock)
+        self._namespace = Namespace(self.catalog, self._draft_of, self.discovery)
         self._inodes = InodeTable()
         self._handles = HandleTable()
         self._renderer = SidecarRenderer()
@@ -141,6 +150,7 @@ class Filesystem:
                 self.catalog,
                 default_reason=options.metadata_reason,
                 on_changed=self._metadata_changed,
+                validate=None if services is None else services.validate_metadata,
             )
         self._policy = RefusalPolicy(options, self.catalog, broker, self.sidecar_editor)
         self._views = FileViews(
@@ -155,6 +165,27 @@ class Filesystem:
             kernel_cache=self._kernel_cache,
             status=self._status,
         )
+        self._dataset_views: DatasetViews | None = None
+        self.dataset_actions: DatasetActions | None = None
+        if services is not None:
+            self._dataset_views = DatasetViews(
+                catalog=self.catalog,
+                services=services,
+                handles=self._handles,
+                read_only=options.read_only,
+                on_changed=self._dataset_changed,
+                clock=clock,
+                ttl=options.metadata_ttl,
+            )
+            self.dataset_actions = DatasetActions(
+                catalog=self.catalog,
+                services=services,
+                discovery=self.discovery,
+                views=self._dataset_views,
+                kernel_cache=self._kernel_cache,
+                status=self._status,
+                forget_credentials=broker.invalidate,
+            )
         self._attributes = AttributeMaker(
             options=options,
             catalog=self.catalog,
@@ -165,6 +196,7 @@ class Filesystem:
             sidecar_size=self._sidecar_edits.size,
             status_size=self._status.size,
             clock=clock,
+            dataset_views=self._dataset_views,
         )
         self.changes = DraftChanges(
             catalog=self.catalog,
@@ -258,6 +290,11 @@ class Filesystem:
 
     async def _metadata_changed(self, handle: str) -> None:
         await self._sidecar_edits.metadata_changed(handle)
+
+    async def _dataset_changed(self, handle: str) -> None:
+        """Access settings of *handle* changed through its ``.access.json``."""
+        if self.dataset_actions is not None:
+            await self.dataset_actions.changed(handle)
 
     # --- publishing hooks (provenafs.write.publish) --------------------------------------
 
@@ -379,6 +416,9 @@ class Filesystem:
         if size is not None and node.kind is NodeKind.SIDECAR:
             await self._sidecar_edits.truncate(node, size, fh)
             return await self.getattr(inode, ctx)
+        if size is not None and node.kind is NodeKind.DATASET_VIEW and self._dataset_views:
+            await self._dataset_views.truncate(node, size, fh)
+            return await self.getattr(inode, ctx)
         if times and mtime_ns is None:
             mtime_ns = time.time_ns()
         if size is not None or mtime_ns is not None:
@@ -428,6 +468,8 @@ class Filesystem:
             await self._require_shared(node, ctx, READ_BITS)
         if node.kind is NodeKind.SIDECAR and flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
             return await self._sidecar_edits.open(node, flags, ctx)
+        if node.kind is NodeKind.DATASET_VIEW and self._dataset_views is not None:
+            return await self._dataset_views.open(node, flags, ctx)
         if node.kind.is_directory:
             raise FsError(errno.EISDIR, "is a directory")
         if node.kind is NodeKind.DATASET_FILE and is_writing(flags):
@@ -714,6 +756,7 @@ class Filesystem:
             "block_cache": dict(self._cache.statistics()),
             "prefetch_budget": dict(self._budget.statistics()),
             "sibling_prefetch": statistics_of(self._siblings),
+            "discovery": self.discovery.statistics(),
             "spill": statistics_of(self._spill),
             "s3": statistics_of(self._store),
             # When each held credential set expires; the credentials themselves never appear.

@@ -30,16 +30,17 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from provenafs.core.inodes import NodeId
+from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.observation import ReadCounter
 from provenafs.core.types import Attributes, Caller, FileReader, is_writing
 from provenafs.errors import FsError
 from provenafs.write.draft_entries import StagedEntry
 from provenafs.write.drafts import Draft, StagedBlob
-from provenafs.write.metadata_edit import SidecarBuffer, SidecarEditor
+from provenafs.write.metadata_edit import SidecarBuffer
 
 __all__ = [
     "DirHandle",
+    "DocumentEditor",
     "DraftFileHandle",
     "DraftWrites",
     "FileHandle",
@@ -239,14 +240,21 @@ class DraftFileHandle(FileHandle):
                 draft.release_blob(blob)
 
 
+class DocumentEditor(Protocol):
+    """Commits a written JSON document (``SidecarEditor``, ``AccessEditor``)."""
+
+    async def commit(self, handle: str, data: bytes, reason: str | None) -> None: ...
+
+
 class SidecarEditHandle(FileHandle):
-    """A sidecar open for writing: its buffer becomes one metadata edit at flush."""
+    """A sidecar (or another edited document, ``<handle>.access.json``) open for writing: its
+    buffer becomes one edit at flush."""
 
     def __init__(
         self,
         node: NodeId,
         buffer: SidecarBuffer,
-        editor: SidecarEditor,
+        editor: DocumentEditor,
         *,
         opened_by: Caller | None = None,
     ) -> None:
@@ -279,7 +287,7 @@ class SidecarEditHandle(FileHandle):
         """Nothing is committed while the mount stops (no program would see the outcome)."""
 
 
-async def commit_sidecar(editor: SidecarEditor, buffer: SidecarBuffer) -> None:
+async def commit_sidecar(editor: DocumentEditor, buffer: SidecarBuffer) -> None:
     """Commit a dirty buffer once; later flushes repeat a failure without another call."""
     if not buffer.dirty:
         if buffer.failure is not None:
@@ -341,10 +349,14 @@ class HandleTable:
 
     def sidecar_edits(self, handle: str) -> list[SidecarEditHandle]:
         """The open sidecar edits of dataset *handle*, oldest first."""
+        return self.document_edits(NodeId(NodeKind.SIDECAR, handle))
+
+    def document_edits(self, node: NodeId) -> list[SidecarEditHandle]:
+        """The open edits of the document *node* (a sidecar, an access file), oldest first."""
         return [
             each
             for each in self._files.values()
-            if isinstance(each, SidecarEditHandle) and each.buffer.handle == handle
+            if isinstance(each, SidecarEditHandle) and each.node == node
         ]
 
     def take_all(self) -> list[FileHandle]:

@@ -43,6 +43,9 @@ class NodeKind(enum.Enum):
     LINEAGE_DIR = "lineage-dir"  # 10378.1/1932274@inputs/ (path: inputs, derived, runs)
     LINEAGE_LINK = "lineage-link"  # 10378.1/1932274@inputs/<name> (path: inputs/<name>)
     LINEAGE_FILE = "lineage-file"  # 10378.1/1932274.lineage.json (path ""), @runs/<run>.json
+    FACET_DIR = "facet-dir"  # mine/, by-keyword/, by-keyword/reef/, search/<q>/, reviews/
+    FACET_LINK = "facet-link"  # mine/<name> -> ../10378.1/1932274 (handle: the target)
+    DATASET_VIEW = "dataset-view"  # 10378.1/1932274.locks.json, .access.json, .cff
 
     @property
     def is_directory(self) -> bool:
@@ -50,7 +53,12 @@ class NodeKind(enum.Enum):
 
     @property
     def is_symlink(self) -> bool:
-        return self in (NodeKind.LATEST_LINK, NodeKind.BY_NAME_LINK, NodeKind.LINEAGE_LINK)
+        return self in (
+            NodeKind.LATEST_LINK,
+            NodeKind.BY_NAME_LINK,
+            NodeKind.LINEAGE_LINK,
+            NodeKind.FACET_LINK,
+        )
 
 
 _DIRECTORY_KINDS = frozenset(
@@ -62,6 +70,7 @@ _DIRECTORY_KINDS = frozenset(
         NodeKind.BY_NAME_DIR,
         NodeKind.CONTROL_DIR,
         NodeKind.LINEAGE_DIR,
+        NodeKind.FACET_DIR,
     }
 )
 

@@ -12,6 +12,8 @@
     .provenafs/status.json  CONTROL_FILE
     10378.1/1932274@inputs/ LINEAGE_DIR (and @derived/, @runs/, .lineage.json): looked up only,
                             answered by ``lineage_nodes``
+    mine/, search/, ...     FACET_DIR, FACET_LINK: the finding directories (core.discovery)
+    10378.1/1932274.cff     DATASET_VIEW: .locks.json, .access.json, .cff (core.dataset_views)
 
 Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed handles are
 ``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
@@ -29,10 +31,12 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
+from provenafs.core.dataset_views import dataset_view_of
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.lineage_nodes import LINEAGE_FILE_SUFFIX, Lineage, lineage_node
 from provenafs.core.types import NAME_MAX
@@ -40,12 +44,16 @@ from provenafs.errors import FsError
 from provenafs.write.draft_entries import DirectoryEntry, Whiteout, join
 from provenafs.write.drafts import Draft
 
+if TYPE_CHECKING:  # discovery builds on this module's names
+    from provenafs.core.discovery import Discovery
+
 __all__ = [
     "BY_NAME",
     "CONTROL_DIR",
     "CONTROL_FILES",
     "LATEST_SUFFIX",
     "SIDECAR_SUFFIX",
+    "SLASH_STANDIN",
     "Namespace",
     "by_name_entries",
     "check_name",
@@ -100,6 +108,9 @@ def entry_name(display_name: str) -> str:
     return _entry_name(display_name)
 
 
+SLASH_STANDIN = _SLASH_STANDIN  # for the other listings of datasets by name (core.facets)
+
+
 def by_name_entries(records: Iterable[DatasetRecord]) -> dict[str, str]:
     """``by-name`` entry names to handles, for the latest version of every chain.
 
@@ -121,11 +132,15 @@ class Namespace:
     """Resolves names under nodes and lists nodes' children, fetching through the catalog."""
 
     def __init__(
-        self, catalog: Catalog, drafts: Callable[[str], Draft | None] | None = None
+        self,
+        catalog: Catalog,
+        drafts: Callable[[str], Draft | None] | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self._catalog = catalog
         self._drafts = drafts or (lambda handle: None)
         self.lineage = Lineage(entry_name)  # lookup-only nodes beside each dataset
+        self._discovery = discovery  # facets, search/, reviews/ (core.discovery)
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -150,6 +165,8 @@ class Namespace:
             return NodeId(NodeKind.CONTROL_FILE, "", name)
         if kind is NodeKind.LINEAGE_DIR:
             return await self.lineage.child(parent, name)
+        if kind is NodeKind.FACET_DIR and self._discovery is not None:
+            return await self._discovery.child(parent, name)
         raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
 
     async def _root_child(self, name: str) -> NodeId:
@@ -157,6 +174,9 @@ class Namespace:
             return NodeId(NodeKind.BY_NAME_DIR)
         if name == CONTROL_DIR:
             return NodeId(NodeKind.CONTROL_DIR)
+        found = None if self._discovery is None else self._discovery.root_child(name)
+        if found is not None:
+            return found
         if _PREFIX_RE.fullmatch(name):
             # Any well-formed prefix is a directory: the handles under it are looked up one by
             # one, so a private prefix works without listing everything.
@@ -167,7 +187,11 @@ class Namespace:
         lineage = await self._lineage_child(prefix, name)
         if lineage is not None:
             return lineage
-        if name.endswith(LATEST_SUFFIX):
+        views = self._discovery is not None and self._discovery.services_available
+        view = dataset_view_of(name) if views else None
+        if view is not None:
+            kind, suffix = NodeKind.DATASET_VIEW, view[0]
+        elif name.endswith(LATEST_SUFFIX):
             kind, suffix = NodeKind.LATEST_LINK, name.removesuffix(LATEST_SUFFIX)
         elif name.endswith(SIDECAR_SUFFIX):
             kind, suffix = NodeKind.SIDECAR, name.removesuffix(SIDECAR_SUFFIX)
@@ -180,7 +204,7 @@ class Namespace:
             await self._catalog.record(handle)
         except api_errors.NotFoundError as exc:
             raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
-        return NodeId(kind, handle)
+        return NodeId(kind, handle, view[1] if view is not None else "")
 
     async def _lineage_child(self, prefix: str, name: str) -> NodeId | None:
         """``<n>@inputs``, ``<n>@derived``, ``<n>@runs``, ``<n>.lineage.json`` (looked up
@@ -227,6 +251,8 @@ class Namespace:
             prefixes = {split[0] for split in self._known_splits(await self._catalog.datasets())}
             entries = [(p, NodeId(NodeKind.PREFIX_DIR, p)) for p in prefixes]
             entries.append((BY_NAME, NodeId(NodeKind.BY_NAME_DIR)))
+            if self._discovery is not None:
+                entries += self._discovery.root_entries()
         elif kind is NodeKind.PREFIX_DIR:
             entries = []
             for prefix, suffix in self._known_splits(await self._catalog.datasets()):
@@ -252,6 +278,8 @@ class Namespace:
             entries = [(n, NodeId(NodeKind.CONTROL_FILE, "", n)) for n in CONTROL_FILES]
         elif kind is NodeKind.LINEAGE_DIR:
             entries = await self.lineage.children(parent)
+        elif kind is NodeKind.FACET_DIR and self._discovery is not None:
+            entries = await self._discovery.children(parent)
         else:
             raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
         return sorted(entries, key=lambda entry: entry[0])
@@ -290,4 +318,6 @@ class Namespace:
             return f"../{node.handle}"
         if node.kind is NodeKind.LINEAGE_LINK:
             return await self.lineage.link_target(node)
+        if node.kind is NodeKind.FACET_LINK and self._discovery is not None:
+            return self._discovery.link_target(node)
         raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")

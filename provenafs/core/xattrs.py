@@ -1,17 +1,21 @@
 """The extended attributes the mount shows (``user.*`` only; docs/SEMANTICS.md).
 
-Datasets show their handle, version, release status, lock, the caller's roles and their
-neighbours in the version chain; files their handle, S3 key and ETag (and, on request, a
-presigned URL from the data store); sidecars the reason of their next edit. Nothing is stored:
+Datasets show their handle, version, release status, lock, the caller's roles, their
+neighbours in the version chain, the release's reviewer and time, and their handle URL; files
+their handle, S3 key and ETag (and, on request, a presigned URL from the data store); sidecars
+the reason of their next edit. Nothing is stored:
 setting an attribute is ``SidecarEdits.set_reason`` or a refusal. No I/O beyond the catalog's
 caches and, for a presigned URL, one data store call.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 
+from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
+from provenafs.core.citation import HANDLE_RESOLVER
 from provenafs.core.file_views import FileViews
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.types import DataStoreApi
@@ -21,6 +25,18 @@ from provenafs.write.metadata_edit import REASON_XATTR, SidecarEditor
 __all__ = ["PRESIGNED_URL", "ExtendedAttributes"]
 
 PRESIGNED_URL = "user.provena.presigned_url"  # asked for by name, never listed
+
+
+def release_attributes(record: DatasetRecord) -> dict[str, str]:
+    """Who reviews (or reviewed) the release, when it was last requested or reviewed (ISO 8601,
+    UTC), and the handle's resolver URL; empty strings where there is none."""
+    stamp = record.release_timestamp
+    when = "" if stamp is None else dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()
+    return {
+        "user.provena.release_approver": record.release_approver or "",
+        "user.provena.release_timestamp": when.replace("+00:00", "Z"),
+        "user.provena.url": HANDLE_RESOLVER + record.handle,
+    }
 
 
 class ExtendedAttributes:
@@ -69,6 +85,7 @@ class ExtendedAttributes:
                 "user.provena.roles": ",".join(sorted(record.roles or ())),
                 "user.provena.previous_version": (versioning and versioning.previous_version) or "",
                 "user.provena.next_version": (versioning and versioning.next_version) or "",
+                **release_attributes(record),
             }
         if kind is NodeKind.DATASET_FILE:
             record = await self._catalog.record(node.handle)

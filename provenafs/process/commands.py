@@ -38,7 +38,7 @@ from provenafs.process import control_socket
 from provenafs.process.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
 from provenafs.process.run_command import lineage_main, record_main, run_lines, run_main
 
-__all__ = ["main", "strip_fstab_options"]
+__all__ = ["main", "mount_containing", "strip_fstab_options"]
 
 _READY_TIMEOUT_SECONDS = 120.0
 _USAGE_EXIT = 2
@@ -590,12 +590,36 @@ def _status(args: Sequence[str]) -> int:
             return 1
     if live is not None:
         document.update(live)
+    identity = _identity(mountpoint) if live is not None else None
+    if identity is not None:
+        document["identity"] = identity
     if parsed.json:
         print(json.dumps(document, indent=2, sort_keys=True, default=str))
         return 0
     print(f"provenafs mount {mountpoint} ({found[1]})")
     print("\n".join(_summary(document)))
+    if identity is not None:
+        person = identity.get("person_id") or "none"
+        print(f"  signed in as {identity.get('username')}, linked Person {person}")
+        if not identity.get("person_id"):
+            print(
+                f"warning: {identity.get('username')} has no linked Person: minting, "
+                "versioning, release requests and runs need one",
+                file=sys.stderr,
+            )
     return 0
+
+
+def _identity(mountpoint: Path) -> dict[str, Any] | None:
+    """Who the mount's daemon acts as (``whoami``), or None when it cannot say."""
+    try:
+        for answer in control_socket.request(mountpoint, {"op": "whoami"}, timeout=30.0):
+            if answer.get("event") == "done":
+                return {k: v for k, v in answer.items() if k != "event"}
+            return None
+    except control_socket.ControlError:
+        return None
+    return None
 
 
 # -- revert (metadata history) ------------------------------------------------------------------
@@ -608,6 +632,9 @@ def _mount_containing(path: Path) -> Path | None:
         if found is not None:
             return candidate if found[0] == FSTYPE else None
     return None
+
+
+mount_containing = _mount_containing  # for the dataset commands (process.dataset_commands)
 
 
 def _newest_history_id(sidecar: Path) -> int | None:

@@ -1,4 +1,5 @@
-"""The daemon's control socket: ``commit``, ``status``, ``drafts`` and ``revert`` for the CLI.
+"""The daemon's control socket: ``commit``, ``status``, ``drafts``, ``revert`` and the dataset
+actions for the CLI.
 
 One Unix stream socket per mount, in a private runtime directory (``$XDG_RUNTIME_DIR/provenafs``
 when that exists, else ``~/.cache/provenafs/run``; made 0700 and owned by the mounting user),
@@ -18,7 +19,10 @@ with an ``event``, the last one ``done``, ``nothing`` or ``error``:
   recent failures, and whatever the daemon adds: cache use, credential expiries; never a secret);
 - ``{"op": "drafts"}`` → ``{"event": "done", "drafts": [...]}``;
 - ``{"op": "revert", "handle" | "path", "history_id": int, "reason": str}`` → ``done`` or
-  ``error``, through the handler the metadata side registers (``SidecarEditor.revert``).
+  ``error``, through the handler the metadata side registers (``SidecarEditor.revert``);
+- the dataset actions the core registers (``core.dataset_actions``: ``whoami``, ``reviewers``,
+  ``release``, ``review``, ``lock``, ``unlock``, ``forget``) → ``{"event": "done", ...}`` with
+  the action's answer, or ``error`` with the refusal.
 
 A client that goes away does not stop a commit it asked for. The module also holds the small
 blocking client ``request`` used by ``provenafs commit/umount/status`` (a separate process).
@@ -34,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import struct
@@ -64,9 +69,14 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4 << 20  # a run's command line may be as long as the kernel allows (2 MiB)
 _PROGRESS_INTERVAL = 0.1
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
-_RESERVED_TOP = frozenset({"by-name", ".provenafs"})
+# Top-level names that hold datasets are handle prefixes (dotted digits): by-name/, the facets,
+# search/ and .provenafs/ never name one dataset.
+_HANDLE_PREFIX = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_FILES_BESIDE_A_DATASET = (".locks.json", ".access.json", ".json", ".cff")
 
 Reverter = Callable[[str, int, str], Awaitable[object]]
+# An op answered by the core (``core.dataset_actions``): the request in, the ``done`` fields out.
+Action = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class PublishBackend(Protocol):
@@ -143,11 +153,14 @@ def handle_from_path(relative: str) -> str:
     parts = [p for p in relative.strip("/").split("/") if p not in {"", "."}]
     if ".." in parts:
         raise ValueError("the path must not contain '..'")
-    if len(parts) < 2 or parts[0] in _RESERVED_TOP:
+    if len(parts) < 2 or not _HANDLE_PREFIX.fullmatch(parts[0]):
         raise ValueError("not inside a dataset version's directory (PREFIX/SUFFIX/...)")
     suffix = parts[1]
-    if len(parts) == 2 and suffix.endswith(".json"):
-        suffix = suffix.removesuffix(".json")  # the sidecar names its dataset
+    if len(parts) == 2:  # the sidecar and the generated files name their dataset
+        for ending in _FILES_BESIDE_A_DATASET:
+            if suffix.endswith(ending):
+                suffix = suffix.removesuffix(ending)
+                break
     suffix = suffix.split("@", 1)[0]
     if not suffix:
         raise ValueError("not inside a dataset version's directory")
@@ -209,12 +222,14 @@ class ControlServer:
         reverter: Reverter | None = None,
         allowed_uid: int | None = None,
         runs: RunBackend | None = None,
+        actions: Mapping[str, Action] | None = None,
     ) -> None:
         self.socket_path = socket_path
         self._publishing = publishing
         self._status = status
         self.reverter = reverter
         self.runs = runs
+        self._actions = dict(actions or {})
         self._allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         self.refused = 0
 
@@ -295,6 +310,8 @@ class ControlServer:
             await self._commit(message, lines)
         elif op == "revert":
             await self._revert(message, lines)
+        elif op in self._actions:
+            await self._action(op, message, lines)
         else:
             await lines.send({"event": "error", "error": f"unknown op {op!r}"})
 
@@ -392,6 +409,23 @@ class ControlServer:
         if isinstance(result, int) and not isinstance(result, bool):
             answer["history_id"] = result
         await lines.send(answer)
+
+    async def _action(self, op: str, message: Mapping[str, Any], lines: _Lines) -> None:
+        """One of the core's actions; its refusal (a message for the user) is the answer."""
+        log.info("control: %s %s", op, message.get("handle") or "")
+        try:
+            answer = await self._actions[op](message)
+        except FsError as exc:
+            detail = str(exc) or os.strerror(exc.errno)
+            await lines.send({"event": "error", "error": detail, "errno": exc.errno})
+            return
+        except ApiError as exc:
+            await lines.send({"event": "error", "error": f"the data store refused: {exc}"})
+            return
+        except (ValueError, LookupError) as exc:  # the core's ActionError is a ValueError
+            await lines.send({"event": "error", "error": str(exc)})
+            return
+        await lines.send({"event": "done", **answer})
 
 
 # --- the client (blocking; used by the CLI in its own process) ------------------------------

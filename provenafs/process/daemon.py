@@ -37,7 +37,8 @@ from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
 from provenafs.api.provenance import ProvenanceClient
 from provenafs.api.realm import RefreshingToken, TokenSource
-from provenafs.api.services import SERVICE_KEYS, discover_services
+from provenafs.api.registry import RegistryClient
+from provenafs.api.services import SERVICE_KEYS, ServiceUrls, discover_services
 from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
@@ -335,6 +336,8 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             discovery.s3_endpoint_url or "(AWS default)",
             discovery.region,
         )
+        services = await _service_urls(options)
+        registry, username = await _registry_for(client, services, tokens)
         store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         broker = CredentialBroker(client)
         disk = None
@@ -354,10 +357,12 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             options=options,
             drafts=drafts,
             spill=SpillArea(spill_directory(), options.spill_size) if options.spill_size else None,
+            services=registry,
+            username=username,
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
-        prov, access_log = await _provenance_for(options, fs, tokens)
+        prov, access_log = await _provenance_for(options, fs, tokens, services)
         runs = RunManager(
             root=runs_root(options.source, options.state_dir),
             source=options.source,
@@ -380,6 +385,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             reverter=None if editor is None else editor.revert,
             runs=RunControl(runs, fs.lineage),
             allowed_uid=options.uid,  # the mount's owner only, as for changes through it
+            actions=None if fs.dataset_actions is None else fs.dataset_actions.control_actions(),
         )
         try:
             yield _Mounted(fs, publishing, control, disk, runs)
@@ -390,17 +396,15 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
                     await prov.aclose()
                 if access_log is not None:
                     access_log.close()
+                await registry.aclose()
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
             await _close_tokens(tokens)
 
 
-async def _provenance_for(
-    options: MountOptions, fs: Filesystem, tokens: TokenSource
-) -> tuple[ProvenanceClient | None, AccessLog | None]:
-    """The prov/job/registry/auth client (None when no prov API is known) wired into the
-    lineage nodes, and the access log if one is asked for."""
+async def _service_urls(options: MountOptions) -> ServiceUrls:
+    """The registry, prov, job, search and auth base URLs, each allowed to carry tokens."""
     services = await discover_services(options.source, options.services)
     try:  # the discovery document is unauthenticated: it must not lead a token into clear
         for key in SERVICE_KEYS:
@@ -414,6 +418,14 @@ async def _provenance_for(
                 )
     except InsecureUrlError as exc:
         raise StartupError(str(exc)) from exc
+    return services
+
+
+async def _provenance_for(
+    options: MountOptions, fs: Filesystem, tokens: TokenSource, services: ServiceUrls
+) -> tuple[ProvenanceClient | None, AccessLog | None]:
+    """The prov/job/registry/auth client (None when no prov API is known) wired into the
+    lineage nodes, and the access log if one is asked for."""
     prov = None
     if services.prov_api is not None:
         prov = ProvenanceClient(services, tokens, timeout=options.prov_timeout)
@@ -428,6 +440,29 @@ async def _provenance_for(
         except OSError as exc:
             raise StartupError(f"cannot open the access log {options.access_log}: {exc}") from exc
     return prov, access_log
+
+
+async def _registry_for(
+    client: DataStoreClient, urls: ServiceUrls, tokens: TokenSource
+) -> tuple[RegistryClient, str | None]:
+    """The registry and search services beside the data store, and who the caller is.
+
+    Neither stops a mount: without the discovery document the service URLs are derived from
+    the data store's host; an unknown caller leaves ``mine/`` to be filled once known.
+    """
+    registry = RegistryClient(client, urls, tokens)
+    try:
+        identity = await registry.whoami()
+    except api_errors.ApiError as exc:
+        log.warning("who the caller is could not be asked (%s)", exc)
+        return registry, None
+    if identity.person_id is None:
+        log.warning(
+            "%s has no linked Person: minting, versioning, release requests and runs need one",
+            identity.username,
+        )
+    log.info("signed in as %s (Person %s)", identity.username, identity.person_id or "none")
+    return registry, identity.username
 
 
 def spill_directory() -> Path:

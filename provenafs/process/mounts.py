@@ -12,9 +12,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import urllib.parse
 from pathlib import Path
 
-__all__ = ["FSTYPE", "READY_FD_ENV", "MountEntry", "find_mount", "log_path_for", "mounts_of_type"]
+__all__ = [
+    "FSTYPE",
+    "READY_FD_ENV",
+    "MountEntry",
+    "find_mount",
+    "log_path_for",
+    "provenafs_mounts",
+]
 
 FSTYPE = "fuse.provenafs"
 READY_FD_ENV = "PROVENAFS_READY_FD"  # set by `provenafs mount` for a daemon it starts
@@ -64,19 +72,21 @@ def find_mount(
     return found
 
 
-def mounts_of_type(fstype: str, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
-    """Every mount of filesystem type *fstype* (``fuse.provenafs``), as ``find_mount`` reads
-    them."""
-    found = []
+def provenafs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
+    """Every provenafs mount (the top one where mounts are stacked), with its source as the
+    data store URL it was mounted from."""
+    top: dict[Path, MountEntry] = {}
     for line in mountinfo.read_text(errors="surrogateescape").splitlines():
         fields = line.split(" ")
-        if "-" in fields and len(fields) > fields.index("-") + 2:
-            separator = fields.index("-")
-            if fields[separator + 1] == fstype:
-                entry = find_mount(Path(_unescape_mountinfo(fields[4])), mountinfo)
-                if entry is not None and entry.fstype == fstype:
-                    found.append(entry)
-    return found
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if len(fields) < separator + 3 or len(fields) < 5:
+            continue
+        point = Path(_unescape_mountinfo(fields[4]))
+        source = urllib.parse.unquote(_unescape_mountinfo(fields[separator + 2]))
+        top[point] = MountEntry(point, fields[separator + 1], source, fields[2])
+    return [entry for entry in top.values() if entry.fstype == FSTYPE]
 
 
 def log_path_for(mountpoint: Path) -> Path:

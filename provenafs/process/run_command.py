@@ -36,7 +36,7 @@ from typing import Any
 from provenafs.process import control_socket
 from provenafs.process.access_log import read_access_log
 from provenafs.process.attribution import RUN_ENV
-from provenafs.process.mounts import FSTYPE, find_mount, mounts_of_type
+from provenafs.process.mounts import FSTYPE, find_mount, provenafs_mounts
 
 __all__ = ["lineage_main", "record_main", "run_lines", "run_main"]
 
@@ -59,7 +59,7 @@ def _error(command: str, message: str) -> None:
 
 
 def _provenafs_mounts() -> list[Path]:
-    return list(dict.fromkeys(entry.mountpoint for entry in mounts_of_type(FSTYPE)))
+    return [entry.mountpoint for entry in provenafs_mounts()]
 
 
 def _mount_of(path: Path) -> Path | None:

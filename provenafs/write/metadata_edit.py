@@ -29,6 +29,8 @@ implies, since the data store derives them from it). Outcomes:
   an edit from silently undoing someone else's (re-read the sidecar and edit again);
 - invalid UTF-8, invalid JSON (``NaN``, duplicate keys included), not an object, or an object of
   none of the three shapes: ``EINVAL``; more than ``SIDECAR_MAX_BYTES``: ``EFBIG``;
+- a ``collection_format`` the data store's validate-metadata route rejects (its schema or
+  field rules; checked before the update is sent): ``EINVAL``, the message naming the field;
 - a record the data store rejects (400/422): ``EINVAL``, its ``detail`` logged once;
 - a locked dataset, or a caller without item role ``metadata-write`` or ``admin``: ``EACCES``
   (checked on a fresh fetch before anything is sent); data store unreachable: ``EIO``.
@@ -73,6 +75,7 @@ __all__ = [
     "SidecarBuffer",
     "SidecarEditor",
     "can_edit_metadata",
+    "parse_document",
     "parse_reason",
 ]
 
@@ -212,8 +215,10 @@ class SidecarEditor:
         *,
         default_reason: str | None,
         on_changed: Callable[[str], Awaitable[None]] | None = None,
+        validate: Callable[[CollectionFormat], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
+        self._validate = validate  # the data store's validate-metadata, before any update
         self._catalog = catalog
         self._default_reason = default_reason or None
         self._on_changed = on_changed
@@ -241,7 +246,7 @@ class SidecarEditor:
     async def commit(self, handle: str, data: bytes, reason: str | None) -> None:
         """Send *data*, the new content of *handle*'s sidecar, as a metadata update."""
         try:
-            document = _parse_document(data)
+            document = parse_document(data)
             current = await self._fetch(handle)
             edit = _extract_edit(document, current)
         except FsError as exc:
@@ -264,6 +269,7 @@ class SidecarEditor:
             log.debug("sidecar of %s written back unchanged: nothing to update", handle)
             return
         self._require_editable(handle, current)
+        await self._validated(handle, new_format)
         changed = _changed_fields(current_format.fields, new_format.fields)
         chosen = reason or self._reasons.get(handle) or self._default_reason
         chosen = chosen or _generated_reason(changed)
@@ -324,6 +330,18 @@ class SidecarEditor:
         except ApiError as exc:
             raise FsError(to_errno(exc), f"cannot fetch {handle}: {exc}") from exc
 
+    async def _validated(self, handle: str, collection_format: CollectionFormat) -> None:
+        """The data store's schema and field rules accept *collection_format* (when a
+        validator is wired in); else ``EINVAL`` naming the field, and nothing is sent."""
+        if self._validate is None:
+            return
+        try:
+            await self._validate(collection_format)
+        except ApiError as exc:
+            failure = FsError(to_errno(exc), f"the metadata is not valid: {exc}")
+            self._reject(handle, failure)
+            raise failure from exc
+
     def _require_editable(self, handle: str, record: DatasetRecord) -> None:
         if record.locked:
             failure = FsError(errno.EACCES, f"{handle} is locked: its metadata cannot change")
@@ -361,8 +379,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _parse_document(data: bytes) -> dict[str, Any]:
-    """The JSON object in *data*; ``EFBIG``/``EINVAL`` for what cannot be one."""
+def parse_document(data: bytes) -> dict[str, Any]:
+    """The JSON object in *data*; ``EFBIG``/``EINVAL`` for what cannot be one (also the rules
+    of other JSON documents edited through the mount, ``write.access_edit``)."""
     if len(data) > SIDECAR_MAX_BYTES:
         raise FsError(errno.EFBIG, f"sidecars are at most {SIDECAR_MAX_BYTES} bytes")
     try:

@@ -26,16 +26,18 @@ version of that dataset and answers the new handle:
    holds are deleted; the server's ``metadata.json`` is never written, copied or deleted;
 5. ``publish_done(old, new)`` on the filesystem, then ``draft.discard()``.
 
-A failure leaves the draft (and any recorded new version id) in place for a retry. With
-``in_place=True`` (``-o writes=in-place``) step 2 is skipped and the changes go straight into
-the draft's own dataset with its write credentials: renamed files are copied first (they read
-keys the rest may overwrite or delete), then changed and new files are uploaded, then removed
-files and the markers of removed folders are deleted. The data store refuses write credentials
-for a locked, pending or released dataset, and that refusal is the error. Step 5 then
-``settle``s the draft: the entries pushed that did not change meanwhile are forgotten (the
-dataset's own listing shows them now), and a draft with nothing left is discarded. The
-filesystem pushes this way at every close and namespace change (``begin_publish`` holds its
-change gate so that no change lands in the middle of a push).
+A failure leaves the draft (and any recorded new version id) in place for a retry. A fresh
+dataset (version 1 whose prefix holds only ``metadata.json``: just minted, e.g. by ``provenafs
+new``) is published in place instead, as below: a second version differing from the first only
+by the draft would be pointless. With ``in_place=True`` (``-o writes=in-place``) step 2 is
+skipped and the changes go straight into the draft's own dataset with its write credentials:
+renamed files are copied first (they read keys the rest may overwrite or delete), then changed
+and new files are uploaded, then removed files and the markers of removed folders are deleted.
+The data store refuses write credentials for a locked, pending or released dataset, and that
+refusal is the error. Step 5 then ``settle``s the draft: the entries pushed that did not change
+meanwhile are forgotten (the dataset's own listing shows them now), and a draft with nothing
+left is discarded. The filesystem pushes this way at every close and namespace change
+(``begin_publish`` holds its change gate so that no change lands in the middle of a push).
 
 ``publish_scheduler.PublishScheduler`` decides when a draft publishes and serialises publishes
 per dataset; this module does one publish.
@@ -385,6 +387,9 @@ class Publisher:
     ) -> str:
         handle = draft.handle
         base = await self._list(handle, "read", draft.bucket, draft.base_prefix)
+        if await self._is_fresh(draft, base):
+            log.info("%s is fresh (version 1, only metadata.json): publishing in place", handle)
+            return await self._publish_in_place(draft, tracker)
         plan = await draft.plan(base)
         # Before any version is asked for: a key S3 would refuse or change mints nothing.
         _check_keys(handle, plan, draft.base_prefix, len(draft.base_prefix) + _PREFIX_GROWTH)
@@ -425,6 +430,21 @@ class Publisher:
         )
         await self._finish(draft, tracker, new_handle)
         return new_handle
+
+    async def _is_fresh(self, draft: PublishDraft, base: Listing) -> bool:
+        """Whether the draft's dataset is a fresh one: version 1 (no predecessor), its prefix
+        holding nothing but the data store's ``metadata.json``, writable in place (not locked,
+        ``NOT_RELEASED``), and no version of it asked for yet. Its first changes then go into
+        it rather than into a second version that would differ only by them."""
+        if draft.new_version_id is not None or draft.version_request is not None:
+            return False
+        if any(info.key != draft.base_prefix + METADATA_FILE for info in base.objects):
+            return False
+        record = await self._client.fetch_dataset(draft.handle)
+        versioning = record.versioning
+        first = versioning is None or (versioning.version == 1 and not versioning.previous_version)
+        writable = not record.locked and record.release_status == "NOT_RELEASED"
+        return first and record.is_latest and writable
 
     async def _create_version(self, draft: PublishDraft, reason: str) -> str:
         """``POST /register/version``, once, journaled in the draft before it is sent.
@@ -502,6 +522,7 @@ class Publisher:
             phases=[copies, uploads],
             empty_dirs=plan.empty_dirs,
             landed=base,
+            in_place=True,
         )
         await self._delete_all(handle, draft.bucket, _in_place_deletions(plan, prefix, base))
         await self._finish(draft, tracker, handle, pushed=plan.entries)
@@ -554,11 +575,13 @@ class Publisher:
         phases: Sequence[Sequence[_Transfer]],
         empty_dirs: Sequence[str],
         landed: Listing | None = None,
+        in_place: bool = False,
     ) -> None:
         """Write every transfer and directory marker not already in place; then verify.
 
         Each phase's transfers run in parallel, and a phase starts once the one before it is
-        done. *landed* is a listing of the target prefix taken just before, if there is one.
+        done. *landed* is a listing of the target prefix taken just before, if there is one;
+        *in_place*: the target is the dataset itself (keys the plan does not name are kept).
         """
         if landed is None:
             landed = await self._list(target, "write", bucket, prefix)
@@ -602,6 +625,7 @@ class Publisher:
             transfers=transfers,
             dir_keys=dir_keys,
             expected=expected,
+            in_place=in_place,
         )
 
     async def _finish(
@@ -633,13 +657,15 @@ class Publisher:
         transfers: Sequence[_Transfer],
         dir_keys: Sequence[str],
         expected: Mapping[str, str],
+        in_place: bool,
     ) -> None:
-        """Every planned key landed with its size (and checksum); nothing else is there."""
+        """Every planned key landed with its size (and checksum); in a new version, nothing
+        else is there."""
         landed = {
             info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
         }
         wanted = {t.key: t for t in transfers}
-        if not self.in_place:
+        if not in_place:
             planned = set(wanted) | set(dir_keys) | {prefix + METADATA_FILE}
             for key in sorted(set(landed) - planned):
                 log.info(

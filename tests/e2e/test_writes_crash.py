@@ -130,9 +130,11 @@ def test_every_acknowledged_file_survives_kill_9(
         in_flight = set(shown.files) - set(acknowledged)
         assert len(in_flight) <= 1, f"more than one unacknowledged file: {sorted(in_flight)}"
 
-        # The recovered draft publishes as normal.
+        # The recovered draft publishes as normal: into the dataset itself, which is fresh
+        # (version 1 holding only metadata.json, docs/SEMANTICS.md): no second version.
         new_handle = remounted.commit_ok(root, "after a crash")
-        assert api.versions_after(dataset.handle) == [new_handle]
+        assert new_handle == dataset.handle
+        assert api.versions_after(dataset.handle) == []
         record = api.record(new_handle)["item"]
         published = s3_as_tree(s3_tree(api, record["s3"]["path"])).without("metadata.json")
         assert published.files == shown.files

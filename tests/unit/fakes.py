@@ -23,6 +23,7 @@ from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
 from provenafs.cache.block_cache import BlockCache
 from provenafs.core.filesystem import Filesystem
+from provenafs.core.services import RegistryServices
 from provenafs.core.types import Caller
 from provenafs.mount_options import MountOptions, parse_mount_args
 from provenafs.read.reader import PrefetchBudget
@@ -231,9 +232,13 @@ def build_filesystem(
     *,
     clock: Callable[[], float] | None = None,
     mount_options: MountOptions | None = None,
+    services: RegistryServices | None = None,
+    username: str | None = None,
 ) -> tuple[Filesystem, CredentialBroker]:
     broker = CredentialBroker(store)
     fs = Filesystem(
+        services=services,
+        username=username,
         client=store,
         broker=broker,
         store=blobs,

@@ -276,13 +276,18 @@ def test_no_daemon_means_unavailable(runtime: Path) -> None:
         ("/10378.1/1932274/", "10378.1/1932274"),
         ("10378.1/1932274.json", "10378.1/1932274"),
         ("10378.1/1932274@latest/x", "10378.1/1932274"),
+        ("10378.1/1932274.access.json", "10378.1/1932274"),
+        ("10378.1/1932274.cff", "10378.1/1932274"),
     ],
 )
 def test_handle_from_path(path: str, handle: str) -> None:
     assert handle_from_path(path) == handle
 
 
-@pytest.mark.parametrize("path", ["", "10378.1", ".provenafs/status.json", "by-name/x/y"])
+@pytest.mark.parametrize(
+    "path",
+    ["", "10378.1", ".provenafs/status.json", "by-name/x/y", "by-keyword/reef", "search/q/x"],
+)
 def test_handle_from_path_refuses(path: str) -> None:
     with pytest.raises(ValueError, match="not inside"):
         handle_from_path(path)

@@ -78,7 +78,8 @@ def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_root_lists_prefixes_and_by_name_but_hides_control_dir() -> None:
     fs, _ = build_filesystem(*world())
     names = [entry.name for entry in await list_dir(fs, "")]
-    assert names == ["102.100.100", "10378.1", "by-name"]
+    facets = ["by-keyword", "by-meta", "by-owner", "by-status", "mine", "recent", "shared-with-me"]
+    assert names == sorted(["102.100.100", "10378.1", "by-name", *facets])
     control = await walk(fs, ".provenafs")
     assert stat.S_ISDIR(control.mode)
     assert [e.name for e in await list_dir(fs, ".provenafs")] == ["status.json"]
@@ -386,6 +387,9 @@ async def test_dataset_dir_xattrs() -> None:
         ),
         "user.provena.previous_version": b"10378.1/2001",
         "user.provena.next_version": b"10378.1/2003",
+        "user.provena.release_approver": b"",
+        "user.provena.release_timestamp": b"",
+        "user.provena.url": b"https://hdl.handle.net/10378.1/2002",
     }
     assert sorted(names) == sorted(expected)
     for name, value in expected.items():

@@ -731,3 +731,62 @@ async def test_service_run_publishes_a_draft_once_it_has_been_quiet_for_the_dela
     [(new, reason)] = world.datastore.versions_created
     assert reason.startswith("provenafs: 3 added, 1 changed, 2 removed")
     assert world.prefix_contents(s3_path(new)) == expected
+
+
+# --- a fresh dataset (version 1, only metadata.json) takes its first draft in place ----------
+
+
+def fresh_world(tmp_path: Path, **record: Any) -> tuple[World, str, str]:
+    """A just-minted dataset: version 1 whose prefix holds only the data store's metadata.json."""
+    world = World(tmp_path)
+    fresh = "10378.1/500"
+    world.datastore.add(fresh, **record)
+    world.blobs.put_blocking(BUCKET, s3_path(fresh) + "metadata.json", SERVER_METADATA)
+    return world, fresh, s3_path(fresh)
+
+
+def fresh_plan(world: World) -> DraftPlan:
+    return DraftPlan(
+        staged=(world.staged("a.txt", b"first\n"), world.staged("sub/b.bin", content("b", 3000))),
+        carried=(),
+        empty_dirs=("empty",),
+        removed=(),
+    )
+
+
+async def test_a_fresh_dataset_publishes_its_first_draft_in_place(tmp_path: Path) -> None:
+    world, fresh, prefix = fresh_world(tmp_path)
+    world.drafts.add(fresh, fresh_plan(world))
+    published = await world.publisher().publish(fresh, "first files")
+    assert published == fresh  # the dataset itself: no version 2
+    assert world.datastore.versions_created == []
+    assert world.datastore.calls["version"] == 0
+    assert world.prefix_contents(prefix) == {
+        "metadata.json": SERVER_METADATA,
+        "a.txt": b"first\n",
+        "sub/b.bin": content("b", 3000),
+        "empty/": b"",
+    }
+    assert world.hooks.events == [("begin", fresh), ("done", fresh, fresh), ("end", fresh)]
+
+
+@pytest.mark.parametrize(
+    ("why", "record", "extra_key"),
+    [
+        ("it already holds files", {}, "data.csv"),
+        ("it is a later version", {"version": 2, "previous": OLD}, None),
+        ("it is pending review", {"release_status": "PENDING"}, None),
+        ("it is locked", {"locked": True}, None),
+    ],
+)
+async def test_a_dataset_that_is_not_fresh_gets_a_new_version(
+    tmp_path: Path, why: str, record: dict[str, Any], extra_key: str | None
+) -> None:
+    world, fresh, prefix = fresh_world(tmp_path, **record)
+    if extra_key is not None:
+        world.blobs.put_blocking(BUCKET, prefix + extra_key, b"x")
+    world.drafts.add(fresh, fresh_plan(world))
+    published = await world.publisher().publish(fresh, "more")
+    assert published != fresh, why
+    assert len(world.datastore.versions_created) == 1
+    assert world.prefix_contents(prefix).keys() == {"metadata.json", *filter(None, [extra_key])}
