@@ -10,6 +10,10 @@ the credentials held have not yet expired, they keep being used (renewal is retr
 seconds), so cached and in-flight reads survive an outage. ``invalidate`` drops a dataset's
 credentials after S3 said ExpiredCredentials/AccessDenied, so the next call mints new ones.
 
+What it holds is bounded: at most ``max_held`` credential sets (the least recently used go
+first), and a set is dropped once its ``expiry`` has passed, so datasets no longer in use cost
+nothing however many were touched (``ls -l`` of thousands of datasets, say).
+
 It runs on the trio thread only (its tables are not locked) and never logs a secret.
 """
 
@@ -22,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
+import cachetools
 import trio
 
 from provenafs.api.errors import Unavailable
@@ -34,6 +39,7 @@ _MAX_MARGIN = 300.0
 _MIN_MARGIN = 1.0
 _MARGIN_FRACTION = 0.2
 OUTAGE_RETRY_SECONDS = 5.0
+MAX_HELD = 1024  # credential sets (dataset, kind) held at once
 
 
 class CredentialSource(Protocol):
@@ -55,6 +61,10 @@ class _Held:
     renew_at: float  # clock seconds
 
 
+def _expires_at(key: tuple[str, Kind], held: _Held, now: float) -> float:
+    return held.credentials.expiry.timestamp()
+
+
 class _Flight:
     """One in-progress credential call that late callers wait on."""
 
@@ -67,10 +77,19 @@ class _Flight:
 class CredentialBroker:
     """Read and write credentials per dataset handle, cached until shortly before expiry."""
 
-    def __init__(self, client: CredentialSource, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: CredentialSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_held: int = MAX_HELD,
+    ) -> None:
         self._client = client
         self._clock = clock
-        self._held: dict[tuple[str, Kind], _Held] = {}
+        # Least recently used first out; each set leaves at its advertised expiry.
+        self._held: cachetools.TLRUCache[tuple[str, Kind], _Held] = cachetools.TLRUCache(
+            max_held, _expires_at, timer=clock
+        )
         self._flights: dict[tuple[str, Kind], _Flight] = {}
         self._stats: collections.Counter[str] = collections.Counter(
             dict.fromkeys(
@@ -94,11 +113,13 @@ class CredentialBroker:
 
     def expiries(self) -> Mapping[tuple[str, str], dt.datetime]:
         """The advertised expiry of every credential set held, by (handle, kind)."""
+        self._held.expire()
         return {key: held.credentials.expiry for key, held in self._held.items()}
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``read_calls``/``write_calls`` (API calls), ``hits``, ``waits``, ``failures``,
         ``invalidations``, ``kept_during_outage``, and ``held`` (credential sets cached now)."""
+        self._held.expire()
         return {**self._stats, "held": len(self._held)}
 
     async def _get(
