@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from types import MappingProxyType
+from typing import Any
+
+import hypothesis
+from hypothesis import strategies as st
 
 from provenafs.api.client import parse_dataset_record
 from provenafs.api.models import DatasetRecord
-from provenafs.sidecars import SidecarRenderer, sidecar_bytes
+from provenafs.sidecars import SidecarRenderer, sidecar_bytes, sidecar_size
 from tests.unit.fakes import FakeDataStore, run
 
 
@@ -51,3 +55,30 @@ def test_renderer_reuses_bytes_until_the_record_changes() -> None:
         renderer.render(changed)
         == b'{\n  "item": {\n    "id": "10378.1/1"\n  },\n  "locked": false,\n  "roles": []\n}\n'
     )
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(exclude_categories=())),  # lone surrogates and controls too
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(item=st.dictionaries(st.text(), JSON_VALUES), roles=st.lists(st.text()))
+def test_sidecar_size_is_the_length_of_the_bytes(item: dict[str, Any], roles: list[str]) -> None:
+    record = _record({"item": item, "roles": roles, "locked": False})
+    assert sidecar_size(record) == len(sidecar_bytes(record))
+
+
+def test_sidecar_size_of_records_and_read_only_views() -> None:
+    record = _record()
+    assert sidecar_size(record) == len(sidecar_bytes(record))
+    frozen = _record(MappingProxyType(dict(record.document)))  # type: ignore[arg-type]
+    assert sidecar_size(frozen) == len(sidecar_bytes(record))
+    renderer = SidecarRenderer()
+    assert renderer.size(record) == len(renderer.render(record))
