@@ -33,7 +33,7 @@ import trio.lowlevel
 import provenafs
 from provenafs import fuse_ops
 from provenafs.api import errors as api_errors
-from provenafs.api.auth import RefreshingToken, TokenSource
+from provenafs.api.auth import RefreshingToken, TokenSource, jwt_username
 from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.models import Discovery
 from provenafs.api.tokens import NotLoggedIn, token_source_for
@@ -385,6 +385,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             options=options,
             drafts=drafts,
             spill=SpillArea(spill_directory(), options.spill_size) if options.spill_size else None,
+            username=jwt_username(await tokens.access_token()),
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)

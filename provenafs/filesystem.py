@@ -4,7 +4,9 @@
 for the tree of SPEC §1 (``namespace``), from the caches of ``catalog``; file contents come from
 one ``ObjectReader`` per open file, sidecars from a snapshot of their bytes taken at open.
 Permission bits tell the truth about the caller's item roles and about whether a write can
-succeed.
+succeed, once a dataset's record is fetched; a prefix dir's entries are answered from the
+dataset list until then (no call per dataset for ``ls -l``), with roles estimated
+(``Catalog.estimated_record``) and ``access`` always answered from the fetched record.
 
 Writes (SPEC §3): in the latest version of a dataset whose caller holds item ``admin``, every
 change goes into the dataset's ``Draft`` (``provenafs.drafts``): the first change opens it, the
@@ -134,6 +136,7 @@ _FILE_MODE_WRITABLE = 0o644
 COPY_PART_SIZE = 8 << 20  # copy-on-write fetches a base file into the draft in parts this big
 RENAME_NOREPLACE = 1  # linux/fs.h
 _DATASET_DIR_KINDS = (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR)
+_PREFIX_ENTRY_KINDS = (NodeKind.DATASET_DIR, NodeKind.SIDECAR, NodeKind.LATEST_LINK)
 _DATASET_KINDS = (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR, NodeKind.DATASET_FILE)
 _INVALIDATION_QUEUE = 10_000
 
@@ -158,6 +161,23 @@ class Attributes:
     ctime_ns: int
     entry_timeout: float
     attr_timeout: float
+
+    def with_inode(self, inode: int) -> Attributes:
+        """These attributes for inode *inode* (``dataclasses.replace`` is 5x slower, and
+        readdir of a big prefix does this for every entry)."""
+        return Attributes(
+            inode,
+            self.mode,
+            self.size,
+            self.nlink,
+            self.uid,
+            self.gid,
+            self.atime_ns,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.entry_timeout,
+            self.attr_timeout,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,6 +347,7 @@ class Filesystem:
         reader_factory: ReaderFactory | None = None,
         drafts: DraftStore | None = None,
         spill: SpillArea | None = None,
+        username: str | None = None,
     ) -> None:
         self._client = client
         self._broker = broker
@@ -344,6 +365,7 @@ class Filesystem:
             clock=clock,
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
+            username=username,
         )
         self._draft_store = drafts
         self._namespace = Namespace(self._catalog, self._draft_of)
@@ -433,18 +455,34 @@ class Filesystem:
         parent_node = self._inodes.node(parent)
         if not parent_node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "lookup in a non-directory")
+        if parent_node.kind in _DATASET_DIR_KINDS:
+            self._warm_if_cold(parent_node.handle)
         node = await self._namespace.child(parent_node, name)
-        if node.kind is NodeKind.DATASET_DIR and self._nursery is not None:
-            self._nursery.start_soon(self._warm_dataset, node.handle)
+        if node.kind is NodeKind.DATASET_DIR and self._catalog.listed(node.handle) is None:
+            # Reached by path, not from the list: its record was fetched just now, and what
+            # comes next is likely inside it.
+            self._warm_dataset_soon(node.handle)
         attributes = await self._attributes(node)
         return dataclasses.replace(attributes, inode=self._inodes.remember(node))
 
-    async def _warm_dataset(self, handle: str) -> None:
-        """A dataset's directory was looked up: what comes next (``ls``, ``open``) needs its
-        read credentials and top listing, so fetch them now, beside its record, not after it.
+    def _warm_if_cold(self, handle: str) -> None:
+        """Something inside a dataset is wanted: warm it unless its record is fresh."""
+        if self._catalog.fresh_record(handle) is None:
+            self._warm_dataset_soon(handle)
 
-        Speculative and quiet: a dataset the caller may not read simply fails here, and the
-        operation that needs the answer asks again and reports.
+    def _warm_dataset_soon(self, handle: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._warm_dataset, handle)
+
+    async def _warm_dataset(self, handle: str) -> None:
+        """What comes inside a dataset (a name looked up, ``ls``, ``open``) needs its record,
+        read credentials and top listing: fetch the record and the credentials side by side,
+        then the listing, while the operation that asked waits on the same fetches.
+
+        Never for a mere ``stat`` of the dataset directory (``ls -l`` of a prefix must not cost
+        a call per dataset): only at the first access inside it, or when its record had to be
+        fetched anyway. Speculative and quiet: a dataset the caller may not read simply fails
+        here, and the operation that needs the answer asks again and reports.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -469,11 +507,16 @@ class Filesystem:
         attributes = await self._attributes(self._inodes.node(inode))
         return dataclasses.replace(attributes, inode=inode)
 
-    async def _attributes(self, node: NodeId, *, fetch: bool = True) -> Attributes:
+    async def _attributes(
+        self, node: NodeId, *, fetch: bool = True, exact: bool = False
+    ) -> Attributes:
         """Attributes of *node* with inode 0 (the caller fills it in).
 
-        With ``fetch=False`` (listing a prefix dir) nothing is fetched: unknown details are
-        estimated and the timeouts are zero, so the kernel asks ``getattr`` before trusting them.
+        A prefix dir's entries (dataset dir, sidecar, ``@latest``) are answered from a fresh
+        record, else from the fresh dataset list with estimated roles (``_prefix_entry``),
+        else the record is fetched. With ``fetch=False`` (listing a prefix dir) nothing is
+        fetched: what neither says is estimated, with zero timeouts, so the kernel asks
+        ``getattr`` before trusting it. ``exact`` (``access``) always uses a fetched record.
         """
         kind = node.kind
         if kind in (
@@ -492,28 +535,14 @@ class Filesystem:
             return self._make(stat.S_IFREG | _FILE_MODE, size, _seconds_to_ns(self._clock()), 0.0)
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
-            return self._make(stat.S_IFLNK | _LINK_MODE, len(target), self._started_ns, 0.0)
-
-        if not fetch:
-            return self._estimated_attributes(node)
+            return self._make(
+                stat.S_IFLNK | _LINK_MODE, len(target), self._started_ns, SHORT_TIMEOUT
+            )
+        if kind in _PREFIX_ENTRY_KINDS:
+            return await self._prefix_entry(node, fetch=fetch, exact=exact)
 
         record = await self._catalog.record(node.handle)
         mtime = _seconds_to_ns(record.updated_timestamp)
-        if kind is NodeKind.DATASET_DIR:
-            readable = await self._catalog.data_readable(record)
-            dir_mode, _ = self._content_modes(record)
-            mode = stat.S_IFDIR | (dir_mode if readable else _NO_DATA_DIR_MODE)
-            return self._make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
-        if kind is NodeKind.SIDECAR:
-            # An editable sidecar's attributes are never cached by the kernel: an edit through
-            # this mount changes its size at once.
-            size = self._sidecar_size(record)
-            timeout = 0.0 if self._sidecar_writable(record) else SHORT_TIMEOUT
-            mode = stat.S_IFREG | self._sidecar_mode(record)
-            return self._make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
-        if kind is NodeKind.LATEST_LINK:
-            target = await self._namespace.link_target(node)
-            return self._make(stat.S_IFLNK | _LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
         dir_mode, file_mode = self._content_modes(record)
         timeout = self._content_timeout(record)
         if kind is NodeKind.DATASET_SUBDIR:
@@ -539,6 +568,48 @@ class Filesystem:
                 attributes = dataclasses.replace(attributes, nlink=0)  # unlinked, still open
             return attributes
         raise AssertionError(f"unhandled node kind {kind}")
+
+    async def _prefix_entry(self, node: NodeId, *, fetch: bool, exact: bool) -> Attributes:
+        """Attributes of a dataset dir, sidecar or ``@latest`` link (see ``_attributes``).
+
+        From the list (no call): modes from the estimated record (``Catalog.estimated_record``:
+        roles unknown means no write bits and data readable), a sidecar's size from rendering
+        that record; timeouts short, and exact once the record is fetched.
+        """
+        kind = node.kind
+        record = self._catalog.fresh_record(node.handle)
+        estimated = False
+        if record is None and not exact:
+            record = self._catalog.estimated_record(node.handle)
+            estimated = record is not None
+        if record is None:
+            if not fetch:
+                return self._estimated_attributes(node)
+            record = await self._catalog.record(node.handle)
+        mtime = _seconds_to_ns(record.updated_timestamp)
+        if kind is NodeKind.DATASET_DIR:
+            readable = self._catalog.known_data_readable(record)
+            if readable is None:
+                fetched = fetch and not estimated
+                readable = await self._catalog.data_readable(record) if fetched else True
+            dir_mode, _ = self._content_modes(record)
+            mode = stat.S_IFDIR | (dir_mode if readable else _NO_DATA_DIR_MODE)
+            return self._make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
+        if kind is NodeKind.SIDECAR:
+            # An editable sidecar's attributes are never cached by the kernel: an edit through
+            # this mount changes its size at once. (Reads are direct_io: an estimated size
+            # never cuts a read short.)
+            size = self._sidecar_size(record)
+            writable = self._sidecar_writable(record)
+            timeout = 0.0 if writable and not estimated else SHORT_TIMEOUT
+            mode = stat.S_IFREG | self._sidecar_mode(record)
+            return self._make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
+        target = self._namespace.listed_link_target(node)
+        if target is None:
+            if not fetch:
+                return self._make(stat.S_IFLNK | _LINK_MODE, 0, mtime, 0.0)
+            target = await self._namespace.link_target(node)
+        return self._make(stat.S_IFLNK | _LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
 
     def _content_modes(self, record: DatasetRecord) -> tuple[int, int]:
         """Permission bits of a dataset's directories and files: write bits where writes work."""
@@ -627,6 +698,7 @@ class Filesystem:
         if not node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "not a directory")
         if node.kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
+            self._warm_if_cold(node.handle)
             await self._require_data_read(await self._catalog.record(node.handle))
         fetch = node.kind is not NodeKind.PREFIX_DIR
         entries = []
@@ -645,8 +717,7 @@ class Filesystem:
         for index in range(max(offset, 0), min(len(handle.entries), offset + READDIR_BATCH)):
             name, node, attributes = handle.entries[index]
             inode = self._inodes.remember(node)
-            entry_attributes = dataclasses.replace(attributes, inode=inode)
-            result.append(DirEntry(name, entry_attributes, index + 1))
+            result.append(DirEntry(name, attributes.with_inode(inode), index + 1))
         return result
 
     async def releasedir(self, fh: int) -> None:
@@ -666,6 +737,7 @@ class Filesystem:
         if _is_writing(flags):
             raise await self._refusal_for(node)
         if node.kind is NodeKind.DATASET_FILE:
+            self._warm_if_cold(node.handle)
             record = await self._catalog.record(node.handle)
             view = await self._file_view(record, node)
             if view.info is None:
@@ -684,10 +756,16 @@ class Filesystem:
             # drops cached pages itself when a changed object shows a new mtime.
             return OpenFile(fh, keep_cache=True, direct_io=False)
         if node.kind is NodeKind.SIDECAR:
+            # The kernel may hold a size estimated from the list, or from an older record: the
+            # bytes are read direct_io (a read is never cut at a stale size), and the kernel is
+            # told to ask again, so stat shows this document's size from now on.
+            was_fresh = self._catalog.fresh_record(node.handle) is not None
             data = self._sidecars.render(await self._catalog.record(node.handle))
+            if not was_fresh:
+                self._invalidate(inode, None)
             fh = self._new_fh()
             self._files[fh] = _BytesHandle(node, data)
-            return OpenFile(fh, keep_cache=False, direct_io=False)
+            return OpenFile(fh, keep_cache=False, direct_io=True)
         if node.kind is NodeKind.CONTROL_FILE:
             fh = self._new_fh()
             self._status_snapshot = self._status_bytes()
@@ -846,7 +924,7 @@ class Filesystem:
         for buffer in reversed(self._sidecar_writes.values()):
             if buffer.handle == record.handle and buffer.unsaved:
                 return len(buffer)
-        return len(self._sidecars.render(record))
+        return self._sidecars.size(record)
 
     async def _require_sidecar_writable(self, handle: str) -> SidecarEditor:
         if self._options.read_only or self._sidecar_editor is None:
@@ -1004,7 +1082,11 @@ class Filesystem:
 
     @_translate_errors
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
-        attributes = await self.getattr(inode, ctx)
+        # From a fetched record: an answer from the list's estimated modes could refuse wrongly.
+        node = self._inodes.node(inode)
+        if node.kind is NodeKind.DATASET_DIR:
+            self._warm_if_cold(node.handle)  # chdir asks this on its way in
+        attributes = await self._attributes(node, exact=True)
         if mode & os.W_OK and not attributes.mode & stat.S_IWUSR:
             raise await self._refusal_for(self._inodes.node(inode))
         if mode & os.R_OK and not attributes.mode & stat.S_IROTH:

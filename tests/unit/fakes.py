@@ -88,6 +88,7 @@ class FakeDataStore:
         release_status: str = "NOT_RELEASED",
         created: int = 1_721_629_472,
         updated: int = 1_721_714_647,
+        owner: str = "jsmith",
     ) -> dict[str, Any]:
         display = name if name is not None else f"Dataset {handle}"
         item: dict[str, Any] = {
@@ -108,7 +109,7 @@ class FakeDataStore:
             "access_info_uri": None,
             "history": [],
             "id": handle,
-            "owner_username": "jsmith",
+            "owner_username": owner,
             "created_timestamp": created,
             "updated_timestamp": updated,
             "item_category": "ENTITY",
@@ -231,8 +232,9 @@ def build_filesystem(
     *,
     clock: Callable[[], float] | None = None,
     mount_options: MountOptions | None = None,
+    username: str | None = None,
 ) -> tuple[Filesystem, CredentialBroker]:
-    broker = CredentialBroker(store)
+    broker = CredentialBroker(store, clock=clock or time.time)
     fs = Filesystem(
         client=store,
         broker=broker,
@@ -241,5 +243,6 @@ def build_filesystem(
         budget=PrefetchBudget(4 << 20),
         options=mount_options or options(),
         clock=clock or time.time,
+        username=username,
     )
     return fs, broker

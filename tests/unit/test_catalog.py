@@ -16,7 +16,13 @@ from provenafs.blobstore import (
     MemoryBlobStore,
     ObjectInfo,
 )
-from provenafs.catalog import Catalog, DirectoryListing, SingleFlight
+from provenafs.catalog import (
+    GUESSED_ROLES,
+    OWNER_ROLES,
+    Catalog,
+    DirectoryListing,
+    SingleFlight,
+)
 from provenafs.credentials import CredentialBroker
 from tests.unit.fakes import BUCKET, FakeClock, FakeDataStore, run, s3_path
 
@@ -121,6 +127,40 @@ def test_records_expire_after_metadata_ttl() -> None:
         catalog.invalidate(REEF)
         await catalog.record(REEF)
         assert store.calls["fetch"] == 3
+
+    run(body)
+
+
+def test_the_fresh_list_answers_without_calls_with_estimated_roles() -> None:
+    async def body() -> None:
+        store = FakeDataStore()
+        store.add(REEF, owner="alice", roles=OWNER_ROLES)
+        store.add("10378.1/1002", owner="bob", roles=("metadata-read",))
+        store.add("10378.1/1003", owner="bob", roles=OWNER_ROLES, locked=True)
+        clock = FakeClock()
+        broker = CredentialBroker(store, clock=clock)
+        catalog = Catalog(store, broker, MemoryBlobStore(), clock=clock, username="alice")
+        assert catalog.listed(REEF) is None  # no list yet: nothing is guessed
+        assert catalog.estimated_record(REEF) is None
+        await catalog.datasets()
+        own = catalog.estimated_record(REEF)
+        assert own is not None and own.roles == frozenset(OWNER_ROLES) and own.locked is False
+        assert own.document["roles"] == list(OWNER_ROLES)
+        assert own.document["item"] == store.items[REEF]
+        others = catalog.estimated_record("10378.1/1002")
+        assert others is not None and others.roles is None and others.locked is None
+        assert others.document["roles"] == list(GUESSED_ROLES)
+        assert catalog.estimated_record("10378.1/1002") is others  # once per list snapshot
+        await catalog.record("10378.1/1003")  # once fetched: the roles and lock last seen
+        fetched = catalog.estimated_record("10378.1/1003")
+        assert fetched is not None and fetched.roles == frozenset(OWNER_ROLES)
+        assert fetched.locked is True and fetched.document["locked"] is True
+        assert catalog.fresh_record("10378.1/1003") is not None
+        assert store.calls["fetch"] == 1
+        clock.advance(31)  # record and list both stale: neither answers any more
+        assert catalog.fresh_record("10378.1/1003") is None
+        assert catalog.listed(REEF) is None and catalog.estimated_record(REEF) is None
+        assert catalog.statistics()["list_indexes_built"] == 1
 
     run(body)
 

@@ -21,7 +21,13 @@ import trio.testing
 from provenafs.api import errors as api_errors
 from provenafs.blobstore import MemoryBlobStore
 from provenafs.errors import FsError
-from provenafs.filesystem import READDIR_BATCH, Attributes, DirEntry, Filesystem
+from provenafs.filesystem import (
+    READDIR_BATCH,
+    SHORT_TIMEOUT,
+    Attributes,
+    DirEntry,
+    Filesystem,
+)
 from provenafs.inodes import ROOT_INODE
 from tests.unit.fakes import (
     BUCKET,
@@ -260,16 +266,19 @@ def test_sidecar_size_equals_read_bytes_and_is_the_fetch_result() -> None:
     run(body)
 
 
-def test_sidecar_in_prefix_listing_is_marked_for_revalidation() -> None:
+def test_sidecar_in_prefix_listing_is_estimated_from_the_list_until_fetched() -> None:
     async def body() -> None:
-        fs, _ = build_filesystem(*world())
+        store, blobs = world()
+        fs, _ = build_filesystem(store, blobs)
         entries = {e.name: e.attributes for e in await list_dir(fs, "10378.1")}
-        # Listing does not fetch every record: unknown details are valid for no time at all.
-        assert entries["1002.json"].attr_timeout == 0.0
-        assert entries["1002.json"].entry_timeout == 0.0
-        fresh = await fs.getattr(entries["1002.json"].inode, CALLER)
-        assert fresh.size == len(await read_all(fs, "10378.1/1002.json"))
-        assert fresh.attr_timeout > 0
+        assert store.calls["fetch"] == 0
+        # Never fetched, not the caller's own: rendered with guessed roles, kept 1 s.
+        listed = entries["1002.json"]
+        assert listed.attr_timeout == listed.entry_timeout == SHORT_TIMEOUT
+        data = await read_all(fs, "10378.1/1002.json")
+        assert json.loads(data)["roles"] == ["metadata-read"]
+        assert listed.size == len(data) + len(',\n    "dataset-data-read"')  # one role more
+        assert (await fs.getattr(listed.inode, CALLER)).size == len(data)  # exact once fetched
 
     run(body)
 
