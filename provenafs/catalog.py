@@ -20,6 +20,8 @@ that a handle exists, its ``@latest`` (``next_version`` followed inside the list
 *estimated* record: the list record with the caller's roles and lock as last fetched, or, never
 fetched, all roles and unlocked for the caller's own datasets (the data store gives an owner
 every role) and unknown roles otherwise. Each lookup table is built once per list snapshot.
+The estimated records of each page go to ``prepare_listed`` as the page arrives, so what the
+filesystem derives from them (sidecar sizes) is worked out while the next page is awaited.
 
 Every fetch is single-flight: N concurrent callers for the same key cause one call. Published
 versions change only through writes, which invalidate them with ``invalidate(handle)``. When the
@@ -90,7 +92,11 @@ class RecordSource(Protocol):
 
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
-    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]: ...
+    async def list_all(
+        self,
+        page_size: int = 100,
+        on_page: Callable[[Sequence[DatasetRecord]], None] | None = None,
+    ) -> list[DatasetRecord]: ...
 
 
 @runtime_checkable
@@ -214,12 +220,17 @@ def _prefix_of(root: str, directory: str) -> str:
 class _ListIndex:
     """Lookups into one snapshot of the dataset list, each built at most once for it."""
 
-    def __init__(self, records: tuple[DatasetRecord, ...], fresh_until: float) -> None:
+    def __init__(
+        self,
+        records: tuple[DatasetRecord, ...],
+        fresh_until: float,
+        estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]],
+    ) -> None:
         self.fresh_until = fresh_until  # clock time: the list's metadata_ttl ends
         self.by_handle = {record.handle: record for record in records}
         self._latest: dict[str, str] = {}  # "" where the chain leaves the list
         # handle -> (the last fetched record the estimate used, the estimate)
-        self.estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]] = {}
+        self.estimates = estimates
 
     def latest(self, handle: str) -> str | None:
         """The end of *handle*'s chain of listed versions; None if it leaves the list.
@@ -324,9 +335,11 @@ class Catalog:
         max_snapshots: int = 16,
         snapshot_max_keys: int = 3000,
         username: str | None = None,
+        prepare_listed: Callable[[Sequence[DatasetRecord]], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._username = username  # the caller, to tell their own datasets in the list
+        self._prepare_listed = prepare_listed
         self._broker = broker
         self._store = store
         self._tree_lister: TreeLister | None = None
@@ -448,18 +461,38 @@ class Catalog:
 
     async def _fetch_all(self) -> tuple[DatasetRecord, ...]:
         self._counts["list_fetches"] += 1
-        try:
-            records = tuple(await self._client.list_all())
-        except api_errors.Unavailable:
-            if self._last_all is None:
-                raise
+        estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]] = {}
+        records: tuple[DatasetRecord, ...] = ()
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+
+            def page_arrived(page: Sequence[DatasetRecord]) -> None:
+                batch = [self._estimate(record, estimates) for record in page]
+                if self._prepare_listed is not None and batch:
+                    nursery.start_soon(self._prepare_page, batch)
+
+            try:
+                records = tuple(await self._client.list_all(on_page=page_arrived))
+            except Exception as exc:  # noqa: BLE001 -- raised below, outside the nursery
+                failure = exc
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            if not isinstance(failure, api_errors.Unavailable) or self._last_all is None:
+                raise failure
             self._served_stale("dataset list", "")
             return self._last_all
         self._all["all"] = records
         self._last_all = records
         self._counts["list_indexes_built"] += 1
-        self._list_index = _ListIndex(records, self._clock() + self._metadata_ttl)
+        self._list_index = _ListIndex(records, self._clock() + self._metadata_ttl, estimates)
         return records
+
+    async def _prepare_page(self, batch: list[DatasetRecord]) -> None:
+        assert self._prepare_listed is not None
+        try:
+            await self._prepare_listed(batch)
+        except Exception as exc:  # noqa: BLE001 -- work ahead: what needs it does it again
+            logger.debug("preparing listed records: %r", exc)
 
     def cached_datasets(self) -> tuple[DatasetRecord, ...] | None:
         """The last full list, fresh or not, without any I/O; None before the first."""
@@ -492,8 +525,16 @@ class Catalog:
         listed = None if index is None else index.by_handle.get(handle)
         if index is None or listed is None:
             return None
-        last = self._last_fetched.get(handle)
-        known = index.estimates.get(handle)
+        return self._estimate(listed, index.estimates)
+
+    def _estimate(
+        self,
+        listed: DatasetRecord,
+        estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]],
+    ) -> DatasetRecord:
+        """``estimated_record`` of a list record, memoised in *estimates* (see there)."""
+        last = self._last_fetched.get(listed.handle)
+        known = estimates.get(listed.handle)
         if known is not None and known[0] is last:
             return known[1]
         roles: frozenset[str] | None = None
@@ -509,7 +550,7 @@ class Catalog:
             "locked": bool(locked),
         }
         estimate = dataclasses.replace(listed, roles=roles, locked=locked, document=document)
-        index.estimates[handle] = (last, estimate)
+        estimates[listed.handle] = (last, estimate)
         return estimate
 
     # --- S3 listings ---------------------------------------------------------------------

@@ -82,10 +82,14 @@ class SidecarRenderer:
             size = len(rendered[1])
         else:
             size = sidecar_size(record)
-        if len(self._sizes) >= self._max_sizes:
+        self.remember_size(record, size)
+        return size
+
+    def remember_size(self, record: DatasetRecord, size: int) -> None:
+        """Keep ``sidecar_size(record)``, worked out elsewhere (in a thread, say)."""
+        if record.handle not in self._sizes and len(self._sizes) >= self._max_sizes:
             self._sizes.pop(next(iter(self._sizes)))
         self._sizes[record.handle] = (record, size)
-        return size
 
     def render(self, record: DatasetRecord) -> bytes:
         cached = self._rendered.get(record.handle)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -184,12 +184,18 @@ class FakeDataStore:
         more = start + page_size < len(ordered)
         return DatasetPage(records, {"offset": start + page_size} if more else None)
 
-    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]:
+    async def list_all(
+        self,
+        page_size: int = 100,
+        on_page: Callable[[Sequence[DatasetRecord]], None] | None = None,
+    ) -> list[DatasetRecord]:
         records: list[DatasetRecord] = []
         key: Mapping[str, Any] | None = None
         while True:
             page = await self.list_page(key, page_size)
             records.extend(page.items)
+            if on_page is not None:
+                on_page(page.items)
             if page.pagination_key is None:
                 return records
             key = page.pagination_key

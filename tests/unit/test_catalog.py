@@ -3,12 +3,15 @@ credential retry on listings, S3 listing parsing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.api.models import Credentials, DatasetRecord
+from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
 from provenafs.blobstore import (
     BlobUnavailable,
     ExpiredCredentials,
@@ -161,6 +164,46 @@ def test_the_fresh_list_answers_without_calls_with_estimated_roles() -> None:
         assert catalog.fresh_record("10378.1/1003") is None
         assert catalog.listed(REEF) is None and catalog.estimated_record(REEF) is None
         assert catalog.statistics()["list_indexes_built"] == 1
+
+    run(body)
+
+
+def test_each_list_page_is_prepared_while_the_next_one_is_awaited() -> None:
+    class HeldStore(FakeDataStore):
+        """Holds every page after the first until ``release`` is set."""
+
+        release = trio.Event()
+
+        async def list_page(
+            self, pagination_key: Mapping[str, Any] | None, page_size: int = 100
+        ) -> DatasetPage:
+            if pagination_key is not None:
+                await self.release.wait()
+            return await super().list_page(pagination_key, page_size)
+
+    async def body() -> None:
+        store = HeldStore()
+        for n in range(250):
+            store.add(f"10378.1/{n}", owner="alice")
+        prepared: list[DatasetRecord] = []
+
+        async def prepare(records: Sequence[DatasetRecord]) -> None:
+            prepared.extend(records)
+
+        clock = FakeClock()
+        broker = CredentialBroker(store, clock=clock)
+        catalog = Catalog(
+            store, broker, MemoryBlobStore(), clock=clock, username="alice", prepare_listed=prepare
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(catalog.datasets)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(prepared) == 100  # the first page, while the second is awaited
+            store.release.set()
+        assert len(prepared) == 250
+        for record in prepared:  # the very estimates the listing answers from
+            assert catalog.estimated_record(record.handle) is record
+            assert record.roles == frozenset(OWNER_ROLES)
 
     run(body)
 

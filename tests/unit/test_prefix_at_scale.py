@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,10 @@ import pytest
 import trio
 import trio.testing
 
+import provenafs.filesystem
 import provenafs.namespace
+import provenafs.sidecars
+from provenafs.api.models import DatasetRecord
 from provenafs.blobstore import MemoryBlobStore
 from provenafs.errors import FsError
 from provenafs.filesystem import Attributes, Filesystem
@@ -306,3 +310,43 @@ def test_a_sidecar_whose_estimate_is_stale_is_read_whole_and_then_exact() -> Non
             nursery.cancel_scope.cancel()
 
     run(body)
+
+
+def test_sidecar_sizes_are_worked_out_while_the_list_is_walked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    computed: list[tuple[str, bool]] = []  # (handle, in the trio thread)
+    real = provenafs.sidecars.sidecar_size
+    trio_thread = threading.current_thread()
+
+    def counting(record: DatasetRecord) -> int:
+        computed.append((record.handle, threading.current_thread() is trio_thread))
+        return real(record)
+
+    monkeypatch.setattr(provenafs.sidecars, "sidecar_size", counting)
+    monkeypatch.setattr(provenafs.filesystem, "sidecar_size", counting)
+
+    async def body() -> None:
+        store, blobs = big_world()
+        clock = FakeClock()
+        fs, _ = build_filesystem(store, blobs, username=ME, clock=clock)
+        await ls_l(fs, (await fs.lookup(ROOT_INODE, "by-name", CALLER)).inode)
+        assert computed == []  # listing by-name needs no sidecar
+        clock.advance(60)  # the next listing walks the list again
+        prefix = await fs.lookup(ROOT_INODE, PREFIX, CALLER)
+        answers = await ls_l(fs, prefix.inode)
+        assert sorted(handle for handle, _ in computed) == sorted(store.items)  # once each
+        assert not any(in_trio for _, in_trio in computed)  # in a thread, during the walk
+        own = answers["100000.json"][1]
+        assert own.size == len(await read_sidecar(fs, own.inode))
+
+    run(body)
+
+
+async def read_sidecar(fs: Filesystem, inode: int) -> bytes:
+    opened = await fs.open(inode, os.O_RDONLY, CALLER)
+    data = b""
+    while piece := await fs.read(opened.fh, len(data), 4096):
+        data += piece
+    await fs.release(opened.fh)
+    return data
