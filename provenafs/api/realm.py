@@ -39,6 +39,7 @@ __all__ = [
     "TokenSource",
     "device_login",
     "jwt_expiry",
+    "jwt_username",
 ]
 
 EARLY_REFRESH_SECONDS = 30.0
@@ -83,20 +84,32 @@ class StaticToken:
         return None
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying the signature; None if unreadable."""
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without verifying the signature; {} if unreadable."""
     parts = token.split(".")
     if len(parts) != 3:
-        return None
+        return {}
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying the signature; None if unreadable."""
+    exp = _jwt_claims(token).get("exp")
     if isinstance(exp, int | float) and not isinstance(exp, bool):
         return float(exp)
     return None
+
+
+def jwt_username(token: str) -> str | None:
+    """The ``preferred_username`` of a JWT (unverified: the mount's own token, used only to
+    tell the caller's own datasets in the list); None if unreadable."""
+    username = _jwt_claims(token).get("preferred_username")
+    return username if isinstance(username, str) and username else None
 
 
 def _token_url(realm_url: str) -> str:

@@ -5,8 +5,12 @@ change through, and a dataset whose data the caller may not read is ``--x``. Ins
 the kernel may cache attributes long only where nothing can change them (no write access, no
 draft); editable sidecars are never cached (an edit changes their size at once).
 
-Listing a handle-prefix directory fetches nothing per entry (``fetch=False``): what is cached
-is estimated, valid for no time at all, so the kernel asks ``getattr`` before trusting it.
+A prefix dir's entries (dataset dir, sidecar, ``@latest``) are answered from a fresh record,
+else from the fresh dataset list with the caller's roles estimated (``Catalog.estimated_record``:
+no call per dataset for ``ls -l`` of a prefix), else the record is fetched. Listing a
+handle-prefix directory fetches nothing per entry (``fetch=False``): what neither the record
+nor the list says is estimated, valid for no time at all, so the kernel asks ``getattr``
+before trusting it. ``exact`` (``access``) always answers from a fetched record.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from provenafs.write.drafts import Draft
 
 __all__ = ["AttributeMaker"]
 
+_PREFIX_ENTRY_KINDS = (NodeKind.DATASET_DIR, NodeKind.SIDECAR, NodeKind.LATEST_LINK)
 _FIXED_DIRECTORIES = (
     NodeKind.ROOT,
     NodeKind.PREFIX_DIR,
@@ -77,11 +82,12 @@ class AttributeMaker:
         self._clock = clock
         self.started_ns = seconds_to_ns(clock())
 
-    async def of(self, node: NodeId, *, fetch: bool = True) -> Attributes:
+    async def of(self, node: NodeId, *, fetch: bool = True, exact: bool = False) -> Attributes:
         """Attributes of *node* with inode 0 (the caller fills it in).
 
         With ``fetch=False`` (listing a prefix dir) nothing is fetched: unknown details are
         estimated and the timeouts are zero, so the kernel asks ``getattr`` before trusting them.
+        ``exact`` answers a prefix dir's entry from a fetched record, never from the list.
         """
         kind = node.kind
         if kind in _FIXED_DIRECTORIES:
@@ -93,28 +99,12 @@ class AttributeMaker:
             return self.make(stat.S_IFREG | FILE_MODE, self._status_size(), now, 0.0)
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
-            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
-
-        if not fetch:
-            return self._estimated(node)
+            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
+        if kind in _PREFIX_ENTRY_KINDS:
+            return await self._prefix_entry(node, fetch=fetch, exact=exact)
 
         record = await self._catalog.record(node.handle)
         mtime = seconds_to_ns(record.updated_timestamp)
-        if kind is NodeKind.DATASET_DIR:
-            readable = await self._catalog.data_readable(record)
-            dir_mode, _ = self._content_modes(record)
-            mode = stat.S_IFDIR | (dir_mode if readable else NO_DATA_DIR_MODE)
-            return self.make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
-        if kind is NodeKind.SIDECAR:
-            # An editable sidecar's attributes are never cached by the kernel: an edit through
-            # this mount changes its size at once.
-            size = self._sidecar_size(record)
-            timeout = 0.0 if self._policy.sidecar_writable(record) else SHORT_TIMEOUT
-            mode = stat.S_IFREG | self.sidecar_mode(record)
-            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
-        if kind is NodeKind.LATEST_LINK:
-            target = await self._namespace.link_target(node)
-            return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
         dir_mode, file_mode = self._content_modes(record)
         timeout = self._content_timeout(record)
         if kind is NodeKind.DATASET_SUBDIR:
@@ -140,6 +130,48 @@ class AttributeMaker:
                 return dataclasses.replace(attributes, nlink=0)  # unlinked, still open
             return attributes
         raise AssertionError(f"unhandled node kind {kind}")
+
+    async def _prefix_entry(self, node: NodeId, *, fetch: bool, exact: bool) -> Attributes:
+        """Attributes of a dataset dir, sidecar or ``@latest`` link (see ``of``).
+
+        From the list (no call): modes from the estimated record (roles unknown means no write
+        bits and data readable), a sidecar's size from rendering that record; timeouts short,
+        and exact once the record is fetched.
+        """
+        kind = node.kind
+        record = self._catalog.fresh_record(node.handle)
+        estimated = False
+        if record is None and not exact:
+            record = self._catalog.estimated_record(node.handle)
+            estimated = record is not None
+        if record is None:
+            if not fetch:
+                return self._estimated(node)
+            record = await self._catalog.record(node.handle)
+        mtime = seconds_to_ns(record.updated_timestamp)
+        if kind is NodeKind.DATASET_DIR:
+            readable = self._catalog.known_data_readable(record)
+            if readable is None:
+                fetched = fetch and not estimated
+                readable = await self._catalog.data_readable(record) if fetched else True
+            dir_mode, _ = self._content_modes(record)
+            mode = stat.S_IFDIR | (dir_mode if readable else NO_DATA_DIR_MODE)
+            return self.make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
+        if kind is NodeKind.SIDECAR:
+            # An editable sidecar's attributes are never cached by the kernel: an edit through
+            # this mount changes its size at once. (Reads are direct_io: an estimated size
+            # never cuts a read short.)
+            size = self._sidecar_size(record)
+            writable = self._policy.sidecar_writable(record)
+            timeout = 0.0 if writable and not estimated else SHORT_TIMEOUT
+            mode = stat.S_IFREG | self.sidecar_mode(record)
+            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
+        target = self._namespace.listed_link_target(node)
+        if target is None:
+            if not fetch:
+                return self.make(stat.S_IFLNK | LINK_MODE, 0, mtime, 0.0)
+            target = await self._namespace.link_target(node)
+        return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
 
     def sidecar_mode(self, record: DatasetRecord) -> int:
         """``rw-r--r--`` where an edit can succeed, else ``r--r--r--``."""

@@ -15,6 +15,14 @@ The catalog sits between the filesystem and the IO layer. It caches
 - whether a dataset's data is readable when the item roles alone do not say so (realm admins
   get read credentials without item roles).
 
+While the list is fresh it answers, without any call, what a prefix directory's entries need:
+that a handle exists, its ``@latest`` (``next_version`` followed inside the list) and an
+*estimated* record: the list record with the caller's roles and lock as last fetched, or, never
+fetched, all roles and unlocked for the caller's own datasets (the data store gives an owner
+every role) and unknown roles otherwise. Each lookup table is built once per list snapshot.
+The estimated records of each page go to ``prepare_listed`` as the page arrives, so what the
+filesystem derives from them (sidecar sizes) is worked out while the next page is awaited.
+
 Every fetch is single-flight: N concurrent callers for the same key cause one call. Published
 versions change only through writes, which invalidate them with ``invalidate(handle)``. When the
 data store or S3 is unreachable (``UnavailableError``/``BlobUnavailableError`` after the IO layer's
@@ -34,6 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 import cachetools
+import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
@@ -50,6 +59,8 @@ from provenafs.storage.blobstore import (
 
 __all__ = [
     "DATA_READ_ROLES",
+    "GUESSED_ROLES",
+    "OWNER_ROLES",
     "Catalog",
     "DatasetSnapshot",
     "DirectoryListing",
@@ -63,6 +74,16 @@ logger = logging.getLogger(__name__)
 
 # Item roles with which the data store issues read credentials (docs/API.md §3.4).
 DATA_READ_ROLES = frozenset({"dataset-data-read", "dataset-data-write", "admin"})
+# An owner's item roles, as the data store lists them; and the roles an estimate renders for a
+# dataset of someone else never fetched (the data store's default for a new dataset).
+OWNER_ROLES = (
+    "metadata-read",
+    "metadata-write",
+    "admin",
+    "dataset-data-read",
+    "dataset-data-write",
+)
+GUESSED_ROLES = ("metadata-read", "dataset-data-read")
 
 _MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
 
@@ -72,7 +93,11 @@ class RecordSource(Protocol):
 
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
-    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]: ...
+    async def list_all(
+        self,
+        page_size: int = 100,
+        on_page: Callable[[Sequence[DatasetRecord]], None] | None = None,
+    ) -> list[DatasetRecord]: ...
 
 
 @runtime_checkable
@@ -193,6 +218,53 @@ def _prefix_of(root: str, directory: str) -> str:
     return f"{root}{directory}/" if directory else root
 
 
+class _ListIndex:
+    """Lookups into one snapshot of the dataset list, each built at most once for it."""
+
+    def __init__(
+        self,
+        records: tuple[DatasetRecord, ...],
+        fresh_until: float,
+        estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]],
+    ) -> None:
+        self.fresh_until = fresh_until  # clock time: the list's metadata_ttl ends
+        self.by_handle = {record.handle: record for record in records}
+        self._latest: dict[str, str] = {}  # "" where the chain leaves the list
+        # handle -> (the last fetched record the estimate used, the estimate)
+        self.estimates = estimates
+
+    def latest(self, handle: str) -> str | None:
+        """The end of *handle*'s chain of listed versions; None if it leaves the list.
+
+        Every handle walked gets the answer too, so all the links of a prefix cost one walk
+        per chain, not one per version.
+        """
+        walked: dict[str, None] = {}
+        current: str | None = handle
+        answer = ""
+        while current is not None:
+            known = self._latest.get(current)
+            if known is not None:
+                answer = known
+                break
+            record = self.by_handle.get(current)
+            if record is None:
+                break
+            walked[current] = None
+            following = record.versioning.next_version if record.versioning else None
+            if not following:
+                answer = current
+                break
+            if following in walked or len(walked) > _MAX_CHAIN:
+                logger.warning("versioning chain of %s loops at %s", handle, following)
+                answer = current
+                break
+            current = following
+        for each in walked:
+            self._latest[each] = answer
+        return answer or None
+
+
 V = TypeVar("V")
 
 
@@ -213,14 +285,19 @@ class Catalog:
         max_listings: int = 256,
         max_snapshots: int = 16,
         snapshot_max_keys: int = 3000,
+        username: str | None = None,
+        prepare_listed: Callable[[Sequence[DatasetRecord]], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
+        self._username = username  # the caller, to tell their own datasets in the list
+        self._prepare_listed = prepare_listed
         self._broker = broker
         self._store = store
         self._tree_lister: TreeLister | None = None
         if snapshot_max_keys > 0 and isinstance(store, TreeLister):
             self._tree_lister = store
         self._clock = clock
+        self._metadata_ttl = metadata_ttl
         self._records: cachetools.TTLCache[str, DatasetRecord] = cachetools.TTLCache(
             max_records, metadata_ttl, timer=clock
         )
@@ -234,6 +311,7 @@ class Catalog:
             1, metadata_ttl, timer=clock
         )
         self._last_all: tuple[DatasetRecord, ...] | None = None
+        self._list_index: _ListIndex | None = None
         self._listings: cachetools.TTLCache[tuple[str, str], DirectoryListing] = (
             cachetools.TTLCache(max_listings, listing_ttl, timer=clock)
         )
@@ -275,6 +353,7 @@ class Catalog:
             "credential_retries": 0,
             "access_probes": 0,
             "stale_served": 0,
+            "list_indexes_built": 0,
         }
 
     # --- records -------------------------------------------------------------------------
@@ -311,6 +390,12 @@ class Catalog:
         """The last fetched record of *handle*, fresh or not, without any I/O."""
         return self._last_fetched.get(handle)
 
+    def fresh_record(self, handle: str) -> DatasetRecord | None:
+        """The fetched record of *handle* while it is fresh (``metadata_ttl``), without I/O."""
+        if handle not in self._last_fetched:  # never fetched: most of a big listing, answered fast
+            return None
+        return self._records.get(handle)
+
     def fetched_handles(self) -> list[str]:
         """Handles fetched at some point (they appear in their prefix dir even if unlisted)."""
         return list(self._last_fetched.keys())
@@ -327,16 +412,93 @@ class Catalog:
 
     async def _fetch_all(self) -> tuple[DatasetRecord, ...]:
         self._counts["list_fetches"] += 1
-        try:
-            records = tuple(await self._client.list_all())
-        except api_errors.UnavailableError:
-            if self._last_all is None:
-                raise
+        estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]] = {}
+        records: tuple[DatasetRecord, ...] = ()
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+
+            def page_arrived(page: Sequence[DatasetRecord]) -> None:
+                batch = [self._estimate(record, estimates) for record in page]
+                if self._prepare_listed is not None and batch:
+                    nursery.start_soon(self._prepare_page, batch)
+
+            try:
+                records = tuple(await self._client.list_all(on_page=page_arrived))
+            except Exception as exc:  # noqa: BLE001 -- raised below, outside the nursery
+                failure = exc
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            if not isinstance(failure, api_errors.UnavailableError) or self._last_all is None:
+                raise failure
             self._served_stale("dataset list", "")
             return self._last_all
         self._all["all"] = records
         self._last_all = records
+        self._counts["list_indexes_built"] += 1
+        self._list_index = _ListIndex(records, self._clock() + self._metadata_ttl, estimates)
         return records
+
+    async def _prepare_page(self, batch: list[DatasetRecord]) -> None:
+        assert self._prepare_listed is not None
+        try:
+            await self._prepare_listed(batch)
+        except Exception as exc:  # noqa: BLE001 -- work ahead: what needs it does it again
+            logger.debug("preparing listed records: %r", exc)
+
+    def _fresh_list(self) -> _ListIndex | None:
+        index = self._list_index
+        return index if index is not None and self._clock() < index.fresh_until else None
+
+    def listed(self, handle: str) -> DatasetRecord | None:
+        """*handle*'s list record while the list is fresh (``metadata_ttl``), without I/O."""
+        index = self._fresh_list()
+        return None if index is None else index.by_handle.get(handle)
+
+    def listed_latest(self, handle: str) -> str | None:
+        """The latest version of *handle*'s chain from the fresh list, without I/O; None when
+        the list is not fresh or the chain leaves it (``latest_handle`` then walks records)."""
+        index = self._fresh_list()
+        return None if index is None else index.latest(handle)
+
+    def estimated_record(self, handle: str) -> DatasetRecord | None:
+        """*handle*'s list record with the caller's roles and lock as best known, without I/O.
+
+        As last fetched (with the roles list of that fetch); else, for the caller's own
+        dataset, ``OWNER_ROLES`` and unlocked (exact, but for a lock); else unknown: ``roles``
+        and ``locked`` None, and a document with ``GUESSED_ROLES``, unlocked, for a sidecar
+        size estimate. None when the list is not fresh or does not hold *handle*.
+        """
+        index = self._fresh_list()
+        listed = None if index is None else index.by_handle.get(handle)
+        if index is None or listed is None:
+            return None
+        return self._estimate(listed, index.estimates)
+
+    def _estimate(
+        self,
+        listed: DatasetRecord,
+        estimates: dict[str, tuple[DatasetRecord | None, DatasetRecord]],
+    ) -> DatasetRecord:
+        """``estimated_record`` of a list record, memoised in *estimates* (see there)."""
+        last = self._last_fetched.get(listed.handle)
+        known = estimates.get(listed.handle)
+        if known is not None and known[0] is last:
+            return known[1]
+        roles: frozenset[str] | None = None
+        locked: bool | None = None
+        roles_shown: object = list(GUESSED_ROLES)
+        if last is not None:
+            roles, locked, roles_shown = last.roles, last.locked, last.document.get("roles")
+        elif self._username is not None and listed.owner_username == self._username:
+            roles, locked, roles_shown = frozenset(OWNER_ROLES), False, list(OWNER_ROLES)
+        document = {
+            "item": listed.document.get("item"),
+            "roles": roles_shown,
+            "locked": bool(locked),
+        }
+        estimate = dataclasses.replace(listed, roles=roles, locked=locked, document=document)
+        estimates[listed.handle] = (last, estimate)
+        return estimate
 
     # --- S3 listings ---------------------------------------------------------------------
 
@@ -520,6 +682,7 @@ class Catalog:
         self._unsnapshotted.pop(handle, None)
         self._last_fetched.pop(handle, None)
         self._all.clear()
+        self._list_index = None
 
     def statistics(self) -> dict[str, int]:
         return {

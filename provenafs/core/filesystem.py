@@ -13,6 +13,11 @@ deliberate errno) or lets the IO layer's exceptions (API, object store, local di
 adapter maps every one through ``errors.to_errno``, once; anything else is a bug it turns into
 EIO. No pyfuse3, no blocking calls; everything runs on the trio thread, so tables need no locks.
 
+Until a dataset's record is fetched, a prefix dir's entries are answered from the dataset list
+(``AttributeMaker``, ``Catalog.estimated_record``: no call per dataset for ``ls -l``); the
+first access inside a dataset warms it (record and read credentials side by side, then its top
+listing), a mere ``stat`` of it never does. ``access`` answers from the fetched record.
+
 Lookup counts: ``lookup`` and every entry that ``readdir`` returns count as one kernel
 reference (pyfuse3 answers readdir with readdirplus). An adapter that cannot send an entry
 ``readdir`` returned should ``forget(entry.attributes.inode, 1)``.
@@ -20,13 +25,14 @@ reference (pyfuse3 answers readdir with readdirplus). An adapter that cannot sen
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -44,9 +50,10 @@ from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.namespace import Namespace
 from provenafs.core.refusals import RefusalPolicy
 from provenafs.core.sidecar_edits import SidecarEdits
-from provenafs.core.sidecar_render import SidecarRenderer
+from provenafs.core.sidecar_render import SidecarRenderer, sidecar_size
 from provenafs.core.status import StatusFile, statistics_of
 from provenafs.core.types import (
+    DATASET_DIR_KINDS,
     NAME_MAX,
     READDIR_BATCH,
     Attributes,
@@ -96,6 +103,7 @@ class Filesystem:
         reader_factory: ReaderFactory | None = None,
         drafts: DraftStore | None = None,
         spill: SpillArea | None = None,
+        username: str | None = None,
     ) -> None:
         self._client = client
         self._broker = broker
@@ -116,7 +124,11 @@ class Filesystem:
             clock=clock,
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
+            username=username,
+            prepare_listed=self._prepare_sidecar_sizes,
         )
+        self._size_limiter = trio.CapacityLimiter(1)  # sidecar sizes of listed pages
+        self._sizes_wanted: collections.Counter[str] = collections.Counter()  # prefixes listed
         self._namespace = Namespace(self.catalog, self._draft_of)
         self._inodes = InodeTable()
         self._handles = HandleTable()
@@ -231,18 +243,34 @@ class Filesystem:
         parent_node = self._inodes.node(parent)
         if not parent_node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "lookup in a non-directory")
+        if parent_node.kind in DATASET_DIR_KINDS:
+            self._warm_if_cold(parent_node.handle)
         node = await self._namespace.child(parent_node, name)
-        if node.kind is NodeKind.DATASET_DIR and self._nursery is not None:
-            self._nursery.start_soon(self._warm_dataset, node.handle)
+        if node.kind is NodeKind.DATASET_DIR and self.catalog.listed(node.handle) is None:
+            # Reached by path, not from the list: its record was fetched just now, and what
+            # comes next is likely inside it.
+            self._warm_dataset_soon(node.handle)
         attributes = await self._attributes.of(node)
-        return dataclasses.replace(attributes, inode=self._inodes.remember(node))
+        return attributes.with_inode(self._inodes.remember(node))
+
+    def _warm_if_cold(self, handle: str) -> None:
+        """Something inside a dataset is wanted: warm it unless its record is fresh."""
+        if self.catalog.fresh_record(handle) is None:
+            self._warm_dataset_soon(handle)
+
+    def _warm_dataset_soon(self, handle: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._warm_dataset, handle)
 
     async def _warm_dataset(self, handle: str) -> None:
-        """A dataset's directory was looked up: what comes next (``ls``, ``open``) needs its
-        read credentials and top listing, so fetch them now, beside its record, not after it.
+        """What comes inside a dataset (a name looked up, ``ls``, ``open``) needs its record,
+        read credentials and top listing: fetch the record and the credentials side by side,
+        then the listing, while the operation that asked waits on the same fetches.
 
-        Speculative and quiet: a dataset the caller may not read simply fails here, and the
-        operation that needs the answer asks again and reports.
+        Never for a mere ``stat`` of the dataset directory (``ls -l`` of a prefix must not cost
+        a call per dataset): only at the first access inside it, or when its record had to be
+        fetched anyway. Speculative and quiet: a dataset the caller may not read simply fails
+        here, and the operation that needs the answer asks again and reports.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -263,7 +291,7 @@ class Filesystem:
 
     async def getattr(self, inode: int, ctx: Caller) -> Attributes:
         attributes = await self._attributes.of(self._inodes.node(inode))
-        return dataclasses.replace(attributes, inode=inode)
+        return attributes.with_inode(inode)
 
     async def setattr(
         self,
@@ -306,11 +334,20 @@ class Filesystem:
         node = self._inodes.node(inode)
         if not node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "not a directory")
-        if node.kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
+        if node.kind in DATASET_DIR_KINDS:
+            self._warm_if_cold(node.handle)
             await self._policy.require_data_read(await self.catalog.record(node.handle))
         fetch = node.kind is not NodeKind.PREFIX_DIR
+        if fetch:
+            children = await self._namespace.children(node)
+        else:
+            self._sizes_wanted[node.handle] += 1  # the list walk works sidecar sizes out
+            try:
+                children = await self._namespace.children(node)
+            finally:
+                self._sizes_wanted[node.handle] -= 1
         entries = []
-        for name, child in await self._namespace.children(node):
+        for name, child in children:
             entries.append((name, child, await self._attributes.of(child, fetch=fetch)))
         return self._handles.add_dir(DirHandle(entries))
 
@@ -321,8 +358,7 @@ class Filesystem:
         for index in range(max(offset, 0), min(len(handle.entries), offset + READDIR_BATCH)):
             name, node, attributes = handle.entries[index]
             inode = self._inodes.remember(node)
-            entry_attributes = dataclasses.replace(attributes, inode=inode)
-            result.append(DirEntry(name, entry_attributes, index + 1))
+            result.append(DirEntry(name, attributes.with_inode(inode), index + 1))
         return result
 
     async def releasedir(self, fh: int) -> None:
@@ -341,6 +377,7 @@ class Filesystem:
         if is_writing(flags):
             raise await self._policy.refusal_for(node)
         if node.kind is NodeKind.DATASET_FILE:
+            self._warm_if_cold(node.handle)
             record = await self.catalog.record(node.handle)
             view = await self._views.view(record, node)
             if view.info is None:
@@ -367,9 +404,15 @@ class Filesystem:
             # drops cached pages itself when a changed object shows a new mtime.
             return OpenFile(self._handles.add(handle), keep_cache=True, direct_io=False)
         if node.kind is NodeKind.SIDECAR:
+            # The kernel may hold a size estimated from the list, or from an older record: the
+            # bytes are read direct_io (a read is never cut at a stale size), and the kernel is
+            # told to ask again, so stat shows this document's size from now on.
+            was_fresh = self.catalog.fresh_record(node.handle) is not None
             data = self._renderer.render(await self.catalog.record(node.handle))
+            if not was_fresh:
+                self._kernel_cache.attributes_changed(inode)
             fh = self._handles.add(SnapshotHandle(node, data, opened_by=ctx))
-            return OpenFile(fh, keep_cache=False, direct_io=False)
+            return OpenFile(fh, keep_cache=False, direct_io=True)
         if node.kind is NodeKind.CONTROL_FILE:
             fh = self._handles.add(SnapshotHandle(node, self._status.snapshot(), opened_by=ctx))
             return OpenFile(fh, keep_cache=False, direct_io=True)
@@ -437,6 +480,19 @@ class Filesystem:
             page_cache=page_cache,
             spill=self._spill,
         )
+
+    async def _prepare_sidecar_sizes(self, records: Sequence[DatasetRecord]) -> None:
+        """A page of the dataset list arrived while a prefix dir is being listed: work out the
+        sizes of that prefix's sidecars in a thread while the next page is awaited (the listing
+        needs every one, ~60 us each; listing the root or ``by-name`` needs none)."""
+        wanted = [r for r in records if self._sizes_wanted[r.handle.partition("/")[0]] > 0]
+        if not wanted:
+            return
+        sizes = await trio.to_thread.run_sync(
+            lambda: [sidecar_size(record) for record in wanted], limiter=self._size_limiter
+        )
+        for record, size in zip(wanted, sizes, strict=True):
+            self._renderer.remember_size(record, size)
 
     async def _prefetch_siblings(self, record: DatasetRecord, path: str) -> None:
         """After a file's first read, prefetch what the files listed after it will need
@@ -518,7 +574,11 @@ class Filesystem:
         raise await self._policy.xattr_refusal(node)
 
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
-        attributes = await self.getattr(inode, ctx)
+        # From a fetched record: an answer from the list's estimated modes could refuse wrongly.
+        node = self._inodes.node(inode)
+        if node.kind is NodeKind.DATASET_DIR:
+            self._warm_if_cold(node.handle)  # chdir asks this on its way in
+        attributes = await self._attributes.of(node, exact=True)
         if mode & os.W_OK and not attributes.mode & stat.S_IWUSR:
             raise await self._policy.refusal_for(self._inodes.node(inode))
         if mode & os.R_OK and not attributes.mode & stat.S_IROTH:

@@ -12,8 +12,10 @@
     .provenafs/status.json  CONTROL_FILE
 
 Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed handles are
-``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
-no lookup except in ``by-name`` needs the full dataset list.
+``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. A handle in the fresh dataset list (or with a
+fresh record) exists without any call; any other handle is looked up by fetching that handle
+only: no lookup except in ``by-name`` needs the full dataset list. ``by-name``'s names are
+worked out once per list snapshot.
 
 Inside a dataset with a draft (``provenafs.write.drafts``), the draft's overlay decides first: its
 entries add, replace and hide names; where it has nothing to say the base listing answers.
@@ -116,6 +118,7 @@ class Namespace:
     ) -> None:
         self._catalog = catalog
         self._drafts = drafts or (lambda handle: None)
+        self._by_name: tuple[tuple[DatasetRecord, ...], dict[str, str]] | None = None
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class Namespace:
         if kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
             return await self._dataset_child(parent, name)
         if kind is NodeKind.BY_NAME_DIR:
-            entries = by_name_entries(await self._catalog.datasets())
+            entries = await self._by_name_entries()
             if name not in entries:
                 raise FsError(errno.ENOENT, f"no dataset named {name!r}")
             return NodeId(NodeKind.BY_NAME_LINK, entries[name], name)
@@ -161,10 +164,11 @@ class Namespace:
         if not _SUFFIX_RE.fullmatch(suffix):
             raise FsError(errno.ENOENT, f"malformed handle {prefix}/{suffix!r}")
         handle = f"{prefix}/{suffix}"
-        try:
-            await self._catalog.record(handle)
-        except api_errors.NotFoundError as exc:
-            raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
+        if self._catalog.listed(handle) is None and self._catalog.fresh_record(handle) is None:
+            try:
+                await self._catalog.record(handle)
+            except api_errors.NotFoundError as exc:
+                raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
         return NodeId(kind, handle)
 
     async def _dataset_child(self, parent: NodeId, name: str) -> NodeId:
@@ -214,7 +218,7 @@ class Namespace:
                 child_kind = NodeKind.DATASET_SUBDIR if is_dir else NodeKind.DATASET_FILE
                 entries.append((name, NodeId(child_kind, parent.handle, path)))
         elif kind is NodeKind.BY_NAME_DIR:
-            named = by_name_entries(await self._catalog.datasets())
+            named = await self._by_name_entries()
             entries = [(n, NodeId(NodeKind.BY_NAME_LINK, h, n)) for n, h in named.items()]
         elif kind is NodeKind.CONTROL_DIR:
             entries = [(n, NodeId(NodeKind.CONTROL_FILE, "", n)) for n in CONTROL_FILES]
@@ -236,6 +240,13 @@ class Namespace:
                     names[name] = isinstance(entry, DirectoryEntry)
         return names
 
+    async def _by_name_entries(self) -> dict[str, str]:
+        """``by_name_entries`` of the dataset list, worked out once per list snapshot."""
+        records = await self._catalog.datasets()
+        if self._by_name is None or self._by_name[0] is not records:
+            self._by_name = (records, by_name_entries(records))
+        return self._by_name[1]
+
     def _known_splits(self, listed: Iterable[DatasetRecord]) -> set[tuple[str, str]]:
         """(prefix, suffix) of every listed handle and every handle fetched directly."""
         handles = {record.handle for record in listed}
@@ -246,12 +257,25 @@ class Namespace:
 
     async def link_target(self, node: NodeId) -> str:
         """Where a ``@latest`` or ``by-name`` link points (relative, like ``ls -l`` shows it)."""
+        target = self.listed_link_target(node)
+        if target is not None:
+            return target
         if node.kind is NodeKind.LATEST_LINK:
-            latest = await self._catalog.latest_handle(node.handle)
-            split = split_handle(latest)
-            if split is None or split[0] != split_handle(node.handle)[0]:  # type: ignore[index]
-                return f"../{latest}"
-            return split[1]
+            return self._latest_target(node.handle, await self._catalog.latest_handle(node.handle))
+        raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")
+
+    def listed_link_target(self, node: NodeId) -> str | None:
+        """``link_target`` without I/O: a ``@latest`` from the fresh list; None if unknown."""
         if node.kind is NodeKind.BY_NAME_LINK:
             return f"../{node.handle}"
-        raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")
+        if node.kind is NodeKind.LATEST_LINK:
+            latest = self._catalog.listed_latest(node.handle)
+            return None if latest is None else self._latest_target(node.handle, latest)
+        return None
+
+    @staticmethod
+    def _latest_target(handle: str, latest: str) -> str:
+        split = split_handle(latest)
+        if split is None or split[0] != split_handle(handle)[0]:  # type: ignore[index]
+            return f"../{latest}"
+        return split[1]

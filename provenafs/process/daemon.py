@@ -35,7 +35,7 @@ from provenafs.api import errors as api_errors
 from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
-from provenafs.api.realm import RefreshingToken, TokenSource
+from provenafs.api.realm import RefreshingToken, TokenSource, jwt_username
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -308,6 +308,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             options=options,
             drafts=drafts,
             spill=SpillArea(spill_directory(), options.spill_size) if options.spill_size else None,
+            username=jwt_username(await tokens.access_token()),
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)

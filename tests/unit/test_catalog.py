@@ -3,13 +3,16 @@ credential retry on listings, S3 listing parsing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.core.catalog import Catalog, DirectoryListing
+from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
+from provenafs.core.catalog import GUESSED_ROLES, OWNER_ROLES, Catalog, DirectoryListing
 from provenafs.storage.blobstore import (
     BlobUnavailableError,
     ExpiredCredentialsError,
@@ -114,6 +117,74 @@ async def test_records_expire_after_metadata_ttl() -> None:
     catalog.invalidate(REEF)
     await catalog.record(REEF)
     assert store.calls["fetch"] == 3
+
+
+async def test_the_fresh_list_answers_without_calls_with_estimated_roles() -> None:
+    store = FakeDataStore()
+    store.add(REEF, owner="alice", roles=OWNER_ROLES)
+    store.add("10378.1/1002", owner="bob", roles=("metadata-read",))
+    store.add("10378.1/1003", owner="bob", roles=OWNER_ROLES, locked=True)
+    clock = FakeClock()
+    broker = CredentialBroker(store, clock=clock)
+    catalog = Catalog(store, broker, MemoryBlobStore(), clock=clock, username="alice")
+    assert catalog.listed(REEF) is None  # no list yet: nothing is guessed
+    assert catalog.estimated_record(REEF) is None
+    await catalog.datasets()
+    own = catalog.estimated_record(REEF)
+    assert own is not None and own.roles == frozenset(OWNER_ROLES) and own.locked is False
+    assert own.document["roles"] == list(OWNER_ROLES)
+    assert own.document["item"] == store.items[REEF]
+    others = catalog.estimated_record("10378.1/1002")
+    assert others is not None and others.roles is None and others.locked is None
+    assert others.document["roles"] == list(GUESSED_ROLES)
+    assert catalog.estimated_record("10378.1/1002") is others  # once per list snapshot
+    await catalog.record("10378.1/1003")  # once fetched: the roles and lock last seen
+    fetched = catalog.estimated_record("10378.1/1003")
+    assert fetched is not None and fetched.roles == frozenset(OWNER_ROLES)
+    assert fetched.locked is True and fetched.document["locked"] is True
+    assert catalog.fresh_record("10378.1/1003") is not None
+    assert store.calls["fetch"] == 1
+    clock.advance(31)  # record and list both stale: neither answers any more
+    assert catalog.fresh_record("10378.1/1003") is None
+    assert catalog.listed(REEF) is None and catalog.estimated_record(REEF) is None
+    assert catalog.statistics()["list_indexes_built"] == 1
+
+
+async def test_each_list_page_is_prepared_while_the_next_one_is_awaited() -> None:
+    class HeldStore(FakeDataStore):
+        """Holds every page after the first until ``release`` is set."""
+
+        release = trio.Event()
+
+        async def list_page(
+            self, pagination_key: Mapping[str, Any] | None, page_size: int = 100
+        ) -> DatasetPage:
+            if pagination_key is not None:
+                await self.release.wait()
+            return await super().list_page(pagination_key, page_size)
+
+    store = HeldStore()
+    for n in range(250):
+        store.add(f"10378.1/{n}", owner="alice")
+    prepared: list[DatasetRecord] = []
+
+    async def prepare(records: Sequence[DatasetRecord]) -> None:
+        prepared.extend(records)
+
+    clock = FakeClock()
+    broker = CredentialBroker(store, clock=clock)
+    catalog = Catalog(
+        store, broker, MemoryBlobStore(), clock=clock, username="alice", prepare_listed=prepare
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(catalog.datasets)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(prepared) == 100  # the first page, while the second is awaited
+        store.release.set()
+    assert len(prepared) == 250
+    for record in prepared:  # the very estimates the listing answers from
+        assert catalog.estimated_record(record.handle) is record
+        assert record.roles == frozenset(OWNER_ROLES)
 
 
 async def test_dataset_list_walks_every_page_including_empty_ones_once() -> None:

@@ -20,7 +20,7 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.core.inodes import ROOT_INODE
-from provenafs.core.types import READDIR_BATCH, DirEntry
+from provenafs.core.types import READDIR_BATCH, SHORT_TIMEOUT, DirEntry
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
@@ -207,15 +207,18 @@ async def test_sidecar_size_equals_read_bytes_and_is_the_fetch_result() -> None:
     assert "Températures".encode() in data
 
 
-async def test_sidecar_in_prefix_listing_is_marked_for_revalidation() -> None:
-    fs, _ = build_filesystem(*world())
+async def test_sidecar_in_prefix_listing_is_estimated_from_the_list_until_fetched() -> None:
+    store, blobs = world()
+    fs, _ = build_filesystem(store, blobs)
     entries = {e.name: e.attributes for e in await list_dir(fs, "10378.1")}
-    # Listing does not fetch every record: unknown details are valid for no time at all.
-    assert entries["1002.json"].attr_timeout == 0.0
-    assert entries["1002.json"].entry_timeout == 0.0
-    fresh = await fs.getattr(entries["1002.json"].inode, CALLER)
-    assert fresh.size == len(await read_all(fs, "10378.1/1002.json"))
-    assert fresh.attr_timeout > 0
+    assert store.calls["fetch"] == 0
+    # Never fetched, not the caller's own: rendered with guessed roles, kept 1 s.
+    listed = entries["1002.json"]
+    assert listed.attr_timeout == listed.entry_timeout == SHORT_TIMEOUT
+    data = await read_all(fs, "10378.1/1002.json")
+    assert json.loads(data)["roles"] == ["metadata-read"]
+    assert listed.size == len(data) + len(',\n    "dataset-data-read"')  # one role more
+    assert (await fs.getattr(listed.inode, CALLER)).size == len(data)  # exact once fetched
 
 
 # --- permissions ---------------------------------------------------------------------------
