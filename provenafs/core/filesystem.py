@@ -28,11 +28,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -45,7 +46,7 @@ from provenafs.core.catalog import Catalog
 from provenafs.core.changes import DraftChanges
 from provenafs.core.file_views import FileViews
 from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, SnapshotHandle
-from provenafs.core.inodes import InodeTable, NodeId, NodeKind
+from provenafs.core.inodes import ROOT_INODE, InodeTable, NodeId, NodeKind
 from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.namespace import Namespace
 from provenafs.core.refusals import RefusalPolicy
@@ -54,6 +55,7 @@ from provenafs.core.sidecar_render import SidecarRenderer, sidecar_size
 from provenafs.core.status import StatusFile, statistics_of
 from provenafs.core.types import (
     DATASET_DIR_KINDS,
+    DOT_NAMES,
     NAME_MAX,
     READDIR_BATCH,
     Attributes,
@@ -349,17 +351,46 @@ class Filesystem:
         entries = []
         for name, child in children:
             entries.append((name, child, await self._attributes.of(child, fetch=fetch)))
-        return self._handles.add_dir(DirHandle(entries))
+        itself = await self._attributes.of(node)
+        dots = (itself.with_inode(inode), itself.with_inode(self._parent_inode(node, inode)))
+        return self._handles.add_dir(DirHandle(dots, entries))
+
+    def _parent_inode(self, node: NodeId, inode: int) -> int:
+        """The inode of the directory holding *node* (a directory), for its ``..`` entry."""
+        if node.kind is NodeKind.DATASET_DIR:
+            parent = NodeId(NodeKind.PREFIX_DIR, node.handle.partition("/")[0])
+        elif node.kind is NodeKind.DATASET_SUBDIR:
+            path = parent_path(node.path)[0]
+            parent = NodeId(
+                NodeKind.DATASET_SUBDIR if path else NodeKind.DATASET_DIR, node.handle, path
+            )
+        else:
+            return ROOT_INODE
+        found = self._inodes.find(parent)
+        return inode if found is None else found
+
+    def directory_entries(self, fh: int, offset: int) -> Iterator[DirEntry]:
+        """The entries of an open directory after *offset* (0 = from the start), ``.`` and
+        ``..`` first, each entry's lookup counted as it is produced: a caller that cannot send
+        one hands it to ``entry_not_sent`` and stops (the kernel takes what fits its buffer)."""
+        handle = self._handles.dir(fh)
+        position = max(offset, 0)
+        for dot in range(position, len(DOT_NAMES)):
+            yield DirEntry(DOT_NAMES[dot], handle.dots[dot], dot + 1)
+        first = max(position - len(DOT_NAMES), 0)
+        remember = self._inodes.remember
+        for index in range(first, len(handle.entries)):
+            name, node, attributes = handle.entries[index]
+            yield DirEntry(name, attributes.with_inode(remember(node)), index + 1 + len(DOT_NAMES))
+
+    def entry_not_sent(self, entry: DirEntry) -> None:
+        """An entry of ``directory_entries`` the kernel never got: its lookup does not count."""
+        if entry.name not in DOT_NAMES:
+            self._inodes.forget(entry.attributes.inode, 1)
 
     async def readdir(self, fh: int, offset: int) -> list[DirEntry]:
         """Up to ``READDIR_BATCH`` entries after *offset* (0 = from the start); [] at the end."""
-        handle = self._handles.dir(fh)
-        result = []
-        for index in range(max(offset, 0), min(len(handle.entries), offset + READDIR_BATCH)):
-            name, node, attributes = handle.entries[index]
-            inode = self._inodes.remember(node)
-            result.append(DirEntry(name, attributes.with_inode(inode), index + 1))
-        return result
+        return list(itertools.islice(self.directory_entries(fh, offset), READDIR_BATCH))
 
     async def releasedir(self, fh: int) -> None:
         self._handles.pop_dir(fh)

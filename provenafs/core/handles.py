@@ -293,8 +293,10 @@ async def commit_sidecar(editor: SidecarEditor, buffer: SidecarBuffer) -> None:
 
 @dataclasses.dataclass
 class DirHandle:
-    """An open directory: its entries as listed at ``opendir`` (stable offsets)."""
+    """An open directory: its entries as listed at ``opendir`` (stable offsets), after ``.`` and
+    ``..`` (their attributes carry their inode numbers: the kernel counts no lookup of them)."""
 
+    dots: tuple[Attributes, Attributes]
     entries: list[tuple[str, NodeId, Attributes]]
 
 

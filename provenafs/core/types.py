@@ -20,6 +20,7 @@ from provenafs.storage.blobstore import ObjectInfo
 
 __all__ = [
     "COPY_PART_SIZE",
+    "DOT_NAMES",
     "LONG_TIMEOUT",
     "NAME_MAX",
     "READDIR_BATCH",
@@ -41,8 +42,8 @@ __all__ = [
 # change under us, so the kernel asks again soon.
 LONG_TIMEOUT = 300.0
 SHORT_TIMEOUT = 1.0
-READDIR_BATCH = 20  # entries per answer: about what fits a 4 KiB readdirplus buffer, so few
-# returned entries go unsent (each returned entry counts as a kernel lookup)
+READDIR_BATCH = 20  # entries per ``Filesystem.readdir`` answer (the adapter takes as many as fit)
+DOT_NAMES = (".", "..")  # the first two entries of every directory listing
 COPY_PART_SIZE = 8 << 20  # copy-on-write fetches a base file into the draft in parts this big
 NAME_MAX = 255  # bytes in one path component, as on every Linux filesystem
 

@@ -7,6 +7,7 @@ broker, block cache, prefetch budget and object reader are the real ones.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
+from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
 from provenafs.core.types import READDIR_BATCH, SHORT_TIMEOUT, DirEntry
 from provenafs.errors import FsError
@@ -146,6 +148,57 @@ async def test_dataset_dir_holds_exactly_the_objects_with_sizes_and_folders() ->
     assert blobs.calls["head"] == 0  # sizes come from listings, never one HEAD per file
 
 
+async def live_inodes(fs: Filesystem) -> int:
+    """The numbered nodes, from the status file (whose own nodes exist after the first call)."""
+    status = json.loads(await read_all(fs, ".provenafs/status.json"))
+    return int(status["inodes"]["live_inodes"])
+
+
+async def test_readdir_answers_dot_and_dotdot_without_counting_lookups() -> None:
+    fs, _ = build_filesystem(*world())
+    prefix = await walk(fs, "10378.1")
+    dataset = await walk(fs, "10378.1/1001")
+    raw = await walk(fs, "10378.1/1001/raw")
+    for directory, parent in ((raw, dataset), (dataset, prefix), (prefix, None)):
+        fh = await fs.opendir(directory.inode, CALLER)
+        dot, dotdot = itertools.islice(fs.directory_entries(fh, 0), 2)  # nothing else counted
+        await fs.releasedir(fh)
+        assert (dot.name, dot.attributes.inode) == (".", directory.inode)
+        expected = ROOT_INODE if parent is None else parent.inode
+        assert (dotdot.name, dotdot.attributes.inode) == ("..", expected)
+        assert stat.S_ISDIR(dot.attributes.mode) and stat.S_ISDIR(dotdot.attributes.mode)
+    # the kernel counts no lookup of "." and "..": one forget of the lookups made by walk()
+    # retires the directory, however many listings showed it as "."
+    await live_inodes(fs)
+    before = await live_inodes(fs)
+    await fs.forget(raw.inode, 1)
+    assert await live_inodes(fs) == before - 1
+
+
+async def test_an_entry_the_kernel_did_not_take_is_not_counted() -> None:
+    """The adapter takes entries until the kernel's buffer is full and hands back the one that
+    did not fit: its lookup count is dropped, and no entry after it was counted."""
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    for n in range(50):
+        blobs.put_blocking(BUCKET, f"{s3_path(REEF)}f{n:04d}", b"x")
+    fs, _ = build_filesystem(store, blobs)
+    fh = await fs.opendir((await walk(fs, "10378.1/1001")).inode, CALLER)
+    await live_inodes(fs)
+    live = await live_inodes(fs)
+    produced = []
+    for entry in fs.directory_entries(fh, 0):
+        produced.append(entry)
+        if len(produced) == 12:  # ".", "..", then ten files; the tenth did not fit
+            fs.entry_not_sent(entry)
+            break
+    assert await live_inodes(fs) == live + 9
+    resumed = next(iter(fs.directory_entries(fh, produced[-2].next_offset)))
+    assert resumed.name == produced[-1].name == "f0009"
+    await fs.releasedir(fh)
+
+
 async def test_readdir_offsets_are_stable_and_resumable() -> None:
     store = FakeDataStore()
     store.add(REEF)
@@ -153,11 +206,12 @@ async def test_readdir_offsets_are_stable_and_resumable() -> None:
     for n in range(READDIR_BATCH * 2 + 5):
         blobs.put_blocking(BUCKET, f"{s3_path(REEF)}f{n:04d}", b"x" * n)
     fs, _ = build_filesystem(store, blobs)
-    fh = await fs.opendir((await walk(fs, "10378.1/1001")).inode, CALLER)
+    dataset = await walk(fs, "10378.1/1001")
+    fh = await fs.opendir(dataset.inode, CALLER)
     first = await fs.readdir(fh, 0)
     assert len(first) == READDIR_BATCH
     assert [e.next_offset for e in first] == list(range(1, READDIR_BATCH + 1))
-    middle = await fs.readdir(fh, 10)
+    middle = await fs.readdir(fh, 12)
     assert middle[0].name == "f0010"
     blobs.put_blocking(BUCKET, f"{s3_path(REEF)}a-new-file", b"")  # snapshot unaffected
     rest: list[DirEntry] = []
@@ -165,7 +219,8 @@ async def test_readdir_offsets_are_stable_and_resumable() -> None:
     while batch := await fs.readdir(fh, offset):
         rest += batch
         offset = batch[-1].next_offset
-    assert [e.name for e in rest] == [f"f{n:04d}" for n in range(READDIR_BATCH * 2 + 5)]
+    names = [f"f{n:04d}" for n in range(READDIR_BATCH * 2 + 5)]
+    assert [e.name for e in rest] == [".", "..", *names]
     assert await fs.readdir(fh, len(rest)) == []
     await fs.releasedir(fh)
     with pytest.raises(FsError) as excinfo:

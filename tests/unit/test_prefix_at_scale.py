@@ -79,7 +79,7 @@ async def ls_l(fs: Filesystem, inode: int) -> dict[str, tuple[Attributes, Attrib
     listed = []
     offset = 0
     while batch := await fs.readdir(fh, offset):
-        listed += batch
+        listed += [entry for entry in batch if entry.name not in (".", "..")]
         offset = batch[-1].next_offset
     await fs.releasedir(fh)
     answers = {}
