@@ -567,7 +567,8 @@ class ReadBench:
 # Scale rows: the big cached datasets of --scale
 # ---------------------------------------------------------------------------------------------
 
-# The spec (benchmarks.scale.SPECS) each scale row group measures.
+# The spec (benchmarks.scale.SPECS) each scale row group measures (issue 13's other groups:
+# benchmarks.scale_walks, which imports this module; __main__ joins the two tables).
 SCALE_ROW_SPECS = {"s1": "prefix-2000"}
 
 
@@ -588,9 +589,12 @@ class ScaleBench:
         self.mounts = mounts
 
     def run(self) -> None:
+        from benchmarks.scale_walks import ScaleWalks  # noqa: PLC0415 - it imports this module
+
         workloads: list[Workload] = [("s1", ("s1-prefix",), self.prefix_listing)]
         spec = self.data.spec.name
-        self.runner.run([w for w in workloads if SCALE_ROW_SPECS[w[0]] == spec])
+        walks = ScaleWalks(runner=self.runner, store=self.store, data=self.data, mounts=self.mounts)
+        self.runner.run([w for w in workloads if SCALE_ROW_SPECS[w[0]] == spec] + walks.workloads())
 
     def prefix_listing(self, column: str) -> dict[str, float]:
         """``ls -l`` of the handle prefix (peers: of the S3 folder of every dataset), cold."""
