@@ -21,9 +21,10 @@ import stat
 from collections.abc import Callable
 
 from provenafs.api.models import DatasetRecord
-from provenafs.core.catalog import Catalog
+from provenafs.core.catalog import Catalog, DirectoryListing
 from provenafs.core.file_views import FileViews
-from provenafs.core.inodes import ORPHAN_MARK, NodeId, NodeKind
+from provenafs.core.inodes import ORPHAN_MARK, ListingBlock, NodeId, NodeKind
+from provenafs.core.listed_entries import ListedEntries
 from provenafs.core.namespace import Namespace
 from provenafs.core.refusals import RefusalPolicy
 from provenafs.core.types import (
@@ -172,6 +173,25 @@ class AttributeMaker:
                 return self.make(stat.S_IFLNK | LINK_MODE, 0, mtime, 0.0)
             target = await self._namespace.link_target(node)
         return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
+
+    def listed(
+        self, record: DatasetRecord, node: NodeId, listing: DirectoryListing, block: ListingBlock
+    ) -> ListedEntries:
+        """The entries of a dataset directory without a draft, from its listing (what ``of``
+        answers for each of them, worked out once for them all)."""
+        dir_mode, file_mode = self._content_modes(record)
+        special = {METADATA_FILE: FILE_MODE} if not node.path else None
+        return ListedEntries(
+            listing,
+            block,
+            dir_mode=dir_mode,
+            file_mode=file_mode,
+            timeout=self._content_timeout(record),
+            uid=self._options.uid,
+            gid=self._options.gid,
+            dir_mtime_ns=seconds_to_ns(record.updated_timestamp),
+            special_modes=special,
+        )
 
     def sidecar_mode(self, record: DatasetRecord) -> int:
         """``rw-r--r--`` where an edit can succeed, else ``r--r--r--``."""

@@ -36,6 +36,7 @@ logs a secret beyond passing credentials from the broker to the store. Trio thre
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -168,9 +169,15 @@ class DirectoryListing:
 
     def names(self) -> list[tuple[str, bool]]:
         """Every entry as ``(name, is_directory)``, sorted by name."""
-        entries = [(name, True) for name in self.subdirs]
-        entries += [(name, False) for name in self.files]
-        return sorted(entries)
+        names, dirs = self.sorted_names
+        return [(name, bool(is_dir)) for name, is_dir in zip(names, dirs, strict=True)]
+
+    @functools.cached_property
+    def sorted_names(self) -> tuple[list[str], bytes]:
+        """Every entry's name, sorted, and 1 for each that is a directory (worked out once)."""
+        names = sorted(self.subdirs.union(self.files))
+        subdirs = self.subdirs
+        return names, bytes(name in subdirs for name in names)
 
 
 _EMPTY_LISTING = DirectoryListing({}, frozenset())

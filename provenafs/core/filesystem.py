@@ -336,9 +336,18 @@ class Filesystem:
         node = self._inodes.node(inode)
         if not node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "not a directory")
+        itself = await self._attributes.of(node)
+        dots = (itself.with_inode(inode), itself.with_inode(self._parent_inode(node, inode)))
         if node.kind in DATASET_DIR_KINDS:
             self._warm_if_cold(node.handle)
-            await self._policy.require_data_read(await self.catalog.record(node.handle))
+            record = await self.catalog.record(node.handle)
+            await self._policy.require_data_read(record)
+            if self._draft_of(node.handle) is None:
+                listing = await self.catalog.listing(record, node.path)
+                names, dirs = listing.sorted_names
+                block = self._inodes.listing_block(node, names, dirs)
+                listed = self._attributes.listed(record, node, listing, block)
+                return self._handles.add_dir(DirHandle(dots, [], listed))
         fetch = node.kind is not NodeKind.PREFIX_DIR
         if fetch:
             children = await self._namespace.children(node)
@@ -351,8 +360,6 @@ class Filesystem:
         entries = []
         for name, child in children:
             entries.append((name, child, await self._attributes.of(child, fetch=fetch)))
-        itself = await self._attributes.of(node)
-        dots = (itself.with_inode(inode), itself.with_inode(self._parent_inode(node, inode)))
         return self._handles.add_dir(DirHandle(dots, entries))
 
     def _parent_inode(self, node: NodeId, inode: int) -> int:
@@ -378,6 +385,15 @@ class Filesystem:
         for dot in range(position, len(DOT_NAMES)):
             yield DirEntry(DOT_NAMES[dot], handle.dots[dot], dot + 1)
         first = max(position - len(DOT_NAMES), 0)
+        listed = handle.listed
+        if listed is not None:
+            names, block = listed.names, listed.block
+            remember_entry = self._inodes.remember_entry
+            for index in range(first, len(names)):
+                inode = remember_entry(block, index)
+                attributes = listed.attributes(index, inode)
+                yield DirEntry(names[index], attributes, index + 1 + len(DOT_NAMES))
+            return
         remember = self._inodes.remember
         for index in range(first, len(handle.entries)):
             name, node, attributes = handle.entries[index]

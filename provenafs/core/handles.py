@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from provenafs.core.inodes import NodeId
+from provenafs.core.listed_entries import ListedEntries
 from provenafs.core.types import Attributes, Caller, FileReader, is_writing
 from provenafs.errors import FsError
 from provenafs.write.draft_entries import StagedEntry
@@ -298,6 +299,7 @@ class DirHandle:
 
     dots: tuple[Attributes, Attributes]
     entries: list[tuple[str, NodeId, Attributes]]
+    listed: ListedEntries | None = None  # a dataset directory's listing (then no ``entries``)
 
 
 class HandleTable:
