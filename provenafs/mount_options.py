@@ -11,7 +11,12 @@ read-write (drafts become new versions, docs/SEMANTICS.md, Writes); ``-o ro`` ma
 Write-side keys: ``writes=draft|in-place``, ``state_dir=`` (where drafts live; default
 ``$XDG_STATE_HOME/provenafs``), ``publish_delay=`` (seconds of quiet before a draft publishes
 itself; 0 = never), ``on_unmount=publish|refuse``, ``reason=`` (the reason of published versions)
-and ``metadata_reason=`` (of metadata edits). This module only parses: it must not touch the
+and ``metadata_reason=`` (of metadata edits). Sharing with other local users (docs/SEMANTICS.md,
+"Security"): ``allow_other``, ``umask=``, ``file_mode=``, ``dir_mode=`` (octal, as rclone and
+mountpoint-s3 name them; only the group and other read and search bits are taken) and
+``default_permissions``; ``insecure_http`` lets tokens go over plain http to another machine.
+Every accepted standard key either reaches the kernel or is mount(8)'s own: none is dropped.
+This module only parses: it must not touch the
 filesystem, the network or the environment beyond the caller's uid/gid defaults, and never reads a
 token file (it only names it).
 """
@@ -28,6 +33,8 @@ from types import MappingProxyType
 __all__ = [
     "DEFAULT_SOURCE",
     "KERNEL_FLAGS",
+    "SHAREABLE_DIR_BITS",
+    "SHAREABLE_FILE_BITS",
     "MountOptions",
     "MountOptionsError",
     "parse_mount_args",
@@ -53,8 +60,9 @@ KERNEL_FLAGS = frozenset(
     }
 )
 # Standard keys that mount(8), fstab and libfuse users pass; accepted and kept in ``extra``.
-# Beyond the kernel's flags they are mount(8)'s own (noauto, _netdev, ...) or libfuse's, and
-# mean nothing to the daemon.
+# Beyond the kernel's flags they are mount(8)'s own (noauto, _netdev, ...), which mean nothing
+# to a filesystem, or libfuse's that the daemon sets itself (auto_unmount always; fsname is
+# honoured, subtype must be provenafs). default_permissions is a flag of its own (below).
 _PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
     {
         "auto_unmount",
@@ -68,12 +76,15 @@ _PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
         "nofail",
         "owner",
         "group",
-        "default_permissions",
         "fsname",
         "subtype",
     }
 )
-_FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug"})
+_FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug", "default_permissions", "insecure_http"})
+# What the mode options can share with other users: read (and, for directories, search) bits of
+# group and others. Write bits are never shared: only the mount's owner changes anything.
+SHAREABLE_FILE_BITS = 0o044
+SHAREABLE_DIR_BITS = 0o055
 WRITE_MODES = ("draft", "in-place")
 ON_UNMOUNT = ("publish", "refuse")
 _VALUE_KEYS = frozenset(
@@ -98,6 +109,9 @@ _VALUE_KEYS = frozenset(
         "realm_url",
         "s3_endpoint",
         "region",
+        "umask",
+        "file_mode",
+        "dir_mode",
     }
 )
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -142,6 +156,37 @@ class MountOptions:
     region: str | None = None  # None: the discovered region (ap-southeast-2 by default)
     read_ahead: int = 1 << 20  # bytes the kernel reads ahead in a file (0: the kernel's own)
     spill_size: int = 1 << 30  # bytes of local spill files behind page-cache fills (0: none)
+    # Sharing with other local users (docs/SEMANTICS.md, "Security"); modes are octal values.
+    umask: int | None = None
+    file_mode: int | None = None
+    dir_mode: int | None = None
+    default_permissions: bool = False  # asked for: the kernel checks mode bits
+    insecure_http: bool = False  # tokens may go over plain http to another machine
+
+    @property
+    def shared_file_bits(self) -> int:
+        """The group and other bits files show: what other users may read."""
+        return self._shared(self.file_mode, SHAREABLE_FILE_BITS)
+
+    @property
+    def shared_dir_bits(self) -> int:
+        """The group and other bits directories show: what other users may list and search."""
+        return self._shared(self.dir_mode, SHAREABLE_DIR_BITS)
+
+    def _shared(self, mode: int | None, shareable: int) -> int:
+        if mode is not None:
+            return mode & shareable
+        if self.umask is not None:
+            return shareable & ~self.umask
+        # Without allow_other no other user reaches the mount; with it, nothing is shared
+        # unless a mode option says so.
+        return 0 if self.allow_other else shareable
+
+    @property
+    def kernel_checks_modes(self) -> bool:
+        """``default_permissions``: asked for, or other users are let in and shared with."""
+        shares = bool(self.shared_file_bits or self.shared_dir_bits)
+        return self.default_permissions or (self.allow_other and shares)
 
 
 def parse_size(text: str) -> int:
@@ -167,6 +212,16 @@ def _parse_id(key: str, text: str) -> int:
     if not text.isdigit():
         raise MountOptionsError(f"-o {key}= wants a numeric id, got {text!r}")
     return int(text)
+
+
+def _parse_mode(key: str, text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise MountOptionsError(f"-o {key}= wants octal permission bits (e.g. 0644), got {text!r}")
+    return value
 
 
 def _split_options(text: str) -> list[tuple[str, str | None]]:
@@ -240,6 +295,8 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
             raise MountOptionsError(f"unknown mount option {key!r} (known: {', '.join(known)})")
     if {"ro", "rw"} <= flags:
         raise MountOptionsError("-o ro and -o rw contradict each other")
+    if extra.get("subtype", "provenafs") != "provenafs":
+        raise MountOptionsError("-o subtype= can only be provenafs (mounts show as fuse.provenafs)")
 
     write_mode = values.get("writes", "draft")
     if write_mode not in WRITE_MODES:
@@ -282,4 +339,9 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         region=values.get("region", "").strip() or None,
         read_ahead=parse_size(values.get("read_ahead", "1M")),
         spill_size=parse_size(values.get("spill_size", "1G")),
+        umask=_parse_mode("umask", values["umask"]) if "umask" in values else None,
+        file_mode=_parse_mode("file_mode", values["file_mode"]) if "file_mode" in values else None,
+        dir_mode=_parse_mode("dir_mode", values["dir_mode"]) if "dir_mode" in values else None,
+        default_permissions="default_permissions" in flags,
+        insecure_http="insecure_http" in flags,
     )

@@ -102,13 +102,15 @@ def _unescape(field: str) -> str:
 
 
 def isolated_environment(home: Path, token_env: Mapping[str, str]) -> dict[str, str]:
-    """A mount daemon's environment: private config and cache dirs, and only ``token_env``'s token.
+    """A mount daemon's environment: private config, cache and state dirs (each home has drafts
+    of its own: a mount locks its draft store), and only ``token_env``'s token.
 
     ``token_env`` may also carry other variables the daemon needs (``XDG_STATE_HOME``).
     """
     env = {key: value for key, value in os.environ.items() if key not in TOKEN_VARIABLES}
     env["XDG_CONFIG_HOME"] = str(home / "config")
     env["XDG_CACHE_HOME"] = str(home / "cache")
+    env["XDG_STATE_HOME"] = str(home / "state")
     env.update(token_env)
     return env
 

@@ -50,7 +50,7 @@ from provenafs.api.models import (
     VersioningInfo,
     without_nulls,
 )
-from provenafs.api.realm import TokenSource
+from provenafs.api.realm import TokenSource, jwt_claim
 
 __all__ = ["DEFAULT_REGION", "DataStoreClient", "discover", "parse_dataset_record"]
 
@@ -345,6 +345,12 @@ class DataStoreClient:
         request = {"dataset_id": handle, "file_path": file_path, "expires_in": expires_in}
         body = await self._call(_PRESIGN, json=request)
         return str(self._parse(_PRESIGN, lambda b: _require(b, "presigned_url", str), body))
+
+    async def username(self) -> str | None:
+        """The user the token names (its ``preferred_username``, as Keycloak and the data store
+        put it in ``owner_username``); None when the token names none."""
+        name = jwt_claim(await self._tokens.access_token(), "preferred_username")
+        return name if isinstance(name, str) and name else None
 
     async def create_version(self, handle: str, reason: str) -> VersionCreated:
         """Mint the next version of a dataset; never re-sent once the request may have left."""

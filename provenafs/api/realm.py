@@ -38,8 +38,8 @@ __all__ = [
     "TokenSet",
     "TokenSource",
     "device_login",
+    "jwt_claim",
     "jwt_expiry",
-    "jwt_username",
 ]
 
 EARLY_REFRESH_SECONDS = 30.0
@@ -84,32 +84,26 @@ class StaticToken:
         return None
 
 
-def _jwt_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, read without verifying the signature; {} if unreadable."""
+def jwt_claim(token: str, name: str) -> object:
+    """One claim of a JWT, read without verifying the signature (the data store verifies it);
+    None if the token or the claim is unreadable."""
     parts = token.split(".")
     if len(parts) != 3:
-        return {}
+        return None
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
+        return None
+    return claims.get(name) if isinstance(claims, dict) else None
 
 
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT, read without verifying the signature; None if unreadable."""
-    exp = _jwt_claims(token).get("exp")
+    exp = jwt_claim(token, "exp")
     if isinstance(exp, int | float) and not isinstance(exp, bool):
         return float(exp)
     return None
-
-
-def jwt_username(token: str) -> str | None:
-    """The ``preferred_username`` of a JWT (unverified: the mount's own token, used only to
-    tell the caller's own datasets in the list); None if unreadable."""
-    username = _jwt_claims(token).get("preferred_username")
-    return username if isinstance(username, str) and username else None
 
 
 def _token_url(realm_url: str) -> str:

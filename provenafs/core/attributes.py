@@ -1,9 +1,11 @@
 """The attributes of every node: type, permission bits, size, times and kernel cache lifetimes.
 
 Permission bits tell the truth: a write bit shows exactly where ``RefusalPolicy`` lets a
-change through, and a dataset whose data the caller may not read is ``--x``. Inside a dataset
-the kernel may cache attributes long only where nothing can change them (no write access, no
-draft); editable sidecars are never cached (an edit changes their size at once).
+change through (for the mount's owner: nobody else ever writes), a dataset whose data the
+caller may not read is ``--x``, and group and other bits show only what the mount shares
+with other users (``RefusalPolicy.shared_mode``; ``.provenafs/status.json`` is ``r--------``).
+Inside a dataset the kernel may cache attributes long only where nothing can change them (no
+write access, no draft); editable sidecars are never cached (an edit changes their size).
 
 A prefix dir's entries (dataset dir, sidecar, ``@latest``) are answered from a fresh record,
 else from the fresh dataset list with the caller's roles estimated (``Catalog.estimated_record``:
@@ -48,6 +50,7 @@ from provenafs.write.drafts import Draft
 __all__ = ["AttributeMaker"]
 
 _PREFIX_ENTRY_KINDS = (NodeKind.DATASET_DIR, NodeKind.SIDECAR, NodeKind.LATEST_LINK)
+_OWNER_READ_ONLY = 0o400  # .provenafs/status.json: the mount's own state, never shared
 _FIXED_DIRECTORIES = (
     NodeKind.ROOT,
     NodeKind.PREFIX_DIR,
@@ -97,7 +100,7 @@ class AttributeMaker:
             # The size of the snapshot the last open served (so stat after a read agrees with
             # it); reads are direct_io, so a newer, longer snapshot is still read whole.
             now = seconds_to_ns(self._clock())
-            return self.make(stat.S_IFREG | FILE_MODE, self._status_size(), now, 0.0)
+            return self.make(stat.S_IFREG | _OWNER_READ_ONLY, self._status_size(), now, 0.0)
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
@@ -180,12 +183,13 @@ class AttributeMaker:
         """The entries of a dataset directory without a draft, from its listing (what ``of``
         answers for each of them, worked out once for them all)."""
         dir_mode, file_mode = self._content_modes(record)
-        special = {METADATA_FILE: FILE_MODE} if not node.path else None
+        shared = self._policy.shared_mode
+        special = {METADATA_FILE: shared(stat.S_IFREG | FILE_MODE)} if not node.path else None
         return ListedEntries(
             listing,
             block,
-            dir_mode=dir_mode,
-            file_mode=file_mode,
+            dir_mode=shared(stat.S_IFDIR | dir_mode),
+            file_mode=shared(stat.S_IFREG | file_mode),
             timeout=self._content_timeout(record),
             uid=self._options.uid,
             gid=self._options.gid,
@@ -238,7 +242,7 @@ class AttributeMaker:
     ) -> Attributes:
         return Attributes(
             inode=0,
-            mode=mode,
+            mode=self._policy.shared_mode(mode),
             size=size,
             nlink=2 if stat.S_ISDIR(mode) else 1,
             uid=self._options.uid,

@@ -38,8 +38,8 @@ from provenafs.core.file_views import FileView, FileViews
 from provenafs.core.handles import DraftFileHandle, HandleTable
 from provenafs.core.inodes import InodeTable, NodeId, NodeKind
 from provenafs.core.kernel_cache import KernelCache
-from provenafs.core.namespace import Namespace, check_name
-from provenafs.core.refusals import RefusalPolicy
+from provenafs.core.namespace import Namespace
+from provenafs.core.refusals import RefusalPolicy, check_new_name
 from provenafs.core.status import StatusFile
 from provenafs.core.types import (
     COPY_PART_SIZE,
@@ -316,7 +316,7 @@ class DraftChanges:
         """A new file in the draft, opened; or the existing file *name* (for the caller to open
         outside the gate: open takes it)."""
         parent_node, record = await self.dataset_parent(parent)
-        check_name(name)
+        check_new_name(name)
         path = join(parent_node.path, name)
         async with self._gate.change(record.handle):
             await self._policy.check_change(record, path)
@@ -344,7 +344,7 @@ class DraftChanges:
 
     async def mkdir(self, parent: int, name: str) -> Attributes:
         parent_node, record = await self.dataset_parent(parent)
-        check_name(name)
+        check_new_name(name)
         path = join(parent_node.path, name)
         async with self._gate.change(record.handle):
             await self._policy.check_change(record, path)
@@ -362,6 +362,7 @@ class DraftChanges:
 
     async def refuse_special(self, parent: int, name: str) -> FsError:
         parent_node, record = await self.dataset_parent(parent)
+        check_new_name(name)
         await self._policy.check_change(record, join(parent_node.path, name))
         return FsError(errno.EPERM, "datasets hold regular files and directories only")
 
@@ -422,7 +423,7 @@ class DraftChanges:
             raise FsError(errno.EXDEV, "renames across datasets are copies")
         if flags & ~RENAME_NOREPLACE:
             raise FsError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
-        check_name(new_name)
+        check_new_name(new_name)
         record = await self._catalog.record(old_dir.handle)
         async with self._gate.change(record.handle):
             source = await self._namespace.child(old_dir, old_name)

@@ -8,6 +8,10 @@ of a dataset to ``DraftChanges``, sidecar edits to ``SidecarEdits``, kernel cach
 invalidation to ``KernelCache`` and ``.provenafs/status.json`` to ``StatusFile``. What stays
 here is the wiring, lookups, directory listings, opening, xattrs and statfs.
 
+Callers: every entry point that a process calls carries its ``Caller``; a caller who is not
+the mount's owner is checked here, first, through ``RefusalPolicy`` (``require_owner`` for
+every change and presigned URL, ``require_reachable`` and ``require_shared`` for reads).
+
 Rules: names are ``str``, inodes ``int`` (1 = root). A method fails with ``FsError`` (a
 deliberate errno) or lets the IO layer's exceptions (API, object store, local disk) rise: the
 adapter maps every one through ``errors.to_errno``, once; anything else is a bug it turns into
@@ -49,7 +53,7 @@ from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, Snapsho
 from provenafs.core.inodes import ROOT_INODE, InodeTable, NodeId, NodeKind
 from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.namespace import Namespace
-from provenafs.core.refusals import RefusalPolicy
+from provenafs.core.refusals import READ_BITS, SEARCH_BITS, RefusalPolicy
 from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer, sidecar_size
 from provenafs.core.status import StatusFile, statistics_of
@@ -71,7 +75,7 @@ from provenafs.core.types import (
     is_writing,
     parent_path,
 )
-from provenafs.core.xattrs import ExtendedAttributes
+from provenafs.core.xattrs import PRESIGNED_URL, ExtendedAttributes
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
 from provenafs.read.reader import ObjectReader, PrefetchBudget
@@ -242,6 +246,7 @@ class Filesystem:
     # --- names and attributes ------------------------------------------------------------
 
     async def lookup(self, parent: int, name: str, ctx: Caller) -> Attributes:
+        self._policy.require_reachable(ctx)
         parent_node = self._inodes.node(parent)
         if not parent_node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "lookup in a non-directory")
@@ -292,13 +297,15 @@ class Filesystem:
         self._views.forget(node)
 
     async def getattr(self, inode: int, ctx: Caller) -> Attributes:
+        if inode != ROOT_INODE:
+            self._policy.require_reachable(ctx)
         attributes = await self._attributes.of(self._inodes.node(inode))
         return attributes.with_inode(inode)
 
     async def setattr(
         self,
         inode: int,
-        ctx: Caller | None = None,
+        ctx: Caller,
         *,
         size: int | None = None,
         mode: int | None = None,
@@ -317,18 +324,18 @@ class Filesystem:
         kept (S3 has neither); an atime alone changes nothing. Where no write can succeed,
         any change gets the refusal's errno.
         """
-        caller = ctx or Caller(0, 0, 0)
         node = self._inodes.node(inode)
-        if size is not None and node.kind is NodeKind.SIDECAR:
-            await self._sidecar_edits.truncate(node, size, fh)
-            return await self.getattr(inode, caller)
         values = (size, mode, uid, gid, atime_ns, mtime_ns)
         if not (times or owner or any(value is not None for value in values)):
-            return await self.getattr(inode, caller)
+            return await self.getattr(inode, ctx)
+        self._policy.require_owner(ctx, "changing attributes")
+        if size is not None and node.kind is NodeKind.SIDECAR:
+            await self._sidecar_edits.truncate(node, size, fh)
+            return await self.getattr(inode, ctx)
         if times and mtime_ns is None:
             mtime_ns = time.time_ns()
         await self.changes.change_attributes(inode, size=size, mtime_ns=mtime_ns, fh=fh)
-        return await self.getattr(inode, caller)
+        return await self.getattr(inode, ctx)
 
     # --- directories ---------------------------------------------------------------------
 
@@ -336,6 +343,7 @@ class Filesystem:
         node = self._inodes.node(inode)
         if not node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "not a directory")
+        await self._require_shared(node, ctx, READ_BITS)
         itself = await self._attributes.of(node)
         dots = (itself.with_inode(inode), itself.with_inode(self._parent_inode(node, inode)))
         if node.kind in DATASET_DIR_KINDS:
@@ -415,6 +423,10 @@ class Filesystem:
 
     async def open(self, inode: int, flags: int, ctx: Caller) -> OpenFile:
         node = self._inodes.node(inode)
+        if is_writing(flags):
+            self._policy.require_owner(ctx, "opening for writing")
+        elif not node.kind.is_directory:
+            await self._require_shared(node, ctx, READ_BITS)
         if node.kind is NodeKind.SIDECAR and flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
             return await self._sidecar_edits.open(node, flags, ctx)
         if node.kind.is_directory:
@@ -464,6 +476,11 @@ class Filesystem:
             fh = self._handles.add(SnapshotHandle(node, self._status.snapshot(), opened_by=ctx))
             return OpenFile(fh, keep_cache=False, direct_io=True)
         raise FsError(errno.ELOOP, "symlinks are resolved by the kernel")
+
+    async def _require_shared(self, node: NodeId, ctx: Caller, bits: int) -> None:
+        """A caller who is not the owner gets *node* only where its mode shares *bits*."""
+        if not self._policy.is_owner(ctx):
+            self._policy.require_shared(ctx, (await self._attributes.of(node)).mode, bits)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return await self._handles.file(fh).read(offset, size)
@@ -559,6 +576,7 @@ class Filesystem:
     async def create(
         self, parent: int, name: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes]:
+        self._policy.require_owner(ctx, "create")
         created = await self.changes.create(parent, name, flags, ctx)
         if not isinstance(created, NodeId):
             return created
@@ -566,12 +584,15 @@ class Filesystem:
         return await self.open(inode, flags, ctx), await self.getattr(inode, ctx)
 
     async def mkdir(self, parent: int, name: str, mode: int, ctx: Caller) -> Attributes:
+        self._policy.require_owner(ctx, "mkdir")
         return await self.changes.mkdir(parent, name)
 
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
+        self._policy.require_owner(ctx, "unlink")
         await self.changes.unlink(parent, name)
 
     async def rmdir(self, parent: int, name: str, ctx: Caller) -> None:
+        self._policy.require_owner(ctx, "rmdir")
         await self.changes.rmdir(parent, name)
 
     async def rename(  # noqa: PLR0917 (mirrors the FUSE operation)
@@ -583,15 +604,19 @@ class Filesystem:
         flags: int,
         ctx: Caller,
     ) -> None:
+        self._policy.require_owner(ctx, "rename")
         await self.changes.rename(old_parent, old_name, new_parent, new_name, flags)
 
     async def mknod(self, parent: int, name: str, mode: int, rdev: int, ctx: Caller) -> Attributes:
+        self._policy.require_owner(ctx, "mknod")
         raise await self.changes.refuse_special(parent, name)
 
     async def symlink(self, parent: int, name: str, target: str, ctx: Caller) -> Attributes:
+        self._policy.require_owner(ctx, "symlink")
         raise await self.changes.refuse_special(parent, name)
 
     async def link(self, inode: int, new_parent: int, new_name: str, ctx: Caller) -> Attributes:
+        self._policy.require_owner(ctx, "link")
         raise await self.changes.refuse_special(new_parent, new_name)
 
     # --- links, xattrs, access, statfs ---------------------------------------------------
@@ -603,18 +628,26 @@ class Filesystem:
         return await self._namespace.link_target(node)
 
     async def getxattr(self, inode: int, name: str, ctx: Caller) -> bytes:
-        return await self._xattrs.get(self._inodes.node(inode), name)
+        node = self._inodes.node(inode)
+        if name == PRESIGNED_URL:  # a URL anyone may use, minted with the owner's identity
+            self._policy.require_owner(ctx, "a presigned URL")
+        await self._require_shared(node, ctx, READ_BITS)
+        return await self._xattrs.get(node, name)
 
     async def listxattr(self, inode: int, ctx: Caller) -> list[str]:
-        return await self._xattrs.names(self._inodes.node(inode))
+        node = self._inodes.node(inode)
+        await self._require_shared(node, ctx, READ_BITS)
+        return await self._xattrs.names(node)
 
     async def setxattr(self, inode: int, name: str, value: bytes, ctx: Caller) -> None:
+        self._policy.require_owner(ctx, "setxattr")
         node = self._inodes.node(inode)
         if node.kind is NodeKind.SIDECAR:
             return await self._sidecar_edits.set_reason(node, name, value)
         raise await self._policy.xattr_refusal(node)
 
     async def removexattr(self, inode: int, name: str, ctx: Caller) -> None:
+        self._policy.require_owner(ctx, "removexattr")
         node = self._inodes.node(inode)
         if node.kind is NodeKind.SIDECAR:
             return await self._sidecar_edits.set_reason(node, name, None)
@@ -622,15 +655,25 @@ class Filesystem:
 
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
         # From a fetched record: an answer from the list's estimated modes could refuse wrongly.
+        if inode != ROOT_INODE:
+            self._policy.require_reachable(ctx)
         node = self._inodes.node(inode)
         if node.kind is NodeKind.DATASET_DIR:
             self._warm_if_cold(node.handle)  # chdir asks this on its way in
-        attributes = await self._attributes.of(node, exact=True)
+        attributes = (await self._attributes.of(node, exact=True)).with_inode(inode)
+        if not self._policy.is_owner(ctx):
+            if mode & os.W_OK:
+                self._policy.require_owner(ctx, "writing")
+            if mode & os.R_OK:
+                self._policy.require_shared(ctx, attributes.mode, READ_BITS)
+            if mode & os.X_OK:
+                self._policy.require_shared(ctx, attributes.mode, SEARCH_BITS)
+            return
         if mode & os.W_OK and not attributes.mode & stat.S_IWUSR:
             raise await self._policy.refusal_for(self._inodes.node(inode))
-        if mode & os.R_OK and not attributes.mode & stat.S_IROTH:
+        if mode & os.R_OK and not attributes.mode & stat.S_IRUSR:
             raise FsError(errno.EACCES, "not readable")
-        if mode & os.X_OK and not attributes.mode & stat.S_IXOTH:
+        if mode & os.X_OK and not attributes.mode & stat.S_IXUSR:
             raise FsError(errno.EACCES, "not searchable or executable")
 
     async def statfs(self) -> FsStats:

@@ -13,8 +13,6 @@ No I/O; trio thread only.
 
 from __future__ import annotations
 
-import stat
-
 from provenafs.core.catalog import DirectoryListing
 from provenafs.core.inodes import ListingBlock
 from provenafs.core.types import Attributes
@@ -43,27 +41,25 @@ class ListedEntries:
         listing: DirectoryListing,
         block: ListingBlock,
         *,
-        dir_mode: int,
+        dir_mode: int,  # with the type bits, like st_mode
         file_mode: int,
         timeout: float,
         uid: int,
         gid: int,
         dir_mtime_ns: int,
-        special_modes: dict[str, int] | None = None,
+        special_modes: dict[str, int] | None = None,  # names with a mode of their own
     ) -> None:
         self.block = block
         self.names, self.dirs = listing.sorted_names
         self._files = listing.files
-        self.file_mode = stat.S_IFREG | file_mode
-        self.special_modes = {
-            name: stat.S_IFREG | mode for name, mode in (special_modes or {}).items()
-        }
+        self.file_mode = file_mode
+        self.special_modes = special_modes or {}
         self._timeout = timeout
         self._uid = uid
         self._gid = gid
         self._dir_attributes = Attributes(
             0,
-            stat.S_IFDIR | dir_mode,
+            dir_mode,
             0,
             2,
             uid,
@@ -88,7 +84,7 @@ class ListedEntries:
         timeout = self._timeout
         return Attributes(
             inode,
-            self.special_modes.get(name, self.file_mode) if self.special_modes else self.file_mode,
+            self.special_modes.get(name, self.file_mode),
             info.size,
             1,
             self._uid,

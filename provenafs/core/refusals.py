@@ -8,6 +8,16 @@ top-level ``metadata.json`` is the data store's (``EACCES``); the levels above d
 change waits at the ``ChangeGate`` instead). A sidecar is editable where the caller holds item
 ``metadata-write`` or ``admin`` and the dataset is not locked.
 
+A name a change gives (create, mkdir, a rename's new name, symlink, mknod, link) must publish
+as the same S3 key: ``check_new_name`` is the one check, ``EINVAL`` for a name that is not valid
+UTF-8, holds a control character or a backslash (``write.object_keys``).
+
+Only the mount's owner (``-o uid=``, else the daemon's uid) changes anything: every change
+uses the owner's token, so a caller with another uid (``-o allow_other``; root included) gets
+``EACCES`` for every write, create, remove, rename, attribute or xattr change, sidecar edit and
+presigned URL (``require_owner``), and reads only what the mode options share with group or
+others (``shared_mode``, ``require_shared``; nothing by default).
+
 Permission bits come from the same answers (``write_refusal`` is None exactly where a write
 bit shows), so ``access(W_OK)`` and a write agree. This module decides; it changes nothing
 but its own log-once table and the set of datasets whose publish runs.
@@ -17,21 +27,36 @@ from __future__ import annotations
 
 import errno
 import logging
+import stat
 
 from provenafs.api.errors import AuthenticationError, ForbiddenError, PermissionDeniedError
 from provenafs.api.models import DatasetRecord
 from provenafs.core.catalog import Catalog
 from provenafs.core.inodes import NodeId, NodeKind
-from provenafs.core.types import DATASET_KINDS
+from provenafs.core.namespace import check_name
+from provenafs.core.types import DATASET_KINDS, Caller
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.draft_entries import METADATA_FILE
 from provenafs.write.metadata_edit import SidecarEditor, can_edit_metadata
+from provenafs.write.object_keys import name_problem
 
-__all__ = ["RefusalPolicy"]
+__all__ = ["READ_BITS", "SEARCH_BITS", "RefusalPolicy", "check_new_name"]
 
 log = logging.getLogger(__name__)
+
+READ_BITS = stat.S_IRGRP | stat.S_IROTH
+SEARCH_BITS = stat.S_IXGRP | stat.S_IXOTH
+
+
+def check_new_name(name: str) -> None:
+    """Refuse a name no node can have (as a lookup would), or one that cannot be published as
+    the same key: ``EINVAL``, before anything changes."""
+    check_name(name)
+    problem = name_problem(name)
+    if problem is not None:
+        raise FsError(errno.EINVAL, f"the name {name!r} {problem}: it could not be published")
 
 
 class RefusalPolicy:
@@ -136,6 +161,41 @@ class RefusalPolicy:
                 log.warning("%s: the data store refuses in-place writes: %s", handle, reason)
             raise FsError(errno.EACCES, f"{handle}: {reason}") from exc
         self._write_refusals.pop(handle, None)
+
+    # --- callers (docs/SEMANTICS.md, "Security") ----------------------------------------------
+
+    def is_owner(self, caller: Caller) -> bool:
+        return caller.uid == self._options.uid
+
+    def require_owner(self, caller: Caller, what: str) -> None:
+        """Refuse *what* (a change, a presigned URL) to anyone but the mount's owner."""
+        if caller.uid != self._options.uid:
+            raise FsError(
+                errno.EACCES,
+                f"{what}: uid {caller.uid} is not the mount's owner (uid {self._options.uid})",
+            )
+
+    def require_reachable(self, caller: Caller) -> None:
+        """Below the root, a caller who is not the owner reaches only what shared directories
+        (a search bit for group or others) lead to."""
+        if not self.is_owner(caller) and not self._options.shared_dir_bits & SEARCH_BITS:
+            raise FsError(errno.EACCES, f"uid {caller.uid}: this mount shares nothing")
+
+    def require_shared(self, caller: Caller, mode: int, bits: int) -> None:
+        """A caller who is not the owner gets only what *mode* grants group or others of
+        *bits* (``READ_BITS``, ``SEARCH_BITS``); the kernel checks which of the two applies
+        (``default_permissions`` is on wherever something is shared)."""
+        if not self.is_owner(caller) and not mode & bits & 0o077:
+            raise FsError(errno.EACCES, f"uid {caller.uid}: not shared with other users")
+
+    def shared_mode(self, mode: int) -> int:
+        """*mode* with its group and other bits cut to what the mount shares: read for files,
+        read and search for directories (``-o umask=,file_mode=,dir_mode=``)."""
+        if stat.S_ISLNK(mode):
+            return mode
+        options = self._options
+        shared = options.shared_dir_bits if stat.S_ISDIR(mode) else options.shared_file_bits
+        return (mode & ~0o077) | (mode & shared)
 
     # --- sidecars (metadata edits) -------------------------------------------------------
 

@@ -32,6 +32,7 @@ from provenafs.api import errors as api_errors
 from provenafs.api.client import discover
 from provenafs.api.logins import LOGIN_CLIENT_ID, config_dir, forget, save_refresh_token
 from provenafs.api.realm import device_login
+from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.mount_options import parse_mount_args
 from provenafs.process import control_socket
 from provenafs.process.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
@@ -406,9 +407,17 @@ def _login(args: Sequence[str]) -> int:
     parser.add_argument(
         "--realm", metavar="URL", help="the Keycloak realm URL (a real Provena has no discovery)"
     )
+    parser.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain http to another machine (tokens travel in clear)",
+    )
     parsed = parser.parse_args(args)
     try:
-        trio.run(_login_flow, parsed.source.rstrip("/"), parsed.realm)
+        trio.run(_login_flow, parsed.source.rstrip("/"), parsed.realm, parsed.insecure_http)
+    except InsecureUrlError as exc:
+        _error("login", str(exc))
+        return 1
     except api_errors.ApiError as exc:
         _error("login", str(exc) or type(exc).__name__)
         return 1
@@ -423,12 +432,19 @@ def _show_device_prompt(verification_uri: str, user_code: str) -> None:
     print(f"and confirm the code {user_code}. Waiting for approval...", flush=True)
 
 
-async def _login_flow(source: str, realm_url: str | None = None) -> None:
+async def _login_flow(
+    source: str, realm_url: str | None = None, insecure_http: bool = False
+) -> None:
+    check_token_url(source, what="the data store", insecure_http=insecure_http)
     realm_url = realm_url or (await discover(source)).realm_url
     if realm_url is None:
         raise api_errors.ApiError(
             f"{source} names no Keycloak realm; give it with --realm URL, or use PROVENAFS_TOKEN"
         )
+    # Before the device flow starts: its answer is the refresh token.
+    check_token_url(
+        realm_url, what="the Keycloak realm", insecure_http=insecure_http, source=source
+    )
     tokens = await device_login(realm_url, LOGIN_CLIENT_ID, _show_device_prompt)
     if not tokens.refresh_token:
         raise api_errors.AuthenticationError("the realm answered no refresh token")

@@ -2,8 +2,9 @@
 
 One Unix stream socket per mount, in a private runtime directory (``$XDG_RUNTIME_DIR/provenafs``
 when that exists, else ``~/.cache/provenafs/run``; made 0700 and owned by the mounting user),
-named by a hash of the mountpoint (``socket_path_for``). Only the mounting uid may talk to it:
-every connection's peer is checked with ``SO_PEERCRED`` before a byte is read.
+named by a hash of the mountpoint (``socket_path_for``). Only the mount's owner may talk to it
+(``allowed_uid``: the daemon names ``-o uid=``, else its own uid): every connection's peer is
+checked with ``SO_PEERCRED`` before a byte is read.
 
 Protocol: one request per connection, a JSON object on one line; the answer is JSON lines, each
 with an ``event``, the last one ``done``, ``nothing`` or ``error``:

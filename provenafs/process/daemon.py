@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from provenafs.api import errors as api_errors
 from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.logins import NotLoggedInError, token_source_for
 from provenafs.api.models import Discovery
-from provenafs.api.realm import RefreshingToken, TokenSource, jwt_username
+from provenafs.api.realm import RefreshingToken, TokenSource
+from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -47,6 +48,7 @@ from provenafs.process.mounts import READY_FD_ENV, find_mount, log_path_for
 from provenafs.read.reader import PrefetchBudget
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.storage.s3 import S3BlobStore
+from provenafs.write.draft_root_lock import DraftRootInUseError, hold_draft_root
 from provenafs.write.drafts import DraftStore, default_root
 from provenafs.write.publish import Publisher
 from provenafs.write.publish_scheduler import PublishScheduler
@@ -74,12 +76,16 @@ def _escape_option_value(value: str) -> str:
 def fuse_mount_options(options: MountOptions) -> set[str]:
     """The libfuse options for this mount (``fuse.provenafs`` in /proc/mounts, auto_unmount)."""
     result = {
-        f"fsname={_escape_option_value(options.source)}",
+        f"fsname={_escape_option_value(options.extra.get('fsname') or options.source)}",
         "subtype=provenafs",
         "auto_unmount",
-        # No "default_permissions": the core decides every permission itself, so that a
-        # version that is not the latest answers EROFS (not EACCES) and root gets no bypass.
     }
+    # The core decides every permission itself (so that a version that is not the latest
+    # answers EROFS, not EACCES); the kernel checks mode bits too where asked, or where other
+    # users are let in and shared with (docs/SEMANTICS.md, "Security"). Either way the core
+    # still refuses every change by a caller who is not the mount's owner, root included.
+    if options.kernel_checks_modes:
+        result.add("default_permissions")
     result.update(key for key in options.extra if key in KERNEL_FLAGS)
     if not result & {"atime", "relatime"}:
         result.add("noatime")
@@ -260,10 +266,37 @@ async def _serve_control(
         task_status.started()
 
 
+def _check_token_urls(options: MountOptions, discovery: Discovery | None) -> None:
+    """Refuse, before any token is sent, a URL that would carry one in clear (the data store;
+    then the realm and S3 endpoint that discovery, or the options, name)."""
+    insecure = options.insecure_http
+    try:
+        check_token_url(options.source, what="the data store", insecure_http=insecure)
+        if discovery is None:
+            return
+        if discovery.realm_url is not None:
+            check_token_url(
+                discovery.realm_url,
+                what="the Keycloak realm",
+                insecure_http=insecure,
+                source=options.source,
+            )
+        if discovery.s3_endpoint_url is not None:
+            check_token_url(
+                discovery.s3_endpoint_url,
+                what="the S3 endpoint",
+                insecure_http=insecure,
+                source=options.source,
+            )
+    except InsecureUrlError as exc:
+        raise StartupError(str(exc)) from exc
+
+
 @contextlib.asynccontextmanager
 async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
     """Discover the data store, check the token works, and build the core over the IO layer."""
     try:
+        _check_token_urls(options, None)
         discovery = await _discover_with_retries(options.source)
         discovery = dataclasses.replace(
             discovery,
@@ -271,6 +304,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             s3_endpoint_url=options.s3_endpoint or discovery.s3_endpoint_url,
             region=options.region or discovery.region,
         )
+        _check_token_urls(options, discovery)
         tokens = token_source_for(
             options.source, discovery.realm_url, offline_token_file=options.offline_token_file
         )
@@ -308,7 +342,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             options=options,
             drafts=drafts,
             spill=SpillArea(spill_directory(), options.spill_size) if options.spill_size else None,
-            username=jwt_username(await tokens.access_token()),
+            username=await client.username(),
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
@@ -318,6 +352,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             publishing=publishing,
             status=_control_status(options, client, broker, cache, budget),
             reverter=None if editor is None else editor.revert,
+            allowed_uid=options.uid,  # the mount's owner only, as for changes through it
         )
         try:
             yield _Mounted(fs, publishing, control, disk)
@@ -422,6 +457,20 @@ def _with_absolute_paths(options: MountOptions) -> MountOptions:
     )
 
 
+@contextlib.contextmanager
+def _draft_root_held(options: MountOptions) -> Iterator[None]:
+    """This mount's draft store, locked against a second mount of the source for its life."""
+    with contextlib.ExitStack() as stack:
+        root = default_root(options.source, options.state_dir)
+        try:
+            stack.enter_context(hold_draft_root(root, str(options.mountpoint)))
+        except DraftRootInUseError as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"cannot lock the draft store {root}: {exc}") from exc
+        yield
+
+
 def _bound_malloc() -> None:
     """Keep glibc from holding freed block buffers, so resident memory follows the budgets.
 
@@ -454,7 +503,8 @@ def run(options: MountOptions) -> int:
         os.chdir("/")  # a daemon must not keep the caller's working directory busy
     try:
         _check_mountpoint(options)
-        trio.run(_serve, options, readiness)
+        with _draft_root_held(options):
+            trio.run(_serve, options, readiness)
     except StartupError as exc:
         readiness.failed(str(exc))
         if in_background:

@@ -1,4 +1,4 @@
-"""The local data store's HTTP face: the DS routes of provena-api.md §3 around ``DataStore``.
+"""The local data store's HTTP face: the DS routes of docs/API.md §3 around ``DataStore``.
 
 ``create_app`` wraps the façade (``datastore.py``) in FastAPI with the §2 conventions (401 with
 ``WWW-Authenticate: Bearer``, realm-role checks, ``{"detail": ...}`` errors), the discovery
@@ -84,6 +84,9 @@ SYS_ADMIN_READ, SYS_ADMIN_WRITE, SYS_ADMIN_ADMIN = (
     "sys-admin-admin",
 )
 UNAUTHENTICATED = "Could not validate credentials"
+# FastAPI's OAuth2PasswordBearer, which Provena's services use, before any token is checked:
+# no Authorization header, or a scheme other than Bearer.
+NOT_AUTHENTICATED = "Not authenticated"
 WRONG_REALM_ROLE = (
     "You are not authorised to access this resource as you don't have the correct role."
 )
@@ -170,7 +173,9 @@ class BodyLimitMiddleware:
 
 def _bearer_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
+        raise StarletteHTTPException(401, NOT_AUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    if not token.strip():
         raise StarletteHTTPException(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     return token.strip()
 

@@ -7,7 +7,7 @@ offline tokens as Keycloak does (RS256 JWTs with ``preferred_username``, ``email
 (signature and ``exp``; audience not checked) and runs the OAuth device flow with its state in
 SQLite (``DATA_DIR/auth/auth.sqlite3``) so that ``provenafs serve device approve`` in another
 process can approve a login the server is polling for. ``realm_router`` serves the realm endpoints
-that Keycloak clients call (provena-api.md §8, §10.1).
+that Keycloak clients call (docs/API.md §8, §10.1).
 
 It must not import from the mount side, and no token, key or device code may appear in a log line,
 an exception message or a repr. Thread-safe: the key is read-only after construction and every

@@ -1,4 +1,4 @@
-"""The local data store's logic: every DS route of provena-api.md §3, independent of HTTP.
+"""The local data store's logic: every DS route of docs/API.md §3, independent of HTTP.
 
 ``DataStore`` is the façade the real DS is: it checks item roles, locks and release status,
 validates metadata, calls the registry, writes ``metadata.json`` and mints scoped credentials
@@ -165,7 +165,7 @@ def _utc_iso(moment: dt.datetime) -> str:
 
 
 class DataStore:
-    """The DS logic of provena-api.md §3, independent of HTTP (the CLI and seeding use it too).
+    """The DS logic of docs/API.md §3, independent of HTTP (the CLI and seeding use it too).
 
     Minting, versioning and metadata changes need the caller's linked Person (REG enforces it on
     its proxy routes); ``activities``, when set, queues the registry's Create / Version jobs.

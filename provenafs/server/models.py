@@ -1,4 +1,4 @@
-"""Pydantic models of the data store wire (provena-api.md §2-§4), as the local data store speaks it.
+"""Pydantic models of the data store wire (docs/API.md §2-§4), as the local data store speaks it.
 
 Real Provena is FastAPI + pydantic, so declaring the routes with these models reproduces its
 422 shapes and parameter locations. ``CollectionFormat`` follows §4.2: every sub-model forbids

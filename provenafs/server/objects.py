@@ -1,8 +1,8 @@
 """The local data store's S3 client side: admin S3 operations and prefix-scoped STS credentials.
 
 ``ObjectStore`` is the data store's admin client: the few bucket operations the façade needs, and
-``mint_credentials``, which builds Provena's inline session policy (provena-api.md §7) so that the
-S3 server itself *enforces* the prefix scope (local-s3.md measured that SeaweedFS does). ``S3Admin``
+``mint_credentials``, which builds Provena's inline session policy (docs/API.md §7) so that the
+S3 server itself *enforces* the prefix scope (docs/API.md §24: SeaweedFS does). ``S3Admin``
 says how to reach the S3 server: the local SeaweedFS (``seaweed.py``) or ``--s3-endpoint``.
 
 This module must not import anything from the mount side of provenafs, and must never log or put
@@ -163,12 +163,11 @@ def s3_client(
 
 
 def session_policy(bucket: str, prefix: str, *, write: bool) -> dict[str, Any]:
-    """Provena's inline session policy for a dataset prefix (provena-api.md §7), verbatim."""
+    """Provena's inline session policy for a dataset prefix (docs/API.md §7), statement by
+    statement in its order: write (write credentials only), read, then the bucket-wide list."""
     base = f"arn:aws:s3:::{bucket}/{prefix.rstrip('/')}"
     objects = [base, f"{base}/", f"{base}/*"]
-    statements: list[dict[str, Any]] = [
-        {"Effect": "Allow", "Action": ["s3:GetObject*"], "Resource": objects}
-    ]
+    statements: list[dict[str, Any]] = []
     if write:
         statements.append(
             {
@@ -186,14 +185,15 @@ def session_policy(bucket: str, prefix: str, *, write: bool) -> dict[str, Any]:
                 "Resource": objects,
             }
         )
+    statements.append({"Effect": "Allow", "Action": ["s3:GetObject*"], "Resource": objects})
     statements.append(
         {
             "Effect": "Allow",
             "Action": [
-                "s3:ListBucket",
-                "s3:ListBucketVersions",
-                "s3:ListBucketMultipartUploads",
                 "s3:ListMultipartUploads",
+                "s3:ListBucketMultipartUploads",
+                "s3:ListBucketVersions",
+                "s3:ListBucket",
             ],
             "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
         }

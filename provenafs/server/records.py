@@ -1,6 +1,6 @@
 """Shaping dataset records: the history entry and metadata replacement every change applies.
 
-Pure functions from one ``ItemDataset`` to the next (history newest first, as provena-api.md
+Pure functions from one ``ItemDataset`` to the next (history newest first, as docs/API.md
 §4.1), so the registry only stores what they return. They must not touch SQLite, storage or HTTP.
 """
 

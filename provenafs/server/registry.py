@@ -1,7 +1,7 @@
 """The local data store's registry: one SQLite file holding what Provena keeps in DynamoDB.
 
 It stores dataset records as complete ``ItemDataset`` JSON (history newest first, reasons exactly
-as provena-api.md §4.1), versioning chains (§5), locks and their history (§6), release status and
+as docs/API.md §4.1), versioning chains (§5), locks and their history (§6), release status and
 approvals (§3.10), access settings (§8.3), local users with realm roles, groups and the release
 reviewer list. Handles come from a counter (``10378.1/<n>``). What access settings grant is
 ``access.py``'s to say, how a record changes ``records.py``'s: the registry only stores the results.

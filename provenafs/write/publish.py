@@ -5,12 +5,15 @@ What a user sees of it is docs/SEMANTICS.md, "Writes: drafts" and "Writes in pla
 ``Publisher.publish(handle, reason, progress)`` turns the draft of ``handle`` into the next
 version of that dataset and answers the new handle:
 
-1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``;
+1. list the base version (its read credentials) and ask the draft for its ``DraftPlan``; a
+   planned key that S3 would refuse or store under another name (``object_keys``) fails the
+   publish here, before anything is minted;
 2. unless the draft already names one, ``POST /register/version`` and **record the new id in the
    draft's journal before anything is copied**, so a crash or an error resumes into the same new
    version and never mints a second one. The request itself (with its reason) is journaled
    before it is sent: a publish that finds a request without an answer (lost in transit, or a
-   crash while it was in flight) adopts the base's successor if it has that reason;
+   crash while it was in flight) adopts the base's successor if this user made it with that
+   reason (a generated reason carries a random request id);
 3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
    unchanged files streamed from the old version part by part (ranged GETs with the old
    version's read credentials, multipart upload with the new version's write credentials, one
@@ -48,6 +51,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -68,6 +72,7 @@ from provenafs.storage.blobstore import (
 )
 from provenafs.write.draft_entries import METADATA_FILE, Entry
 from provenafs.write.draft_plan import DraftPlan, DraftSummary
+from provenafs.write.object_keys import key_problem
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -82,6 +87,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 16 << 20
+_PREFIX_GROWTH = 8  # bytes a new version's prefix may outgrow its base's (a longer handle)
 _HASH_INLINE_BYTES = 1 << 20  # smaller bodies are hashed on the trio thread
 _T = TypeVar("_T")
 
@@ -151,6 +157,8 @@ class VersioningClient(Protocol):
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
     async def create_version(self, handle: str, reason: str) -> VersionCreated: ...
+
+    async def username(self) -> str | None: ...
 
 
 class CredentialSource(Protocol):
@@ -226,6 +234,12 @@ def generated_reason(plan: DraftPlan, base_paths: set[str], *, names: int = 3) -
         return f"provenafs: {counts}"
     shown = ", ".join(touched[:names]) + (", …" if len(touched) > names else "")
     return f"provenafs: {counts} ({shown})"
+
+
+def _with_nonce(reason: str) -> str:
+    """A generated reason made unique to one version request (journaled with it), so that a
+    lost answer is only ever matched to the version this request made."""
+    return f"{reason} [request {secrets.token_hex(4)}]"
 
 
 @contextlib.contextmanager
@@ -372,6 +386,8 @@ class Publisher:
         handle = draft.handle
         base = await self._list(handle, "read", draft.bucket, draft.base_prefix)
         plan = await draft.plan(base)
+        # Before any version is asked for: a key S3 would refuse or change mints nothing.
+        _check_keys(handle, plan, draft.base_prefix, len(draft.base_prefix) + _PREFIX_GROWTH)
         base_paths = {
             info.key[len(draft.base_prefix) :]
             for info in base.objects
@@ -386,7 +402,7 @@ class Publisher:
             if _changes_nothing(plan, draft.base_prefix, base_paths):
                 draft.discard()
                 raise NothingToPublishError(f"the draft of {handle} changes nothing")
-            text = reason or self._default_reason or generated_reason(plan, base_paths)
+            text = reason or self._default_reason or _with_nonce(generated_reason(plan, base_paths))
             tracker.report(phase="versioning")
             new_handle = await self._create_version(draft, text)
             draft.record_new_version(new_handle)
@@ -436,17 +452,33 @@ class Publisher:
         return created.new_version_id
 
     async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
-        """The successor of *handle* if it was minted with *reason* (by a call whose answer
-        never reached the journal); None when there is none (the call made nothing)."""
+        """The successor of *handle* if this user minted it with *reason* (by a call whose
+        answer never reached the journal); None when there is none (the call made nothing).
+
+        A successor with that reason made by anyone else (its ``owner_username`` is the user
+        who versioned it, docs/API.md §5.1) is never filled with this draft: the version call
+        is then asked again, and refused, as the base is no longer the latest. A generated
+        reason carries a random request id, so it names one request only.
+        """
         record = await self._client.fetch_dataset(handle)
         successor = None if record.versioning is None else record.versioning.next_version
         if successor is None:
             return None
         candidate = await self._client.fetch_dataset(successor)
-        if candidate.versioning is not None and candidate.versioning.reason == reason:
-            log.warning("adopting %s: the answer minting it was lost", successor)
-            return successor
-        return None
+        if candidate.versioning is None or candidate.versioning.reason != reason:
+            return None
+        me = await self._client.username()
+        if me is None or candidate.owner_username != me:
+            log.warning(
+                "not adopting %s: it has the reason of this draft's lost version call, but "
+                "%s made it, not %s",
+                successor,
+                candidate.owner_username,
+                me or "this mount's user (the token names none)",
+            )
+            return None
+        log.warning("adopting %s: the answer minting it was lost", successor)
+        return successor
 
     # -- in place --------------------------------------------------------------------------
 
@@ -458,6 +490,7 @@ class Publisher:
         prefix = draft.base_prefix
         base = await self._list(handle, "write", draft.bucket, prefix)
         plan = await draft.plan(base)
+        _check_keys(handle, plan, prefix, len(prefix))
         # Renamed files are copied from keys this push may overwrite or delete: copies go first.
         copies, uploads = self._transfers(plan, handle, draft.bucket, prefix, moved_only=True)
         await self._fill(
@@ -789,6 +822,27 @@ class Publisher:
             )
         except (BlobError, api_errors.ApiError) as exc:
             log.warning("could not abort an unfinished upload of %s: %s", key, exc)
+
+
+def _check_keys(handle: str, plan: DraftPlan, base_prefix: str, prefix_bytes: int) -> None:
+    """Refuse a plan with a key that S3 would refuse or store under another name (a draft an
+    older daemon journaled, say): every new name, moved file and folder marker is checked."""
+    paths = [f.path for f in plan.staged]
+    paths += [f.path for f in plan.carried if f.base_key != base_prefix + f.path]
+    paths += [d.strip("/") + "/" for d in plan.empty_dirs if d.strip("/")]
+    problems = []
+    for path in sorted(set(paths) - {METADATA_FILE}):
+        problem = key_problem(path, prefix_bytes)
+        if problem is not None:
+            problems.append(f"{path!r} {problem}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise PublishError(
+            f"the draft of {handle} cannot be published, nothing was: {shown}. Rename or "
+            "remove these through the mount, then commit again"
+        )
 
 
 def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) -> bool:

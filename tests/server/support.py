@@ -1,4 +1,4 @@
-"""What several data-store tests share: the record key order of provena-api.md and tokens.
+"""What several data-store tests share: the record key order of docs/API.md and tokens.
 
 Test helpers only: it may read the data directory of a running local store (its registry and
 realm key) to sign tokens in-process, but must not start or stop stores or hold test fixtures.

@@ -1,4 +1,4 @@
-"""Item roles from access settings (provena-api.md §8.3), with no registry and no SQLite."""
+"""Item roles from access settings (docs/API.md §8.3), with no registry and no SQLite."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contract tests of the local data store over real HTTP: every route of provena-api.md §3.
+"""Contract tests of the local data store over real HTTP: every route of docs/API.md §3.
 
 Shapes (every key, null optionals, int timestamps), status codes and the quirks of §10 and
 §10.1, against a private seeded ``provenafs serve`` (these tests mint, update and version).
@@ -191,10 +191,14 @@ def test_missing_or_invalid_token_is_401(api: Api, authorization: str | None) ->
     response = api.http.get("/check-access/check-general-access", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["detail"] in {
-        "Could not validate credentials",
-        "Token had incorrect structure.",
-    }
+    # docs/API.md §2: no header or another scheme fails before any token check.
+    if authorization is None or not authorization.startswith("Bearer"):
+        assert response.json() == {"detail": "Not authenticated"}
+    else:
+        assert response.json()["detail"] in {
+            "Could not validate credentials",
+            "Token had incorrect structure.",
+        }
 
 
 def test_tampered_token_is_401(api: Api) -> None:

@@ -1,6 +1,6 @@
 """The SQLite registry on its own: records, history, versioning, roles, locks, release, paging.
 
-No server and no S3: these pin provena-api.md §4.1, §5, §6, §8.3 and the §3.2 paging rules.
+No server and no S3: these pin docs/API.md §4.1, §5, §6, §8.3 and the §3.2 paging rules.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The role matrix over real HTTP: who may do what to which seeded dataset (provena-api.md §6).
+"""The role matrix over real HTTP: who may do what to which seeded dataset (docs/API.md §6).
 
 Rows: owner, a general role, a group role, no role, metadata-read only, locked, released, and
 the realm admin. Columns: fetch, list, read credentials, write credentials, presign, update,

@@ -162,7 +162,7 @@ def multipart_upload(s3: S3Client, bucket: str, key: str, parts: list[bytes]) ->
 
 
 def test_session_policy_is_provenas() -> None:
-    """provena-api.md §7, statement by statement."""
+    """docs/API.md §7, statement by statement."""
     read = session_policy("bkt", "datasets/x-1/", write=False)
     base = "arn:aws:s3:::bkt/datasets/x-1"
     objects = [base, base + "/", base + "/*"]
@@ -173,18 +173,19 @@ def test_session_policy_is_provenas() -> None:
     }
     listing = read["Statement"][-1]
     assert listing["Action"] == [
-        "s3:ListBucket",
-        "s3:ListBucketVersions",
-        "s3:ListBucketMultipartUploads",
         "s3:ListMultipartUploads",
+        "s3:ListBucketMultipartUploads",
+        "s3:ListBucketVersions",
+        "s3:ListBucket",
     ]
     assert listing["Resource"] == ["arn:aws:s3:::bkt", "arn:aws:s3:::bkt/*"]
     assert "Condition" not in listing
     assert len(read["Statement"]) == 2
     write = session_policy("bkt", "datasets/x-1", write=True)
     assert len(write["Statement"]) == 3
-    assert write["Statement"][1]["Resource"] == objects
-    assert write["Statement"][1]["Action"] == [
+    assert write["Statement"][1] == read["Statement"][0]  # write first, then read, then list
+    assert write["Statement"][0]["Resource"] == objects
+    assert write["Statement"][0]["Action"] == [
         "s3:GetObject*",
         "s3:DeleteObject*",
         "s3:PutObject",

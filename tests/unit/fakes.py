@@ -218,6 +218,10 @@ class FakeDataStore:
             f"https://s3.example/{BUCKET}/{s3_path(handle)}{file_path}?X-Amz-Expires={expires_in}"
         )
 
+    async def username(self) -> str | None:
+        """The token's user: the owner of every dataset ``add`` makes."""
+        return "jsmith"
+
     def statistics(self) -> Mapping[str, int]:
         return dict(self.calls)
 

@@ -32,7 +32,6 @@ from provenafs.api.realm import (
     TokenSet,
     device_login,
     jwt_expiry,
-    jwt_username,
 )
 from tests.conftest import LocalStore
 
@@ -104,19 +103,6 @@ def test_jwt_expiry_reads_exp_without_verifying() -> None:
     assert jwt_expiry(fake_jwt(1234, 1)) == 1234.0
     assert jwt_expiry("not-a-jwt") is None
     assert jwt_expiry("a.!!!.c") is None
-
-
-def test_jwt_username_reads_preferred_username_without_verifying() -> None:
-    def token(claims: dict[str, Any]) -> str:
-        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-        return f"e30.{payload}.sig"
-
-    assert jwt_username(token({"preferred_username": "alice", "exp": 1})) == "alice"
-    assert jwt_username(token({"preferred_username": ""})) is None
-    assert jwt_username(token({"preferred_username": ["alice"]})) is None
-    assert jwt_username(token({"sub": "x"})) is None
-    assert jwt_username("not-a-jwt") is None
-    assert jwt_username("a.!!!.c") is None
 
 
 async def test_static_token_is_used_as_is_and_hidden() -> None:

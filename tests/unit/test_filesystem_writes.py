@@ -149,7 +149,7 @@ async def test_truncate_grows_with_zeros_and_shrinks(tmp_path: Path) -> None:
     await fs.release(opened.fh)
     assert await read_all(fs, f"{DATASET}/staged.bin") == b"abc\0\0\0"
     await fails(errno.EINVAL, fs.setattr(staged, CALLER, size=-1))
-    await fails(errno.EISDIR, fs.setattr((await walk(fs, f"{DATASET}/raw")).inode, size=0))
+    await fails(errno.EISDIR, fs.setattr((await walk(fs, f"{DATASET}/raw")).inode, CALLER, size=0))
 
 
 async def test_truncate_to_zero_of_a_base_file_downloads_nothing(tmp_path: Path) -> None:
