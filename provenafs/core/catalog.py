@@ -35,11 +35,13 @@ logs a secret beyond passing credentials from the broker to the store. Trio thre
 
 from __future__ import annotations
 
+import array
+import bisect
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 import cachetools
@@ -87,6 +89,9 @@ OWNER_ROLES = (
 GUESSED_ROLES = ("metadata-read", "dataset-data-read")
 
 _MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
+# What one entry of a cached listing costs in memory, about (tests/unit/test_catalog.py
+# measures it): the listing cache's byte budget counts this per entry.
+LISTING_ENTRY_BYTES = 160
 
 
 class RecordSource(Protocol):
@@ -131,10 +136,19 @@ def is_valid_entry_name(name: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class DirectoryListing:
-    """One directory level of a dataset: file names to their objects, and subdirectory names."""
+    """One directory level of a dataset: its entries' names, sorted, and its files' objects.
 
-    files: Mapping[str, ObjectInfo]
-    subdirs: frozenset[str]
+    Stored by column (a name, a directory flag, a size, an mtime and an ETag per entry: about
+    150 bytes an entry instead of 430 for a dict of ``ObjectInfo``), so that the listing cache
+    holds three times as many; ``files`` and ``subdirs`` are views of those columns.
+    """
+
+    prefix: str  # the S3 prefix listed (every key is the prefix and a name)
+    entry_names: list[str]  # every entry's name, sorted
+    dirs: bytes  # 1 where the entry is a directory
+    sizes: array.array[int]  # 0 for directories
+    mtimes: array.array[float]  # Unix seconds; 0 for directories
+    etags: list[bytes | str]  # a 32-digit hex ETag as its 16 bytes, any other as is
 
     @classmethod
     def from_keys(
@@ -161,26 +175,106 @@ class DirectoryListing:
                 if is_valid_entry_name(name):
                     subdirs.add(name)
                 continue
-            if not is_valid_entry_name(name) or name in subdirs:
+            if not is_valid_entry_name(name):
                 logger.debug("skipping S3 key that cannot be an entry: %r", info.key)
                 continue
             files[name] = info
-        return cls(files, frozenset(subdirs))
+        for name in subdirs.intersection(files):
+            logger.debug("skipping S3 key that is also a folder: %r", files.pop(name).key)
+        names = sorted(subdirs.union(files))
+        dirs = bytes(name in subdirs for name in names)
+        sizes: array.array[int] = array.array("q", bytes(8 * len(names)))
+        mtimes: array.array[float] = array.array("d", bytes(8 * len(names)))
+        etags: list[bytes | str] = [b""] * len(names)
+        for index, name in enumerate(names):
+            if (found := files.get(name)) is not None:
+                sizes[index] = found.size
+                mtimes[index] = found.last_modified
+                etags[index] = _packed_etag(found.etag)
+        return cls(prefix, names, dirs, sizes, mtimes, etags)
 
     def names(self) -> list[tuple[str, bool]]:
         """Every entry as ``(name, is_directory)``, sorted by name."""
-        names, dirs = self.sorted_names
-        return [(name, bool(is_dir)) for name, is_dir in zip(names, dirs, strict=True)]
+        return [
+            (name, bool(is_dir)) for name, is_dir in zip(self.entry_names, self.dirs, strict=True)
+        ]
+
+    @property
+    def sorted_names(self) -> tuple[list[str], bytes]:
+        """Every entry's name, sorted, and 1 for each that is a directory."""
+        return self.entry_names, self.dirs
 
     @functools.cached_property
-    def sorted_names(self) -> tuple[list[str], bytes]:
-        """Every entry's name, sorted, and 1 for each that is a directory (worked out once)."""
-        names = sorted(self.subdirs.union(self.files))
-        subdirs = self.subdirs
-        return names, bytes(name in subdirs for name in names)
+    def files(self) -> Mapping[str, ObjectInfo]:
+        """File names (sorted) to their objects."""
+        return _FileTable(self)
+
+    @functools.cached_property
+    def subdirs(self) -> frozenset[str]:
+        return frozenset(
+            name for name, is_dir in zip(self.entry_names, self.dirs, strict=True) if is_dir
+        )
+
+    def index(self, name: str) -> int | None:
+        """Where *name* is in ``names``, if it is there."""
+        index = bisect.bisect_left(self.entry_names, name)
+        return index if index < len(self.entry_names) and self.entry_names[index] == name else None
+
+    def object_at(self, index: int) -> ObjectInfo:
+        """The object of the file entry at *index*."""
+        etag = self.etags[index]
+        return ObjectInfo(
+            self.prefix + self.entry_names[index],
+            self.sizes[index],
+            etag.hex() if isinstance(etag, bytes) else etag,
+            self.mtimes[index],
+        )
+
+    def cost(self) -> int:
+        """About the bytes this listing holds (what the listing cache counts)."""
+        return LISTING_ENTRY_BYTES * (len(self.entry_names) + 1)
 
 
-_EMPTY_LISTING = DirectoryListing({}, frozenset())
+def _packed_etag(etag: str) -> bytes | str:
+    if len(etag) == 32 and etag == etag.lower():
+        try:
+            return bytes.fromhex(etag)
+        except ValueError:
+            return etag
+    return etag
+
+
+class _FileTable(Mapping[str, ObjectInfo]):
+    """The files of a ``DirectoryListing`` as a mapping of name to ``ObjectInfo`` (made on
+    demand from the columns)."""
+
+    __slots__ = ("_listing",)
+
+    def __init__(self, listing: DirectoryListing) -> None:
+        self._listing = listing
+
+    def __getitem__(self, name: str) -> ObjectInfo:
+        index = self._listing.index(name)
+        if index is None or self._listing.dirs[index]:
+            raise KeyError(name)
+        return self._listing.object_at(index)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        index = self._listing.index(name)
+        return index is not None and not self._listing.dirs[index]
+
+    def __iter__(self) -> Iterator[str]:
+        listing = self._listing
+        return (
+            name
+            for name, is_dir in zip(listing.entry_names, listing.dirs, strict=True)
+            if not is_dir
+        )
+
+    def __len__(self) -> int:
+        return len(self._listing.entry_names) - self._listing.dirs.count(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,9 +310,64 @@ class DatasetSnapshot:
         }
         return cls(root, levels)
 
+    def cost(self) -> int:
+        """About the bytes this snapshot holds (what the listing cache counts)."""
+        return sum(level.cost() for level in self.levels.values())
+
     def listing(self, directory: str) -> DirectoryListing:
         """The level of *directory* ("" for the root); empty where no key lies under it."""
-        return self.levels.get(_prefix_of(self.root, directory), _EMPTY_LISTING)
+        prefix = _prefix_of(self.root, directory)
+        level = self.levels.get(prefix)
+        return DirectoryListing.from_keys(prefix, (), ()) if level is None else level
+
+
+ListingKey = tuple[str, str | None]  # (handle, directory) of a level, (handle, None) of a snapshot
+
+
+class ListingCache:
+    """S3 listings, each with when it was listed: fresh for ``ttl``, and after that kept (for
+    an outage: ``last``) until the least recently used go to fit ``budget`` bytes (as
+    ``DirectoryListing.cost`` counts them). One budget for levels and snapshots, whatever the
+    number of folders: a walk of many small folders keeps as many listings as few big ones of
+    the same total size."""
+
+    def __init__(self, budget: int, ttl: float, clock: Callable[[], float]) -> None:
+        self._entries: cachetools.LRUCache[
+            ListingKey, tuple[DirectoryListing | DatasetSnapshot, float]
+        ] = cachetools.LRUCache(max(budget, 1), getsizeof=lambda entry: entry[0].cost())
+        self._ttl = ttl
+        self._clock = clock
+        self._too_big = 0
+
+    def fresh(self, key: ListingKey) -> DirectoryListing | DatasetSnapshot | None:
+        entry = self._entries.get(key)
+        if entry is None or self._clock() - entry[1] >= self._ttl:
+            return None
+        return entry[0]
+
+    def last(self, key: ListingKey) -> DirectoryListing | DatasetSnapshot | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: ListingKey, value: DirectoryListing | DatasetSnapshot) -> None:
+        if value.cost() > self._entries.maxsize:
+            self._too_big += 1  # answered, never kept: it alone is more than the budget
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = (value, self._clock())
+
+    def drop(self, handle: str) -> None:
+        for key in [key for key in self._entries if key[0] == handle]:
+            del self._entries[key]
+
+    def statistics(self) -> dict[str, int]:
+        snapshots = sum(1 for key in self._entries if key[1] is None)
+        return {
+            "listings_cached": len(self._entries) - snapshots,
+            "snapshots_cached": snapshots,
+            "listing_cache_bytes": int(self._entries.currsize),
+            "listings_too_big_to_cache": self._too_big,
+        }
 
 
 def _prefix_of(root: str, directory: str) -> str:
@@ -289,8 +438,7 @@ class Catalog:
         listing_ttl: float = 300.0,
         negative_ttl: float = 5.0,
         max_records: int = 4096,
-        max_listings: int = 256,
-        max_snapshots: int = 16,
+        listing_cache_bytes: int = 64 << 20,
         snapshot_max_keys: int = 3000,
         username: str | None = None,
         prepare_listed: Callable[[Sequence[DatasetRecord]], Awaitable[None]] | None = None,
@@ -319,21 +467,11 @@ class Catalog:
         )
         self._last_all: tuple[DatasetRecord, ...] | None = None
         self._list_index: _ListIndex | None = None
-        self._listings: cachetools.TTLCache[tuple[str, str], DirectoryListing] = (
-            cachetools.TTLCache(max_listings, listing_ttl, timer=clock)
-        )
-        self._last_listings: cachetools.LRUCache[tuple[str, str], DirectoryListing] = (
-            cachetools.LRUCache(max_listings)
-        )
-        # Snapshots by handle; a handle too big for one is remembered for listing_ttl, and
-        # meanwhile its folders are listed one level at a time.
+        # Levels by (handle, directory) and snapshots by (handle, None), within one byte budget;
+        # a handle too big for a snapshot is remembered for listing_ttl, and meanwhile its
+        # folders are listed one level at a time.
+        self._listings = ListingCache(listing_cache_bytes, listing_ttl, clock)
         self._snapshot_max_keys = snapshot_max_keys
-        self._snapshots: cachetools.TTLCache[str, DatasetSnapshot] = cachetools.TTLCache(
-            max_snapshots, listing_ttl, timer=clock
-        )
-        self._last_snapshots: cachetools.LRUCache[str, DatasetSnapshot] = cachetools.LRUCache(
-            max_snapshots
-        )
         self._unsnapshotted: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             max_records, listing_ttl, timer=clock
         )
@@ -512,12 +650,12 @@ class Catalog:
     async def listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
         handle = record.handle
-        snapshot = self._snapshots.get(handle)
-        if snapshot is not None:
-            cached: DirectoryListing | None = snapshot.listing(directory)
+        snapshot = self._listings.fresh((handle, None))
+        if isinstance(snapshot, DatasetSnapshot):
+            cached: DirectoryListing | DatasetSnapshot | None = snapshot.listing(directory)
         else:
-            cached = self._listings.get((handle, directory))
-        if cached is not None:
+            cached = self._listings.fresh((handle, directory))
+        if isinstance(cached, DirectoryListing):
             self._counts["listing_hits"] += 1
             return cached
         if self._tree_lister is not None and not self._unsnapshotted.get(handle):
@@ -552,8 +690,8 @@ class Catalog:
                 ),
             )
         except (api_errors.UnavailableError, BlobUnavailableError):
-            stale = self._last_snapshots.get(handle)
-            if stale is None:
+            stale = self._listings.last((handle, None))
+            if not isinstance(stale, DatasetSnapshot):
                 raise
             self._served_stale("listing", handle)
             return stale
@@ -563,8 +701,7 @@ class Catalog:
             return None
         snapshot = DatasetSnapshot.from_keys(root, keys.objects)
         if invalidations == self._invalidations:  # else it may predate a write: do not keep it
-            self._snapshots[handle] = snapshot
-            self._last_snapshots[handle] = snapshot
+            self._listings.put((handle, None), snapshot)
         return snapshot
 
     async def _fetch_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
@@ -579,13 +716,16 @@ class Catalog:
                 raise
             return stale
         if invalidations == self._invalidations:  # else it may predate a write: do not keep it
-            self._listings[key] = listing
-            self._last_listings[key] = listing
+            self._listings.put(key, listing)
         return listing
 
     def _stale_listing(self, handle: str, directory: str) -> DirectoryListing | None:
-        """The last listing of one level seen, if any, counted and logged as served stale."""
-        stale = self._last_listings.get((handle, directory))
+        """The last listing of one level seen (alone or in a snapshot), if any, counted and
+        logged as served stale."""
+        stale = self._listings.last((handle, directory))
+        if not isinstance(stale, DirectoryListing):
+            snapshot = self._listings.last((handle, None))
+            stale = snapshot.listing(directory) if isinstance(snapshot, DatasetSnapshot) else None
         if stale is not None:
             self._served_stale("listing", f"{handle}/{directory}")
         return stale
@@ -681,11 +821,7 @@ class Catalog:
         self._records.pop(handle, None)
         self._unknown.pop(handle, None)
         self._readable.pop(handle, None)
-        for key in {key for key in (*self._listings, *self._last_listings) if key[0] == handle}:
-            self._listings.pop(key, None)
-            self._last_listings.pop(key, None)
-        self._snapshots.pop(handle, None)
-        self._last_snapshots.pop(handle, None)
+        self._listings.drop(handle)
         self._unsnapshotted.pop(handle, None)
         self._last_fetched.pop(handle, None)
         self._all.clear()
@@ -696,8 +832,7 @@ class Catalog:
             **self._counts,
             "records_cached": len(self._records),
             "negative_cached": len(self._unknown),
-            "listings_cached": len(self._listings),
-            "snapshots_cached": len(self._snapshots),
+            **self._listings.statistics(),
             "datasets_listed": len(self._last_all or ()),
             "single_flight_joined": (
                 self._record_flights.joined

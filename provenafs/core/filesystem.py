@@ -130,6 +130,7 @@ class Filesystem:
             clock=clock,
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
+            listing_cache_bytes=options.listing_cache_size,
             username=username,
             prepare_listed=self._prepare_sidecar_sizes,
         )

@@ -3,7 +3,7 @@
 ``opendir`` of a dataset directory without a draft answers from one ``ListedEntries`` over the
 catalog's ``DirectoryListing``: the listing's names, sorted once per listing, are numbered by
 the inode table's ``ListingBlock`` for that directory, and an entry's attributes are made from
-its ``ObjectInfo`` only when ``readdir`` hands the entry to the kernel. Listing 200,000 objects
+the listing's columns only when ``readdir`` hands the entry to the kernel. Listing 200,000 objects
 thus makes no object per entry before the kernel takes it, and the lookup counts of what it
 took cost an array slot each. Modes, owner and cache lifetimes are the directory's, the same
 for every entry (a directory with a draft is answered entry by entry instead).
@@ -25,8 +25,9 @@ class ListedEntries:
 
     __slots__ = (
         "_dir_attributes",
-        "_files",
         "_gid",
+        "_mtimes",
+        "_sizes",
         "_timeout",
         "_uid",
         "block",
@@ -51,7 +52,7 @@ class ListedEntries:
     ) -> None:
         self.block = block
         self.names, self.dirs = listing.sorted_names
-        self._files = listing.files
+        self._sizes, self._mtimes = listing.sizes, listing.mtimes
         self.file_mode = file_mode
         self.special_modes = special_modes or {}
         self._timeout = timeout
@@ -78,14 +79,12 @@ class ListedEntries:
         """The attributes of entry *index*, numbered *inode*."""
         if self.dirs[index]:
             return self._dir_attributes.with_inode(inode)
-        name = self.names[index]
-        info = self._files[name]
-        mtime_ns = int(info.last_modified * 1_000_000_000)
+        mtime_ns = int(self._mtimes[index] * 1_000_000_000)
         timeout = self._timeout
         return Attributes(
             inode,
-            self.special_modes.get(name, self.file_mode),
-            info.size,
+            self.special_modes.get(self.names[index], self.file_mode),
+            self._sizes[index],
             1,
             self._uid,
             self._gid,

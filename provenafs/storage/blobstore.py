@@ -59,7 +59,7 @@ class BlobUnavailableError(BlobError):
     """The object store could not be reached, or kept failing, after bounded retries."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int

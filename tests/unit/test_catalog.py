@@ -3,6 +3,7 @@ credential retry on listings, S3 listing parsing."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -342,3 +343,57 @@ async def _failing_listing(
         return await catalog.listing(record, "")
     finally:
         blobs.list_prefix = original  # type: ignore[method-assign]
+
+
+async def test_a_warm_re_walk_of_many_folders_lists_nothing_within_the_byte_budget() -> None:
+    """300 folders (more than the 256 listings once kept) are all answered again from the
+    cache; a budget of ten folders keeps the ten used last, whatever their number."""
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    folders = [f"d{n:03d}" for n in range(300)]
+    for folder in folders:
+        blobs.put_blocking(BUCKET, f"{s3_path(REEF)}{folder}/f.bin", b"x")
+    clock = FakeClock()
+    broker = CredentialBroker(store, clock=clock)
+    catalog = Catalog(store, broker, blobs, clock=clock, snapshot_max_keys=0)
+    record = await catalog.record(REEF)
+    for folder in folders:
+        await catalog.listing(record, folder)
+    walked = blobs.calls["list"]
+    for folder in folders:
+        assert list((await catalog.listing(record, folder)).files) == ["f.bin"]
+    assert blobs.calls["list"] == walked  # the warm re-walk: no S3 request
+    clock.advance(301)  # past listing_ttl: listed again
+    await catalog.listing(record, folders[0])
+    assert blobs.calls["list"] == walked + 1
+
+    one = (await catalog.listing(record, folders[0])).cost()
+    small = Catalog(
+        store, broker, blobs, clock=clock, snapshot_max_keys=0, listing_cache_bytes=10 * one
+    )
+    for folder in folders:
+        await small.listing(record, folder)
+    walked = blobs.calls["list"]
+    for folder in folders[-10:]:
+        await small.listing(record, folder)
+    assert blobs.calls["list"] == walked
+    await small.listing(record, folders[0])
+    assert blobs.calls["list"] == walked + 1
+    assert small.statistics()["listing_cache_bytes"] <= 10 * one
+
+
+def test_a_cached_listing_costs_what_the_budget_counts() -> None:
+    """``DirectoryListing.cost`` (what the byte budget counts) is at least what it holds."""
+    prefix = "datasets/10378-1-1932287/d0003/"
+    objects = [
+        ObjectInfo(f"{prefix}{n:07d}.bin", 1000 + n, f"{n:032x}", 1_796_418_617.0 + n)
+        for n in range(20_000)
+    ]
+    tracemalloc.start()
+    listing = DirectoryListing.from_keys(prefix, objects, [f"{prefix}sub{n}/" for n in range(10)])
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(listing.files) == 20_000 and len(listing.subdirs) == 10
+    assert held <= listing.cost(), (held / 20_010, listing.cost() / 20_010)
+    assert listing.files[f"{7:07d}.bin"] == objects[7]
