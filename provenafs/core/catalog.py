@@ -647,6 +647,14 @@ class Catalog:
 
     # --- S3 listings ---------------------------------------------------------------------
 
+    def cached_listing(self, handle: str, directory: str) -> DirectoryListing | None:
+        """The fresh listing of one level, if cached (alone or in a snapshot), without I/O."""
+        snapshot = self._listings.fresh((handle, None))
+        if isinstance(snapshot, DatasetSnapshot):
+            return snapshot.listing(directory)
+        cached = self._listings.fresh((handle, directory))
+        return cached if isinstance(cached, DirectoryListing) else None
+
     async def listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
         handle = record.handle

@@ -75,6 +75,7 @@ from provenafs.core.types import (
     is_writing,
     parent_path,
 )
+from provenafs.core.walk_prefetch import WalkPrefetcher
 from provenafs.core.xattrs import PRESIGNED_URL, ExtendedAttributes
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
@@ -95,6 +96,7 @@ class Filesystem:
     """The mount's filesystem core (see the module docstring for its rules)."""
 
     _siblings: SiblingPrefetcher | None = None  # made in start(), in the mount's nursery
+    _walks: WalkPrefetcher | None = None  # likewise
 
     def __init__(
         self,
@@ -218,6 +220,7 @@ class Filesystem:
         self._siblings = SiblingPrefetcher(
             self._store, self._broker, self._cache, self._budget, nursery=nursery
         )
+        self._walks = WalkPrefetcher(self.catalog, nursery)
         if self._notifier is not None:
             self._kernel_cache.start(nursery, self._notifier)
 
@@ -351,6 +354,8 @@ class Filesystem:
             self._warm_if_cold(node.handle)
             record = await self.catalog.record(node.handle)
             await self._policy.require_data_read(record)
+            if self._walks is not None:
+                self._walks.opened(record, node.path)
             if self._draft_of(node.handle) is None:
                 listing = await self.catalog.listing(record, node.path)
                 names, dirs = listing.sorted_names
@@ -713,6 +718,7 @@ class Filesystem:
             "block_cache": dict(self._cache.statistics()),
             "prefetch_budget": dict(self._budget.statistics()),
             "sibling_prefetch": statistics_of(self._siblings),
+            "walk_prefetch": statistics_of(self._walks),
             "spill": statistics_of(self._spill),
             "s3": statistics_of(self._store),
             # When each held credential set expires; the credentials themselves never appear.
