@@ -40,6 +40,7 @@ import bisect
 import dataclasses
 import functools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
@@ -49,6 +50,7 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord
+from provenafs.cache.packed_names import PackedNames
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.types import NAME_MAX
 from provenafs.storage.blobstore import (
@@ -89,9 +91,10 @@ OWNER_ROLES = (
 GUESSED_ROLES = ("metadata-read", "dataset-data-read")
 
 _MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
-# What one entry of a cached listing costs in memory, about (tests/unit/test_catalog.py
-# measures it): the listing cache's byte budget counts this per entry.
-LISTING_ENTRY_BYTES = 160
+# What a cached listing costs beside its columns, and per ETag that is not an MD5 (what the
+# listing cache's byte budget counts: tests/unit/test_catalog.py measures it).
+_LISTING_BYTES = 1024
+_ODD_ETAG_BYTES = 160
 
 
 class RecordSource(Protocol):
@@ -138,17 +141,19 @@ def is_valid_entry_name(name: str) -> bool:
 class DirectoryListing:
     """One directory level of a dataset: its entries' names, sorted, and its files' objects.
 
-    Stored by column (a name, a directory flag, a size, an mtime and an ETag per entry: about
-    150 bytes an entry instead of 430 for a dict of ``ObjectInfo``), so that the listing cache
-    holds three times as many; ``files`` and ``subdirs`` are views of those columns.
+    Stored by column (packed names, a directory flag, a size, an mtime and an ETag per entry:
+    about 50 bytes an entry and its name's characters, where a dict of ``ObjectInfo`` took
+    430), so that the listing cache holds eight times as many; ``files`` and ``subdirs`` are
+    views of those columns.
     """
 
     prefix: str  # the S3 prefix listed (every key is the prefix and a name)
-    entry_names: list[str]  # every entry's name, sorted
+    entry_names: PackedNames  # every entry's name, sorted
     dirs: bytes  # 1 where the entry is a directory
     sizes: array.array[int]  # 0 for directories
     mtimes: array.array[float]  # Unix seconds; 0 for directories
-    etags: list[bytes | str]  # a 32-digit hex ETag as its 16 bytes, any other as is
+    etags: bytes  # 16 bytes per entry: a 32-digit hex ETag's digest (zeros for directories)
+    odd_etags: Mapping[int, str]  # by index, the files' ETags that are not 32 hex digits
 
     @classmethod
     def from_keys(
@@ -185,13 +190,18 @@ class DirectoryListing:
         dirs = bytes(name in subdirs for name in names)
         sizes: array.array[int] = array.array("q", bytes(8 * len(names)))
         mtimes: array.array[float] = array.array("d", bytes(8 * len(names)))
-        etags: list[bytes | str] = [b""] * len(names)
+        etags = bytearray(_DIGEST * len(names))
+        odd: dict[int, str] = {}
         for index, name in enumerate(names):
             if (found := files.get(name)) is not None:
                 sizes[index] = found.size
                 mtimes[index] = found.last_modified
-                etags[index] = _packed_etag(found.etag)
-        return cls(prefix, names, dirs, sizes, mtimes, etags)
+                digest = _digest(found.etag)
+                if digest is None:
+                    odd[index] = found.etag
+                else:
+                    etags[index * _DIGEST : (index + 1) * _DIGEST] = digest
+        return cls(prefix, PackedNames(names), dirs, sizes, mtimes, bytes(etags), odd)
 
     def names(self) -> list[tuple[str, bool]]:
         """Every entry as ``(name, is_directory)``, sorted by name."""
@@ -200,7 +210,7 @@ class DirectoryListing:
         ]
 
     @property
-    def sorted_names(self) -> tuple[list[str], bytes]:
+    def sorted_names(self) -> tuple[Sequence[str], bytes]:
         """Every entry's name, sorted, and 1 for each that is a directory."""
         return self.entry_names, self.dirs
 
@@ -222,26 +232,34 @@ class DirectoryListing:
 
     def object_at(self, index: int) -> ObjectInfo:
         """The object of the file entry at *index*."""
-        etag = self.etags[index]
+        etag = self.odd_etags.get(index)
+        if etag is None:
+            etag = self.etags[index * _DIGEST : (index + 1) * _DIGEST].hex()
         return ObjectInfo(
             self.prefix + self.entry_names[index],
             self.sizes[index],
-            etag.hex() if isinstance(etag, bytes) else etag,
+            etag,
             self.mtimes[index],
         )
 
     def cost(self) -> int:
         """About the bytes this listing holds (what the listing cache counts)."""
-        return LISTING_ENTRY_BYTES * (len(self.entry_names) + 1)
+        columns = sum(map(sys.getsizeof, (self.dirs, self.etags, self.sizes, self.mtimes)))
+        odd = sum(_ODD_ETAG_BYTES + len(etag) for etag in self.odd_etags.values())
+        return _LISTING_BYTES + self.entry_names.nbytes() + columns + odd
 
 
-def _packed_etag(etag: str) -> bytes | str:
-    if len(etag) == 32 and etag == etag.lower():
-        try:
-            return bytes.fromhex(etag)
-        except ValueError:
-            return etag
-    return etag
+_DIGEST = 16  # bytes of an MD5 ETag
+
+
+def _digest(etag: str) -> bytes | None:
+    """The 16 bytes of a 32-digit lowercase hex ETag (what ``.hex()`` gives back); else None."""
+    if len(etag) != 2 * _DIGEST or etag != etag.lower():
+        return None
+    try:
+        return bytes.fromhex(etag)
+    except ValueError:
+        return None
 
 
 class _FileTable(Mapping[str, ObjectInfo]):
