@@ -94,6 +94,7 @@ _MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
 # What a cached listing costs beside its columns, and per ETag that is not an MD5 (what the
 # listing cache's byte budget counts: tests/unit/test_catalog.py measures it).
 _LISTING_BYTES = 1024
+_PARTIAL_HANDLES = 16  # datasets whose truncated snapshot's unfinished levels are kept
 _ODD_ETAG_BYTES = 160
 
 
@@ -113,13 +114,14 @@ class RecordSource(Protocol):
 class TreeLister(Protocol):
     """A blob store that can list every key under a prefix but stop paging early.
 
-    ``list_tree`` answers like ``list_prefix(..., delimiter=None)`` (no common prefixes), or
-    None once more than ``max_keys`` keys are known to exist, without listing the rest.
+    ``list_tree`` answers like ``list_prefix(..., delimiter=None)`` (no common prefixes), or,
+    once more than ``max_keys`` keys are known to exist, the first keys (in key order) marked
+    ``truncated``, without listing the rest.
     """
 
     async def list_tree(
         self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
-    ) -> Listing | None: ...
+    ) -> Listing: ...
 
 
 class ReadCredentialSource(Protocol):
@@ -310,21 +312,9 @@ class DatasetSnapshot:
         under it as objects, the next ``/``-ended segments as common prefixes. So a ``dir/``
         marker key makes ``dir`` a folder of its parent and an (empty) level of its own.
         """
-        level_objects: dict[str, list[ObjectInfo]] = {root: []}
-        level_prefixes: dict[str, dict[str, None]] = {root: {}}
-        for info in objects:
-            if not info.key.startswith(root):
-                continue
-            prefix = root
-            for segment in info.key[len(root) :].split("/")[:-1]:
-                level_prefixes.setdefault(prefix, {})[f"{prefix}{segment}/"] = None
-                prefix = f"{prefix}{segment}/"
-            level_objects.setdefault(prefix, []).append(info)
         levels = {
-            prefix: DirectoryListing.from_keys(
-                prefix, level_objects.get(prefix, ()), list(level_prefixes.get(prefix, ()))
-            )
-            for prefix in level_objects.keys() | level_prefixes.keys()
+            prefix: DirectoryListing.from_keys(prefix, objects, prefixes)
+            for prefix, (objects, prefixes) in split_levels(root, objects).items()
         }
         return cls(root, levels)
 
@@ -386,6 +376,29 @@ class ListingCache:
             "listing_cache_bytes": int(self._entries.currsize),
             "listings_too_big_to_cache": self._too_big,
         }
+
+
+Level = tuple[list[ObjectInfo], list[str]]  # a level's objects and common prefixes, raw
+
+
+def split_levels(root: str, objects: Sequence[ObjectInfo]) -> dict[str, Level]:
+    """What a delimited listing of each level under *root* says, from a flat listing: every
+    prefix ending in ``/`` that a key passes through gets a level, with the keys right under
+    it as objects and the next ``/``-ended segments as common prefixes."""
+    level_objects: dict[str, list[ObjectInfo]] = {root: []}
+    level_prefixes: dict[str, dict[str, None]] = {root: {}}
+    for info in objects:
+        if not info.key.startswith(root):
+            continue
+        prefix = root
+        for segment in info.key[len(root) :].split("/")[:-1]:
+            level_prefixes.setdefault(prefix, {})[f"{prefix}{segment}/"] = None
+            prefix = f"{prefix}{segment}/"
+        level_objects.setdefault(prefix, []).append(info)
+    return {
+        prefix: (level_objects.get(prefix, []), list(level_prefixes.get(prefix, ())))
+        for prefix in level_objects.keys() | level_prefixes.keys()
+    }
 
 
 def _prefix_of(root: str, directory: str) -> str:
@@ -493,6 +506,12 @@ class Catalog:
         self._unsnapshotted: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             max_records, listing_ttl, timer=clock
         )
+        # What a snapshot that stopped early listed of the levels it did not finish: by handle,
+        # the last key listed and each such level's first entries (the rest is listed after
+        # that key when the level is asked for), so no page of it is listed twice.
+        self._partial: cachetools.TTLCache[str, tuple[str, dict[str, Level]]] = cachetools.TTLCache(
+            _PARTIAL_HANDLES, listing_ttl, timer=clock
+        )
         # Listings that were under way when invalidate() ran are answered but not kept.
         self._invalidations = 0
         self._readable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
@@ -516,6 +535,7 @@ class Catalog:
             "credential_retries": 0,
             "access_probes": 0,
             "stale_served": 0,
+            "listings_finished_after_snapshot": 0,
             "list_indexes_built": 0,
         }
 
@@ -697,6 +717,9 @@ class Catalog:
                 return stale
             if snapshot is not None:
                 return snapshot.listing(directory)
+            finished = self._listings.fresh((handle, directory))  # by the truncated snapshot
+            if isinstance(finished, DirectoryListing):
+                return finished
         return await self._listing_flights.run(
             (handle, directory), lambda: self._fetch_listing(record, directory)
         )
@@ -721,14 +744,32 @@ class Catalog:
                 raise
             self._served_stale("listing", handle)
             return stale
-        if keys is None:
+        if keys.truncated:
             self._counts["snapshots_too_big"] += 1
             self._unsnapshotted[handle] = True
+            if invalidations == self._invalidations:
+                self._keep_partial(handle, root, keys.objects)
             return None
         snapshot = DatasetSnapshot.from_keys(root, keys.objects)
         if invalidations == self._invalidations:  # else it may predate a write: do not keep it
             self._listings.put((handle, None), snapshot)
         return snapshot
+
+    def _keep_partial(self, handle: str, root: str, objects: Sequence[ObjectInfo]) -> None:
+        """Keep what a truncated tree listing says: a level whose keys all came before the last
+        key listed is complete (its keys are one run in key order) and is cached as a listing;
+        the levels on the last key's path are kept to be finished after that key."""
+        if not objects:
+            return
+        last = objects[-1].key
+        unfinished: dict[str, Level] = {}
+        for prefix, level in split_levels(root, objects).items():
+            if last.startswith(prefix):
+                unfinished[prefix] = level
+            else:
+                directory = prefix[len(root) :].removesuffix("/")
+                self._listings.put((handle, directory), DirectoryListing.from_keys(prefix, *level))
+        self._partial[handle] = (last, unfinished)
 
     async def _fetch_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         self._counts["listing_fetches"] += 1
@@ -758,6 +799,20 @@ class Catalog:
 
     async def _list(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         prefix = _prefix_of(record.s3.path, directory)
+        partial = self._partial.get(record.handle)
+        if partial is not None and prefix in partial[1]:
+            # The level's first entries came with the truncated snapshot: list the rest only.
+            last, (objects, prefixes) = partial[0], partial[1][prefix]
+            rest = await self._with_read_credentials(
+                record.handle,
+                lambda creds: self._store.list_prefix(
+                    creds, record.s3.bucket_name, prefix, start_after=last
+                ),
+            )
+            self._counts["listings_finished_after_snapshot"] += 1
+            return DirectoryListing.from_keys(
+                prefix, [*objects, *rest.objects], [*prefixes, *rest.prefixes]
+            )
         raw = await self._with_read_credentials(
             record.handle,
             lambda creds: self._store.list_prefix(creds, record.s3.bucket_name, prefix),
@@ -848,6 +903,7 @@ class Catalog:
         self._unknown.pop(handle, None)
         self._readable.pop(handle, None)
         self._listings.drop(handle)
+        self._partial.pop(handle, None)
         self._unsnapshotted.pop(handle, None)
         self._last_fetched.pop(handle, None)
         self._all.clear()

@@ -72,18 +72,29 @@ class Listing:
     """One level (or, with no delimiter, all) of the keys under a prefix, every page joined.
 
     ``objects`` are full keys; ``prefixes`` are full common prefixes ending in ``/``.
+    ``truncated``: a tree listing that stopped early (``objects`` are the first keys, in order).
     """
 
     objects: tuple[ObjectInfo, ...]
     prefixes: tuple[str, ...]
+    truncated: bool = False
 
 
 class BlobStore(Protocol):
     """Asynchronous object store operations, each signed with the given credentials."""
 
     async def list_prefix(
-        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
-    ) -> Listing: ...
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
+    ) -> Listing:
+        """Every key (and common prefix) under ``prefix``; with ``start_after``, those after
+        that key only."""
+        ...
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo: ...
 
@@ -190,13 +201,21 @@ class MemoryBlobStore:
         return info
 
     async def list_prefix(
-        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
     ) -> Listing:
         self.calls["list"] += 1
         objects: list[ObjectInfo] = []
         prefixes: set[str] = set()
         for (b, key), (_, info) in sorted(self.objects.items()):
             if b != bucket or not key.startswith(prefix):
+                continue
+            if start_after is not None and key <= start_after:
                 continue
             rest = key[len(prefix) :]
             if delimiter and delimiter in rest:

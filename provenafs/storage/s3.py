@@ -346,18 +346,26 @@ class S3BlobStore:
     # -- reading --------------------------------------------------------------------------
 
     async def list_prefix(
-        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
     ) -> Listing:
-        """Every key (and common prefix) under ``prefix``, following continuation tokens."""
-        listing = await self._list(creds, bucket, prefix, delimiter=delimiter, max_keys=None)
-        assert listing is not None
-        return listing
+        """Every key (and common prefix) under ``prefix``, following continuation tokens;
+        with ``start_after``, only those after that key."""
+        return await self._list(
+            creds, bucket, prefix, delimiter=delimiter, max_keys=None, start_after=start_after
+        )
 
     async def list_tree(
         self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
-    ) -> Listing | None:
-        """Every key under ``prefix`` (no delimiter), or None as soon as a page shows there are
-        more than ``max_keys``: a huge tree costs a few pages, never a full listing."""
+    ) -> Listing:
+        """Every key under ``prefix`` (no delimiter), or, as soon as a page shows there are
+        more than ``max_keys``, the keys listed so far marked ``truncated``: a huge tree costs
+        a few pages, never a full listing."""
         return await self._list(creds, bucket, prefix, delimiter=None, max_keys=max_keys)
 
     async def _list(
@@ -368,7 +376,8 @@ class S3BlobStore:
         *,
         delimiter: str | None,
         max_keys: int | None,
-    ) -> Listing | None:
+        start_after: str | None = None,
+    ) -> Listing:
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         token: str | None = None
@@ -376,6 +385,8 @@ class S3BlobStore:
             query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
             if delimiter:
                 query["delimiter"] = delimiter
+            if start_after is not None:
+                query["start-after"] = start_after
             if token:
                 query["continuation-token"] = token
             page = await self._signed_get(
@@ -391,7 +402,7 @@ class S3BlobStore:
             if max_keys is not None and (
                 len(objects) > max_keys or (token is not None and len(objects) >= max_keys)
             ):
-                return None
+                return Listing(tuple(objects), tuple(prefixes), truncated=True)
             if token is None:
                 return Listing(tuple(objects), tuple(prefixes))
 

@@ -223,7 +223,7 @@ async def test_listings_single_flight_ttl_and_credential_retry() -> None:
             raise ExpiredCredentialsError("token expired")
         return await original(creds, bucket, prefix, delimiter=delimiter)
 
-    blobs.list_prefix = expiring_list  # type: ignore[method-assign]
+    blobs.list_prefix = expiring_list  # type: ignore[method-assign,assignment]
     async with trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(catalog.listing, record, "")
@@ -249,7 +249,7 @@ async def test_listing_gives_up_after_one_retry() -> None:
     ) -> Listing:
         raise ExpiredCredentialsError("still expired")
 
-    blobs.list_prefix = always_expired  # type: ignore[method-assign]
+    blobs.list_prefix = always_expired  # type: ignore[method-assign,assignment]
     with pytest.raises(ExpiredCredentialsError):
         await catalog.listing(record, "")
     assert store.calls["read_credentials"] == 2
@@ -338,7 +338,7 @@ async def _failing_listing(
     ) -> Listing:
         raise BlobUnavailableError("S3 down")
 
-    blobs.list_prefix = down  # type: ignore[method-assign]
+    blobs.list_prefix = down  # type: ignore[method-assign,assignment]
     try:
         return await catalog.listing(record, "")
     finally:

@@ -328,8 +328,17 @@ async def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS
 async def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(list_page([(f"p/{i}", 1, "e") for i in range(3)], [], "more"))
-    assert await store.list_tree(CREDS, "b", "p/", max_keys=3) is None
+    listing = await store.list_tree(CREDS, "b", "p/", max_keys=3)
+    assert listing.truncated and [info.key for info in listing.objects] == ["p/0", "p/1", "p/2"]
     assert len(canned.requests) == 1
+
+
+async def test_list_prefix_after_a_key_asks_s3_for_what_follows_it(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(list_page([("p/b", 1, "e")], [], None))
+    listing = await store.list_prefix(CREDS, "b", "p/", start_after="p/a")
+    assert [info.key for info in listing.objects] == ["p/b"] and not listing.truncated
+    assert "start-after=p%2Fa" in canned.requests[0][0]
 
 
 async def test_list_errors_translate(canned: CannedS3) -> None:
