@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable
 
 from provenafs.api.models import DatasetRecord
-from provenafs.core.catalog import Catalog, DirectoryListing
+from provenafs.core.catalog import FOLDER, Catalog, DirectoryListing
 from provenafs.core.file_views import FileViews
 from provenafs.core.inodes import ORPHAN_MARK, ListingBlock, NodeId, NodeKind
 from provenafs.core.listed_entries import ListedEntries
@@ -121,7 +121,7 @@ class AttributeMaker:
                 raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
             else:
                 parent, name = parent_path(node.path)
-                if name not in (await self._catalog.listing(record, parent)).subdirs:
+                if await self._catalog.entry(record, parent, name) != FOLDER:
                     raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
             return self.make(stat.S_IFDIR | dir_mode, 0, mtime, timeout)
         if kind is NodeKind.DATASET_FILE:

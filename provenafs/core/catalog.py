@@ -43,7 +43,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 import cachetools
 import trio
@@ -59,11 +59,13 @@ from provenafs.storage.blobstore import (
     BlobUnavailableError,
     ExpiredCredentialsError,
     Listing,
+    NoSuchKeyError,
     ObjectInfo,
 )
 
 __all__ = [
     "DATA_READ_ROLES",
+    "FOLDER",
     "GUESSED_ROLES",
     "OWNER_ROLES",
     "Catalog",
@@ -95,6 +97,7 @@ _MAX_CHAIN = 10_000  # a versioning chain longer than this is treated as a cycle
 # listing cache's byte budget counts: tests/unit/test_catalog.py measures it).
 _LISTING_BYTES = 1024
 _PARTIAL_HANDLES = 16  # datasets whose truncated snapshot's unfinished levels are kept
+_NAMES_KEPT = 65_536  # names found without a listing (positive, and negative)
 _ODD_ETAG_BYTES = 160
 
 
@@ -379,6 +382,15 @@ class ListingCache:
 
 
 Level = tuple[list[ObjectInfo], list[str]]  # a level's objects and common prefixes, raw
+FOLDER: Final = "folder"
+Entry = ObjectInfo | Literal["folder"] | None  # what a name in a dataset directory is
+
+
+def _entry_in(listing: DirectoryListing, name: str) -> Entry:
+    index = listing.index(name)
+    if index is None:
+        return None
+    return FOLDER if listing.dirs[index] else listing.object_at(index)
 
 
 def split_levels(root: str, objects: Sequence[ObjectInfo]) -> dict[str, Level]:
@@ -512,6 +524,14 @@ class Catalog:
         self._partial: cachetools.TTLCache[str, tuple[str, dict[str, Level]]] = cachetools.TTLCache(
             _PARTIAL_HANDLES, listing_ttl, timer=clock
         )
+        # Names found by HEAD and LIST without a listing of their folder (``entry``).
+        self._named: cachetools.TTLCache[tuple[str, str], Entry] = cachetools.TTLCache(
+            _NAMES_KEPT, listing_ttl, timer=clock
+        )
+        self._unnamed: cachetools.TTLCache[tuple[str, str], Entry] = cachetools.TTLCache(
+            _NAMES_KEPT, negative_ttl, timer=clock
+        )
+        self._name_flights: SingleFlight[tuple[str, str], Entry] = SingleFlight()
         # Listings that were under way when invalidate() ran are answered but not kept.
         self._invalidations = 0
         self._readable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
@@ -536,6 +556,8 @@ class Catalog:
             "access_probes": 0,
             "stale_served": 0,
             "listings_finished_after_snapshot": 0,
+            "name_probes": 0,
+            "name_hits": 0,
             "list_indexes_built": 0,
         }
 
@@ -684,6 +706,58 @@ class Catalog:
         return estimate
 
     # --- S3 listings ---------------------------------------------------------------------
+
+    async def entry(self, record: DatasetRecord, directory: str, name: str) -> Entry:
+        """What *name* is in *directory* of the dataset: its object, ``FOLDER``, or None.
+
+        From the fresh listing of *directory* when one is cached; else one HEAD of the key and
+        one LIST of at most one key under ``name/``, side by side, so that a path deep in a
+        dataset is found without listing the folders on the way (a folder wins over an object
+        of the same name, as in a listing). Answers are kept ``listing_ttl`` (absent names
+        ``negative_ttl``); an unreachable S3 falls back to the listing (and its stale copy).
+        """
+        listing = self.cached_listing(record.handle, directory)
+        if listing is not None:
+            return _entry_in(listing, name)
+        key = (record.handle, f"{directory}/{name}" if directory else name)
+        for cache in (self._named, self._unnamed):
+            if key in cache:
+                self._counts["name_hits"] += 1
+                return cache[key]
+        try:
+            return await self._name_flights.run(key, lambda: self._probe_name(record, key[1]))
+        except (api_errors.UnavailableError, BlobUnavailableError):
+            return _entry_in(await self.listing(record, directory), name)
+
+    async def _probe_name(self, record: DatasetRecord, path: str) -> Entry:
+        self._counts["name_probes"] += 1
+        bucket, full = record.s3.bucket_name, record.s3.path + path
+        invalidations = self._invalidations
+        found: dict[str, Entry] = {}
+        folder: list[bool] = []
+
+        async def head() -> None:
+            try:
+                found["object"] = await self._with_read_credentials(
+                    record.handle, lambda creds: self._store.head(creds, bucket, full)
+                )
+            except NoSuchKeyError:
+                found["object"] = None
+
+        async def any_under() -> None:
+            folder.append(
+                await self._with_read_credentials(
+                    record.handle, lambda creds: self._store.any_under(creds, bucket, full + "/")
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(head)
+            nursery.start_soon(any_under)
+        answer: Entry = FOLDER if folder[0] else found["object"]
+        if invalidations == self._invalidations:  # else it may predate a write: do not keep it
+            (self._unnamed if answer is None else self._named)[(record.handle, path)] = answer
+        return answer
 
     def cached_listing(self, handle: str, directory: str) -> DirectoryListing | None:
         """The fresh listing of one level, if cached (alone or in a snapshot), without I/O."""
@@ -904,6 +978,9 @@ class Catalog:
         self._readable.pop(handle, None)
         self._listings.drop(handle)
         self._partial.pop(handle, None)
+        for names in (self._named, self._unnamed):
+            for key in [key for key in names if key[0] == handle]:
+                names.pop(key, None)
         self._unsnapshotted.pop(handle, None)
         self._last_fetched.pop(handle, None)
         self._all.clear()
@@ -922,5 +999,6 @@ class Catalog:
                 + self._listing_flights.joined
                 + self._snapshot_flights.joined
                 + self._probe_flights.joined
+                + self._name_flights.joined
             ),
         }

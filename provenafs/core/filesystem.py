@@ -256,11 +256,12 @@ class Filesystem:
             raise FsError(errno.ENOTDIR, "lookup in a non-directory")
         if parent_node.kind in DATASET_DIR_KINDS:
             self._warm_if_cold(parent_node.handle)
+        handle = self._namespace.dataset_dir_handle(parent_node, name)
+        if handle is not None and self.catalog.listed(handle) is None:
+            # A dataset reached by path, not from the list: its record must be fetched, and
+            # what comes next is likely inside it; fetch its credentials beside the record.
+            self._warm_if_cold(handle)
         node = await self._namespace.child(parent_node, name)
-        if node.kind is NodeKind.DATASET_DIR and self.catalog.listed(node.handle) is None:
-            # Reached by path, not from the list: its record was fetched just now, and what
-            # comes next is likely inside it.
-            self._warm_dataset_soon(node.handle)
         attributes = await self._attributes.of(node)
         return attributes.with_inode(self._inodes.remember(node))
 
@@ -274,21 +275,20 @@ class Filesystem:
             self._nursery.start_soon(self._warm_dataset, handle)
 
     async def _warm_dataset(self, handle: str) -> None:
-        """What comes inside a dataset (a name looked up, ``ls``, ``open``) needs its record,
-        read credentials and top listing: fetch the record and the credentials side by side,
-        then the listing, while the operation that asked waits on the same fetches.
+        """What comes inside a dataset (a name looked up, ``ls``, ``open``) needs its record
+        and read credentials: fetch them side by side, while the operation that asked waits on
+        the same fetches. No listing: a name inside is found by a HEAD and a one-key LIST
+        (``Catalog.entry``), and a listing parsed meanwhile would only slow that down.
 
-        Never for a mere ``stat`` of the dataset directory (``ls -l`` of a prefix must not cost
-        a call per dataset): only at the first access inside it, or when its record had to be
-        fetched anyway. Speculative and quiet: a dataset the caller may not read simply fails
+        Never for a mere ``stat`` of a listed dataset directory (``ls -l`` of a prefix must not
+        cost a call per dataset): only at the first access inside it, or when its record has to
+        be fetched anyway. Speculative and quiet: a dataset the caller may not read simply fails
         here, and the operation that needs the answer asks again and reports.
         """
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._broker.read, handle)
-                record = await self.catalog.record(handle)
-                if await self.catalog.data_readable(record):
-                    await self.catalog.listing(record, "")
+                await self.catalog.record(handle)
         except* Exception as group:  # noqa: BLE001 -- never into the mount's nursery: a guess
             log.debug("warming %s: %s", handle, [type(e).__name__ for e in group.exceptions])
 

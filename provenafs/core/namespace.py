@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
-from provenafs.core.catalog import Catalog
+from provenafs.core.catalog import FOLDER, Catalog
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.types import NAME_MAX
 from provenafs.errors import FsError
@@ -154,6 +154,14 @@ class Namespace:
             return NodeId(NodeKind.PREFIX_DIR, name)
         raise FsError(errno.ENOENT, f"not a handle prefix: {name!r}")
 
+    @staticmethod
+    def dataset_dir_handle(parent: NodeId, name: str) -> str | None:
+        """The handle *name* names as a dataset directory under the prefix dir *parent*, if it
+        can be one (no I/O: whether it exists is not known)."""
+        if parent.kind is not NodeKind.PREFIX_DIR or name.endswith((SIDECAR_SUFFIX, LATEST_SUFFIX)):
+            return None
+        return f"{parent.handle}/{name}" if _SUFFIX_RE.fullmatch(name) else None
+
     async def _prefix_child(self, prefix: str, name: str) -> NodeId:
         if name.endswith(LATEST_SUFFIX):
             kind, suffix = NodeKind.LATEST_LINK, name.removesuffix(LATEST_SUFFIX)
@@ -183,10 +191,10 @@ class Namespace:
                 raise FsError(errno.ENOENT, f"{path!r} was removed in the draft of {parent.handle}")
             kind = NodeKind.DATASET_SUBDIR if isinstance(entry, DirectoryEntry) else None
             return NodeId(kind or NodeKind.DATASET_FILE, parent.handle, path)
-        listing = await self._catalog.listing(record, parent.path)
-        if name in listing.subdirs:
+        found = await self._catalog.entry(record, parent.path, name)
+        if found == FOLDER:
             return NodeId(NodeKind.DATASET_SUBDIR, parent.handle, path)
-        if name in listing.files:
+        if found is not None:
             return NodeId(NodeKind.DATASET_FILE, parent.handle, path)
         raise FsError(errno.ENOENT, f"no {path!r} in {parent.handle}")
 

@@ -98,6 +98,10 @@ class BlobStore(Protocol):
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo: ...
 
+    async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
+        """Whether any key starts with ``prefix`` (a folder: one LIST of one key)."""
+        ...
+
     async def get_range(
         self,
         creds: Credentials,
@@ -230,6 +234,10 @@ class MemoryBlobStore:
             return self.objects[(bucket, key)][1]
         except KeyError:
             raise NoSuchKeyError(key) from None
+
+    async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
+        self.calls["list"] += 1
+        return any(b == bucket and key.startswith(prefix) for b, key in self.objects)
 
     async def get_range(
         self,

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import email.utils
 import functools
 import hashlib
 import logging
@@ -137,6 +138,14 @@ def _etag(value: Any) -> str:
 
 def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else 0.0
+
+
+def _http_date(value: str | None) -> float:
+    """Unix seconds of an HTTP date (``Last-Modified``); 0 if unreadable."""
+    try:
+        return email.utils.parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _connection_pool(base_url: str, **options: Any) -> urllib3.PoolManager:
@@ -407,18 +416,32 @@ class S3BlobStore:
                 return Listing(tuple(objects), tuple(prefixes))
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:
-        """Size, ETag and modification time of one object."""
+        """Size, ETag and modification time of one object (a signed HEAD on the shared pool)."""
 
-        def head(client: S3Client) -> dict[str, Any]:
-            return dict(client.head_object(Bucket=bucket, Key=key))
+        def read(response: urllib3.BaseHTTPResponse) -> ObjectInfo:
+            headers = response.headers
+            return ObjectInfo(
+                key=key,
+                size=int(headers.get("content-length") or 0),
+                etag=_etag(headers.get("etag")),
+                last_modified=_http_date(headers.get("last-modified")),
+            )
 
-        answer = await self._run(creds, head, f"head s3://{bucket}/{key}")
-        return ObjectInfo(
-            key=key,
-            size=int(answer.get("ContentLength", 0)),
-            etag=_etag(answer.get("ETag")),
-            last_modified=_timestamp(answer.get("LastModified")),
+        return await self._signed_get(
+            creds, s3_path(bucket, key), what=f"head s3://{bucket}/{key}", read=read, method="HEAD"
         )
+
+    async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
+        """Whether any key starts with ``prefix`` (one LIST of at most one key)."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": "1", "encoding-type": "url"}
+        page = await self._signed_get(
+            creds,
+            s3_path(bucket),
+            query=query,
+            what=f"list s3://{bucket}/{prefix}",
+            read=lambda response: _parse_list_page(response.read()),
+        )
+        return bool(page.objects or page.prefixes)
 
     async def get_range(
         self,
@@ -484,10 +507,11 @@ class S3BlobStore:
         what: str,
         read: Callable[[urllib3.BaseHTTPResponse], _T],
         ok: tuple[int, ...] = (200,),
+        method: str = "GET",
     ) -> _T:
-        """A GET signed here and sent on the shared pool (no botocore: about a third of its
-        CPU per request), in a thread, retried like every call; ``read`` takes the answer
-        when its status is ``ok``, anything else is translated."""
+        """A GET (or HEAD) signed here and sent on the shared pool (no botocore: about a third
+        of its CPU per request), in a thread, retried like every call; ``read`` takes the
+        answer when its status is ``ok``, anything else is translated."""
         return await self._retrying(
             functools.partial(
                 self._signed_get_blocking,
@@ -498,6 +522,7 @@ class S3BlobStore:
                 what=what,
                 read=read,
                 ok=ok,
+                method=method,
             ),
             read_only=True,
         )
@@ -512,9 +537,10 @@ class S3BlobStore:
         what: str,
         read: Callable[[urllib3.BaseHTTPResponse], _T],
         ok: tuple[int, ...],
+        method: str = "GET",
     ) -> _T:
         signed = sign_s3_request(
-            method="GET",
+            method=method,
             host=self._host,
             path=path,
             query=query,
@@ -527,7 +553,7 @@ class S3BlobStore:
         url = self._base_url + path + (f"?{query}" if query else "")
         try:
             response = self._pool.request(
-                "GET",
+                method,
                 url,
                 headers=signed,
                 preload_content=False,

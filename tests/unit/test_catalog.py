@@ -13,7 +13,7 @@ import trio.testing
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
-from provenafs.core.catalog import GUESSED_ROLES, OWNER_ROLES, Catalog, DirectoryListing
+from provenafs.core.catalog import FOLDER, GUESSED_ROLES, OWNER_ROLES, Catalog, DirectoryListing
 from provenafs.storage.blobstore import (
     BlobUnavailableError,
     ExpiredCredentialsError,
@@ -397,3 +397,32 @@ def test_a_cached_listing_costs_what_the_budget_counts() -> None:
     assert len(listing.files) == 20_000 and len(listing.subdirs) == 10
     assert held <= listing.cost(), (held / 20_010, listing.cost() / 20_010)
     assert listing.files[f"{7:07d}.bin"] == objects[7]
+
+
+async def test_a_name_is_found_by_a_head_and_a_one_key_list_without_listing_its_folder() -> None:
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    for key in ("d1/f.bin", "d1/both", "d1/both/inner", "d2/x"):
+        blobs.put_blocking(BUCKET, s3_path(REEF) + key, b"12345")
+    catalog, clock, _ = make(store, blobs)
+    record = await catalog.record(REEF)
+    found = await catalog.entry(record, "d1", "f.bin")
+    assert isinstance(found, ObjectInfo) and found.size == 5
+    assert await catalog.entry(record, "", "d1") == FOLDER
+    assert await catalog.entry(record, "d1", "both") == FOLDER  # a folder wins, as in a listing
+    assert await catalog.entry(record, "d1", "nope") is None
+    assert (blobs.calls["head"], blobs.calls["list"]) == (4, 4)  # one HEAD and LIST per name
+    assert catalog.statistics()["listing_fetches"] == 0
+    assert await catalog.entry(record, "d1", "f.bin") == found  # kept
+    assert await catalog.entry(record, "d1", "nope") is None  # absent: kept negative_ttl
+    assert (blobs.calls["head"], blobs.calls["list"]) == (4, 4)
+    clock.advance(6)
+    assert await catalog.entry(record, "d1", "nope") is None
+    assert blobs.calls["head"] == 5
+    # once the folder is listed, names are answered from the listing
+    await catalog.listing(record, "d2")
+    lists = blobs.calls["list"]
+    assert isinstance(await catalog.entry(record, "d2", "x"), ObjectInfo)
+    assert await catalog.entry(record, "d2", "y") is None
+    assert (blobs.calls["head"], blobs.calls["list"]) == (5, lists)

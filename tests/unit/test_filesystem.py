@@ -110,23 +110,34 @@ async def test_lookup_by_handle_fetches_that_handle_only() -> None:
     assert (attributes.uid, attributes.gid) == (1000, 1001)
 
 
-async def test_looking_up_a_dataset_fetches_its_credentials_and_listing_ahead() -> None:
+async def test_looking_up_a_dataset_fetches_its_credentials_beside_its_record() -> None:
+    """Reached by path, a dataset's record and read credentials are fetched side by side (no
+    listing: a name inside is found by a HEAD and a one-key LIST, the listing by ls)."""
     store, blobs = world()
     fs, broker = build_filesystem(store, blobs)
     async with trio.open_nursery() as nursery:
         await fs.start(nursery)
-        await walk(fs, "10378.1/1001")
+        store.gate = trio.Event()
+        found: list[object] = []
+
+        async def look_up() -> None:
+            found.append(await walk(fs, "10378.1/1001"))
+
+        nursery.start_soon(look_up)
         await trio.testing.wait_all_tasks_blocked()
-        assert broker.statistics()["read_calls"] == 1
-        assert fs.catalog.statistics()["listing_fetches"] == 1
-        # what ls and open then need is there: no further call
-        await list_dir(fs, "10378.1/1001")
+        assert (store.calls["fetch"], store.calls["read_credentials"]) == (1, 1)  # both at once
+        store.gate.set()
+        store.gate = None
+        await trio.testing.wait_all_tasks_blocked()
+        assert found and fs.catalog.statistics()["listing_fetches"] == 0
+        # what open then needs is there: no further credential call, no listing
         await walk(fs, "10378.1/1001/notes.txt")
         assert broker.statistics()["read_calls"] == 1
+        assert fs.catalog.statistics()["listing_fetches"] == 0
+        await list_dir(fs, "10378.1/1001")
         assert fs.catalog.statistics()["listing_fetches"] == 1
         await walk(fs, "10378.1/1002")  # no data read: warming it fails quietly
         await trio.testing.wait_all_tasks_blocked()
-        assert fs.catalog.statistics()["listing_fetches"] == 1
         await fs.close()
         nursery.cancel_scope.cancel()
 

@@ -213,7 +213,13 @@ async def test_the_first_access_inside_fetches_record_and_credentials_side_by_si
         store.gate = None
         await trio.testing.wait_all_tasks_blocked()
         assert found and found[0].size == len(b"a,b\n")
-        assert calls(store, blobs) == {"fetch": 1, "read_credentials": 1, "s3 list": 1}
+        # the name is found by a HEAD and a one-key LIST, without listing the folder
+        assert calls(store, blobs) == {
+            "fetch": 1,
+            "read_credentials": 1,
+            "s3 list": 1,
+            "s3 head": 1,
+        }
         assert broker.statistics()["read_calls"] == 1
         nursery.cancel_scope.cancel()
 
