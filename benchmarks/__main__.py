@@ -44,6 +44,7 @@ from benchmarks.report import (
     row_title,
 )
 from benchmarks.scale import SPECS, default_cache, open_scale, spec_dir
+from benchmarks.scale_walks import WALK_ROW_SPECS
 from benchmarks.workloads import SCALE_ROW_SPECS, Options, ReadBench, Runner, ScaleBench
 from provenafs.server.testing import LocalStoreProcess, start_local_store
 
@@ -200,7 +201,8 @@ def run_scale_rows(
 ) -> None:
     """The scale rows, one cached spec (and its store) at a time; builds what is missing."""
     cache = options.scale_cache or default_cache()
-    names = list(dict.fromkeys(SCALE_ROW_SPECS[row.group] for row in rows))
+    specs = {**SCALE_ROW_SPECS, **WALK_ROW_SPECS}
+    names = list(dict.fromkeys(specs[row.group] for row in rows))
     built: dict[str, Any] = runner.results.context.setdefault("scale_data", {})
     for name in names:
         spec = SPECS[name]

@@ -213,6 +213,91 @@ ROWS: tuple[Row, ...] = (
         (PROVENAFS,),
     ),
 )
+
+
+def _prefix_rows(group: str, count: str, *, with_ls_l: bool = True) -> tuple[Row, ...]:
+    """``ls -l``, ``ls`` of a handle prefix of ``count`` datasets and ``ls -l by-name/``:
+    at most 1.2 x the data store's own list walk (issue 13)."""
+    within = (Check(RAW, "<=", 1.2),)
+    rows = [
+        Row(
+            f"{group}-ls",
+            group,
+            f"  ls of that prefix of {count} datasets, cold",
+            "s",
+            False,
+            within,
+        ),
+        Row(
+            f"{group}-byname",
+            group,
+            f"  ls -l of by-name/ with {count} datasets, cold (raw: API list)",
+            "s",
+            False,
+            within,
+            (RAW, PROVENAFS),
+        ),
+    ]
+    if with_ls_l:
+        label = f"ls -l of a handle prefix of {count} datasets, cold (raw: API list)"
+        rows.insert(0, Row(f"{group}-prefix", group, label, "s", False, within))
+    return tuple(rows)
+
+
+def _walk_rows(group: str, count: str, *, find_only: bool = False) -> tuple[Row, ...]:
+    """Walks of a dataset of ``count`` objects in folders: no slower than the best peer, no S3
+    request when walked again warm, peak RSS at most 256 MiB (issue 13)."""
+    best = (Check("best-peer", "<=", 1.0),)
+    rows = [
+        Row(
+            f"{group}-find", group, f"find over {count} objects, cold (raw: LIST)", "s", False, best
+        )
+    ]
+    if not find_only:
+        rows.append(
+            Row(f"{group}-lsR", group, f"  ls -lR over the {count}, cold", "s", False, best)
+        )
+        rows.append(Row(f"{group}-du", group, f"  du -s of the {count}, cold", "s", False, best))
+    rows += [
+        Row(f"{group}-warm", group, "  that find again, warm", "s", False, best, MOUNT_COLUMNS),
+        Row(
+            f"{group}-rewalk",
+            group,
+            "  S3 requests of that warm find",
+            "req",
+            False,
+            (Check("absolute", "<=", 0.0),),
+            (PROVENAFS,),
+        ),
+        Row(
+            f"{group}-rss",
+            group,
+            "  daemon peak RSS (VmHWM) after the walks",
+            "MiB",
+            False,
+            (Check("absolute", "<=", 256.0),),
+            MOUNT_COLUMNS,
+        ),
+    ]
+    return tuple(rows)
+
+
+def _folder_rows(group: str, count: str) -> tuple[Row, ...]:
+    """``ls -f`` and ``ls -l`` of one folder of ``count`` objects: no slower than the best peer."""
+    best = (Check("best-peer", "<=", 1.0),)
+    return (
+        Row(
+            f"{group}-lsf",
+            group,
+            f"ls -f of one folder of {count}, cold (raw: LIST)",
+            "s",
+            False,
+            best,
+        ),
+        Row(f"{group}-lsl", group, f"  ls -l of that folder of {count}, cold", "s", False, best),
+    )
+
+
 # Rows over the big cached datasets of ``--scale`` (``benchmarks.scale``); their groups start
 # with "s" and they run only with ``--scale``.
 SCALE_ROWS: tuple[Row, ...] = (
@@ -222,6 +307,39 @@ SCALE_ROWS: tuple[Row, ...] = (
         "ls -l of a handle prefix of 2,000 datasets, cold (raw: API list)",
         "s",
         False,
+        (Check(RAW, "<=", 1.2),),
+    ),
+    # Issue 13: big roots, big datasets, many small files (benchmarks.scale_walks).
+    *_prefix_rows("s1", "2,000", with_ls_l=False),
+    *_prefix_rows("sx", "10,000"),
+    *_walk_rows("sw10k", "10,000"),
+    *_walk_rows("sw100k", "100,000"),
+    *_walk_rows("sw1m", "1,000,000", find_only=True),
+    *_folder_rows("sf20k", "20,000"),
+    *_folder_rows("sf200k", "200,000"),
+    Row(
+        "sc1k-cat",
+        "sc1k",
+        "xargs -P 8 cat of 1,000 x 64 KiB files, cold (raw: 8 threads of GETs)",
+        "s",
+        False,
+        (Check("best-peer", "<=", 1.0),),
+    ),
+    Row(
+        "sc10k-cat",
+        "sc10k",
+        "xargs -P 8 cat of 10,000 x 4 KiB files, cold (raw: 8 threads of GETs)",
+        "s",
+        False,
+        (Check("best-peer", "<=", 1.0),),
+    ),
+    Row(
+        "sd-ttfb",
+        "sd",
+        "first byte of a file 2 folders deep in 100,000 objects, fresh mount (raw: one GET)",
+        "ms",
+        False,
+        (Check("best-peer", "<=", 1.5),),
     ),
     Row(
         "s2-search",

@@ -601,7 +601,8 @@ class ReadBench:
 # Scale rows: the big cached datasets of --scale
 # ---------------------------------------------------------------------------------------------
 
-# The spec (benchmarks.scale.SPECS) each scale row group measures.
+# The spec (benchmarks.scale.SPECS) each scale row group measures (issue 13's other groups:
+# benchmarks.scale_walks, which imports this module; __main__ joins the two tables).
 SCALE_ROW_SPECS = {"s1": "prefix-2000", "s2": "catalog-1000"}
 SEARCH_QUERY = "catalog"  # every dataset of catalog-1000 is named "scale catalog-1000 ..."
 SEARCH_HITS = 25  # what search/ shows at most
@@ -625,13 +626,16 @@ class ScaleBench:
         self.mounts = mounts
 
     def run(self) -> None:
+        from benchmarks.scale_walks import ScaleWalks  # noqa: PLC0415 - it imports this module
+
         workloads: list[Workload] = [
             ("s1", ("s1-prefix",), self.prefix_listing),
             ("s2", ("s2-search",), self.search_listing),
             ("s2", ("s2-facet",), self.facet_listing),
         ]
         spec = self.data.spec.name
-        self.runner.run([w for w in workloads if SCALE_ROW_SPECS[w[0]] == spec])
+        walks = ScaleWalks(runner=self.runner, store=self.store, data=self.data, mounts=self.mounts)
+        self.runner.run([w for w in workloads if SCALE_ROW_SPECS[w[0]] == spec] + walks.workloads())
 
     def prefix_listing(self, column: str) -> dict[str, float]:
         """``ls -l`` of the handle prefix (peers: of the S3 folder of every dataset), cold."""

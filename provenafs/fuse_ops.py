@@ -249,9 +249,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for entry in await self._fs.readdir(fh, start_id):
+        # As many entries as the kernel's buffer takes; the one that did not fit was counted
+        # as a lookup by the core, and the kernel never saw it.
+        for entry in self._fs.directory_entries(fh, start_id):
             reply = to_entry_attributes(entry.attributes)
             if not pyfuse3.readdir_reply(token, os.fsencode(entry.name), reply, entry.next_offset):
+                self._fs.entry_not_sent(entry)
                 return
 
     @fuse_handler

@@ -102,6 +102,7 @@ _VALUE_KEYS = frozenset(
         "spill_size",
         "metadata_ttl",
         "listing_ttl",
+        "listing_cache_size",
         "uid",
         "gid",
         "offline_token_file",
@@ -181,6 +182,7 @@ class MountOptions:
     dir_mode: int | None = None
     default_permissions: bool = False  # asked for: the kernel checks mode bits
     insecure_http: bool = False  # tokens may go over plain http to another machine
+    listing_cache_size: int = 64 << 20  # bytes of S3 listings kept (a warm re-walk's bound)
 
     @property
     def shared_file_bits(self) -> int:
@@ -379,4 +381,5 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
         dir_mode=_parse_mode("dir_mode", values["dir_mode"]) if "dir_mode" in values else None,
         default_permissions="default_permissions" in flags,
         insecure_http="insecure_http" in flags,
+        listing_cache_size=parse_size(values.get("listing_cache_size", "64M")),
     )

@@ -24,7 +24,7 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -301,14 +301,24 @@ class DataStoreClient:
         next_key = body.get("pagination_key")
         return DatasetPage(tuple(records), next_key if isinstance(next_key, dict) else None)
 
-    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]:
-        """Every dataset the caller may see, following ``pagination_key`` until it is null."""
+    async def list_all(
+        self,
+        page_size: int = 100,
+        on_page: Callable[[Sequence[DatasetRecord]], None] | None = None,
+    ) -> list[DatasetRecord]:
+        """Every dataset the caller may see, following ``pagination_key`` until it is null.
+
+        ``on_page`` sees each page's records as it arrives (work done there can overlap the
+        wait for the next page).
+        """
         records: list[DatasetRecord] = []
         key: Mapping[str, Any] | None = None
         seen: list[Mapping[str, Any]] = []
         while True:
             page = await self.list_page(key, page_size)
             records.extend(page.items)
+            if on_page is not None:
+                on_page(page.items)
             if page.pagination_key is None:
                 return records
             if page.pagination_key in seen:

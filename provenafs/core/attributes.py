@@ -7,8 +7,12 @@ with other users (``RefusalPolicy.shared_mode``; ``.provenafs/status.json`` is `
 Inside a dataset the kernel may cache attributes long only where nothing can change them (no
 write access, no draft); editable sidecars are never cached (an edit changes their size).
 
-Listing a handle-prefix directory fetches nothing per entry (``fetch=False``): what is cached
-is estimated, valid for no time at all, so the kernel asks ``getattr`` before trusting it.
+A prefix dir's entries (dataset dir, sidecar, ``@latest``) are answered from a fresh record,
+else from the fresh dataset list with the caller's roles estimated (``Catalog.estimated_record``:
+no call per dataset for ``ls -l`` of a prefix), else the record is fetched. Listing a
+handle-prefix directory fetches nothing per entry (``fetch=False``): what neither the record
+nor the list says is estimated, valid for no time at all, so the kernel asks ``getattr``
+before trusting it. ``exact`` (``access``) always answers from a fetched record.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import stat
 from collections.abc import Callable
 
 from provenafs.api.models import DatasetRecord
-from provenafs.core.catalog import Catalog
+from provenafs.core.catalog import FOLDER, Catalog, DirectoryListing
 from provenafs.core.dataset_views import DatasetViews
 from provenafs.core.file_views import FileViews
-from provenafs.core.inodes import ORPHAN_MARK, NodeId, NodeKind
+from provenafs.core.inodes import ORPHAN_MARK, ListingBlock, NodeId, NodeKind
+from provenafs.core.listed_entries import ListedEntries
 from provenafs.core.namespace import Namespace
 from provenafs.core.refusals import RefusalPolicy
 from provenafs.core.types import (
@@ -45,6 +50,7 @@ from provenafs.write.drafts import Draft
 
 __all__ = ["AttributeMaker"]
 
+_PREFIX_ENTRY_KINDS = (NodeKind.DATASET_DIR, NodeKind.SIDECAR, NodeKind.LATEST_LINK)
 _OWNER_READ_ONLY = 0o400  # .provenafs/status.json: the mount's own state, never shared
 _FIXED_DIRECTORIES = (
     NodeKind.ROOT,
@@ -86,11 +92,12 @@ class AttributeMaker:
         self._dataset_views = dataset_views
         self.started_ns = seconds_to_ns(clock())
 
-    async def of(self, node: NodeId, *, fetch: bool = True) -> Attributes:
+    async def of(self, node: NodeId, *, fetch: bool = True, exact: bool = False) -> Attributes:
         """Attributes of *node* with inode 0 (the caller fills it in).
 
         With ``fetch=False`` (listing a prefix dir) nothing is fetched: unknown details are
         estimated and the timeouts are zero, so the kernel asks ``getattr`` before trusting them.
+        ``exact`` answers a prefix dir's entry from a fetched record, never from the list.
         """
         kind = node.kind
         if kind in _FIXED_DIRECTORIES:
@@ -102,33 +109,17 @@ class AttributeMaker:
             return self.make(stat.S_IFREG | _OWNER_READ_ONLY, self._status_size(), now, 0.0)
         if kind is NodeKind.BY_NAME_LINK:
             target = await self._namespace.link_target(node)
-            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, 0.0)
+            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
         if kind in _LINEAGE_KINDS:
             return await self._namespace.lineage.attributes(node, self.make, self.started_ns)
         if kind is NodeKind.FACET_LINK:  # its target is in the node: no call
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
-
-        if not fetch:
-            return self._estimated(node)
+        if kind in _PREFIX_ENTRY_KINDS:
+            return await self._prefix_entry(node, fetch=fetch, exact=exact)
 
         record = await self._catalog.record(node.handle)
         mtime = seconds_to_ns(record.updated_timestamp)
-        if kind is NodeKind.DATASET_DIR:
-            readable = await self._catalog.data_readable(record)
-            dir_mode, _ = self._content_modes(record)
-            mode = stat.S_IFDIR | (dir_mode if readable else NO_DATA_DIR_MODE)
-            return self.make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
-        if kind is NodeKind.SIDECAR:
-            # An editable sidecar's attributes are never cached by the kernel: an edit through
-            # this mount changes its size at once.
-            size = self._sidecar_size(record)
-            timeout = 0.0 if self._policy.sidecar_writable(record) else SHORT_TIMEOUT
-            mode = stat.S_IFREG | self.sidecar_mode(record)
-            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
-        if kind is NodeKind.LATEST_LINK:
-            target = await self._namespace.link_target(node)
-            return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
         if kind is NodeKind.DATASET_VIEW and self._dataset_views is not None:
             views = self._dataset_views
             size = await views.size(node, record)
@@ -147,7 +138,7 @@ class AttributeMaker:
                 raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
             else:
                 parent, name = parent_path(node.path)
-                if name not in (await self._catalog.listing(record, parent)).subdirs:
+                if await self._catalog.entry(record, parent, name) != FOLDER:
                     raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
             return self.make(stat.S_IFDIR | dir_mode, 0, mtime, timeout)
         if kind is NodeKind.DATASET_FILE:
@@ -160,6 +151,68 @@ class AttributeMaker:
                 return dataclasses.replace(attributes, nlink=0)  # unlinked, still open
             return attributes
         raise AssertionError(f"unhandled node kind {kind}")
+
+    async def _prefix_entry(self, node: NodeId, *, fetch: bool, exact: bool) -> Attributes:
+        """Attributes of a dataset dir, sidecar or ``@latest`` link (see ``of``).
+
+        From the list (no call): modes from the estimated record (roles unknown means no write
+        bits and data readable), a sidecar's size from rendering that record; timeouts short,
+        and exact once the record is fetched.
+        """
+        kind = node.kind
+        record = self._catalog.fresh_record(node.handle)
+        estimated = False
+        if record is None and not exact:
+            record = self._catalog.estimated_record(node.handle)
+            estimated = record is not None
+        if record is None:
+            if not fetch:
+                return self._estimated(node)
+            record = await self._catalog.record(node.handle)
+        mtime = seconds_to_ns(record.updated_timestamp)
+        if kind is NodeKind.DATASET_DIR:
+            readable = self._catalog.known_data_readable(record)
+            if readable is None:
+                fetched = fetch and not estimated
+                readable = await self._catalog.data_readable(record) if fetched else True
+            dir_mode, _ = self._content_modes(record)
+            mode = stat.S_IFDIR | (dir_mode if readable else NO_DATA_DIR_MODE)
+            return self.make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
+        if kind is NodeKind.SIDECAR:
+            # An editable sidecar's attributes are never cached by the kernel: an edit through
+            # this mount changes its size at once. (Reads are direct_io: an estimated size
+            # never cuts a read short.)
+            size = self._sidecar_size(record)
+            writable = self._policy.sidecar_writable(record)
+            timeout = 0.0 if writable and not estimated else SHORT_TIMEOUT
+            mode = stat.S_IFREG | self.sidecar_mode(record)
+            return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
+        target = self._namespace.listed_link_target(node)
+        if target is None:
+            if not fetch:
+                return self.make(stat.S_IFLNK | LINK_MODE, 0, mtime, 0.0)
+            target = await self._namespace.link_target(node)
+        return self.make(stat.S_IFLNK | LINK_MODE, len(target), mtime, SHORT_TIMEOUT)
+
+    def listed(
+        self, record: DatasetRecord, node: NodeId, listing: DirectoryListing, block: ListingBlock
+    ) -> ListedEntries:
+        """The entries of a dataset directory without a draft, from its listing (what ``of``
+        answers for each of them, worked out once for them all)."""
+        dir_mode, file_mode = self._content_modes(record)
+        shared = self._policy.shared_mode
+        special = {METADATA_FILE: shared(stat.S_IFREG | FILE_MODE)} if not node.path else None
+        return ListedEntries(
+            listing,
+            block,
+            dir_mode=shared(stat.S_IFDIR | dir_mode),
+            file_mode=shared(stat.S_IFREG | file_mode),
+            timeout=self._content_timeout(record),
+            uid=self._options.uid,
+            gid=self._options.gid,
+            dir_mtime_ns=seconds_to_ns(record.updated_timestamp),
+            special_modes=special,
+        )
 
     def sidecar_mode(self, record: DatasetRecord) -> int:
         """``rw-r--r--`` where an edit can succeed, else ``r--r--r--``."""

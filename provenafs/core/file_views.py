@@ -83,8 +83,8 @@ class FileViews:
         if entry is not None:
             raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
         parent, name = parent_path(node.path)
-        base_info = (await self._catalog.listing(record, parent)).files.get(name)
-        if base_info is None:
+        base_info = await self._catalog.entry(record, parent, name)
+        if not isinstance(base_info, ObjectInfo):
             raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
         return FileView(base_info, None, draft)
 

@@ -17,6 +17,11 @@ deliberate errno) or lets the IO layer's exceptions (API, object store, local di
 adapter maps every one through ``errors.to_errno``, once; anything else is a bug it turns into
 EIO. No pyfuse3, no blocking calls; everything runs on the trio thread, so tables need no locks.
 
+Until a dataset's record is fetched, a prefix dir's entries are answered from the dataset list
+(``AttributeMaker``, ``Catalog.estimated_record``: no call per dataset for ``ls -l``); the
+first access inside a dataset warms it (record and read credentials side by side, then its top
+listing), a mere ``stat`` of it never does. ``access`` answers from the fetched record.
+
 Lookup counts: ``lookup`` and every entry that ``readdir`` returns count as one kernel
 reference (pyfuse3 answers readdir with readdirplus). An adapter that cannot send an entry
 ``readdir`` returned should ``forget(entry.attributes.inode, 1)``.
@@ -24,14 +29,16 @@ reference (pyfuse3 answers readdir with readdirplus). An adapter that cannot sen
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -55,11 +62,13 @@ from provenafs.core.observation import AccessObserver, FileAccess
 from provenafs.core.refusals import READ_BITS, SEARCH_BITS, RefusalPolicy
 from provenafs.core.services import RegistryServices
 from provenafs.core.sidecar_edits import SidecarEdits
-from provenafs.core.sidecar_render import SidecarRenderer
+from provenafs.core.sidecar_render import SidecarRenderer, sidecar_size
 from provenafs.core.status import StatusFile, statistics_of
 from provenafs.core.types import (
     COPY_PART_SIZE,
+    DATASET_DIR_KINDS,
     DATASET_KINDS,
+    DOT_NAMES,
     NAME_MAX,
     READDIR_BATCH,
     Attributes,
@@ -75,6 +84,7 @@ from provenafs.core.types import (
     is_writing,
     parent_path,
 )
+from provenafs.core.walk_prefetch import WalkPrefetcher
 from provenafs.core.xattrs import PRESIGNED_URL, ExtendedAttributes
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
@@ -95,6 +105,7 @@ class Filesystem:
     """The mount's filesystem core (see the module docstring for its rules)."""
 
     _siblings: SiblingPrefetcher | None = None  # made in start(), in the mount's nursery
+    _walks: WalkPrefetcher | None = None  # likewise
 
     def __init__(
         self,
@@ -132,7 +143,12 @@ class Filesystem:
             clock=clock,
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
+            listing_cache_bytes=options.listing_cache_size,
+            username=username,
+            prepare_listed=self._prepare_sidecar_sizes,
         )
+        self._size_limiter = trio.CapacityLimiter(1)  # sidecar sizes of listed pages
+        self._sizes_wanted: collections.Counter[str] = collections.Counter()  # prefixes listed
         # Facets, search/, reviews/ (core.discovery); with the services also the generated
         # dataset files (core.dataset_views) and the control socket's dataset actions.
         self.discovery = Discovery(self.catalog, services, username=username, clock=clock)
@@ -278,6 +294,7 @@ class Filesystem:
         self._siblings = SiblingPrefetcher(
             self._store, self._broker, self._cache, self._budget, nursery=nursery
         )
+        self._walks = WalkPrefetcher(self.catalog, nursery)
         if self._notifier is not None:
             self._kernel_cache.start(nursery, self._notifier)
 
@@ -350,25 +367,41 @@ class Filesystem:
         parent_node = self._inodes.node(parent)
         if not parent_node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "lookup in a non-directory")
+        if parent_node.kind in DATASET_DIR_KINDS:
+            self._warm_if_cold(parent_node.handle)
+        handle = self._namespace.dataset_dir_handle(parent_node, name)
+        if handle is not None and self.catalog.listed(handle) is None:
+            # A dataset reached by path, not from the list: its record must be fetched, and
+            # what comes next is likely inside it; fetch its credentials beside the record.
+            self._warm_if_cold(handle)
         node = await self._namespace.child(parent_node, name)
-        if node.kind is NodeKind.DATASET_DIR and self._nursery is not None:
-            self._nursery.start_soon(self._warm_dataset, node.handle)
         attributes = await self._attributes.of(node)
-        return dataclasses.replace(attributes, inode=self._inodes.remember(node))
+        return attributes.with_inode(self._inodes.remember(node))
+
+    def _warm_if_cold(self, handle: str) -> None:
+        """Something inside a dataset is wanted: warm it unless its record is fresh."""
+        if self.catalog.fresh_record(handle) is None:
+            self._warm_dataset_soon(handle)
+
+    def _warm_dataset_soon(self, handle: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._warm_dataset, handle)
 
     async def _warm_dataset(self, handle: str) -> None:
-        """A dataset's directory was looked up: what comes next (``ls``, ``open``) needs its
-        read credentials and top listing, so fetch them now, beside its record, not after it.
+        """What comes inside a dataset (a name looked up, ``ls``, ``open``) needs its record
+        and read credentials: fetch them side by side, while the operation that asked waits on
+        the same fetches. No listing: a name inside is found by a HEAD and a one-key LIST
+        (``Catalog.entry``), and a listing parsed meanwhile would only slow that down.
 
-        Speculative and quiet: a dataset the caller may not read simply fails here, and the
-        operation that needs the answer asks again and reports.
+        Never for a mere ``stat`` of a listed dataset directory (``ls -l`` of a prefix must not
+        cost a call per dataset): only at the first access inside it, or when its record has to
+        be fetched anyway. Speculative and quiet: a dataset the caller may not read simply fails
+        here, and the operation that needs the answer asks again and reports.
         """
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._broker.read, handle)
-                record = await self.catalog.record(handle)
-                if await self.catalog.data_readable(record):
-                    await self.catalog.listing(record, "")
+                await self.catalog.record(handle)
         except* Exception as group:  # noqa: BLE001 -- never into the mount's nursery: a guess
             log.debug("warming %s: %s", handle, [type(e).__name__ for e in group.exceptions])
 
@@ -384,7 +417,7 @@ class Filesystem:
         if inode != ROOT_INODE:
             self._policy.require_reachable(ctx)
         attributes = await self._attributes.of(self._inodes.node(inode))
-        return dataclasses.replace(attributes, inode=inode)
+        return attributes.with_inode(inode)
 
     async def setattr(
         self,
@@ -433,27 +466,82 @@ class Filesystem:
         if not node.kind.is_directory:
             raise FsError(errno.ENOTDIR, "not a directory")
         await self._require_shared(node, ctx, READ_BITS)
-        if node.kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
-            await self._policy.require_data_read(await self.catalog.record(node.handle))
+        itself = await self._attributes.of(node)
+        dots = (itself.with_inode(inode), itself.with_inode(self._parent_inode(node, inode)))
+        if node.kind in DATASET_DIR_KINDS:
+            self._warm_if_cold(node.handle)
+            record = await self.catalog.record(node.handle)
+            await self._policy.require_data_read(record)
             observer = self._observing()
             if observer is not None:
                 await observer.listed(ctx, node.handle, node.path)
+            if self._walks is not None:
+                self._walks.opened(record, node.path)
+            if self._draft_of(node.handle) is None:
+                listing = await self.catalog.listing(record, node.path)
+                names, dirs = listing.sorted_names
+                block = self._inodes.listing_block(node, names, dirs)
+                listed = self._attributes.listed(record, node, listing, block)
+                return self._handles.add_dir(DirHandle(dots, [], listed))
         fetch = node.kind is not NodeKind.PREFIX_DIR
+        if fetch:
+            children = await self._namespace.children(node)
+        else:
+            self._sizes_wanted[node.handle] += 1  # the list walk works sidecar sizes out
+            try:
+                children = await self._namespace.children(node)
+            finally:
+                self._sizes_wanted[node.handle] -= 1
         entries = []
-        for name, child in await self._namespace.children(node):
+        for name, child in children:
             entries.append((name, child, await self._attributes.of(child, fetch=fetch)))
-        return self._handles.add_dir(DirHandle(entries))
+        return self._handles.add_dir(DirHandle(dots, entries))
+
+    def _parent_inode(self, node: NodeId, inode: int) -> int:
+        """The inode of the directory holding *node* (a directory), for its ``..`` entry."""
+        if node.kind is NodeKind.DATASET_DIR:
+            parent = NodeId(NodeKind.PREFIX_DIR, node.handle.partition("/")[0])
+        elif node.kind is NodeKind.DATASET_SUBDIR:
+            path = parent_path(node.path)[0]
+            parent = NodeId(
+                NodeKind.DATASET_SUBDIR if path else NodeKind.DATASET_DIR, node.handle, path
+            )
+        else:
+            return ROOT_INODE
+        found = self._inodes.find(parent)
+        return inode if found is None else found
+
+    def directory_entries(self, fh: int, offset: int) -> Iterator[DirEntry]:
+        """The entries of an open directory after *offset* (0 = from the start), ``.`` and
+        ``..`` first, each entry's lookup counted as it is produced: a caller that cannot send
+        one hands it to ``entry_not_sent`` and stops (the kernel takes what fits its buffer)."""
+        handle = self._handles.dir(fh)
+        position = max(offset, 0)
+        for dot in range(position, len(DOT_NAMES)):
+            yield DirEntry(DOT_NAMES[dot], handle.dots[dot], dot + 1)
+        first = max(position - len(DOT_NAMES), 0)
+        listed = handle.listed
+        if listed is not None:
+            names, block = listed.names, listed.block
+            remember_entry = self._inodes.remember_entry
+            for index in range(first, len(names)):
+                inode = remember_entry(block, index)
+                attributes = listed.attributes(index, inode)
+                yield DirEntry(names[index], attributes, index + 1 + len(DOT_NAMES))
+            return
+        remember = self._inodes.remember
+        for index in range(first, len(handle.entries)):
+            name, node, attributes = handle.entries[index]
+            yield DirEntry(name, attributes.with_inode(remember(node)), index + 1 + len(DOT_NAMES))
+
+    def entry_not_sent(self, entry: DirEntry) -> None:
+        """An entry of ``directory_entries`` the kernel never got: its lookup does not count."""
+        if entry.name not in DOT_NAMES:
+            self._inodes.forget(entry.attributes.inode, 1)
 
     async def readdir(self, fh: int, offset: int) -> list[DirEntry]:
         """Up to ``READDIR_BATCH`` entries after *offset* (0 = from the start); [] at the end."""
-        handle = self._handles.dir(fh)
-        result = []
-        for index in range(max(offset, 0), min(len(handle.entries), offset + READDIR_BATCH)):
-            name, node, attributes = handle.entries[index]
-            inode = self._inodes.remember(node)
-            entry_attributes = dataclasses.replace(attributes, inode=inode)
-            result.append(DirEntry(name, entry_attributes, index + 1))
-        return result
+        return list(itertools.islice(self.directory_entries(fh, offset), READDIR_BATCH))
 
     async def releasedir(self, fh: int) -> None:
         self._handles.pop_dir(fh)
@@ -480,6 +568,7 @@ class Filesystem:
         if is_writing(flags):
             raise await self._policy.refusal_for(node)
         if node.kind is NodeKind.DATASET_FILE:
+            self._warm_if_cold(node.handle)
             record = await self.catalog.record(node.handle)
             view = await self._views.view(record, node)
             if view.info is None:
@@ -515,9 +604,15 @@ class Filesystem:
             # drops cached pages itself when a changed object shows a new mtime.
             return OpenFile(fh, keep_cache=True, direct_io=False)
         if node.kind is NodeKind.SIDECAR:
+            # The kernel may hold a size estimated from the list, or from an older record: the
+            # bytes are read direct_io (a read is never cut at a stale size), and the kernel is
+            # told to ask again, so stat shows this document's size from now on.
+            was_fresh = self.catalog.fresh_record(node.handle) is not None
             data = self._renderer.render(await self.catalog.record(node.handle))
+            if not was_fresh:
+                self._kernel_cache.attributes_changed(inode)
             fh = self._handles.add(SnapshotHandle(node, data, opened_by=ctx))
-            return OpenFile(fh, keep_cache=False, direct_io=False)
+            return OpenFile(fh, keep_cache=False, direct_io=True)
         if node.kind is NodeKind.CONTROL_FILE:
             fh = self._handles.add(SnapshotHandle(node, self._status.snapshot(), opened_by=ctx))
             return OpenFile(fh, keep_cache=False, direct_io=True)
@@ -598,6 +693,19 @@ class Filesystem:
             page_cache=page_cache,
             spill=self._spill,
         )
+
+    async def _prepare_sidecar_sizes(self, records: Sequence[DatasetRecord]) -> None:
+        """A page of the dataset list arrived while a prefix dir is being listed: work out the
+        sizes of that prefix's sidecars in a thread while the next page is awaited (the listing
+        needs every one, ~60 us each; listing the root or ``by-name`` needs none)."""
+        wanted = [r for r in records if self._sizes_wanted[r.handle.partition("/")[0]] > 0]
+        if not wanted:
+            return
+        sizes = await trio.to_thread.run_sync(
+            lambda: [sidecar_size(record) for record in wanted], limiter=self._size_limiter
+        )
+        for record, size in zip(wanted, sizes, strict=True):
+            self._renderer.remember_size(record, size)
 
     async def _prefetch_siblings(self, record: DatasetRecord, path: str) -> None:
         """After a file's first read, prefetch what the files listed after it will need
@@ -704,7 +812,13 @@ class Filesystem:
         raise await self._policy.xattr_refusal(node)
 
     async def access(self, inode: int, mode: int, ctx: Caller) -> None:
-        attributes = await self.getattr(inode, ctx)
+        # From a fetched record: an answer from the list's estimated modes could refuse wrongly.
+        if inode != ROOT_INODE:
+            self._policy.require_reachable(ctx)
+        node = self._inodes.node(inode)
+        if node.kind is NodeKind.DATASET_DIR:
+            self._warm_if_cold(node.handle)  # chdir asks this on its way in
+        attributes = (await self._attributes.of(node, exact=True)).with_inode(inode)
         if not self._policy.is_owner(ctx):
             if mode & os.W_OK:
                 self._policy.require_owner(ctx, "writing")
@@ -757,6 +871,7 @@ class Filesystem:
             "prefetch_budget": dict(self._budget.statistics()),
             "sibling_prefetch": statistics_of(self._siblings),
             "discovery": self.discovery.statistics(),
+            "walk_prefetch": statistics_of(self._walks),
             "spill": statistics_of(self._spill),
             "s3": statistics_of(self._store),
             # When each held credential set expires; the credentials themselves never appear.

@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.listed_entries import ListedEntries
 from provenafs.core.observation import ReadCounter
 from provenafs.core.types import Attributes, Caller, FileReader, is_writing
 from provenafs.errors import FsError
@@ -303,9 +304,12 @@ async def commit_sidecar(editor: DocumentEditor, buffer: SidecarBuffer) -> None:
 
 @dataclasses.dataclass
 class DirHandle:
-    """An open directory: its entries as listed at ``opendir`` (stable offsets)."""
+    """An open directory: its entries as listed at ``opendir`` (stable offsets), after ``.`` and
+    ``..`` (their attributes carry their inode numbers: the kernel counts no lookup of them)."""
 
+    dots: tuple[Attributes, Attributes]
     entries: list[tuple[str, NodeId, Attributes]]
+    listed: ListedEntries | None = None  # a dataset directory's listing (then no ``entries``)
 
 
 class HandleTable:

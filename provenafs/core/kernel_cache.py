@@ -61,6 +61,10 @@ class KernelCache:
             if parent_inode is not None:
                 self._invalidate(parent_inode, name)
 
+    def attributes_changed(self, inode: int) -> None:
+        """What the kernel holds of *inode* (a sidecar's size estimated from the list, say)."""
+        self._invalidate(inode, None)
+
     def _node_and_entry(self, node: NodeId, inode: int) -> None:
         self._invalidate(inode, None)
         parent_inode, name = self._parent_inode_and_name(node)

@@ -16,8 +16,10 @@
     10378.1/1932274.cff     DATASET_VIEW: .locks.json, .access.json, .cff (core.dataset_views)
 
 Names are checked before anything is fetched: ``..``, NUL, ``/`` and malformed handles are
-``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. Looking a handle up fetches that handle only;
-no lookup except in ``by-name`` needs the full dataset list.
+``ENOENT``, names over 255 bytes ``ENAMETOOLONG``. A handle in the fresh dataset list (or with a
+fresh record) exists without any call; any other handle is looked up by fetching that handle
+only: no lookup except in ``by-name`` needs the full dataset list. ``by-name``'s names are
+worked out once per list snapshot.
 
 Inside a dataset with a draft (``provenafs.write.drafts``), the draft's overlay decides first: its
 entries add, replace and hide names; where it has nothing to say the base listing answers.
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import DatasetRecord
-from provenafs.core.catalog import Catalog
+from provenafs.core.catalog import FOLDER, Catalog
 from provenafs.core.dataset_views import dataset_view_of
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.lineage_nodes import LINEAGE_FILE_SUFFIX, Lineage, lineage_node
@@ -141,6 +143,7 @@ class Namespace:
         self._drafts = drafts or (lambda handle: None)
         self.lineage = Lineage(entry_name)  # lookup-only nodes beside each dataset
         self._discovery = discovery  # facets, search/, reviews/ (core.discovery)
+        self._by_name: tuple[tuple[DatasetRecord, ...], dict[str, str]] | None = None
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class Namespace:
         if kind in (NodeKind.DATASET_DIR, NodeKind.DATASET_SUBDIR):
             return await self._dataset_child(parent, name)
         if kind is NodeKind.BY_NAME_DIR:
-            entries = by_name_entries(await self._catalog.datasets())
+            entries = await self._by_name_entries()
             if name not in entries:
                 raise FsError(errno.ENOENT, f"no dataset named {name!r}")
             return NodeId(NodeKind.BY_NAME_LINK, entries[name], name)
@@ -183,6 +186,14 @@ class Namespace:
             return NodeId(NodeKind.PREFIX_DIR, name)
         raise FsError(errno.ENOENT, f"not a handle prefix: {name!r}")
 
+    @staticmethod
+    def dataset_dir_handle(parent: NodeId, name: str) -> str | None:
+        """The handle *name* names as a dataset directory under the prefix dir *parent*, if it
+        can be one (no I/O: whether it exists is not known)."""
+        if parent.kind is not NodeKind.PREFIX_DIR or name.endswith((SIDECAR_SUFFIX, LATEST_SUFFIX)):
+            return None
+        return f"{parent.handle}/{name}" if _SUFFIX_RE.fullmatch(name) else None
+
     async def _prefix_child(self, prefix: str, name: str) -> NodeId:
         lineage = await self._lineage_child(prefix, name)
         if lineage is not None:
@@ -200,11 +211,17 @@ class Namespace:
         if not _SUFFIX_RE.fullmatch(suffix):
             raise FsError(errno.ENOENT, f"malformed handle {prefix}/{suffix!r}")
         handle = f"{prefix}/{suffix}"
+        await self._require_dataset(handle)
+        return NodeId(kind, handle, view[1] if view is not None else "")
+
+    async def _require_dataset(self, handle: str) -> None:
+        """ENOENT unless *handle* is a dataset: no call when the fresh list or record says so."""
+        if self._catalog.listed(handle) is not None or self._catalog.fresh_record(handle):
+            return
         try:
             await self._catalog.record(handle)
         except api_errors.NotFoundError as exc:
             raise FsError(errno.ENOENT, f"no dataset {handle}") from exc
-        return NodeId(kind, handle, view[1] if view is not None else "")
 
     async def _lineage_child(self, prefix: str, name: str) -> NodeId | None:
         """``<n>@inputs``, ``<n>@derived``, ``<n>@runs``, ``<n>.lineage.json`` (looked up
@@ -217,10 +234,7 @@ class Namespace:
         node = lineage_node(f"{prefix}/{suffix}", tail)
         if node is None or not _SUFFIX_RE.fullmatch(suffix) or not self.lineage.available:
             return None
-        try:
-            await self._catalog.record(node.handle)
-        except api_errors.NotFoundError as exc:
-            raise FsError(errno.ENOENT, f"no dataset {node.handle}") from exc
+        await self._require_dataset(node.handle)
         return node
 
     async def _dataset_child(self, parent: NodeId, name: str) -> NodeId:
@@ -235,10 +249,10 @@ class Namespace:
                 raise FsError(errno.ENOENT, f"{path!r} was removed in the draft of {parent.handle}")
             kind = NodeKind.DATASET_SUBDIR if isinstance(entry, DirectoryEntry) else None
             return NodeId(kind or NodeKind.DATASET_FILE, parent.handle, path)
-        listing = await self._catalog.listing(record, parent.path)
-        if name in listing.subdirs:
+        found = await self._catalog.entry(record, parent.path, name)
+        if found == FOLDER:
             return NodeId(NodeKind.DATASET_SUBDIR, parent.handle, path)
-        if name in listing.files:
+        if found is not None:
             return NodeId(NodeKind.DATASET_FILE, parent.handle, path)
         raise FsError(errno.ENOENT, f"no {path!r} in {parent.handle}")
 
@@ -272,7 +286,7 @@ class Namespace:
                 child_kind = NodeKind.DATASET_SUBDIR if is_dir else NodeKind.DATASET_FILE
                 entries.append((name, NodeId(child_kind, parent.handle, path)))
         elif kind is NodeKind.BY_NAME_DIR:
-            named = by_name_entries(await self._catalog.datasets())
+            named = await self._by_name_entries()
             entries = [(n, NodeId(NodeKind.BY_NAME_LINK, h, n)) for n, h in named.items()]
         elif kind is NodeKind.CONTROL_DIR:
             entries = [(n, NodeId(NodeKind.CONTROL_FILE, "", n)) for n in CONTROL_FILES]
@@ -298,6 +312,13 @@ class Namespace:
                     names[name] = isinstance(entry, DirectoryEntry)
         return names
 
+    async def _by_name_entries(self) -> dict[str, str]:
+        """``by_name_entries`` of the dataset list, worked out once per list snapshot."""
+        records = await self._catalog.datasets()
+        if self._by_name is None or self._by_name[0] is not records:
+            self._by_name = (records, by_name_entries(records))
+        return self._by_name[1]
+
     def _known_splits(self, listed: Iterable[DatasetRecord]) -> set[tuple[str, str]]:
         """(prefix, suffix) of every listed handle and every handle fetched directly."""
         handles = {record.handle for record in listed}
@@ -308,16 +329,29 @@ class Namespace:
 
     async def link_target(self, node: NodeId) -> str:
         """Where a ``@latest`` or ``by-name`` link points (relative, like ``ls -l`` shows it)."""
+        target = self.listed_link_target(node)
+        if target is not None:
+            return target
         if node.kind is NodeKind.LATEST_LINK:
-            latest = await self._catalog.latest_handle(node.handle)
-            split = split_handle(latest)
-            if split is None or split[0] != split_handle(node.handle)[0]:  # type: ignore[index]
-                return f"../{latest}"
-            return split[1]
-        if node.kind is NodeKind.BY_NAME_LINK:
-            return f"../{node.handle}"
+            return self._latest_target(node.handle, await self._catalog.latest_handle(node.handle))
         if node.kind is NodeKind.LINEAGE_LINK:
             return await self.lineage.link_target(node)
+        raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")
+
+    def listed_link_target(self, node: NodeId) -> str | None:
+        """``link_target`` without I/O: a ``@latest`` from the fresh list; None if unknown."""
+        if node.kind is NodeKind.BY_NAME_LINK:
+            return f"../{node.handle}"
         if node.kind is NodeKind.FACET_LINK and self._discovery is not None:
             return self._discovery.link_target(node)
-        raise FsError(errno.EINVAL, f"{node.kind.value} is not a symlink")
+        if node.kind is NodeKind.LATEST_LINK:
+            latest = self._catalog.listed_latest(node.handle)
+            return None if latest is None else self._latest_target(node.handle, latest)
+        return None
+
+    @staticmethod
+    def _latest_target(handle: str, latest: str) -> str:
+        split = split_handle(latest)
+        if split is None or split[0] != split_handle(handle)[0]:  # type: ignore[index]
+            return f"../{latest}"
+        return split[1]

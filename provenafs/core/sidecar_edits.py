@@ -54,7 +54,7 @@ class SidecarEdits:
         for edit in reversed(self._handles.sidecar_edits(record.handle)):
             if edit.buffer.unsaved:
                 return len(edit.buffer)
-        return len(self._renderer.render(record))
+        return self._renderer.size(record)
 
     async def open(self, node: NodeId, flags: int, ctx: Caller) -> OpenFile:
         """Open *node*'s sidecar for writing: a buffer holding the document (or nothing)."""

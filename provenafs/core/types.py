@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from provenafs.api.models import DatasetRecord
@@ -20,6 +20,7 @@ from provenafs.storage.blobstore import ObjectInfo
 
 __all__ = [
     "COPY_PART_SIZE",
+    "DOT_NAMES",
     "LONG_TIMEOUT",
     "NAME_MAX",
     "READDIR_BATCH",
@@ -41,8 +42,8 @@ __all__ = [
 # change under us, so the kernel asks again soon.
 LONG_TIMEOUT = 300.0
 SHORT_TIMEOUT = 1.0
-READDIR_BATCH = 20  # entries per answer: about what fits a 4 KiB readdirplus buffer, so few
-# returned entries go unsent (each returned entry counts as a kernel lookup)
+READDIR_BATCH = 20  # entries per ``Filesystem.readdir`` answer (the adapter takes as many as fit)
+DOT_NAMES = (".", "..")  # the first two entries of every directory listing
 COPY_PART_SIZE = 8 << 20  # copy-on-write fetches a base file into the draft in parts this big
 NAME_MAX = 255  # bytes in one path component, as on every Linux filesystem
 
@@ -78,6 +79,23 @@ class Attributes:
     ctime_ns: int
     entry_timeout: float
     attr_timeout: float
+
+    def with_inode(self, inode: int) -> Attributes:
+        """These attributes for inode *inode* (``dataclasses.replace`` is 5x slower, and
+        readdir of a big prefix does this for every entry)."""
+        return Attributes(
+            inode,
+            self.mode,
+            self.size,
+            self.nlink,
+            self.uid,
+            self.gid,
+            self.atime_ns,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.entry_timeout,
+            self.attr_timeout,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +135,11 @@ class DataStoreApi(Protocol):
 
     async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
-    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]: ...
+    async def list_all(
+        self,
+        page_size: int = 100,
+        on_page: Callable[[Sequence[DatasetRecord]], None] | None = None,
+    ) -> list[DatasetRecord]: ...
 
     async def presigned_url(self, handle: str, file_path: str, expires_in: int = 3600) -> str: ...
 

@@ -475,6 +475,9 @@ def _logout(args: Sequence[str]) -> int:
 # -- status --------------------------------------------------------------------------------------
 
 
+STATUS_EXPIRIES_SHOWN = 5  # credential sets whose expiry the summary names, soonest first
+
+
 def _mib(value: Any) -> str:
     return f"{value / (1 << 20):.1f} MiB" if isinstance(value, int | float) else "?"
 
@@ -515,8 +518,11 @@ def _summary(document: Mapping[str, Any]) -> list[str]:
         f"{credentials.get('read_calls', 0)} read / {credentials.get('write_calls', 0)} write "
         f"requests, {credentials.get('failures', 0)} failures"
     )
-    for name, expiry in sorted(expiries.items()):
+    soonest = sorted(expiries.items(), key=lambda item: (str(item[1]), item[0]))
+    for name, expiry in soonest[:STATUS_EXPIRIES_SHOWN]:
         lines.append(f"    {name}: expires {expiry}")
+    if len(soonest) > STATUS_EXPIRIES_SHOWN:
+        lines.append(f"    ... and {len(soonest) - STATUS_EXPIRIES_SHOWN} more (--json lists all)")
     return lines + _publishing_summary(document) + run_lines(document)
 
 

@@ -59,7 +59,7 @@ class BlobUnavailableError(BlobError):
     """The object store could not be reached, or kept failing, after bounded retries."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int
@@ -72,20 +72,35 @@ class Listing:
     """One level (or, with no delimiter, all) of the keys under a prefix, every page joined.
 
     ``objects`` are full keys; ``prefixes`` are full common prefixes ending in ``/``.
+    ``truncated``: a tree listing that stopped early (``objects`` are the first keys, in order).
     """
 
     objects: tuple[ObjectInfo, ...]
     prefixes: tuple[str, ...]
+    truncated: bool = False
 
 
 class BlobStore(Protocol):
     """Asynchronous object store operations, each signed with the given credentials."""
 
     async def list_prefix(
-        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
-    ) -> Listing: ...
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
+    ) -> Listing:
+        """Every key (and common prefix) under ``prefix``; with ``start_after``, those after
+        that key only."""
+        ...
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo: ...
+
+    async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
+        """Whether any key starts with ``prefix`` (a folder: one LIST of one key)."""
+        ...
 
     async def get_range(
         self,
@@ -190,13 +205,21 @@ class MemoryBlobStore:
         return info
 
     async def list_prefix(
-        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
     ) -> Listing:
         self.calls["list"] += 1
         objects: list[ObjectInfo] = []
         prefixes: set[str] = set()
         for (b, key), (_, info) in sorted(self.objects.items()):
             if b != bucket or not key.startswith(prefix):
+                continue
+            if start_after is not None and key <= start_after:
                 continue
             rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
@@ -211,6 +234,10 @@ class MemoryBlobStore:
             return self.objects[(bucket, key)][1]
         except KeyError:
             raise NoSuchKeyError(key) from None
+
+    async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
+        self.calls["list"] += 1
+        return any(b == bucket and key.startswith(prefix) for b, key in self.objects)
 
     async def get_range(
         self,

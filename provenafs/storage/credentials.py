@@ -11,6 +11,10 @@ seconds), so cached and in-flight reads survive an outage. ``invalidate`` drops 
 credentials after S3 refused them (``ExpiredCredentialsError``/``AccessDeniedError``), so the
 next call mints new ones.
 
+What it holds is bounded: at most ``max_held`` credential sets (the least recently used go
+first), and a set is dropped once its ``expiry`` has passed, so datasets no longer in use cost
+nothing however many were touched (``ls -l`` of thousands of datasets, say).
+
 It runs on the trio thread only (its tables are not locked) and never logs a secret.
 """
 
@@ -23,6 +27,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
+import cachetools
+
 from provenafs.api.errors import UnavailableError
 from provenafs.api.models import Credentials
 from provenafs.cache.single_flight import SingleFlight
@@ -34,6 +40,7 @@ _MAX_MARGIN = 300.0
 _MIN_MARGIN = 1.0
 _MARGIN_FRACTION = 0.2
 OUTAGE_RETRY_SECONDS = 5.0
+MAX_HELD = 1024  # credential sets (dataset, kind) held at once
 
 
 class CredentialSource(Protocol):
@@ -55,13 +62,26 @@ class _Held:
     renew_at: float  # clock seconds
 
 
+def _expires_at(key: tuple[str, Kind], held: _Held, now: float) -> float:
+    return held.credentials.expiry.timestamp()
+
+
 class CredentialBroker:
     """Read and write credentials per dataset handle, cached until shortly before expiry."""
 
-    def __init__(self, client: CredentialSource, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: CredentialSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_held: int = MAX_HELD,
+    ) -> None:
         self._client = client
         self._clock = clock
-        self._held: dict[tuple[str, Kind], _Held] = {}
+        # Least recently used first out; each set leaves at its advertised expiry.
+        self._held: cachetools.TLRUCache[tuple[str, Kind], _Held] = cachetools.TLRUCache(
+            max_held, _expires_at, timer=clock
+        )
         self._flights: SingleFlight[tuple[str, Kind], Credentials] = SingleFlight()
         self._stats: collections.Counter[str] = collections.Counter(
             dict.fromkeys(("read_calls", "write_calls", "hits", "failures", "invalidations"), 0)
@@ -83,11 +103,13 @@ class CredentialBroker:
 
     def expiries(self) -> Mapping[tuple[str, str], dt.datetime]:
         """The advertised expiry of every credential set held, by (handle, kind)."""
+        self._held.expire()
         return {key: held.credentials.expiry for key, held in self._held.items()}
 
     def statistics(self) -> Mapping[str, int]:
         """Counts: ``read_calls``/``write_calls`` (API calls), ``hits``, ``waits``, ``failures``,
         ``invalidations``, ``kept_during_outage``, and ``held`` (credential sets cached now)."""
+        self._held.expire()
         return {**self._stats, "waits": self._flights.joined, "held": len(self._held)}
 
     async def _get(

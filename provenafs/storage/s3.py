@@ -21,6 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import email.utils
 import functools
 import hashlib
 import logging
@@ -139,6 +140,14 @@ def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else 0.0
 
 
+def _http_date(value: str | None) -> float:
+    """Unix seconds of an HTTP date (``Last-Modified``); 0 if unreadable."""
+    try:
+        return email.utils.parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _connection_pool(base_url: str, **options: Any) -> urllib3.PoolManager:
     """The pool for signed requests, through the proxy the environment names for ``base_url``
     (``https_proxy``/``http_proxy``, ``no_proxy``), as boto3 does for the other calls."""
@@ -158,33 +167,60 @@ class _ListPage:
 
 def _parse_list_page(body: bytes) -> _ListPage:
     """One ListObjectsV2 answer (``encoding-type=url``: keys and prefixes come URL-encoded, as
-    botocore asks for them too, so that any key survives XML)."""
+    botocore asks for them too, so that any key survives XML).
+
+    Each ``Contents`` element's children are read in one pass; keys without ``%`` or ``+`` are
+    taken as they are, and a page's repeated timestamps are parsed once (a LIST of 1,000 keys
+    costs about half of what four ``findtext`` calls per key did)."""
     try:
         # S3's own answer; ElementTree resolves no external entities and expat bounds expansion
         root = ElementTree.fromstring(body)  # noqa: S314
     except ElementTree.ParseError:
         raise _Retryable(BlobUnavailableError("list: an answer that is not XML")) from None
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-
-    def text(node: ElementTree.Element, name: str) -> str:
-        return node.findtext(ns + name) or ""
-
-    objects = [
-        ObjectInfo(
-            key=urllib.parse.unquote_plus(text(entry, "Key")),
-            size=int(text(entry, "Size") or 0),
-            etag=_etag(text(entry, "ETag")),
-            last_modified=_iso_timestamp(text(entry, "LastModified")),
+    key_tag, size_tag, etag_tag, modified_tag = (
+        ns + "Key",
+        ns + "Size",
+        ns + "ETag",
+        ns + "LastModified",
+    )
+    times: dict[str, float] = {}
+    objects = []
+    for entry in root.iterfind(ns + "Contents"):
+        key, size, etag, modified = "", "", "", ""
+        for child in entry:
+            tag = child.tag
+            if tag == key_tag:
+                key = child.text or ""
+            elif tag == size_tag:
+                size = child.text or ""
+            elif tag == etag_tag:
+                etag = child.text or ""
+            elif tag == modified_tag:
+                modified = child.text or ""
+        when = times.get(modified)
+        if when is None:
+            when = times[modified] = _iso_timestamp(modified)
+        objects.append(
+            ObjectInfo(
+                key=_unquote(key),
+                size=int(size or 0),
+                etag=etag.strip('"'),
+                last_modified=when,
+            )
         )
-        for entry in root.iterfind(ns + "Contents")
-    ]
     prefixes = [
-        urllib.parse.unquote_plus(text(entry, "Prefix"))
+        _unquote(entry.findtext(ns + "Prefix") or "")
         for entry in root.iterfind(ns + "CommonPrefixes")
     ]
-    truncated = text(root, "IsTruncated").lower() == "true"
-    token = text(root, "NextContinuationToken")
+    truncated = (root.findtext(ns + "IsTruncated") or "").lower() == "true"
+    token = root.findtext(ns + "NextContinuationToken") or ""
     return _ListPage(objects, prefixes, token if truncated and token else None)
+
+
+def _unquote(text: str) -> str:
+    """A URL-encoded key or prefix as it is (``encoding-type=url``)."""
+    return urllib.parse.unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def _iso_timestamp(value: str) -> float:
@@ -319,18 +355,26 @@ class S3BlobStore:
     # -- reading --------------------------------------------------------------------------
 
     async def list_prefix(
-        self, creds: Credentials, bucket: str, prefix: str, *, delimiter: str | None = "/"
+        self,
+        creds: Credentials,
+        bucket: str,
+        prefix: str,
+        *,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
     ) -> Listing:
-        """Every key (and common prefix) under ``prefix``, following continuation tokens."""
-        listing = await self._list(creds, bucket, prefix, delimiter=delimiter, max_keys=None)
-        assert listing is not None
-        return listing
+        """Every key (and common prefix) under ``prefix``, following continuation tokens;
+        with ``start_after``, only those after that key."""
+        return await self._list(
+            creds, bucket, prefix, delimiter=delimiter, max_keys=None, start_after=start_after
+        )
 
     async def list_tree(
         self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
-    ) -> Listing | None:
-        """Every key under ``prefix`` (no delimiter), or None as soon as a page shows there are
-        more than ``max_keys``: a huge tree costs a few pages, never a full listing."""
+    ) -> Listing:
+        """Every key under ``prefix`` (no delimiter), or, as soon as a page shows there are
+        more than ``max_keys``, the keys listed so far marked ``truncated``: a huge tree costs
+        a few pages, never a full listing."""
         return await self._list(creds, bucket, prefix, delimiter=None, max_keys=max_keys)
 
     async def _list(
@@ -341,7 +385,8 @@ class S3BlobStore:
         *,
         delimiter: str | None,
         max_keys: int | None,
-    ) -> Listing | None:
+        start_after: str | None = None,
+    ) -> Listing:
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         token: str | None = None
@@ -349,6 +394,8 @@ class S3BlobStore:
             query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
             if delimiter:
                 query["delimiter"] = delimiter
+            if start_after is not None:
+                query["start-after"] = start_after
             if token:
                 query["continuation-token"] = token
             page = await self._signed_get(
@@ -364,23 +411,37 @@ class S3BlobStore:
             if max_keys is not None and (
                 len(objects) > max_keys or (token is not None and len(objects) >= max_keys)
             ):
-                return None
+                return Listing(tuple(objects), tuple(prefixes), truncated=True)
             if token is None:
                 return Listing(tuple(objects), tuple(prefixes))
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:
-        """Size, ETag and modification time of one object."""
+        """Size, ETag and modification time of one object (a signed HEAD on the shared pool)."""
 
-        def head(client: S3Client) -> dict[str, Any]:
-            return dict(client.head_object(Bucket=bucket, Key=key))
+        def read(response: urllib3.BaseHTTPResponse) -> ObjectInfo:
+            headers = response.headers
+            return ObjectInfo(
+                key=key,
+                size=int(headers.get("content-length") or 0),
+                etag=_etag(headers.get("etag")),
+                last_modified=_http_date(headers.get("last-modified")),
+            )
 
-        answer = await self._run(creds, head, f"head s3://{bucket}/{key}")
-        return ObjectInfo(
-            key=key,
-            size=int(answer.get("ContentLength", 0)),
-            etag=_etag(answer.get("ETag")),
-            last_modified=_timestamp(answer.get("LastModified")),
+        return await self._signed_get(
+            creds, s3_path(bucket, key), what=f"head s3://{bucket}/{key}", read=read, method="HEAD"
         )
+
+    async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
+        """Whether any key starts with ``prefix`` (one LIST of at most one key)."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": "1", "encoding-type": "url"}
+        page = await self._signed_get(
+            creds,
+            s3_path(bucket),
+            query=query,
+            what=f"list s3://{bucket}/{prefix}",
+            read=lambda response: _parse_list_page(response.read()),
+        )
+        return bool(page.objects or page.prefixes)
 
     async def get_range(
         self,
@@ -446,10 +507,11 @@ class S3BlobStore:
         what: str,
         read: Callable[[urllib3.BaseHTTPResponse], _T],
         ok: tuple[int, ...] = (200,),
+        method: str = "GET",
     ) -> _T:
-        """A GET signed here and sent on the shared pool (no botocore: about a third of its
-        CPU per request), in a thread, retried like every call; ``read`` takes the answer
-        when its status is ``ok``, anything else is translated."""
+        """A GET (or HEAD) signed here and sent on the shared pool (no botocore: about a third
+        of its CPU per request), in a thread, retried like every call; ``read`` takes the
+        answer when its status is ``ok``, anything else is translated."""
         return await self._retrying(
             functools.partial(
                 self._signed_get_blocking,
@@ -460,6 +522,7 @@ class S3BlobStore:
                 what=what,
                 read=read,
                 ok=ok,
+                method=method,
             ),
             read_only=True,
         )
@@ -474,9 +537,10 @@ class S3BlobStore:
         what: str,
         read: Callable[[urllib3.BaseHTTPResponse], _T],
         ok: tuple[int, ...],
+        method: str = "GET",
     ) -> _T:
         signed = sign_s3_request(
-            method="GET",
+            method=method,
             host=self._host,
             path=path,
             query=query,
@@ -489,7 +553,7 @@ class S3BlobStore:
         url = self._base_url + path + (f"?{query}" if query else "")
         try:
             response = self._pool.request(
-                "GET",
+                method,
                 url,
                 headers=signed,
                 preload_content=False,

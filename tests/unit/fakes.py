@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -85,6 +85,7 @@ class FakeDataStore:
         release_status: str = "NOT_RELEASED",
         created: int = 1_721_629_472,
         updated: int = 1_721_714_647,
+        owner: str = "jsmith",
     ) -> dict[str, Any]:
         display = name if name is not None else f"Dataset {handle}"
         item: dict[str, Any] = {
@@ -105,7 +106,7 @@ class FakeDataStore:
             "access_info_uri": None,
             "history": [],
             "id": handle,
-            "owner_username": "jsmith",
+            "owner_username": owner,
             "created_timestamp": created,
             "updated_timestamp": updated,
             "item_category": "ENTITY",
@@ -180,12 +181,18 @@ class FakeDataStore:
         more = start + page_size < len(ordered)
         return DatasetPage(records, {"offset": start + page_size} if more else None)
 
-    async def list_all(self, page_size: int = 100) -> list[DatasetRecord]:
+    async def list_all(
+        self,
+        page_size: int = 100,
+        on_page: Callable[[Sequence[DatasetRecord]], None] | None = None,
+    ) -> list[DatasetRecord]:
         records: list[DatasetRecord] = []
         key: Mapping[str, Any] | None = None
         while True:
             page = await self.list_page(key, page_size)
             records.extend(page.items)
+            if on_page is not None:
+                on_page(page.items)
             if page.pagination_key is None:
                 return records
             key = page.pagination_key
@@ -235,10 +242,9 @@ def build_filesystem(
     services: RegistryServices | None = None,
     username: str | None = None,
 ) -> tuple[Filesystem, CredentialBroker]:
-    broker = CredentialBroker(store)
+    broker = CredentialBroker(store, clock=clock or time.time)
     fs = Filesystem(
         services=services,
-        username=username,
         client=store,
         broker=broker,
         store=blobs,
@@ -246,5 +252,6 @@ def build_filesystem(
         budget=PrefetchBudget(4 << 20),
         options=mount_options or options(),
         clock=clock or time.time,
+        username=username,
     )
     return fs, broker

@@ -17,7 +17,7 @@ import pytest
 
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
-from provenafs.core.types import Attributes, DirEntry, OpenFile
+from provenafs.core.types import DOT_NAMES, Attributes, DirEntry, OpenFile
 from provenafs.errors import FsError, to_errno
 from tests.unit.fakes import CALLER
 
@@ -59,11 +59,14 @@ async def split(fs: Filesystem, path: str) -> tuple[int, str]:
 
 
 async def list_dir(fs: Filesystem, path: str) -> list[DirEntry]:
-    """Every entry of the directory *path*, batch after batch, as ``ls`` reads them."""
+    """Every entry of the directory *path* but ``.`` and ``..``, batch after batch, as ``ls``
+    reads them."""
     fh = await fs.opendir((await walk(fs, path)).inode, CALLER)
     entries: list[DirEntry] = []
-    while batch := await fs.readdir(fh, entries[-1].next_offset if entries else 0):
-        entries += batch
+    offset = 0
+    while batch := await fs.readdir(fh, offset):
+        entries += [entry for entry in batch if entry.name not in DOT_NAMES]
+        offset = batch[-1].next_offset
     await fs.releasedir(fh)
     return entries
 

@@ -3,13 +3,17 @@ credential retry on listings, S3 listing parsing."""
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
-from provenafs.api.models import Credentials, DatasetRecord
-from provenafs.core.catalog import Catalog, DirectoryListing
+from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
+from provenafs.core.catalog import FOLDER, GUESSED_ROLES, OWNER_ROLES, Catalog, DirectoryListing
 from provenafs.storage.blobstore import (
     BlobUnavailableError,
     ExpiredCredentialsError,
@@ -116,6 +120,74 @@ async def test_records_expire_after_metadata_ttl() -> None:
     assert store.calls["fetch"] == 3
 
 
+async def test_the_fresh_list_answers_without_calls_with_estimated_roles() -> None:
+    store = FakeDataStore()
+    store.add(REEF, owner="alice", roles=OWNER_ROLES)
+    store.add("10378.1/1002", owner="bob", roles=("metadata-read",))
+    store.add("10378.1/1003", owner="bob", roles=OWNER_ROLES, locked=True)
+    clock = FakeClock()
+    broker = CredentialBroker(store, clock=clock)
+    catalog = Catalog(store, broker, MemoryBlobStore(), clock=clock, username="alice")
+    assert catalog.listed(REEF) is None  # no list yet: nothing is guessed
+    assert catalog.estimated_record(REEF) is None
+    await catalog.datasets()
+    own = catalog.estimated_record(REEF)
+    assert own is not None and own.roles == frozenset(OWNER_ROLES) and own.locked is False
+    assert own.document["roles"] == list(OWNER_ROLES)
+    assert own.document["item"] == store.items[REEF]
+    others = catalog.estimated_record("10378.1/1002")
+    assert others is not None and others.roles is None and others.locked is None
+    assert others.document["roles"] == list(GUESSED_ROLES)
+    assert catalog.estimated_record("10378.1/1002") is others  # once per list snapshot
+    await catalog.record("10378.1/1003")  # once fetched: the roles and lock last seen
+    fetched = catalog.estimated_record("10378.1/1003")
+    assert fetched is not None and fetched.roles == frozenset(OWNER_ROLES)
+    assert fetched.locked is True and fetched.document["locked"] is True
+    assert catalog.fresh_record("10378.1/1003") is not None
+    assert store.calls["fetch"] == 1
+    clock.advance(31)  # record and list both stale: neither answers any more
+    assert catalog.fresh_record("10378.1/1003") is None
+    assert catalog.listed(REEF) is None and catalog.estimated_record(REEF) is None
+    assert catalog.statistics()["list_indexes_built"] == 1
+
+
+async def test_each_list_page_is_prepared_while_the_next_one_is_awaited() -> None:
+    class HeldStore(FakeDataStore):
+        """Holds every page after the first until ``release`` is set."""
+
+        release = trio.Event()
+
+        async def list_page(
+            self, pagination_key: Mapping[str, Any] | None, page_size: int = 100
+        ) -> DatasetPage:
+            if pagination_key is not None:
+                await self.release.wait()
+            return await super().list_page(pagination_key, page_size)
+
+    store = HeldStore()
+    for n in range(250):
+        store.add(f"10378.1/{n}", owner="alice")
+    prepared: list[DatasetRecord] = []
+
+    async def prepare(records: Sequence[DatasetRecord]) -> None:
+        prepared.extend(records)
+
+    clock = FakeClock()
+    broker = CredentialBroker(store, clock=clock)
+    catalog = Catalog(
+        store, broker, MemoryBlobStore(), clock=clock, username="alice", prepare_listed=prepare
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(catalog.datasets)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(prepared) == 100  # the first page, while the second is awaited
+        store.release.set()
+    assert len(prepared) == 250
+    for record in prepared:  # the very estimates the listing answers from
+        assert catalog.estimated_record(record.handle) is record
+        assert record.roles == frozenset(OWNER_ROLES)
+
+
 async def test_dataset_list_walks_every_page_including_empty_ones_once() -> None:
     store = FakeDataStore()
     for n in range(250):
@@ -151,7 +223,7 @@ async def test_listings_single_flight_ttl_and_credential_retry() -> None:
             raise ExpiredCredentialsError("token expired")
         return await original(creds, bucket, prefix, delimiter=delimiter)
 
-    blobs.list_prefix = expiring_list  # type: ignore[method-assign]
+    blobs.list_prefix = expiring_list  # type: ignore[method-assign,assignment]
     async with trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(catalog.listing, record, "")
@@ -177,7 +249,7 @@ async def test_listing_gives_up_after_one_retry() -> None:
     ) -> Listing:
         raise ExpiredCredentialsError("still expired")
 
-    blobs.list_prefix = always_expired  # type: ignore[method-assign]
+    blobs.list_prefix = always_expired  # type: ignore[method-assign,assignment]
     with pytest.raises(ExpiredCredentialsError):
         await catalog.listing(record, "")
     assert store.calls["read_credentials"] == 2
@@ -266,8 +338,91 @@ async def _failing_listing(
     ) -> Listing:
         raise BlobUnavailableError("S3 down")
 
-    blobs.list_prefix = down  # type: ignore[method-assign]
+    blobs.list_prefix = down  # type: ignore[method-assign,assignment]
     try:
         return await catalog.listing(record, "")
     finally:
         blobs.list_prefix = original  # type: ignore[method-assign]
+
+
+async def test_a_warm_re_walk_of_many_folders_lists_nothing_within_the_byte_budget() -> None:
+    """300 folders (more than the 256 listings once kept) are all answered again from the
+    cache; a budget of ten folders keeps the ten used last, whatever their number."""
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    folders = [f"d{n:03d}" for n in range(300)]
+    for folder in folders:
+        blobs.put_blocking(BUCKET, f"{s3_path(REEF)}{folder}/f.bin", b"x")
+    clock = FakeClock()
+    broker = CredentialBroker(store, clock=clock)
+    catalog = Catalog(store, broker, blobs, clock=clock, snapshot_max_keys=0)
+    record = await catalog.record(REEF)
+    for folder in folders:
+        await catalog.listing(record, folder)
+    walked = blobs.calls["list"]
+    for folder in folders:
+        assert list((await catalog.listing(record, folder)).files) == ["f.bin"]
+    assert blobs.calls["list"] == walked  # the warm re-walk: no S3 request
+    clock.advance(301)  # past listing_ttl: listed again
+    await catalog.listing(record, folders[0])
+    assert blobs.calls["list"] == walked + 1
+
+    one = (await catalog.listing(record, folders[0])).cost()
+    small = Catalog(
+        store, broker, blobs, clock=clock, snapshot_max_keys=0, listing_cache_bytes=10 * one
+    )
+    for folder in folders:
+        await small.listing(record, folder)
+    walked = blobs.calls["list"]
+    for folder in folders[-10:]:
+        await small.listing(record, folder)
+    assert blobs.calls["list"] == walked
+    await small.listing(record, folders[0])
+    assert blobs.calls["list"] == walked + 1
+    assert small.statistics()["listing_cache_bytes"] <= 10 * one
+
+
+def test_a_cached_listing_costs_what_the_budget_counts() -> None:
+    """``DirectoryListing.cost`` (what the byte budget counts) is at least what it holds."""
+    prefix = "datasets/10378-1-1932287/d0003/"
+    objects = [
+        ObjectInfo(f"{prefix}{n:07d}.bin", 1000 + n, f"{n:032x}", 1_796_418_617.0 + n)
+        for n in range(20_000)
+    ]
+    tracemalloc.start()
+    listing = DirectoryListing.from_keys(prefix, objects, [f"{prefix}sub{n}/" for n in range(10)])
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(listing.files) == 20_000 and len(listing.subdirs) == 10
+    assert held <= listing.cost(), (held / 20_010, listing.cost() / 20_010)
+    assert listing.files[f"{7:07d}.bin"] == objects[7]
+
+
+async def test_a_name_is_found_by_a_head_and_a_one_key_list_without_listing_its_folder() -> None:
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    for key in ("d1/f.bin", "d1/both", "d1/both/inner", "d2/x"):
+        blobs.put_blocking(BUCKET, s3_path(REEF) + key, b"12345")
+    catalog, clock, _ = make(store, blobs)
+    record = await catalog.record(REEF)
+    found = await catalog.entry(record, "d1", "f.bin")
+    assert isinstance(found, ObjectInfo) and found.size == 5
+    assert await catalog.entry(record, "", "d1") == FOLDER
+    assert await catalog.entry(record, "d1", "both") == FOLDER  # a folder wins, as in a listing
+    assert await catalog.entry(record, "d1", "nope") is None
+    assert (blobs.calls["head"], blobs.calls["list"]) == (4, 4)  # one HEAD and LIST per name
+    assert catalog.statistics()["listing_fetches"] == 0
+    assert await catalog.entry(record, "d1", "f.bin") == found  # kept
+    assert await catalog.entry(record, "d1", "nope") is None  # absent: kept negative_ttl
+    assert (blobs.calls["head"], blobs.calls["list"]) == (4, 4)
+    clock.advance(6)
+    assert await catalog.entry(record, "d1", "nope") is None
+    assert blobs.calls["head"] == 5
+    # once the folder is listed, names are answered from the listing
+    await catalog.listing(record, "d2")
+    lists = blobs.calls["list"]
+    assert isinstance(await catalog.entry(record, "d2", "x"), ObjectInfo)
+    assert await catalog.entry(record, "d2", "y") is None
+    assert (blobs.calls["head"], blobs.calls["list"]) == (5, lists)

@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from provenafs.api.models import Credentials
-from provenafs.core.catalog import Catalog, DatasetSnapshot, DirectoryListing
+from provenafs.core.catalog import Catalog, DatasetSnapshot
 from provenafs.storage.blobstore import (
     AccessDeniedError,
     BlobUnavailableError,
@@ -57,7 +57,7 @@ class TreeListingStore(MemoryBlobStore):
 
     async def list_tree(
         self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
-    ) -> Listing | None:
+    ) -> Listing:
         self.tree_calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -76,7 +76,7 @@ class TreeListingStore(MemoryBlobStore):
             if len(listed) == len(keys):
                 return Listing(tuple(listed), ())
             if len(listed) >= max_keys:
-                return None
+                return Listing(tuple(listed), (), truncated=True)
 
 
 def put(blobs: MemoryBlobStore, handle: str, *paths: str) -> None:
@@ -181,6 +181,33 @@ async def test_a_dataset_over_the_key_limit_stops_paging_and_is_listed_per_folde
     clock.advance(301)  # the dataset may have shrunk meanwhile: try a snapshot again
     await catalog.listing(record, "d00")
     assert (tree.tree_calls, tree.calls["list"]) == (3, 4)
+
+
+async def test_the_pages_of_a_snapshot_that_stopped_early_are_never_listed_again() -> None:
+    """Folders whose keys all came before the last key listed are answered from those pages;
+    the folders on the last key's path are listed after that key only; and every answer is
+    what a plain delimited listing says."""
+    keys = [f"a/{m}" for m in range(3)] + [f"b/{m}" for m in range(4)] + ["c/0", "top"]
+    tree, plain = TreeListingStore(page_size=2), MemoryBlobStore()
+    put(tree, REEF, *keys)
+    put(plain, REEF, *keys)
+    catalog, _, _, _ = make(tree, REEF, snapshot_max_keys=4)
+    reference, _, _, _ = make(plain, REEF, snapshot_max_keys=0)
+    record = await catalog.record(REEF)
+    assert (await catalog.listing(record, "a")).names() == [
+        ("0", False),
+        ("1", False),
+        ("2", False),
+    ]
+    # two pages: a/0 a/1, a/2 b/0, then the limit; "a" was complete in them
+    assert (tree.tree_pages, tree.calls["list"]) == (2, 0)
+    for folder in ("b", "", "c"):
+        got = await catalog.listing(record, folder)
+        assert got.names() == (await reference.listing(record, folder)).names(), folder
+    # "b" and the root were finished after b/0 (one LIST each), "c" listed whole
+    assert tree.calls["list"] == 3
+    assert catalog.statistics()["listings_finished_after_snapshot"] == 2
+    assert list((await catalog.listing(record, "b")).files) == ["0", "1", "2", "3"]
 
 
 async def test_invalidate_and_the_listing_ttl_refetch_only_that_version() -> None:
@@ -308,8 +335,8 @@ def test_snapshot_levels_split_keys_at_every_slash() -> None:
     assert snapshot.listing("").names() == [("a", True), ("top.txt", False)]
     assert snapshot.listing("a").names() == [("b", True), ("m", True)]
     assert snapshot.listing("a/b").files["c.txt"].size == 2
-    assert snapshot.listing("a/m") == DirectoryListing({}, frozenset())
-    assert snapshot.listing("elsewhere.txt") == DirectoryListing({}, frozenset())
+    assert snapshot.listing("a/m").names() == []
+    assert snapshot.listing("elsewhere.txt").names() == []
 
 
 async def test_the_filesystem_lists_a_dataset_and_its_draft_from_one_tree_listing(

@@ -6,6 +6,7 @@ before mounting anything, so no FUSE is needed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import subprocess
@@ -155,6 +156,22 @@ def test_status_summary_names_cache_calls_and_expiries() -> None:
         "    10378.1/1932274 read: expires 2026-01-01T00:00:00+00:00",
         "  drafts: none",
     ]
+
+
+def test_status_summary_names_only_the_soonest_credential_expiries() -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    expiries = {
+        f"10378.1/{n} read": (start + dt.timedelta(minutes=6000 - n)).isoformat()
+        for n in range(6000)
+    }
+    lines = commands._summary({"credential_expiries": expiries})
+    named = [line for line in lines if "expires" in line]
+    assert named == [
+        f"    10378.1/{n} read: expires {expiries[f'10378.1/{n} read']}"
+        for n in range(5999, 5999 - commands.STATUS_EXPIRIES_SHOWN, -1)
+    ]
+    assert f"    ... and {6000 - commands.STATUS_EXPIRIES_SHOWN} more (--json lists all)" in lines
+    assert len(lines) < 20
 
 
 def test_log_path_is_per_mountpoint_and_private(tmp_path: Path) -> None:

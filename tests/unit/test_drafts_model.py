@@ -282,10 +282,12 @@ class DraftModel(RuleBasedStateMachine):
             async def visit(path: str, inode: int) -> None:
                 fh = await self.fs.opendir(inode, CALLER)
                 entries = await self.fs.readdir(fh, 0)
-                while batch := await self.fs.readdir(fh, len(entries)):
+                while batch := await self.fs.readdir(fh, entries[-1].next_offset):
                     entries += batch
                 await self.fs.releasedir(fh)
                 for entry in entries:
+                    if entry.name in (".", ".."):
+                        continue
                     child = f"{path}/{entry.name}" if path else entry.name
                     if stat.S_ISDIR(entry.attributes.mode):
                         dirs.add(child)

@@ -7,6 +7,7 @@ broker, block cache, prefetch budget and object reader are the real ones.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import random
@@ -19,8 +20,9 @@ import trio
 import trio.testing
 
 from provenafs.api import errors as api_errors
+from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
-from provenafs.core.types import READDIR_BATCH, DirEntry
+from provenafs.core.types import READDIR_BATCH, SHORT_TIMEOUT, DirEntry
 from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
@@ -109,23 +111,34 @@ async def test_lookup_by_handle_fetches_that_handle_only() -> None:
     assert (attributes.uid, attributes.gid) == (1000, 1001)
 
 
-async def test_looking_up_a_dataset_fetches_its_credentials_and_listing_ahead() -> None:
+async def test_looking_up_a_dataset_fetches_its_credentials_beside_its_record() -> None:
+    """Reached by path, a dataset's record and read credentials are fetched side by side (no
+    listing: a name inside is found by a HEAD and a one-key LIST, the listing by ls)."""
     store, blobs = world()
     fs, broker = build_filesystem(store, blobs)
     async with trio.open_nursery() as nursery:
         await fs.start(nursery)
-        await walk(fs, "10378.1/1001")
+        store.gate = trio.Event()
+        found: list[object] = []
+
+        async def look_up() -> None:
+            found.append(await walk(fs, "10378.1/1001"))
+
+        nursery.start_soon(look_up)
         await trio.testing.wait_all_tasks_blocked()
-        assert broker.statistics()["read_calls"] == 1
-        assert fs.catalog.statistics()["listing_fetches"] == 1
-        # what ls and open then need is there: no further call
-        await list_dir(fs, "10378.1/1001")
+        assert (store.calls["fetch"], store.calls["read_credentials"]) == (1, 1)  # both at once
+        store.gate.set()
+        store.gate = None
+        await trio.testing.wait_all_tasks_blocked()
+        assert found and fs.catalog.statistics()["listing_fetches"] == 0
+        # what open then needs is there: no further credential call, no listing
         await walk(fs, "10378.1/1001/notes.txt")
         assert broker.statistics()["read_calls"] == 1
+        assert fs.catalog.statistics()["listing_fetches"] == 0
+        await list_dir(fs, "10378.1/1001")
         assert fs.catalog.statistics()["listing_fetches"] == 1
         await walk(fs, "10378.1/1002")  # no data read: warming it fails quietly
         await trio.testing.wait_all_tasks_blocked()
-        assert fs.catalog.statistics()["listing_fetches"] == 1
         await fs.close()
         nursery.cancel_scope.cancel()
 
@@ -147,6 +160,57 @@ async def test_dataset_dir_holds_exactly_the_objects_with_sizes_and_folders() ->
     assert blobs.calls["head"] == 0  # sizes come from listings, never one HEAD per file
 
 
+async def live_inodes(fs: Filesystem) -> int:
+    """The numbered nodes, from the status file (whose own nodes exist after the first call)."""
+    status = json.loads(await read_all(fs, ".provenafs/status.json"))
+    return int(status["inodes"]["live_inodes"])
+
+
+async def test_readdir_answers_dot_and_dotdot_without_counting_lookups() -> None:
+    fs, _ = build_filesystem(*world())
+    prefix = await walk(fs, "10378.1")
+    dataset = await walk(fs, "10378.1/1001")
+    raw = await walk(fs, "10378.1/1001/raw")
+    for directory, parent in ((raw, dataset), (dataset, prefix), (prefix, None)):
+        fh = await fs.opendir(directory.inode, CALLER)
+        dot, dotdot = itertools.islice(fs.directory_entries(fh, 0), 2)  # nothing else counted
+        await fs.releasedir(fh)
+        assert (dot.name, dot.attributes.inode) == (".", directory.inode)
+        expected = ROOT_INODE if parent is None else parent.inode
+        assert (dotdot.name, dotdot.attributes.inode) == ("..", expected)
+        assert stat.S_ISDIR(dot.attributes.mode) and stat.S_ISDIR(dotdot.attributes.mode)
+    # the kernel counts no lookup of "." and "..": one forget of the lookups made by walk()
+    # retires the directory, however many listings showed it as "."
+    await live_inodes(fs)
+    before = await live_inodes(fs)
+    await fs.forget(raw.inode, 1)
+    assert await live_inodes(fs) == before - 1
+
+
+async def test_an_entry_the_kernel_did_not_take_is_not_counted() -> None:
+    """The adapter takes entries until the kernel's buffer is full and hands back the one that
+    did not fit: its lookup count is dropped, and no entry after it was counted."""
+    store = FakeDataStore()
+    store.add(REEF)
+    blobs = MemoryBlobStore()
+    for n in range(50):
+        blobs.put_blocking(BUCKET, f"{s3_path(REEF)}f{n:04d}", b"x")
+    fs, _ = build_filesystem(store, blobs)
+    fh = await fs.opendir((await walk(fs, "10378.1/1001")).inode, CALLER)
+    await live_inodes(fs)
+    live = await live_inodes(fs)
+    produced = []
+    for entry in fs.directory_entries(fh, 0):
+        produced.append(entry)
+        if len(produced) == 12:  # ".", "..", then ten files; the tenth did not fit
+            fs.entry_not_sent(entry)
+            break
+    assert await live_inodes(fs) == live + 9
+    resumed = next(iter(fs.directory_entries(fh, produced[-2].next_offset)))
+    assert resumed.name == produced[-1].name == "f0009"
+    await fs.releasedir(fh)
+
+
 async def test_readdir_offsets_are_stable_and_resumable() -> None:
     store = FakeDataStore()
     store.add(REEF)
@@ -154,11 +218,12 @@ async def test_readdir_offsets_are_stable_and_resumable() -> None:
     for n in range(READDIR_BATCH * 2 + 5):
         blobs.put_blocking(BUCKET, f"{s3_path(REEF)}f{n:04d}", b"x" * n)
     fs, _ = build_filesystem(store, blobs)
-    fh = await fs.opendir((await walk(fs, "10378.1/1001")).inode, CALLER)
+    dataset = await walk(fs, "10378.1/1001")
+    fh = await fs.opendir(dataset.inode, CALLER)
     first = await fs.readdir(fh, 0)
     assert len(first) == READDIR_BATCH
     assert [e.next_offset for e in first] == list(range(1, READDIR_BATCH + 1))
-    middle = await fs.readdir(fh, 10)
+    middle = await fs.readdir(fh, 12)
     assert middle[0].name == "f0010"
     blobs.put_blocking(BUCKET, f"{s3_path(REEF)}a-new-file", b"")  # snapshot unaffected
     rest: list[DirEntry] = []
@@ -166,7 +231,8 @@ async def test_readdir_offsets_are_stable_and_resumable() -> None:
     while batch := await fs.readdir(fh, offset):
         rest += batch
         offset = batch[-1].next_offset
-    assert [e.name for e in rest] == [f"f{n:04d}" for n in range(READDIR_BATCH * 2 + 5)]
+    names = [f"f{n:04d}" for n in range(READDIR_BATCH * 2 + 5)]
+    assert [e.name for e in rest] == [".", "..", *names]
     assert await fs.readdir(fh, len(rest)) == []
     await fs.releasedir(fh)
     with pytest.raises(FsError) as excinfo:
@@ -188,7 +254,11 @@ async def test_readdir_entries_count_as_lookups() -> None:
         await fs.getattr(notes.attributes.inode, CALLER)
     assert errno_of(excinfo) == errno.ENOENT
     again = await fs.lookup((await walk(fs, "10378.1/1001")).inode, "notes.txt", CALLER)
-    assert again.inode > notes.attributes.inode  # retired numbers are never reused
+    # a forgotten number never names another node (a listed entry may get its own back)
+    assert again.inode >= notes.attributes.inode
+    assert (await fs.getattr(again.inode, CALLER)).size == 11
+    other = next(e for e in entries if e.name == "raw")
+    assert other.attributes.inode != again.inode
 
 
 # --- sidecars ------------------------------------------------------------------------------
@@ -208,15 +278,18 @@ async def test_sidecar_size_equals_read_bytes_and_is_the_fetch_result() -> None:
     assert "Températures".encode() in data
 
 
-async def test_sidecar_in_prefix_listing_is_marked_for_revalidation() -> None:
-    fs, _ = build_filesystem(*world())
+async def test_sidecar_in_prefix_listing_is_estimated_from_the_list_until_fetched() -> None:
+    store, blobs = world()
+    fs, _ = build_filesystem(store, blobs)
     entries = {e.name: e.attributes for e in await list_dir(fs, "10378.1")}
-    # Listing does not fetch every record: unknown details are valid for no time at all.
-    assert entries["1002.json"].attr_timeout == 0.0
-    assert entries["1002.json"].entry_timeout == 0.0
-    fresh = await fs.getattr(entries["1002.json"].inode, CALLER)
-    assert fresh.size == len(await read_all(fs, "10378.1/1002.json"))
-    assert fresh.attr_timeout > 0
+    assert store.calls["fetch"] == 0
+    # Never fetched, not the caller's own: rendered with guessed roles, kept 1 s.
+    listed = entries["1002.json"]
+    assert listed.attr_timeout == listed.entry_timeout == SHORT_TIMEOUT
+    data = await read_all(fs, "10378.1/1002.json")
+    assert json.loads(data)["roles"] == ["metadata-read"]
+    assert listed.size == len(data) + len(',\n    "dataset-data-read"')  # one role more
+    assert (await fs.getattr(listed.inode, CALLER)).size == len(data)  # exact once fetched
 
 
 # --- permissions ---------------------------------------------------------------------------

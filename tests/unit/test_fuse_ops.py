@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pyfuse3
@@ -71,9 +71,15 @@ class FakeCore:
         self._enter("opendir", inode)
         return 11
 
-    async def readdir(self, fh: int, offset: int) -> list[DirEntry]:
-        self._enter("readdir", fh, offset)
-        return [entry for entry in self.entries if entry.next_offset > offset]
+    def directory_entries(self, fh: int, offset: int) -> Iterator[DirEntry]:
+        self._enter("directory_entries", fh, offset)
+        for entry in self.entries:
+            if entry.next_offset > offset:
+                self.calls.append(("produced", (entry.name,)))
+                yield entry
+
+    def entry_not_sent(self, entry: DirEntry) -> None:
+        self.calls.append(("entry_not_sent", (entry.name,)))
 
     async def open(self, inode: int, flags: int, ctx: object) -> OpenFile:
         self._enter("open", inode, flags)
@@ -289,6 +295,13 @@ async def test_readdir_stops_when_the_kernel_buffer_is_full(
     monkeypatch.setattr(pyfuse3, "readdir_reply", readdir_reply)
     await _run(lambda: _ops(core).readdir(11, 0, cast(pyfuse3.ReaddirToken, object())))
     assert replies == [(b"a", 10, 1), ("caf\u00e9".encode(), 11, 2)]
+    # the entry that did not fit goes back to the core (its lookup did not happen), and no
+    # entry after it is produced (each produced entry counts as a kernel lookup)
+    assert core.calls[1:] == [
+        ("produced", ("a",)),
+        ("produced", ("caf\u00e9",)),
+        ("entry_not_sent", ("caf\u00e9",)),
+    ]
 
 
 def test_entry_attributes_of_a_zero_byte_file() -> None:

@@ -142,7 +142,7 @@ async def test_mode_options_let_other_users_read(tmp_path: Path, shared: str) ->
     assert b"Reef" in await fs.read(sidecar.fh, 0, 1 << 16)
     await fs.release(sidecar.fh)
     fh = await fs.opendir(ids["dataset"], OTHER)
-    assert sorted(e.name for e in await fs.readdir(fh, 0)) == ["notes.txt", "raw"]
+    assert sorted(e.name for e in await fs.readdir(fh, 0)) == [".", "..", "notes.txt", "raw"]
     await fs.releasedir(fh)
     assert await fs.getxattr(ids["notes"], "user.provena.handle", OTHER) == DATASET.encode()
     await fs.access(ids["notes"], os.R_OK, OTHER)

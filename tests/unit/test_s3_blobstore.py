@@ -60,10 +60,12 @@ def stubbed_store(**kwargs: Any) -> tuple[S3BlobStore, Stubber]:
 class CannedAnswer:
     status: int
     body: bytes = b""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class CannedS3:
-    """A local HTTP server answering GETs from a queue of canned answers; records each request."""
+    """A local HTTP server answering GETs and HEADs from a queue of canned answers; records each
+    request."""
 
     def __init__(self) -> None:
         self.answers: list[CannedAnswer] = []
@@ -77,9 +79,15 @@ class CannedS3:
                 canned.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 answer = canned.answers.pop(0) if canned.answers else CannedAnswer(500)
                 self.send_response(answer.status)
-                self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in answer.headers:
+                    self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(answer.body)
+                if self.command != "HEAD":
+                    self.wfile.write(answer.body)
+
+            do_HEAD = do_GET
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -149,9 +157,11 @@ async def test_boto3_errors_translate_once(
     code: str, status: int, expected: type[Exception]
 ) -> None:
     store, stubber = stubbed_store()
-    stubber.add_client_error("head_object", service_error_code=code, http_status_code=status)
+    stubber.add_client_error(
+        "list_multipart_uploads", service_error_code=code, http_status_code=status
+    )
     with pytest.raises(expected) as info:
-        await store.head(CREDS, "b", "k")
+        await store.list_multipart_uploads(CREDS, "b", "p/")
     assert type(info.value) is expected
     assert store.statistics()["requests"] == 1
 
@@ -167,28 +177,41 @@ async def test_busy_server_is_retried_for_gets(canned: CannedS3) -> None:
 async def test_busy_server_is_retried_then_unavailable(code: str) -> None:
     store, stubber = stubbed_store(retries=3)
     for _ in range(3):
-        stubber.add_client_error("head_object", service_error_code=code, http_status_code=503)
+        stubber.add_client_error(
+            "list_multipart_uploads", service_error_code=code, http_status_code=503
+        )
     with pytest.raises(BlobUnavailableError):
-        await store.head(CREDS, "b", "k")
+        await store.list_multipart_uploads(CREDS, "b", "p/")
     assert store.statistics()["requests"] == 3
     assert store.statistics()["retries"] == 2
 
 
-async def test_retry_recovers_and_strips_etag_quotes() -> None:
-    store, stubber = stubbed_store()
-    stubber.add_client_error("head_object", service_error_code="SlowDown", http_status_code=503)
-    stubber.add_response(
-        "head_object",
-        {
-            "ContentLength": 42,
-            "ETag": '"abc123"',
-            "LastModified": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
-        },
-        {"Bucket": "b", "Key": "k"},
-    )
-    info = await store.head(CREDS, "b", "k")
-    assert (info.key, info.size, info.etag) == ("k", 42, "abc123")
+async def test_a_signed_head_retries_strips_etag_quotes_and_reads_the_date(
+    canned: CannedS3,
+) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    headers = {
+        "Content-Length": "42",
+        "ETag": '"abc123"',
+        "Last-Modified": "Tue, 02 Jan 2024 00:00:00 GMT",
+    }
+    canned.answers += [CannedAnswer(503), CannedAnswer(200, headers=headers)]
+    info = await store.head(CREDS, "b", "dir/k")
+    assert (info.key, info.size, info.etag) == ("dir/k", 42, "abc123")
     assert info.last_modified == dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp()
+    path, sent = canned.requests[1]
+    assert path == "/b/dir/k" and sent["authorization"].startswith("AWS4-HMAC-SHA256")
+    canned.answers += [CannedAnswer(404)]
+    with pytest.raises(NoSuchKeyError):
+        await store.head(CREDS, "b", "gone")
+
+
+async def test_any_under_asks_for_one_key(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers += [list_page([("p/x/1", 1, "e")], [], "more"), list_page([], [], None)]
+    assert await store.any_under(CREDS, "b", "p/x/") is True
+    assert await store.any_under(CREDS, "b", "p/y/") is False
+    assert "max-keys=1" in canned.requests[0][0] and "prefix=p%2Fx%2F" in canned.requests[0][0]
 
 
 async def test_get_range_sends_a_signed_range_and_if_match(canned: CannedS3) -> None:
@@ -328,8 +351,17 @@ async def test_list_follows_continuation_tokens_and_decodes_keys(canned: CannedS
 async def test_list_tree_stops_at_a_page_that_shows_too_many(canned: CannedS3) -> None:
     store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
     canned.answers.append(list_page([(f"p/{i}", 1, "e") for i in range(3)], [], "more"))
-    assert await store.list_tree(CREDS, "b", "p/", max_keys=3) is None
+    listing = await store.list_tree(CREDS, "b", "p/", max_keys=3)
+    assert listing.truncated and [info.key for info in listing.objects] == ["p/0", "p/1", "p/2"]
     assert len(canned.requests) == 1
+
+
+async def test_list_prefix_after_a_key_asks_s3_for_what_follows_it(canned: CannedS3) -> None:
+    store = S3BlobStore(canned.url, "ap-southeast-2", backoff=0.0)
+    canned.answers.append(list_page([("p/b", 1, "e")], [], None))
+    listing = await store.list_prefix(CREDS, "b", "p/", start_after="p/a")
+    assert [info.key for info in listing.objects] == ["p/b"] and not listing.truncated
+    assert "start-after=p%2Fa" in canned.requests[0][0]
 
 
 async def test_list_errors_translate(canned: CannedS3) -> None:
@@ -346,20 +378,20 @@ async def test_connection_errors_are_retried() -> None:
     class FlakyClient:
         calls = 0
 
-        def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        def list_multipart_uploads(self, **kwargs: Any) -> dict[str, Any]:
             FlakyClient.calls += 1
             if FlakyClient.calls < 3:
                 raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://x")
-            return {"ContentLength": 1, "ETag": '"e"'}
+            return {"Uploads": [{"Key": "p/k", "UploadId": "u"}]}
 
     store = S3BlobStore(None, "ap-southeast-2", backoff=0.0, retries=4)
     store._client_blocking = lambda creds: FlakyClient()  # type: ignore[assignment,method-assign,return-value]
-    assert (await store.head(CREDS, "b", "k")).etag == "e"
+    assert await store.list_multipart_uploads(CREDS, "b", "p/") == [("p/k", "u")]
     assert FlakyClient.calls == 3
 
     FlakyClient.calls = -10
     with pytest.raises(BlobUnavailableError, match="EndpointConnectionError"):
-        await store.head(CREDS, "b", "k")
+        await store.list_multipart_uploads(CREDS, "b", "p/")
 
 
 def test_one_client_per_credential_set_bounded() -> None:
