@@ -21,6 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import email.utils
 import functools
 import hashlib
 import logging
@@ -49,6 +50,7 @@ from provenafs.storage.blobstore import (
     ExpiredCredentialsError,
     Listing,
     NoSuchKeyError,
+    ObjectHead,
     ObjectInfo,
     StaleObjectError,
 )
@@ -137,6 +139,26 @@ def _etag(value: Any) -> str:
 
 def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else 0.0
+
+
+_META_PREFIX = "x-amz-meta-"
+
+
+def _head_of(key: str, response: urllib3.BaseHTTPResponse, size: int | None = None) -> ObjectHead:
+    """The facts and user metadata an answer's headers carry (a HEAD's, or a whole GET's)."""
+    headers = response.headers
+    try:
+        modified = email.utils.parsedate_to_datetime(headers.get("last-modified", "")).timestamp()
+    except (TypeError, ValueError):
+        modified = 0.0
+    length = size if size is not None else int(headers.get("content-length") or 0)
+    info = ObjectInfo(key, length, _etag(headers.get("etag")), modified)
+    metadata = {
+        name.lower()[len(_META_PREFIX) :]: value
+        for name, value in headers.items()
+        if name.lower().startswith(_META_PREFIX)
+    }
+    return ObjectHead(info, metadata)
 
 
 def _connection_pool(base_url: str, **options: Any) -> urllib3.PoolManager:
@@ -382,6 +404,32 @@ class S3BlobStore:
             last_modified=_timestamp(answer.get("LastModified")),
         )
 
+    async def head_object(self, creds: Credentials, bucket: str, key: str) -> ObjectHead:
+        """Size, ETag, time and user metadata of one object: a HEAD signed here."""
+        return await self._signed_get(
+            creds,
+            s3_path(bucket, key),
+            what=f"head s3://{bucket}/{key}",
+            read=lambda response: _head_of(key, response),
+            method="HEAD",
+        )
+
+    async def get_object(
+        self, creds: Credentials, bucket: str, key: str, *, etag: str | None = None
+    ) -> tuple[bytes, ObjectHead]:
+        """The whole object and its user metadata in one GET (for small objects)."""
+        headers = {"if-match": f'"{etag}"'} if etag is not None else {}
+
+        def read(response: urllib3.BaseHTTPResponse) -> tuple[bytes, ObjectHead]:
+            data = response.read()
+            return data, _head_of(key, response, len(data))
+
+        data, head = await self._signed_get(
+            creds, s3_path(bucket, key), headers=headers, what=f"get s3://{bucket}/{key}", read=read
+        )
+        self._stats["bytes_read"] += len(data)
+        return data, head
+
     async def get_range(
         self,
         creds: Credentials,
@@ -446,10 +494,11 @@ class S3BlobStore:
         what: str,
         read: Callable[[urllib3.BaseHTTPResponse], _T],
         ok: tuple[int, ...] = (200,),
+        method: str = "GET",
     ) -> _T:
-        """A GET signed here and sent on the shared pool (no botocore: about a third of its
-        CPU per request), in a thread, retried like every call; ``read`` takes the answer
-        when its status is ``ok``, anything else is translated."""
+        """A GET (or HEAD) signed here and sent on the shared pool (no botocore: about a third
+        of its CPU per request), in a thread, retried like every call; ``read`` takes the
+        answer when its status is ``ok``, anything else is translated."""
         return await self._retrying(
             functools.partial(
                 self._signed_get_blocking,
@@ -460,6 +509,7 @@ class S3BlobStore:
                 what=what,
                 read=read,
                 ok=ok,
+                method=method,
             ),
             read_only=True,
         )
@@ -474,9 +524,10 @@ class S3BlobStore:
         what: str,
         read: Callable[[urllib3.BaseHTTPResponse], _T],
         ok: tuple[int, ...],
+        method: str = "GET",
     ) -> _T:
         signed = sign_s3_request(
-            method="GET",
+            method=method,
             host=self._host,
             path=path,
             query=query,
@@ -489,7 +540,7 @@ class S3BlobStore:
         url = self._base_url + path + (f"?{query}" if query else "")
         try:
             response = self._pool.request(
-                "GET",
+                method,
                 url,
                 headers=signed,
                 preload_content=False,
@@ -501,6 +552,8 @@ class S3BlobStore:
                     body = response.read(64 << 10)
                     code = _ERROR_CODE.search(body)
                     name = code.group(1).decode(errors="replace") if code else ""
+                    if method == "HEAD":  # no body: the status is the code (as botocore has it)
+                        name = str(response.status)
                     raise _translate_answer(name, response.status, what)
                 answer = read(response)
                 response.drain_conn()  # what ``read`` left (an empty 416's body), if anything
@@ -515,21 +568,40 @@ class S3BlobStore:
 
     # -- writing (used by publishing new versions) ----------------------------------------
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
-        """Write one object in a single PUT; answers its ETag (without quotes)."""
+    async def put_object(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write one object (with user ``metadata``) in a single PUT; answers its ETag."""
+        meta = dict(metadata or {})
 
         def put(client: S3Client) -> str:
-            return _etag(client.put_object(Bucket=bucket, Key=key, Body=data).get("ETag"))
+            answer = client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta)
+            return _etag(answer.get("ETag"))
 
         etag = await self._run(creds, put, f"put s3://{bucket}/{key}", read_only=False)
         self._stats["bytes_written"] += len(data)
         return etag
 
-    async def create_multipart(self, creds: Credentials, bucket: str, key: str) -> str:
-        """Start a multipart upload; answers its upload id."""
+    async def create_multipart(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start a multipart upload of an object with user ``metadata``; answers its id."""
+        meta = dict(metadata or {})
 
         def create(client: S3Client) -> str:
-            return str(client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+            answer = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=meta)
+            return str(answer["UploadId"])
 
         return await self._run(creds, create, f"upload s3://{bucket}/{key}", read_only=False)
 

@@ -7,6 +7,8 @@ The core runs over a fake data store whose write credentials answer as docs/API.
 
 from __future__ import annotations
 
+from typing import Any
+
 import errno
 import logging
 import os
@@ -57,13 +59,15 @@ class FlakyBlobStore(MemoryBlobStore):
         self.held: trio.Event | None = None
         self.put_started = trio.Event()
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+    async def put_object(
+        self, creds: Credentials, bucket: str, key: str, data: bytes, **kwargs: Any
+    ) -> str:
         self.put_started.set()
         if self.held is not None:
             await self.held.wait()
         if self.failing:
             raise BlobUnavailableError(f"PUT {key}: connection reset")
-        return await super().put_object(creds, bucket, key, data)
+        return await super().put_object(creds, bucket, key, data, **kwargs)
 
 
 def in_place_world(state: Path) -> tuple[Filesystem, WritableStore, FlakyBlobStore]:
@@ -267,9 +271,12 @@ async def test_a_directory_rename_moves_every_object_under_it(tmp_path: Path) ->
     fs, _, blobs = in_place_world(tmp_path)
     root = (await walk(fs, DATASET)).inode
     await fs.rename(root, "raw", root, "renamed", 0, CALLER)
+    # every directory the move made carries its attributes on a marker (s3fs's form)
     assert landed(blobs) == {
         "notes.txt": b"hello reef\n",
+        "renamed/": b"",
         "renamed/loggers.csv": CSV,
+        "renamed/sub/": b"",
         "renamed/sub/deep.txt": b"deep\n",
         "renamed/empty/": b"",
     }
