@@ -7,12 +7,11 @@ The core runs over a fake data store whose write credentials answer as docs/API.
 
 from __future__ import annotations
 
-from typing import Any
-
 import errno
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
