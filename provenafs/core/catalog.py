@@ -429,6 +429,18 @@ class Catalog:
         )
         return DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
 
+    async def with_read_credentials(
+        self, handle: str, call: Callable[[Credentials], Awaitable[V]]
+    ) -> V:
+        """``call`` with *handle*'s read credentials, retried once with fresh ones if S3
+        refuses them (for reads beside listings: object metadata, link targets)."""
+        return await self._with_read_credentials(handle, call)
+
+    @property
+    def generation(self) -> int:
+        """Counts ``invalidate`` calls: what was derived from older listings may be stale."""
+        return self._invalidations
+
     async def _with_read_credentials(
         self, handle: str, call: Callable[[Credentials], Awaitable[V]]
     ) -> V:

@@ -42,10 +42,12 @@ from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, Snapsho
 from provenafs.core.inodes import InodeTable, NodeId, NodeKind
 from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.namespace import Namespace
+from provenafs.core.posix_attributes import PosixAttributes
 from provenafs.core.refusals import RefusalPolicy
 from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer
 from provenafs.core.status import StatusFile, statistics_of
+from provenafs.core.stored_attributes import StoredAttributes
 from provenafs.core.types import (
     NAME_MAX,
     READDIR_BATCH,
@@ -117,7 +119,9 @@ class Filesystem:
             metadata_ttl=options.metadata_ttl,
             listing_ttl=options.listing_ttl,
         )
-        self._namespace = Namespace(self.catalog, self._draft_of)
+        self._stored = StoredAttributes(self.catalog, store)
+        self._posix = PosixAttributes(self.catalog, self._stored, self._draft_of)
+        self._namespace = Namespace(self.catalog, self._draft_of, self._stored)
         self._inodes = InodeTable()
         self._handles = HandleTable()
         self._renderer = SidecarRenderer()
@@ -151,6 +155,7 @@ class Filesystem:
             namespace=self._namespace,
             policy=self._policy,
             views=self._views,
+            posix=self._posix,
             draft_of=self._draft_of,
             sidecar_size=self._sidecar_edits.size,
             status_size=self._status.size,
@@ -163,6 +168,7 @@ class Filesystem:
             views=self._views,
             policy=self._policy,
             attributes=self._attributes,
+            posix=self._posix,
             handles=self._handles,
             draft_store=lambda: self.draft_store,
             reader_factory=self._reader_factory,
@@ -280,12 +286,11 @@ class Filesystem:
         owner: bool = False,
         fh: int | None = None,
     ) -> Attributes:
-        """Size and mtime changes of dataset files go into the draft; the rest is accepted.
+        """Size, mode and times of dataset nodes go into the draft; owners are accepted.
 
         Changes are named either by value (``uid=``, ``atime_ns=``, ...) or as flags
-        (``times=True``, ``owner=True``); both forms are accepted. Modes and owners are not
-        kept (S3 has neither); an atime alone changes nothing. Where no write can succeed,
-        any change gets the refusal's errno.
+        (``times=True``, ``owner=True``); both forms are accepted. Owners are not kept (the
+        mount's own show). Where no write can succeed, any change gets the refusal's errno.
         """
         caller = ctx or Caller(0, 0, 0)
         node = self._inodes.node(inode)
@@ -297,7 +302,9 @@ class Filesystem:
             return await self.getattr(inode, caller)
         if times and mtime_ns is None:
             mtime_ns = time.time_ns()
-        await self.changes.change_attributes(inode, size=size, mtime_ns=mtime_ns, fh=fh)
+        await self.changes.change_attributes(
+            inode, size=size, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns, fh=fh
+        )
         return await self.getattr(inode, caller)
 
     # --- directories ---------------------------------------------------------------------
@@ -456,14 +463,14 @@ class Filesystem:
     async def create(
         self, parent: int, name: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes]:
-        created = await self.changes.create(parent, name, flags, ctx)
+        created = await self.changes.create(parent, name, mode, flags, ctx)
         if not isinstance(created, NodeId):
             return created
         inode = self._inodes.remember(created)  # opened outside the gate: open takes it
         return await self.open(inode, flags, ctx), await self.getattr(inode, ctx)
 
     async def mkdir(self, parent: int, name: str, mode: int, ctx: Caller) -> Attributes:
-        return await self.changes.mkdir(parent, name)
+        return await self.changes.mkdir(parent, name, mode)
 
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
         await self.changes.unlink(parent, name)
@@ -486,7 +493,7 @@ class Filesystem:
         raise await self.changes.refuse_special(parent, name)
 
     async def symlink(self, parent: int, name: str, target: str, ctx: Caller) -> Attributes:
-        raise await self.changes.refuse_special(parent, name)
+        return await self.changes.symlink(parent, name, target)
 
     async def link(self, inode: int, new_parent: int, new_name: str, ctx: Caller) -> Attributes:
         raise await self.changes.refuse_special(new_parent, new_name)
@@ -497,6 +504,10 @@ class Filesystem:
         node = self._inodes.node(inode)
         if not node.kind.is_symlink:
             raise FsError(errno.EINVAL, "not a symlink")
+        if node.kind is NodeKind.DATASET_LINK:
+            record = await self.catalog.record(node.handle)
+            await self._policy.require_data_read(record)
+            return await self._posix.link_target(record, node)
         return await self._namespace.link_target(node)
 
     async def getxattr(self, inode: int, name: str, ctx: Caller) -> bytes:
@@ -562,6 +573,7 @@ class Filesystem:
             "block_cache": dict(self._cache.statistics()),
             "prefetch_budget": dict(self._budget.statistics()),
             "sibling_prefetch": statistics_of(self._siblings),
+            "stored_attributes": self._stored.statistics(),
             "spill": statistics_of(self._spill),
             "s3": statistics_of(self._store),
             # When each held credential set expires; the credentials themselves never appear.

@@ -27,6 +27,7 @@ __all__ = [
     "LINK_TARGET_MAX",
     "MODE_KEY",
     "MTIME_KEY",
+    "NO_METADATA",
     "PosixMetadata",
     "format_mtime",
     "metadata_for",

@@ -599,7 +599,7 @@ class Draft:
         self._check_open()
         self._pushed.update(pushed or {})
         drops: list[dict[str, Any]] = []
-        for path in sorted(self._pushed, key=lambda p: p.count("/"), reverse=True):
+        for path in sorted(self._pushed, key=lambda p: p.count("/") + bool(p), reverse=True):
             entry = self._pushed[path]
             if self._entries.get(path) != entry:
                 del self._pushed[path]  # changed since the push: it waits for the next one
