@@ -55,6 +55,7 @@ from provenafs.storage.posix_metadata import (
     PosixMetadata,
     parse_metadata,
 )
+from provenafs.write.draft_entries import METADATA_FILE
 
 __all__ = ["StoredAttributes", "is_link"]
 
@@ -66,6 +67,11 @@ _PARALLEL_HEADS = 16
 def is_link(metadata: PosixMetadata, info: ObjectInfo) -> bool:
     """Whether an object is a symbolic link: its mode says so and its body can be a target."""
     return metadata.is_link and 0 < info.size <= LINK_TARGET_MAX
+
+
+def _is_data_store_file(folder: _Folder, name: str) -> bool:
+    """The top-level ``metadata.json``: the data store writes it, never with attributes."""
+    return folder.is_top and name == METADATA_FILE
 
 
 class _Source(enum.Enum):
@@ -80,6 +86,7 @@ class _Folder:
 
     listing: DirectoryListing
     generation: int
+    is_top: bool
     source: _Source
     manifest: dict[str, ManifestEntry]  # by name (files, links and subfolders)
     heads: dict[str, tuple[str, PosixMetadata]] = dataclasses.field(default_factory=dict)
@@ -201,7 +208,7 @@ class StoredAttributes:
     # --- one folder --------------------------------------------------------------------------
 
     def _needs_head(self, folder: _Folder, name: str, info: ObjectInfo) -> bool:
-        if folder.source is _Source.PLAIN:
+        if folder.source is _Source.PLAIN or _is_data_store_file(folder, name):
             return False
         entry = folder.manifest.get(name)
         if entry is not None and entry.vouches_for(info):
@@ -217,7 +224,7 @@ class StoredAttributes:
         name: str,
         info: ObjectInfo,
     ) -> PosixMetadata:
-        if folder.source is _Source.PLAIN:
+        if folder.source is _Source.PLAIN or _is_data_store_file(folder, name):
             return NO_METADATA
         entry = folder.manifest.get(name)
         if entry is not None and entry.vouches_for(info):
@@ -256,9 +263,9 @@ class StoredAttributes:
         manifest = await self._manifest(record)
         if manifest.index is not None:
             entries = await self._manifest_entries(record, manifest, directory)
-            return _Folder(listing, generation, _Source.MANIFEST, entries)
-        folder = _Folder(listing, generation, _Source.PLAIN, {})
-        files = [(name, info) for name, info in listing.files.items()]
+            return _Folder(listing, generation, not directory, _Source.MANIFEST, entries)
+        folder = _Folder(listing, generation, not directory, _Source.PLAIN, {})
+        files = [item for item in listing.files.items() if not _is_data_store_file(folder, item[0])]
         if not files:
             return folder
         name, info = max(files, key=lambda item: (item[1].last_modified, item[0]))
