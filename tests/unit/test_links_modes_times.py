@@ -374,3 +374,14 @@ async def test_the_manifest_vouches_only_for_objects_it_describes(tmp_path: Path
     assert stat.S_ISLNK(listed["b.sh"].mode) and listed["b.sh"].mtime_ns == OLD_TIME
     assert await fresh.readlink(listed["b.sh"].inode, CALLER) == "a.sh"
     assert os.fsencode("a.sh") == blobs.objects[(BUCKET, s3_path(new) + "b.sh")][0]
+
+
+async def test_the_manifest_folder_name_cannot_be_made_at_the_top(tmp_path: Path) -> None:
+    fs, _ = make(tmp_path)
+    top = (await walk(fs, DATASET)).inode
+    await fails(errno.EACCES, fs.mkdir(top, ".provenafs", 0o755, CALLER))
+    await fails(errno.EACCES, fs.create(top, ".provenafs", 0o644, CREATE, CALLER))
+    await fails(errno.EACCES, fs.symlink(top, ".provenafs", "x", CALLER))
+    raw = (await walk(fs, f"{DATASET}/raw")).inode
+    await fs.mkdir(raw, ".provenafs", 0o755, CALLER)  # only the top is the manifest's
+    await fails(errno.EACCES, fs.rename(raw, ".provenafs", top, ".provenafs", 0, CALLER))
