@@ -43,6 +43,7 @@ from provenafs.errors import FsError
 from provenafs.storage.attribute_manifest import (
     INDEX_KEY,
     MANIFEST_DIR,
+    MAX_OBJECT_BYTES,
     ManifestEntry,
     ManifestIndex,
     decode_chunk,
@@ -184,7 +185,9 @@ class StoredAttributes:
         directory, _, name = path.rpartition("/")
         folder = await self._folder(record, directory)
         entry = folder.manifest.get(name)
-        if entry is not None and entry.target is not None and entry.vouches_for(info):
+        if entry is not None and entry.target and entry.vouches_for(info):
+            if "\x00" in entry.target:
+                raise FsError(errno.EIO, f"{path!r}: a link target holding NUL")
             return entry.target
         known = folder.targets.get(name)
         if known is not None and known[0] == info.etag:
@@ -198,6 +201,8 @@ class StoredAttributes:
                 creds, record.s3.bucket_name, info.key, etag=info.etag or None
             ),
         )
+        if b"\x00" in body:
+            raise FsError(errno.EIO, f"{path!r}: a link target holding NUL")
         target = os.fsdecode(body)
         folder.targets[name] = (info.etag, target)
         return target
@@ -330,13 +335,17 @@ class StoredAttributes:
     # --- S3 ----------------------------------------------------------------------------------
 
     async def _get(self, record: DatasetRecord, rel: str) -> bytes:
+        """A manifest object, at most ``MAX_OBJECT_BYTES`` of it (``ValueError`` past that:
+        anyone who may write the version may write this key)."""
         self.counts["manifest_gets"] += 1
-        body, _ = await self._catalog.with_read_credentials(
+        body = await self._catalog.with_read_credentials(
             record.handle,
-            lambda creds: self._store.get_object(
-                creds, record.s3.bucket_name, record.s3.path + rel
+            lambda creds: self._store.get_range(
+                creds, record.s3.bucket_name, record.s3.path + rel, 0, MAX_OBJECT_BYTES + 1
             ),
         )
+        if len(body) > MAX_OBJECT_BYTES:
+            raise ValueError(f"{rel} is over {MAX_OBJECT_BYTES} bytes")
         return body
 
     async def _head(self, record: DatasetRecord, rel: str) -> PosixMetadata:

@@ -34,6 +34,7 @@ __all__ = [
     "FORMAT",
     "INDEX_KEY",
     "MANIFEST_DIR",
+    "MAX_OBJECT_BYTES",
     "ChunkRef",
     "ManifestEntry",
     "ManifestIndex",
@@ -47,6 +48,7 @@ MANIFEST_DIR = ".provenafs"  # at the top of a version: hidden by the mount, nev
 INDEX_KEY = f"{MANIFEST_DIR}/attributes.json"
 FORMAT = "provenafs-attributes/1"
 CHUNK_ENTRIES = 4096
+MAX_OBJECT_BYTES = 16 << 20  # an index or chunk bigger than this is not read (not ours)
 _LAST_NAME = "\U0010ffff"
 
 

@@ -63,7 +63,12 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord, VersionCreated
-from provenafs.storage.attribute_manifest import INDEX_KEY, MANIFEST_DIR, decode_index
+from provenafs.storage.attribute_manifest import (
+    INDEX_KEY,
+    MANIFEST_DIR,
+    MAX_OBJECT_BYTES,
+    decode_index,
+)
 from provenafs.storage.blobstore import (
     AccessDeniedError,
     BlobError,
@@ -780,9 +785,15 @@ class Publisher:
         index_key = draft.base_prefix + INDEX_KEY
         if any(info.key == index_key for info in base.objects):
             try:
-                body, _ = await self._with_credentials(
-                    handle, "read", lambda c: self._store.get_object(c, draft.bucket, index_key)
+                body = await self._with_credentials(
+                    handle,
+                    "read",
+                    lambda c: self._store.get_range(
+                        c, draft.bucket, index_key, 0, MAX_OBJECT_BYTES + 1
+                    ),
                 )
+                if len(body) > MAX_OBJECT_BYTES:
+                    raise ValueError(f"{index_key} is over {MAX_OBJECT_BYTES} bytes")
                 base_root = decode_index(body).root
             except (NoSuchKeyError, ValueError) as exc:
                 log.info("%s: the base's attributes manifest is unreadable: %s", handle, exc)

@@ -385,3 +385,24 @@ async def test_the_manifest_folder_name_cannot_be_made_at_the_top(tmp_path: Path
     raw = (await walk(fs, f"{DATASET}/raw")).inode
     await fs.mkdir(raw, ".provenafs", 0o755, CALLER)  # only the top is the manifest's
     await fails(errno.EACCES, fs.rename(raw, ".provenafs", top, ".provenafs", 0, CALLER))
+
+
+async def test_a_crafted_manifest_or_link_changes_nothing_it_should_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who may write a version may write its ``.provenafs/`` keys and its objects: an
+    index that is not one, or too big, is ignored (the objects' own metadata is read instead),
+    and a link whose target holds NUL is an error, not a name."""
+    blobs = MemoryBlobStore()
+    fs, _ = make(tmp_path, blobs)
+    monkeypatch.setattr("provenafs.core.stored_attributes.MAX_OBJECT_BYTES", 64)
+    blobs.put_blocking(
+        BUCKET, PREFIX + INDEX_KEY, b'{"format": "provenafs-attributes/1"' + b" " * 64
+    )
+    blobs.put_blocking(BUCKET, PREFIX + "tool.sh", b"#!/bin/sh\n", metadata_for(0o100700, OLD_TIME))
+    blobs.put_blocking(BUCKET, PREFIX + "bad", b"a\x00b", metadata_for(0o120777, OLD_TIME))
+    listed = {e.name: e.attributes for e in await list_dir(fs, DATASET)}
+    assert ".provenafs" not in listed
+    assert listed["tool.sh"].mode == 0o100700 and listed["tool.sh"].mtime_ns == OLD_TIME
+    assert stat.S_ISLNK(listed["bad"].mode)
+    await fails(errno.EIO, fs.readlink(listed["bad"].inode, CALLER))
