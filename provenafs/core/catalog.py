@@ -340,6 +340,13 @@ class Catalog:
 
     # --- S3 listings ---------------------------------------------------------------------
 
+    def cached_listing(self, record: DatasetRecord, directory: str) -> DirectoryListing | None:
+        """One level's listing if it is at hand (fresh, or in the version's snapshot), no I/O."""
+        snapshot = self._snapshots.get(record.handle)
+        if snapshot is not None:
+            return snapshot.listing(directory)
+        return self._listings.get((record.handle, directory))
+
     async def listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
         handle = record.handle

@@ -12,7 +12,8 @@ decides once (when the folder's listing is new) where attributes come from:
 - else **a probe**: one HEAD of the folder's most recently written object. If its metadata
   says anything (s3fs or rclone wrote it), every object of the folder is asked (one HEAD
   each, as s3fs does, in parallel when the folder is listed, alone when one name is looked
-  up); if not, the folder's objects keep the defaults and cost nothing more.
+  up); if not, the folder's objects keep the defaults and cost nothing more. Listing a folder
+  probes its subfolders at once, in parallel, where their listings are already at hand.
 
 So a version this mount published lists at the cost of its listing plus its manifest, and a
 folder no POSIX-aware tool wrote at the cost of one HEAD. A link is an object whose mode has
@@ -156,10 +157,9 @@ class StoredAttributes:
 
     async def warm(self, record: DatasetRecord, directory: str) -> None:
         """Before a folder is listed: ask every object (and subfolder marker) whose
-        attributes need a HEAD, in parallel, so the listing's answers are all cached."""
+        attributes need a HEAD, and probe the subfolders whose listings are at hand, in
+        parallel, so the listing's answers (and a walk's next ones) are cached."""
         folder = await self._folder(record, directory)
-        if folder.source is _Source.PLAIN:
-            return
         prefix = f"{directory}/" if directory else ""
 
         async def one_object(name: str, info: ObjectInfo) -> None:
@@ -170,10 +170,23 @@ class StoredAttributes:
             async with self._limiter:
                 await self.of_directory(record, prefix + name)
 
+        async def probe(name: str) -> None:
+            async with self._limiter:
+                await self._folder(record, prefix + name)
+
         async with trio.open_nursery() as nursery:
             for name, info in folder.listing.files.items():
                 if self._needs_head(folder, name, info):
                     nursery.start_soon(one_object, name, info)
+            # A listed folder's subfolders are likely next (ls -R, find, du): where their
+            # listings are at hand (a version listed whole), probe them now, in parallel.
+            for name in folder.listing.subdirs:
+                if not directory and name == MANIFEST_DIR:
+                    continue
+                known = self._folders.get((record.handle, prefix + name))
+                listing = self._catalog.cached_listing(record, prefix + name)
+                if listing is not None and (known is None or known.listing is not listing):
+                    nursery.start_soon(probe, name)
             if folder.source is not _Source.ANNOTATED:
                 return
             for name in folder.listing.subdirs:
