@@ -38,6 +38,7 @@ from provenafs.write.drafts import default_root
 from provenafs.write.publish import Publisher
 from tests.unit.fakes import BUCKET, CALLER, build_filesystem, options, s3_path
 from tests.unit.support import CREATE, DATASET, fails, list_dir, read_all, split, walk
+from tests.unit.test_catalog_tree import TreeListingStore
 from tests.unit.test_publish import VersioningStore
 
 PREFIX = s3_path(DATASET)
@@ -406,3 +407,20 @@ async def test_a_crafted_manifest_or_link_changes_nothing_it_should_not(
     assert listed["tool.sh"].mode == 0o100700 and listed["tool.sh"].mtime_ns == OLD_TIME
     assert stat.S_ISLNK(listed["bad"].mode)
     await fails(errno.EIO, fs.readlink(listed["bad"].inode, CALLER))
+
+
+async def test_listing_a_folder_probes_its_subfolders_at_once(tmp_path: Path) -> None:
+    """In a version listed whole, ``ls`` of a folder probes every subfolder (one HEAD each),
+    so a walk's next listings ask nothing; a folder without files costs no HEAD at all."""
+    blobs = TreeListingStore()  # listed whole, as S3BlobStore lists a small version
+    fs, _ = make(tmp_path, blobs)
+    for folder in range(6):
+        for n in range(5):
+            blobs.put_blocking(BUCKET, PREFIX + f"walk/d{folder}/{n}.csv", b"1\n")
+    await walk(fs, f"{DATASET}/walk")  # looked up: the top's probe
+    heads = blobs.calls["head"]
+    await list_dir(fs, f"{DATASET}/walk")
+    assert blobs.calls["head"] - heads == 6
+    for folder in range(6):
+        assert len(await list_dir(fs, f"{DATASET}/walk/d{folder}")) == 5
+    assert blobs.calls["head"] - heads == 6
