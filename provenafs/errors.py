@@ -80,6 +80,7 @@ _EXPECTED_ERRNOS = frozenset(
         errno_codes.ENOTSUP,
         errno_codes.EBADF,
         errno_codes.ELOOP,
+        errno_codes.EFBIG,  # a size past the local disk's limit, or a sidecar too big
     }
 )
 

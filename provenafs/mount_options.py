@@ -84,9 +84,10 @@ _PASSTHROUGH_KEYS = KERNEL_FLAGS | frozenset(
     }
 )
 _FLAG_KEYS = frozenset({"allow_other", "ro", "rw", "debug", "default_permissions", "insecure_http"})
-# What the mode options can share with other users: read (and, for directories, search) bits of
-# group and others. Write bits are never shared: only the mount's owner changes anything.
-SHAREABLE_FILE_BITS = 0o044
+# What the mode options can share with other users: read and execute (for directories, search)
+# bits of group and others; a file's execute bits show only where its kept mode has them. Write
+# bits are never shared: only the mount's owner changes anything.
+SHAREABLE_FILE_BITS = 0o055
 SHAREABLE_DIR_BITS = 0o055
 WRITE_MODES = ("draft", "in-place")
 # Base URLs of Provena's other services (default: the discovery document, or derived).

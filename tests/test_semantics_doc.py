@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
-from provenafs.errors import ERRNO_BY_EXCEPTION, to_errno
+from provenafs.errors import ERRNO_BY_EXCEPTION, log_level_for, to_errno
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import (
     BUCKET,
@@ -78,6 +79,15 @@ def test_local_disk_failures_keep_their_errno() -> None:
     """The sentence under the table: ``OSError`` of the local disk keeps its errno."""
     assert "`OSError`" in section("Errors")
     assert to_errno(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
+
+
+def test_efbig_is_in_the_table_and_logged_as_an_expected_outcome() -> None:
+    """``truncate`` past the draft disk's limit answers EFBIG: a row of its own, and no
+    WARNING per call (the level of every other expected errno)."""
+    core_rows = {unquote(row[0]) for row in table_rows(section("Errors"))}
+    assert "EFBIG" in core_rows
+    assert to_errno(OSError(errno.EFBIG, "File too large")) == errno.EFBIG
+    assert log_level_for(errno.EFBIG) == log_level_for(errno.ENOENT) == logging.DEBUG
 
 
 def example_rows() -> list[tuple[str, str, str]]:

@@ -13,6 +13,11 @@ no call per dataset for ``ls -l`` of a prefix), else the record is fetched. List
 handle-prefix directory fetches nothing per entry (``fetch=False``): what neither the record
 nor the list says is estimated, valid for no time at all, so the kernel asks ``getattr``
 before trusting it. ``exact`` (``access``) always answers from a fetched record.
+
+Inside a dataset, kept modes, times and links are ``PosixAttributes``'s (``shown_mode`` turns a
+kept mode into the bits shown). A directory's link count is 1 (unknown) unless the draft made
+it and so knows every subdirectory. The dataset directory itself shows its record's time
+unless the draft changed it: a ``stat`` of it costs no S3 request.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from provenafs.core.file_views import FileViews
 from provenafs.core.inodes import ORPHAN_MARK, ListingBlock, NodeId, NodeKind
 from provenafs.core.listed_entries import ListedEntries
 from provenafs.core.namespace import Namespace
+from provenafs.core.posix_attributes import NodePosix, PosixAttributes, shown_mode
 from provenafs.core.refusals import RefusalPolicy
 from provenafs.core.types import (
     DIR_MODE,
@@ -74,6 +80,7 @@ class AttributeMaker:
         namespace: Namespace,
         policy: RefusalPolicy,
         views: FileViews,
+        posix: PosixAttributes,
         draft_of: Callable[[str], Draft | None],
         sidecar_size: Callable[[DatasetRecord], int],
         status_size: Callable[[], int],
@@ -85,6 +92,7 @@ class AttributeMaker:
         self._namespace = namespace
         self._policy = policy
         self._views = views
+        self._posix = posix
         self._draft_of = draft_of
         self._sidecar_size = sidecar_size
         self._status_size = status_size
@@ -126,30 +134,31 @@ class AttributeMaker:
             timeout = 0.0 if views.editable(node, record) else SHORT_TIMEOUT
             mode = stat.S_IFREG | views.mode(node, record)
             return self.make(mode, size, mtime, timeout, entry_timeout=SHORT_TIMEOUT)
-        dir_mode, file_mode = self._content_modes(record)
         timeout = self._content_timeout(record)
         if kind is NodeKind.DATASET_SUBDIR:
             await self._policy.require_data_read(record)
             draft = self._draft_of(node.handle)
             entry = draft.resolve(node.path) if draft is not None else None
-            if isinstance(entry, DirectoryEntry):
-                mtime = entry.mtime_ns
-            elif entry is not None or node.path.startswith(ORPHAN_MARK):
+            if entry is not None and not isinstance(entry, DirectoryEntry):
                 raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
-            else:
+            if node.path.startswith(ORPHAN_MARK):
+                raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
+            if entry is None:
                 parent, name = parent_path(node.path)
                 if await self._catalog.entry(record, parent, name) != FOLDER:
                     raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
-            return self.make(stat.S_IFDIR | dir_mode, 0, mtime, timeout)
+            return self._made(await self._posix.of_directory(record, node.path), record, timeout)
         if kind is NodeKind.DATASET_FILE:
             view = await self._views.view(record, node)
-            size, mtime = view.size_and_mtime()
+            posix = await self._posix.of_file(record, node, view)
             if node.path == METADATA_FILE:
-                file_mode = FILE_MODE
-            attributes = self.make(stat.S_IFREG | file_mode, size, mtime, timeout)
+                posix = dataclasses.replace(posix, permissions=FILE_MODE)
+            attributes = self._made(posix, record, timeout)
             if view.blob is not None and view.blob.path is None:
                 return dataclasses.replace(attributes, nlink=0)  # unlinked, still open
             return attributes
+        if kind is NodeKind.DATASET_LINK:
+            return self._made(await self._posix.of_link(record, node), record, timeout)
         raise AssertionError(f"unhandled node kind {kind}")
 
     async def _prefix_entry(self, node: NodeId, *, fetch: bool, exact: bool) -> Attributes:
@@ -177,6 +186,10 @@ class AttributeMaker:
                 readable = await self._catalog.data_readable(record) if fetched else True
             dir_mode, _ = self._content_modes(record)
             mode = stat.S_IFDIR | (dir_mode if readable else NO_DATA_DIR_MODE)
+            draft = self._draft_of(node.handle)
+            if readable and draft is not None and isinstance(draft.entries.get(""), DirectoryEntry):
+                top = await self._posix.of_directory(record, "")
+                return self._made(top, record, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
             return self.make(mode, 0, mtime, SHORT_TIMEOUT, entry_timeout=LONG_TIMEOUT)
         if kind is NodeKind.SIDECAR:
             # An editable sidecar's attributes are never cached by the kernel: an edit through
@@ -212,6 +225,29 @@ class AttributeMaker:
             gid=self._options.gid,
             dir_mtime_ns=seconds_to_ns(record.updated_timestamp),
             special_modes=special,
+        )
+
+    def _made(
+        self,
+        posix: NodePosix,
+        record: DatasetRecord,
+        attr_timeout: float,
+        *,
+        entry_timeout: float | None = None,
+    ) -> Attributes:
+        """The attributes of a dataset node from its kept mode, size and times."""
+        writable = self._policy.write_refusal(record, "") is None
+        return dataclasses.replace(
+            self.make(
+                shown_mode(posix.kind, posix.permissions, writable=writable),
+                posix.size,
+                posix.mtime_ns,
+                attr_timeout,
+                entry_timeout=entry_timeout,
+            ),
+            atime_ns=posix.atime_ns,
+            ctime_ns=posix.ctime_ns,
+            nlink=posix.nlink,
         )
 
     def sidecar_mode(self, record: DatasetRecord) -> int:
@@ -261,7 +297,7 @@ class AttributeMaker:
             inode=0,
             mode=self._policy.shared_mode(mode),
             size=size,
-            nlink=2 if stat.S_ISDIR(mode) else 1,
+            nlink=1,  # a directory's: unknown (what the draft knows exactly, ``_made`` says)
             uid=self._options.uid,
             gid=self._options.gid,
             atime_ns=mtime_ns,

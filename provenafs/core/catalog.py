@@ -531,6 +531,9 @@ class Catalog:
         self._unnamed: cachetools.TTLCache[tuple[str, str], Entry] = cachetools.TTLCache(
             _NAMES_KEPT, negative_ttl, timer=clock
         )
+        # The user metadata (x-amz-meta-*) those HEADs answered, with the object's ETag.
+        self._name_metadata: cachetools.TTLCache[tuple[str, str], tuple[str, Mapping[str, str]]]
+        self._name_metadata = cachetools.TTLCache(_NAMES_KEPT, listing_ttl, timer=clock)
         self._name_flights: SingleFlight[tuple[str, str], Entry] = SingleFlight()
         # Listings that were under way when invalidate() ran are answered but not kept.
         self._invalidations = 0
@@ -734,15 +737,19 @@ class Catalog:
         bucket, full = record.s3.bucket_name, record.s3.path + path
         invalidations = self._invalidations
         found: dict[str, Entry] = {}
+        metadata: dict[str, Mapping[str, str]] = {}
         folder: list[bool] = []
 
         async def head() -> None:
             try:
-                found["object"] = await self._with_read_credentials(
-                    record.handle, lambda creds: self._store.head(creds, bucket, full)
+                answer = await self._with_read_credentials(
+                    record.handle, lambda creds: self._store.head_object(creds, bucket, full)
                 )
             except NoSuchKeyError:
                 found["object"] = None
+            else:
+                found["object"] = answer.info
+                metadata[answer.info.etag] = answer.metadata
 
         async def any_under() -> None:
             folder.append(
@@ -757,7 +764,15 @@ class Catalog:
         answer: Entry = FOLDER if folder[0] else found["object"]
         if invalidations == self._invalidations:  # else it may predate a write: do not keep it
             (self._unnamed if answer is None else self._named)[(record.handle, path)] = answer
+            for etag, user_metadata in metadata.items():
+                self._name_metadata[(record.handle, path)] = (etag, user_metadata)
         return answer
+
+    def name_metadata(self, handle: str, path: str, etag: str) -> Mapping[str, str] | None:
+        """The user metadata of the object at *path* (with *etag*) that ``entry`` found by a
+        HEAD, if it is still kept; no I/O."""
+        kept = self._name_metadata.get((handle, path))
+        return kept[1] if kept is not None and kept[0] == etag else None
 
     def cached_listing(self, handle: str, directory: str) -> DirectoryListing | None:
         """The fresh listing of one level, if cached (alone or in a snapshot), without I/O."""
@@ -893,6 +908,18 @@ class Catalog:
         )
         return DirectoryListing.from_keys(prefix, raw.objects, raw.prefixes)
 
+    async def with_read_credentials(
+        self, handle: str, call: Callable[[Credentials], Awaitable[V]]
+    ) -> V:
+        """``call`` with *handle*'s read credentials, retried once with fresh ones if S3
+        refuses them (for reads beside listings: object metadata, link targets)."""
+        return await self._with_read_credentials(handle, call)
+
+    @property
+    def generation(self) -> int:
+        """Counts ``invalidate`` calls: what was derived from older listings may be stale."""
+        return self._invalidations
+
     async def _with_read_credentials(
         self, handle: str, call: Callable[[Credentials], Awaitable[V]]
     ) -> V:
@@ -978,7 +1005,7 @@ class Catalog:
         self._readable.pop(handle, None)
         self._listings.drop(handle)
         self._partial.pop(handle, None)
-        for names in (self._named, self._unnamed):
+        for names in (self._named, self._unnamed, self._name_metadata):
             for key in [key for key in names if key[0] == handle]:
                 names.pop(key, None)
         self._unsnapshotted.pop(handle, None)

@@ -13,6 +13,12 @@ operation returns: at the flush of a written file (so ``close()`` reports a fail
 unlink, rename, mkdir, rmdir and attribute changes. A failure is ``EACCES``/``EIO`` with the
 draft kept.
 
+POSIX attributes (docs/SEMANTICS.md, "Links, modes and times"): a create or mkdir keeps its
+mode, ``chmod`` and ``utimens`` keep mode, atime and mtime (ctime follows every change), a
+symlink is a ``LinkEntry``, and every entry change stamps its directory's mtime and ctime in
+the same journal record. Moves keep what they move (a base file's published mode and mtime,
+a base link as a link).
+
 Locks, in the order of ``provenafs.write`` (its docstring): every change holds the dataset's
 ``ChangeGate`` shared for its whole length; copy-on-write of one file holds that file's path
 lock inside it (asserted); a push holds the gate alone and is never started while the calling
@@ -25,6 +31,7 @@ import dataclasses
 import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -39,8 +46,10 @@ from provenafs.core.handles import DraftFileHandle, HandleTable
 from provenafs.core.inodes import InodeTable, NodeId, NodeKind
 from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.namespace import Namespace
+from provenafs.core.posix_attributes import PosixAttributes
 from provenafs.core.refusals import RefusalPolicy, check_new_name
 from provenafs.core.status import StatusFile
+from provenafs.core.stored_attributes import is_link
 from provenafs.core.types import (
     COPY_PART_SIZE,
     DATASET_DIR_KINDS,
@@ -62,12 +71,14 @@ from provenafs.storage.blobstore import (
     ObjectInfo,
 )
 from provenafs.storage.credentials import CredentialBroker
+from provenafs.storage.posix_metadata import LINK_TARGET_MAX
 from provenafs.write.change_gate import ChangeGate
 from provenafs.write.draft_entries import (
     WHITEOUT,
     CarriedEntry,
     DirectoryEntry,
     Entry,
+    LinkEntry,
     StagedEntry,
     Whiteout,
     join,
@@ -94,6 +105,7 @@ class DraftChanges:
         views: FileViews,
         policy: RefusalPolicy,
         attributes: AttributeMaker,
+        posix: PosixAttributes,
         handles: HandleTable,
         draft_store: Callable[[], DraftStore],
         reader_factory: ReaderFactory,
@@ -108,6 +120,7 @@ class DraftChanges:
         self._views = views
         self._policy = policy
         self._attributes = attributes
+        self._posix = posix
         self._handles = handles
         self._draft_store = draft_store
         self._reader_factory = reader_factory
@@ -204,7 +217,7 @@ class DraftChanges:
         """Whether the base version shows *path* where the draft does not hide it."""
         draft = self._draft_of(record.handle)
         parent, name = parent_path(path)
-        if draft is not None and draft.resolve(parent) is not None:
+        if draft is not None and not draft.shows_base(parent):
             return False
         listing = await self._catalog.listing(record, parent)
         return name in listing.files or name in listing.subdirs
@@ -312,7 +325,7 @@ class DraftChanges:
     # --- mutations -----------------------------------------------------------------------
 
     async def create(
-        self, parent: int, name: str, flags: int, ctx: Caller
+        self, parent: int, name: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes] | NodeId:
         """A new file in the draft, opened; or the existing file *name* (for the caller to open
         outside the gate: open takes it)."""
@@ -324,20 +337,21 @@ class DraftChanges:
             await self._attributes.of(parent_node)  # the directory is still there
             existing = await self._existing_child(parent_node, name)
             if existing is None:
-                return await self._create_file(record, path, flags, ctx)
-            if flags & os.O_EXCL:
+                return await self._create_file(record, path, mode, flags, ctx)
+            if flags & os.O_EXCL or existing.kind is NodeKind.DATASET_LINK:
                 raise FsError(errno.EEXIST, f"{path!r} exists")
             if existing.kind is not NodeKind.DATASET_FILE:
                 raise FsError(errno.EISDIR, f"{path!r} is a directory")
         return existing
 
     async def _create_file(
-        self, record: DatasetRecord, path: str, flags: int, ctx: Caller
+        self, record: DatasetRecord, path: str, mode: int, flags: int, ctx: Caller
     ) -> tuple[OpenFile, Attributes]:
         draft = await self._open_draft(record)
         replaced = isinstance(draft.entries.get(path), Whiteout)
         blob = await draft.new_blob(path, replaced_base=replaced)
-        draft.put(path, blob.entry())
+        blob.mode = stat.S_IMODE(mode)
+        draft.apply([("set", path, blob.entry()), _stamp(draft, parent_path(path)[0])])
         node = NodeId(NodeKind.DATASET_FILE, record.handle, path)
         inode = self._inodes.remember(node)
         opened = self.open_blob(node, blob, flags, ctx)
@@ -382,7 +396,7 @@ class DraftChanges:
         self._status.forget()
         await self.push_in_place(handle)
 
-    async def mkdir(self, parent: int, name: str) -> Attributes:
+    async def mkdir(self, parent: int, name: str, mode: int) -> Attributes:
         parent_node, record = await self.dataset_parent(parent)
         check_new_name(name)
         path = join(parent_node.path, name)
@@ -392,9 +406,34 @@ class DraftChanges:
             if await self._existing_child(parent_node, name) is not None:
                 raise FsError(errno.EEXIST, f"{path!r} exists")
             draft = await self._open_draft(record)
-            draft.put(path, DirectoryEntry(time.time_ns()))
+            made = DirectoryEntry(time.time_ns(), stat.S_IMODE(mode))
+            draft.apply([("set", path, made), _stamp(draft, parent_node.path)])
             await draft.sync()
             node = NodeId(NodeKind.DATASET_SUBDIR, record.handle, path)
+            inode = self._inodes.remember(node)
+            attributes = dataclasses.replace(await self._attributes.of(node), inode=inode)
+        await self.push_in_place(record.handle)
+        return attributes
+
+    async def symlink(self, parent: int, name: str, target: str) -> Attributes:
+        """A symbolic link in the draft, its target kept as written (never followed here)."""
+        parent_node, record = await self.dataset_parent(parent)
+        check_new_name(name)
+        if not target:
+            raise FsError(errno.ENOENT, "an empty link target")
+        if len(os.fsencode(target)) > LINK_TARGET_MAX or "\x00" in target:
+            raise FsError(errno.ENAMETOOLONG, "a link target over 4095 bytes")
+        path = join(parent_node.path, name)
+        async with self._gate.change(record.handle):
+            await self._policy.check_change(record, path)
+            await self._attributes.of(parent_node)
+            if await self._existing_child(parent_node, name) is not None:
+                raise FsError(errno.EEXIST, f"{path!r} exists")
+            draft = await self._open_draft(record)
+            link = LinkEntry(target, time.time_ns())
+            draft.apply([("set", path, link), _stamp(draft, parent_node.path)])
+            await draft.sync()
+            node = NodeId(NodeKind.DATASET_LINK, record.handle, path)
             inode = self._inodes.remember(node)
             attributes = dataclasses.replace(await self._attributes.of(node), inode=inode)
         await self.push_in_place(record.handle)
@@ -410,28 +449,30 @@ class DraftChanges:
         parent_node, record = await self.dataset_parent(parent)
         async with self._gate.change(record.handle):
             node = await self._namespace.child(parent_node, name)
-            if node.kind is not NodeKind.DATASET_FILE:
+            if node.kind is NodeKind.DATASET_SUBDIR:
                 raise FsError(errno.EISDIR, f"{node.path!r} is a directory")
             await self._policy.check_change(record, node.path)
-            view = await self._views.view(record, node)
+            view = None
+            if node.kind is NodeKind.DATASET_FILE:
+                view = await self._views.view(record, node)
             in_base = await self._base_has(record, node.path)
             draft = await self._open_draft(record)
             await self._remove_path(draft, node.path, in_base=in_base)
-            keep: StagedBlob | ObjectInfo | None = view.info
-            if view.staged is not None:
+            keep: StagedBlob | ObjectInfo | None = view.info if view is not None else None
+            if view is not None and view.staged is not None:
                 keep = draft.live_blob(view.staged.blob)
             self._views.detach(node, keep)
-            if view.staged is not None:
+            if view is not None and view.staged is not None:
                 draft.forget_unreferenced_blob(view.staged.blob)
         await self.push_in_place(record.handle)
 
     async def _remove_path(self, draft: Draft, path: str, *, in_base: bool) -> None:
         # In place, S3 itself may hold the path (pushed moments ago) whatever the cached
         # listing says: a whiteout makes the push delete it.
-        if in_base or self._in_place:
-            draft.put(path, WHITEOUT)
-        else:
-            draft.remove(path)
+        removal: tuple[str, str, Entry | None] = (
+            ("set", path, WHITEOUT) if in_base or self._in_place else ("del", path, None)
+        )
+        draft.apply([removal, _stamp(draft, parent_path(path)[0])])
         await draft.sync()
 
     async def rmdir(self, parent: int, name: str) -> None:
@@ -441,7 +482,7 @@ class DraftChanges:
             if node.kind is not NodeKind.DATASET_SUBDIR:
                 raise FsError(errno.ENOTDIR, f"{node.path!r} is not a directory")
             await self._policy.check_change(record, node.path)
-            if await self._namespace.children(node):
+            if not await self._namespace.is_empty(node):
                 raise FsError(errno.ENOTEMPTY, f"{node.path!r} is not empty")
             in_base = await self._base_has(record, node.path)
             draft = await self._open_draft(record)
@@ -484,20 +525,22 @@ class DraftChanges:
                     raise FsError(errno.ENOTDIR, f"{new_path!r} is not a directory")
                 if not is_dir and target.kind is NodeKind.DATASET_SUBDIR:
                     raise FsError(errno.EISDIR, f"{new_path!r} is a directory")
-                if is_dir and await self._namespace.children(target):
+                if is_dir and not await self._namespace.is_empty(target):
                     raise FsError(errno.ENOTEMPTY, f"{new_path!r} is not empty")
-                if not is_dir:
+                if target.kind is NodeKind.DATASET_FILE:
                     target_view = await self._views.view(record, target)
             if is_dir:
                 operations = await self._directory_move(record, source.path, new_path)
             else:
-                view = await self._views.view(record, source)
-                operations = [("set", new_path, self._entry_of(view, source.path))]
+                operations = [("set", new_path, await self._moved_entry(record, source))]
             if self._in_place or await self._base_has(record, source.path):
                 operations.append(("set", source.path, WHITEOUT))
             else:
                 operations.append(("del", source.path, None))
             draft = await self._open_draft(record)
+            operations.append(_stamp(draft, old_dir.path))
+            if new_dir.path != old_dir.path:
+                operations.append(_stamp(draft, new_dir.path))
             draft.apply(operations)
             await draft.sync()
             if target_view is not None and target_view.staged is not None:
@@ -512,23 +555,46 @@ class DraftChanges:
                     self._views.keep(orphan, target_view.info)
         await self.push_in_place(record.handle)
 
-    def _entry_of(self, view: FileView, path: str) -> Entry:
-        """The draft entry that puts the file seen through *view* at another path."""
+    async def _moved_entry(self, record: DatasetRecord, source: NodeId) -> Entry:
+        """The draft entry that puts the file or link *source* at another path, with its mode
+        and times (a base file's as published, a base link as a link); its ctime is now."""
+        now = time.time_ns()
+        if source.kind is NodeKind.DATASET_LINK:
+            link = await self._posix.of_link(record, source)
+            target = await self._posix.link_target(record, source)
+            return LinkEntry(target, link.mtime_ns, link.atime_ns, now)
+        view = await self._views.view(record, source)
         if view.staged is not None and view.draft is not None:
-            return view.draft.entries[path]
+            return view.draft.entries[source.path]
         assert view.info is not None
-        mtime = seconds_to_ns(view.info.last_modified)
-        return CarriedEntry(view.info.key, view.info.size, view.info.etag, mtime)
+        if view.carried is not None:
+            return dataclasses.replace(view.carried, ctime_ns=now)
+        shown = await self._posix.of_file(record, source, view)
+        info = view.info
+        return CarriedEntry(info.key, info.size, info.etag, shown.mtime_ns, None, None, now)
+
+    async def _base_entry(self, record: DatasetRecord, rel: str, info: ObjectInfo) -> Entry:
+        """A base object under a moved directory, as the entry that carries it (a link's
+        target is read: it becomes the draft's)."""
+        stored = await self._posix.stored.of_object(record, rel, info)
+        mtime = stored.mtime_ns if stored.mtime_ns is not None else None
+        mtime = mtime if mtime is not None else seconds_to_ns(info.last_modified)
+        if is_link(stored, info):
+            return LinkEntry(await self._posix.stored.link_target(record, rel, info), mtime)
+        return CarriedEntry(info.key, info.size, info.etag, mtime)
 
     async def _directory_move(
         self, record: DatasetRecord, old: str, new: str
     ) -> list[tuple[str, str, Entry | None]]:
-        """Operations that rebuild the directory *old* at *new* (base files carried, no copy)."""
+        """Operations that rebuild the directory *old* at *new* (base files carried, no copy),
+        every directory keeping its mode and times."""
         now = time.time_ns()
-        operations: list[tuple[str, str, Entry | None]] = [("set", new, DirectoryEntry(now))]
+        top = await self._posix.of_directory(record, old)
+        moved = DirectoryEntry(top.mtime_ns, top.permissions, top.atime_ns, now)
+        operations: list[tuple[str, str, Entry | None]] = [("set", new, moved)]
         draft = self._draft_of(record.handle)
         resolve = draft.resolve if draft is not None else (lambda path: None)
-        if resolve(old) is None:
+        if draft is None or draft.shows_base(old):
             prefix = record.s3.path
             dirs: set[str] = set()
             for info in (await self._base_tree(record, old)).objects:
@@ -545,15 +611,23 @@ class DraftChanges:
                     ancestor = parent_path(ancestor)[0]
                 if resolve(rel) is not None:
                     continue  # replaced or hidden by the draft: its entry moves below
-                mtime = seconds_to_ns(info.last_modified)
-                carried = CarriedEntry(info.key, info.size, info.etag, mtime)
-                operations.append(("set", new + rel[len(old) :], carried))
+                entry = await self._base_entry(record, rel, info)
+                operations.append(("set", new + rel[len(old) :], entry))
             for directory in sorted(dirs):
-                operations.append(("set", new + directory[len(old) :], DirectoryEntry(now)))
+                shown = await self._posix.of_directory(record, directory)
+                kept = DirectoryEntry(shown.mtime_ns, shown.permissions, shown.atime_ns)
+                operations.append(("set", new + directory[len(old) :], kept))
         if draft is not None:
             for path, entry in draft.entries_under(old):
-                if not isinstance(entry, Whiteout):
-                    operations.append(("set", new + path[len(old) :], entry))
+                moving = entry
+                if isinstance(entry, DirectoryEntry) and not entry.opaque:
+                    # nothing of the base is at the new path: keep what the base said
+                    mode = entry.mode
+                    if mode is None:
+                        mode = (await self._posix.of_directory(record, path)).permissions
+                    moving = dataclasses.replace(entry, mode=mode, opaque=True)
+                if not isinstance(moving, Whiteout):
+                    operations.append(("set", new + path[len(old) :], moving))
         return operations
 
     async def _base_tree(self, record: DatasetRecord, directory: str) -> Listing:
@@ -572,39 +646,124 @@ class DraftChanges:
         raise AssertionError("unreachable")
 
     async def change_attributes(
-        self, inode: int, *, size: int | None, mtime_ns: int | None, fh: int | None
+        self,
+        inode: int,
+        *,
+        size: int | None,
+        mtime_ns: int | None,
+        fh: int | None,
+        mode: int | None = None,
+        atime_ns: int | None = None,
     ) -> None:
         node = self._inodes.node(inode)
         if node.kind not in DATASET_KINDS:
             raise await self._policy.refusal_for(node)
         async with self._gate.change(node.handle):
-            changed = await self._change_file_attributes(node, size=size, mtime_ns=mtime_ns, fh=fh)
+            record = await self._catalog.record(node.handle)
+            await self._policy.check_change(record, node.path)
+            if node.kind is NodeKind.DATASET_FILE:
+                changed = await self._change_file_attributes(
+                    record, node, size=size, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns, fh=fh
+                )
+            elif size is not None:
+                raise FsError(
+                    errno.EISDIR if node.kind.is_directory else errno.EINVAL,
+                    f"{node.path!r} is not a regular file",
+                )
+            elif node.kind is NodeKind.DATASET_LINK:  # a link's mode is always 0777
+                changed = await self._change_link_times(record, node, atime_ns, mtime_ns)
+            else:
+                changed = await self._change_directory_attributes(
+                    record, node, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns
+                )
         if changed and fh is None:  # a change through an open file reaches S3 at its close
             await self.push_in_place(node.handle)
 
-    async def _change_file_attributes(
-        self, node: NodeId, *, size: int | None, mtime_ns: int | None, fh: int | None
+    async def _change_directory_attributes(
+        self,
+        record: DatasetRecord,
+        node: NodeId,
+        *,
+        mode: int | None,
+        atime_ns: int | None,
+        mtime_ns: int | None,
     ) -> bool:
-        """Size and mtime changes of a dataset file into the draft; False when none is kept."""
-        record = await self._catalog.record(node.handle)
-        await self._policy.check_change(record, node.path)
-        if node.kind is not NodeKind.DATASET_FILE:
-            if size is not None:
-                raise FsError(errno.EISDIR, "is a directory")
-            return False  # directory times and modes are not kept
+        """``chmod`` or ``utimens`` of a folder (or the dataset's top): kept in its entry."""
+        if mode is None and atime_ns is None and mtime_ns is None:
+            return False
+        draft = await self._open_draft(record)
+        path = node.path
+        entry = draft.resolve(path)
+        now = time.time_ns()
+        if not isinstance(entry, DirectoryEntry):  # a base folder: its attributes until now
+            shown = await self._posix.of_directory(record, path)
+            entry = DirectoryEntry(shown.mtime_ns, None, shown.atime_ns, None, opaque=False)
+        changed = dataclasses.replace(
+            entry,
+            mode=stat.S_IMODE(mode) if mode is not None else entry.mode,
+            atime_ns=atime_ns if atime_ns is not None else entry.atime_ns,
+            mtime_ns=mtime_ns if mtime_ns is not None else entry.mtime_ns,
+            ctime_ns=now,
+        )
+        draft.put(path, changed)
+        await draft.sync()
+        return True
+
+    async def _change_link_times(
+        self, record: DatasetRecord, node: NodeId, atime_ns: int | None, mtime_ns: int | None
+    ) -> bool:
+        """``utimensat(..., AT_SYMLINK_NOFOLLOW)``: a link's own times (a base link becomes
+        the draft's)."""
+        if atime_ns is None and mtime_ns is None:
+            return False
+        shown = await self._posix.of_link(record, node)
+        target = await self._posix.link_target(record, node)
+        link = LinkEntry(
+            target,
+            mtime_ns if mtime_ns is not None else shown.mtime_ns,
+            atime_ns if atime_ns is not None else shown.atime_ns,
+            time.time_ns(),
+        )
+        draft = await self._open_draft(record)
+        draft.put(node.path, link)
+        await draft.sync()
+        return True
+
+    async def _change_file_attributes(
+        self,
+        record: DatasetRecord,
+        node: NodeId,
+        *,
+        size: int | None,
+        mode: int | None,
+        atime_ns: int | None,
+        mtime_ns: int | None,
+        fh: int | None,
+    ) -> bool:
+        """Size, mode and times of a dataset file into the draft; False when none is kept."""
         if size is not None and size < 0:
             raise FsError(errno.EINVAL, "negative size")
-        if size is None and mtime_ns is None:
+        if size is None and mtime_ns is None and mode is None and atime_ns is None:
             return False
         view = await self._views.view(record, node)
         draft = await self._open_draft(record)
         handle = self._handles.find(fh) if fh is not None else None
         blob = (handle.staged_blob() if handle is not None else None) or view.blob
         if size is None and blob is None and view.info is not None:
-            # Only the mtime of a file whose bytes are in S3: no copy, just a new entry.
-            assert mtime_ns is not None
+            # Only attributes of a file whose bytes are in S3: no copy, just a new entry.
             info = view.info
-            draft.put(node.path, CarriedEntry(info.key, info.size, info.etag, mtime_ns))
+            shown = await self._posix.of_file(record, node, view)
+            base = view.carried or CarriedEntry(info.key, info.size, info.etag, shown.mtime_ns)
+            draft.put(
+                node.path,
+                dataclasses.replace(
+                    base,
+                    mtime_ns=mtime_ns if mtime_ns is not None else base.mtime_ns,
+                    mode=stat.S_IMODE(mode) if mode is not None else base.mode,
+                    atime_ns=atime_ns if atime_ns is not None else shown.atime_ns,
+                    ctime_ns=time.time_ns(),
+                ),
+            )
             await draft.sync()
             return True
         if blob is None:
@@ -615,7 +774,21 @@ class DraftChanges:
                 await blob.truncate(size)
             if mtime_ns is not None:
                 blob.touch(mtime_ns)
+            if mode is not None or atime_ns is not None:
+                blob.set_attributes(
+                    mode=stat.S_IMODE(mode) if mode is not None else None, atime_ns=atime_ns
+                )
             await blob.draft.record_blob(blob)
         finally:
             blob.draft.release_blob(blob)
         return True
+
+
+def _stamp(draft: Draft, directory: str) -> tuple[str, str, Entry | None]:
+    """The operation that marks *directory*'s mtime and ctime now (an entry changed in it):
+    its entry, or for a base folder (or the top) a transparent one."""
+    now = time.time_ns()
+    entry = draft.resolve(directory)
+    if isinstance(entry, DirectoryEntry):
+        return ("set", directory, dataclasses.replace(entry, mtime_ns=now, ctime_ns=None))
+    return ("set", directory, DirectoryEntry(now, opaque=False))

@@ -35,6 +35,7 @@ class FileView:
     draft: Draft | None
     blob: StagedBlob | None = None  # an unlinked file still open
     mtime_ns: int | None = None  # a carried file's own mtime (exact, unlike ``info``'s float)
+    carried: CarriedEntry | None = None  # a carried file's entry (its mode and times)
 
     def size_and_mtime(self) -> tuple[int, int]:
         if self.info is not None and self.mtime_ns is not None:
@@ -79,7 +80,7 @@ class FileViews:
             return FileView(None, entry, draft)
         if isinstance(entry, CarriedEntry):
             info = ObjectInfo(entry.base_key, entry.size, entry.etag, entry.mtime_ns / 1e9)
-            return FileView(info, None, draft, mtime_ns=entry.mtime_ns)
+            return FileView(info, None, draft, mtime_ns=entry.mtime_ns, carried=entry)
         if entry is not None:
             raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
         parent, name = parent_path(node.path)

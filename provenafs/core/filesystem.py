@@ -59,11 +59,13 @@ from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.lineage_nodes import Lineage
 from provenafs.core.namespace import Namespace
 from provenafs.core.observation import AccessObserver, FileAccess
+from provenafs.core.posix_attributes import PosixAttributes
 from provenafs.core.refusals import READ_BITS, SEARCH_BITS, RefusalPolicy
 from provenafs.core.services import RegistryServices
 from provenafs.core.sidecar_edits import SidecarEdits
 from provenafs.core.sidecar_render import SidecarRenderer, sidecar_size
 from provenafs.core.status import StatusFile, statistics_of
+from provenafs.core.stored_attributes import StoredAttributes
 from provenafs.core.types import (
     COPY_PART_SIZE,
     DATASET_DIR_KINDS,
@@ -149,10 +151,12 @@ class Filesystem:
         )
         self._size_limiter = trio.CapacityLimiter(1)  # sidecar sizes of listed pages
         self._sizes_wanted: collections.Counter[str] = collections.Counter()  # prefixes listed
+        self._stored = StoredAttributes(self.catalog, store)
+        self._posix = PosixAttributes(self.catalog, self._stored, self._draft_of)
         # Facets, search/, reviews/ (core.discovery); with the services also the generated
         # dataset files (core.dataset_views) and the control socket's dataset actions.
         self.discovery = Discovery(self.catalog, services, username=username, clock=clock)
-        self._namespace = Namespace(self.catalog, self._draft_of, self.discovery)
+        self._namespace = Namespace(self.catalog, self._draft_of, self.discovery, self._stored)
         self._inodes = InodeTable()
         self._handles = HandleTable()
         self._renderer = SidecarRenderer()
@@ -208,6 +212,7 @@ class Filesystem:
             namespace=self._namespace,
             policy=self._policy,
             views=self._views,
+            posix=self._posix,
             draft_of=self._draft_of,
             sidecar_size=self._sidecar_edits.size,
             status_size=self._status.size,
@@ -221,6 +226,7 @@ class Filesystem:
             views=self._views,
             policy=self._policy,
             attributes=self._attributes,
+            posix=self._posix,
             handles=self._handles,
             draft_store=lambda: self.draft_store,
             reader_factory=self._reader_factory,
@@ -434,12 +440,11 @@ class Filesystem:
         owner: bool = False,
         fh: int | None = None,
     ) -> Attributes:
-        """Size and mtime changes of dataset files go into the draft; the rest is accepted.
+        """Size, mode and times of dataset nodes go into the draft; owners are accepted.
 
         Changes are named either by value (``uid=``, ``atime_ns=``, ...) or as flags
-        (``times=True``, ``owner=True``); both forms are accepted. Modes and owners are not
-        kept (S3 has neither); an atime alone changes nothing. Where no write can succeed,
-        any change gets the refusal's errno.
+        (``times=True``, ``owner=True``); both forms are accepted. Owners are not kept (the
+        mount's own show). Where no write can succeed, any change gets the refusal's errno.
         """
         node = self._inodes.node(inode)
         values = (size, mode, uid, gid, atime_ns, mtime_ns)
@@ -454,9 +459,11 @@ class Filesystem:
             return await self.getattr(inode, ctx)
         if times and mtime_ns is None:
             mtime_ns = time.time_ns()
-        if size is not None or mtime_ns is not None:
+        if any(value is not None for value in (size, mode, atime_ns, mtime_ns)):
             await self._changing(inode, None, ctx)
-        await self.changes.change_attributes(inode, size=size, mtime_ns=mtime_ns, fh=fh)
+        await self.changes.change_attributes(
+            inode, size=size, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns, fh=fh
+        )
         return await self.getattr(inode, ctx)
 
     # --- directories ---------------------------------------------------------------------
@@ -477,7 +484,9 @@ class Filesystem:
                 await observer.listed(ctx, node.handle, node.path)
             if self._walks is not None:
                 self._walks.opened(record, node.path)
-            if self._draft_of(node.handle) is None:
+            # Without a draft, and where no object carries attributes of its own, the listing
+            # answers for every entry at once (``ListedEntries``).
+            if self._draft_of(node.handle) is None and await self._stored.plain(record, node.path):
                 listing = await self.catalog.listing(record, node.path)
                 names, dirs = listing.sorted_names
                 block = self._inodes.listing_block(node, names, dirs)
@@ -727,7 +736,7 @@ class Filesystem:
     ) -> tuple[OpenFile, Attributes]:
         self._policy.require_owner(ctx, "create")
         await self._changing(parent, name, ctx)
-        created = await self.changes.create(parent, name, flags, ctx)
+        created = await self.changes.create(parent, name, mode, flags, ctx)
         if not isinstance(created, NodeId):
             opened, attributes = created
             node = self._inodes.node(attributes.inode)
@@ -739,7 +748,7 @@ class Filesystem:
     async def mkdir(self, parent: int, name: str, mode: int, ctx: Caller) -> Attributes:
         self._policy.require_owner(ctx, "mkdir")
         await self._changing(parent, name, ctx)
-        return await self.changes.mkdir(parent, name)
+        return await self.changes.mkdir(parent, name, mode)
 
     async def unlink(self, parent: int, name: str, ctx: Caller) -> None:
         self._policy.require_owner(ctx, "unlink")
@@ -771,7 +780,8 @@ class Filesystem:
 
     async def symlink(self, parent: int, name: str, target: str, ctx: Caller) -> Attributes:
         self._policy.require_owner(ctx, "symlink")
-        raise await self.changes.refuse_special(parent, name)
+        await self._changing(parent, name, ctx)
+        return await self.changes.symlink(parent, name, target)
 
     async def link(self, inode: int, new_parent: int, new_name: str, ctx: Caller) -> Attributes:
         self._policy.require_owner(ctx, "link")
@@ -783,6 +793,10 @@ class Filesystem:
         node = self._inodes.node(inode)
         if not node.kind.is_symlink:
             raise FsError(errno.EINVAL, "not a symlink")
+        if node.kind is NodeKind.DATASET_LINK:
+            record = await self.catalog.record(node.handle)
+            await self._policy.require_data_read(record)
+            return await self._posix.link_target(record, node)
         return await self._namespace.link_target(node)
 
     async def getxattr(self, inode: int, name: str, ctx: Caller) -> bytes:
@@ -872,6 +886,7 @@ class Filesystem:
             "sibling_prefetch": statistics_of(self._siblings),
             "discovery": self.discovery.statistics(),
             "walk_prefetch": statistics_of(self._walks),
+            "stored_attributes": self._stored.statistics(),
             "spill": statistics_of(self._spill),
             "s3": statistics_of(self._store),
             # When each held credential set expires; the credentials themselves never appear.

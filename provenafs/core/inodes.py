@@ -49,6 +49,7 @@ class NodeKind(enum.Enum):
     DATASET_DIR = "dataset-dir"  # 10378.1/1932274/
     DATASET_SUBDIR = "dataset-subdir"  # 10378.1/1932274/raw/
     DATASET_FILE = "dataset-file"  # 10378.1/1932274/raw/a.csv
+    DATASET_LINK = "dataset-link"  # 10378.1/1932274/raw/latest.csv -> a.csv (a symlink)
     SIDECAR = "sidecar"  # 10378.1/1932274.json
     LATEST_LINK = "latest-link"  # 10378.1/1932274@latest
     BY_NAME_DIR = "by-name-dir"  # by-name/
@@ -73,6 +74,7 @@ class NodeKind(enum.Enum):
             NodeKind.BY_NAME_LINK,
             NodeKind.LINEAGE_LINK,
             NodeKind.FACET_LINK,
+            NodeKind.DATASET_LINK,
         )
 
 
@@ -90,7 +92,7 @@ _DIRECTORY_KINDS = frozenset(
 )
 
 
-_DATASET_CONTENT_KINDS = (NodeKind.DATASET_FILE, NodeKind.DATASET_SUBDIR)
+_DATASET_CONTENT_KINDS = (NodeKind.DATASET_FILE, NodeKind.DATASET_SUBDIR, NodeKind.DATASET_LINK)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,8 @@ the inode table's ``ListingBlock`` for that directory, and an entry's attributes
 the listing's columns only when ``readdir`` hands the entry to the kernel. Listing 200,000 objects
 thus makes no object per entry before the kernel takes it, and the lookup counts of what it
 took cost an array slot each. Modes, owner and cache lifetimes are the directory's, the same
-for every entry (a directory with a draft is answered entry by entry instead).
+for every entry (a directory with a draft, or whose objects carry modes, times or links of
+their own, is answered entry by entry instead).
 
 No I/O; trio thread only.
 """
@@ -62,7 +63,7 @@ class ListedEntries:
             0,
             dir_mode,
             0,
-            2,
+            1,  # a directory's link count: unknown
             uid,
             gid,
             dir_mtime_ns,

@@ -23,6 +23,8 @@ worked out once per list snapshot.
 
 Inside a dataset with a draft (``provenafs.write.drafts``), the draft's overlay decides first: its
 entries add, replace and hide names; where it has nothing to say the base listing answers.
+A base object is a symlink when its metadata says so (``StoredAttributes``); the attributes
+manifest's ``.provenafs/`` folder at the top of a version is never a name.
 
 This module decides names and kinds only: attributes, permissions and handles live in
 ``filesystem``, caching in ``catalog``. No pyfuse3, no blocking calls; trio thread only.
@@ -41,9 +43,12 @@ from provenafs.core.catalog import FOLDER, Catalog
 from provenafs.core.dataset_views import dataset_view_of
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.lineage_nodes import LINEAGE_FILE_SUFFIX, Lineage, lineage_node
+from provenafs.core.stored_attributes import StoredAttributes, is_link
 from provenafs.core.types import NAME_MAX
 from provenafs.errors import FsError
-from provenafs.write.draft_entries import DirectoryEntry, Whiteout, join
+from provenafs.storage.attribute_manifest import MANIFEST_DIR
+from provenafs.storage.blobstore import ObjectInfo
+from provenafs.write.draft_entries import DirectoryEntry, LinkEntry, Whiteout, join
 from provenafs.write.drafts import Draft
 
 if TYPE_CHECKING:  # discovery builds on this module's names
@@ -94,6 +99,15 @@ def split_handle(handle: str) -> tuple[str, str] | None:
     return prefix, suffix
 
 
+def _entry_kind(entry: object) -> NodeKind:
+    """The node kind a draft entry (not a whiteout) makes."""
+    if isinstance(entry, DirectoryEntry):
+        return NodeKind.DATASET_SUBDIR
+    if isinstance(entry, LinkEntry):
+        return NodeKind.DATASET_LINK
+    return NodeKind.DATASET_FILE
+
+
 def _entry_name(display_name: str) -> str:
     """A display name made valid as one directory entry (no ``/``, NUL, ≤ 255 bytes)."""
     name = display_name.replace("/", _SLASH_STANDIN).replace("\x00", _SLASH_STANDIN).strip()
@@ -138,12 +152,14 @@ class Namespace:
         catalog: Catalog,
         drafts: Callable[[str], Draft | None] | None = None,
         discovery: Discovery | None = None,
+        stored: StoredAttributes | None = None,
     ) -> None:
         self._catalog = catalog
         self._drafts = drafts or (lambda handle: None)
         self.lineage = Lineage(entry_name)  # lookup-only nodes beside each dataset
         self._discovery = discovery  # facets, search/, reviews/ (core.discovery)
         self._by_name: tuple[tuple[DatasetRecord, ...], dict[str, str]] | None = None
+        self._stored = stored
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -242,18 +258,24 @@ class Namespace:
         if not await self._catalog.data_readable(record):
             raise FsError(errno.EACCES, f"no data-read access to {parent.handle}")
         path = join(parent.path, name)
+        if path == MANIFEST_DIR:
+            raise FsError(errno.ENOENT, f"{MANIFEST_DIR} holds the attributes of {parent.handle}")
         draft = self._drafts(parent.handle)
         entry = draft.resolve(path) if draft is not None else None
         if entry is not None:
             if isinstance(entry, Whiteout):
                 raise FsError(errno.ENOENT, f"{path!r} was removed in the draft of {parent.handle}")
-            kind = NodeKind.DATASET_SUBDIR if isinstance(entry, DirectoryEntry) else None
-            return NodeId(kind or NodeKind.DATASET_FILE, parent.handle, path)
+            return NodeId(_entry_kind(entry), parent.handle, path)
         found = await self._catalog.entry(record, parent.path, name)
         if found == FOLDER:
             return NodeId(NodeKind.DATASET_SUBDIR, parent.handle, path)
-        if found is not None:
-            return NodeId(NodeKind.DATASET_FILE, parent.handle, path)
+        if isinstance(found, ObjectInfo):
+            kind = NodeKind.DATASET_FILE
+            if self._stored is not None and is_link(
+                await self._stored.of_object(record, path, found), found
+            ):
+                kind = NodeKind.DATASET_LINK
+            return NodeId(kind, parent.handle, path)
         raise FsError(errno.ENOENT, f"no {path!r} in {parent.handle}")
 
     # --- listing -------------------------------------------------------------------------
@@ -281,9 +303,8 @@ class Namespace:
             if not await self._catalog.data_readable(record):
                 raise FsError(errno.EACCES, f"no data-read access to {parent.handle}")
             entries = []
-            for name, is_dir in sorted((await self._dataset_names(record, parent)).items()):
+            for name, child_kind in sorted((await self._dataset_names(record, parent)).items()):
                 path = join(parent.path, name)
-                child_kind = NodeKind.DATASET_SUBDIR if is_dir else NodeKind.DATASET_FILE
                 entries.append((name, NodeId(child_kind, parent.handle, path)))
         elif kind is NodeKind.BY_NAME_DIR:
             named = await self._by_name_entries()
@@ -298,18 +319,34 @@ class Namespace:
             raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
         return sorted(entries, key=lambda entry: entry[0])
 
-    async def _dataset_names(self, record: DatasetRecord, parent: NodeId) -> dict[str, bool]:
-        """Names in a dataset directory (to whether each is a directory), draft over base."""
+    async def _dataset_names(self, record: DatasetRecord, parent: NodeId) -> dict[str, NodeKind]:
+        """Names in a dataset directory (to the kind of each), draft over base."""
         draft = self._drafts(parent.handle)
-        names: dict[str, bool] = {}
-        if draft is None or draft.resolve(parent.path) is None:
-            names.update((await self._catalog.listing(record, parent.path)).names())
+        names: dict[str, NodeKind] = {}
+        if draft is None or draft.shows_base(parent.path):
+            listing = await self._catalog.listing(record, parent.path)
+            if self._stored is not None:
+                await self._stored.warm(record, parent.path)
+            for name in listing.subdirs:
+                names[name] = NodeKind.DATASET_SUBDIR
+            for name, info in listing.files.items():
+                if name in names:
+                    continue
+                kind = NodeKind.DATASET_FILE
+                path = join(parent.path, name)
+                if self._stored is not None and is_link(
+                    await self._stored.of_object(record, path, info), info
+                ):
+                    kind = NodeKind.DATASET_LINK
+                names[name] = kind
+            if not parent.path:
+                names.pop(MANIFEST_DIR, None)
         if draft is not None:
             for name, entry in draft.children(parent.path).items():
                 if isinstance(entry, Whiteout):
                     names.pop(name, None)
                 else:
-                    names[name] = isinstance(entry, DirectoryEntry)
+                    names[name] = _entry_kind(entry)
         return names
 
     async def _by_name_entries(self) -> dict[str, str]:
@@ -318,6 +355,25 @@ class Namespace:
         if self._by_name is None or self._by_name[0] is not records:
             self._by_name = (records, by_name_entries(records))
         return self._by_name[1]
+
+    async def is_empty(self, parent: NodeId) -> bool:
+        """Whether a dataset directory has no entries (no metadata is asked for)."""
+        record = await self._catalog.record(parent.handle)
+        draft = self._drafts(parent.handle)
+        names: set[str] = set()
+        if draft is None or draft.shows_base(parent.path):
+            names.update(
+                name for name, _ in (await self._catalog.listing(record, parent.path)).names()
+            )
+            if not parent.path:
+                names.discard(MANIFEST_DIR)
+        if draft is not None:
+            for name, entry in draft.children(parent.path).items():
+                if isinstance(entry, Whiteout):
+                    names.discard(name)
+                else:
+                    names.add(name)
+        return not names
 
     def _known_splits(self, listed: Iterable[DatasetRecord]) -> set[tuple[str, str]]:
         """(prefix, suffix) of every listed handle and every handle fetched directly."""

@@ -3,7 +3,8 @@
 The rules (docs/SEMANTICS.md, "Writes"): ``-o ro``, or a version that is not the latest, is
 ``EROFS``; a change without item role ``admin`` (in place: ``dataset-data-write``; there the
 data store's refusal of write credentials decides, its reason logged once) is ``EACCES``; the
-top-level ``metadata.json`` is the data store's (``EACCES``); the levels above datasets are
+top-level ``metadata.json`` is the data store's (``EACCES``), and a top-level ``.provenafs`` is
+where a version keeps its attributes manifest (``EACCES``); the levels above datasets are
 ``EROFS``; a change while the dataset's publish runs is ``EBUSY`` (draft mode; in place the
 change waits at the ``ChangeGate`` instead). A sidecar is editable where the caller holds item
 ``metadata-write`` or ``admin`` and the dataset is not locked.
@@ -37,6 +38,7 @@ from provenafs.core.namespace import check_name
 from provenafs.core.types import DATASET_KINDS, Caller
 from provenafs.errors import FsError
 from provenafs.mount_options import MountOptions
+from provenafs.storage.attribute_manifest import MANIFEST_DIR
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.draft_entries import METADATA_FILE
 from provenafs.write.metadata_edit import SidecarEditor, can_edit_metadata
@@ -105,6 +107,8 @@ class RefusalPolicy:
                 return FsError(errno.EACCES, f"versioning {record.handle} needs item role admin")
         if path == METADATA_FILE:
             return FsError(errno.EACCES, "metadata.json is the data store's (edit the sidecar)")
+        if path.split("/", 1)[0] == MANIFEST_DIR:
+            return FsError(errno.EACCES, f"{MANIFEST_DIR} holds the version's attributes")
         return None
 
     async def refusal_for(self, node: NodeId) -> FsError:

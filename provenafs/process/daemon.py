@@ -97,6 +97,12 @@ def fuse_mount_options(options: MountOptions) -> set[str]:
     result.update(key for key in options.extra if key in KERNEL_FLAGS)
     if not result & {"atime", "relatime"}:
         result.add("noatime")
+    if "suid" not in result:
+        # Kept modes may carry set-user-ID bits another data store user published: they show,
+        # but never take effect unless the mount asks for ``suid``.
+        result.add("nosuid")
+    if "dev" not in result:
+        result.add("nodev")
     if options.read_only:
         result.add("ro")
     if options.allow_other:

@@ -6,7 +6,9 @@ not import boto3 and must not know about datasets or handles: it speaks buckets,
 credentials only.
 
 ``BlobStore`` is what reading needs; ``WritableBlobStore`` adds what publishing needs (single
-PUTs, the multipart primitives, deletes), so a caller can stream one part at a time.
+PUTs, the multipart primitives, deletes), so a caller can stream one part at a time. Objects
+carry user metadata (``ObjectHead.metadata``: names lower-case, without ``x-amz-meta-``), which
+is where POSIX attributes live (``posix_metadata``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from provenafs.api.models import Credentials
@@ -28,6 +30,7 @@ __all__ = [
     "Listing",
     "MemoryBlobStore",
     "NoSuchKeyError",
+    "ObjectHead",
     "ObjectInfo",
     "StaleObjectError",
     "WritableBlobStore",
@@ -68,6 +71,14 @@ class ObjectInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectHead:
+    """An object's listing facts with its user metadata (names lower-case, no prefix)."""
+
+    info: ObjectInfo
+    metadata: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
 class Listing:
     """One level (or, with no delimiter, all) of the keys under a prefix, every page joined.
 
@@ -100,6 +111,15 @@ class BlobStore(Protocol):
 
     async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
         """Whether any key starts with ``prefix`` (a folder: one LIST of one key)."""
+
+    async def head_object(self, creds: Credentials, bucket: str, key: str) -> ObjectHead:
+        """Size, ETag, time and user metadata of one object (one HEAD)."""
+        ...
+
+    async def get_object(
+        self, creds: Credentials, bucket: str, key: str, *, etag: str | None = None
+    ) -> tuple[bytes, ObjectHead]:
+        """The whole object (one GET, small objects only) with its user metadata."""
         ...
 
     async def get_range(
@@ -119,12 +139,27 @@ class BlobStore(Protocol):
 class WritableBlobStore(BlobStore, Protocol):
     """A ``BlobStore`` that can also write: what publishing a new version needs."""
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
-        """Write one object in a single PUT; answers its ETag (without quotes)."""
+    async def put_object(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write one object (with user ``metadata``) in a single PUT; answers its ETag."""
         ...
 
-    async def create_multipart(self, creds: Credentials, bucket: str, key: str) -> str:
-        """Start a multipart upload; answers its upload id."""
+    async def create_multipart(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start a multipart upload of an object with user ``metadata``; answers its id."""
         ...
 
     async def upload_part(
@@ -183,6 +218,7 @@ class MemoryBlobStore:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], tuple[bytes, ObjectInfo]] = {}
+        self.metadata: dict[tuple[str, str], dict[str, str]] = {}
         self.calls: dict[str, int] = {
             "list": 0,
             "head": 0,
@@ -197,11 +233,15 @@ class MemoryBlobStore:
         self.bytes_fetched = 0
         self.bytes_written = 0
         self.uploads: dict[str, tuple[str, str, dict[int, bytes]]] = {}  # id -> bucket, key, parts
+        self._upload_metadata: dict[str, dict[str, str]] = {}
         self._next_upload = 0
 
-    def put_blocking(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    def put_blocking(
+        self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
         info = ObjectInfo(key, len(data), hashlib.md5(data).hexdigest(), time.time())  # noqa: S324
         self.objects[(bucket, key)] = (data, info)
+        self.metadata[(bucket, key)] = {k.lower(): v for k, v in (metadata or {}).items()}
         return info
 
     async def list_prefix(
@@ -239,6 +279,19 @@ class MemoryBlobStore:
         self.calls["list"] += 1
         return any(b == bucket and key.startswith(prefix) for b, key in self.objects)
 
+    async def head_object(self, creds: Credentials, bucket: str, key: str) -> ObjectHead:
+        info = await self.head(creds, bucket, key)
+        return ObjectHead(info, dict(self.metadata.get((bucket, key), {})))
+
+    async def get_object(
+        self, creds: Credentials, bucket: str, key: str, *, etag: str | None = None
+    ) -> tuple[bytes, ObjectHead]:
+        """Through ``get_range`` (so that a subclass's reads see it), then the metadata."""
+        size = self.objects[(bucket, key)][1].size if (bucket, key) in self.objects else 0
+        data = await self.get_range(creds, bucket, key, 0, max(size, 1), etag=etag)
+        info = self.objects[(bucket, key)][1]
+        return data, ObjectHead(info, dict(self.metadata.get((bucket, key), {})))
+
     async def get_range(
         self,
         creds: Credentials,
@@ -260,16 +313,32 @@ class MemoryBlobStore:
         self.bytes_fetched += len(chunk)
         return chunk
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+    async def put_object(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         self.calls["put"] += 1
         self.bytes_written += len(data)
-        return self.put_blocking(bucket, key, bytes(data)).etag
+        return self.put_blocking(bucket, key, bytes(data), metadata).etag
 
-    async def create_multipart(self, creds: Credentials, bucket: str, key: str) -> str:
+    async def create_multipart(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         self.calls["create_multipart"] += 1
         self._next_upload += 1
         upload_id = f"upload-{self._next_upload}"
         self.uploads[upload_id] = (bucket, key, {})
+        self._upload_metadata[upload_id] = {k.lower(): v for k, v in (metadata or {}).items()}
         return upload_id
 
     async def upload_part(
@@ -315,6 +384,7 @@ class MemoryBlobStore:
         data = b"".join(bodies)
         etag = multipart_etag([hashlib.md5(b).digest() for b in bodies])  # noqa: S324
         self.objects[(bucket, key)] = (data, ObjectInfo(key, len(data), etag, time.time()))
+        self.metadata[(bucket, key)] = self._upload_metadata.pop(upload_id, {})
         return etag
 
     async def abort_multipart(
@@ -335,3 +405,4 @@ class MemoryBlobStore:
     async def delete(self, creds: Credentials, bucket: str, key: str) -> None:
         self.calls["delete"] += 1
         self.objects.pop((bucket, key), None)
+        self.metadata.pop((bucket, key), None)

@@ -50,6 +50,7 @@ from provenafs.storage.blobstore import (
     ExpiredCredentialsError,
     Listing,
     NoSuchKeyError,
+    ObjectHead,
     ObjectInfo,
     StaleObjectError,
 )
@@ -146,6 +147,24 @@ def _http_date(value: str | None) -> float:
         return email.utils.parsedate_to_datetime(value or "").timestamp()
     except (TypeError, ValueError):
         return 0.0
+
+
+_META_PREFIX = "x-amz-meta-"
+
+
+def _head_of(key: str, response: urllib3.BaseHTTPResponse, size: int | None = None) -> ObjectHead:
+    """The facts and user metadata an answer's headers carry (a HEAD's, or a whole GET's)."""
+    headers = response.headers
+    length = size if size is not None else int(headers.get("content-length") or 0)
+    info = ObjectInfo(
+        key, length, _etag(headers.get("etag")), _http_date(headers.get("last-modified"))
+    )
+    metadata = {
+        name.lower()[len(_META_PREFIX) :]: value
+        for name, value in headers.items()
+        if name.lower().startswith(_META_PREFIX)
+    }
+    return ObjectHead(info, metadata)
 
 
 def _connection_pool(base_url: str, **options: Any) -> urllib3.PoolManager:
@@ -417,19 +436,7 @@ class S3BlobStore:
 
     async def head(self, creds: Credentials, bucket: str, key: str) -> ObjectInfo:
         """Size, ETag and modification time of one object (a signed HEAD on the shared pool)."""
-
-        def read(response: urllib3.BaseHTTPResponse) -> ObjectInfo:
-            headers = response.headers
-            return ObjectInfo(
-                key=key,
-                size=int(headers.get("content-length") or 0),
-                etag=_etag(headers.get("etag")),
-                last_modified=_http_date(headers.get("last-modified")),
-            )
-
-        return await self._signed_get(
-            creds, s3_path(bucket, key), what=f"head s3://{bucket}/{key}", read=read, method="HEAD"
-        )
+        return (await self.head_object(creds, bucket, key)).info
 
     async def any_under(self, creds: Credentials, bucket: str, prefix: str) -> bool:
         """Whether any key starts with ``prefix`` (one LIST of at most one key)."""
@@ -442,6 +449,32 @@ class S3BlobStore:
             read=lambda response: _parse_list_page(response.read()),
         )
         return bool(page.objects or page.prefixes)
+
+    async def head_object(self, creds: Credentials, bucket: str, key: str) -> ObjectHead:
+        """Size, ETag, time and user metadata of one object: a HEAD signed here."""
+        return await self._signed_get(
+            creds,
+            s3_path(bucket, key),
+            what=f"head s3://{bucket}/{key}",
+            read=lambda response: _head_of(key, response),
+            method="HEAD",
+        )
+
+    async def get_object(
+        self, creds: Credentials, bucket: str, key: str, *, etag: str | None = None
+    ) -> tuple[bytes, ObjectHead]:
+        """The whole object and its user metadata in one GET (for small objects)."""
+        headers = {"if-match": f'"{etag}"'} if etag is not None else {}
+
+        def read(response: urllib3.BaseHTTPResponse) -> tuple[bytes, ObjectHead]:
+            data = response.read()
+            return data, _head_of(key, response, len(data))
+
+        data, head = await self._signed_get(
+            creds, s3_path(bucket, key), headers=headers, what=f"get s3://{bucket}/{key}", read=read
+        )
+        self._stats["bytes_read"] += len(data)
+        return data, head
 
     async def get_range(
         self,
@@ -565,6 +598,8 @@ class S3BlobStore:
                     body = response.read(64 << 10)
                     code = _ERROR_CODE.search(body)
                     name = code.group(1).decode(errors="replace") if code else ""
+                    if method == "HEAD":  # no body: the status is the code (as botocore has it)
+                        name = str(response.status)
                     raise _translate_answer(name, response.status, what)
                 answer = read(response)
                 response.drain_conn()  # what ``read`` left (an empty 416's body), if anything
@@ -579,21 +614,40 @@ class S3BlobStore:
 
     # -- writing (used by publishing new versions) ----------------------------------------
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
-        """Write one object in a single PUT; answers its ETag (without quotes)."""
+    async def put_object(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write one object (with user ``metadata``) in a single PUT; answers its ETag."""
+        meta = dict(metadata or {})
 
         def put(client: S3Client) -> str:
-            return _etag(client.put_object(Bucket=bucket, Key=key, Body=data).get("ETag"))
+            answer = client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta)
+            return _etag(answer.get("ETag"))
 
         etag = await self._run(creds, put, f"put s3://{bucket}/{key}", read_only=False)
         self._stats["bytes_written"] += len(data)
         return etag
 
-    async def create_multipart(self, creds: Credentials, bucket: str, key: str) -> str:
-        """Start a multipart upload; answers its upload id."""
+    async def create_multipart(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start a multipart upload of an object with user ``metadata``; answers its id."""
+        meta = dict(metadata or {})
 
         def create(client: S3Client) -> str:
-            return str(client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+            answer = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=meta)
+            return str(answer["UploadId"])
 
         return await self._run(creds, create, f"upload s3://{bucket}/{key}", read_only=False)
 

@@ -1,8 +1,9 @@
 """What a draft asks of a publish (``DraftPlan``) and tells of itself (``DraftSummary``).
 
 The seam between ``drafts`` and ``publish``: the publisher reads a plan (files staged locally,
-files carried from the base version, empty directories, removed paths) and never the draft's
-overlay itself. Values only.
+files carried from the base version, links, empty directories, directories with attributes,
+removed paths) and never the draft's overlay itself. Modes are permission bits (``0o7777``),
+None for "the base object's own, else the default". Values only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 
 from provenafs.write.draft_entries import Entry
 
-__all__ = ["CarriedFile", "DraftPlan", "DraftSummary", "StagedFile"]
+__all__ = [
+    "CarriedFile",
+    "DirectoryAttributes",
+    "DraftPlan",
+    "DraftSummary",
+    "LinkFile",
+    "StagedFile",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +32,7 @@ class StagedFile:
     local_path: Path
     size: int
     mtime_ns: int
+    mode: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +43,28 @@ class CarriedFile:
     base_key: str
     size: int
     etag: str
+    mtime_ns: int
+    mode: int | None = None
+    # An unchanged base file: its mode and mtime are the base object's metadata where it has
+    # them (``mtime_ns`` is then only the listing's time, for an object without any).
+    attributes_from_base: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkFile:
+    """A symbolic link of the final tree: an object whose body is the target (s3fs's form)."""
+
+    path: str
+    target: str
+    mtime_ns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectoryAttributes:
+    """A directory whose own attributes the draft holds ("" is the dataset's top)."""
+
+    path: str
+    mode: int | None
     mtime_ns: int
 
 
@@ -54,6 +85,10 @@ class DraftPlan:
     entries: Mapping[str, Entry] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
+    links: tuple[LinkFile, ...] = ()
+    # Directories with attributes of the draft's: each gets a ``dir/`` marker carrying them
+    # (the top, "", only the manifest).
+    directories: tuple[DirectoryAttributes, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,13 +6,15 @@ A ``Draft`` is an overlay over the dataset's base version, keyed by path inside 
 - ``CarriedEntry``: a base object shown (and later copied) under a path, e.g. after a rename,
   so moving a file never downloads it;
 - ``DirectoryEntry``: a directory the draft made; it is *opaque*: nothing of the base shows
-  below it unless the draft put it there;
+  below it unless the draft put it there (``opaque=False``: a base directory whose own
+  attributes changed, the base showing below it; the dataset's top may have one, at ``""``);
+- ``LinkEntry``: a symbolic link;
 - ``Whiteout``: a base file or directory that is deleted.
 
-A path with no entry, and no entry on any ancestor, is the base's to answer (``resolve``
-returns None). Invariant: no entry ever sits below a ``Whiteout`` or a file entry. The entries
-are ``draft_entries``, the journal ``draft_journal``, and what a publish reads of a draft
-``draft_plan``.
+A path with no entry, and no opaque entry on any ancestor, is the base's to answer
+(``resolve`` returns None). Invariant: no entry ever sits below a ``Whiteout``, a file or a
+link entry. The entries are ``draft_entries``, the journal ``draft_journal``, and what a
+publish reads of a draft ``draft_plan`` (with every entry's mode and times).
 
 Durability: every change appends one checksummed record to an append-only ``journal``
 (``<crc32 hex> <json>\\n``), and ``sync`` fsyncs it (with the directories that gained files).
@@ -56,6 +58,7 @@ from typing import Any
 import trio
 
 from provenafs.errors import FsError
+from provenafs.storage.attribute_manifest import MANIFEST_DIR
 from provenafs.storage.blobstore import Listing
 from provenafs.write.draft_entries import (
     METADATA_FILE,
@@ -63,6 +66,7 @@ from provenafs.write.draft_entries import (
     CarriedEntry,
     DirectoryEntry,
     Entry,
+    LinkEntry,
     StagedEntry,
     Whiteout,
     entry_from_json,
@@ -72,7 +76,14 @@ from provenafs.write.draft_entries import (
     parent_of,
 )
 from provenafs.write.draft_journal import DraftJournal, decode_records, fsync_dir_blocking
-from provenafs.write.draft_plan import CarriedFile, DraftPlan, DraftSummary, StagedFile
+from provenafs.write.draft_plan import (
+    CarriedFile,
+    DirectoryAttributes,
+    DraftPlan,
+    DraftSummary,
+    LinkFile,
+    StagedFile,
+)
 
 __all__ = ["Draft", "DraftStore", "StagedBlob", "default_root"]
 
@@ -131,6 +142,9 @@ class StagedBlob:
         self.local_path = draft.blob_dir / blob_id
         self.size = size
         self.mtime_ns = mtime_ns
+        self.mode: int | None = None  # permission bits; None: the default
+        self.atime_ns: int | None = None
+        self.ctime_ns: int | None = None
         self.path = path
         self.replaced_base = False
         self.dirty = False
@@ -174,7 +188,20 @@ class StagedBlob:
         self.touch()
 
     def touch(self, mtime_ns: int | None = None) -> None:
-        self.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
+        """Bytes or times changed: mtime (now, or as given) and ctime (now)."""
+        now = time.time_ns()
+        self.mtime_ns = mtime_ns if mtime_ns is not None else now
+        self.ctime_ns = now
+        self.dirty = True
+        self.draft.changed()
+
+    def set_attributes(self, *, mode: int | None, atime_ns: int | None) -> None:
+        """``chmod`` (permission bits) or an atime, kept at the next record; ctime is now."""
+        if mode is not None:
+            self.mode = mode
+        if atime_ns is not None:
+            self.atime_ns = atime_ns
+        self.ctime_ns = time.time_ns()
         self.dirty = True
         self.draft.changed()
 
@@ -189,7 +216,15 @@ class StagedBlob:
                 os.close(fd)
 
     def entry(self) -> StagedEntry:
-        return StagedEntry(self.id, self.size, self.mtime_ns, self.replaced_base)
+        return StagedEntry(
+            self.id,
+            self.size,
+            self.mtime_ns,
+            self.replaced_base,
+            self.mode,
+            self.atime_ns,
+            self.ctime_ns,
+        )
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -256,10 +291,16 @@ class Draft:
             return entry
         ancestor = parent_of(path)
         while ancestor:
-            if ancestor in self._entries:
+            above = self._entries.get(ancestor)
+            if above is not None and not _shows_base_below(above):
                 return WHITEOUT
             ancestor = parent_of(ancestor)
         return None
+
+    def shows_base(self, directory: str) -> bool:
+        """Whether the base version's entries show in *directory* (under the draft's)."""
+        entry = self.resolve(directory)
+        return entry is None or _shows_base_below(entry)
 
     def children(self, directory: str) -> dict[str, Entry]:
         """The entries directly under *directory* (whiteouts included), by name."""
@@ -308,6 +349,11 @@ class Draft:
     def staged_mtime(self, entry: StagedEntry) -> int:
         live = self._live.get(entry.blob)
         return live.mtime_ns if live is not None else entry.mtime_ns
+
+    def staged_entry(self, entry: StagedEntry) -> StagedEntry:
+        """*entry* with the live size and attributes of its open file, if it is open."""
+        live = self._live.get(entry.blob)
+        return live.entry() if live is not None else entry
 
     # --- changing the overlay ------------------------------------------------------------
 
@@ -428,6 +474,7 @@ class Draft:
         if live is None:
             live = StagedBlob(self, entry.blob, entry.size, entry.mtime_ns, path)
             live.replaced_base = entry.replaced_base
+            live.mode, live.atime_ns, live.ctime_ns = entry.mode, entry.atime_ns, entry.ctime_ns
             self._live[entry.blob] = live
         return live
 
@@ -552,7 +599,7 @@ class Draft:
         self._check_open()
         self._pushed.update(pushed or {})
         drops: list[dict[str, Any]] = []
-        for path in sorted(self._pushed, key=lambda p: p.count("/"), reverse=True):
+        for path in sorted(self._pushed, key=lambda p: p.count("/") + bool(p), reverse=True):
             entry = self._pushed[path]
             if self._entries.get(path) != entry:
                 del self._pushed[path]  # changed since the push: it waits for the next one
@@ -587,6 +634,10 @@ class Draft:
             elif isinstance(entry, CarriedEntry):
                 if entry.base_key != self.base_prefix + path:
                     added += 1
+                else:
+                    changed += 1  # its attributes
+            elif isinstance(entry, LinkEntry):
+                added += 1
             elif isinstance(entry, Whiteout):
                 removed += 1
         return DraftSummary(
@@ -610,8 +661,8 @@ class Draft:
             if not info.key.startswith(self.base_prefix):
                 continue
             rel = info.key[len(self.base_prefix) :]
-            if not rel:
-                continue
+            if not rel or rel.split("/", 1)[0] == MANIFEST_DIR:
+                continue  # the base's own attributes manifest: a publish writes its own
             if rel.endswith("/"):
                 markers.add(rel.rstrip("/"))
             else:
@@ -623,7 +674,9 @@ class Draft:
             if rel == METADATA_FILE or self.resolve(rel) is not None:
                 continue
             mtime = int(info.last_modified * 1_000_000_000)
-            carried.append(CarriedFile(rel, info.key, info.size, info.etag, mtime))
+            carried.append(
+                CarriedFile(rel, info.key, info.size, info.etag, mtime, attributes_from_base=True)
+            )
             final_paths.add(rel)
         # Base folders that are still there (marked, or implied by keys below them): one
         # emptied by unlinks stays, as POSIX says, and needs a marker now.
@@ -631,25 +684,40 @@ class Draft:
         for rel in base_files:
             base_dirs.update(_ancestors(rel))
         dirs = {d for d in base_dirs if d and self.resolve(d) is None}
+        links: list[LinkFile] = []
+        attributes: list[DirectoryAttributes] = []
         for path, entry in sorted(self._entries.items()):
             if isinstance(entry, StagedEntry):
-                live_size = self.staged_size(entry)
+                live = self.staged_entry(entry)
                 local = self.blob_dir / entry.blob
-                staged.append(StagedFile(path, local, live_size, self.staged_mtime(entry)))
+                staged.append(StagedFile(path, local, live.size, live.mtime_ns, live.mode))
                 final_paths.add(path)
             elif isinstance(entry, CarriedEntry):
                 carried.append(
-                    CarriedFile(path, entry.base_key, entry.size, entry.etag, entry.mtime_ns)
+                    CarriedFile(
+                        path, entry.base_key, entry.size, entry.etag, entry.mtime_ns, entry.mode
+                    )
                 )
                 final_paths.add(path)
+            elif isinstance(entry, LinkEntry):
+                links.append(LinkFile(path, entry.target, entry.mtime_ns))
+                final_paths.add(path)
             elif isinstance(entry, DirectoryEntry):
-                dirs.add(path)
+                attributes.append(DirectoryAttributes(path, entry.mode, entry.mtime_ns))
+                if path:
+                    dirs.add(path)
         has_files = {parent for p in final_paths for parent in _ancestors(p)}
         empty_dirs = sorted(d for d in dirs if d not in has_files or d in markers)
         removed = sorted(rel for rel in base_files if rel not in final_paths and rel != "")
         removed = [rel for rel in removed if rel != METADATA_FILE]
         return DraftPlan(
-            tuple(staged), tuple(carried), tuple(empty_dirs), tuple(removed), dict(self._entries)
+            tuple(staged),
+            tuple(carried),
+            tuple(empty_dirs),
+            tuple(removed),
+            dict(self._entries),
+            links=tuple(links),
+            directories=tuple(attributes),
         )
 
     # --- opening and replaying -----------------------------------------------------------
@@ -666,6 +734,8 @@ class Draft:
 
     def _snapshot_records(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = [self._head()]
+        if "" in self._entries:  # the dataset's top (its own attributes)
+            records.append({"op": "set", "p": "", "e": entry_to_json(self._entries[""])})
         for path, entry in self.entries_under(""):
             records.append({"op": "set", "p": path, "e": entry_to_json(entry)})
         if self._new_version is not None:
@@ -806,6 +876,10 @@ class DraftStore:
         draft._replay_blocking(records)
         self._drafts[draft.handle] = draft
         log.info("recovered the draft of %s (%d entries)", draft.handle, len(draft.entries))
+
+
+def _shows_base_below(entry: Entry) -> bool:
+    return isinstance(entry, DirectoryEntry) and not entry.opaque
 
 
 def _ancestors(path: str) -> Iterator[str]:

@@ -17,13 +17,16 @@ version of that dataset and answers the new handle:
 3. fetch the new version (its fresh ``s3``), take its write credentials, and fill its prefix:
    unchanged files streamed from the old version part by part (ranged GETs with the old
    version's read credentials, multipart upload with the new version's write credentials, one
-   part in memory per stream), staged files uploaded from local disk, a zero-byte ``dir/`` key
-   for each empty directory, removed files left out; each file is ``mark_published`` as it lands,
-   so a resumed publish skips it;
+   part in memory per stream), staged files uploaded from local disk, links as objects whose
+   body is their target, a zero-byte ``dir/`` key for each empty directory and each directory
+   with attributes, removed files left out; every object carries its mode and mtime as s3fs and
+   rclone read them (``publish_attributes``); each file is ``mark_published`` as it lands, so
+   a resumed publish skips it;
 4. list the new prefix and verify every planned key: present, with the planned size, and with
    the ETag its bytes imply where S3's ETag is a checksum (the MD5 of a single PUT, or the MD5 of
    the parts' MD5s of a multipart upload). Leftovers of an earlier attempt that the plan no longer
    holds are deleted; the server's ``metadata.json`` is never written, copied or deleted;
+   then the attributes manifest (``.provenafs/``) is written from what landed;
 5. ``publish_done(old, new)`` on the filesystem, then ``draft.discard()``.
 
 A failure leaves the draft (and any recorded new version id) in place for a retry. A fresh
@@ -32,11 +35,12 @@ new``) is published in place instead, as below: a second version differing from 
 by the draft would be pointless. With ``in_place=True`` (``-o writes=in-place``) step 2 is
 skipped and the changes go straight into the draft's own dataset with its write credentials:
 renamed files are copied first (they read keys the rest may overwrite or delete), then changed
-and new files are uploaded, then removed files and the markers of removed folders are deleted.
-The data store refuses write credentials for a locked, pending or released dataset, and that
-refusal is the error. Step 5 then ``settle``s the draft: the entries pushed that did not change
-meanwhile are forgotten (the dataset's own listing shows them now), and a draft with nothing
-left is discarded. The filesystem pushes this way at every close and namespace change
+and new files are uploaded, then removed files and the markers of removed folders are deleted
+(no manifest is written in place: the objects' own metadata holds their attributes). The data
+store refuses write credentials for a locked, pending or released dataset, and that refusal is
+the error. Step 5 then ``settle``s the draft: the entries pushed that did not change meanwhile
+are forgotten (the dataset's own listing shows them now), and a draft with nothing left is
+discarded. The filesystem pushes this way at every close and namespace change
 (``begin_publish`` holds its change gate so that no change lands in the middle of a push).
 
 ``publish_scheduler.PublishScheduler`` decides when a draft publishes and serialises publishes
@@ -53,7 +57,10 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 import secrets
+import stat
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -62,19 +69,39 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.models import Credentials, DatasetRecord, VersionCreated
+from provenafs.storage.attribute_manifest import (
+    INDEX_KEY,
+    MANIFEST_DIR,
+    MAX_OBJECT_BYTES,
+    decode_index,
+)
 from provenafs.storage.blobstore import (
     AccessDeniedError,
     BlobError,
     ExpiredCredentialsError,
     Listing,
+    NoSuchKeyError,
+    ObjectHead,
     ObjectInfo,
     StaleObjectError,
     WritableBlobStore,
     multipart_etag,
 )
+from provenafs.storage.posix_metadata import (
+    LINK_TARGET_MAX,
+    PosixMetadata,
+    metadata_for,
+    parse_metadata,
+)
 from provenafs.write.draft_entries import METADATA_FILE, Entry
 from provenafs.write.draft_plan import DraftPlan, DraftSummary
 from provenafs.write.object_keys import key_problem
+from provenafs.write.publish_attributes import (
+    LINK_PERMISSIONS,
+    AttributeIntent,
+    ManifestBuilder,
+    directory_metadata,
+)
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -222,12 +249,27 @@ class _Transfer:
     size: int
     read: Callable[[int, int], Awaitable[bytes]]  # (offset, length) -> exactly those bytes
     known_etag: str | None  # an MD5 ETag the bytes must have (the base's single-part ETag)
+    attributes: AttributeIntent
+    # A copy's base object: the whole of it with its metadata (one GET), and its metadata
+    # alone (a HEAD, before a multipart copy); None for local bytes.
+    read_with_metadata: Callable[[], Awaitable[tuple[bytes, ObjectHead]]] | None = None
+    head_base: Callable[[], Awaitable[ObjectHead]] | None = None
+    target: str | None = None  # a link's target (its body)
+
+
+@dataclasses.dataclass
+class _Landed:
+    """What a publish wrote, for the manifest: each path's attributes (and link target)."""
+
+    objects: dict[str, tuple[PosixMetadata, str | None]] = dataclasses.field(default_factory=dict)
+    directories: dict[str, PosixMetadata] = dataclasses.field(default_factory=dict)
 
 
 def generated_reason(plan: DraftPlan, base_paths: set[str], *, names: int = 3) -> str:
     """``provenafs: 3 added, 1 changed, 2 removed (a.csv, b/c.txt, d.nc, …)``."""
     added = [f.path for f in plan.staged if f.path not in base_paths]
     added += [f.path for f in plan.carried if f.path not in base_paths]
+    added += [link.path for link in plan.links if link.path not in base_paths]
     changed = [f.path for f in plan.staged if f.path in base_paths]
     removed = list(plan.removed)
     counts = f"{len(added)} added, {len(changed)} changed, {len(removed)} removed"
@@ -419,14 +461,27 @@ class Publisher:
         bucket, prefix = record.s3.bucket_name, record.s3.path
         await self._write_credentials(new_handle)
         copies, uploads = self._transfers(plan, handle, draft.bucket, prefix)
-        await self._fill(
+        landed = _Landed()
+        verified = await self._fill(
             draft=draft,
             tracker=tracker,
             target=new_handle,
             bucket=bucket,
             prefix=prefix,
             phases=[copies + uploads],
-            empty_dirs=plan.empty_dirs,
+            plan=plan,
+            source=(handle, draft.bucket, draft.base_prefix, base),
+            written=landed,
+        )
+        root = await self._base_root(handle, draft, base)
+        await self._write_manifest(
+            new_handle,
+            bucket=bucket,
+            prefix=prefix,
+            plan=plan,
+            written=landed,
+            verified=verified,
+            root=root,
         )
         await self._finish(draft, tracker, new_handle)
         return new_handle
@@ -520,7 +575,9 @@ class Publisher:
             bucket=draft.bucket,
             prefix=prefix,
             phases=[copies, uploads],
-            empty_dirs=plan.empty_dirs,
+            plan=plan,
+            source=(handle, draft.bucket, prefix, base),
+            written=_Landed(),
             landed=base,
             in_place=True,
         )
@@ -553,15 +610,39 @@ class Publisher:
                 f.size,
                 self._base_reader(handle, bucket, f.base_key, f.etag),
                 f.etag if _is_md5(f.etag) else None,
+                AttributeIntent(stat.S_IFREG, f.mode, f.mtime_ns, f.attributes_from_base),
+                self._base_whole_reader(handle, bucket, f.base_key, f.etag),
+                self._base_header(handle, bucket, f.base_key),
             )
             for f in plan.carried
-            if f.path != METADATA_FILE and not (moved_only and f.base_key == prefix + f.path)
+            if f.path != METADATA_FILE
+            and not (moved_only and f.base_key == prefix + f.path and f.attributes_from_base)
         ]
         uploads = [
-            _Transfer(f.path, prefix + f.path, f.size, self._local_reader(f.local_path), None)
+            _Transfer(
+                f.path,
+                prefix + f.path,
+                f.size,
+                self._local_reader(f.local_path),
+                None,
+                AttributeIntent(stat.S_IFREG, f.mode, f.mtime_ns),
+            )
             for f in plan.staged
             if f.path != METADATA_FILE
         ]
+        for link in plan.links:
+            body = os.fsencode(link.target)
+            uploads.append(
+                _Transfer(
+                    link.path,
+                    prefix + link.path,
+                    len(body),
+                    _bytes_reader(body),
+                    None,
+                    AttributeIntent(stat.S_IFLNK, LINK_PERMISSIONS, link.mtime_ns),
+                    target=link.target,
+                )
+            )
         return copies, uploads
 
     async def _fill(
@@ -573,15 +654,20 @@ class Publisher:
         bucket: str,
         prefix: str,
         phases: Sequence[Sequence[_Transfer]],
-        empty_dirs: Sequence[str],
+        plan: DraftPlan,
+        source: tuple[str, str, str, Listing],
+        written: _Landed,
         landed: Listing | None = None,
         in_place: bool = False,
-    ) -> None:
-        """Write every transfer and directory marker not already in place; then verify.
+    ) -> dict[str, ObjectInfo]:
+        """Write every transfer and directory marker not already in place; then verify and
+        answer what the target prefix holds.
 
         Each phase's transfers run in parallel, and a phase starts once the one before it is
         done. *landed* is a listing of the target prefix taken just before, if there is one;
-        *in_place*: the target is the dataset itself (keys the plan does not name are kept).
+        *in_place*: the target is the dataset itself (keys the plan does not name are kept);
+        *source* the base version (handle, bucket, prefix, listing), whose directory markers'
+        attributes carry over; *written* collects every object's and marker's attributes.
         """
         if landed is None:
             landed = await self._list(target, "write", bucket, prefix)
@@ -601,7 +687,7 @@ class Publisher:
 
         async def transfer_one(transfer: _Transfer) -> None:
             async with self._files:
-                etag = await self._transfer(target, bucket, transfer, tracker)
+                etag = await self._transfer(target, bucket, transfer, tracker, written)
             expected[transfer.key] = etag
             draft.mark_published(transfer.path)
             await draft.sync()
@@ -613,12 +699,24 @@ class Publisher:
                     for transfer in phase:
                         if not already_landed(transfer):
                             nursery.start_soon(transfer_one, transfer)
-        dir_keys = [prefix + d.strip("/") + "/" for d in empty_dirs if d.strip("/")]
-        for key in dir_keys:
-            if key not in landed_keys:
-                await self._put(target, bucket, key, b"")
+        # Markers: every empty directory and every directory whose attributes the draft holds
+        # (in place, only those the draft changed are written again).
+        changed = {d.path for d in plan.directories if d.path}
+        marked = changed | {d.strip("/") for d in plan.empty_dirs if d.strip("/")}
+        dir_keys = [prefix + path + "/" for path in sorted(marked)]
+        to_write = {
+            path
+            for path in marked
+            if prefix + path + "/" not in landed_keys or (in_place and path in changed)
+        }
+        markers = await self._marker_attributes(plan, source, marked if not in_place else to_write)
+        written.directories.update(markers)
+        for path in sorted(to_write):
+            metadata = markers[path]
+            meta = metadata_for(metadata.mode or 0, metadata.mtime_ns or 0)
+            await self._put(target, bucket, prefix + path + "/", b"", metadata=meta)
         tracker.report(phase="verifying")
-        await self._verify(
+        return await self._verify(
             target=target,
             bucket=bucket,
             prefix=prefix,
@@ -658,15 +756,16 @@ class Publisher:
         dir_keys: Sequence[str],
         expected: Mapping[str, str],
         in_place: bool,
-    ) -> None:
+    ) -> dict[str, ObjectInfo]:
         """Every planned key landed with its size (and checksum); in a new version, nothing
-        else is there."""
+        else is there. Answers the target's listing."""
         landed = {
             info.key: info for info in (await self._list(target, "write", bucket, prefix)).objects
         }
         wanted = {t.key: t for t in transfers}
         if not in_place:
             planned = set(wanted) | set(dir_keys) | {prefix + METADATA_FILE}
+            planned |= {key for key in landed if key.startswith(f"{prefix}{MANIFEST_DIR}/")}
             for key in sorted(set(landed) - planned):
                 log.info(
                     "deleting %s: an earlier attempt left it, the draft no longer holds it", key
@@ -688,27 +787,172 @@ class Publisher:
         if problems:
             shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
             raise PublishError(f"verification of {target} failed: {shown}")
+        return landed
+
+    # -- attributes ------------------------------------------------------------------------
+
+    async def _marker_attributes(
+        self, plan: DraftPlan, source: tuple[str, str, str, Listing], paths: set[str]
+    ) -> dict[str, PosixMetadata]:
+        """The attributes of each directory marker in *paths*: the draft's, else the base
+        marker's own metadata (a HEAD each, in parallel), else the defaults."""
+        handle, bucket, base_prefix, base = source
+        base_markers = {info.key: info for info in base.objects if info.key.endswith("/")}
+        known = {d.path: d for d in plan.directories}
+        result: dict[str, PosixMetadata] = {}
+
+        async def one(path: str) -> None:
+            draft_dir = known.get(path)
+            base_info = base_markers.get(base_prefix + path + "/")
+            base_meta: PosixMetadata | None = None
+            if base_info is not None and (draft_dir is None or draft_dir.mode is None):
+                async with self._files:
+                    base_meta = await self._metadata_of(handle, bucket, base_info.key)
+            if draft_dir is not None:
+                mtime = draft_dir.mtime_ns
+            elif base_meta is not None and base_meta.mtime_ns is not None:
+                mtime = base_meta.mtime_ns
+            elif base_info is not None:
+                mtime = int(base_info.last_modified * 1_000_000_000)
+            else:
+                mtime = time.time_ns()
+            mode = draft_dir.mode if draft_dir is not None else None
+            result[path] = directory_metadata(mode, mtime, base_meta)
+
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for path in paths:
+                    nursery.start_soon(one, path)
+        return result
+
+    async def _metadata_of(self, handle: str, bucket: str, key: str) -> PosixMetadata | None:
+        """What one object's metadata says (None when it is gone)."""
+        try:
+            head = await self._with_credentials(
+                handle, "read", lambda c: self._store.head_object(c, bucket, key)
+            )
+        except NoSuchKeyError:
+            return None
+        return parse_metadata(head.metadata)
+
+    async def _base_root(self, handle: str, draft: PublishDraft, base: Listing) -> PosixMetadata:
+        """The dataset top's own attributes: the draft's, else the base manifest's."""
+        base_root = PosixMetadata()
+        index_key = draft.base_prefix + INDEX_KEY
+        if any(info.key == index_key for info in base.objects):
+            try:
+                body = await self._with_credentials(
+                    handle,
+                    "read",
+                    lambda c: self._store.get_range(
+                        c, draft.bucket, index_key, 0, MAX_OBJECT_BYTES + 1
+                    ),
+                )
+                if len(body) > MAX_OBJECT_BYTES:
+                    raise ValueError(f"{index_key} is over {MAX_OBJECT_BYTES} bytes")
+                base_root = decode_index(body).root
+            except (NoSuchKeyError, ValueError) as exc:
+                log.info("%s: the base's attributes manifest is unreadable: %s", handle, exc)
+        return base_root
+
+    async def _write_manifest(
+        self,
+        target: str,
+        *,
+        bucket: str,
+        prefix: str,
+        plan: DraftPlan,
+        written: _Landed,
+        verified: Mapping[str, ObjectInfo],
+        root: PosixMetadata,
+    ) -> None:
+        """The new version's attributes manifest, from what landed (objects a resumed publish
+        did not write this time are asked for their metadata); stale chunks are deleted."""
+        builder = ManifestBuilder()
+        paths = [f.path for f in plan.staged] + [f.path for f in plan.carried]
+        paths += [link.path for link in plan.links]
+        targets = {link.path: link.target for link in plan.links}
+        for path in paths:
+            info = verified.get(prefix + path)
+            if path == METADATA_FILE or info is None:
+                continue
+            if path in written.objects:
+                metadata, target_text = written.objects[path]
+            else:
+                metadata, target_text = await self._landed_attributes(target, bucket, info)
+                target_text = targets.get(path, target_text)
+            builder.add_object(path, metadata, info, target_text)
+        for path, metadata in written.directories.items():
+            builder.add_directory(path, metadata)
+        for directory in plan.directories:
+            if not directory.path:
+                mode = directory.mode if directory.mode is not None else root.permissions
+                root = directory_metadata(mode, directory.mtime_ns)
+        objects = builder.encode(root)
+        for rel, body in sorted(objects.items()):
+            await self._put(target, bucket, prefix + rel, body)
+        for key in sorted(verified):
+            if key.startswith(f"{prefix}{MANIFEST_DIR}/") and key[len(prefix) :] not in objects:
+                await self._delete(target, bucket, key)
+
+    async def _landed_attributes(
+        self, target: str, bucket: str, info: ObjectInfo
+    ) -> tuple[PosixMetadata, str | None]:
+        """The attributes an earlier attempt wrote on *info* (and a link's body)."""
+        if info.size <= LINK_TARGET_MAX:
+            body, head = await self._with_credentials(
+                target, "write", lambda c: self._store.get_object(c, bucket, info.key)
+            )
+        else:
+            head = await self._with_credentials(
+                target, "write", lambda c: self._store.head_object(c, bucket, info.key)
+            )
+            body = b""
+        metadata = parse_metadata(head.metadata)
+        if metadata.mode is None or metadata.mtime_ns is None:
+            raise PublishError(f"{info.key} landed without its attributes")
+        return metadata, os.fsdecode(body) if metadata.is_link else None
 
     async def _transfer(
-        self, target: str, bucket: str, transfer: _Transfer, tracker: _Progress
+        self, target: str, bucket: str, transfer: _Transfer, tracker: _Progress, written: _Landed
     ) -> str:
         """Write one file; answers the ETag its bytes imply (checked against S3's answers)."""
+        intent = transfer.attributes
         if transfer.size <= self._part_size:
             async with self._parts:
-                data = await transfer.read(0, transfer.size)
+                base: PosixMetadata | None = None
+                if transfer.read_with_metadata is not None and intent.needs_base:
+                    data, head = await transfer.read_with_metadata()
+                    base = parse_metadata(head.metadata)
+                else:
+                    data = await transfer.read(0, transfer.size)
                 _check_length(transfer, 0, transfer.size, data)
                 digest = await _hash(data)
                 if transfer.known_etag is not None and digest.hex() != transfer.known_etag:
                     raise PublishError(
                         f"{transfer.path}: the bytes read do not match the base ETag"
                     )
-                etag = await self._put(target, bucket, transfer.key, data)
+                final = intent.resolve(base)
+                target_text = transfer.target
+                if final.is_link and target_text is None:
+                    target_text = os.fsdecode(data)
+                written.objects[transfer.path] = (final, target_text)
+                meta = metadata_for(final.mode or 0, final.mtime_ns or 0)
+                etag = await self._put(target, bucket, transfer.key, data, metadata=meta)
             if _is_md5(etag) and etag != digest.hex():
                 raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
             tracker.report(nbytes=transfer.size)
             return digest.hex()
+        base = None
+        if transfer.head_base is not None and intent.needs_base:
+            base = parse_metadata((await transfer.head_base()).metadata)
+        final = intent.resolve(base)
+        written.objects[transfer.path] = (final, None)
+        meta = metadata_for(final.mode or 0, final.mtime_ns or 0)
         upload_id = await self._with_credentials(
-            target, "write", lambda c: self._store.create_multipart(c, bucket, transfer.key)
+            target,
+            "write",
+            lambda c: self._store.create_multipart(c, bucket, transfer.key, metadata=meta),
         )
         try:
             count = math.ceil(transfer.size / self._part_size)
@@ -772,6 +1016,35 @@ class Publisher:
 
         return read
 
+    def _base_whole_reader(
+        self, handle: str, bucket: str, key: str, etag: str
+    ) -> Callable[[], Awaitable[tuple[bytes, ObjectHead]]]:
+        """A small base object whole, with its metadata, in one GET (If-Match its ETag)."""
+
+        async def read() -> tuple[bytes, ObjectHead]:
+            try:
+                return await self._with_credentials(
+                    handle,
+                    "read",
+                    lambda c: self._store.get_object(c, bucket, key, etag=etag or None),
+                )
+            except StaleObjectError:
+                raise PublishError(
+                    f"{key} changed in the base version {handle} during the publish"
+                ) from None
+
+        return read
+
+    def _base_header(
+        self, handle: str, bucket: str, key: str
+    ) -> Callable[[], Awaitable[ObjectHead]]:
+        async def head() -> ObjectHead:
+            return await self._with_credentials(
+                handle, "read", lambda c: self._store.head_object(c, bucket, key)
+            )
+
+        return head
+
     @staticmethod
     def _local_reader(path: Path) -> Callable[[int, int], Awaitable[bytes]]:
         async def read(offset: int, length: int) -> bytes:
@@ -808,9 +1081,17 @@ class Publisher:
             self._broker.invalidate(handle)
             return await op(await getter(handle))
 
-    async def _put(self, handle: str, bucket: str, key: str, data: bytes) -> str:
+    async def _put(
+        self,
+        handle: str,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         async def put(creds: Credentials) -> str:
-            return await self._store.put_object(creds, bucket, key, data)
+            return await self._store.put_object(creds, bucket, key, data, metadata=metadata)
 
         return await self._with_credentials(handle, "write", put)
 
@@ -871,20 +1152,30 @@ def _check_keys(handle: str, plan: DraftPlan, base_prefix: str, prefix_bytes: in
         )
 
 
+def _bytes_reader(body: bytes) -> Callable[[int, int], Awaitable[bytes]]:
+    async def read(offset: int, length: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return body[offset : offset + length]
+
+    return read
+
+
 def _changes_nothing(plan: DraftPlan, base_prefix: str, base_paths: set[str]) -> bool:
-    """The plan's tree is the base's tree, every file carried from its own key."""
-    if plan.staged or plan.removed:
+    """The plan's tree is the base's tree, every file carried unchanged from its own key."""
+    if plan.staged or plan.removed or plan.links or plan.directories:
         return False
-    if any(f.base_key != base_prefix + f.path for f in plan.carried):
+    if any(f.base_key != base_prefix + f.path or not f.attributes_from_base for f in plan.carried):
         return False
     final = {f.path for f in plan.carried} | {d.strip("/") + "/" for d in plan.empty_dirs}
-    return final == base_paths - {METADATA_FILE}
+    kept = {path for path in base_paths if path.split("/", 1)[0] != MANIFEST_DIR}
+    return final == kept - {METADATA_FILE}
 
 
 def _in_place_deletions(plan: DraftPlan, prefix: str, base: Listing) -> list[str]:
     """Keys an in-place push deletes: removed files, and markers of directories that went."""
-    final_dirs = set(plan.empty_dirs)
-    for path in [f.path for f in plan.staged] + [f.path for f in plan.carried]:
+    final_dirs = set(plan.empty_dirs) | {d.path for d in plan.directories}
+    paths = [f.path for f in plan.staged] + [f.path for f in plan.carried]
+    for path in paths + [link.path for link in plan.links]:
         parent = path.rpartition("/")[0]
         while parent:
             final_dirs.add(parent)

@@ -166,13 +166,15 @@ def s3_sha256(api: StoreApi, key: str) -> tuple[int, str]:
 
 
 def s3_tree_sizes(api: StoreApi, prefix: str) -> dict[str, int]:
-    """Sizes of the objects under ``prefix``, by relative key."""
+    """Sizes of the objects under ``prefix``, by relative key (a published version's
+    attributes manifest, ``.provenafs/``, left out)."""
     return {
         entry["Key"][len(prefix) :]: int(entry["Size"])
         for page in api.s3.get_paginator("list_objects_v2").paginate(
             Bucket=api.bucket, Prefix=prefix
         )
         for entry in page.get("Contents", [])
+        if not entry["Key"][len(prefix) :].startswith(".provenafs/")
     }
 
 

@@ -229,14 +229,18 @@ class StoreApi:
         return result.stdout
 
 
-def s3_tree(api: StoreApi, s3_prefix: str) -> dict[str, bytes]:
-    """Every object under ``s3_prefix``, by key relative to it (``dir/`` markers included)."""
+def s3_tree(api: StoreApi, s3_prefix: str, *, manifest: bool = False) -> dict[str, bytes]:
+    """Every object under ``s3_prefix``, by key relative to it (``dir/`` markers included; a
+    published version's attributes manifest, ``.provenafs/``, only with ``manifest``)."""
     found: dict[str, bytes] = {}
     paginator = api.s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=api.bucket, Prefix=s3_prefix):
         for entry in page.get("Contents", []):
+            relative = entry["Key"][len(s3_prefix) :]
+            if relative.startswith(".provenafs/") and not manifest:
+                continue
             body = api.s3.get_object(Bucket=api.bucket, Key=entry["Key"])["Body"].read()
-            found[entry["Key"][len(s3_prefix) :]] = body
+            found[relative] = body
     return found
 
 

@@ -75,6 +75,14 @@ def test_fuse_mount_options_name_the_source_and_keep_a_url_whole() -> None:
     assert all(option.isascii() for option in fuse_options)
 
 
+def test_set_id_bits_and_devices_never_take_effect_unless_asked() -> None:
+    """Kept modes may carry set-user-ID bits someone else published: nosuid by default."""
+    plain = daemon.fuse_mount_options(parse_mount_args(["http://h:1", "/mnt/p"]))
+    assert {"nosuid", "nodev"} <= plain
+    asked = daemon.fuse_mount_options(parse_mount_args(["http://h:1", "/mnt/p", "-o", "suid,dev"]))
+    assert {"suid", "dev"} <= asked and not {"nosuid", "nodev"} & asked
+
+
 def test_bad_mount_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert commands.main("mount", ["ftp://h", "/mnt/p"]) == 2
     assert "SOURCE must be an http(s) URL" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,17 @@ class CountingStore(MemoryBlobStore):
         if self.die_after is not None and self.writes > self.die_after:
             raise Crash
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+    async def put_object(
+        self,
+        creds: Credentials,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         self._count()
-        return await super().put_object(creds, bucket, key, data)
+        return await super().put_object(creds, bucket, key, data, metadata=metadata)
 
     async def upload_part(
         self, creds: Credentials, bucket: str, key: str, upload_id: str, *, number: int, data: bytes

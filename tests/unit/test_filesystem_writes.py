@@ -357,30 +357,36 @@ async def test_outside_datasets_is_erofs_and_ro_mounts_refuse_everything(tmp_pat
     await fails(errno.EROFS, ro.mkdir(parent, "d", 0o755, CALLER))
 
 
-async def test_symlinks_hard_links_and_xattrs_are_not_kept(tmp_path: Path) -> None:
+async def test_hard_links_special_files_and_xattrs_are_refused(tmp_path: Path) -> None:
     fs, _, _ = make(tmp_path)
     parent = (await walk(fs, DATASET)).inode
     notes = (await walk(fs, f"{DATASET}/notes.txt")).inode
-    await fails(errno.EPERM, fs.symlink(parent, "link", "notes.txt", CALLER))
     await fails(errno.EPERM, fs.link(notes, parent, "hard", CALLER))
+    for kind in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK):
+        await fails(errno.EPERM, fs.mknod(parent, "node", kind | 0o644, 0, CALLER))
     await fails(errno.ENOTSUP, fs.setxattr(notes, "user.note", b"x", CALLER))
     old = (await walk(fs, f"{CHAIN[0]}/data.bin")).inode
     await fails(errno.EROFS, fs.setxattr(old, "user.note", b"x", CALLER))
+    assert sorted(await names(fs, DATASET)) == ["metadata.json", "notes.txt", "raw"]
 
 
-async def test_chmod_chown_accepted_and_mtime_kept(tmp_path: Path) -> None:
+async def test_chmod_and_utimens_are_kept_chown_is_accepted(tmp_path: Path) -> None:
     fs, _, _ = make(tmp_path)
     notes = (await walk(fs, f"{DATASET}/notes.txt")).inode
     when = 1_600_000_000_123_456_789
-    attributes = await fs.setattr(notes, CALLER, mtime_ns=when, mode=0o600, uid=0)
+    attributes = await fs.setattr(notes, CALLER, mtime_ns=when, mode=0o100600, uid=0)
     assert attributes.mtime_ns == when
-    assert stat.S_IMODE(attributes.mode) == 0o644
+    assert stat.S_IMODE(attributes.mode) == 0o600
+    top = await walk(fs, DATASET)
+    assert (attributes.uid, attributes.gid) == (top.uid, top.gid)  # the mount's: not kept
     assert await read_all(fs, f"{DATASET}/notes.txt") == b"hello reef\n"
     await write_file(fs, f"{DATASET}/n.txt", b"n")
     staged = (await walk(fs, f"{DATASET}/n.txt")).inode
     assert (await fs.setattr(staged, CALLER, mtime_ns=when)).mtime_ns == when
     raw = (await walk(fs, f"{DATASET}/raw")).inode
-    await fs.setattr(raw, CALLER, mtime_ns=when)  # accepted, not kept
+    kept = await fs.setattr(raw, CALLER, atime_ns=when - 5, mtime_ns=when, mode=0o40700)
+    assert (kept.atime_ns, kept.mtime_ns, stat.S_IMODE(kept.mode)) == (when - 5, when, 0o700)
+    assert (await walk(fs, f"{DATASET}/raw")).mtime_ns == when
 
 
 # --- durability, publishing hooks, status ----------------------------------------------------

@@ -224,7 +224,7 @@ class World:
 
     def carried(self, rel: str, base_rel: str | None = None) -> CarriedFile:
         info = self.info(base_rel or rel)
-        return CarriedFile(rel, info.key, info.size, info.etag, 0)
+        return CarriedFile(rel, info.key, info.size, info.etag, 0, attributes_from_base=True)
 
     def standard_plan(self) -> tuple[DraftPlan, dict[str, bytes]]:
         """keep/big carried, change.txt changed, new files added, gone removed, a rename."""
@@ -267,11 +267,14 @@ class World:
             **kwargs,
         )
 
-    def prefix_contents(self, prefix: str) -> dict[str, bytes]:
+    def prefix_contents(self, prefix: str, *, manifest: bool = False) -> dict[str, bytes]:
+        """Every object under *prefix* (the attributes manifest only with ``manifest``)."""
         return {
             key[len(prefix) :]: data
             for (bucket, key), (data, _) in self.blobs.objects.items()
-            if bucket == BUCKET and key.startswith(prefix)
+            if bucket == BUCKET
+            and key.startswith(prefix)
+            and (manifest or not key[len(prefix) :].startswith(".provenafs/"))
         }
 
 
@@ -312,9 +315,9 @@ async def test_metadata_json_is_never_written(tmp_path: Path) -> None:
     written: list[str] = []
     original = world.blobs.put_object
 
-    async def spy(creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+    async def spy(creds: Credentials, bucket: str, key: str, data: bytes, **kwargs: Any) -> str:
         written.append(key)
-        return await original(creds, bucket, key, data)
+        return await original(creds, bucket, key, data, **kwargs)
 
     world.blobs.put_object = spy  # type: ignore[method-assign]
 
@@ -338,9 +341,11 @@ class FailingStore(MemoryBlobStore):
             raise BlobUnavailableError("put: 503")
         self.budget -= 1
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+    async def put_object(
+        self, creds: Credentials, bucket: str, key: str, data: bytes, **kwargs: Any
+    ) -> str:
         self._spend()
-        return await super().put_object(creds, bucket, key, data)
+        return await super().put_object(creds, bucket, key, data, **kwargs)
 
     async def upload_part(
         self,
@@ -384,11 +389,11 @@ async def test_a_failed_publish_resumes_into_the_same_version(tmp_path: Path) ->
     assert len(world.datastore.versions_created) == 1  # never a second version
     assert world.datastore.calls["version"] == 1
     assert world.prefix_contents(s3_path(new)) == expected
-    # exactly what had not landed the first time was sent: every file's PUTs or parts, and
-    # the two directory markers
+    # exactly what had not landed the first time was sent: every file's PUTs or parts, the
+    # two directory markers and the attributes manifest
     sizes = {f.path: f.size for f in plan.staged} | {f.path: f.size for f in plan.carried}
     requests = {path: max(1, -(-size // PART)) for path, size in sizes.items()}
-    resent = sum(n for path, n in requests.items() if path not in done_first) + 2
+    resent = sum(n for path, n in requests.items() if path not in done_first) + 2 + 1
     assert blobs.calls["put"] + blobs.calls["upload_part"] - puts_before == resent
     assert draft.discarded
 
@@ -401,13 +406,15 @@ class DroppingStore(MemoryBlobStore):
         self.victim = victim
         self.keep = keep
 
-    async def put_object(self, creds: Credentials, bucket: str, key: str, data: bytes) -> str:
+    async def put_object(
+        self, creds: Credentials, bucket: str, key: str, data: bytes, **kwargs: Any
+    ) -> str:
         if key.endswith(self.victim):
             etag = hashlib.md5(data).hexdigest()  # noqa: S324 (the answer claims success)
             if self.keep is not None:
                 self.put_blocking(bucket, key, data[: self.keep])
             return etag
-        return await super().put_object(creds, bucket, key, data)
+        return await super().put_object(creds, bucket, key, data, **kwargs)
 
 
 @pytest.mark.parametrize(

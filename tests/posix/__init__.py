@@ -1,0 +1,1 @@
+"""POSIX conformance of a draft: pjdfstest, vendored, against an expectation file."""
