@@ -187,7 +187,8 @@ class MountOptions:
 
     @property
     def shared_file_bits(self) -> int:
-        """The group and other bits files show: what other users may read."""
+        """The group and other bits files show: what other users may read (all of a kept mode
+        where no other user reaches the mount)."""
         return self._shared(self.file_mode, SHAREABLE_FILE_BITS)
 
     @property
@@ -196,13 +197,13 @@ class MountOptions:
         return self._shared(self.dir_mode, SHAREABLE_DIR_BITS)
 
     def _shared(self, mode: int | None, shareable: int) -> int:
+        if not self.allow_other:  # nobody else reaches the mount: kept modes show whole
+            return 0o077
         if mode is not None:
             return mode & shareable
         if self.umask is not None:
             return shareable & ~self.umask
-        # Without allow_other no other user reaches the mount; with it, nothing is shared
-        # unless a mode option says so.
-        return 0 if self.allow_other else shareable
+        return 0  # let in with allow_other, shared with nothing unless a mode option says so
 
     @property
     def kernel_checks_modes(self) -> bool:

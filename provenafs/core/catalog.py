@@ -722,6 +722,10 @@ class Catalog:
         listing = self.cached_listing(record.handle, directory)
         if listing is not None:
             return _entry_in(listing, name)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # not UTF-8: no S3 key has this name
         key = (record.handle, f"{directory}/{name}" if directory else name)
         for cache in (self._named, self._unnamed):
             if key in cache:

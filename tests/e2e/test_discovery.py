@@ -398,6 +398,7 @@ def test_new_then_writes_through_the_mount_go_into_the_fresh_dataset(
     objects = api.s3.list_objects_v2(Bucket=api.bucket, Prefix=prefix)["Contents"]
     assert sorted(o["Key"][len(prefix) :] for o in objects) == [
         "metadata.json",
+        "plots/",  # the folder the draft made: its marker carries its mode and mtime
         "plots/a.txt",
         "result.csv",
     ]

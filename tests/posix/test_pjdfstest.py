@@ -45,8 +45,9 @@ def suite_files() -> list[str]:
     return sorted(f"{path.parent.name}/{path.name}" for path in (SUITE / "tests").glob("*/*.t"))
 
 
-def run_file(name: str, workdir: Path) -> tuple[bool, dict[int, str]]:
-    """Run one ``.t`` file in *workdir*: (skipped, failing assertion numbers to their text)."""
+def run_file(name: str, workdir: Path, ran: dict[str, int]) -> tuple[bool, dict[int, str]]:
+    """Run one ``.t`` file in *workdir*: (skipped, failing assertion numbers to their text);
+    ``ran[name]`` is how many assertions it ran."""
     workdir.mkdir()
     result = subprocess.run(
         ["/bin/sh", str(SUITE / "tests" / name)],
@@ -73,6 +74,7 @@ def run_file(name: str, workdir: Path) -> tuple[bool, dict[int, str]]:
         if match.group(1) == "not ok" and "# TODO" not in match.group(3):  # TAP: not a failure
             failures[int(match.group(2))] = _NAME.sub("N", match.group(3).strip(" -"))
     assert seen == int(plan[3:]), f"{name}: {seen} assertions ran of {plan}"
+    ran[name] = seen
     return False, failures
 
 
@@ -135,6 +137,23 @@ def write_expected(results: dict[str, tuple[bool, dict[int, str]]]) -> None:
     EXPECTED.write_text("\n".join(lines) + "\n")
 
 
+def pass_rates(results: dict[str, tuple[bool, dict[int, str]]], ran: dict[str, int]) -> str:
+    """A Markdown table: per directory, assertions run, failed, and the share that passed."""
+    rows = ["| dir | run | failed | passed |", "|---|---|---|---|"]
+    totals = [0, 0]
+    for directory in sorted({name.split("/")[0] for name in results}):
+        names = [n for n in results if n.startswith(directory + "/") and not results[n][0]]
+        run = sum(ran[n] for n in names)
+        failed = sum(len(results[n][1]) for n in names)
+        totals = [totals[0] + run, totals[1] + failed]
+        rows.append(
+            f"| {directory} | {run} | {failed} | {100 * (run - failed) / max(run, 1):.0f}% |"
+        )
+    run, failed = totals
+    rows.append(f"| total | {run} | {failed} | {100 * (run - failed) / max(run, 1):.0f}% |")
+    return "\n".join(rows) + "\n"
+
+
 @pytest.fixture(scope="module")
 def pjdfstest_binary() -> Path:
     if not (BINARY.is_file() and os.access(BINARY, os.X_OK)):
@@ -166,10 +185,14 @@ def test_pjdfstest_in_a_draft_matches_its_expectations(
     pjdfstest_binary: Path, draft_folder: Path
 ) -> None:
     results: dict[str, tuple[bool, dict[int, str]]] = {}
+    ran: dict[str, int] = {}
     for number, name in enumerate(suite_files()):
-        results[name] = run_file(name, draft_folder / f"{number:03d}-{name.replace('/', '-')}")
+        workdir = draft_folder / f"{number:03d}-{name.replace('/', '-')}"
+        results[name] = run_file(name, workdir, ran)
     if os.environ.get("PJDFSTEST_UPDATE") == "1":
         write_expected(results)
+    if os.environ.get("PJDFSTEST_SUMMARY"):
+        Path(os.environ["PJDFSTEST_SUMMARY"]).write_text(pass_rates(results, ran))
     expected = read_expected()
     problems: list[str] = []
     for name, (skipped, failures) in sorted(results.items()):

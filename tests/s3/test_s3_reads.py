@@ -38,14 +38,14 @@ async def test_real_listing_pages_past_1000_keys(real_s3: RealS3) -> None:
     flat = await real_s3.store.list_prefix(real_s3.read, real_s3.bucket, PREFIX, delimiter=None)
     assert len(flat.objects) == 1007 and flat.prefixes == ()
     tree = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=2000)
-    assert tree is not None and tree.objects == flat.objects and tree.prefixes == ()
-    for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, say None
-        assert (
-            await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few)
-            is None
-        ), too_few
+    assert tree.objects == flat.objects and tree.prefixes == () and not tree.truncated
+    for too_few in (1006, 1000, 999, 5):  # a page shows there are more: stop, marked truncated
+        part = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=too_few)
+        assert part.truncated, too_few
+        assert part.objects == flat.objects[: len(part.objects)], too_few  # the first pages
+        assert len(part.objects) < len(flat.objects), too_few
     exact = await real_s3.store.list_tree(real_s3.read, real_s3.bucket, PREFIX, max_keys=1007)
-    assert exact is not None and len(exact.objects) == 1007
+    assert len(exact.objects) == 1007 and not exact.truncated
 
 
 ODD_NAMES = ["a b.csv", "two  spaces .txt", "ünïcødé 日本.txt", "a+b=c~d.bin", "odd !'()*@$&,;%.x"]

@@ -416,6 +416,7 @@ async def test_a_name_is_found_by_a_head_and_a_one_key_list_without_listing_its_
     assert catalog.statistics()["listing_fetches"] == 0
     assert await catalog.entry(record, "d1", "f.bin") == found  # kept
     assert await catalog.entry(record, "d1", "nope") is None  # absent: kept negative_ttl
+    assert await catalog.entry(record, "d1", "\udcff\udcfe.txt") is None  # not UTF-8: no key
     assert (blobs.calls["head"], blobs.calls["list"]) == (4, 4)
     clock.advance(6)
     assert await catalog.entry(record, "d1", "nope") is None

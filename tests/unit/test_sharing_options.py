@@ -20,7 +20,7 @@ def parsed(extra: str) -> MountOptions:
 @pytest.mark.parametrize(
     ("extra", "file_bits", "dir_bits", "kernel_checks"),
     [
-        ("rw", 0o055, 0o055, False),  # nobody else reaches it: the bits are shown, as ever
+        ("rw", 0o077, 0o077, False),  # nobody else reaches it: kept modes show whole
         ("allow_other", 0, 0, False),  # let in, shared with nothing: the core refuses
         ("allow_other,file_mode=0644,dir_mode=0755", 0o044, 0o055, True),
         ("allow_other,file_mode=640,dir_mode=750", 0o040, 0o050, True),
@@ -28,7 +28,7 @@ def parsed(extra: str) -> MountOptions:
         ("allow_other,umask=077", 0, 0, False),
         ("allow_other,umask=027,file_mode=0604", 0o004, 0o050, True),  # file_mode beats umask
         ("allow_other,file_mode=0666,dir_mode=0777", 0o044, 0o055, True),  # never write bits
-        ("default_permissions", 0o055, 0o055, True),
+        ("default_permissions", 0o077, 0o077, True),
         ("allow_other,default_permissions", 0, 0, True),
     ],
 )
