@@ -16,6 +16,7 @@ __all__ = [
     "DatasetPage",
     "DatasetRecord",
     "Discovery",
+    "RegistryItem",
     "S3Location",
     "VersionCreated",
     "VersioningInfo",
@@ -158,3 +159,20 @@ class Discovery:
 class VersionCreated:
     new_version_id: str
     version_job_session_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryItem:
+    """Any registry item the caller may fetch: its raw ``document`` (read-only), and the fields
+    the mount shows of People and organisations where it is one."""
+
+    id: str
+    subtype: str
+    display_name: str
+    document: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    orcid: str | None = None
+    name: str | None = None  # an organisation's name
+    ror: str | None = None

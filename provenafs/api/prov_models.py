@@ -3,9 +3,8 @@
 ``ModelRunRecord`` is what ``POST /model_run/register`` takes (docs/API.md §14) and knows its
 wire form (``to_json``); ``LineageGraph`` is a ``LineageResponse`` graph (§15) and renders the
 networkx ``node_link_data`` shape again (``to_json``); ``JobState`` is one row of the job table
-(§16); ``RegistryItem`` is a fetched registry item with its raw document kept read-only for
-rendering, as ``DatasetRecord.document`` is. Values only: parsing happens in
-``api.provenance``.
+(§16). Values only: parsing happens in ``api.provenance``; registry items are
+``api.models.RegistryItem``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ __all__ = [
     "LineageLink",
     "LineageNode",
     "ModelRunRecord",
-    "RegistryItem",
     "TemplatedDataset",
     "WorkflowTemplate",
 ]
@@ -86,16 +84,6 @@ class JobState:
     @property
     def finished(self) -> bool:
         return self.status in {"SUCCEEDED", "FAILED"}
-
-
-@dataclasses.dataclass(frozen=True)
-class RegistryItem:
-    """A registry item the caller may fetch; ``document`` is the raw item, read-only."""
-
-    id: str
-    subtype: str
-    display_name: str
-    document: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,16 +22,17 @@ from typing import Any
 from provenafs.api.client import DataStoreClient
 from provenafs.api.errors import ApiError, InvalidRequestError, PermissionDeniedError
 from provenafs.api.identity import linked_person
+from provenafs.api.models import RegistryItem
 from provenafs.api.prov_models import (
     JobState,
     LineageGraph,
     LineageLink,
     LineageNode,
     ModelRunRecord,
-    RegistryItem,
     WorkflowTemplate,
 )
 from provenafs.api.realm import TokenSource
+from provenafs.api.service_clients import ServiceClients
 from provenafs.api.services import ServiceUrls
 
 __all__ = ["LINEAGE_QUERIES", "RUN_ID_ANNOTATION", "ProvenanceClient"]
@@ -108,31 +109,16 @@ class ProvenanceClient:
     ) -> None:
         self.urls = urls
         self.timeout = timeout
-        self._tokens = tokens
-        self._retries = retries
-        self._clients: dict[str, DataStoreClient] = {}
+        self._services = ServiceClients(urls, tokens, timeout=timeout, retries=retries)
 
     def _service(self, key: str) -> DataStoreClient:
-        base = self.urls.require(key)
-        client = self._clients.get(base)
-        if client is None:
-            client = DataStoreClient(
-                base, self._tokens, timeout=self.timeout, retries=self._retries
-            )
-            self._clients[base] = client
-        return client
+        return self._services.client(key)
 
     def statistics(self) -> Mapping[str, int]:
-        total: dict[str, int] = {}
-        for client in self._clients.values():
-            for name, count in client.statistics().items():
-                total[name] = total.get(name, 0) + count
-        return total
+        return self._services.statistics()
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        await self._services.aclose()
 
     @staticmethod
     def _parse(name: str, parse: Any, body: Any) -> Any:

@@ -26,8 +26,9 @@ from provenafs.api.account import Identity, whoami
 from provenafs.api.client import DataStoreClient, parse_dataset_record
 from provenafs.api.errors import InvalidRequestError, NotFoundError, UnavailableError
 from provenafs.api.identity import linked_person
-from provenafs.api.models import CollectionFormat, DatasetRecord
+from provenafs.api.models import CollectionFormat, DatasetRecord, RegistryItem
 from provenafs.api.realm import TokenSource
+from provenafs.api.service_clients import ServiceClients
 from provenafs.api.services import ServiceUrls
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "LockEvent",
     "MintedDataset",
     "RegistryClient",
-    "RegistryItem",
     "SearchHit",
 ]
 
@@ -88,21 +88,6 @@ DATASET_ROLES = (
 class SearchHit:
     id: str
     score: float
-
-
-@dataclasses.dataclass(frozen=True)
-class RegistryItem:
-    """Any registry item, with the fields the mount shows of People and organisations."""
-
-    id: str
-    subtype: str
-    display_name: str
-    first_name: str | None = None
-    last_name: str | None = None
-    email: str | None = None
-    orcid: str | None = None
-    name: str | None = None  # an organisation's name
-    ror: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,23 +166,11 @@ class RegistryClient:
     ) -> None:
         self.datastore = datastore
         self.urls = urls
-        self._tokens = tokens
-        self._timeout = timeout
-        self._transport = transport  # tests answer the other services in-process
-        self._clients: dict[str, DataStoreClient] = {}
+        self._services = ServiceClients(urls, tokens, timeout=timeout, transport=transport)
 
     def _service(self, key: str | None) -> DataStoreClient:
-        """The client of service *key* (``ApiError`` naming the mount option if unknown)."""
-        if key is None:
-            return self.datastore
-        base = self.urls.require(key)
-        client = self._clients.get(base)
-        if client is None:
-            client = DataStoreClient(
-                base, self._tokens, timeout=self._timeout, transport=self._transport
-            )
-            self._clients[base] = client
-        return client
+        """The data store's client (*key* None) or that of service *key*."""
+        return self.datastore if key is None else self._services.client(key)
 
     async def _send(
         self,
@@ -217,17 +190,11 @@ class RegistryClient:
 
     def statistics(self) -> dict[str, int]:
         """Requests sent to the other services, per route name."""
-        total: dict[str, int] = {}
-        for client in self._clients.values():
-            for name, count in client.statistics().items():
-                total[name] = total.get(name, 0) + count
-        return total
+        return self._services.statistics()
 
     async def aclose(self) -> None:
         """Close the other services' clients (the data store's is its owner's to close)."""
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        await self._services.aclose()
 
     # --- identity ------------------------------------------------------------------------
 

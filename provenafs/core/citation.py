@@ -22,8 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from provenafs.api.models import DatasetRecord
-from provenafs.api.registry import RegistryItem
+from provenafs.api.models import DatasetRecord, RegistryItem
 
 __all__ = ["HANDLE_RESOLVER", "citation_cff", "referenced_ids"]
 

@@ -30,8 +30,7 @@ from typing import Any
 import cachetools
 
 from provenafs.api import errors as api_errors
-from provenafs.api.models import DatasetRecord
-from provenafs.api.registry import RegistryItem
+from provenafs.api.models import DatasetRecord, RegistryItem
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.catalog import Catalog
 from provenafs.core.citation import citation_cff, referenced_ids

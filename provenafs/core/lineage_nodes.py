@@ -34,7 +34,8 @@ from typing import Protocol, TypeVar
 
 import trio
 
-from provenafs.api.prov_models import LineageGraph, RegistryItem
+from provenafs.api.models import RegistryItem
+from provenafs.api.prov_models import LineageGraph
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.inodes import NodeId, NodeKind
 from provenafs.core.types import DIR_MODE, FILE_MODE, LINK_MODE, SHORT_TIMEOUT, Attributes

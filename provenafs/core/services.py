@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from provenafs.api.account import Identity
-from provenafs.api.models import CollectionFormat, DatasetRecord
-from provenafs.api.registry import AccessSettings, LockEvent, RegistryItem, SearchHit
+from provenafs.api.models import CollectionFormat, DatasetRecord, RegistryItem
+from provenafs.api.registry import AccessSettings, LockEvent, SearchHit
 
 __all__ = ["RegistryServices"]
 

@@ -21,8 +21,10 @@ folder no POSIX-aware tool wrote at the cost of one HEAD. A link is an object wh
 
 Caches follow the catalog's listings: a folder's answers live as long as the listing they
 were derived from, and a ``Catalog.invalidate`` (a publish) drops them. Bounded: at most
-``max_folders`` folders and ``max_manifests`` manifests (with their chunks). No pyfuse3, no
-blocking calls; trio thread only.
+``max_folders`` folders (16,384: a plain folder's answer costs a few hundred bytes and holds
+its listing only weakly, so a warm re-walk of many folders probes none again) and
+``max_manifests`` manifests (with their chunks). No pyfuse3, no blocking calls; trio thread
+only.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ import errno
 import functools
 import logging
 import os
+import weakref
 from collections import OrderedDict
 
 import trio
 
 from provenafs.api.models import DatasetRecord
 from provenafs.cache.single_flight import SingleFlight
-from provenafs.core.catalog import Catalog, DirectoryListing
+from provenafs.core.catalog import FOLDER, Catalog, DirectoryListing
 from provenafs.errors import FsError
 from provenafs.storage.attribute_manifest import (
     INDEX_KEY,
@@ -85,15 +88,23 @@ class _Source(enum.Enum):
 
 @dataclasses.dataclass
 class _Folder:
-    """One folder's answers, valid while its listing is the catalog's."""
+    """One folder's answers, valid while its listing is the catalog's (held weakly: the
+    catalog's byte budget, not this cache, decides how long a listing lives)."""
 
-    listing: DirectoryListing
+    listing_ref: weakref.ref[DirectoryListing]
     generation: int
     is_top: bool
     source: _Source
     manifest: dict[str, ManifestEntry]  # by name (files, links and subfolders)
     heads: dict[str, tuple[str, PosixMetadata]] = dataclasses.field(default_factory=dict)
     targets: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def listing(self) -> DirectoryListing:
+        listing = self.listing_ref()
+        if listing is None:  # the catalog dropped it since ``_folder`` checked it
+            raise FsError(errno.EAGAIN, "a folder's listing was dropped while in use")
+        return listing
 
 
 @dataclasses.dataclass
@@ -111,7 +122,7 @@ class StoredAttributes:
         catalog: Catalog,
         store: BlobStore,
         *,
-        max_folders: int = 256,
+        max_folders: int = 16384,
         max_manifests: int = 16,
     ) -> None:
         self._catalog = catalog
@@ -167,6 +178,14 @@ class StoredAttributes:
             manifest = await self._manifest(record)
             return manifest.index.root if manifest.index is not None else NO_METADATA
         directory, _, name = path.rpartition("/")
+        if self._catalog.cached_listing(record.handle, directory) is None:
+            # Reached by lookup, its folder not listed: the manifest's word, else the defaults
+            # (no listing, and no HEAD per folder on the way to a deep file).
+            manifest = await self._manifest(record)
+            if manifest.index is None:
+                return NO_METADATA
+            entry = (await self._manifest_entries(record, manifest, directory)).get(name)
+            return entry.metadata if entry is not None and entry.etag is None else NO_METADATA
         folder = await self._folder(record, directory)
         entry = folder.manifest.get(name)
         if entry is not None and entry.etag is None:
@@ -209,7 +228,7 @@ class StoredAttributes:
                     continue
                 known = self._folders.get((record.handle, prefix + name))
                 listing = self._catalog.cached_listing(record.handle, prefix + name)
-                if listing is not None and (known is None or known.listing is not listing):
+                if listing is not None and (known is None or known.listing_ref() is not listing):
                     nursery.start_soon(probe, name)
             if folder.source is not _Source.ANNOTATED:
                 return
@@ -292,7 +311,7 @@ class StoredAttributes:
         folder = self._folders.get(key)
         if (
             folder is not None
-            and folder.listing is listing
+            and folder.listing_ref() is listing
             and folder.generation == self._catalog.generation
         ):
             self._folders.move_to_end(key)
@@ -313,8 +332,10 @@ class StoredAttributes:
         manifest = await self._manifest(record)
         if manifest.index is not None:
             entries = await self._manifest_entries(record, manifest, directory)
-            return _Folder(listing, generation, not directory, _Source.MANIFEST, entries)
-        folder = _Folder(listing, generation, not directory, _Source.PLAIN, {})
+            return _Folder(
+                weakref.ref(listing), generation, not directory, _Source.MANIFEST, entries
+            )
+        folder = _Folder(weakref.ref(listing), generation, not directory, _Source.PLAIN, {})
         files = [item for item in listing.files.items() if not _is_data_store_file(folder, item[0])]
         if not files:
             return folder
@@ -344,8 +365,8 @@ class StoredAttributes:
 
     async def _fetch_manifest(self, record: DatasetRecord) -> _Manifest:
         generation = self._catalog.generation
-        top = await self._catalog.listing(record, "")
-        if MANIFEST_DIR not in top.subdirs:
+        # The top listing when at hand, else a HEAD and a one-key LIST: never a listing of its own.
+        if await self._catalog.entry(record, "", MANIFEST_DIR) != FOLDER:
             return _Manifest(None, generation)
         try:
             body = await self._get(record, INDEX_KEY)

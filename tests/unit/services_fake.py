@@ -15,8 +15,8 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.account import Identity
-from provenafs.api.models import CollectionFormat, DatasetRecord
-from provenafs.api.registry import AccessSettings, LockEvent, RegistryItem, SearchHit
+from provenafs.api.models import CollectionFormat, DatasetRecord, RegistryItem
+from provenafs.api.registry import AccessSettings, LockEvent, SearchHit
 from tests.unit.fakes import FakeDataStore
 
 

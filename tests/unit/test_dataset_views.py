@@ -16,8 +16,8 @@ import stat
 
 import pytest
 
-from provenafs.api.models import DatasetRecord
-from provenafs.api.registry import AccessSettings, RegistryItem
+from provenafs.api.models import DatasetRecord, RegistryItem
+from provenafs.api.registry import AccessSettings
 from provenafs.core.citation import citation_cff, spdx_license
 from provenafs.core.dataset_actions import ActionError
 from provenafs.core.filesystem import Filesystem
@@ -184,10 +184,10 @@ def test_citation_names_the_custodian_publisher_licence_and_handle() -> None:
             "person/1",
             "PERSON",
             "Ann Lee",
-            "Ann",
-            "Lee",
-            "ann@example.org",
-            "https://orcid.org/0000-0002-1825-0097",
+            first_name="Ann",
+            last_name="Lee",
+            email="ann@example.org",
+            orcid="https://orcid.org/0000-0002-1825-0097",
         ),
         "org/1": RegistryItem("org/1", "ORGANISATION", "Org", name="Reef Institute"),
         "org/2": RegistryItem("org/2", "ORGANISATION", "Pub", name="Data Press"),

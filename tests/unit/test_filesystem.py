@@ -111,6 +111,24 @@ async def test_lookup_by_handle_fetches_that_handle_only() -> None:
     assert (attributes.uid, attributes.gid) == (1000, 1001)
 
 
+async def test_a_deep_file_is_reached_and_read_without_listing_a_folder() -> None:
+    """A file two folders down in a fresh mount: each name is found by a HEAD and a one-key
+    LIST, its attributes from those (no listing, no HEAD per folder), then one GET."""
+    store, blobs = world()
+    fs, _ = build_filesystem(store, blobs)
+    async with trio.open_nursery() as nursery:
+        await fs.start(nursery)
+        found = await walk(fs, f"{REEF}/raw/loggers-2023.csv")
+        for path in (f"{REEF}/raw", f"{REEF}/raw/loggers-2023.csv"):
+            await fs.getattr((await walk(fs, path)).inode, CALLER)
+        opened = await fs.open(found.inode, os.O_RDONLY, CALLER)
+        assert await fs.read(opened.fh, 0, 4) == BIG[:4]
+        assert fs.catalog.statistics()["listing_fetches"] == 0
+        # raw, loggers-2023.csv and .provenafs (whether the version has a manifest)
+        assert (blobs.calls["head"], blobs.calls["list"]) == (3, 3)
+        nursery.cancel_scope.cancel()
+
+
 async def test_looking_up_a_dataset_fetches_its_credentials_beside_its_record() -> None:
     """Reached by path, a dataset's record and read credentials are fetched side by side (no
     listing: a name inside is found by a HEAD and a one-key LIST, the listing by ls)."""

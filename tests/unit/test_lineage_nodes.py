@@ -9,7 +9,8 @@ import json
 import os
 import stat
 
-from provenafs.api.prov_models import LineageGraph, LineageLink, LineageNode, RegistryItem
+from provenafs.api.models import RegistryItem
+from provenafs.api.prov_models import LineageGraph, LineageLink, LineageNode
 from provenafs.core.filesystem import Filesystem
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import CALLER, FakeDataStore, build_filesystem

@@ -352,6 +352,7 @@ async def test_a_prefix_written_with_s3fs_metadata_reads_with_its_links_and_mode
     assert listed["rclone.txt"].mtime_ns == 1_650_000_000_250_000_000
     assert listed["rclone.txt"].mode == 0o100644  # no mode: the default
     # a folder no POSIX-aware tool wrote costs one HEAD (its newest object), nothing more
+    await walk(fs, f"{DATASET}/plain")  # found by a HEAD and a one-key LIST
     before = blobs.calls["head"]
     plain = await list_dir(fs, f"{DATASET}/plain")
     assert len(plain) == 20 and all(e.attributes.mode == 0o100644 for e in plain)
@@ -418,10 +419,12 @@ async def test_listing_a_folder_probes_its_subfolders_at_once(tmp_path: Path) ->
     for folder in range(6):
         for n in range(5):
             blobs.put_blocking(BUCKET, PREFIX + f"walk/d{folder}/{n}.csv", b"1\n")
-    await walk(fs, f"{DATASET}/walk")  # looked up: the top's probe
     heads = blobs.calls["head"]
-    await list_dir(fs, f"{DATASET}/walk")
-    assert blobs.calls["head"] - heads == 6
+    await walk(fs, f"{DATASET}/walk")  # looked up by HEADs and one-key LISTs: no listing
+    await list_dir(fs, f"{DATASET}/walk")  # the version listed whole: the probes at once
+    listed = blobs.calls["head"]
+    assert listed - heads == 2 + 6  # walk and .provenafs looked up; each subfolder's probe
     for folder in range(6):
         assert len(await list_dir(fs, f"{DATASET}/walk/d{folder}")) == 5
-    assert blobs.calls["head"] - heads == 6
+    # no folder of the walk asked again; the top's own probe, once its listing is at hand
+    assert blobs.calls["head"] == listed + 1
