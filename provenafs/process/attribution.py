@@ -8,9 +8,12 @@ is a new process) when it was last checked more than 0.1 s ago (no pid is recycl
 the kernel can fork through the whole pid space). A process seen for the first time is
 resolved from ``/proc/<pid>/stat`` (command name, parent, start time) and:
 
-1. ``/proc/<pid>/environ`` holds ``PROVENAFS_RUN=<run id>`` of an open run (the variable
+1. its parent is a process already resolved to an open run (and still the same process, by
+   its ``/proc`` inode) that is not itself a run's root: it is of that run, read from the
+   cache without a thread hop (each command a script of the run starts); else
+2. ``/proc/<pid>/environ`` holds ``PROVENAFS_RUN=<run id>`` of an open run (the variable
    survives double forks, ``setsid`` and reparenting to init); else
-2. an ancestor, walking ``PPid`` up, is a run's root process (the ``provenafs run`` that
+3. an ancestor, walking ``PPid`` up, is a run's root process (the ``provenafs run`` that
    started it, matched by pid and start time);
 
 and in both cases only when the caller's uid is the run's uid: another user's process, even
@@ -133,6 +136,7 @@ class _Seen:
     inode: int
     run_id: str | None
     comm: str
+    start: int  # its start time (clock ticks after boot): with its pid, names it among roots
     generation: int  # the run generation a negative answer was found in
     checked: float  # monotonic time the inode was last compared
 
@@ -206,7 +210,10 @@ class ProcessAttribution:
         if info is None:
             return None
         generation = self._generation
-        seen = _Seen(inode, await self._find_run(info), info.comm, generation, now)
+        run_id = self._parents_run(info)
+        if run_id is None:
+            run_id = await self._find_run(info)
+        seen = _Seen(inode, run_id, info.comm, info.start, generation, now)
         self.resolved += 1
         if len(self._cache) >= self._cache_size:
             self._cache.clear()  # bounded: the processes still opening files come back
@@ -219,6 +226,20 @@ class ProcessAttribution:
             return None
         run = self._runs.get(run_id)
         return run_id if run is not None and run.uid == uid else None
+
+    def _parents_run(self, info: ProcessInfo) -> str | None:
+        """The open run of *info*'s parent, if the cache knows it and the parent is still that
+        process and no run's root (a nested ``provenafs run``: its children name their run)."""
+        parent = self._cache.get(info.ppid)
+        if parent is None or parent.run_id not in self._runs:
+            return None
+        if (info.ppid, parent.start) in self._roots:
+            return None
+        try:
+            same = os.stat(f"{self._proc}/{info.ppid}").st_ino == parent.inode
+        except OSError:
+            return None
+        return parent.run_id if same else None
 
     async def _find_run(self, info: ProcessInfo) -> str | None:
         if not self._runs:

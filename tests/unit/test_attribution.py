@@ -148,3 +148,29 @@ async def test_a_process_seen_before_a_run_started_is_looked_at_again(tmp_path: 
     assert (await attribution.resolve(caller(200))).run_id is None  # cached: no run
     attribution.add_run(RunIdentity("run-1", USER, 100, 500))
     assert (await attribution.resolve(caller(200))).run_id == "run-1"
+
+
+async def test_a_child_of_a_process_of_the_run_is_of_the_run_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    """A daemon of the run (by its variable, reparented to init) starts a child that cleared
+    its environment: the child is of the run because its parent is, known without reading
+    anything but one stat; a recycled parent pid lends nothing."""
+    proc, attribution = setup(tmp_path)
+    proc.add(300, ppid=1, start=700, env={"PROVENAFS_RUN": "run-1"})
+    assert (await attribution.resolve(caller(300))).run_id == "run-1"
+    proc.add(301, ppid=300, start=701, comm="cat")
+    assert (await attribution.resolve(caller(301))).run_id == "run-1"
+    proc.add(300, ppid=1, start=999)  # the parent's pid is reused by an unrelated process
+    proc.add(302, ppid=300, start=1000, comm="cat")
+    assert (await attribution.resolve(caller(302))).run_id is None
+
+
+async def test_a_nested_run_s_children_name_their_own_run(tmp_path: Path) -> None:
+    proc, attribution = setup(tmp_path)
+    # the inner `provenafs run`, a process of run-1, is the root of run-2
+    proc.add(200, ppid=100, start=600, comm="provenafs", env={"PROVENAFS_RUN": "run-1"})
+    assert (await attribution.resolve(caller(200))).run_id == "run-1"
+    attribution.add_run(RunIdentity("run-2", USER, 200, 600))
+    proc.add(201, ppid=200, start=601, comm="cat", env={"PROVENAFS_RUN": "run-2"})
+    assert (await attribution.resolve(caller(201))).run_id == "run-2"
