@@ -399,21 +399,13 @@ class DraftChanges:
     async def mkdir(self, parent: int, name: str, mode: int) -> Attributes:
         parent_node, record = await self.dataset_parent(parent)
         check_new_name(name)
-        path = join(parent_node.path, name)
-        async with self._gate.change(record.handle):
-            await self._policy.check_change(record, path)
-            await self._attributes.of(parent_node)
-            if await self._existing_child(parent_node, name) is not None:
-                raise FsError(errno.EEXIST, f"{path!r} exists")
-            draft = await self._open_draft(record)
-            made = DirectoryEntry(time.time_ns(), stat.S_IMODE(mode))
-            draft.apply([("set", path, made), _stamp(draft, parent_node.path)])
-            await draft.sync()
-            node = NodeId(NodeKind.DATASET_SUBDIR, record.handle, path)
-            inode = self._inodes.remember(node)
-            attributes = dataclasses.replace(await self._attributes.of(node), inode=inode)
-        await self.push_in_place(record.handle)
-        return attributes
+        return await self._add_entry(
+            parent_node,
+            record,
+            name,
+            NodeKind.DATASET_SUBDIR,
+            lambda: DirectoryEntry(time.time_ns(), stat.S_IMODE(mode)),
+        )
 
     async def symlink(self, parent: int, name: str, target: str) -> Attributes:
         """A symbolic link in the draft, its target kept as written (never followed here)."""
@@ -423,17 +415,34 @@ class DraftChanges:
             raise FsError(errno.ENOENT, "an empty link target")
         if len(os.fsencode(target)) > LINK_TARGET_MAX or "\x00" in target:
             raise FsError(errno.ENAMETOOLONG, "a link target over 4095 bytes")
+        return await self._add_entry(
+            parent_node,
+            record,
+            name,
+            NodeKind.DATASET_LINK,
+            lambda: LinkEntry(target, time.time_ns()),
+        )
+
+    async def _add_entry(
+        self,
+        parent_node: NodeId,
+        record: DatasetRecord,
+        name: str,
+        kind: NodeKind,
+        make_entry: Callable[[], Entry],
+    ) -> Attributes:
+        """A new directory or link *name* in the draft (refused if the name is taken), made
+        under the change gate, durable and pushed (in place) when this returns."""
         path = join(parent_node.path, name)
         async with self._gate.change(record.handle):
             await self._policy.check_change(record, path)
-            await self._attributes.of(parent_node)
+            await self._attributes.of(parent_node)  # the directory is still there
             if await self._existing_child(parent_node, name) is not None:
                 raise FsError(errno.EEXIST, f"{path!r} exists")
             draft = await self._open_draft(record)
-            link = LinkEntry(target, time.time_ns())
-            draft.apply([("set", path, link), _stamp(draft, parent_node.path)])
+            draft.apply([("set", path, make_entry()), _stamp(draft, parent_node.path)])
             await draft.sync()
-            node = NodeId(NodeKind.DATASET_LINK, record.handle, path)
+            node = NodeId(kind, record.handle, path)
             inode = self._inodes.remember(node)
             attributes = dataclasses.replace(await self._attributes.of(node), inode=inode)
         await self.push_in_place(record.handle)

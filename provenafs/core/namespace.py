@@ -270,13 +270,16 @@ class Namespace:
         if found == FOLDER:
             return NodeId(NodeKind.DATASET_SUBDIR, parent.handle, path)
         if isinstance(found, ObjectInfo):
-            kind = NodeKind.DATASET_FILE
-            if self._stored is not None and is_link(
-                await self._stored.of_object(record, path, found), found
-            ):
-                kind = NodeKind.DATASET_LINK
-            return NodeId(kind, parent.handle, path)
+            return NodeId(await self._object_kind(record, path, found), parent.handle, path)
         raise FsError(errno.ENOENT, f"no {path!r} in {parent.handle}")
+
+    async def _object_kind(self, record: DatasetRecord, path: str, info: ObjectInfo) -> NodeKind:
+        """A stored object's kind: a link where its attributes say so, else a file."""
+        if self._stored is not None and is_link(
+            await self._stored.of_object(record, path, info), info
+        ):
+            return NodeKind.DATASET_LINK
+        return NodeKind.DATASET_FILE
 
     # --- listing -------------------------------------------------------------------------
 
@@ -319,26 +322,26 @@ class Namespace:
             raise FsError(errno.ENOTDIR, f"{kind.value} is not a directory")
         return sorted(entries, key=lambda entry: entry[0])
 
-    async def _dataset_names(self, record: DatasetRecord, parent: NodeId) -> dict[str, NodeKind]:
-        """Names in a dataset directory (to the kind of each), draft over base."""
+    async def _dataset_names(
+        self, record: DatasetRecord, parent: NodeId, *, tell_links: bool = True
+    ) -> dict[str, NodeKind]:
+        """Names in a dataset directory (to the kind of each), draft over base. Without
+        *tell_links* no attributes are asked for, and a stored link shows as a file."""
         draft = self._drafts(parent.handle)
         names: dict[str, NodeKind] = {}
         if draft is None or draft.shows_base(parent.path):
             listing = await self._catalog.listing(record, parent.path)
-            if self._stored is not None:
+            if tell_links and self._stored is not None:
                 await self._stored.warm(record, parent.path)
             for name in listing.subdirs:
                 names[name] = NodeKind.DATASET_SUBDIR
             for name, info in listing.files.items():
-                if name in names:
-                    continue
-                kind = NodeKind.DATASET_FILE
-                path = join(parent.path, name)
-                if self._stored is not None and is_link(
-                    await self._stored.of_object(record, path, info), info
-                ):
-                    kind = NodeKind.DATASET_LINK
-                names[name] = kind
+                if name not in names:
+                    names[name] = (
+                        await self._object_kind(record, join(parent.path, name), info)
+                        if tell_links
+                        else NodeKind.DATASET_FILE
+                    )
             if not parent.path:
                 names.pop(MANIFEST_DIR, None)
         if draft is not None:
@@ -357,23 +360,9 @@ class Namespace:
         return self._by_name[1]
 
     async def is_empty(self, parent: NodeId) -> bool:
-        """Whether a dataset directory has no entries (no metadata is asked for)."""
+        """Whether a dataset directory has no entries (no attributes are asked for)."""
         record = await self._catalog.record(parent.handle)
-        draft = self._drafts(parent.handle)
-        names: set[str] = set()
-        if draft is None or draft.shows_base(parent.path):
-            names.update(
-                name for name, _ in (await self._catalog.listing(record, parent.path)).names()
-            )
-            if not parent.path:
-                names.discard(MANIFEST_DIR)
-        if draft is not None:
-            for name, entry in draft.children(parent.path).items():
-                if isinstance(entry, Whiteout):
-                    names.discard(name)
-                else:
-                    names.add(name)
-        return not names
+        return not await self._dataset_names(record, parent, tell_links=False)
 
     def _known_splits(self, listed: Iterable[DatasetRecord]) -> set[tuple[str, str]]:
         """(prefix, suffix) of every listed handle and every handle fetched directly."""

@@ -48,45 +48,45 @@ def _unescape_mountinfo(field: str) -> str:
     )
 
 
+def _mount_entries(mountinfo: Path) -> list[MountEntry]:
+    """Every line of ``mountinfo`` that parses, in order (stacked mounts: the top one last)."""
+    entries = []
+    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
+        fields = line.split(" ")
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if len(fields) < separator + 3 or len(fields) < 5:
+            continue
+        entries.append(
+            MountEntry(
+                Path(_unescape_mountinfo(fields[4])),
+                fields[separator + 1],
+                _unescape_mountinfo(fields[separator + 2]),
+                device=fields[2],
+            )
+        )
+    return entries
+
+
 def find_mount(
     mountpoint: Path, mountinfo: Path = Path("/proc/self/mountinfo")
 ) -> MountEntry | None:
     """The mount whose mountpoint is exactly ``mountpoint`` (the last one, if stacked)."""
     wanted = Path(os.path.abspath(mountpoint))
-    found: MountEntry | None = None
-    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
-        fields = line.split(" ")
-        if "-" not in fields:
-            continue
-        separator = fields.index("-")
-        if len(fields) < separator + 3 or len(fields) < 5:
-            continue
-        point = Path(_unescape_mountinfo(fields[4]))
-        if point == wanted:
-            found = MountEntry(
-                point,
-                fields[separator + 1],
-                _unescape_mountinfo(fields[separator + 2]),
-                device=fields[2],
-            )
-    return found
+    found = [entry for entry in _mount_entries(mountinfo) if entry.mountpoint == wanted]
+    return found[-1] if found else None
 
 
 def provenafs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
     """Every provenafs mount (the top one where mounts are stacked), with its source as the
     data store URL it was mounted from."""
-    top: dict[Path, MountEntry] = {}
-    for line in mountinfo.read_text(errors="surrogateescape").splitlines():
-        fields = line.split(" ")
-        if "-" not in fields:
-            continue
-        separator = fields.index("-")
-        if len(fields) < separator + 3 or len(fields) < 5:
-            continue
-        point = Path(_unescape_mountinfo(fields[4]))
-        source = urllib.parse.unquote(_unescape_mountinfo(fields[separator + 2]))
-        top[point] = MountEntry(point, fields[separator + 1], source, fields[2])
-    return [entry for entry in top.values() if entry.fstype == FSTYPE]
+    top = {entry.mountpoint: entry for entry in _mount_entries(mountinfo)}
+    return [
+        dataclasses.replace(entry, source=urllib.parse.unquote(entry.source))
+        for entry in top.values()
+        if entry.fstype == FSTYPE
+    ]
 
 
 def log_path_for(mountpoint: Path) -> Path:
