@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from provenafs.testing import isolated_environment
+from tests.conftest import LocalStore
 
 BEARER = "bearer-secret-9f3a"
 OFFLINE = "offline-secret-77c1"
@@ -274,3 +275,24 @@ def test_login_refuses_before_the_device_flow(
     assert allowed.returncode == 1
     assert [s.path for s in plain.seen] == [DISCOVERY]
     assert realm.seen and realm.seen[0].path.startswith(REALM_PATH)
+
+
+@pytest.mark.s3
+def test_an_s3_endpoint_or_service_over_plain_http_elsewhere_gets_no_token(
+    tmp_path: Path, listeners: list[Listener], local_store: LocalStore
+) -> None:
+    """The data store is loopback and trusted; an S3 endpoint or a prov API named over plain
+    http to another machine (by an option here; a discovery answer goes through the same check)
+    is refused before the mount sends it anything."""
+    token = {"PROVENAFS_OFFLINE_TOKEN": local_store.token("alice", offline=True)}
+    for option, what in (("s3_endpoint", "the S3 endpoint"), ("prov_api", "the prov api")):
+        elsewhere = Listener(None)
+        listeners.append(elsewhere)
+        attempt = tmp_path / option
+        attempt.mkdir()
+        url = f"http://0.0.0.0:{elsewhere.port}"
+        result = mount(attempt, local_store.base_url, "-o", f"{option}={url}", token_env=token)
+        assert result.returncode == 1, result.stderr
+        assert what in result.stderr and "plain http" in result.stderr, result.stderr
+        assert elsewhere.seen == []
+        assert token["PROVENAFS_OFFLINE_TOKEN"] not in result.stderr + result.stdout

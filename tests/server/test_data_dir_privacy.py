@@ -150,3 +150,15 @@ def test_nothing_private_is_left_behind_after_a_stop(tmp_path: Path) -> None:
     assert running.process.returncode == 0
     assert not_private(data_dir) == []
     assert [path for path in sockets if path.exists()] == []
+
+
+def test_a_data_dir_an_older_version_left_readable_is_tightened_at_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    start_local_store(data_dir, seed=False).stop()
+    for path in [data_dir, *data_dir.rglob("*")]:  # as before the store kept its files private
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    running = start_local_store(data_dir, seed=False)
+    try:
+        assert not_private(data_dir, running=True) == []
+    finally:
+        running.stop()
