@@ -289,6 +289,116 @@ def test_two_runs_at_once_are_attributed_each_to_its_own(
         assert objects["out.csv"] == f"INPUT {n + 1}\n".encode()
 
 
+SHARED = r"""
+import pathlib, sys, time
+mnt, source, target, name, mine, other = sys.argv[1:7]
+mnt = pathlib.Path(mnt)
+pathlib.Path(mine).touch()
+deadline = time.monotonic() + 60
+while not pathlib.Path(other).exists():  # both runs are open from here on
+    assert time.monotonic() < deadline
+    time.sleep(0.02)
+data = (mnt / source / "in.csv").read_bytes()
+(mnt / target / name).write_bytes(data.upper())
+"""
+
+
+def test_two_runs_that_change_one_dataset_share_its_one_new_version(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    sources = [mint(api, f"shared source {n}", {"in.csv": f"input {n}\n".encode()}) for n in (1, 2)]
+    target = mint(api, "shared target", {"keep.txt": b"k"})
+    script = python_script(tmp_path / "shared.py", SHARED)
+    markers = [tmp_path / "started-1", tmp_path / "started-2"]
+    runs = []
+    for n in (0, 1):
+        argv = [str(mount.path), sources[n].handle, target.handle, f"out-{n + 1}.csv"]
+        argv += [str(markers[n]), str(markers[1 - n])]
+        log = tmp_path / f"run-{n}.out"
+        runs.append((start_command(mount, "run", "--init-template", "--", *script, *argv,
+                                   log=log, cwd=tmp_path), log))  # fmt: skip
+    for process, log in runs:
+        assert process.wait(timeout=240) == 0, log.read_text()
+    [new] = api.versions_after(target.handle)
+    objects = s3_tree(api, str(api.record(new)["item"]["s3"]["path"]))
+    assert objects["out-1.csv"] == b"INPUT 1\n" and objects["out-2.csv"] == b"INPUT 2\n"
+    run_ids = []
+    for n, (_, log) in enumerate(runs):
+        record = api.model_run(last_line(log.read_text()))["record"]
+        assert dataset_ids(record["inputs"]) == [sources[n].handle]
+        assert dataset_ids(record["outputs"]) == [new]
+        run_ids.append(record["annotations"]["provenafs.run_id"])
+    assert len(set(run_ids)) == 2
+    assert {f"provenance/provenafs-run-{run_id}.json" for run_id in run_ids} <= set(objects)
+
+
+def test_dry_run_on_failure_output_model_version_and_the_remembered_template(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    source = mint(api, "options source", {"in.csv": b"options\n"})
+    tried = mint(api, "options dry", {"keep.txt": b"k"})
+    changed = mint(api, "options changed", {"keep.txt": b"k"})
+    named = mint(api, "options named", {"keep.txt": b"n"})
+    read_source = f"cat '{mount.path / source.handle / 'in.csv'}' > /dev/null"
+    # --dry-run: the command runs and is observed; the record is printed, nothing registered
+    dry = run_command(
+        mount, "run", "--init-template", "--dry-run", "--model-version", "v-dry", "--", "sh",
+        "-c", f"{read_source}; echo dry > '{mount.path / tried.handle / 'dry.txt'}'", cwd=tmp_path,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    preview = json.loads(dry.stdout)
+    assert preview["problems"] == []
+    shown = preview["record"]
+    assert dataset_ids(shown["inputs"]) == [source.handle]
+    assert dataset_ids(shown["outputs"]) == [f"(the next version of {tried.handle})"]
+    assert shown["model_version"] == "v-dry"
+    dry_id = shown["annotations"]["provenafs.run_id"]
+    assert api.model_runs(dry_id) == [] and api.lodge_jobs(dry_id) == []
+    assert (mount.path / tried.handle / "dry.txt").read_bytes() == b"dry\n"  # an ordinary draft
+    # a failing command registered all the same, with a named output and a model version, under
+    # the template --init-template remembered (no template option this time)
+    failed = run_command(
+        mount, "run", "--on-failure", "register", "--model-version", "v7",
+        "--output", str(mount.path / named.handle), "--", "sh", "-c",
+        f"{read_source}; echo out > '{mount.path / changed.handle / 'out.txt'}'; exit 4",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert failed.returncode == 4, failed.stderr
+    registered = api.model_run(last_line(failed.stdout))["record"]
+    [new] = api.versions_after(changed.handle)
+    assert s3_tree(api, str(api.record(new)["item"]["s3"]["path"]))["out.txt"] == b"out\n"
+    assert api.versions_after(named.handle) == []  # named, unchanged: an output as it is
+    assert dataset_ids(registered["inputs"]) == [source.handle]
+    assert dataset_ids(registered["outputs"]) == sorted([new, named.handle])
+    assert registered["model_version"] == "v7"
+    assert registered["annotations"]["provenafs.exit_code"] == "4"
+    templates = Path(mount.env["XDG_CONFIG_HOME"]) / "provenafs" / "run-templates.json"
+    remembered = json.loads(templates.read_text())
+    assert registered["workflow_template_id"] in remembered.values()
+    assert shown["workflow_template_id"] == registered["workflow_template_id"]
+
+
+def test_lineage_follows_a_new_run_at_once_and_depth_bounds_the_walk(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    source = mint(api, "lineage source", {"in.csv": b"lineage\n"})
+    target = mint(api, "lineage target", {"keep.txt": b"k"})
+    derived = mount.path / source.prefix / f"{source.suffix}@derived"
+    assert os.listdir(derived) == []  # looked at before the run: nothing derived yet
+    copy = f"cat '{mount.path / source.handle / 'in.csv'}' > '{mount.path / target.handle / 'c'}'"
+    model_run = last_line(run_ok(mount, "--", "sh", "-c", copy, cwd=tmp_path).stdout)
+    [new] = api.versions_after(target.handle)
+    assert os.listdir(derived) == [target.name]  # a registered run drops what was cached
+    near = run_command(mount, "lineage", "--depth", "1", str(mount.path / new))
+    far = run_command(mount, "lineage", "--depth", "2", str(mount.path / new))
+    assert near.returncode == 0 and far.returncode == 0, near.stderr + far.stderr
+    assert f"wasGeneratedBy {model_run}" in near.stdout
+    assert f"used {source.handle}" not in near.stdout  # two hops away
+    assert f"used {source.handle}" in far.stdout
+    refused = run_command(mount, "lineage", "--depth", "11", str(mount.path / new))
+    assert refused.returncode != 0 and "depth" in refused.stderr, refused.stderr
+
+
 DAEMON = r"""
 import os, pathlib, sys, time
 mnt, source, target, done = sys.argv[1:5]
