@@ -208,6 +208,7 @@ def _discovery(body: Any) -> Discovery:
         s3_endpoint_url=_optional_str(body, "s3_endpoint_url"),
         region=region if isinstance(region, str) and region else DEFAULT_REGION,
         realm_url=_optional_str(body, "realm_url"),
+        document=body,
     )
 
 

@@ -153,6 +153,8 @@ class Discovery:
     s3_endpoint_url: str | None
     region: str
     realm_url: str | None
+    # the whole document (the other services' URLs are in it too); empty when there is none
+    document: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,29 +2,25 @@
 
 Real Provena puts each service on its own host, ``https://{prefix}.{domain}``; the local data
 store answers them all at its root and names each base URL in ``/.well-known/provenafs``
-(docs/API.md §1, §13). ``discover_services`` asks that document; where it is missing (a real
-deployment) the URLs are derived from the data store's host (``data-api.X`` → ``prov-api.X``,
-``job-api.X``, ``registry-api.X``, ``auth-api.X``, ``search.X``). ``-o prov_api=URL`` and the
-like override either. A service that stays unknown is None, and ``require`` says how to name it.
+(docs/API.md §1, §13), which ``client.discover`` fetches once (``Discovery.document``). Where
+it is missing (a real deployment), ``service_urls`` derives the URLs from the data store's host
+(``data-api.X`` → ``prov-api.X``, ``job-api.X``, ``registry-api.X``, ``auth-api.X``,
+``search.X``). ``-o prov_api=URL`` and the like override either. A service that stays unknown
+is None, and ``require`` says how to name it.
 
-No token is sent (the discovery document is public). Must not cache or log beyond one line.
+Pure: no I/O here, and never a token.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from provenafs.api.errors import ApiError
 
-__all__ = ["SERVICE_KEYS", "ServiceUrls", "discover_services", "service_urls"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SERVICE_KEYS", "ServiceUrls", "service_urls"]
 
 SERVICE_KEYS = ("registry_api", "prov_api", "search_api", "job_api", "auth_api")
 _HOST_PREFIXES = {
@@ -35,7 +31,6 @@ _HOST_PREFIXES = {
     "auth_api": "auth-api",
 }
 _DATA_STORE_PREFIX = "data-api."
-_DISCOVERY_PATH = "/.well-known/provenafs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +43,21 @@ class ServiceUrls:
     job_api: str | None = None
     auth_api: str | None = None
 
+    def by_name(self) -> dict[str, str | None]:
+        """Each service's URL under the name messages give it (``the prov api``)."""
+        return {_name(key): getattr(self, key) for key in SERVICE_KEYS}
+
     def require(self, key: str) -> str:
         """The base URL of service *key* (``prov_api``, ...), or an ``ApiError`` saying how to
         give it."""
         value = getattr(self, key)
         if not isinstance(value, str) or not value:
-            raise ApiError(
-                f"the {key.replace('_', ' ')} of this data store is unknown: mount with "
-                f"-o {key}=URL"
-            )
+            raise ApiError(f"{_name(key)} of this data store is unknown: mount with -o {key}=URL")
         return value
+
+
+def _name(key: str) -> str:
+    return f"the {key.replace('_', ' ')}"
 
 
 def _derived(source: str, key: str) -> str | None:
@@ -83,23 +83,3 @@ def service_urls(
             value = str(document[key])
         found[key] = value.rstrip("/") if value else _derived(source, key)
     return ServiceUrls(**found)
-
-
-async def discover_services(
-    source: str,
-    overrides: Mapping[str, str],
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> ServiceUrls:
-    """``service_urls`` over the data store's discovery document (absent or unreadable: the
-    URLs are derived from the host)."""
-    document: Mapping[str, Any] | None = None
-    try:
-        async with httpx.AsyncClient(transport=transport, timeout=30.0) as http:
-            response = await http.get(source.rstrip("/") + _DISCOVERY_PATH)
-        if response.status_code == 200:
-            body = response.json()
-            document = body if isinstance(body, dict) else None
-    except (httpx.HTTPError, ValueError) as exc:
-        log.info("no discovery document at %s (%s): service URLs derived", source, exc)
-    return service_urls(source, document, overrides)

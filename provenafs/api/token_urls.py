@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
+from collections.abc import Mapping
 
-__all__ = ["InsecureUrlError", "check_token_url", "is_loopback_host"]
+__all__ = ["InsecureUrlError", "check_token_url", "check_token_urls", "is_loopback_host"]
 
 
 class InsecureUrlError(ValueError):
@@ -73,3 +74,14 @@ def check_token_url(
         "clear. Use https, or accept that with -o insecure_http (provenafs login "
         "--insecure-http)"
     )
+
+
+def check_token_urls(
+    source: str, others: Mapping[str, str | None], *, insecure_http: bool = False
+) -> None:
+    """``check_token_url`` of the data store *source*, then of each service it leads to
+    (*others*: what it is, as messages name it, to its URL; None where there is none)."""
+    check_token_url(source, what="the data store", insecure_http=insecure_http)
+    for what, url in others.items():
+        if url is not None:
+            check_token_url(url, what=what, insecure_http=insecure_http, source=source)

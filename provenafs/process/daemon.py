@@ -38,8 +38,8 @@ from provenafs.api.models import Discovery
 from provenafs.api.provenance import ProvenanceClient
 from provenafs.api.realm import RefreshingToken, TokenSource
 from provenafs.api.registry import RegistryClient
-from provenafs.api.services import SERVICE_KEYS, ServiceUrls, discover_services
-from provenafs.api.token_urls import InsecureUrlError, check_token_url
+from provenafs.api.services import ServiceUrls, service_urls
+from provenafs.api.token_urls import InsecureUrlError, check_token_urls
 from provenafs.cache.block_cache import BlockCache
 from provenafs.cache.disk_cache import DiskCache
 from provenafs.cache.spill import SpillArea
@@ -285,28 +285,19 @@ async def _serve_control(
         task_status.started()
 
 
-def _check_token_urls(options: MountOptions, discovery: Discovery | None) -> None:
-    """Refuse, before any token is sent, a URL that would carry one in clear (the data store;
-    then the realm and S3 endpoint that discovery, or the options, name)."""
-    insecure = options.insecure_http
+def _check_token_urls(
+    options: MountOptions, discovery: Discovery | None, services: ServiceUrls | None = None
+) -> None:
+    """Refuse, before any token is sent, a URL that would carry one in clear: the data store;
+    then the realm and S3 endpoint that discovery (or the options) name, and the services."""
+    others: dict[str, str | None] = {}
+    if discovery is not None:
+        others = {"the Keycloak realm": discovery.realm_url}
+        others["the S3 endpoint"] = discovery.s3_endpoint_url
+    if services is not None:
+        others.update(services.by_name())
     try:
-        check_token_url(options.source, what="the data store", insecure_http=insecure)
-        if discovery is None:
-            return
-        if discovery.realm_url is not None:
-            check_token_url(
-                discovery.realm_url,
-                what="the Keycloak realm",
-                insecure_http=insecure,
-                source=options.source,
-            )
-        if discovery.s3_endpoint_url is not None:
-            check_token_url(
-                discovery.s3_endpoint_url,
-                what="the S3 endpoint",
-                insecure_http=insecure,
-                source=options.source,
-            )
+        check_token_urls(options.source, others, insecure_http=options.insecure_http)
     except InsecureUrlError as exc:
         raise StartupError(str(exc)) from exc
 
@@ -323,7 +314,9 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             s3_endpoint_url=options.s3_endpoint or discovery.s3_endpoint_url,
             region=options.region or discovery.region,
         )
-        _check_token_urls(options, discovery)
+        # the discovery document is unauthenticated: it must not lead a token into clear
+        services = service_urls(options.source, discovery.document, options.services)
+        _check_token_urls(options, discovery, services)
         tokens = token_source_for(
             options.source, discovery.realm_url, offline_token_file=options.offline_token_file
         )
@@ -342,7 +335,6 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             discovery.s3_endpoint_url or "(AWS default)",
             discovery.region,
         )
-        services = await _service_urls(options)
         registry, username = await _registry_for(client, services, tokens)
         store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         broker = CredentialBroker(client)
@@ -407,24 +399,6 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         with trio.CancelScope(shield=True):
             await client.aclose()
             await _close_tokens(tokens)
-
-
-async def _service_urls(options: MountOptions) -> ServiceUrls:
-    """The registry, prov, job, search and auth base URLs, each allowed to carry tokens."""
-    services = await discover_services(options.source, options.services)
-    try:  # the discovery document is unauthenticated: it must not lead a token into clear
-        for key in SERVICE_KEYS:
-            url = getattr(services, key)
-            if url is not None:
-                check_token_url(
-                    url,
-                    what=f"the {key.replace('_', ' ')}",
-                    insecure_http=options.insecure_http,
-                    source=options.source,
-                )
-    except InsecureUrlError as exc:
-        raise StartupError(str(exc)) from exc
-    return services
 
 
 async def _provenance_for(

@@ -49,7 +49,8 @@ from provenafs.api.logins import config_dir, token_source_for
 from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.api.realm import RefreshingToken
 from provenafs.api.registry import RegistryClient
-from provenafs.api.services import discover_services
+from provenafs.api.services import service_urls
+from provenafs.api.token_urls import InsecureUrlError, check_token_urls
 from provenafs.mount_options import DEFAULT_SOURCE
 from provenafs.process import control_socket
 from provenafs.process.mounts import provenafs_mounts
@@ -138,11 +139,20 @@ class _Connection:
 
 
 @contextlib.asynccontextmanager
-async def _connect(source: str) -> AsyncIterator[_Connection]:
-    discovery = await discover(source)
+async def _connect(source: str, *, insecure_http: bool) -> AsyncIterator[_Connection]:
+    """Clients of *source*, once every URL a token would go to is known to keep it private."""
+    try:
+        check_token_urls(source, {}, insecure_http=insecure_http)
+        discovery = await discover(source)
+        services = service_urls(source, discovery.document, {})
+        others = {"the Keycloak realm": discovery.realm_url}
+        others["the S3 endpoint"] = discovery.s3_endpoint_url
+        check_token_urls(source, others | services.by_name(), insecure_http=insecure_http)
+    except InsecureUrlError as exc:
+        raise NewDatasetError(str(exc)) from exc
     tokens = token_source_for(source, discovery.realm_url)
     client = DataStoreClient(source, tokens)
-    registry = RegistryClient(client, await discover_services(source, {}), tokens)
+    registry = RegistryClient(client, services, tokens)
     try:
         store = S3BlobStore(discovery.s3_endpoint_url, discovery.region)
         yield _Connection(client, registry, store)
@@ -170,7 +180,7 @@ def _template(records: Sequence[DatasetRecord], username: str) -> Mapping[str, A
 async def _init(args: argparse.Namespace) -> int:
     config = load_config()
     source = _source(args.source, config)
-    async with _connect(source) as connection:
+    async with _connect(source, insecure_http=args.insecure_http) as connection:
         identity = await connection.registry.whoami()
         page = await connection.client.list_page(None, page_size=50)
         template = _template(page.items, identity.username)
@@ -453,7 +463,7 @@ async def _new(args: argparse.Namespace) -> int:
     _private_dirs(path.parent)
     journal = UploadJournal(path)
     try:
-        async with _connect(source) as connection:
+        async with _connect(source, insecure_http=args.insecure_http) as connection:
             identity = await connection.registry.whoami()
             handle, bucket, prefix = await _minted(connection, journal, name, document, identity)
             if directory is not None:
@@ -491,6 +501,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keyword", action="append", default=[], help="a keyword (repeatable)")
     parser.add_argument("--parallel", type=int, default=8, help="requests at once (default 8)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain http to another machine (tokens would travel in clear)",
+    )
     init = parser.add_argument_group("--init")
     init.add_argument("--organisation", metavar="ID", help="associations.organisation_id")
     init.add_argument("--publisher", metavar="ID", help="dataset_info.publisher_id")

@@ -296,3 +296,30 @@ def test_an_s3_endpoint_or_service_over_plain_http_elsewhere_gets_no_token(
         assert what in result.stderr and "plain http" in result.stderr, result.stderr
         assert elsewhere.seen == []
         assert token["PROVENAFS_OFFLINE_TOKEN"] not in result.stderr + result.stdout
+
+
+def test_new_refuses_plain_http_before_any_token_goes(
+    tmp_path: Path, listeners: list[Listener]
+) -> None:
+    """``provenafs new`` (here ``--init``, which connects at once) holds to the same rule."""
+    realm, prov = Listener(None), Listener(None)
+    elsewhere_store = Listener(discovery_naming("https://auth.example.invalid" + REALM_PATH))
+    led_to_realm = Listener(discovery_naming(f"http://0.0.0.0:{realm.port}{REALM_PATH}"))
+    led_to_prov = Listener(
+        discovery_naming("https://auth.example.invalid" + REALM_PATH)
+        | {"prov_api": f"http://0.0.0.0:{prov.port}"}
+    )
+    listeners += [realm, prov, elsewhere_store, led_to_realm, led_to_prov]
+    tokens = {"PROVENAFS_TOKEN": BEARER, "PROVENAFS_OFFLINE_TOKEN": OFFLINE}
+    for source, what in (
+        (f"http://0.0.0.0:{elsewhere_store.port}", "the data store"),
+        (f"http://127.0.0.1:{led_to_realm.port}", "the Keycloak realm"),
+        (f"http://127.0.0.1:{led_to_prov.port}", "the prov api"),
+    ):
+        refused = provenafs(tmp_path, "new", "--init", "--source", source, token_env=tokens)
+        assert refused.returncode == 1, refused.stderr
+        assert what in refused.stderr and "plain http" in refused.stderr, refused.stderr
+        assert BEARER not in refused.stderr + refused.stdout
+    assert elsewhere_store.seen == []  # refused before discovery
+    assert led_to_realm.secrets_seen() == [] and led_to_prov.secrets_seen() == []
+    assert realm.seen == [] and prov.seen == []

@@ -1,4 +1,4 @@
-"""A reference model for drafts on a real mount (issue 4, "How it is shown"; STYLE habit 6).
+"""A reference model for drafts on a real mount (issue 4, "How it is shown").
 
 A hypothesis ``RuleBasedStateMachine`` applies random create / write / append / truncate /
 rename / unlink / mkdir / rmdir / publish steps to a fresh dataset directory on a ``-o rw`` mount

@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from provenafs.api.client import discover
 from provenafs.api.errors import ApiError
-from provenafs.api.services import ServiceUrls, discover_services, service_urls
+from provenafs.api.services import ServiceUrls, service_urls
 
 
 def test_a_real_deployment_is_derived_from_the_data_stores_host() -> None:
@@ -43,7 +44,9 @@ async def test_discovery_reads_the_document_or_derives() -> None:
         return httpx.Response(404)
 
     transport = httpx.MockTransport(answer)
-    local = await discover_services("http://store.local", {}, transport=transport)
-    assert local.prov_api == "http://store.local/prov"
-    real = await discover_services("https://data-api.example.org", {}, transport=transport)
-    assert real.auth_api == "https://auth-api.example.org"
+    found: dict[str, ServiceUrls] = {}
+    for source in ("http://store.local", "https://data-api.example.org"):
+        document = (await discover(source, transport=transport)).document
+        found[source] = service_urls(source, document, {})
+    assert found["http://store.local"].prov_api == "http://store.local/prov"
+    assert found["https://data-api.example.org"].auth_api == "https://auth-api.example.org"
