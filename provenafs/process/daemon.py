@@ -366,7 +366,6 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             source=options.source,
             files=fs,
             scheduler=publishing,
-            datasets=client,
             prov=prov,
             attribution=ProcessAttribution(),
             access_log=access_log,

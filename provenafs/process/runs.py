@@ -39,7 +39,6 @@ from typing import Any, Protocol
 import trio
 
 from provenafs.api import errors as api_errors
-from provenafs.api.models import DatasetRecord
 from provenafs.api.prov_models import WorkflowTemplate
 from provenafs.api.provenance import ProvenanceClient
 from provenafs.core.observation import FileAccess, ReadCounter
@@ -89,10 +88,6 @@ class RunFiles(Protocol):
     async def file_digest(self, handle: str, path: str) -> tuple[int, str] | None: ...
 
     def lineage_changed(self) -> None: ...
-
-
-class DatasetFetcher(Protocol):
-    async def fetch_dataset(self, handle: str) -> DatasetRecord: ...
 
 
 class _PendingError(Exception):
@@ -172,7 +167,6 @@ class RunManager:
         source: str,
         files: RunFiles,
         scheduler: PublishScheduler,
-        datasets: DatasetFetcher,
         prov: ProvenanceClient | None,
         attribution: ProcessAttribution,
         access_log: AccessLog | None = None,
@@ -184,7 +178,6 @@ class RunManager:
         self._source = source
         self._files = files
         self._scheduler = scheduler
-        self._datasets = datasets
         self._prov = prov
         self._attribution = attribution
         self._access_log = access_log
@@ -688,19 +681,14 @@ class RunManager:
             raise _PendingError(f"writing the run log into {base}: {exc}") from exc
 
     async def _adopted(self, base: str, reason: str) -> str | None:
-        """The version of *base* an earlier session published for this run (same reason)."""
+        """The version of *base* an earlier session published for this run: the publisher's
+        rule (same reason, made by this user)."""
         try:
-            record = await self._datasets.fetch_dataset(base)
-            following = record.versioning.next_version if record.versioning else None
-            if following is None:
-                return None
-            candidate = await self._datasets.fetch_dataset(following)
+            return await self._scheduler.publisher.adopt_lost_version(base, reason)
         except api_errors.NotFoundError:
             return None
         except api_errors.ApiError as exc:
             raise _PendingError(f"looking up the published version of {base}: {exc}") from exc
-        found = candidate.versioning.reason if candidate.versioning else None
-        return following if found == reason else None
 
     # -- registration -------------------------------------------------------------------------
 

@@ -442,7 +442,7 @@ class Publisher:
         }
         new_handle = draft.new_version_id
         if new_handle is None and draft.version_request is not None:
-            new_handle = await self._adopt_lost_version(handle, draft.version_request)
+            new_handle = await self.adopt_lost_version(handle, draft.version_request)
             if new_handle is not None:
                 draft.record_new_version(new_handle)
         if new_handle is None:
@@ -508,7 +508,7 @@ class Publisher:
         answer is recorded, the draft's journal holds the request: if the answer is lost
         (``UnavailableError``), or the daemon dies while the call is in flight, the next attempt
         (after a restart too) finds the base no longer latest and adopts its successor if
-        that was minted with the same reason (``_adopt_lost_version``).
+        that was minted with the same reason (``adopt_lost_version``).
         """
         handle = draft.handle
         draft.record_version_request(reason)
@@ -526,7 +526,7 @@ class Publisher:
         self.versions_created += 1
         return created.new_version_id
 
-    async def _adopt_lost_version(self, handle: str, reason: str) -> str | None:
+    async def adopt_lost_version(self, handle: str, reason: str) -> str | None:
         """The successor of *handle* if this user minted it with *reason* (by a call whose
         answer never reached the journal); None when there is none (the call made nothing).
 

@@ -95,7 +95,6 @@ def manager(tmp_path: Path, prov: FakeProv) -> tuple[RunManager, FakeFiles]:
         source="http://store",
         files=files,
         scheduler=FakeScheduler(),  # type: ignore[arg-type]
-        datasets=None,  # type: ignore[arg-type]
         prov=prov,  # type: ignore[arg-type]
         attribution=ProcessAttribution(tmp_path / "proc"),
         clock=trio.current_time,
