@@ -26,6 +26,7 @@ token file (it only names it).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -226,13 +227,15 @@ def _parse_seconds(key: str, text: str) -> float:
         value = float(text.removesuffix("s"))
     except ValueError:
         raise MountOptionsError(f"-o {key}= wants seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise MountOptionsError(f"-o {key}= wants a finite number of seconds, got {text!r}")
     if value < 0:
         raise MountOptionsError(f"-o {key}= must not be negative")
     return value
 
 
 def _parse_id(key: str, text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise MountOptionsError(f"-o {key}= wants a numeric id, got {text!r}")
     return int(text)
 
@@ -332,7 +335,7 @@ def parse_mount_args(argv: Sequence[str]) -> MountOptions:
             f"-o on_unmount= is one of {', '.join(ON_UNMOUNT)}, got {on_unmount!r}"
         )
     depth = values.get("lineage_depth", "2")
-    if not depth.isdigit() or not 1 <= int(depth) <= 10:
+    if not (depth.isascii() and depth.isdigit()) or not 1 <= int(depth) <= 10:
         raise MountOptionsError(
             f"-o lineage_depth= is a number of hops from 1 to 10, got {depth!r}"
         )

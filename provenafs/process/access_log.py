@@ -6,9 +6,9 @@ other alias), ``etag`` the object's (null for a draft's own bytes), ``mode`` ``r
 ``write``, and ``run`` the run the open was attributed to (or null). ``provenafs record`` turns a
 slice of it into a model run. ``read_access_log`` parses it back.
 
-The file is created 0600 (an existing one is made 0600) and appended with one ``write`` per
-line (no fsync: a log, not a journal). Trio thread; a failing write is logged once, never
-raised into the open that caused it.
+The file is created 0600 (an existing one is made 0600; a symlink there is refused) and
+appended with one ``write`` per line (no fsync: a log, not a journal). Trio thread; a failing
+write is logged once, never raised into the open that caused it.
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ class AccessLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # never through a link: whatever it points at would be appended to and made 0600
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        self._fd = os.open(path, flags, 0o600)
         os.fchmod(self._fd, 0o600)
         self._failed = False
-        self.lines = 0
 
     def write(self, entry: LoggedOpen) -> None:
         line = (json.dumps(entry.to_json(), separators=(",", ":")) + "\n").encode()
@@ -64,8 +65,6 @@ class AccessLog:
             if not self._failed:
                 log.error("access log %s: %s (further failures are not logged)", self.path, exc)
                 self._failed = True
-            return
-        self.lines += 1
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

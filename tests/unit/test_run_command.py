@@ -3,10 +3,13 @@ access log read back."""
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from provenafs.process.access_log import AccessLog, LoggedOpen, read_access_log
 from provenafs.process.run_command import _git_version, _spawn_and_wait, lineage_dot, lineage_tree
@@ -68,6 +71,21 @@ def test_the_access_log_is_private_and_reads_back(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert list(read_access_log(path)) == [entry]
     assert json.loads(path.read_text().splitlines()[0])["path"] == "a b.csv"
+
+
+def test_an_access_log_path_that_is_a_symlink_is_refused_and_its_target_left_alone(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "someone-elses-file"
+    target.write_bytes(b"theirs\n")
+    target.chmod(0o644)
+    link = tmp_path / "access.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(OSError) as refused:
+        AccessLog(link)
+    assert refused.value.errno == errno.ELOOP
+    assert target.read_bytes() == b"theirs\n"
+    assert target.stat().st_mode & 0o777 == 0o644
 
 
 def test_the_model_version_is_the_git_commit_and_says_when_it_is_dirty(tmp_path: Path) -> None:
