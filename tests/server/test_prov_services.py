@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -909,6 +910,16 @@ def test_lock_routes(api: Api) -> None:
     assert [(e["action_type"], e["username"], e["reason"]) for e in history["history"]] == [
         ("LOCK", "alice", "Frozen for the paper")
     ]
+    before = table_digest(api.store)
+    by_bob = api.put("bob", "/registry/entity/dataset/locks/unlock", lock)
+    assert (by_bob.status_code, by_bob.json()) == (  # Provena's one message for both routes
+        401,
+        {"detail": "You are not authorised to lock this item."},
+    )
+    assert table_digest(api.store) == before
+    assert api.get("bob", "/registry/entity/dataset/locks/locked", id=handle).json() == {
+        "locked": True
+    }
     assert api.put("alice", "/registry/entity/dataset/locks/unlock", lock).status_code == 200
     unlocked = api.put("alice", "/registry/entity/dataset/locks/unlock", lock)
     assert unlocked.json() == {"detail": "Cannot unlock already unlocked resource."}
@@ -929,6 +940,15 @@ def test_release_review_uses_linked_persons(api: Api, store: LocalStore) -> None
     assert unlinked.json() == {
         "detail": "You cannot request a review without having a linked Person in the registry."
     }
+    before = table_digest(store)
+    not_admin = api.post("alice", "/release/approval-request", request)
+    assert not_admin.status_code == 401
+    assert "Only admins of datasets can request" in not_admin.json()["detail"]
+    own = {"dataset_id": handle, "approve": True, "notes": "my own"}
+    by_requester = api.put("bob", "/release/action-approval-request", own)
+    assert by_requester.status_code == 401
+    assert "You are not a dataset reviewer" in by_requester.json()["detail"]
+    assert table_digest(store) == before
     by_name = api.post("bob", "/release/approval-request", {**request, "approver_id": "admin"})
     assert by_name.status_code == 400 and "is not a system dataset reviewer" in by_name.text
     assert api.post("bob", "/release/approval-request", request).status_code == 200
@@ -1024,4 +1044,29 @@ def test_forged_tokens_and_crafted_ids_change_nothing(api: Api, store: LocalStor
         assert lock.status_code == 400
         assert api.post("alice", "/link/user/assign", {"person_id": crafted}).status_code == 400
         assert api.get("alice", "/search/entity-registry", query=crafted).status_code == 200
+    assert table_digest(store) == before
+
+
+# Routes anyone may call, as in Provena: the local store's discovery document and index, the
+# OpenAPI document, and the realm's own endpoints (login, certificates, well-known).
+PUBLIC_ROUTES = {"/", "/.well-known/provenafs", "/openapi.json"}
+
+
+def test_every_other_route_refuses_a_forged_or_missing_token(api: Api, store: LocalStore) -> None:
+    forged = api.tokens.get("alice") or issue_token(store, "alice")
+    head, payload, signature = forged.split(".")
+    tampered = f"{head}.{payload}.{signature[:-4]}AAAA"
+    paths = api.http.get("/openapi.json").json()["paths"]
+    before = settled(api)
+    checked = []
+    for path, operations in sorted(paths.items()):
+        if path in PUBLIC_ROUTES or path.startswith("/auth/realms/"):
+            continue
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in operations:
+            for headers in ({"Authorization": f"Bearer {tampered}"}, {}):
+                answer = api.http.request(method.upper(), concrete, json={}, headers=headers)
+                assert answer.status_code == 401, (method, path, list(headers), answer.text)
+            checked.append(f"{method.upper()} {path}")
+    assert len(checked) >= 80, checked  # the sweep saw the data store and every service
     assert table_digest(store) == before
