@@ -42,7 +42,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, ItemsView, Iterator, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 import cachetools
@@ -298,6 +298,24 @@ class _FileTable(Mapping[str, ObjectInfo]):
 
     def __len__(self) -> int:
         return len(self._listing.entry_names) - self._listing.dirs.count(1)
+
+    def items(self) -> _FileItems:
+        return _FileItems(self._listing)
+
+
+class _FileItems(ItemsView[str, ObjectInfo]):
+    """``_FileTable.items()`` walked by column index: no name lookup per entry."""
+
+    def __init__(self, listing: DirectoryListing) -> None:
+        super().__init__(_FileTable(listing))
+        self._columns = listing
+
+    def __iter__(self) -> Iterator[tuple[str, ObjectInfo]]:
+        listing = self._columns
+        names = listing.entry_names
+        for index, is_dir in enumerate(listing.dirs):
+            if not is_dir:
+                yield names[index], listing.object_at(index)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -218,7 +218,10 @@ class StoredAttributes:
                 await self._folder(record, prefix + name)
 
         async with trio.open_nursery() as nursery:
-            for name, info in folder.listing.files.items():
+            # a plain folder (no attributes anywhere) needs no HEAD: no walk of its files
+            for name, info in (
+                () if folder.source is _Source.PLAIN else folder.listing.files.items()
+            ):
                 if self._needs_head(folder, name, info):
                     nursery.start_soon(one_object, name, info)
             # A listed folder's subfolders are likely next (ls -R, find, du): where their
