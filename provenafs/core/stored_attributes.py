@@ -373,7 +373,7 @@ class StoredAttributes:
             return _Manifest(None, generation)
         try:
             body = await self._get(record, INDEX_KEY)
-            return _Manifest(decode_index(body), generation)
+            return _Manifest(await trio.to_thread.run_sync(decode_index, body), generation)
         except (NoSuchKeyError, ValueError, KeyError, TypeError) as exc:
             log.info("%s: no usable attributes manifest (%s)", record.handle, exc)
             return _Manifest(None, generation)
@@ -396,7 +396,8 @@ class StoredAttributes:
 
     async def _fetch_chunk(self, record: DatasetRecord, key: str) -> tuple[ManifestEntry, ...]:
         try:
-            return decode_chunk(await self._get(record, key))
+            body = await self._get(record, key)
+            return await trio.to_thread.run_sync(decode_chunk, body)  # up to 16 MiB of JSON
         except (NoSuchKeyError, ValueError, KeyError, TypeError) as exc:
             log.info("%s: attributes chunk %s unusable (%s)", record.handle, key, exc)
             return ()
