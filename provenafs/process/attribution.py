@@ -186,6 +186,7 @@ class ProcessAttribution:
         seen = self._cache.get(pid)
         if seen is not None and seen.run_id is None and seen.generation != self._generation:
             seen = None  # a run started since: look again
+        resolved_now = False
         if seen is None or now - seen.checked > _RECHECK_AFTER:
             try:
                 # The inode of /proc/<pid> is made afresh for every process: it tells a
@@ -199,8 +200,9 @@ class ProcessAttribution:
                 seen = await self._resolve_new(pid, inode, now)
                 if seen is None:
                     return _UNKNOWN
+                resolved_now = True  # its comm was read just now
         comm = seen.comm
-        if fresh_comm:
+        if fresh_comm and not resolved_now:
             info = read_stat(pid, self._proc)
             comm = info.comm if info is not None else comm
         return Attribution(self._checked(seen.run_id, caller.uid), comm)

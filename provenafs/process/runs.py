@@ -357,7 +357,7 @@ class RunManager:
             started=self._clock(),
             request=dataclasses.replace(request, template=template),
         )
-        journal = RunJournal.create(self._root, state)
+        journal = await trio.to_thread.run_sync(RunJournal.create, self._root, state)
         self._runs[state.run_id] = _Run(state, journal, _Observed())
         self._open.add(state.run_id)
         self._attribution.add_run(RunIdentity(state.run_id, peer_uid, peer_pid, root.start))
@@ -423,7 +423,7 @@ class RunManager:
                 await prov.workflow_template(template_id)
                 return template_id
         created = await prov.create_generic_template()
-        remember_template(self._source, created)
+        await trio.to_thread.run_sync(remember_template, self._source, created)
         log.info("made the generic workflow template %s for %s", created, self._source)
         return created
 
@@ -445,7 +445,7 @@ class RunManager:
         self._closing(run.state.run_id)
         observed = await self._observation(run.observed)
         run.observed = None
-        run.journal.record(
+        await run.journal.record_async(
             run.state,
             {
                 "op": "finished",
@@ -483,10 +483,10 @@ class RunManager:
             started=started,
             request=dataclasses.replace(request, template=template),
         )
-        journal = RunJournal.create(self._root, state)
+        journal = await trio.to_thread.run_sync(RunJournal.create, self._root, state)
         run = _Run(state, journal)
         self._runs[state.run_id] = run
-        journal.record(
+        await journal.record_async(
             state,
             {
                 "op": "finished",
@@ -594,6 +594,7 @@ class RunManager:
             self._runs.pop(old.state.run_id, None)
 
     def _journal(self, run: _Run, record: Mapping[str, Any]) -> None:
+        """*record* journaled (the background steps of a run: a few small fsyncs per run)."""
         assert run.journal is not None
         run.journal.record(run.state, record)
 
