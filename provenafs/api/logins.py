@@ -29,8 +29,10 @@ __all__ = [
     "config_dir",
     "forget",
     "load_refresh_token",
+    "read_private_json",
     "save_refresh_token",
     "token_source_for",
+    "write_private_json",
 ]
 
 LOGIN_CLIENT_ID = "client-tools"
@@ -57,23 +59,26 @@ def _key(source_url: str) -> str:
     return source_url.rstrip("/")
 
 
-def _read_store(path: Path) -> dict[str, Any]:
+def read_private_json(path: Path) -> dict[str, Any]:
+    """The JSON object in *path*; empty when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _write_store(path: Path, data: Mapping[str, Any]) -> None:
-    """Replace the token file atomically; it is created 0600 and never exists wider."""
-    fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=path.parent)
+def write_private_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Replace *path* with *data* atomically and durably; 0600 from its first byte (a fresh
+    temporary file each time, so no leftover of another's mode is ever reused)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as file:
             json.dump(data, file, indent=2, sort_keys=True)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,13 +94,13 @@ def save_refresh_token(
 ) -> None:
     """Remember a login's refresh token for ``source_url`` (replacing any earlier one)."""
     path = config_dir(environ) / _TOKENS_FILE
-    data = _read_store(path)
+    data = read_private_json(path)
     data[_key(source_url)] = {"refresh_token": token, "client_id": client_id}
-    _write_store(path, data)
+    write_private_json(path, data)
 
 
 def _load_entry(source_url: str, environ: Mapping[str, str]) -> Mapping[str, Any] | None:
-    entry = _read_store(config_dir(environ) / _TOKENS_FILE).get(_key(source_url))
+    entry = read_private_json(config_dir(environ) / _TOKENS_FILE).get(_key(source_url))
     if isinstance(entry, dict) and isinstance(entry.get("refresh_token"), str):
         return entry
     return None
@@ -110,10 +115,10 @@ def load_refresh_token(source_url: str, *, environ: Mapping[str, str] = os.envir
 def forget(source_url: str, *, environ: Mapping[str, str] = os.environ) -> bool:
     """Drop the stored login for ``source_url``; True if there was one."""
     path = config_dir(environ) / _TOKENS_FILE
-    data = _read_store(path)
+    data = read_private_json(path)
     if data.pop(_key(source_url), None) is None:
         return False
-    _write_store(path, data)
+    write_private_json(path, data)
     return True
 
 

@@ -45,7 +45,7 @@ import trio
 from provenafs.api import errors as api_errors
 from provenafs.api.account import Identity
 from provenafs.api.client import DataStoreClient, discover
-from provenafs.api.logins import config_dir, token_source_for
+from provenafs.api.logins import config_dir, token_source_for, write_private_json
 from provenafs.api.models import CollectionFormat, DatasetRecord
 from provenafs.api.realm import RefreshingToken
 from provenafs.api.registry import RegistryClient
@@ -102,12 +102,7 @@ def load_config() -> dict[str, Any]:
 
 def write_config(values: Mapping[str, Any]) -> Path:
     path = config_path()
-    temporary = path.with_name(f".{CONFIG_NAME}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(values, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
+    write_private_json(path, values)
     return path
 
 

@@ -7,38 +7,21 @@ store URL to the MODEL_RUN_WORKFLOW_TEMPLATE handle runs use when neither ``--te
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
-from provenafs.api.logins import config_dir
+from provenafs.api.logins import config_dir, read_private_json, write_private_json
 
 __all__ = ["remember_template", "remembered_template"]
 
 _FILE = "run-templates.json"
 
 
-def _load(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
 def remembered_template(source: str) -> str | None:
-    return _load(config_dir() / _FILE).get(source.rstrip("/"))
+    found = read_private_json(config_dir() / _FILE).get(source.rstrip("/"))
+    return found if isinstance(found, str) else None
 
 
 def remember_template(source: str, template_id: str) -> None:
     """Remember *template_id* for *source* (atomically, 0600)."""
     path = config_dir() / _FILE
-    known = _load(path)
+    known = read_private_json(path)
     known[source.rstrip("/")] = template_id
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(known, file, indent=2, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+    write_private_json(path, known)
