@@ -45,9 +45,6 @@ class LineageGraph:
     nodes: tuple[LineageNode, ...]
     links: tuple[LineageLink, ...]
 
-    def node(self, item_id: str) -> LineageNode | None:
-        return next((n for n in self.nodes if n.id == item_id), None)
-
     def only(self, keep: frozenset[str]) -> LineageGraph:
         """The graph without the nodes not in *keep* (and every edge touching them)."""
         return LineageGraph(

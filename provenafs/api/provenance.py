@@ -114,9 +114,6 @@ class ProvenanceClient:
     def _service(self, key: str) -> DataStoreClient:
         return self._services.client(key)
 
-    def statistics(self) -> Mapping[str, int]:
-        return self._services.statistics()
-
     async def aclose(self) -> None:
         await self._services.aclose()
 

@@ -71,7 +71,6 @@ _QUEUE = _Call("registry_api", "review_queue", "POST", f"{_DATASET}/user/release
 _REVIEWERS = _Call(None, "reviewers", "GET", "/release/sys-reviewers/list", True)
 _REQUEST_RELEASE = _Call(None, "request_release", "POST", "/release/approval-request", False)
 _ACTION_RELEASE = _Call(None, "action_release", "PUT", "/release/action-approval-request", False)
-_SCHEMA = _Call(None, "dataset_schema", "GET", "/metadata/dataset-schema", True)
 _VALIDATE = _Call(None, "validate_metadata", "POST", "/metadata/validate-metadata", True)
 _MINT = _Call(None, "mint_dataset", "POST", "/register/mint-dataset", False)
 # Every role a dataset has, in the registry's order (docs/API.md §8.3).
@@ -187,10 +186,6 @@ class RegistryClient:
             params=params,
             json=json,
         )
-
-    def statistics(self) -> dict[str, int]:
-        """Requests sent to the other services, per route name."""
-        return self._services.statistics()
 
     async def aclose(self) -> None:
         """Close the other services' clients (the data store's is its owner's to close)."""
@@ -339,14 +334,6 @@ class RegistryClient:
             seen.append(key)
 
     # --- metadata and minting ------------------------------------------------------------
-
-    async def dataset_schema(self) -> Mapping[str, Any]:
-        """The JSON schema of a dataset's ``collection_format``."""
-        body = await self._send(_SCHEMA)
-        schema = body.get("json_schema") if isinstance(body, dict) else None
-        if not isinstance(schema, dict):
-            raise UnavailableError("dataset_schema: the answer holds no json_schema")
-        return schema
 
     async def validate_metadata(self, collection_format: CollectionFormat) -> None:
         """Check a ``collection_format`` with the data store's schema and field rules;

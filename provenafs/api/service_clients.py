@@ -50,14 +50,6 @@ class ServiceClients:
             self._clients[base] = client
         return client
 
-    def statistics(self) -> dict[str, int]:
-        """Requests sent, per route name, over every service."""
-        total: dict[str, int] = {}
-        for client in self._clients.values():
-            for name, count in client.statistics().items():
-                total[name] = total.get(name, 0) + count
-        return total
-
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()

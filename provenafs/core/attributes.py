@@ -115,14 +115,11 @@ class AttributeMaker:
             # it); reads are direct_io, so a newer, longer snapshot is still read whole.
             now = seconds_to_ns(self._clock())
             return self.make(stat.S_IFREG | _OWNER_READ_ONLY, self._status_size(), now, 0.0)
-        if kind is NodeKind.BY_NAME_LINK:
+        if kind in (NodeKind.BY_NAME_LINK, NodeKind.FACET_LINK):  # the target is in the node
             target = await self._namespace.link_target(node)
             return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
         if kind in _LINEAGE_KINDS:
             return await self._namespace.lineage.attributes(node, self.make, self.started_ns)
-        if kind is NodeKind.FACET_LINK:  # its target is in the node: no call
-            target = await self._namespace.link_target(node)
-            return self.make(stat.S_IFLNK | LINK_MODE, len(target), self.started_ns, SHORT_TIMEOUT)
         if kind in _PREFIX_ENTRY_KINDS:
             return await self._prefix_entry(node, fetch=fetch, exact=exact)
 
@@ -139,9 +136,8 @@ class AttributeMaker:
             await self._policy.require_data_read(record)
             draft = self._draft_of(node.handle)
             entry = draft.resolve(node.path) if draft is not None else None
-            if entry is not None and not isinstance(entry, DirectoryEntry):
-                raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
-            if node.path.startswith(ORPHAN_MARK):
+            replaced = entry is not None and not isinstance(entry, DirectoryEntry)
+            if replaced or node.path.startswith(ORPHAN_MARK):
                 raise FsError(errno.ENOENT, f"{node.path!r} is gone from {node.handle}")
             if entry is None:
                 parent, name = parent_path(node.path)

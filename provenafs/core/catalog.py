@@ -777,7 +777,7 @@ class Catalog:
 
         async def head() -> None:
             try:
-                answer = await self._with_read_credentials(
+                answer = await self.with_read_credentials(
                     record.handle, lambda creds: self._store.head_object(creds, bucket, full)
                 )
             except NoSuchKeyError:
@@ -788,7 +788,7 @@ class Catalog:
 
         async def any_under() -> None:
             folder.append(
-                await self._with_read_credentials(
+                await self.with_read_credentials(
                     record.handle, lambda creds: self._store.any_under(creds, bucket, full + "/")
                 )
             )
@@ -856,7 +856,7 @@ class Catalog:
         handle, bucket, root = record.handle, record.s3.bucket_name, record.s3.path
         invalidations = self._invalidations
         try:
-            keys = await self._with_read_credentials(
+            keys = await self.with_read_credentials(
                 handle,
                 lambda creds: lister.list_tree(
                     creds, bucket, root, max_keys=self._snapshot_max_keys
@@ -927,7 +927,7 @@ class Catalog:
         if partial is not None and prefix in partial[1]:
             # The level's first entries came with the truncated snapshot: list the rest only.
             last, (objects, prefixes) = partial[0], partial[1][prefix]
-            rest = await self._with_read_credentials(
+            rest = await self.with_read_credentials(
                 record.handle,
                 lambda creds: self._store.list_prefix(
                     creds, record.s3.bucket_name, prefix, start_after=last
@@ -937,29 +937,23 @@ class Catalog:
             return await _listing_from_keys(
                 prefix, [*objects, *rest.objects], [*prefixes, *rest.prefixes]
             )
-        raw = await self._with_read_credentials(
+        raw = await self.with_read_credentials(
             record.handle,
             lambda creds: self._store.list_prefix(creds, record.s3.bucket_name, prefix),
         )
         return await _listing_from_keys(prefix, raw.objects, raw.prefixes)
-
-    async def with_read_credentials(
-        self, handle: str, call: Callable[[Credentials], Awaitable[V]]
-    ) -> V:
-        """``call`` with *handle*'s read credentials, retried once with fresh ones if S3
-        refuses them (for reads beside listings: object metadata, link targets)."""
-        return await self._with_read_credentials(handle, call)
 
     @property
     def generation(self) -> int:
         """Counts ``invalidate`` calls: what was derived from older listings may be stale."""
         return self._invalidations
 
-    async def _with_read_credentials(
+    async def with_read_credentials(
         self, handle: str, call: Callable[[Credentials], Awaitable[V]]
     ) -> V:
         """``call`` with the dataset's read credentials, retried once with fresh ones if S3
-        refuses them (they may have expired, or been revoked, since they were cached)."""
+        refuses them (they may have expired, or been revoked, since they were cached): the
+        catalog's listings, and reads beside them (object metadata, link targets)."""
         for attempt in (1, 2):
             creds = await self._broker.read(handle)
             try:

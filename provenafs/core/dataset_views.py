@@ -94,7 +94,6 @@ class DatasetViews:
         )
         self._flights: SingleFlight[tuple[str, str], bytes] = SingleFlight()
         self.access_editor = AccessEditor(services, on_changed=self._access_changed)
-        self.renders = 0
 
     # --- attributes ----------------------------------------------------------------------
 
@@ -128,7 +127,6 @@ class DatasetViews:
         return await self._flights.run(key, lambda: self._render(node))
 
     async def _render(self, node: NodeId) -> bytes:
-        self.renders += 1
         record = await self._catalog.record(node.handle)
         if node.path == LOCKS:
             events = await self._services.lock_history(node.handle)

@@ -360,7 +360,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
         )
         fs.set_kernel_notifier(fuse_ops.KernelNotifier())
         publishing = _publishing_for(options, fs, client, broker, store)
-        prov, access_log = await _provenance_for(options, fs, tokens, services)
+        prov, access_log = _provenance_for(options, fs, tokens, services)
         runs = RunManager(
             root=runs_root(options.source, options.state_dir),
             source=options.source,
@@ -400,7 +400,7 @@ async def _open_filesystem(options: MountOptions) -> AsyncIterator[_Mounted]:
             await _close_tokens(tokens)
 
 
-async def _provenance_for(
+def _provenance_for(
     options: MountOptions, fs: Filesystem, tokens: TokenSource, services: ServiceUrls
 ) -> tuple[ProvenanceClient | None, AccessLog | None]:
     """The prov/job/registry/auth client (None when no prov API is known) wired into the

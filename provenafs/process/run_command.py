@@ -524,7 +524,7 @@ def lineage_main(args: Sequence[str]) -> int:
         nodes = {k: v for k, v in nodes.items() if v["subtype"] in _DATA_FLOW or k == handle}
         links = [e for e in links if e["source"] in nodes and e["target"] in nodes]
     if parsed.dot:
-        print(lineage_dot(handle, nodes, links, down=parsed.down))
+        print(lineage_dot(handle, nodes, links))
     else:
         print("\n".join(lineage_tree(handle, nodes, links, down=parsed.down)))
     return 0
@@ -575,8 +575,6 @@ def lineage_dot(
     start: str,
     nodes: Mapping[str, Mapping[str, Any]],
     links: Sequence[Mapping[str, str]],
-    *,
-    down: bool,
 ) -> str:
     """The graph as Graphviz (``dot -Tsvg``); the start node is drawn bold."""
 
@@ -594,7 +592,6 @@ def lineage_dot(
         source, target = quoted(edge["source"]), quoted(edge["target"])
         lines.append(f"  {source} -> {target} [label={quoted(edge['type'])}];")
     lines.append("}")
-    del down  # the edges keep PROV's direction either way
     return "\n".join(lines)
 
 

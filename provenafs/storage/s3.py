@@ -137,10 +137,6 @@ def _etag(value: Any) -> str:
     return str(value or "").strip('"')
 
 
-def _timestamp(value: Any) -> float:
-    return value.timestamp() if isinstance(value, dt.datetime) else 0.0
-
-
 def _http_date(value: str | None) -> float:
     """Unix seconds of an HTTP date (``Last-Modified``); 0 if unreadable."""
     try:

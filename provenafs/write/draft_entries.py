@@ -37,7 +37,6 @@ __all__ = [
     "Whiteout",
     "entry_from_json",
     "entry_to_json",
-    "is_file_entry",
     "is_under",
     "join",
     "parent_of",
@@ -165,11 +164,6 @@ def entry_from_json(raw: Mapping[str, Any]) -> Entry:
     if kind == "wh":
         return WHITEOUT
     raise ValueError(f"unknown entry kind {kind!r}")
-
-
-def is_file_entry(entry: Entry | None) -> bool:
-    """A staged or carried file (what has bytes)."""
-    return isinstance(entry, (StagedEntry, CarriedEntry))
 
 
 def parent_of(path: str) -> str:

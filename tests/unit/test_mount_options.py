@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from provenafs.api.services import SERVICE_KEYS
 from provenafs.mount_options import (
     DEFAULT_SOURCE,
+    SERVICE_OPTIONS,
     MountOptionsError,
     parse_mount_args,
     parse_size,
@@ -174,3 +176,7 @@ def test_discovery_overrides_for_a_real_deployment() -> None:
     assert options.region == "us-east-1"
     plain = parse_mount_args(["/mnt/p"])
     assert (plain.realm_url, plain.s3_endpoint, plain.region) == (None, None, None)
+
+
+def test_the_service_options_are_the_services_the_api_knows() -> None:
+    assert SERVICE_OPTIONS == SERVICE_KEYS  # -o prov_api= and the like name every service

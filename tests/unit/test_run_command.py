@@ -45,7 +45,7 @@ def test_the_tree_follows_edges_and_marks_repeats() -> None:
 
 def test_graphviz_quotes_names_and_keeps_provs_direction() -> None:
     nodes = {**NODES, "d/a": {"id": "d/a", "name": 'A "quoted" name', "subtype": "DATASET"}}
-    dot = lineage_dot("d/new", nodes, LINKS[:2], down=False)
+    dot = lineage_dot("d/new", nodes, LINKS[:2])
     assert dot.startswith('digraph "lineage of d/new" {')
     assert '"d/new" [shape=box, style=bold, label="Results\\nd/new\\nDATASET"];' in dot
     assert 'label="A \\"quoted\\" name\\nd/a\\nDATASET"' in dot
