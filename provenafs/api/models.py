@@ -20,6 +20,7 @@ __all__ = [
     "S3Location",
     "VersionCreated",
     "VersioningInfo",
+    "collection_part",
 ]
 
 
@@ -83,13 +84,13 @@ class DatasetRecord:
     @property
     def keywords(self) -> tuple[str, ...]:
         """``dataset_info.keywords`` (text entries only)."""
-        found = _dataset_info(self.document).get("keywords")
+        found = collection_part(self.document, "dataset_info").get("keywords")
         return tuple(k for k in found if isinstance(k, str)) if isinstance(found, list) else ()
 
     @property
     def user_metadata(self) -> Mapping[str, str]:
         """``dataset_info.user_metadata``: free key/value text pairs."""
-        found = _dataset_info(self.document).get("user_metadata")
+        found = collection_part(self.document, "dataset_info").get("user_metadata")
         if not isinstance(found, Mapping):
             return {}
         return {str(k): v for k, v in found.items() if isinstance(v, str)}
@@ -109,11 +110,13 @@ class DatasetRecord:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _dataset_info(document: Mapping[str, Any]) -> Mapping[str, Any]:
+def collection_part(document: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``item.collection_format.<key>`` of a record's document (``dataset_info``,
+    ``associations``, ...); empty where the document has none."""
     item = document.get("item")
     cf = item.get("collection_format") if isinstance(item, Mapping) else None
-    info = cf.get("dataset_info") if isinstance(cf, Mapping) else None
-    return info if isinstance(info, Mapping) else {}
+    found = cf.get(key) if isinstance(cf, Mapping) else None
+    return found if isinstance(found, Mapping) else {}
 
 
 def without_nulls(value: Any) -> Any:

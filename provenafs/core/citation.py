@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from provenafs.api.models import DatasetRecord, RegistryItem
+from provenafs.api.models import DatasetRecord, RegistryItem, collection_part
 
 __all__ = ["HANDLE_RESOLVER", "citation_cff", "referenced_ids"]
 
@@ -38,17 +38,11 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _info(record: DatasetRecord) -> Mapping[str, Any]:
-    item = record.document.get("item")
-    cf = item.get("collection_format") if isinstance(item, Mapping) else None
-    found = cf.get("dataset_info") if isinstance(cf, Mapping) else None
-    return found if isinstance(found, Mapping) else {}
+    return collection_part(record.document, "dataset_info")
 
 
 def _associations(record: DatasetRecord) -> Mapping[str, Any]:
-    item = record.document.get("item")
-    cf = item.get("collection_format") if isinstance(item, Mapping) else None
-    found = cf.get("associations") if isinstance(cf, Mapping) else None
-    return found if isinstance(found, Mapping) else {}
+    return collection_part(record.document, "associations")
 
 
 def referenced_ids(record: DatasetRecord) -> list[str]:

@@ -20,7 +20,7 @@ Answers are JSON-ready mappings for the control socket; failures rise as ``Actio
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from provenafs.api import errors as api_errors
@@ -131,23 +131,27 @@ class DatasetActions:
     # --- release and review --------------------------------------------------------------
 
     async def reviewers(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        return {"reviewers": await self._described(await self._services.reviewers())}
+
+    async def _described(self, people: Sequence[str]) -> list[dict[str, Any]]:
+        """Each Person's id, name and email (None where the caller may not fetch it)."""
         found = []
-        for person in await self._services.reviewers():
+        for person in people:
             try:
                 item = await self._services.fetch_item(person)
             except (api_errors.NotFoundError, api_errors.PermissionDeniedError):
                 found.append({"id": person, "name": None, "email": None})
                 continue
             found.append({"id": person, "name": item.display_name, "email": item.email})
-        return {"reviewers": found}
+        return found
 
     async def _reviewer(self, wanted: str) -> str:
-        """The Person id *wanted* names (module docstring); ``ActionError`` if none or several."""
+        """The Person id *wanted* names (module docstring); ``ActionError`` if none or several.
+        The list of reviewers is asked for once; their records only when a name must match."""
         listed = await self._services.reviewers()
         if wanted in listed:
             return wanted
-        described = (await self.reviewers({}))["reviewers"]
-        shown = ", ".join(f"{r['id']} ({r['name'] or '?'})" for r in described) or "none"
+        described: list[dict[str, Any]] | None = None
         if split_handle(wanted) is None:
             try:
                 person = await self._services.linked_person(wanted)
@@ -157,6 +161,7 @@ class DatasetActions:
             if person is not None and person in listed:
                 return person
             text = wanted.casefold()
+            described = await self._described(listed)
             matches = [
                 r["id"]
                 for r in described
@@ -166,6 +171,9 @@ class DatasetActions:
                 return str(matches[0])
             if len(matches) > 1:
                 raise ActionError(f"{wanted!r} names several reviewers: {', '.join(matches)}")
+        if described is None:
+            described = await self._described(listed)
+        shown = ", ".join(f"{r['id']} ({r['name'] or '?'})" for r in described) or "none"
         raise ActionError(f"{wanted!r} is not a release reviewer (reviewers: {shown})")
 
     async def release(self, message: Mapping[str, Any]) -> dict[str, Any]:

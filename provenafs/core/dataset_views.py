@@ -19,13 +19,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import errno
-import json
 import logging
 import os
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import cachetools
 
@@ -37,6 +35,7 @@ from provenafs.core.citation import citation_cff, referenced_ids
 from provenafs.core.handles import HandleTable, SidecarEditHandle, SnapshotHandle
 from provenafs.core.inodes import NodeId
 from provenafs.core.services import RegistryServices
+from provenafs.core.sidecar_render import json_document
 from provenafs.core.types import FILE_MODE, FILE_MODE_WRITABLE, Caller, OpenFile, is_writing
 from provenafs.errors import FsError
 from provenafs.write.access_edit import AccessEditor, access_document
@@ -57,10 +56,6 @@ def dataset_view_of(name: str) -> tuple[str, str] | None:
         if name.endswith(ending) and len(name) > len(ending):
             return name.removesuffix(ending), view
     return None
-
-
-def _json_bytes(document: Any) -> bytes:
-    return (json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _iso(timestamp: int) -> str:
@@ -133,12 +128,12 @@ class DatasetViews:
             history = [
                 {**dataclasses.asdict(event), "time": _iso(event.timestamp)} for event in events
             ]
-            data = _json_bytes(
+            data = json_document(
                 {"handle": node.handle, "locked": bool(record.locked), "history": history}
             )
         elif node.path == ACCESS:
             settings = await self._services.access_settings(node.handle)
-            data = _json_bytes(access_document(settings))
+            data = json_document(access_document(settings))
         else:
             items = {}
             for item_id in referenced_ids(record):

@@ -27,17 +27,18 @@ No pyfuse3, no blocking calls; trio thread only. Raw JSON comes from ``api`` rec
 from __future__ import annotations
 
 import errno
-import json
 import stat
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
+import cachetools
 import trio
 
 from provenafs.api.models import RegistryItem
 from provenafs.api.prov_models import LineageGraph
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.inodes import NodeId, NodeKind
+from provenafs.core.sidecar_render import json_document
 from provenafs.core.types import DIR_MODE, FILE_MODE, LINK_MODE, SHORT_TIMEOUT, Attributes
 from provenafs.errors import FsError
 
@@ -59,6 +60,8 @@ RUNS = "runs"
 _DIRECTORIES = (INPUTS, DERIVED, RUNS)
 LINEAGE_FILE_SUFFIX = ".lineage.json"
 LINEAGE_TTL = 5.0
+_MAX_ANSWERS = 4096  # graphs, items and documents kept at once (each for LINEAGE_TTL)
+_MISSING = object()
 MAX_DEPTH = 10  # the prov API refuses more
 _FETCH_PARALLEL = 8
 _SLASH_STANDIN = "\u2215"
@@ -106,7 +109,9 @@ class Lineage:
         self.depth = max(1, min(depth, MAX_DEPTH))
         self._entry_name = entry_name
         self._clock = clock
-        self._answers: dict[tuple[str, ...], tuple[float, object]] = {}
+        self._answers: cachetools.TTLCache[tuple[str, ...], object] = cachetools.TTLCache(
+            _MAX_ANSWERS, LINEAGE_TTL, timer=clock
+        )
         self._flights: SingleFlight[tuple[str, ...], object] = SingleFlight()
 
     def invalidate(self) -> None:
@@ -123,13 +128,13 @@ class Lineage:
         return self.api
 
     async def _cached(self, key: tuple[str, ...], fetch: Callable[[], Awaitable[_T]]) -> _T:
-        found = self._answers.get(key)
-        if found is not None and found[0] > self._clock():
-            return found[1]  # type: ignore[return-value]
+        found = self._answers.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
 
         async def fetch_and_keep() -> object:
             value = await fetch()
-            self._answers[key] = (self._clock() + LINEAGE_TTL, value)
+            self._answers[key] = value
             return value
 
         return await self._flights.run(key, fetch_and_keep)  # type: ignore[return-value]
@@ -271,7 +276,7 @@ class Lineage:
         item = (await self.runs(node.handle)).get(name)
         if item is None:
             raise FsError(errno.ENOENT, f"{name!r} is gone from {node.handle}@runs")
-        return _render(item.document)
+        return json_document(item.document)
 
     async def _lineage_document(self, handle: str) -> bytes:
         async def build() -> bytes:
@@ -282,7 +287,7 @@ class Lineage:
                 "upstream": up[0].to_json(),
                 "downstream": down[0].to_json(),
             }
-            return _render(document)
+            return json_document(document)
 
         return await self._cached(("document", handle, str(self.depth)), build)
 
@@ -307,7 +312,3 @@ class Lineage:
             return make(stat.S_IFLNK | LINK_MODE, len(target), mtime_ns, SHORT_TIMEOUT)
         size = len(await self.content(node))
         return make(stat.S_IFREG | FILE_MODE, size, mtime_ns, 0.0)
-
-
-def _render(document: Mapping[str, object]) -> bytes:
-    return (json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()

@@ -17,7 +17,7 @@ from typing import Any
 
 from provenafs.api.models import DatasetRecord
 
-__all__ = ["SidecarRenderer", "sidecar_bytes", "sidecar_size"]
+__all__ = ["SidecarRenderer", "json_document", "sidecar_bytes", "sidecar_size"]
 
 
 def _plain(value: Any) -> Any:
@@ -29,10 +29,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def json_document(document: Any) -> bytes:
+    """The one form of every JSON file the mount makes (sidecars, access settings, lock
+    histories, lineage, run logs): sorted keys, two-space indentation, non-ASCII as is, a
+    trailing newline, UTF-8."""
+    text = json.dumps(_plain(document), sort_keys=True, indent=2, ensure_ascii=False)
+    return (text + "\n").encode("utf-8", "surrogatepass")
+
+
 def sidecar_bytes(record: DatasetRecord) -> bytes:
     """The sidecar of a fetched *record*."""
-    text = json.dumps(_plain(record.document), sort_keys=True, indent=2, ensure_ascii=False)
-    return (text + "\n").encode("utf-8", "surrogatepass")
+    return json_document(record.document)
 
 
 def sidecar_size(record: DatasetRecord) -> int:

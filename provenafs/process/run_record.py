@@ -14,13 +14,13 @@ Pure functions of the run's state: no I/O, no clock.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from provenafs.api.prov_models import ModelRunRecord, TemplatedDataset, WorkflowTemplate
 from provenafs.api.provenance import RUN_ID_ANNOTATION
+from provenafs.core.sidecar_render import json_document
 from provenafs.process.run_journal import RunState
 
 __all__ = [
@@ -72,7 +72,7 @@ def run_log(state: RunState, dataset: str) -> bytes:
         "written": observed.get("written", []),
         "listed": observed.get("listed", []),
     }
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return json_document(document)
 
 
 def inputs_of(state: RunState, outputs: Mapping[str, str]) -> list[str]:
