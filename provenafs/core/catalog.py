@@ -820,12 +820,8 @@ class Catalog:
     async def listing(self, record: DatasetRecord, directory: str) -> DirectoryListing:
         """One level of the dataset's keys under *directory* ("" for the root, no outer ``/``)."""
         handle = record.handle
-        snapshot = self._listings.fresh((handle, None))
-        if isinstance(snapshot, DatasetSnapshot):
-            cached: DirectoryListing | DatasetSnapshot | None = snapshot.listing(directory)
-        else:
-            cached = self._listings.fresh((handle, directory))
-        if isinstance(cached, DirectoryListing):
+        cached = self.cached_listing(handle, directory)
+        if cached is not None:
             self._counts["listing_hits"] += 1
             return cached
         if self._tree_lister is not None and not self._unsnapshotted.get(handle):

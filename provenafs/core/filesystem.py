@@ -54,7 +54,7 @@ from provenafs.core.dataset_views import DatasetViews
 from provenafs.core.discovery import Discovery
 from provenafs.core.file_views import FileViews
 from provenafs.core.handles import DirHandle, HandleTable, ObjectHandle, SnapshotHandle
-from provenafs.core.inodes import ROOT_INODE, InodeTable, NodeId, NodeKind
+from provenafs.core.inodes import ROOT_INODE, InodeTable, NodeId, NodeKind, parent_of
 from provenafs.core.kernel_cache import KernelCache
 from provenafs.core.lineage_nodes import Lineage
 from provenafs.core.namespace import Namespace
@@ -509,15 +509,12 @@ class Filesystem:
     def _parent_inode(self, node: NodeId, inode: int) -> int:
         """The inode of the directory holding *node* (a directory), for its ``..`` entry."""
         if node.kind is NodeKind.DATASET_DIR:
-            parent = NodeId(NodeKind.PREFIX_DIR, node.handle.partition("/")[0])
+            parent: NodeId | None = NodeId(NodeKind.PREFIX_DIR, node.handle.partition("/")[0])
         elif node.kind is NodeKind.DATASET_SUBDIR:
-            path = parent_path(node.path)[0]
-            parent = NodeId(
-                NodeKind.DATASET_SUBDIR if path else NodeKind.DATASET_DIR, node.handle, path
-            )
+            parent = parent_of(node)  # None for an orphan: its own inode stands in
         else:
             return ROOT_INODE
-        found = self._inodes.find(parent)
+        found = None if parent is None else self._inodes.find(parent)
         return inode if found is None else found
 
     def directory_entries(self, fh: int, offset: int) -> Iterator[DirEntry]:

@@ -75,6 +75,19 @@ def is_link(metadata: PosixMetadata, info: ObjectInfo) -> bool:
     return metadata.is_link and 0 < info.size <= LINK_TARGET_MAX
 
 
+def _known(folder: _Folder, name: str, info: ObjectInfo) -> PosixMetadata | None:
+    """An object's attributes where no HEAD is needed for them: none in a plain folder or for
+    the data store's own file, the manifest's where it vouches for the object, else a HEAD
+    already made of this ETag; None when a HEAD must be made."""
+    if folder.source is _Source.PLAIN or _is_data_store_file(folder, name):
+        return NO_METADATA
+    entry = folder.manifest.get(name)
+    if entry is not None and entry.vouches_for(info):
+        return entry.metadata
+    head = folder.heads.get(name)
+    return head[1] if head is not None and head[0] == info.etag else None
+
+
 def _is_data_store_file(folder: _Folder, name: str) -> bool:
     """The top-level ``metadata.json``: the data store writes it, never with attributes."""
     return folder.is_top and name == METADATA_FILE
@@ -280,13 +293,7 @@ class StoredAttributes:
     # --- one folder --------------------------------------------------------------------------
 
     def _needs_head(self, folder: _Folder, name: str, info: ObjectInfo) -> bool:
-        if folder.source is _Source.PLAIN or _is_data_store_file(folder, name):
-            return False
-        entry = folder.manifest.get(name)
-        if entry is not None and entry.vouches_for(info):
-            return False
-        known = folder.heads.get(name)
-        return known is None or known[0] != info.etag
+        return _known(folder, name, info) is None
 
     async def _object(
         self,
@@ -296,14 +303,9 @@ class StoredAttributes:
         name: str,
         info: ObjectInfo,
     ) -> PosixMetadata:
-        if folder.source is _Source.PLAIN or _is_data_store_file(folder, name):
-            return NO_METADATA
-        entry = folder.manifest.get(name)
-        if entry is not None and entry.vouches_for(info):
-            return entry.metadata
-        known = folder.heads.get(name)
-        if known is not None and known[0] == info.etag:
-            return known[1]
+        known = _known(folder, name, info)
+        if known is not None:
+            return known
         metadata = await self._head(record, info.key[len(record.s3.path) :])
         folder.heads[name] = (info.etag, metadata)
         return metadata
