@@ -35,10 +35,16 @@ from provenafs.api.realm import device_login
 from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.mount_options import parse_mount_args
 from provenafs.process import control_socket
-from provenafs.process.mounts import FSTYPE, READY_FD_ENV, find_mount, log_path_for
+from provenafs.process.mounts import (
+    FSTYPE,
+    READY_FD_ENV,
+    find_mount,
+    log_path_for,
+    mount_containing,
+)
 from provenafs.process.run_command import lineage_main, record_main, run_lines, run_main
 
-__all__ = ["main", "mount_containing", "strip_fstab_options"]
+__all__ = ["main", "strip_fstab_options"]
 
 _READY_TIMEOUT_SECONDS = 120.0
 _USAGE_EXIT = 2
@@ -391,7 +397,7 @@ def _commit(args: Sequence[str]) -> int:
     parsed = parser.parse_args(args)
     # realpath follows @latest and by-name/ links to the version they name.
     path = Path(os.path.realpath(parsed.path))
-    mountpoint = _mount_containing(path)
+    mountpoint = mount_containing(path)
     if mountpoint is None:
         _error("commit", f"{parsed.path} is not inside a provenafs mount")
         return 1
@@ -631,18 +637,6 @@ def _identity(mountpoint: Path) -> dict[str, Any] | None:
 # -- revert (metadata history) ------------------------------------------------------------------
 
 
-def _mount_containing(path: Path) -> Path | None:
-    """The provenafs mountpoint that *path* lies in (the path itself or a parent)."""
-    for candidate in (path, *path.parents):
-        found = _find_mount(candidate)
-        if found is not None:
-            return candidate if found[0] == FSTYPE else None
-    return None
-
-
-mount_containing = _mount_containing  # for the dataset commands (process.dataset_commands)
-
-
 def _newest_history_id(sidecar: Path) -> int | None:
     """The id of the newest history entry in a sidecar, read through the mount."""
     try:
@@ -668,7 +662,7 @@ def _revert(args: Sequence[str]) -> int:
         return _USAGE_EXIT
     # realpath follows @latest and by-name/ links to the version they name.
     path = Path(os.path.realpath(parsed.path))
-    mountpoint = _mount_containing(path)
+    mountpoint = mount_containing(path)
     if mountpoint is None:
         _error("revert", f"{parsed.path} is not inside a provenafs mount")
         return 1

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from provenafs.process import control_socket
-from provenafs.process.commands import mount_containing
+from provenafs.process.mounts import mount_containing
 
 __all__ = ["COMMANDS", "main"]
 

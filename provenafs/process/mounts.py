@@ -21,6 +21,7 @@ __all__ = [
     "MountEntry",
     "find_mount",
     "log_path_for",
+    "mount_containing",
     "provenafs_mounts",
 ]
 
@@ -87,6 +88,15 @@ def provenafs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Mou
         for entry in top.values()
         if entry.fstype == FSTYPE
     ]
+
+
+def mount_containing(path: Path) -> Path | None:
+    """The provenafs mountpoint that *path* lies in (the path itself or a parent), if any."""
+    for candidate in (path, *path.parents):
+        entry = find_mount(candidate)
+        if entry is not None:
+            return candidate if entry.fstype == FSTYPE else None
+    return None
 
 
 def log_path_for(mountpoint: Path) -> Path:

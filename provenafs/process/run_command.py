@@ -36,7 +36,7 @@ from typing import Any
 from provenafs.process import control_socket
 from provenafs.process.access_log import read_access_log
 from provenafs.process.attribution import RUN_ENV
-from provenafs.process.mounts import FSTYPE, find_mount, provenafs_mounts
+from provenafs.process.mounts import FSTYPE, find_mount, mount_containing, provenafs_mounts
 
 __all__ = ["lineage_main", "record_main", "run_lines", "run_main"]
 
@@ -62,14 +62,6 @@ def _provenafs_mounts() -> list[Path]:
     return [entry.mountpoint for entry in provenafs_mounts()]
 
 
-def _mount_of(path: Path) -> Path | None:
-    for candidate in (path, *path.parents):
-        entry = find_mount(candidate)
-        if entry is not None:
-            return candidate if entry.fstype == FSTYPE else None
-    return None
-
-
 def _choose_mount(given: Path | None, argv: Sequence[str] = ()) -> Path:
     """``--mount``, else the mount holding the working directory, else the one mount the
     command's path arguments lie in, else the only mount."""
@@ -79,7 +71,7 @@ def _choose_mount(given: Path | None, argv: Sequence[str] = ()) -> Path:
         if entry is None or entry.fstype != FSTYPE:
             raise _CommandError(f"{given} is not a provenafs mount")
         return mountpoint
-    here = _mount_of(Path(os.path.realpath(os.getcwd())))
+    here = mount_containing(Path(os.path.realpath(os.getcwd())))
     if here is not None:
         return here
     mounts = _provenafs_mounts()
@@ -509,7 +501,7 @@ def lineage_main(args: Sequence[str]) -> int:
     parsed = parser.parse_args(args)
     try:
         real = Path(os.path.realpath(parsed.path))
-        mountpoint = _mount_of(real)
+        mountpoint = mount_containing(real)
         if mountpoint is None:
             raise _CommandError(f"{parsed.path} is not inside a provenafs mount")
         handle = _handle_of(real, mountpoint)
