@@ -64,6 +64,7 @@ from provenafs.write.dataset_upload import (
     UploadProgress,
     local_files,
 )
+from provenafs.write.drafts import default_state_dir, mkdir_private
 
 __all__ = ["CONFIG_NAME", "journal_path", "main"]
 
@@ -289,23 +290,17 @@ def collection_format_for(
 # --- minting and resuming ------------------------------------------------------------------
 
 
-def state_dir() -> Path:
-    env = os.environ.get("XDG_STATE_HOME")
-    return (Path(env) if env else Path.home() / ".local" / "state") / "provenafs"
-
-
 def journal_path(source: str, name: str, directory: Path | None) -> Path:
     """Where the journal of ``provenafs new NAME [--from DIR]`` against *source* lives."""
     where = "" if directory is None else os.path.abspath(directory)
     key = hashlib.sha256(f"{source.rstrip('/')}\0{name}\0{where}".encode()).hexdigest()[:24]
-    return state_dir() / "new" / f"{key}.jsonl"
+    return default_state_dir() / "new" / f"{key}.jsonl"
 
 
 def _private_dirs(path: Path) -> None:
     """*path* and the state dir it is in, made 0700 (they are the user's alone)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for directory in (state_dir(), path):
-        directory.chmod(0o700)
+    mkdir_private(path)
+    default_state_dir().chmod(0o700)
 
 
 async def _adopt(connection: _Connection, name: str, asked_at: float, me: str) -> str | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from provenafs.write.draft_journal import DraftJournal, decode_records, fsync_dir_blocking
+from provenafs.write.drafts import mkdir_private, state_root
 
 __all__ = ["TERMINAL", "RunJournal", "RunRequest", "RunState", "load_all", "runs_root"]
 
@@ -46,11 +46,7 @@ TERMINAL = frozenset({"registered", "failed", "dry-run"})
 
 def runs_root(source: str, state_dir: Path | None = None) -> Path:
     """``<state_dir>/runs/<hash of the source URL>``, beside the drafts of the same source."""
-    if state_dir is None:
-        env = os.environ.get("XDG_STATE_HOME")
-        state_dir = (Path(env) if env else Path.home() / ".local" / "state") / "provenafs"
-    digest = hashlib.sha256(source.rstrip("/").encode()).hexdigest()[:16]
-    return state_dir / "runs" / digest
+    return state_root("runs", source, state_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,12 +281,5 @@ def load_all(root: Path) -> Sequence[tuple[RunJournal, RunState]]:
 
 def _private_dirs(root: Path) -> None:
     """*root* and its parents up to the state dir: 0700, created where missing."""
-    missing = []
-    probe = root
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-    root.chmod(0o700)
+    mkdir_private(root)
     root.parent.chmod(0o700)

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from provenafs.write.drafts import _mkdir_private
+from provenafs.write.drafts import mkdir_private
 
 __all__ = ["DraftRootInUseError", "hold_draft_root", "lock_path_for"]
 
@@ -42,7 +42,7 @@ def hold_draft_root(root: Path, holder: str) -> Iterator[None]:
     """Hold the draft root *root* exclusively; *holder* (e.g. the mountpoint) is written into
     the lock file so that a refused mount can say who has it."""
     path = lock_path_for(root)
-    _mkdir_private(path.parent)  # as the draft store makes its root's parents: 0700
+    mkdir_private(path.parent)  # as the draft store makes its root's parents: 0700
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(path, flags, 0o600)
     try:

@@ -85,7 +85,15 @@ from provenafs.write.draft_plan import (
     StagedFile,
 )
 
-__all__ = ["Draft", "DraftStore", "StagedBlob", "default_root"]
+__all__ = [
+    "Draft",
+    "DraftStore",
+    "StagedBlob",
+    "default_root",
+    "default_state_dir",
+    "mkdir_private",
+    "state_root",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +104,21 @@ _COMPACT_FACTOR = 4  # ... and more than this many per live entry
 _BIG_IO = 64 << 10  # blob reads and writes at least this large run in a worker thread
 
 
-def default_root(source: str, state_dir: Path | None = None) -> Path:
-    """``<state_dir>/drafts/<hash of the source URL>``: private per data store.
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/provenafs`` (``~/.local/state/provenafs``): drafts, runs, uploads."""
+    env = os.environ.get("XDG_STATE_HOME")
+    return (Path(env) if env else Path.home() / ".local" / "state") / "provenafs"
 
-    ``state_dir`` defaults to ``$XDG_STATE_HOME/provenafs`` (``~/.local/state/provenafs``).
-    """
-    if state_dir is None:
-        env = os.environ.get("XDG_STATE_HOME")
-        state_dir = (Path(env) if env else Path.home() / ".local" / "state") / "provenafs"
+
+def state_root(kind: str, source: str, state_dir: Path | None = None) -> Path:
+    """``<state_dir>/<kind>/<hash of the source URL>``: private per data store."""
     digest = hashlib.sha256(source.rstrip("/").encode()).hexdigest()[:16]
-    return state_dir / "drafts" / digest
+    return (state_dir or default_state_dir()) / kind / digest
+
+
+def default_root(source: str, state_dir: Path | None = None) -> Path:
+    """Where the drafts of *source* live: ``<state_dir>/drafts/<hash of the source URL>``."""
+    return state_root("drafts", source, state_dir)
 
 
 def _draft_dirname(handle: str) -> str:
@@ -114,7 +127,7 @@ def _draft_dirname(handle: str) -> str:
     return f"{readable}-{hashlib.sha256(handle.encode()).hexdigest()[:12]}"
 
 
-def _mkdir_private(path: Path) -> None:
+def mkdir_private(path: Path) -> None:
     """Make *path* (0700), and every missing parent 0700 too (they are ours alone)."""
     missing = []
     probe = path
@@ -754,8 +767,8 @@ class Draft:
         }
 
     def _create_blocking(self) -> None:
-        _mkdir_private(self.directory)
-        _mkdir_private(self.blob_dir)
+        mkdir_private(self.directory)
+        mkdir_private(self.blob_dir)
         self._journal = DraftJournal(self.directory / _JOURNAL)
         self._journal.append(self._head())
         self._journal.sync_blocking()
@@ -768,7 +781,7 @@ class Draft:
                 self._apply_record(record)
             except (KeyError, ValueError, TypeError) as exc:
                 log.warning("draft %s: skipping a malformed journal record: %s", self.handle, exc)
-        _mkdir_private(self.blob_dir)
+        mkdir_private(self.blob_dir)
         referenced = self._referenced_blobs()
         for local in self.blob_dir.iterdir():
             if local.name not in referenced:
@@ -831,7 +844,7 @@ class DraftStore:
         )
 
         def create() -> None:
-            _mkdir_private(self.root)
+            mkdir_private(self.root)
             draft._create_blocking()
 
         await trio.to_thread.run_sync(create)
