@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 import trio
 
+from provenafs.core import namespace
+from provenafs.core.dataset_views import VIEW_SUFFIXES
 from provenafs.errors import FsError
+from provenafs.process import control_socket
 from provenafs.process.control_socket import (
     ControlServer,
     ControlUnavailable,
@@ -291,3 +294,11 @@ def test_handle_from_path(path: str, handle: str) -> None:
 def test_handle_from_path_refuses(path: str) -> None:
     with pytest.raises(ValueError, match="not inside"):
         handle_from_path(path)
+
+
+def test_the_commands_path_grammar_is_the_trees() -> None:
+    """``handle_from_path`` (light: the commands load no core) knows the names the core serves
+    beside a dataset and the core's handle prefixes; a new view must be added to both."""
+    beside = set(control_socket._FILES_BESIDE_A_DATASET)
+    assert beside == {*VIEW_SUFFIXES, namespace.SIDECAR_SUFFIX}
+    assert control_socket._HANDLE_PREFIX.pattern == namespace._PREFIX_RE.pattern
