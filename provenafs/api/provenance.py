@@ -107,7 +107,6 @@ class ProvenanceClient:
     def __init__(
         self, urls: ServiceUrls, tokens: TokenSource, *, timeout: float = 30.0, retries: int = 4
     ) -> None:
-        self.urls = urls
         self.timeout = timeout
         self._services = ServiceClients(urls, tokens, timeout=timeout, retries=retries)
 

@@ -164,7 +164,6 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.datastore = datastore
-        self.urls = urls
         self._services = ServiceClients(urls, tokens, timeout=timeout, transport=transport)
 
     def _service(self, key: str | None) -> DataStoreClient:
