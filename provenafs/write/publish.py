@@ -1140,6 +1140,8 @@ def _check_keys(handle: str, plan: DraftPlan, base_prefix: str, prefix_bytes: in
     problems = []
     for path in sorted(set(paths) - {METADATA_FILE}):
         problem = key_problem(path, prefix_bytes)
+        if problem is None and path.split("/", 1)[0] == MANIFEST_DIR:  # the mount refuses it
+            problem = f"is inside {MANIFEST_DIR}/, which holds the version's attributes"
         if problem is not None:
             problems.append(f"{path!r} {problem}")
     if problems:

@@ -122,7 +122,7 @@ def rewrite_journal(journal: Path, old: str, new: str) -> None:
 
 
 @pytest.mark.parametrize("in_place", [False, True])
-@pytest.mark.parametrize("name", [BAD_NAMES[0], BAD_NAMES[1]])
+@pytest.mark.parametrize("name", [BAD_NAMES[0], BAD_NAMES[1], ".provenafs/index.json"])
 async def test_a_journaled_bad_name_mints_nothing_and_says_why(
     tmp_path: Path, name: str, in_place: bool
 ) -> None:
