@@ -92,15 +92,7 @@ def ok(result: subprocess.CompletedProcess[str], what: str) -> str:
 
 
 def access_settings(api: StoreApi, handle: str, user: str = "alice") -> dict[str, Any]:
-    response = httpx.get(
-        f"{api.store.base_url}/registry/entity/dataset/auth/configuration",
-        params={"id": handle},
-        headers=api.headers(user),
-        timeout=API_TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return api.access_settings(handle, user)
 
 
 def put_access(api: StoreApi, handle: str, general: list[str]) -> None:

@@ -151,6 +151,12 @@ def other_changes(mnt: Path, dataset: Dataset) -> dict[str, list[str]]:
         "symlink": ["ln", "-s", "secret.csv", str(directory / "link")],
         "setxattr": ["setfattr", "-n", "user.provena.reason", "-v", "mine", sidecar],
         "sidecar edit": ["sh", "-c", 'echo "{}" > "$0"', sidecar],
+        "access settings edit": [
+            "sh",
+            "-c",
+            'echo \'{"general": ["metadata-read"]}\' > "$0"',
+            str(mnt / f"{dataset.handle}.access.json"),
+        ],
         "presigned URL": ["getfattr", "-n", "user.provena.presigned_url", secret],
     }
 
@@ -162,6 +168,7 @@ def snapshot(api: StoreApi, dataset: Dataset) -> tuple[object, ...]:
         api.versions_after(dataset.handle),
         record["history"],
         record["updated_timestamp"],
+        api.access_settings(dataset.handle),
     )
 
 
@@ -198,6 +205,8 @@ def test_another_user_can_do_nothing_through_a_default_allow_other_mount(
         assert shown.stdout.split() == ["500", "0"], shown
         assert_nothing_changed(mounted, api, dataset, before)
         assert "allow_other" in super_options(mnt)
+        # kept set-user-ID bits and device numbers never take effect, root's mount included
+        assert {"nosuid", "nodev"} <= mount_flags(mnt)
         assert "default_permissions" not in super_options(mnt)  # the mount refuses, alone
 
 
@@ -284,6 +293,15 @@ def super_options(mountpoint: Path) -> set[str]:
         fields = line.split(" ")
         if fields[4] == str(mountpoint) and "-" in fields:
             return set(fields[fields.index("-") + 3].split(","))
+    raise AssertionError(f"{mountpoint} is not mounted")
+
+
+def mount_flags(mountpoint: Path) -> set[str]:
+    """The per-mount flags of *mountpoint* (mountinfo's sixth field: nosuid, nodev, ...)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        if fields[4] == str(mountpoint):
+            return set(fields[5].split(","))
     raise AssertionError(f"{mountpoint} is not mounted")
 
 

@@ -152,6 +152,18 @@ class StoreApi:
         body: dict[str, Any] = response.json()
         return body
 
+    def access_settings(self, handle: str, user: str = "alice") -> dict[str, Any]:
+        """The dataset's access settings (owner, general and group roles) as the store has them."""
+        response = httpx.get(
+            f"{self.store.base_url}/registry/entity/dataset/auth/configuration",
+            params={"id": handle},
+            headers=self.headers(user),
+            timeout=API_TIMEOUT,
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
     def seed_handle(self, seed_name: str) -> str:
         return str(self.store.manifest()["datasets"][seed_name]["handle"])
 
