@@ -3,6 +3,7 @@ outages; the drafts a run holds; a run whose ``provenafs run`` process vanished.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,41 @@ async def test_an_unknown_template_fails_the_run_before_anything_is_sent(tmp_pat
     await runs.record(1000, {**RECORD, "template": "10378.1/nope"}, say)
     assert said[-1]["event"] == "error" and "10378.1/nope" in said[-1]["error"]
     assert runs.status()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("op", "message", "error"),
+    [
+        ("start", {"argv": "rm -rf /"}, "a run needs a command"),
+        ("start", {"argv": []}, "a run needs a command"),
+        ("start", {"argv": ["true", 7]}, "a run needs a command"),
+        ("start", {"argv": ["true"], "on_failure": "sometimes"}, "on_failure is keep or register"),
+        ("start", {"argv": ["true"], "annotations": ["a=b"]}, "annotations must be an object"),
+        ("record", {**RECORD, "reads": "everything"}, "reads must be a list"),
+        ("record", {**RECORD, "reads": [{"path": "x"}]}, "each read names a handle"),
+        ("record", {**RECORD, "started": "yesterday"}, "could not convert"),
+        ("finish", {"run_id": "no-such-run", "exit_code": 0}, "no such run"),
+    ],
+)
+async def test_malformed_run_messages_are_refused_and_start_nothing(
+    tmp_path: Path, op: str, message: Mapping[str, Any], error: str
+) -> None:
+    prov = FakeProv()
+    runs, files = manager(tmp_path, prov)
+    said: list[dict[str, Any]] = []
+
+    async def say(answer: dict[str, Any]) -> None:
+        said.append(dict(answer))
+
+    if op == "start":
+        with pytest.raises(ValueError, match=error):
+            await runs.start(os.getpid(), 1000, message)
+    elif op == "record":
+        await runs.record(1000, message, say)
+    else:
+        await runs.finish(1000, message, say)
+    if op != "start":
+        assert said[-1]["event"] == "error" and error in said[-1]["error"]
+    assert runs.status()["runs"] == []
+    assert prov.sent == [] and files.changed == 0
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
