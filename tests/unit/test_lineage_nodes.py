@@ -12,6 +12,7 @@ import stat
 from provenafs.api.models import RegistryItem
 from provenafs.api.prov_models import LineageGraph, LineageLink, LineageNode
 from provenafs.core.filesystem import Filesystem
+from provenafs.errors import FsError
 from provenafs.storage.blobstore import MemoryBlobStore
 from tests.unit.fakes import CALLER, FakeDataStore, build_filesystem
 from tests.unit.support import fails, names, read_all, walk
@@ -135,3 +136,49 @@ async def test_without_a_prov_api_there_is_no_lineage() -> None:
     await fails(errno.ENOENT, walk(fs, f"{A}@inputs"))
     await fails(errno.ENOENT, walk(fs, f"{A}.lineage.json"))
     assert os.path.basename(A) in await names(fs, "10378.1")
+
+
+async def test_no_change_reaches_a_lineage_node_and_none_leaves_a_trace() -> None:
+    fs, api = setup()
+    prefix = (await walk(fs, "10378.1")).inode
+    inputs = (await walk(fs, f"{NEW}@inputs")).inode
+    derived = (await walk(fs, f"{A}@derived")).inode
+    runs = (await walk(fs, f"{A}@runs")).inode
+    graph = (await walk(fs, f"{NEW}.lineage.json")).inode
+    run_file = (await walk(fs, f"{A}@runs/50.json")).inode
+    before = (
+        await names(fs, f"{NEW}@inputs"),
+        await names(fs, f"{A}@derived"),
+        await names(fs, f"{A}@runs"),
+        await read_all(fs, f"{NEW}.lineage.json"),
+    )
+    calls = dict(api.calls)
+    attempts = {
+        "write the graph": fs.open(graph, os.O_WRONLY, CALLER),
+        "write a run": fs.open(run_file, os.O_RDWR, CALLER),
+        "truncate the graph": fs.setattr(graph, CALLER, size=0),
+        "chmod a run": fs.setattr(run_file, CALLER, mode=0o666),
+        "create in @runs": fs.create(runs, "x.json", 0o644, os.O_WRONLY, CALLER),
+        "link in @derived": fs.symlink(derived, "x", "../../etc", CALLER),
+        "unlink an input": fs.unlink(inputs, "Input A", CALLER),
+        "remove @derived": fs.rmdir(prefix, f"{os.path.basename(A)}@derived", CALLER),
+        "rename a run": fs.rename(runs, "50.json", runs, "51.json", 0, CALLER),
+        "rename an input out": fs.rename(inputs, "Input A", prefix, "stolen", 0, CALLER),
+        "xattr on the graph": fs.setxattr(graph, "user.x", b"1", CALLER),
+    }
+    for what, attempt in attempts.items():
+        try:
+            await attempt
+        except FsError as refused:
+            assert refused.errno in {errno.EROFS, errno.EACCES, errno.EPERM}, what
+        else:
+            raise AssertionError(f"{what} was allowed")
+    after = (
+        await names(fs, f"{NEW}@inputs"),
+        await names(fs, f"{A}@derived"),
+        await names(fs, f"{A}@runs"),
+        await read_all(fs, f"{NEW}.lineage.json"),
+    )
+    assert after == before
+    assert {k: v for k, v in api.calls.items() if k in calls} == calls  # answered from cache
+    assert fs.draft_store.get(NEW) is None and fs.draft_store.get(A) is None
