@@ -312,6 +312,11 @@ def test_a_release_request_and_approval_turn_the_dataset_read_only_at_once(
     assert os.getxattr(directory, "user.provena.release_timestamp").endswith(b"Z")
     sidecar = json.loads(alice_in_place.sidecar(dataset.handle).read_bytes())
     assert sidecar["item"]["release_approver"] == reviewer
+    assert (
+        sidecar["item"]["release_timestamp"]
+        == api.record(dataset.handle)["item"]["release_timestamp"]
+    )
+    assert isinstance(sidecar["item"]["release_timestamp"], int)
     # the reviewer finds it in reviews/ and approves it through the link
     assert dataset.name in os.listdir(admin.path / "reviews")
     link = admin.path / "reviews" / dataset.name
@@ -379,6 +384,16 @@ def test_new_then_writes_through_the_mount_go_into_the_fresh_dataset(
         record["collection_format"]["associations"]["data_custodian_id"]
         == (store.manifest()["persons"]["alice"])
     )
+    defaults = json.loads(config.read_text())  # what --init chose, now in the new record
+    info = record["collection_format"]["dataset_info"]
+    assert (
+        record["collection_format"]["associations"]["organisation_id"]
+        == (defaults["organisation_id"])
+    )
+    assert (info["publisher_id"], info["license"]) == (
+        defaults["publisher_id"],
+        defaults["license"],
+    )
     directory = alice.dataset_dir(handle)
     assert os.listdir(directory) == ["metadata.json"]
     (directory / "result.csv").write_bytes(b"x,y\n1,2\n")
@@ -395,6 +410,25 @@ def test_new_then_writes_through_the_mount_go_into_the_fresh_dataset(
         "result.csv",
     ]
     assert name in os.listdir(alice.path / "by-keyword" / "fresh")
+
+
+def test_new_takes_its_metadata_from_a_file(
+    store: LocalStore, api: StoreApi, alice: WritableMount, tmp_path: Path
+) -> None:
+    ok(new(alice, store, "--init"), "new --init")
+    sidecar = json.loads(alice.sidecar(api.seed_handle("reef-temperatures")).read_bytes())
+    sidecar["item"]["collection_format"]["dataset_info"]["description"] = "From a file"
+    sidecar["item"]["collection_format"]["dataset_info"]["keywords"] = ["from-file"]
+    given = tmp_path / "sidecar.json"
+    given.write_text(json.dumps(sidecar))  # a sidecar of another dataset, edited
+    name = f"Described {uuid.uuid4().hex[:6]}"
+    handle = ok(new(alice, store, name, "--metadata", str(given)), "new").strip().splitlines()[-1]
+    info = api.record(handle)["item"]["collection_format"]["dataset_info"]
+    assert (info["name"], info["description"], info["keywords"]) == (
+        name,
+        "From a file",
+        ["from-file"],
+    )
 
 
 def test_new_refuses_invalid_metadata_naming_the_field(
