@@ -14,7 +14,6 @@ from provenafs.api import errors
 from provenafs.api.client import DataStoreClient, discover
 from provenafs.api.models import CollectionFormat
 from provenafs.api.realm import StaticToken
-from tests.conftest import LocalStore
 
 SECRET_TOKEN = "tok-SECRET-abc123"
 HANDLE = "10378.1/1932274"
@@ -425,58 +424,3 @@ async def test_fetch_unexpected_shape_is_unavailable_not_a_crash() -> None:
     )
     with pytest.raises(errors.UnavailableError):
         await run_with_client(fake, lambda c: c.fetch_dataset(HANDLE))
-
-
-# -- the same client against the real local data store (``provenafs serve --seed``) ------------
-
-
-@pytest.mark.s3
-async def test_client_against_the_local_data_store(local_store: LocalStore) -> None:
-    manifest = local_store.manifest()["datasets"]
-    alice, carol = local_store.token("alice"), local_store.token("carol")
-
-    found = await discover(local_store.base_url)
-    assert found.realm_url == f"{local_store.base_url}/auth/realms/provena"
-    assert found.s3_endpoint_url is not None
-    client = DataStoreClient(local_store.base_url, StaticToken(alice))
-    as_carol = DataStoreClient(local_store.base_url, StaticToken(carol))
-    try:
-        listed = await client.list_all(page_size=3)
-        handles = {r.handle for r in listed}
-        assert manifest["reef-temperatures"]["handle"] in handles
-        assert len(handles) == len(listed)
-        assert client.statistics()["list_page"] >= 2  # paged
-
-        reef = await client.fetch_dataset(manifest["reef-temperatures"]["handle"])
-        assert reef.roles is not None and "admin" in reef.roles
-        assert reef.s3.path == "datasets/" + reef.handle.replace(".", "-").replace("/", "-") + "/"
-        assert reef.document["item"]["id"] == reef.handle
-        creds = await client.read_credentials(reef.handle)
-        assert creds.expiry.tzinfo is not None
-
-        v1 = await client.fetch_dataset(manifest["versioned-v1"]["handle"])
-        assert not v1.is_latest
-
-        with pytest.raises(errors.NotFoundError):
-            await client.fetch_dataset("10378.1/999999999")
-        with pytest.raises(errors.PermissionDeniedError):
-            await as_carol.fetch_dataset(manifest["private-bob"]["handle"])
-        with pytest.raises(errors.PermissionDeniedError):
-            await client.write_credentials(manifest["locked"]["handle"])
-        released = manifest["released"]["handle"]
-        released_owner = DataStoreClient(
-            local_store.base_url, StaticToken(local_store.token(manifest["released"]["owner"]))
-        )
-        with pytest.raises(errors.ForbiddenError):
-            await released_owner.write_credentials(released)
-        await released_owner.aclose()
-    finally:
-        await client.aclose()
-        await as_carol.aclose()
-
-    bad = DataStoreClient(local_store.base_url, StaticToken("not-a-token"))
-    with pytest.raises(errors.AuthenticationError) as info:
-        await bad.list_page(None)
-    assert "not-a-token" not in str(info.value)
-    assert bad.statistics()["list_page"] == 2  # one refresh-and-retry, then the error
-    await bad.aclose()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import subprocess
-import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,6 @@ from provenafs.api.realm import (
     device_login,
     jwt_expiry,
 )
-from tests.conftest import LocalStore
 
 REALM = "http://realm.test/auth/realms/provena"
 OFFLINE = "offline-REFRESH-secret"
@@ -403,51 +400,3 @@ def test_not_logged_in_is_clear(tmp_path: Path) -> None:
             "http://ds.test", None, environ={**environ, "PROVENAFS_OFFLINE_TOKEN": OFFLINE}
         )
     assert isinstance(NotLoggedInError("x"), AuthenticationError)
-
-
-# -- against the real local data store's realm -------------------------------------------------
-
-
-@pytest.mark.s3
-async def test_device_login_and_offline_token_against_the_local_realm(
-    local_store: LocalStore,
-) -> None:
-    from provenafs.api.client import DataStoreClient, discover
-
-    offline = local_store.token("alice", offline=True)
-    approvals: list[subprocess.CompletedProcess[str]] = []
-    threads: list[threading.Thread] = []
-
-    def approve(uri: str, code: str) -> None:
-        assert code in uri
-        # approve in the background, like a user in a browser
-        thread = threading.Thread(
-            target=lambda: approvals.append(
-                local_store.serve_cli("device", "approve", code, "--user", "alice")
-            )
-        )
-        threads.append(thread)
-        thread.start()
-
-    async def main() -> TokenSet:
-        found = await discover(local_store.base_url)
-        assert found.realm_url is not None
-        tokens = await device_login(found.realm_url, "client-tools", approve)
-        source = RefreshingToken(found.realm_url, offline, "automated-access")
-        client = DataStoreClient(local_store.base_url, source)
-        try:
-            assert await client.list_all()
-            await source.refresh()  # offline tokens are reusable: refresh works again
-            assert await client.list_all()
-            assert source.exchanges == 2
-        finally:
-            await client.aclose()
-            await source.aclose()
-        return tokens
-
-    tokens = await main()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(approvals) == 1 and approvals[0].returncode == 0
-    assert tokens.refresh_token
-    assert jwt_expiry(tokens.access_token) == tokens.expires_at
