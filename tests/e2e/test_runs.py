@@ -42,7 +42,7 @@ from tests.e2e.writes_support import (
     s3_tree,
     writable_mount,
 )
-from tests.server.test_official_client import client_python
+from tests.server.support import client_python
 from tests.users import other_user
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]

@@ -1,4 +1,5 @@
-"""What several data-store tests share: the record key order of docs/API.md and tokens.
+"""What several data-store tests share: the record key order of docs/API.md, tokens, and the
+official client's own environment (``client_python``).
 
 Test helpers only: it may read the data directory of a running local store (its registry and
 realm key) to sign tokens in-process, but must not start or stop stores or hold test fixtures.
@@ -6,9 +7,15 @@ realm key) to sign tokens in-process, but must not start or stop stores or hold 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from provenafs.server.auth import TokenAuthority
 from provenafs.server.registry import Registry
-from tests.conftest import LocalStore
+from tests.conftest import IN_CI, LocalStore
 
 __all__ = ["ITEM_KEYS", "issue_token"]
 
@@ -46,3 +53,29 @@ def issue_token(store: LocalStore, user: str) -> str:
     return authority.issue_access_token(
         account.username, account.email, list(account.realm_roles), lifetime=3600
     )
+
+
+CLIENT_VERSION = "0.29.1"  # the newest provenaclient on PyPI (pip index versions provenaclient)
+CLIENT_HOME = Path.home() / ".cache" / "provenafs-tests" / f"provenaclient-{CLIENT_VERSION}"
+
+
+def client_python() -> Path:
+    """The client environment's interpreter, built on first use."""
+    python = CLIENT_HOME / "bin" / "python"
+    if python.exists():
+        return python
+    CLIENT_HOME.parent.mkdir(parents=True, exist_ok=True)
+    building = CLIENT_HOME.with_name(CLIENT_HOME.name + ".building")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(building)], check=True)
+    install = subprocess.run(
+        [str(building / "bin" / "python"), "-m", "pip", "install", "-q",
+         f"provenaclient=={CLIENT_VERSION}"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    if install.returncode != 0:
+        message = f"cannot install provenaclient {CLIENT_VERSION}: {install.stderr[-2000:]}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    building.rename(CLIENT_HOME)  # venvs record their path: build in place, then publish once
+    return python

@@ -16,18 +16,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, LocalStore, start_local_store
+from tests.conftest import LocalStore, start_local_store
+from tests.server.support import client_python
 
 pytestmark = pytest.mark.s3
 
-CLIENT_VERSION = "0.29.1"  # the newest provenaclient on PyPI (pip index versions provenaclient)
-CLIENT_HOME = Path.home() / ".cache" / "provenafs-tests" / f"provenaclient-{CLIENT_VERSION}"
 
 CLIENT_SCRIPT = r"""
 import asyncio, json, sys
@@ -69,28 +66,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def client_python() -> Path:
-    """The client environment's interpreter, built on first use."""
-    python = CLIENT_HOME / "bin" / "python"
-    if python.exists():
-        return python
-    CLIENT_HOME.parent.mkdir(parents=True, exist_ok=True)
-    building = CLIENT_HOME.with_name(CLIENT_HOME.name + ".building")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(building)], check=True)
-    install = subprocess.run(
-        [str(building / "bin" / "python"), "-m", "pip", "install", "-q",
-         f"provenaclient=={CLIENT_VERSION}"],
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    if install.returncode != 0:
-        message = f"cannot install provenaclient {CLIENT_VERSION}: {install.stderr[-2000:]}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    building.rename(CLIENT_HOME)  # venvs record their path: build in place, then publish once
-    return python
 
 
 @pytest.fixture(scope="module")

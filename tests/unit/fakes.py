@@ -5,12 +5,14 @@ empty list pages (the page limit applies before access filtering, as in Provena)
 every call. Records are parsed with the real ``parse_dataset_record``, so the core sees exactly
 the shapes the client produces. ``build_filesystem`` wires a ``Filesystem`` over it with the
 real ``CredentialBroker``, ``BlockCache``, ``PrefetchBudget`` and ``ObjectReader`` and a
-``MemoryBlobStore``.
+``MemoryBlobStore``. ``MetadataStore`` adds metadata updates and reverts as the server applies
+them; ``TreeListingStore`` adds paged tree listings that stop early as S3 can.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,14 +22,14 @@ import trio
 
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
-from provenafs.api.models import Credentials, DatasetPage, DatasetRecord
+from provenafs.api.models import CollectionFormat, Credentials, DatasetPage, DatasetRecord
 from provenafs.cache.block_cache import BlockCache
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.services import RegistryServices
 from provenafs.core.types import Caller
 from provenafs.mount_options import MountOptions, parse_mount_args
 from provenafs.read.reader import PrefetchBudget
-from provenafs.storage.blobstore import MemoryBlobStore
+from provenafs.storage.blobstore import Listing, MemoryBlobStore, ObjectInfo
 from provenafs.storage.credentials import CredentialBroker
 
 ALL_ROLES = ("metadata-read", "metadata-write", "admin", "dataset-data-read", "dataset-data-write")
@@ -255,3 +257,133 @@ def build_filesystem(
         username=username,
     )
     return fs, broker
+
+
+def collection_format(name: str = "Reef logger temperatures 2023") -> dict[str, Any]:
+    return {
+        "associations": {
+            "organisation_id": "10378.1/1925605",
+            "data_custodian_id": None,
+            "point_of_contact": None,
+        },
+        "approvals": {
+            "ethics_registration": {"relevant": False, "obtained": False},
+            "ethics_access": {"relevant": False, "obtained": False},
+            "indigenous_knowledge": {"relevant": False, "obtained": False},
+            "export_controls": {"relevant": False, "obtained": False},
+        },
+        "dataset_info": {
+            "name": name,
+            "description": "Hourly temperatures",
+            "access_info": {"reposited": True, "uri": None, "description": None},
+            "publisher_id": "10378.1/1925605",
+            "license": "https://creativecommons.org/licenses/by/4.0/",
+            "keywords": ["reef"],
+            "user_metadata": None,
+        },
+    }
+
+
+class MetadataStore(FakeDataStore):
+    """``FakeDataStore`` plus update-metadata and revert-metadata, applied as the server does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[tuple[str, str, dict[str, Any]]] = []
+        self.reverts: list[tuple[str, int, str]] = []
+        self.update_failure: Exception | None = None
+
+    def add_dataset(self, handle: str, **kwargs: Any) -> dict[str, Any]:
+        item = self.add(handle, name="Reef logger temperatures 2023", **kwargs)
+        item["collection_format"] = collection_format()
+        item["history"] = [
+            {
+                "id": 0,
+                "timestamp": 1_721_629_472,
+                "reason": "Initial record creation",
+                "username": "jsmith",
+                "item": {"collection_format": copy.deepcopy(item["collection_format"])},
+            }
+        ]
+        return item
+
+    def _apply(self, handle: str, cf: Mapping[str, Any], reason: str) -> None:
+        item = self.items[handle]
+        item["collection_format"] = copy.deepcopy(dict(cf))
+        item["display_name"] = cf["dataset_info"]["name"]
+        item["updated_timestamp"] += 10
+        entry = {
+            "id": max(e["id"] for e in item["history"]) + 1,
+            "timestamp": item["updated_timestamp"],
+            "reason": reason,
+            "username": "jsmith",
+            "item": {"collection_format": copy.deepcopy(dict(cf))},
+        }
+        item["history"].insert(0, entry)
+
+    def _check_writable(self, handle: str) -> None:
+        if self.locked[handle]:
+            raise api_errors.PermissionDeniedError("update_metadata: This dataset is locked")
+        if not set(self.roles[handle]) & {"metadata-write", "admin"}:
+            raise api_errors.PermissionDeniedError("update_metadata: not authorised")
+
+    async def update_metadata(self, handle: str, reason: str, form: CollectionFormat) -> None:
+        await self._enter("update_metadata")
+        collection_format = form.fields
+        self.updates.append((handle, reason, copy.deepcopy(dict(collection_format))))
+        if self.update_failure is not None:
+            raise self.update_failure
+        self._check_writable(handle)
+        if not collection_format["dataset_info"].get("name"):
+            raise api_errors.InvalidRequestError("update_metadata: dataset_info.name: too short")
+        self._apply(handle, collection_format, reason)
+
+    async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None:
+        await self._enter("revert_metadata")
+        self.reverts.append((handle, history_id, reason))
+        self._check_writable(handle)
+        entry = next((e for e in self.items[handle]["history"] if e["id"] == history_id), None)
+        if entry is None:
+            raise api_errors.InvalidRequestError(f"revert_metadata: no history entry {history_id}")
+        text = f"Reverting dataset to history id {history_id}. Reason: {reason}."
+        self._apply(handle, entry["item"]["collection_format"], text)
+
+
+class TreeListingStore(MemoryBlobStore):
+    """Also lists every key under a prefix, in pages of ``page_size``, stopping early as S3 can.
+
+    ``calls["list"]`` counts only delimited listings (``list_prefix``); ``tree_calls`` and
+    ``tree_pages`` count tree listings. ``gate`` makes tree listings wait; each entry of
+    ``failures`` is raised by one tree listing.
+    """
+
+    def __init__(self, page_size: int = 1000) -> None:
+        super().__init__()
+        self.page_size = page_size
+        self.tree_calls = 0
+        self.tree_pages = 0
+        self.gate: trio.Event | None = None
+        self.failures: list[Exception] = []
+
+    async def list_tree(
+        self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
+    ) -> Listing:
+        self.tree_calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        keys = [
+            info
+            for (b, key), (_, info) in sorted(self.objects.items())
+            if b == bucket
+            if key.startswith(prefix)
+        ]
+        listed: list[ObjectInfo] = []
+        while True:
+            self.tree_pages += 1
+            listed += keys[len(listed) : len(listed) + self.page_size]
+            if len(listed) == len(keys):
+                return Listing(tuple(listed), ())
+            if len(listed) >= max_keys:
+                return Listing(tuple(listed), (), truncated=True)

@@ -14,13 +14,11 @@ import pytest
 import trio
 import trio.testing
 
-from provenafs.api.models import Credentials
 from provenafs.core.catalog import Catalog, DatasetSnapshot
 from provenafs.storage.blobstore import (
     AccessDeniedError,
     BlobUnavailableError,
     ExpiredCredentialsError,
-    Listing,
     MemoryBlobStore,
     ObjectInfo,
 )
@@ -29,6 +27,7 @@ from tests.unit.fakes import (
     BUCKET,
     FakeClock,
     FakeDataStore,
+    TreeListingStore,
     build_filesystem,
     options,
     s3_path,
@@ -37,46 +36,6 @@ from tests.unit.support import names, read_all, write_file
 
 REEF = "10378.1/1001"
 NEXT = "10378.1/1002"
-
-
-class TreeListingStore(MemoryBlobStore):
-    """Also lists every key under a prefix, in pages of ``page_size``, stopping early as S3 can.
-
-    ``calls["list"]`` counts only delimited listings (``list_prefix``); ``tree_calls`` and
-    ``tree_pages`` count tree listings. ``gate`` makes tree listings wait; each entry of
-    ``failures`` is raised by one tree listing.
-    """
-
-    def __init__(self, page_size: int = 1000) -> None:
-        super().__init__()
-        self.page_size = page_size
-        self.tree_calls = 0
-        self.tree_pages = 0
-        self.gate: trio.Event | None = None
-        self.failures: list[Exception] = []
-
-    async def list_tree(
-        self, creds: Credentials, bucket: str, prefix: str, *, max_keys: int
-    ) -> Listing:
-        self.tree_calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.failures:
-            raise self.failures.pop(0)
-        keys = [
-            info
-            for (b, key), (_, info) in sorted(self.objects.items())
-            if b == bucket
-            if key.startswith(prefix)
-        ]
-        listed: list[ObjectInfo] = []
-        while True:
-            self.tree_pages += 1
-            listed += keys[len(listed) : len(listed) + self.page_size]
-            if len(listed) == len(keys):
-                return Listing(tuple(listed), ())
-            if len(listed) >= max_keys:
-                return Listing(tuple(listed), (), truncated=True)
 
 
 def put(blobs: MemoryBlobStore, handle: str, *paths: str) -> None:

@@ -29,12 +29,12 @@ from tests.unit.fakes import (
     CALLER,
     METADATA_ONLY,
     FakeDataStore,
+    MetadataStore,
     build_filesystem,
     options,
 )
 from tests.unit.services_fake import FakeServices
 from tests.unit.support import names, raises_errno, read_all, walk
-from tests.unit.test_sidecar_edit import MetadataStore
 
 OWN = "10378.1/1"
 READ_ONLY = "10378.1/2"

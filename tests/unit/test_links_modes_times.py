@@ -36,10 +36,9 @@ from provenafs.storage.posix_metadata import (
 )
 from provenafs.write.drafts import default_root
 from provenafs.write.publish import Publisher
-from tests.unit.fakes import BUCKET, CALLER, build_filesystem, options, s3_path
+from tests.unit.fakes import BUCKET, CALLER, TreeListingStore, build_filesystem, options, s3_path
+from tests.unit.publish_support import VersioningStore
 from tests.unit.support import CREATE, DATASET, fails, list_dir, read_all, split, walk
-from tests.unit.test_catalog_tree import TreeListingStore
-from tests.unit.test_publish import VersioningStore
 
 PREFIX = s3_path(DATASET)
 OLD_TIME = 1_000_000_000_000_000_000  # 2001: before anything the tests do

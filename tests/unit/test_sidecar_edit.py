@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from provenafs.api import errors as api_errors
 from provenafs.api.client import parse_dataset_record
-from provenafs.api.models import CollectionFormat, DatasetRecord, without_nulls
+from provenafs.api.models import DatasetRecord, without_nulls
 from provenafs.core.filesystem import Filesystem
 from provenafs.core.inodes import ROOT_INODE
 from provenafs.core.sidecar_render import sidecar_bytes
@@ -35,103 +34,20 @@ from provenafs.write.metadata_edit import (
     SidecarEditor,
     parse_reason,
 )
-from tests.unit.fakes import CALLER, FakeDataStore, build_filesystem, options
+from tests.unit.fakes import (
+    CALLER,
+    FakeDataStore,
+    MetadataStore,
+    build_filesystem,
+    collection_format,
+    options,
+)
 
 HANDLE = "10378.1/1001"
 LOCKED = "10378.1/1002"
 READER = "10378.1/1003"
 DATA_WRITER = "10378.1/1004"
 READ_ROLES = ("metadata-read", "dataset-data-read")
-
-
-def collection_format(name: str = "Reef logger temperatures 2023") -> dict[str, Any]:
-    return {
-        "associations": {
-            "organisation_id": "10378.1/1925605",
-            "data_custodian_id": None,
-            "point_of_contact": None,
-        },
-        "approvals": {
-            "ethics_registration": {"relevant": False, "obtained": False},
-            "ethics_access": {"relevant": False, "obtained": False},
-            "indigenous_knowledge": {"relevant": False, "obtained": False},
-            "export_controls": {"relevant": False, "obtained": False},
-        },
-        "dataset_info": {
-            "name": name,
-            "description": "Hourly temperatures",
-            "access_info": {"reposited": True, "uri": None, "description": None},
-            "publisher_id": "10378.1/1925605",
-            "license": "https://creativecommons.org/licenses/by/4.0/",
-            "keywords": ["reef"],
-            "user_metadata": None,
-        },
-    }
-
-
-class MetadataStore(FakeDataStore):
-    """``FakeDataStore`` plus update-metadata and revert-metadata, applied as the server does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.updates: list[tuple[str, str, dict[str, Any]]] = []
-        self.reverts: list[tuple[str, int, str]] = []
-        self.update_failure: Exception | None = None
-
-    def add_dataset(self, handle: str, **kwargs: Any) -> dict[str, Any]:
-        item = self.add(handle, name="Reef logger temperatures 2023", **kwargs)
-        item["collection_format"] = collection_format()
-        item["history"] = [
-            {
-                "id": 0,
-                "timestamp": 1_721_629_472,
-                "reason": "Initial record creation",
-                "username": "jsmith",
-                "item": {"collection_format": copy.deepcopy(item["collection_format"])},
-            }
-        ]
-        return item
-
-    def _apply(self, handle: str, cf: Mapping[str, Any], reason: str) -> None:
-        item = self.items[handle]
-        item["collection_format"] = copy.deepcopy(dict(cf))
-        item["display_name"] = cf["dataset_info"]["name"]
-        item["updated_timestamp"] += 10
-        entry = {
-            "id": max(e["id"] for e in item["history"]) + 1,
-            "timestamp": item["updated_timestamp"],
-            "reason": reason,
-            "username": "jsmith",
-            "item": {"collection_format": copy.deepcopy(dict(cf))},
-        }
-        item["history"].insert(0, entry)
-
-    def _check_writable(self, handle: str) -> None:
-        if self.locked[handle]:
-            raise api_errors.PermissionDeniedError("update_metadata: This dataset is locked")
-        if not set(self.roles[handle]) & {"metadata-write", "admin"}:
-            raise api_errors.PermissionDeniedError("update_metadata: not authorised")
-
-    async def update_metadata(self, handle: str, reason: str, form: CollectionFormat) -> None:
-        await self._enter("update_metadata")
-        collection_format = form.fields
-        self.updates.append((handle, reason, copy.deepcopy(dict(collection_format))))
-        if self.update_failure is not None:
-            raise self.update_failure
-        self._check_writable(handle)
-        if not collection_format["dataset_info"].get("name"):
-            raise api_errors.InvalidRequestError("update_metadata: dataset_info.name: too short")
-        self._apply(handle, collection_format, reason)
-
-    async def revert_metadata(self, handle: str, history_id: int, reason: str) -> None:
-        await self._enter("revert_metadata")
-        self.reverts.append((handle, history_id, reason))
-        self._check_writable(handle)
-        entry = next((e for e in self.items[handle]["history"] if e["id"] == history_id), None)
-        if entry is None:
-            raise api_errors.InvalidRequestError(f"revert_metadata: no history entry {history_id}")
-        text = f"Reverting dataset to history id {history_id}. Reason: {reason}."
-        self._apply(handle, entry["item"]["collection_format"], text)
 
 
 class FakeCatalog:

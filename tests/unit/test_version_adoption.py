@@ -23,7 +23,7 @@ from provenafs.api.realm import StaticToken
 from provenafs.storage.credentials import CredentialBroker
 from provenafs.write.publish import PublishError
 from tests.unit.fakes import s3_path
-from tests.unit.test_publish import OLD, SERVER_METADATA, VersioningStore, World
+from tests.unit.publish_support import OLD, SERVER_METADATA, VersioningStore, World
 
 
 class StrictVersions(VersioningStore):
