@@ -26,6 +26,7 @@ import pytest
 from provenafs.process.access_log import read_access_log
 from tests.conftest import LocalStore
 from tests.e2e.runs_support import (
+    PROVENAFS,
     RUN_OPTIONS,
     RunsApi,
     last_line,
@@ -440,6 +441,15 @@ def test_the_exit_code_and_signals_pass_through(mount: WritableMount, tmp_path: 
     assert preview["problems"] == [] and preview["record"]["inputs"] == []
     missing = run_command(mount, "run", "--init-template", "--", "no-such-command-here")
     assert missing.returncode == 127
+    piped = subprocess.run(  # stdin and stdout are CMD's, the model run is the last line
+        [*PROVENAFS, "run", "--mount", str(mount.path), "--init-template", "--", "tr", "a-z",
+         "A-Z"],
+        input="through the pipe\n", env=mount.env, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines()[0] == "THROUGH THE PIPE"
+    assert last_line(piped.stdout).startswith("10378.1/")
     log = tmp_path / "sleeper.out"
     process = start_command(
         mount, "run", "--init-template", "--", "sh", "-c", "touch started; exec sleep 60",

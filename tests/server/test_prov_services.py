@@ -431,6 +431,38 @@ def test_create_rules(api: Api) -> None:
     assert api.post("alice", "/registry/activity/model_run/create", {}).status_code == 404
 
 
+def test_organisations_are_created_fetched_and_listed_and_templates_and_people_listed(
+    api: Api,
+) -> None:
+    made = api.post(
+        "alice",
+        "/registry/agent/organisation/create",
+        {"display_name": "Reef Lab", "name": "Reef Lab", "ror": "https://ror.org/00x0x0x00"},
+    ).json()
+    assert made["status"]["success"] is True, made
+    handle = made["created_item"]["id"]
+    fetched = api.get("bob", "/registry/agent/organisation/fetch", id=handle).json()
+    assert (fetched["item"]["name"], fetched["item"]["item_subtype"]) == (
+        "Reef Lab",
+        "ORGANISATION",
+    )
+    listed = api.post("bob", "/registry/agent/organisation/list", {}).json()
+    assert handle in [i["id"] for i in listed["items"]]
+    bad = api.post(
+        "alice",
+        "/registry/agent/organisation/create",
+        {"display_name": "X", "name": "X", "ror": "x"},
+    )
+    assert bad.status_code == 422
+    for path, seeded in (
+        ("/registry/entity/dataset_template/list", api.manifest["dataset_templates"]["input"]),
+        ("/registry/entity/model_run_workflow/list", api.manifest["workflow_template"]),
+        ("/registry/agent/person/list", api.person("alice")),
+    ):
+        items = api.post("bob", path, {}).json()["items"]
+        assert seeded in [i["id"] for i in items], path
+
+
 # --------------------------------------------------------------------------- model runs
 
 
