@@ -26,7 +26,6 @@ import pytest
 from provenafs.process.access_log import read_access_log
 from tests.conftest import LocalStore
 from tests.e2e.runs_support import (
-    PROVENAFS,
     RUN_OPTIONS,
     RunsApi,
     last_line,
@@ -37,6 +36,7 @@ from tests.e2e.runs_support import (
     wait_until,
 )
 from tests.e2e.writes_support import (
+    PROVENAFS,
     Dataset,
     WritableMount,
     private_store,
@@ -398,6 +398,24 @@ def test_lineage_follows_a_new_run_at_once_and_depth_bounds_the_walk(
     assert f"used {source.handle}" in far.stdout
     refused = run_command(mount, "lineage", "--depth", "11", str(mount.path / new))
     assert refused.returncode != 0 and "depth" in refused.stderr, refused.stderr
+
+
+def test_a_read_through_latest_or_by_name_is_recorded_as_the_version_it_reached(
+    api: RunsApi, mount: WritableMount, tmp_path: Path
+) -> None:
+    source = mint(api, "two versions", {"in.csv": b"first\n"})
+    (mount.path / source.handle / "in.csv").write_bytes(b"second\n")
+    newest = mount.commit_ok(mount.path / source.handle, "a second version")
+    assert newest != source.handle and api.versions_after(source.handle) == [newest]
+    target = mint(api, "alias target", {"keep.txt": b"k"})
+    latest = mount.path / source.prefix / f"{source.suffix}@latest" / "in.csv"
+    by_name = mount.path / "by-name" / source.name / "in.csv"
+    out = mount.path / target.handle / "out.csv"
+    copy = f"cat '{latest}' '{by_name}' > '{out}'"
+    record = api.model_run(last_line(run_ok(mount, "--", "sh", "-c", copy, cwd=tmp_path).stdout))
+    assert dataset_ids(record["record"]["inputs"]) == [newest]  # not the first version
+    [made] = api.versions_after(target.handle)
+    assert s3_tree(api, str(api.record(made)["item"]["s3"]["path"]))["out.csv"] == b"second\n" * 2
 
 
 DAEMON = r"""
