@@ -186,24 +186,18 @@ async def test_outage_keeps_valid_credentials_and_retries_later() -> None:
     assert broker.statistics()["kept_during_outage"] == 1
 
 
-def test_held_credentials_are_bounded_and_leave_at_expiry() -> None:
+async def test_held_credentials_are_bounded_and_leave_at_expiry() -> None:
     clock = FakeClock()
     client = CountingClient(clock, lifetime=600)
     broker = CredentialBroker(client, clock=clock, max_held=8)
-
-    async def main() -> None:
-        for n in range(100):
-            await broker.read(f"10378.1/{n}")
-        assert broker.statistics()["held"] == 8
-        assert {handle for handle, _ in broker.expiries()} == {
-            f"10378.1/{n}" for n in range(92, 100)
-        }
-        await broker.read("10378.1/99")  # still held: no call
-        assert client.calls["read"] == 100
-        clock.now += 600  # every set has expired: nothing is kept
-        assert broker.statistics()["held"] == 0
-        assert broker.expiries() == {}
-        await broker.read("10378.1/99")
-        assert client.calls["read"] == 101
-
-    trio.run(main)
+    for n in range(100):
+        await broker.read(f"10378.1/{n}")
+    assert broker.statistics()["held"] == 8
+    assert {handle for handle, _ in broker.expiries()} == {f"10378.1/{n}" for n in range(92, 100)}
+    await broker.read("10378.1/99")  # still held: no call
+    assert client.calls["read"] == 100
+    clock.now += 600  # every set has expired: nothing is kept
+    assert broker.statistics()["held"] == 0
+    assert broker.expiries() == {}
+    await broker.read("10378.1/99")
+    assert client.calls["read"] == 101
