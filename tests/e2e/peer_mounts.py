@@ -13,15 +13,13 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from provenafs.process.mounts import find_mount
+from provenafs.testing import MountNotReady, start_mount_command, stop_mount
 from tests.conftest import IN_CI, LocalStore
 
 __all__ = ["rclone_mount", "require_peer", "s3fs_mount"]
@@ -49,24 +47,16 @@ def _private_file(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _mounted(argv: list[str], mountpoint: Path, log: Path) -> Iterator[Path]:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as output:
-        process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+    """The peer mounted through the harness (provenafs.testing); unmounted, and stopped by
+    PID, when the block ends."""
     try:
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while find_mount(mountpoint) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{argv[0]} did not mount: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.1)
+        mount = start_mount_command(argv, mountpoint, log_path=log, timeout=MOUNT_TIMEOUT)
+    except MountNotReady as refused:
+        pytest.fail(f"{argv[0]} did not mount: {refused}")
+    try:
         yield mountpoint
     finally:
-        if find_mount(mountpoint) is not None:
-            subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False, timeout=60)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()  # by PID: the child this test started
-            process.wait(timeout=30)
+        stop_mount(mount)
 
 
 def _admin(store: LocalStore) -> dict[str, str]:
