@@ -159,6 +159,7 @@ def test_git_clone_tar_x_and_rsync_a_survive_publishing(
     (root / "unpacked").mkdir()
     run("tar", "-xpf", str(archive), "-C", str(root / "unpacked"))
     run("rsync", "-a", f"{source}/", f"{root / 'synced'}/")
+    run("cp", "-a", str(source), str(root / "copied"))
 
     def not_git(path: str) -> bool:
         return path == ".git" or path.startswith(".git/")
@@ -169,15 +170,16 @@ def test_git_clone_tar_x_and_rsync_a_survive_publishing(
     # git keeps types, exec bits and bytes (not times): the clone has them
     assert not differences(git_source, clone_draft, fields=("kind", "content"))
     assert clone_draft["tools/build.sh"].mode == 0o755 and clone_draft["build"].kind == "link"
-    for tree in ("unpacked/tree", "synced"):
+    for tree in ("unpacked/tree", "synced", "copied"):
         assert not differences(wanted, snapshot(root / tree)), tree
     run("diff", "-r", "--no-dereference", str(source), str(root / "synced"))
+    run("diff", "-r", "--no-dereference", "-x", ".git", str(repository), str(root / "clone"))
 
     new = mount.commit_ok(root, "git clone, tar x and rsync -a")
     published = mount.dataset_dir(new)
     # the new version equals the draft in type, mode, mtime and bytes, and so the sources
     assert not differences(clone_draft, snapshot(published / "clone", skip=not_git))
-    for tree in ("unpacked/tree", "synced"):
+    for tree in ("unpacked/tree", "synced", "copied"):
         assert not differences(wanted, snapshot(published / tree)), tree
     run("diff", "-r", "--no-dereference", str(source), str(published / "synced"))
     run("diff", "-r", "--no-dereference", str(source), str(published / "unpacked" / "tree"))

@@ -331,6 +331,26 @@ async def test_a_published_version_carries_links_modes_and_times(tmp_path: Path)
     assert await read_all(fresh, f"{new}/bin/run.sh") == b"#!/bin/sh\necho hi\n"
 
 
+async def test_a_kept_mode_is_carried_into_later_versions_and_shown_in_older_ones(
+    tmp_path: Path,
+) -> None:
+    fs, store = make(tmp_path)
+    await make_file(fs, f"{DATASET}/run.sh", 0o100755, b"#!/bin/sh\n")
+    second = await publish(fs, store)
+    await make_file(fs, f"{second}/other.txt", 0o100644, b"another change")
+    publisher = Publisher(store, fs.changes._broker, store.blobs, fs.draft_store, fs)
+    third = await publisher.publish(second, "a later version")
+    meta = store.blobs.metadata[(BUCKET, s3_path(third) + "run.sh")]
+    assert meta["mode"] == str(0o100755)  # carried with its metadata
+    fresh, _ = build_filesystem(
+        store, store.blobs, mount_options=options("-o", f"state_dir={tmp_path}/b")
+    )
+    assert stat.S_IMODE((await walk(fresh, f"{third}/run.sh")).mode) == 0o755
+    # an older version takes no write: the kept mode shows without its write bits
+    assert stat.S_IMODE((await walk(fresh, f"{second}/run.sh")).mode) == 0o555
+    assert await read_all(fresh, f"{third}/run.sh") == b"#!/bin/sh\n"
+
+
 async def test_a_prefix_written_with_s3fs_metadata_reads_with_its_links_and_modes(
     tmp_path: Path,
 ) -> None:
