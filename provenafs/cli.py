@@ -2,7 +2,8 @@
 
 It must not hold any logic of its own: ``serve`` goes to the local data store
 (``provenafs.server.cli``), everything else to the mount's commands
-(``provenafs.process.commands``, ``dataset_commands`` and ``new_dataset``).
+(``provenafs.process.commands``, which holds ``dataset_commands``' table too, and
+``new_dataset``).
 Imports are lazy so that the mount never loads server code and vice versa.
 """
 
@@ -12,9 +13,9 @@ import sys
 
 _SERVER_COMMANDS = {"serve"}
 _MOUNT_COMMANDS = {
-    "mount", "umount", "login", "status", "commit", "revert", "logout", "run", "record", "lineage"
+    "mount", "umount", "login", "status", "commit", "revert", "logout", "run", "record", "lineage",
+    "whoami", "reviewers", "release", "review", "lock", "unlock",
 }  # fmt: skip
-_DATASET_COMMANDS = {"whoami", "reviewers", "release", "review", "lock", "unlock"}
 
 _USAGE = """usage: provenafs COMMAND [ARGS...]
 
@@ -59,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         from provenafs.process import commands  # noqa: PLC0415
 
         return commands.main(command, args[1:])
-    if command in _DATASET_COMMANDS:
-        from provenafs.process import dataset_commands  # noqa: PLC0415
-
-        return dataset_commands.main(command, args[1:])
     if command == "new":
         from provenafs.process import new_dataset  # noqa: PLC0415
 

@@ -35,6 +35,7 @@ from provenafs.api.realm import device_login
 from provenafs.api.token_urls import InsecureUrlError, check_token_url
 from provenafs.mount_options import parse_mount_args
 from provenafs.process import control_socket
+from provenafs.process.dataset_commands import COMMANDS as DATASET_COMMANDS
 from provenafs.process.mounts import (
     FSTYPE,
     READY_FD_ENV,
@@ -710,6 +711,7 @@ _COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "record": record_main,
     "lineage": lineage_main,
+    **DATASET_COMMANDS,
 }
 
 

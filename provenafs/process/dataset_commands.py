@@ -29,9 +29,7 @@ from typing import Any
 from provenafs.process import control_socket
 from provenafs.process.mounts import mount_containing
 
-__all__ = ["COMMANDS", "main"]
-
-_USAGE_EXIT = 2
+__all__ = ["COMMANDS"]
 
 
 def _error(command: str, message: str) -> None:
@@ -181,14 +179,3 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "lock": _lock_command("lock"),
     "unlock": _lock_command("unlock"),
 }
-
-
-def main(command: str, args: Sequence[str]) -> int:
-    handler = COMMANDS.get(command)
-    if handler is None:
-        _error(command, "unknown command")
-        return _USAGE_EXIT
-    try:
-        return handler(list(args))
-    except SystemExit as exc:  # argparse's --help and usage errors
-        return exc.code if isinstance(exc.code, int) else _USAGE_EXIT
