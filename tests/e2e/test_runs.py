@@ -43,7 +43,7 @@ from tests.e2e.writes_support import (
     s3_tree,
     writable_mount,
 )
-from tests.server.support import client_python
+from tests.server.support import CLIENT_PRELUDE, client_python
 from tests.users import other_user
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -551,23 +551,10 @@ def test_a_run_needs_a_workflow_template_and_says_so(mount: WritableMount, tmp_p
     assert not [r for r in status_of(mount)["runs"] if r["command"] == ["true"]]
 
 
-OFFICIAL_CLIENT = r"""
-import asyncio, json, sys
-from provenaclient import Config, ProvenaClient
-from provenaclient.auth import OfflineFlow
-from provenaclient.utils.config import APIOverrides
-
-base, token, model_run, output, source = sys.argv[1:6]
-overrides = APIOverrides(
-    datastore_api_endpoint_override=base, auth_api_endpoint_override=base,
-    registry_api_endpoint_override=base, prov_api_endpoint_override=base,
-    search_api_endpoint_override=base, search_service_endpoint_override=base,
-    jobs_service_api_endpoint_override=base,
-    keycloak_endpoint_override=base + "/auth/realms/provena",
-)
-config = Config(domain="provena.invalid", realm_name="provena", api_overrides=overrides)
-client = ProvenaClient(config=config, auth=OfflineFlow(
-    config=config, client_id="automated-access", offline_token=token))
+OFFICIAL_CLIENT = (
+    CLIENT_PRELUDE
+    + r"""
+model_run, output, source = sys.argv[3:6]
 
 async def main():
     run = await client.registry.model_run.fetch(id=model_run)
@@ -588,6 +575,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def test_the_official_client_reads_what_a_run_registered(

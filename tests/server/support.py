@@ -79,3 +79,25 @@ def client_python() -> Path:
         pytest.skip(message)
     building.rename(CLIENT_HOME)  # venvs record their path: build in place, then publish once
     return python
+
+
+# The official client pointed at the local store, every service at its one base URL; a script
+# adds its own lines after it, its own arguments from sys.argv[3:].
+CLIENT_PRELUDE = r"""
+import asyncio, json, sys
+from provenaclient import Config, ProvenaClient
+from provenaclient.auth import OfflineFlow
+from provenaclient.utils.config import APIOverrides
+
+base, token = sys.argv[1:3]
+overrides = APIOverrides(
+    datastore_api_endpoint_override=base, auth_api_endpoint_override=base,
+    registry_api_endpoint_override=base, prov_api_endpoint_override=base,
+    search_api_endpoint_override=base, search_service_endpoint_override=base,
+    jobs_service_api_endpoint_override=base,
+    keycloak_endpoint_override=base + "/auth/realms/provena",
+)
+config = Config(domain="provena.invalid", realm_name="provena", api_overrides=overrides)
+client = ProvenaClient(config=config, auth=OfflineFlow(
+    config=config, client_id="automated-access", offline_token=token))
+"""

@@ -21,29 +21,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import LocalStore, start_local_store
-from tests.server.support import client_python
+from tests.server.support import CLIENT_PRELUDE, client_python
 
 pytestmark = pytest.mark.s3
 
 
-CLIENT_SCRIPT = r"""
-import asyncio, json, sys
-from provenaclient import Config, ProvenaClient
-from provenaclient.auth import OfflineFlow
-from provenaclient.utils.config import APIOverrides
+CLIENT_SCRIPT = (
+    CLIENT_PRELUDE
+    + r"""
 from ProvenaInterfaces.ProvenanceModels import ModelRunRecord
 
-base, token, record, output = sys.argv[1:5]
-overrides = APIOverrides(
-    datastore_api_endpoint_override=base, auth_api_endpoint_override=base,
-    registry_api_endpoint_override=base, prov_api_endpoint_override=base,
-    search_api_endpoint_override=base, search_service_endpoint_override=base,
-    jobs_service_api_endpoint_override=base,
-    keycloak_endpoint_override=base + "/auth/realms/provena",
-)
-config = Config(domain="provena.invalid", realm_name="provena", api_overrides=overrides)
-client = ProvenaClient(config=config, auth=OfflineFlow(
-    config=config, client_id="automated-access", offline_token=token))
+record, output = sys.argv[3:5]
 
 async def main():
     registered = await client.prov_api.register_model_run(
@@ -66,6 +54,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 @pytest.fixture(scope="module")
