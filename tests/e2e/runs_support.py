@@ -41,27 +41,33 @@ _T = TypeVar("_T")
 class RunsApi(StoreApi):
     """The store's registry and job API as a test reads them (alice's token unless told)."""
 
-    def model_runs(self, run_id: str, user: str = "alice") -> list[dict[str, Any]]:
-        """Every MODEL_RUN item whose record carries ``provenafs.run_id = run_id``."""
+    def _all_pages(
+        self, path: str, items_key: str, request: dict[str, Any], user: str
+    ) -> list[dict[str, Any]]:
+        """Every item of a paged list route, following its pagination keys."""
         found: list[dict[str, Any]] = []
         key: Any = None
         for _ in range(1000):
             response = httpx.post(
-                f"{self.store.base_url}/registry/activity/model_run/list",
-                json={"pagination_key": key, "page_size": 100},
+                f"{self.store.base_url}{path}",
+                json={**request, "pagination_key": key},
                 headers=self.headers(user),
                 timeout=API_TIMEOUT,
             )
             assert response.status_code == 200, response.text
             body = response.json()
-            for item in body["items"]:
-                annotations = item["record"].get("annotations") or {}
-                if annotations.get("provenafs.run_id") == run_id:
-                    found.append(item)
+            found += body[items_key]
             key = body.get("pagination_key")
             if key is None:
                 return found
-        raise AssertionError("the model run list never ended")
+        raise AssertionError(f"the list of {path} never ended")
+
+    def model_runs(self, run_id: str, user: str = "alice") -> list[dict[str, Any]]:
+        """Every MODEL_RUN item whose record carries ``provenafs.run_id = run_id``."""
+        items = self._all_pages(
+            "/registry/activity/model_run/list", "items", {"page_size": 100}, user
+        )
+        return [i for i in items if _run_id(i["record"]) == run_id]
 
     def model_run(self, handle: str, user: str = "alice") -> dict[str, Any]:
         response = httpx.get(
@@ -76,25 +82,8 @@ class RunsApi(StoreApi):
 
     def lodge_jobs(self, run_id: str, user: str = "alice") -> list[dict[str, Any]]:
         """Every model run lodge job of *user* whose record carries the run id."""
-        found: list[dict[str, Any]] = []
-        key: Any = None
-        for _ in range(1000):
-            response = httpx.post(
-                f"{self.store.base_url}/jobs/user/list",
-                json={"pagination_key": key, "limit": 100},
-                headers=self.headers(user),
-                timeout=API_TIMEOUT,
-            )
-            assert response.status_code == 200, response.text
-            body = response.json()
-            for job in body["jobs"]:
-                record = job["payload"].get("record") or {}
-                if (record.get("annotations") or {}).get("provenafs.run_id") == run_id:
-                    found.append(job)
-            key = body.get("pagination_key")
-            if key is None:
-                return found
-        raise AssertionError("the job list never ended")
+        jobs = self._all_pages("/jobs/user/list", "jobs", {"limit": 100}, user)
+        return [j for j in jobs if _run_id(j["payload"].get("record") or {}) == run_id]
 
     def set_fault(self, **rule: Any) -> None:
         response = httpx.put(
@@ -201,3 +190,9 @@ def python_script(path: Path, source: str) -> list[str]:
     """Write *source* to *path*; the argv that runs it with this interpreter."""
     path.write_text(source)
     return [sys.executable, str(path)]
+
+
+def _run_id(record: dict[str, Any]) -> str | None:
+    """The ``provenafs.run_id`` annotation of a model run record, if any."""
+    found = (record.get("annotations") or {}).get("provenafs.run_id")
+    return found if isinstance(found, str) else None
