@@ -108,20 +108,29 @@ def stop_group(process: Any) -> None:
     process.wait(timeout=60)
 
 
-def test_kill_9_during_a_run_fails_it_and_keeps_its_drafts(
-    api: RunsApi, remountable: Remountable, tmp_path: Path
-) -> None:
-    mount = remountable.mount()
-    target = mint(api, "target", {"keep.txt": b"k\n"})
+def start_writing_run(
+    mount: WritableMount, handle: str, text: str, tmp_path: Path
+) -> tuple[Any, str, Path]:
+    """``provenafs run`` of a command that writes *text* into the dataset's ``new.txt``, touches
+    ``started`` and sleeps; the process, a marker in its command line, and ``started``."""
     marker, started = uuid.uuid4().hex, tmp_path / "started"
     script = (
-        f"echo kept > {mount.path / target.handle / 'new.txt'} && touch {started} && "
+        f"echo {text} > {mount.path / handle / 'new.txt'} && touch {started} && "
         f"exec sleep 120 # {marker}"
     )
     process = start_command(
         mount, "run", "--init-template", "--", "sh", "-c", script,
         log=tmp_path / "run.out", cwd=tmp_path,
     )  # fmt: skip
+    return process, marker, started
+
+
+def test_kill_9_during_a_run_fails_it_and_keeps_its_drafts(
+    api: RunsApi, remountable: Remountable, tmp_path: Path
+) -> None:
+    mount = remountable.mount()
+    target = mint(api, "target", {"keep.txt": b"k\n"})
+    process, marker, started = start_writing_run(mount, target.handle, "kept", tmp_path)
     try:
         wait_until(started.exists, "the command to write")
         run = open_run(mount, marker)
@@ -228,15 +237,7 @@ def test_kill_9_of_provenafs_run_fails_the_run_and_keeps_its_drafts(
     the run's root gone, fails the run, and holds its drafts from the quiet delay."""
     mount = remountable.mount()
     target = mint(api, "orphan", {"keep.txt": b"k\n"})
-    marker, started = uuid.uuid4().hex, tmp_path / "started"
-    script = (
-        f"echo orphaned > {mount.path / target.handle / 'new.txt'} && touch {started} && "
-        f"exec sleep 120 # {marker}"
-    )
-    process = start_command(
-        mount, "run", "--init-template", "--", "sh", "-c", script,
-        log=tmp_path / "run.out", cwd=tmp_path,
-    )  # fmt: skip
+    process, marker, started = start_writing_run(mount, target.handle, "orphaned", tmp_path)
     try:
         wait_until(started.exists, "the command to write")
         os.kill(process.pid, signal.SIGKILL)  # the provenafs run process only
