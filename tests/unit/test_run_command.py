@@ -7,6 +7,8 @@ import errno
 import json
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,28 @@ def test_the_model_version_is_the_git_commit_and_says_when_it_is_dirty(tmp_path:
     assert _git_version(tmp_path) == head
     (tmp_path / "fit.py").write_text("print(2)\n")
     assert _git_version(tmp_path) == head + "+dirty"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
+def test_hangup_and_interrupt_are_forwarded_to_the_command(tmp_path: Path, signum: int) -> None:
+    """Not from a terminal, so SIGINT is forwarded too; the command's trap answers with 42."""
+    ready = tmp_path / "ready"
+    command = f"trap 'exit 42' HUP INT; touch {ready}; while :; do sleep 0.05; done"
+    code = (
+        "import sys; from provenafs.process.run_command import _spawn_and_wait; "
+        f"sys.exit(_spawn_and_wait(['sh', '-c', {command!r}], 'run'))"
+    )
+    wrapper = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline and wrapper.poll() is None
+            time.sleep(0.02)
+        wrapper.send_signal(signum)
+        assert wrapper.wait(timeout=30) == 42
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait()
