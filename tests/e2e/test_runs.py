@@ -294,13 +294,13 @@ SHARED = r"""
 import pathlib, sys, time
 mnt, source, target, name, mine, other = sys.argv[1:7]
 mnt = pathlib.Path(mnt)
-pathlib.Path(mine).touch()
-deadline = time.monotonic() + 60
-while not pathlib.Path(other).exists():  # both runs are open from here on
-    assert time.monotonic() < deadline
-    time.sleep(0.02)
 data = (mnt / source / "in.csv").read_bytes()
 (mnt / target / name).write_bytes(data.upper())
+pathlib.Path(mine).touch()
+deadline = time.monotonic() + 60
+while not pathlib.Path(other).exists():  # both runs have changed the dataset from here on
+    assert time.monotonic() < deadline
+    time.sleep(0.02)
 """
 
 
