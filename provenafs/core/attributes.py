@@ -232,7 +232,7 @@ class AttributeMaker:
         entry_timeout: float | None = None,
     ) -> Attributes:
         """The attributes of a dataset node from its kept mode, size and times."""
-        writable = self._policy.write_refusal(record, "") is None
+        writable = self._writable(record)
         return dataclasses.replace(
             self.make(
                 shown_mode(posix.kind, posix.permissions, writable=writable),
@@ -252,18 +252,19 @@ class AttributeMaker:
 
     def _content_modes(self, record: DatasetRecord) -> tuple[int, int]:
         """Permission bits of a dataset's directories and files: write bits where writes work."""
-        if self._policy.write_refusal(record, "") is None:
+        if self._writable(record):
             return DIR_MODE_WRITABLE, FILE_MODE_WRITABLE
         return DIR_MODE, FILE_MODE
 
     def _content_timeout(self, record: DatasetRecord) -> float:
         """Kernel cache lifetime inside a dataset: long only where nothing can change it."""
-        if (
-            self._policy.write_refusal(record, "") is None
-            or self._draft_of(record.handle) is not None
-        ):
+        if self._writable(record) or self._draft_of(record.handle) is not None:
             return SHORT_TIMEOUT
         return LONG_TIMEOUT
+
+    def _writable(self, record: DatasetRecord) -> bool:
+        """Whether a change inside *record*'s dataset can succeed (so write bits show)."""
+        return self._policy.write_refusal(record, "") is None
 
     def _estimated(self, node: NodeId) -> Attributes:
         """Attributes of a prefix dir's entry from what is cached, valid for no time at all."""

@@ -54,10 +54,8 @@ from provenafs.cache.packed_names import PackedNames
 from provenafs.cache.single_flight import SingleFlight
 from provenafs.core.types import NAME_MAX
 from provenafs.storage.blobstore import (
-    AccessDeniedError,
     BlobStore,
     BlobUnavailableError,
-    ExpiredCredentialsError,
     Listing,
     NoSuchKeyError,
     ObjectInfo,
@@ -133,6 +131,15 @@ class ReadCredentialSource(Protocol):
     async def read(self, handle: str) -> Credentials: ...
 
     def invalidate(self, handle: str) -> None: ...
+
+    async def call(
+        self,
+        handle: str,
+        kind: Literal["read"],
+        op: Callable[[Credentials], Awaitable[V]],
+        *,
+        on_renew: Callable[[], None] | None = None,
+    ) -> V: ...
 
 
 def is_valid_entry_name(name: str) -> bool:
@@ -950,16 +957,10 @@ class Catalog:
         """``call`` with the dataset's read credentials, retried once with fresh ones if S3
         refuses them (they may have expired, or been revoked, since they were cached): the
         catalog's listings, and reads beside them (object metadata, link targets)."""
-        for attempt in (1, 2):
-            creds = await self._broker.read(handle)
-            try:
-                return await call(creds)
-            except (ExpiredCredentialsError, AccessDeniedError):
-                if attempt == 2:
-                    raise
-                self._counts["credential_retries"] += 1
-                self._broker.invalidate(handle)
-        raise AssertionError("unreachable")
+        return await self._broker.call(handle, "read", call, on_renew=self._count_renewal)
+
+    def _count_renewal(self) -> None:
+        self._counts["credential_retries"] += 1
 
     def _served_stale(self, what: str, name: str) -> None:
         self._counts["stale_served"] += 1

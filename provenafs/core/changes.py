@@ -64,9 +64,7 @@ from provenafs.core.types import (
 )
 from provenafs.errors import FsError, to_errno
 from provenafs.storage.blobstore import (
-    AccessDeniedError,
     BlobStore,
-    ExpiredCredentialsError,
     Listing,
     ObjectInfo,
 )
@@ -642,17 +640,13 @@ class DraftChanges:
     async def _base_tree(self, record: DatasetRecord, directory: str) -> Listing:
         """Every base key below *directory* (no delimiter), with the dataset's read credentials."""
         prefix = f"{record.s3.path}{directory}/"
-        for attempt in (1, 2):
-            creds = await self._broker.read(record.handle)
-            try:
-                return await self._store.list_prefix(
-                    creds, record.s3.bucket_name, prefix, delimiter=None
-                )
-            except (ExpiredCredentialsError, AccessDeniedError):
-                if attempt == 2:
-                    raise
-                self._broker.invalidate(record.handle)
-        raise AssertionError("unreachable")
+        return await self._broker.call(
+            record.handle,
+            "read",
+            lambda creds: self._store.list_prefix(
+                creds, record.s3.bucket_name, prefix, delimiter=None
+            ),
+        )
 
     async def change_attributes(
         self,

@@ -15,6 +15,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cachetools
+
 from provenafs.api.models import DatasetRecord
 
 __all__ = ["SidecarRenderer", "json_document", "sidecar_bytes", "sidecar_size"]
@@ -74,10 +76,12 @@ class SidecarRenderer:
     """Renders sidecars, reusing the bytes (and sizes) while the record object is the same."""
 
     def __init__(self, max_entries: int = 256, max_sizes: int = 65_536) -> None:
-        self._rendered: dict[str, tuple[DatasetRecord, bytes]] = {}
-        self._max_entries = max_entries
-        self._sizes: dict[str, tuple[DatasetRecord, int]] = {}
-        self._max_sizes = max_sizes
+        self._rendered: cachetools.LRUCache[str, tuple[DatasetRecord, bytes]] = cachetools.LRUCache(
+            max_entries
+        )
+        self._sizes: cachetools.LRUCache[str, tuple[DatasetRecord, int]] = cachetools.LRUCache(
+            max_sizes
+        )
 
     def size(self, record: DatasetRecord) -> int:
         """``len(self.render(record))``, without rendering unless the bytes are at hand."""
@@ -94,8 +98,6 @@ class SidecarRenderer:
 
     def remember_size(self, record: DatasetRecord, size: int) -> None:
         """Keep ``sidecar_size(record)``, worked out elsewhere (in a thread, say)."""
-        if record.handle not in self._sizes and len(self._sizes) >= self._max_sizes:
-            self._sizes.pop(next(iter(self._sizes)))
         self._sizes[record.handle] = (record, size)
 
     def render(self, record: DatasetRecord) -> bytes:
@@ -103,7 +105,5 @@ class SidecarRenderer:
         if cached is not None and cached[0] is record:
             return cached[1]
         data = sidecar_bytes(record)
-        if len(self._rendered) >= self._max_entries:
-            self._rendered.pop(next(iter(self._rendered)))
         self._rendered[record.handle] = (record, data)
         return data

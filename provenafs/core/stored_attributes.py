@@ -36,8 +36,8 @@ import functools
 import logging
 import os
 import weakref
-from collections import OrderedDict
 
+import cachetools
 import trio
 
 from provenafs.api.models import DatasetRecord
@@ -140,17 +140,21 @@ class StoredAttributes:
     ) -> None:
         self._catalog = catalog
         self._store = store
-        self._folders: OrderedDict[tuple[str, str], _Folder] = OrderedDict()
-        self._manifests: OrderedDict[str, _Manifest] = OrderedDict()
-        self._max_folders = max(1, max_folders)
-        self._max_manifests = max(1, max_manifests)
+        self._folders: cachetools.LRUCache[tuple[str, str], _Folder] = cachetools.LRUCache(
+            max(1, max_folders)
+        )
+        self._manifests: cachetools.LRUCache[str, _Manifest] = cachetools.LRUCache(
+            max(1, max_manifests)
+        )
         self._folder_flights: SingleFlight[tuple[str, str], _Folder] = SingleFlight()
         self._manifest_flights: SingleFlight[str, _Manifest] = SingleFlight()
         self._chunk_flights: SingleFlight[tuple[str, str], tuple[ManifestEntry, ...]] = (
             SingleFlight()
         )
         self._head_flights: SingleFlight[str, PosixMetadata] = SingleFlight()
-        self._unlisted_heads: dict[tuple[str, str], tuple[str, int, PosixMetadata]] = {}
+        self._unlisted_heads: cachetools.LRUCache[
+            tuple[str, str], tuple[str, int, PosixMetadata]
+        ] = cachetools.LRUCache(_UNLISTED_KEPT)
         self._limiter = trio.CapacityLimiter(_PARALLEL_HEADS)
         self.counts = {"heads": 0, "probes": 0, "manifest_gets": 0, "target_gets": 0}
 
@@ -180,8 +184,6 @@ class StoredAttributes:
             return known[2]
         metadata = await self._head(record, path)
         self._unlisted_heads[key] = (info.etag, generation, metadata)
-        while len(self._unlisted_heads) > _UNLISTED_KEPT:
-            self._unlisted_heads.pop(next(iter(self._unlisted_heads)))
         return metadata
 
     async def of_directory(self, record: DatasetRecord, path: str) -> PosixMetadata:
@@ -319,15 +321,11 @@ class StoredAttributes:
             and folder.listing_ref() is listing
             and folder.generation == self._catalog.generation
         ):
-            self._folders.move_to_end(key)
             return folder
         folder = await self._folder_flights.run(
             key, lambda: self._resolve_folder(record, directory, listing)
         )
         self._folders[key] = folder
-        self._folders.move_to_end(key)
-        while len(self._folders) > self._max_folders:
-            self._folders.popitem(last=False)
         return folder
 
     async def _resolve_folder(
@@ -359,13 +357,9 @@ class StoredAttributes:
         handle = record.handle
         cached = self._manifests.get(handle)
         if cached is not None and cached.generation == self._catalog.generation:
-            self._manifests.move_to_end(handle)
             return cached
         manifest = await self._manifest_flights.run(handle, lambda: self._fetch_manifest(record))
         self._manifests[handle] = manifest
-        self._manifests.move_to_end(handle)
-        while len(self._manifests) > self._max_manifests:
-            self._manifests.popitem(last=False)
         return manifest
 
     async def _fetch_manifest(self, record: DatasetRecord) -> _Manifest:

@@ -9,7 +9,8 @@ a failure reaches every waiter without being cached. If the data store is unreac
 the credentials held have not yet expired, they keep being used (renewal is retried every few
 seconds), so cached and in-flight reads survive an outage. ``invalidate`` drops a dataset's
 credentials after S3 refused them (``ExpiredCredentialsError``/``AccessDeniedError``), so the
-next call mints new ones.
+next call mints new ones; ``call`` runs an S3 operation that way: once more with new credentials
+if S3 refuses the ones held.
 
 What it holds is bounded: at most ``max_held`` credential sets (the least recently used go
 first), and a set is dropped once its ``expiry`` has passed, so datasets no longer in use cost
@@ -23,19 +24,24 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import cachetools
 
 from provenafs.api.errors import UnavailableError
 from provenafs.api.models import Credentials
 from provenafs.cache.single_flight import SingleFlight
+from provenafs.storage.blobstore import AccessDeniedError, ExpiredCredentialsError
 
 __all__ = ["CredentialBroker", "CredentialSource", "refresh_margin"]
 
+log = logging.getLogger(__name__)
+
 Kind = Literal["read", "write"]
+T = TypeVar("T")
 _MAX_MARGIN = 300.0
 _MIN_MARGIN = 1.0
 _MARGIN_FRACTION = 0.2
@@ -94,6 +100,26 @@ class CredentialBroker:
     async def write(self, handle: str) -> Credentials:
         """Write-scoped credentials for ``handle``'s prefix."""
         return await self._get(handle, "write", self._client.write_credentials)
+
+    async def call(
+        self,
+        handle: str,
+        kind: Kind,
+        op: Callable[[Credentials], Awaitable[T]],
+        *,
+        on_renew: Callable[[], None] | None = None,
+    ) -> T:
+        """*op* with *handle*'s credentials of *kind*; if S3 refuses them (expired, or revoked
+        since they were fetched), once more with new ones (``on_renew`` is told first)."""
+        get = self.read if kind == "read" else self.write
+        try:
+            return await op(await get(handle))
+        except (ExpiredCredentialsError, AccessDeniedError) as exc:
+            log.info("S3 refused the %s credentials of %s (%s); renewing", kind, handle, exc)
+            if on_renew is not None:
+                on_renew()
+            self.invalidate(handle)
+            return await op(await get(handle))
 
     def invalidate(self, handle: str) -> None:
         """Forget ``handle``'s credentials (both kinds): S3 refused them."""

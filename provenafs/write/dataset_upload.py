@@ -49,6 +49,8 @@ from provenafs.storage.blobstore import (
     WritableBlobStore,
     multipart_etag,
 )
+from provenafs.write.draft_entries import METADATA_FILE
+from provenafs.write.publish import DEFAULT_PART_SIZE, is_md5_etag
 
 __all__ = [
     "METADATA_FILE",
@@ -62,8 +64,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.json"
-DEFAULT_PART_SIZE = 16 << 20
 MAX_PARTS = 9000  # S3 allows 10,000 parts: larger files get larger parts
 SYNC_INTERVAL = 0.5
 _T = TypeVar("_T")
@@ -401,9 +401,8 @@ class DatasetUploader:
 
     @staticmethod
     def _check_etag(what: str, etag: str, expected: str) -> None:
-        looks_md5 = len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
         multipart = "-" in etag and "-" in expected
-        if (looks_md5 or multipart) and etag.lower() != expected.lower():
+        if (is_md5_etag(etag) or multipart) and etag.lower() != expected.lower():
             raise UploadError(f"{what}: S3 stored other bytes than were sent")
 
     async def _verify(self, files: list[LocalFile]) -> None:

@@ -76,9 +76,7 @@ from provenafs.storage.attribute_manifest import (
     decode_index,
 )
 from provenafs.storage.blobstore import (
-    AccessDeniedError,
     BlobError,
-    ExpiredCredentialsError,
     Listing,
     NoSuchKeyError,
     ObjectHead,
@@ -111,6 +109,7 @@ __all__ = [
     "PublishProgress",
     "Publisher",
     "generated_reason",
+    "is_md5_etag",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,6 +197,13 @@ class CredentialSource(Protocol):
     async def write(self, handle: str) -> Credentials: ...
 
     def invalidate(self, handle: str) -> None: ...
+
+    async def call(
+        self,
+        handle: str,
+        kind: Literal["read", "write"],
+        op: Callable[[Credentials], Awaitable[_T]],
+    ) -> _T: ...
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -308,7 +314,8 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield exc
 
 
-def _is_md5(etag: str) -> bool:
+def is_md5_etag(etag: str) -> bool:
+    """Whether an ETag is a plain MD5 of the bytes (a single PUT's), not a multipart one."""
     return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
 
 
@@ -609,7 +616,7 @@ class Publisher:
                 prefix + f.path,
                 f.size,
                 self._base_reader(handle, bucket, f.base_key, f.etag),
-                f.etag if _is_md5(f.etag) else None,
+                f.etag if is_md5_etag(f.etag) else None,
                 AttributeIntent(stat.S_IFREG, f.mode, f.mtime_ns, f.attributes_from_base),
                 self._base_whole_reader(handle, bucket, f.base_key, f.etag),
                 self._base_header(handle, bucket, f.base_key),
@@ -939,7 +946,7 @@ class Publisher:
                 written.objects[transfer.path] = (final, target_text)
                 meta = metadata_for(final.mode or 0, final.mtime_ns or 0)
                 etag = await self._put(target, bucket, transfer.key, data, metadata=meta)
-            if _is_md5(etag) and etag != digest.hex():
+            if is_md5_etag(etag) and etag != digest.hex():
                 raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
             tracker.report(nbytes=transfer.size)
             return digest.hex()
@@ -973,7 +980,7 @@ class Publisher:
                             c, bucket, transfer.key, upload_id, number=index + 1, data=data
                         ),
                     )
-                if _is_md5(etags[index]) and etags[index] != digests[index].hex():
+                if is_md5_etag(etags[index]) and etags[index] != digests[index].hex():
                     raise PublishError(f"{transfer.path}: S3 stored other bytes than were sent")
                 tracker.report(nbytes=length)
 
@@ -1073,13 +1080,7 @@ class Publisher:
         op: Callable[[Credentials], Awaitable[_T]],
     ) -> _T:
         """Run ``op`` with ``handle``'s credentials; once more with new ones if S3 refused them."""
-        getter = self._broker.read if kind == "read" else self._broker.write
-        try:
-            return await op(await getter(handle))
-        except (ExpiredCredentialsError, AccessDeniedError) as exc:
-            log.info("S3 refused the %s credentials of %s (%s); renewing", kind, handle, exc)
-            self._broker.invalidate(handle)
-            return await op(await getter(handle))
+        return await self._broker.call(handle, kind, op)
 
     async def _put(
         self,
@@ -1202,10 +1203,10 @@ def _checksum_problem(transfer: _Transfer, info: ObjectInfo, expected: str | Non
     """Why the landed object's ETag contradicts its bytes, or None."""
     landed = info.etag.lower()
     if expected is not None:
-        comparable = ("-" in landed) == ("-" in expected) and ("-" in landed or _is_md5(landed))
+        comparable = ("-" in landed) == ("-" in expected) and ("-" in landed or is_md5_etag(landed))
         if comparable and landed != expected:
             return f"{transfer.path} has ETag {info.etag}, not {expected}"
         return None
-    if transfer.known_etag is not None and _is_md5(landed) and landed != transfer.known_etag:
+    if transfer.known_etag is not None and is_md5_etag(landed) and landed != transfer.known_etag:
         return f"{transfer.path} has ETag {info.etag}, not the base's {transfer.known_etag}"
     return None
